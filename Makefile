@@ -1,0 +1,41 @@
+# Every target sets itself up from nothing: a virtual environment in .venv with torch 2.13.0
+# installed first (on a CPU machine that is the CPU build, not several GB of CUDA packages).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-gpu test-thorough lint format clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,demo]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	TRITON_INTERPRET=1 $(VENV)/bin/triton-conv demo
+
+# CPU: the kernels run through Triton's interpreter.
+test: $(STAMP)
+	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-thorough: $(STAMP)
+	TRITON_CONV_THOROUGH=1 TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# CUDA: the same suite on the GPU (for a machine with torch and triton already installed).
+test-gpu:
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,9 @@
+"""The convolution kernels as ``torch.library`` custom ops (namespace ``triton_conv``).
+
+Installed as ``triton_conv.autograd``. Importing it registers the ops, their fake (meta)
+implementations and the autograd formula.
+"""
+
+from .ops import conv_forward
+
+__all__ = ["conv_forward"]

@@ -1,0 +1,317 @@
+"""Convolution geometry: argument normalisation, validation and shapes, in one place.
+
+Everything else (functional API, custom ops, fake implementations, kernels, tuning) asks this
+module for output sizes, padding splits and the N-d -> 3-d view instead of recomputing them.
+Validation follows ``torch.nn.functional.conv*``: the same inputs are rejected, with the same
+exception type (``RuntimeError``) and a message that names the argument and the shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch._prims_common import suggest_memory_format
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+# Kernels compute in these dtypes; anything else falls back or is rejected in functional.py.
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INT32_LIMIT = 2**31
+
+Triple = tuple[int, int, int]
+IntOrSeq = int | Sequence[int]
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """The geometry of one convolution, with every spatial field padded to (D, H, W).
+
+    A conv1d has ``D == H == 1`` and a conv2d ``D == 1``, with unit kernel, stride and dilation
+    and zero padding in those dimensions, so kernels are written once over three dimensions.
+    ``pad_lo``/``pad_hi`` are the padding before/after each dimension; they differ only for
+    ``padding='same'`` with an even effective kernel, where torch pads one more at the end.
+    """
+
+    ndim: int
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    input_size: Triple
+    kernel_size: Triple
+    stride: Triple
+    pad_lo: Triple
+    pad_hi: Triple
+    dilation: Triple
+    output_size: Triple
+
+    @property
+    def in_channels_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_channels_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def taps(self) -> int:
+        t, r, s = self.kernel_size
+        return t * r * s
+
+    @property
+    def output_pixels(self) -> int:
+        d, h, w = self.output_size
+        return self.batch * d * h * w
+
+    @property
+    def input_pixels(self) -> int:
+        d, h, w = self.input_size
+        return self.batch * d * h * w
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """The batched output shape in the caller's dimensionality."""
+        return (self.batch, self.out_channels, *self.output_size[3 - self.ndim :])
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds times two of the forward pass (also of each gradient)."""
+        return 2 * self.output_pixels * self.out_channels * self.in_channels_per_group * self.taps
+
+    def op_padding(self) -> list[int]:
+        """Padding as the custom ops take it: the ``ndim`` leading pads, then the trailing ones."""
+        return [*self.pad_lo[3 - self.ndim :], *self.pad_hi[3 - self.ndim :]]
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def _expand(name: str, value: IntOrSeq, ndim: int) -> tuple[int, ...]:
+    """An int or a 1- or ndim-long sequence, as an ndim-tuple (torch's ``expand_param_if_needed``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * ndim
+    if isinstance(value, torch.Size | tuple | list):
+        items = tuple(value)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            if len(items) == 1:
+                return items * ndim
+            if len(items) == ndim:
+                return items
+    raise RuntimeError(
+        f"expected {name} to be a single integer value or a list of {ndim} values to match "
+        f"the convolution dimensions, but got {name}={list(value) if isinstance(value, Sequence) else value}"
+    )
+
+
+def _to_triple(values: Sequence[int], fill: int) -> Triple:
+    """Pad an ndim-tuple on the left to (D, H, W)."""
+    return tuple([fill] * (3 - len(values)) + list(values))  # type: ignore[return-value]
+
+
+def _check_tensors(name: str, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{name}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{name}(): argument 'weight' must be Tensor, not {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{name}(): argument 'bias' must be Tensor, not {type(bias).__name__}")
+    for other_name, other in (("weight", weight), ("bias", bias)):
+        if other is None:
+            continue
+        if other.device != input.device:
+            raise RuntimeError(
+                f"{name}(): input is on {input.device} but {other_name} is on {other.device}; "
+                "all tensors must be on the same device"
+            )
+        if other.dtype != input.dtype:
+            raise RuntimeError(
+                f"{name}(): input type ({input.dtype}) and {other_name} type ({other.dtype}) "
+                "should be the same"
+            )
+
+
+def conv_spec(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: IntOrSeq,
+    padding: IntOrSeq | str,
+    dilation: IntOrSeq,
+    groups: int,
+    ndim: int,
+) -> ConvSpec:
+    """Validate ``F.conv{ndim}d``'s arguments and return the geometry.
+
+    ``input`` may be unbatched (``ndim + 1`` dimensions); the spec then has ``batch == 1`` and
+    the caller unsqueezes. Raises ``RuntimeError`` for everything ``F.conv*`` rejects.
+    """
+    name = f"conv{ndim}d"
+    _check_tensors(name, input, weight, bias)
+    if input.dim() not in (ndim + 1, ndim + 2):
+        raise RuntimeError(
+            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {name}, "
+            f"but got input of size: {_fmt(input.shape)}"
+        )
+    batched = input.dim() == ndim + 2
+    in_shape = tuple(input.shape) if batched else (1, *input.shape)
+    if weight.dim() != ndim + 2:
+        raise RuntimeError(
+            f"{name}(): expected weight to be {ndim + 2}-dimensional "
+            f"(out_channels, in_channels/groups, *kernel_size), but got weight of size {_fmt(weight.shape)}"
+        )
+
+    stride_t = _expand("stride", stride, ndim)
+    dilation_t = _expand("dilation", dilation, ndim)
+    if any(s <= 0 for s in stride_t):
+        raise RuntimeError(f"{name}(): non-positive stride is not supported, got stride={list(stride_t)}")
+    if any(d <= 0 for d in dilation_t):
+        raise RuntimeError(f"{name}(): dilation should be greater than zero, got dilation={list(dilation_t)}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
+        raise RuntimeError(f"{name}(): non-positive groups is not supported, got groups={groups}")
+
+    kernel = tuple(weight.shape[2:])
+    if isinstance(padding, str):
+        if padding == "valid":
+            pad_lo = pad_hi = (0,) * ndim
+        elif padding == "same":
+            if any(s != 1 for s in stride_t):
+                raise RuntimeError(
+                    f"{name}(): padding='same' is not supported for strided convolutions, "
+                    f"got stride={list(stride_t)}"
+                )
+            total = [d * (k - 1) for d, k in zip(dilation_t, kernel)]
+            # torch puts the odd element of an even total at the end.
+            pad_lo = tuple(t // 2 for t in total)
+            pad_hi = tuple(t - lo for t, lo in zip(total, pad_lo))
+        else:
+            raise RuntimeError(f"{name}(): invalid padding string '{padding}', expected 'same' or 'valid'")
+    else:
+        pad_lo = pad_hi = _expand("padding", padding, ndim)
+        if any(p < 0 for p in pad_lo):
+            raise RuntimeError(f"{name}(): negative padding is not supported, got padding={list(pad_lo)}")
+
+    out_channels, in_per_group = weight.shape[0], weight.shape[1]
+    if out_channels % groups != 0:
+        raise RuntimeError(
+            f"{name}(): given groups={groups}, expected weight to be divisible by {groups} at "
+            f"dimension 0, but got weight of size {_fmt(weight.shape)} instead"
+        )
+    if in_shape[1] != in_per_group * groups:
+        raise RuntimeError(
+            f"{name}(): given groups={groups}, weight of size {_fmt(weight.shape)}, expected "
+            f"input{_fmt(input.shape)} to have {in_per_group * groups} channels, "
+            f"but got {in_shape[1]} channels instead"
+        )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
+        raise RuntimeError(
+            f"{name}(): given weight of size {_fmt(weight.shape)}, expected bias to be "
+            f"1-dimensional with {out_channels} elements, but got bias of size {_fmt(bias.shape)} instead"
+        )
+
+    spatial = in_shape[2:]
+    padded = [i + lo + hi for i, lo, hi in zip(spatial, pad_lo, pad_hi)]
+    effective = [d * (k - 1) + 1 for d, k in zip(dilation_t, kernel)]
+    if any(e > p for e, p in zip(effective, padded)):
+        raise RuntimeError(
+            f"{name}(): calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
+            f"Kernel size: ({' x '.join(map(str, effective))}) (dilated). "
+            "Kernel size can't be greater than actual input size"
+        )
+    output = [(p - e) // s + 1 for p, e, s in zip(padded, effective, stride_t)]
+
+    return ConvSpec(
+        ndim=ndim,
+        batch=in_shape[0],
+        in_channels=in_shape[1],
+        out_channels=out_channels,
+        groups=groups,
+        input_size=_to_triple(spatial, 1),
+        kernel_size=_to_triple(kernel, 1),
+        stride=_to_triple(stride_t, 1),
+        pad_lo=_to_triple(pad_lo, 0),
+        pad_hi=_to_triple(pad_hi, 0),
+        dilation=_to_triple(dilation_t, 1),
+        output_size=_to_triple(output, 1),
+    )
+
+
+def check_padding_mode(padding_mode: str) -> None:
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {list(PADDING_MODES)}, but got padding_mode='{padding_mode}'")
+
+
+def explicit_pad_widths(spec: ConvSpec) -> list[int]:
+    """``F.pad``'s pad list (last dimension first) for the spec's padding."""
+    widths: list[int] = []
+    for lo, hi in zip(reversed(spec.pad_lo[3 - spec.ndim :]), reversed(spec.pad_hi[3 - spec.ndim :])):
+        widths += [lo, hi]
+    return widths
+
+
+def output_size(
+    input_size: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> list[int]:
+    """Spatial output size from already-validated op arguments (padding: leading then trailing)."""
+    nd = len(input_size)
+    return [
+        (input_size[i] + padding[i] + padding[nd + i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1
+        for i in range(nd)
+    ]
+
+
+def op_geometry(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> ConvSpec:
+    """The spec of a custom-op call, whose batched arguments were validated by ``conv_spec``."""
+    nd = input.dim() - 2
+    out = output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation)
+    return ConvSpec(
+        ndim=nd,
+        batch=input.shape[0],
+        in_channels=input.shape[1],
+        out_channels=weight.shape[0],
+        groups=groups,
+        input_size=_to_triple(input.shape[2:], 1),
+        kernel_size=_to_triple(weight.shape[2:], 1),
+        stride=_to_triple(stride, 1),
+        pad_lo=_to_triple(padding[:nd], 0),
+        pad_hi=_to_triple(padding[nd:], 0),
+        dilation=_to_triple(dilation, 1),
+        output_size=_to_triple(out, 1),
+    )
+
+
+def as_3d(t: torch.Tensor) -> torch.Tensor:
+    """View a (N, C, *spatial) tensor with 1-3 spatial dims as (N, C, D, H, W); no copy."""
+    while t.dim() < 5:
+        t = t.unsqueeze(2)
+    return t
+
+
+def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """torch's rule: a channels-last output when the input or the weight is laid out channels-last."""
+    for t in (input, weight):
+        fmt = suggest_memory_format(t)
+        if fmt != torch.contiguous_format:
+            return fmt
+    return torch.contiguous_format
+
+
+def needs_int64(*tensors: torch.Tensor) -> bool:
+    """Whether any tensor spans 2^31 elements or more, so offsets must be 64-bit."""
+    for t in tensors:
+        span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
+        if t.numel() >= INT32_LIMIT or span >= INT32_LIMIT:
+            return True
+    return False
