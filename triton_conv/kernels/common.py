@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import triton.language as tl
@@ -20,3 +22,22 @@ def dot_precision(t: torch.Tensor) -> str:
     if t.dtype == torch.float32 and t.is_cuda and torch.backends.cudnn.allow_tf32:
         return "tf32"
     return "ieee"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch, fully decided: what the launchers build and what tests compile for GPUs.
+
+    ``args`` are the runtime arguments in the kernel's order (tensors and ints); ``constexprs``
+    the compile-time ones (block sizes and flags), ``num_warps``/``num_stages`` the launch options.
+    """
+
+    kernel: Any
+    grid: tuple[int, ...]
+    args: tuple[Any, ...]
+    constexprs: dict[str, Any] = field(default_factory=dict)
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __call__(self) -> None:
+        self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)

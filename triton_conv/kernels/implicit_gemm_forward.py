@@ -14,7 +14,7 @@ import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
-from .common import accumulator_dtype, dot_precision
+from .common import Launch, accumulator_dtype, dot_precision
 from .indexing import unravel_pixels, unravel_tap
 
 
@@ -101,17 +101,15 @@ def forward_config(spec: ConvSpec) -> KernelConfig:
     )
 
 
-def implicit_gemm_forward(
+def plan_forward(
     input: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     spec: ConvSpec,
     out: torch.Tensor,
     config: KernelConfig | None = None,
-) -> torch.Tensor:
-    """Write conv(input, weight) + bias into ``out`` (all (N, C, *spatial), any strides)."""
-    if out.numel() == 0:
-        return out
+) -> Launch:
+    """The launch writing conv(input, weight) + bias into ``out`` (all (N, C, *spatial), any strides)."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
     cfg = config or forward_config(spec)
     grid = (
@@ -120,18 +118,33 @@ def implicit_gemm_forward(
         spec.groups,
     )
     _, r, s = spec.kernel_size
-    implicit_gemm_forward_kernel[grid](
+    args = (
         x, w, bias if bias is not None else x, y,
         spec.in_channels_per_group, *spec.input_size,
         spec.out_channels_per_group, *spec.output_size, spec.output_pixels,
         r, s, spec.taps,
         *spec.stride, *spec.pad_lo, *spec.dilation,
         *x.stride(), *w.stride(), *y.stride(),
+    )
+    constexprs = dict(
         HAS_BIAS=bias is not None,
         INDEX_64=needs_int64(x, w, y),
         PRECISION=dot_precision(x),
         ACC_DTYPE=accumulator_dtype(x.dtype),
-        **cfg.launch_kwargs(),
+        **cfg.blocks(),
     )
-    return out
+    return Launch(implicit_gemm_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
+
+def implicit_gemm_forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    out: torch.Tensor,
+    config: KernelConfig | None = None,
+) -> torch.Tensor:
+    """Write conv(input, weight) + bias into ``out`` and return it."""
+    if out.numel() > 0:
+        plan_forward(input, weight, bias, spec, out, config)()
+    return out

@@ -22,14 +22,9 @@ class KernelConfig:
     num_stages: int
     split_k: int = 1
 
-    def launch_kwargs(self) -> dict[str, int]:
-        return {
-            "BLOCK_M": self.block_m,
-            "BLOCK_N": self.block_n,
-            "BLOCK_K": self.block_k,
-            "num_warps": self.num_warps,
-            "num_stages": self.num_stages,
-        }
+    def blocks(self) -> dict[str, int]:
+        """The tile as the kernels' constexpr arguments."""
+        return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "BLOCK_K": self.block_k}
 
 
 # The tiles each GEMM-shaped kernel may use; the first is the default before clipping.
