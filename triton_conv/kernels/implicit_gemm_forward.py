@@ -30,6 +30,7 @@ def implicit_gemm_forward_kernel(
     sx_n, sx_c, sx_d, sx_h, sx_w,
     sw_k, sw_c, sw_t, sw_r, sw_s,
     sy_n, sy_k, sy_d, sy_h, sy_w,
+    s_bias,
     HAS_BIAS: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -41,7 +42,7 @@ def implicit_gemm_forward_kernel(
     Args:
         x_ptr: input (N, C, D, H, W), any strides (sx_*); C = groups * C_G.
         w_ptr: weight (K, C_G, T, R, S), any strides (sw_*); K = groups * K_G; TAPS = T*R*S.
-        bias_ptr: bias (K,), contiguous; read only if HAS_BIAS.
+        bias_ptr: bias (K,), stride s_bias; read only if HAS_BIAS.
         y_ptr: output (N, K, D_OUT, H_OUT, W_OUT), any strides (sy_*); M = N*D_OUT*H_OUT*W_OUT.
         pad_*: leading padding per dimension (trailing padding only shapes D_OUT/H_OUT/W_OUT).
         INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
@@ -87,7 +88,7 @@ def implicit_gemm_forward_kernel(
             acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + group * K_G + offs_n, mask=mask_n, other=0.0)
+        bias = tl.load(bias_ptr + (group * K_G + offs_n) * s_bias, mask=mask_n, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
 
     y_rows = y_ptr + n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
@@ -125,6 +126,7 @@ def plan_forward(
         r, s, spec.taps,
         *spec.stride, *spec.pad_lo, *spec.dilation,
         *x.stride(), *w.stride(), *y.stride(),
+        bias.stride(0) if bias is not None else 0,
     )
     constexprs = dict(
         HAS_BIAS=bias is not None,

@@ -1,0 +1,87 @@
+"""Forward results against torch.nn.functional.conv* on the case table."""
+
+import pytest
+import torch
+
+from .cases import CASES, SUBSET
+from .reference import DEVICE, DTYPES, LAYOUTS, OUR_CONV, THOROUGH, TORCH_CONV, assert_close, make_inputs, reference_forward
+
+pytestmark = pytest.mark.forward
+
+
+def _check_forward(case, dtype, layout):
+    x, w, b = make_inputs(case, dtype, layout)
+    y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), padding_mode=case.padding_mode)
+    assert_close(y, reference_forward(case, x, w, b), dtype, case.reduction, f"forward {case.id}")
+    return x, w, y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_forward_table(case, dtype):
+    _check_forward(case, dtype, "contiguous")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
+def test_forward_layouts(case, layout):
+    _check_forward(case, torch.float32, layout)
+
+
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d.itemsize == 2], ids=str)
+@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
+def test_forward_half(case, dtype):
+    _check_forward(case, dtype, "channels_last")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_output_memory_format_matches_torch(ndim, layout):
+    case = SUBSET[3] if ndim == 2 else SUBSET[6]
+    x, w, y = _check_forward(case, torch.float32, layout)
+    # torch's float64 CPU path ignores channels-last; its float32 path follows the rule we keep.
+    assert y.stride() == TORCH_CONV[ndim](x, w, None, **case.kwargs()).stride()
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_unbatched(ndim):
+    case = next(c for c in CASES if c.ndim == ndim and c.batch == 1)
+    x, w, b = make_inputs(case, torch.float64)
+    y = OUR_CONV[ndim](x[0], w, b, **case.kwargs(), padding_mode=case.padding_mode)
+    assert_close(y, reference_forward(case, x, w, b)[0], torch.float64, case.reduction, "unbatched")
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_zero_batch(ndim):
+    case = next(c for c in CASES if c.ndim == ndim)
+    x, w, b = make_inputs(case, torch.float32)
+    y = OUR_CONV[ndim](x[:0], w, b, **case.kwargs(), padding_mode=case.padding_mode)
+    assert y.shape == reference_forward(case, x, w, b)[:0].shape
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="TF32 exists on CUDA only")
+def test_tf32_follows_cudnn_flag():
+    case = CASES[10]
+    x, w, b = make_inputs(case, torch.float32)
+    saved = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        _check_forward(case, torch.float32, "contiguous")
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_int64_indexing_path(monkeypatch):
+    """The 64-bit offset path computes the same result (forced on a small problem)."""
+    from triton_conv.kernels import implicit_gemm_forward as module
+
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    _check_forward(CASES[21], torch.float64, "channels_last")
+
+
+def test_needs_int64_threshold():
+    from triton_conv.spec import needs_int64
+
+    assert not needs_int64(torch.empty(16, 16))
+    assert needs_int64(torch.empty(1).expand(2**31))
+    assert needs_int64(torch.empty(2, 1).expand(2, 2**30)[:, ::1].as_strided((2, 2), (2**31 - 1, 1)))
