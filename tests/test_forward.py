@@ -1,5 +1,7 @@
 """Forward results against torch.nn.functional.conv* on the case table."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -73,8 +75,7 @@ def test_tf32_follows_cudnn_flag():
 
 def test_int64_indexing_path(monkeypatch):
     """The 64-bit offset path computes the same result (forced on a small problem)."""
-    from triton_conv.kernels import implicit_gemm_forward as module
-
+    module = importlib.import_module("triton_conv.kernels.implicit_gemm_forward")
     monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
     _check_forward(CASES[21], torch.float64, "channels_last")
 
@@ -84,4 +85,3 @@ def test_needs_int64_threshold():
 
     assert not needs_int64(torch.empty(16, 16))
     assert needs_int64(torch.empty(1).expand(2**31))
-    assert needs_int64(torch.empty(2, 1).expand(2, 2**30)[:, ::1].as_strided((2, 2), (2**31 - 1, 1)))
