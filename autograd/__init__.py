@@ -4,6 +4,6 @@ Installed as ``triton_conv.autograd``. Importing it registers the ops, their fak
 implementations and the autograd formula.
 """
 
-from .ops import conv_forward
+from .ops import conv_forward, conv_input_grad, conv_weight_grad
 
-__all__ = ["conv_forward"]
+__all__ = ["conv_forward", "conv_input_grad", "conv_weight_grad"]

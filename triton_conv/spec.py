@@ -8,6 +8,7 @@ exception type (``RuntimeError``) and a message that names the argument and the 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # Kernels compute in these dtypes; anything else falls back or is rejected in functional.py.
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INT32_LIMIT = 2**31
+INT64_MAX = 2**63 - 1
 
 Triple = tuple[int, int, int]
 IntOrSeq = int | Sequence[int]
@@ -88,20 +90,47 @@ def _fmt(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
-def _expand(name: str, value: IntOrSeq, ndim: int) -> tuple[int, ...]:
-    """An int or a 1- or ndim-long sequence, as an ndim-tuple (torch's ``expand_param_if_needed``)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,) * ndim
+def _as_int(conv: str, name: str, value: object, expected: str = "an int") -> int:
+    """One integer argument, taken as torch's argument parser takes it (``__index__``, no bools)."""
+    # bool is an int subclass and a 0-d int tensor or numpy integer has __index__; torch's parser
+    # refuses the first and accepts the others, so operator.index with bool excluded matches it.
+    if not isinstance(value, bool):
+        try:
+            result = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            if not -INT64_MAX - 1 <= result <= INT64_MAX:
+                # torch fails to unpack it into a C++ int64_t with this exception type.
+                raise ValueError(f"{conv}(): {name}={result} does not fit in a 64-bit integer")
+            return result
+    raise TypeError(f"{conv}(): argument '{name}' must be {expected}, but got {value!r}")
+
+
+_INTS = "an int or a tuple of ints"
+
+
+def _ints(conv: str, name: str, value: IntOrSeq) -> tuple[int, ...]:
+    """An int, or a tuple/list/torch.Size of ints, as a tuple (TypeError like torch's parser)."""
     if isinstance(value, torch.Size | tuple | list):
-        items = tuple(value)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            if len(items) == 1:
-                return items * ndim
-            if len(items) == ndim:
-                return items
+        return tuple(_as_int(conv, name, v, _INTS) for v in value)
+    # Tensors with elements are sequences to torch's parser, which refuses them as int lists.
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        raise TypeError(f"{conv}(): argument '{name}' must be {_INTS}, but got a tensor of size {_fmt(value.shape)}")
+    return (_as_int(conv, name, value, _INTS),)
+
+
+def _expand(conv: str, name: str, value: IntOrSeq, ndim: int) -> tuple[int, ...]:
+    """An int or a 1- or ndim-long sequence, as an ndim-tuple (torch's ``expand_param_if_needed``)."""
+    scalar = not isinstance(value, torch.Size | tuple | list)
+    items = _ints(conv, name, value)
+    if scalar or len(items) == 1:
+        return items * ndim
+    if len(items) == ndim:
+        return items
     raise RuntimeError(
         f"expected {name} to be a single integer value or a list of {ndim} values to match "
-        f"the convolution dimensions, but got {name}={list(value) if isinstance(value, Sequence) else value}"
+        f"the convolution dimensions, but got {name}={list(items)}"
     )
 
 
@@ -148,7 +177,14 @@ def conv_spec(
     the caller unsqueezes. Raises ``RuntimeError`` for everything ``F.conv*`` rejects.
     """
     name = f"conv{ndim}d"
+    # torch's argument parser runs before any shape check, so every TypeError comes first.
     _check_tensors(name, input, weight, bias)
+    stride_t = _expand(name, "stride", stride, ndim)
+    dilation_t = _expand(name, "dilation", dilation, ndim)
+    groups = _as_int(name, "groups", groups)
+    if not isinstance(padding, str):
+        pad_lo = pad_hi = _expand(name, "padding", padding, ndim)
+
     if input.dim() not in (ndim + 1, ndim + 2):
         raise RuntimeError(
             f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {name}, "
@@ -162,13 +198,11 @@ def conv_spec(
             f"(out_channels, in_channels/groups, *kernel_size), but got weight of size {_fmt(weight.shape)}"
         )
 
-    stride_t = _expand("stride", stride, ndim)
-    dilation_t = _expand("dilation", dilation, ndim)
     if any(s <= 0 for s in stride_t):
         raise RuntimeError(f"{name}(): non-positive stride is not supported, got stride={list(stride_t)}")
     if any(d <= 0 for d in dilation_t):
         raise RuntimeError(f"{name}(): dilation should be greater than zero, got dilation={list(dilation_t)}")
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
+    if groups <= 0:
         raise RuntimeError(f"{name}(): non-positive groups is not supported, got groups={groups}")
 
     kernel = tuple(weight.shape[2:])
@@ -187,12 +221,16 @@ def conv_spec(
             pad_hi = tuple(t - lo for t, lo in zip(total, pad_lo))
         else:
             raise RuntimeError(f"{name}(): invalid padding string '{padding}', expected 'same' or 'valid'")
-    else:
-        pad_lo = pad_hi = _expand("padding", padding, ndim)
-        if any(p < 0 for p in pad_lo):
-            raise RuntimeError(f"{name}(): negative padding is not supported, got padding={list(pad_lo)}")
+    elif any(p < 0 for p in pad_lo):
+        raise RuntimeError(f"{name}(): negative padding is not supported, got padding={list(pad_lo)}")
 
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
+    # torch rejects an empty weight (out_channels < groups) even where the output would be empty.
+    if out_channels < groups:
+        raise RuntimeError(
+            f"{name}(): given groups={groups}, expected weight to be at least {groups} at "
+            f"dimension 0, but got weight of size {_fmt(weight.shape)} instead"
+        )
     if out_channels % groups != 0:
         raise RuntimeError(
             f"{name}(): given groups={groups}, expected weight to be divisible by {groups} at "
@@ -209,15 +247,30 @@ def conv_spec(
             f"{name}(): given weight of size {_fmt(weight.shape)}, expected bias to be "
             f"1-dimensional with {out_channels} elements, but got bias of size {_fmt(bias.shape)} instead"
         )
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(
+            f"{name}(): kernel size should be greater than zero, but got weight of size {_fmt(weight.shape)}"
+        )
 
     spatial = in_shape[2:]
     padded = [i + lo + hi for i, lo, hi in zip(spatial, pad_lo, pad_hi)]
+    if any(p > INT64_MAX for p in padded):
+        # torch's sizes are int64_t; it rejects padding above (2**63 - 1) // 2 for this reason.
+        raise RuntimeError(
+            f"{name}(): padding={list(pad_lo)} makes the padded input size overflow a 64-bit integer"
+        )
     effective = [d * (k - 1) + 1 for d, k in zip(dilation_t, kernel)]
     if any(e > p for e, p in zip(effective, padded)):
         raise RuntimeError(
             f"{name}(): calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
             f"Kernel size: ({' x '.join(map(str, effective))}) (dilated). "
             "Kernel size can't be greater than actual input size"
+        )
+    # Empty batches and channel-less inputs are fine; an empty spatial dimension otherwise is not.
+    if in_shape[0] > 0 and in_shape[1] > 0 and any(i == 0 for i in spatial):
+        raise RuntimeError(
+            f"{name}(): only zero batch or zero channel inputs are supported, but got input of "
+            f"size {_fmt(input.shape)}, with an empty spatial dimension"
         )
     output = [(p - e) // s + 1 for p, e, s in zip(padded, effective, stride_t)]
 
@@ -266,24 +319,24 @@ def output_size(
 
 
 def op_geometry(
-    input: torch.Tensor,
-    weight: torch.Tensor,
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
 ) -> ConvSpec:
     """The spec of a custom-op call, whose batched arguments were validated by ``conv_spec``."""
-    nd = input.dim() - 2
-    out = output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation)
+    nd = len(input_shape) - 2
+    out = output_size(input_shape[2:], weight_shape[2:], stride, padding, dilation)
     return ConvSpec(
         ndim=nd,
-        batch=input.shape[0],
-        in_channels=input.shape[1],
-        out_channels=weight.shape[0],
+        batch=input_shape[0],
+        in_channels=input_shape[1],
+        out_channels=weight_shape[0],
         groups=groups,
-        input_size=_to_triple(input.shape[2:], 1),
-        kernel_size=_to_triple(weight.shape[2:], 1),
+        input_size=_to_triple(input_shape[2:], 1),
+        kernel_size=_to_triple(weight_shape[2:], 1),
         stride=_to_triple(stride, 1),
         pad_lo=_to_triple(padding[:nd], 0),
         pad_hi=_to_triple(padding[nd:], 0),
@@ -306,6 +359,11 @@ def output_memory_format(input: torch.Tensor, weight: torch.Tensor) -> torch.mem
         if fmt != torch.contiguous_format:
             return fmt
     return torch.contiguous_format
+
+
+def channels_last_format(rank: int) -> torch.memory_format:
+    """The channels-last memory format of a tensor of ``rank`` dimensions (none for 1-D convs)."""
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(rank, torch.contiguous_format)
 
 
 def needs_int64(*tensors: torch.Tensor) -> bool:

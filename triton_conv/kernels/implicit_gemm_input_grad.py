@@ -1,0 +1,164 @@
+"""Input gradient as an implicit GEMM over input pixels with the transposed filter.
+
+dx[n, c, i] = sum over taps and output channels k of dy[n, k, o] * w[k, c, tap], where
+o * stride = i + pad - tap * dil. For a strided convolution only the taps with
+(i + pad - tap * dil) divisible by the stride reach input pixel i, and which taps those are
+depends only on i modulo the stride (its phase). Programs are therefore split by phase: each
+covers pixels of one phase, skips the taps that cannot contribute with one scalar test, and
+spends no work on them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..spec import ConvSpec, as_3d, needs_int64
+from ..tuning.configs import KernelConfig, heuristic_config
+from .common import Launch, accumulator_dtype, dot_precision
+from .indexing import unravel_pixels, unravel_tap
+
+
+@triton.jit
+def implicit_gemm_input_grad_kernel(
+    dy_ptr, w_ptr, dx_ptr,
+    C_G, D, H, W,
+    K_G, D_OUT, H_OUT, W_OUT,
+    D_PH, H_PH, W_PH, M_PH,
+    R, S, TAPS, GROUPS,
+    stride_d, stride_h, stride_w,
+    pad_d, pad_h, pad_w,
+    dil_d, dil_h, dil_w,
+    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w,
+    sw_k, sw_c, sw_t, sw_r, sw_s,
+    sdx_n, sdx_c, sdx_d, sdx_h, sdx_w,
+    INDEX_64: tl.constexpr,
+    PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dx for one (BLOCK_M input pixels of one phase) x (BLOCK_N input channels) tile.
+
+    Args:
+        dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*), K = GROUPS * K_G.
+        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*); TAPS = T*R*S.
+        dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*), C = GROUPS * C_G; every
+            element is written (zero where no tap reaches it).
+        D_PH, H_PH, W_PH: pixels per phase along each dimension (ceil(D / stride_d), ...);
+            M_PH = N * D_PH * H_PH * W_PH.
+        pad_*: leading padding per dimension.
+        Grid axis 2 runs over GROUPS * stride_d * stride_h * stride_w (group fastest).
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_z = tl.program_id(2)
+    group = pid_z % GROUPS
+    phase = pid_z // GROUPS
+    ph_w = phase % stride_w
+    ph_h = (phase // stride_w) % stride_h
+    ph_d = phase // (stride_w * stride_h)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    if INDEX_64:
+        offs_m = offs_m.to(tl.int64)
+        offs_n = offs_n.to(tl.int64)
+        offs_k = offs_k.to(tl.int64)
+    mask_n = offs_n < C_G
+
+    n, jd, jh, jw = unravel_pixels(offs_m, D_PH, H_PH, W_PH)
+    # Input pixel (ph + stride * j) in each dimension.
+    id_ = ph_d + stride_d * jd
+    ih = ph_h + stride_h * jh
+    iw = ph_w + stride_w * jw
+    mask_m = (offs_m < M_PH) & (id_ < D) & (ih < H) & (iw < W)
+    dy_rows = dy_ptr + n * sdy_n + group * K_G * sdy_k
+    w_cols = w_ptr + group * K_G * sw_k + offs_n * sw_c
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for tap in range(TAPS):
+        kt, kr, ks = unravel_tap(tap, R, S)
+        # o * stride = ph + stride * j + pad - tap * dil: divisible for this phase or never.
+        num_d = ph_d + pad_d - kt * dil_d
+        num_h = ph_h + pad_h - kr * dil_h
+        num_w = ph_w + pad_w - ks * dil_w
+        if (num_d % stride_d == 0) & (num_h % stride_h == 0) & (num_w % stride_w == 0):
+            od = jd + num_d // stride_d
+            oh = jh + num_h // stride_h
+            ow = jw + num_w // stride_w
+            valid = mask_m & (od >= 0) & (od < D_OUT) & (oh >= 0) & (oh < H_OUT) & (ow >= 0) & (ow < W_OUT)
+            dy_tap = dy_rows + od * sdy_d + oh * sdy_h + ow * sdy_w
+            w_tap = w_cols + kt * sw_t + kr * sw_r + ks * sw_s
+            for k0 in range(0, K_G, BLOCK_K):
+                k = k0 + offs_k
+                mask_k = k < K_G
+                a = tl.load(dy_tap[:, None] + k[None, :] * sdy_k, mask=valid[:, None] & mask_k[None, :], other=0.0)
+                b = tl.load(w_tap[None, :] + k[:, None] * sw_k, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+                acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+    dx_rows = dx_ptr + n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
+    dx_ptrs = dx_rows[:, None] + (group * C_G + offs_n)[None, :] * sdx_c
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+def _pixels_per_phase(spec: ConvSpec) -> tuple[int, int, int]:
+    return tuple(triton.cdiv(i, s) for i, s in zip(spec.input_size, spec.stride))  # type: ignore[return-value]
+
+
+def input_grad_config(spec: ConvSpec) -> KernelConfig:
+    d, h, w = _pixels_per_phase(spec)
+    return heuristic_config(
+        "input_grad", spec.batch * d * h * w, spec.in_channels_per_group, spec.out_channels_per_group
+    )
+
+
+def plan_input_grad(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    spec: ConvSpec,
+    grad_input: torch.Tensor,
+    config: KernelConfig | None = None,
+) -> Launch:
+    """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides)."""
+    dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
+    cfg = config or input_grad_config(spec)
+    d_ph, h_ph, w_ph = _pixels_per_phase(spec)
+    m_ph = spec.batch * d_ph * h_ph * w_ph
+    phases = spec.stride[0] * spec.stride[1] * spec.stride[2]
+    grid = (
+        triton.cdiv(m_ph, cfg.block_m),
+        triton.cdiv(spec.in_channels_per_group, cfg.block_n),
+        spec.groups * phases,
+    )
+    _, r, s = spec.kernel_size
+    args = (
+        dy, w, dx,
+        spec.in_channels_per_group, *spec.input_size,
+        spec.out_channels_per_group, *spec.output_size,
+        d_ph, h_ph, w_ph, m_ph,
+        r, s, spec.taps, spec.groups,
+        *spec.stride, *spec.pad_lo, *spec.dilation,
+        *dy.stride(), *w.stride(), *dx.stride(),
+    )
+    constexprs = dict(
+        INDEX_64=needs_int64(dy, w, dx),
+        PRECISION=dot_precision(dy),
+        ACC_DTYPE=accumulator_dtype(dy.dtype),
+        **cfg.blocks(),
+    )
+    return Launch(implicit_gemm_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
+
+
+def implicit_gemm_input_grad(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    spec: ConvSpec,
+    grad_input: torch.Tensor,
+    config: KernelConfig | None = None,
+) -> torch.Tensor:
+    """Write d(loss)/d(input) into ``grad_input`` and return it."""
+    if grad_input.numel() > 0:
+        plan_input_grad(grad_output, weight, spec, grad_input, config)()
+    return grad_input
