@@ -133,18 +133,17 @@ def make_inputs(case: ConvCase, dtype: torch.dtype, layout: str = "contiguous", 
 
 
 def reference_forward(case: ConvCase, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """torch's convolution in float64 on the same values (explicit pad for non-zero modes)."""
-    x64, w64 = x.detach().double(), w.detach().double()
-    b64 = b.detach().double() if b is not None else None
+    """torch's convolution in float64 on the same values, differentiable in x, w and b.
+
+    Non-zero padding modes pad as ``nn.Conv*`` does, with the pad widths torch's module computes.
+    """
+    x64, w64 = x.double(), w.double()
+    b64 = b.double() if b is not None else None
     kwargs = case.kwargs()
     if case.padding_mode != "zeros":
         module = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[case.ndim](
-            case.in_channels, case.out_channels, case.kernel, bias=case.bias, padding_mode=case.padding_mode,
-            dtype=torch.float64, device=x.device, **kwargs,
+            case.in_channels, case.out_channels, case.kernel, padding_mode=case.padding_mode, device="meta", **kwargs
         )
-        with torch.no_grad():
-            module.weight.copy_(w64)
-            if b64 is not None:
-                module.bias.copy_(b64)
-        return module(x64).detach()
+        x64 = F.pad(x64, module._reversed_padding_repeated_twice, mode=case.padding_mode)
+        kwargs["padding"] = 0
     return TORCH_CONV[case.ndim](x64, w64, b64, **kwargs)

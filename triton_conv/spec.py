@@ -112,12 +112,13 @@ _INTS = "an int or a tuple of ints"
 
 def _ints(conv: str, name: str, value: IntOrSeq) -> tuple[int, ...]:
     """An int, or a tuple/list/torch.Size of ints, as a tuple (TypeError like torch's parser)."""
-    if isinstance(value, torch.Size | tuple | list):
+    if not isinstance(value, torch.Size | tuple | list):
+        return (_as_int(conv, name, value, _INTS),)
+    try:
         return tuple(_as_int(conv, name, v, _INTS) for v in value)
-    # Tensors with elements are sequences to torch's parser, which refuses them as int lists.
-    if isinstance(value, torch.Tensor) and value.dim() > 0:
-        raise TypeError(f"{conv}(): argument '{name}' must be {_INTS}, but got a tensor of size {_fmt(value.shape)}")
-    return (_as_int(conv, name, value, _INTS),)
+    except ValueError as e:
+        # Inside a list torch reports an int64 overflow as a TypeError, unlike a bare int.
+        raise TypeError(str(e)) from None
 
 
 def _expand(conv: str, name: str, value: IntOrSeq, ndim: int) -> tuple[int, ...]:

@@ -11,15 +11,20 @@ dots became Hopper ``wgmma`` instructions.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import re
 import types
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import triton
+
+# The code generator imports Gluon, which checks every Triton jit function against the
+# interpreter setting; import it now, under the setting the functions were made with, not later
+# while compile_launch has switched the interpreter off.
+import triton.compiler.code_generator  # noqa: F401
 from triton import knobs
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -103,32 +108,38 @@ def _jit_function(kernel: Any) -> JITFunction:
     """The compilable function behind ``kernel``: unwrap autotuners and heuristics, undo the interpreter."""
     while not isinstance(kernel, JITFunction | InterpretedFunction):
         kernel = kernel.fn
-    return kernel if isinstance(kernel, JITFunction) else _compilable(kernel)
+    return _twin(kernel)
 
 
-# Compilable twins of interpreted functions, by their Python function; built once per process.
-_TWINS: dict[Callable[..., Any], JITFunction] = {}
+# Compilable twins of interpreted functions and of modules holding some, built once per process.
+_TWINS: dict[Any, Any] = {}
 
 
-def _compilable(interpreted: InterpretedFunction) -> JITFunction:
-    """A ``JITFunction`` for an interpreted one, calling compilable twins of the jit functions it calls.
+def _twin(value: Any) -> Any:
+    """``value`` where the compiler can use it; otherwise (interpreted) a compilable twin.
 
-    The twin runs the same code object with a copy of its module's globals, so the modules the
-    interpreter uses stay untouched.
+    A twin function is a ``JITFunction`` running the same code object on a copy of its module's
+    globals in which interpreted functions, and modules holding some (``tl.zeros`` and ``tl.sum``
+    are jit functions too), are twins in turn. Nothing the interpreter uses is modified.
     """
-    fn = interpreted.fn
-    if fn not in _TWINS:
-        scope = dict(fn.__globals__)
-        twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
-        twin.__qualname__ = fn.__qualname__
-        twin.__annotations__ = fn.__annotations__
-        twin.__kwdefaults__ = fn.__kwdefaults__
-        # Registered before the callees are converted, so that recursion ends.
-        _TWINS[fn] = JITFunction(twin, **interpreted.kwargs)
-        for name, value in fn.__globals__.items():
-            if isinstance(value, InterpretedFunction):
-                scope[name] = _compilable(value)
-    return _TWINS[fn]
+    if isinstance(value, InterpretedFunction):
+        if value not in _TWINS:
+            fn = value.fn
+            scope = dict(fn.__globals__)
+            twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+            twin.__qualname__ = fn.__qualname__
+            twin.__annotations__ = fn.__annotations__
+            twin.__kwdefaults__ = fn.__kwdefaults__
+            # Registered before the globals are converted, so that cycles end.
+            _TWINS[value] = JITFunction(twin, **value.kwargs)
+            scope.update({name: _twin(v) for name, v in fn.__globals__.items()})
+        return _TWINS[value]
+    if isinstance(value, types.ModuleType) and any(isinstance(v, InterpretedFunction) for v in vars(value).values()):
+        if value not in _TWINS:
+            module = _TWINS[value] = types.ModuleType(value.__name__)
+            module.__dict__.update({name: _twin(v) for name, v in vars(value).items()})
+        return _TWINS[value]
+    return value
 
 
 def _specialize(
@@ -136,40 +147,42 @@ def _specialize(
 ) -> tuple[dict[str, str], dict[tuple[int, ...], Any], dict[tuple[int, ...], list[list[Any]]]]:
     """Signature, constants and attributes of ``launch``'s arguments as Triton's launcher derives them.
 
-    Pointers get their element type and ints i32/i64/u64 by magnitude; unless a parameter opts
-    out (``do_not_specialize``), an int equal to 1 becomes a constant, and ints and pointers
-    divisible by 16 (data address for pointers) carry that as a hint to the compiler.
+    Pointers get their element type and ints i32/i64/u64 by magnitude. Unless a parameter opts
+    out (``do_not_specialize``), an int equal to 1 becomes a constant, and ints divisible by 16
+    and pointers to addresses divisible by 16 carry that as a hint to the compiler.
     """
-    values = dict(zip(fn.arg_names, launch.args))
-    values.update(launch.constexprs)
+    bound = inspect.signature(fn.fn).bind(*launch.args, **launch.constexprs)
+    bound.apply_defaults()
     signature: dict[str, str] = {}
     constants: dict[tuple[int, ...], Any] = {}
     attrs: dict[tuple[int, ...], list[list[Any]]] = {}
-    for param in fn.params:
+    for param, value in zip(fn.params, bound.arguments.values()):
         key = (param.num,)
-        value = values[param.name] if param.name in values else param.default
-        if param.is_constexpr or value is None:
+        if param.annotation_type:
+            raise TypeError(f"{fn.__name__}: typed parameter {param.name!r} is not supported")
+        if param.is_constexpr or value is None or (_is_int(value) and value == 1 and not param.do_not_specialize):
             signature[param.name] = "constexpr"
             constants[key] = value
         elif isinstance(value, torch.Tensor):
             signature[param.name] = "*" + _POINTEE_TYPES[value.dtype]
-            if not param.do_not_specialize_on_alignment and value.data_ptr() % 16 == 0:
+            aligned = not param.do_not_specialize_on_alignment and value.data_ptr() % 16 == 0
+            if aligned and not param.do_not_specialize:
+                attrs[key] = _DIVISIBLE_BY_16
+        elif _is_int(value):
+            signature[param.name] = _int_type(value)
+            if value % 16 == 0 and not param.do_not_specialize:
                 attrs[key] = _DIVISIBLE_BY_16
         elif isinstance(value, bool):
             signature[param.name] = "u1"
-        elif isinstance(value, int):
-            if value == 1 and not param.do_not_specialize:
-                signature[param.name] = "constexpr"
-                constants[key] = value
-                continue
-            signature[param.name] = _int_type(value)
-            if not param.do_not_specialize and value % 16 == 0:
-                attrs[key] = _DIVISIBLE_BY_16
         elif isinstance(value, float):
             signature[param.name] = "fp32"
         else:
             raise TypeError(f"{fn.__name__}: cannot pass {type(value).__name__} as argument {param.name!r}")
     return signature, constants, attrs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _int_type(value: int) -> str:
