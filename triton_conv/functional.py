@@ -52,7 +52,7 @@ def _conv(
         x = F.pad(x, explicit_pad_widths(spec), mode=padding_mode)
         op_padding = [0] * (2 * ndim)
     out = ops.conv_forward(
-        x, weight, bias, list(spec.stride[3 - ndim :]), op_padding, list(spec.dilation[3 - ndim :]), groups
+        x, weight, bias, list(spec.stride[3 - ndim :]), op_padding, list(spec.dilation[3 - ndim :]), spec.groups
     )
     return out if batched else out.squeeze(0)
 

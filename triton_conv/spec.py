@@ -157,8 +157,7 @@ def _check_tensors(name: str, input: torch.Tensor, weight: torch.Tensor, bias: t
             )
         if other.dtype != input.dtype:
             raise RuntimeError(
-                f"{name}(): input type ({input.dtype}) and {other_name} type ({other.dtype}) "
-                "should be the same"
+                f"{name}(): input type ({input.dtype}) and {other_name} type ({other.dtype}) should be the same"
             )
 
 
@@ -213,8 +212,7 @@ def conv_spec(
         elif padding == "same":
             if any(s != 1 for s in stride_t):
                 raise RuntimeError(
-                    f"{name}(): padding='same' is not supported for strided convolutions, "
-                    f"got stride={list(stride_t)}"
+                    f"{name}(): padding='same' is not supported for strided convolutions, got stride={list(stride_t)}"
                 )
             total = [d * (k - 1) for d, k in zip(dilation_t, kernel)]
             # torch puts the odd element of an even total at the end.
@@ -257,9 +255,7 @@ def conv_spec(
     padded = [i + lo + hi for i, lo, hi in zip(spatial, pad_lo, pad_hi)]
     if any(p > INT64_MAX for p in padded):
         # torch's sizes are int64_t; it rejects padding above (2**63 - 1) // 2 for this reason.
-        raise RuntimeError(
-            f"{name}(): padding={list(pad_lo)} makes the padded input size overflow a 64-bit integer"
-        )
+        raise RuntimeError(f"{name}(): padding={list(pad_lo)} makes the padded input size overflow a 64-bit integer")
     effective = [d * (k - 1) + 1 for d, k in zip(dilation_t, kernel)]
     if any(e > p for e, p in zip(effective, padded)):
         raise RuntimeError(
