@@ -1,9 +1,10 @@
-"""Triton convolution kernels for PyTorch: drop-in ``conv1d/2d/3d``.
+"""Triton convolution kernels for PyTorch: drop-in ``conv1d/2d/3d`` and ``nn.Conv1d/2d/3d``.
 
 Set ``TRITON_INTERPRET=1`` before importing to run the kernels on CPU tensors.
 """
 
 from .functional import conv1d, conv2d, conv3d
+from .modules import Conv1d, Conv2d, Conv3d, convert_model, revert_model
 
-__all__ = ["conv1d", "conv2d", "conv3d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d", "convert_model", "revert_model"]
 __version__ = "0.1.0"

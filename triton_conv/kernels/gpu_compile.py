@@ -1,54 +1,43 @@
 """Compile a kernel ``Launch`` for an NVIDIA GPU target on a machine without one.
 
 The interpreter runs kernels on CPU tensors but accepts programs that no GPU compiler would:
-``tl.dot`` tiles under 16 along a dimension, pipelines whose shared memory exceeds the device
-limit. This module runs Triton's real compiler (down to a cubin, through the ``ptxas`` shipped
-in the triton wheel) for a chosen compute capability, so CPU-only tests catch those failures,
-and reports what the compile cost: registers per thread, spills, shared memory, and whether the
-dots became Hopper ``wgmma`` instructions.
+``tl.dot`` tiles under 16 along the reduction, pipelines whose shared memory exceeds the device
+limit. ``compile_launch`` runs Triton's real compiler, down to a cubin through the ``ptxas``
+shipped in the triton wheel, so CPU-only tests catch those failures, and reports what the
+kernel costs on the target: registers per thread, spills, shared memory, and whether its dots
+became Hopper ``wgmma`` instructions.
+
+Compiling happens in a helper process started without ``TRITON_INTERPRET``: there the kernels
+are ordinary ``JITFunction``s, and the interpreter's state in this process (it leaves
+``triton.language.core`` patched after kernels that call jit helpers) is neither a problem
+for the compiler nor touched by it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import atexit
+import importlib
 import inspect
-import io
+import os
+import pickle
 import re
-import types
+import subprocess
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import torch
 import triton
-
-# The code generator imports Gluon, which checks every Triton jit function against the
-# interpreter setting; import it now, under the setting the functions were made with, not later
-# while compile_launch has switched the interpreter off.
-import triton.compiler.code_generator  # noqa: F401
-from triton import knobs
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from triton.runtime.interpreter import InterpretedFunction
+from triton.compiler import ASTSource, CompiledKernel
 from triton.runtime.jit import JITFunction
 
 from .common import Launch
 
 # Largest dynamic shared memory one block may opt into, in bytes, per compute capability.
 SHARED_MEMORY_LIMIT: dict[int, int] = {80: 166_912, 86: 101_376, 89: 101_376, 90: 232_448}
-
-_POINTEE_TYPES: dict[torch.dtype, str] = {
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float32: "fp32",
-    torch.float64: "fp64",
-    torch.int8: "i8",
-    torch.int16: "i16",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.uint8: "u8",
-    torch.bool: "u1",
-}
-_DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
 
 
 @dataclass(frozen=True)
@@ -69,89 +58,195 @@ class CompiledKernelInfo:
     uses_wgmma: bool
 
 
-def compile_launch(launch: Launch, arch: int = 90) -> CompiledKernelInfo:
-    """Compile ``launch`` for ``sm_{arch}`` exactly as a launch on that GPU would, and describe the result.
+class GPUCompileError(RuntimeError):
+    """The kernel does not compile for the target; the message has the compiler's error and output."""
 
-    Raises whatever Triton raises when the kernel does not compile for the target (for example
-    ``triton.CompilationError`` for a dot tile under 16). Not thread-safe: it switches Triton's
-    global knobs (compiled code instead of the interpreter, always compile, ptxas log on) and
-    captures stdout while compiling, and restores both.
+
+def compile_launch(launch: Launch, arch: int = 90) -> CompiledKernelInfo:
+    """Compile ``launch`` for ``sm_{arch}`` as launching it on that GPU would, and describe the result.
+
+    The kernel must be a module-level jit function (possibly autotuned or interpreted); it is
+    compiled from its module as imported afresh. Raises ``GPUCompileError`` if it does not compile.
     """
-    fn = _jit_function(launch.kernel)
-    signature, constants, attrs = _specialize(fn, launch)
-    source = ASTSource(fn, signature, constants, attrs)
-    options = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
-    log = io.StringIO()
-    with knobs.runtime.scope(), knobs.compilation.scope(), knobs.nvidia.scope(), contextlib.redirect_stdout(log):
-        knobs.runtime.interpret = False
-        # A cached kernel skips ptxas, whose log is the only source of register and spill counts.
-        knobs.compilation.always_compile = True
-        knobs.nvidia.dump_ptxas_log = True
-        kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
-    ptxas_log = log.getvalue()
-    registers = re.search(r"Used (\d+) registers", ptxas_log)
+    fn = launch.kernel
+    while not inspect.isfunction(fn):  # JITFunction, InterpretedFunction, Autotuner, Heuristics
+        fn = fn.fn
+    request = _Request(
+        module=fn.__module__,
+        qualname=fn.__qualname__,
+        args=tuple(_TensorArg.of(a) if isinstance(a, torch.Tensor) else a for a in launch.args),
+        constexprs=launch.constexprs,
+        num_warps=launch.num_warps,
+        num_stages=launch.num_stages,
+        arch=arch,
+    )
+    answer = _SERVER.ask(request)
+    if isinstance(answer, str):
+        raise GPUCompileError(answer)
+    return answer
+
+
+@dataclass(frozen=True)
+class _TensorArg:
+    """What compiling needs of a tensor argument: its element type and whether its address is 16-aligned."""
+
+    dtype: torch.dtype
+    aligned: bool
+
+    @staticmethod
+    def of(t: torch.Tensor) -> _TensorArg:
+        return _TensorArg(t.dtype, t.data_ptr() % 16 == 0)
+
+
+@dataclass(frozen=True)
+class _Request:
+    module: str
+    qualname: str
+    args: tuple[Any, ...]
+    constexprs: dict[str, Any]
+    num_warps: int
+    num_stages: int
+    arch: int
+
+
+class _Server:
+    """The helper process, started on first use, answering one request at a time."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def ask(self, request: _Request) -> CompiledKernelInfo | str:
+        # Pickled twice: the helper reads whole messages even when it cannot unpickle the request.
+        message = pickle.dumps(request)
+        with self._lock:
+            if self._process is None:
+                self._process = self._start()
+            process = self._process
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                pickle.dump(message, process.stdin)
+                process.stdin.flush()
+                return pickle.load(process.stdout)
+            except (BrokenPipeError, EOFError):
+                self._process = None
+                raise GPUCompileError(f"the compile process exited with code {process.wait()}") from None
+            except BaseException:
+                # Interrupted mid-exchange: the pipe is out of step, start afresh next time.
+                self._process = None
+                process.kill()
+                process.wait()
+                raise
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._process is not None:
+                assert self._process.stdin is not None
+                self._process.stdin.close()
+                self._process.wait()
+                self._process = None
+
+    @staticmethod
+    def _start() -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        # Always compile: a cached kernel skips ptxas, whose log is the only source of register counts.
+        env.update(TRITON_ALWAYS_COMPILE="1", TRITON_DUMP_PTXAS_LOG="1")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        command = [sys.executable, "-c", f"from {__name__} import _serve; _serve()"]
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+
+_SERVER = _Server()
+atexit.register(_SERVER.stop)
+
+
+def _serve() -> None:
+    """The helper process: answer requests from stdin on stdout until stdin closes.
+
+    The compiler's own output (the ptxas log, diagnostics) goes to a scratch file instead, read
+    back after each request.
+    """
+    answers = os.fdopen(os.dup(1), "wb")
+    with tempfile.TemporaryFile(buffering=0) as output:
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        while True:
+            try:
+                message = pickle.load(sys.stdin.buffer)
+            except EOFError:
+                return
+            start = output.seek(0, os.SEEK_END)
+            answer = _answer(message, output, start)
+            pickle.dump(answer, answers)
+            answers.flush()
+
+
+def _answer(message: bytes, output: IO[bytes], start: int) -> CompiledKernelInfo | str:
+    """Compile the pickled request: the kernel's description, or the error and compiler output."""
+    try:
+        request: _Request = pickle.loads(message)
+        kernel = _compile(request)
+        error = None
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    output.seek(start)
+    log = output.read().decode(errors="replace")
+    if error is not None:
+        return f"{error}\n{log}".rstrip()
+    registers = re.search(r"Used (\d+) registers", log)
     if registers is None:
-        raise RuntimeError(f"no register count in the ptxas log of {fn.__name__}:\n{ptxas_log}")
+        return f"no register count in the ptxas log:\n{log}"
     return CompiledKernelInfo(
         name=kernel.metadata.name,
-        arch=arch,
+        arch=request.arch,
         num_warps=kernel.metadata.num_warps,
         num_stages=kernel.metadata.num_stages,
         registers=int(registers.group(1)),
-        spill_bytes=sum(int(n) for n in re.findall(r"(\d+) bytes spill stores", ptxas_log)),
+        spill_bytes=sum(int(n) for n in re.findall(r"(\d+) bytes spill stores", log)),
         shared_bytes=kernel.metadata.shared,
         uses_wgmma="wgmma.mma_async" in kernel.asm["ptx"],
     )
 
 
-def _jit_function(kernel: Any) -> JITFunction:
-    """The compilable function behind ``kernel``: unwrap autotuners and heuristics, undo the interpreter."""
-    while not isinstance(kernel, JITFunction | InterpretedFunction):
-        kernel = kernel.fn
-    return _twin(kernel)
+def _compile(request: _Request) -> CompiledKernel:
+    fn: Any = importlib.import_module(request.module)
+    for name in request.qualname.split("."):
+        fn = getattr(fn, name)
+    while not isinstance(fn, JITFunction):  # unwrap autotuners and heuristics
+        fn = fn.fn
+    signature, constants, attrs = _specialize(fn, request)
+    source = ASTSource(fn, signature, constants, attrs)
+    options = {"num_warps": request.num_warps, "num_stages": request.num_stages}
+    return triton.compile(source, target=GPUTarget("cuda", request.arch, 32), options=options)
 
 
-# Compilable twins of interpreted functions and of modules holding some, built once per process.
-_TWINS: dict[Any, Any] = {}
-
-
-def _twin(value: Any) -> Any:
-    """``value`` where the compiler can use it; otherwise (interpreted) a compilable twin.
-
-    A twin function is a ``JITFunction`` running the same code object on a copy of its module's
-    globals in which interpreted functions, and modules holding some (``tl.zeros`` and ``tl.sum``
-    are jit functions too), are twins in turn. Nothing the interpreter uses is modified.
-    """
-    if isinstance(value, InterpretedFunction):
-        if value not in _TWINS:
-            fn = value.fn
-            scope = dict(fn.__globals__)
-            twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
-            twin.__qualname__ = fn.__qualname__
-            twin.__annotations__ = fn.__annotations__
-            twin.__kwdefaults__ = fn.__kwdefaults__
-            # Registered before the globals are converted, so that cycles end.
-            _TWINS[value] = JITFunction(twin, **value.kwargs)
-            scope.update({name: _twin(v) for name, v in fn.__globals__.items()})
-        return _TWINS[value]
-    if isinstance(value, types.ModuleType) and any(isinstance(v, InterpretedFunction) for v in vars(value).values()):
-        if value not in _TWINS:
-            module = _TWINS[value] = types.ModuleType(value.__name__)
-            module.__dict__.update({name: _twin(v) for name, v in vars(value).items()})
-        return _TWINS[value]
-    return value
+_POINTEE_TYPES: dict[torch.dtype, str] = {
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.float64: "fp64",
+    torch.int8: "i8",
+    torch.int16: "i16",
+    torch.int32: "i32",
+    torch.int64: "i64",
+    torch.uint8: "u8",
+    torch.bool: "u1",
+}
+_DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
 
 
 def _specialize(
-    fn: JITFunction, launch: Launch
+    fn: JITFunction, request: _Request
 ) -> tuple[dict[str, str], dict[tuple[int, ...], Any], dict[tuple[int, ...], list[list[Any]]]]:
-    """Signature, constants and attributes of ``launch``'s arguments as Triton's launcher derives them.
+    """Signature, constants and attributes of ``request``'s arguments as Triton's launcher derives them.
 
     Pointers get their element type and ints i32/i64/u64 by magnitude. Unless a parameter opts
     out (``do_not_specialize``), an int equal to 1 becomes a constant, and ints divisible by 16
     and pointers to addresses divisible by 16 carry that as a hint to the compiler.
     """
-    bound = inspect.signature(fn.fn).bind(*launch.args, **launch.constexprs)
+    bound = inspect.signature(fn.fn).bind(*request.args, **request.constexprs)
     bound.apply_defaults()
     signature: dict[str, str] = {}
     constants: dict[tuple[int, ...], Any] = {}
@@ -163,10 +258,9 @@ def _specialize(
         if param.is_constexpr or value is None or (_is_int(value) and value == 1 and not param.do_not_specialize):
             signature[param.name] = "constexpr"
             constants[key] = value
-        elif isinstance(value, torch.Tensor):
+        elif isinstance(value, _TensorArg):
             signature[param.name] = "*" + _POINTEE_TYPES[value.dtype]
-            aligned = not param.do_not_specialize_on_alignment and value.data_ptr() % 16 == 0
-            if aligned and not param.do_not_specialize:
+            if value.aligned and not param.do_not_specialize and not param.do_not_specialize_on_alignment:
                 attrs[key] = _DIVISIBLE_BY_16
         elif _is_int(value):
             signature[param.name] = _int_type(value)

@@ -96,9 +96,9 @@ def implicit_gemm_forward_kernel(
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def forward_config(spec: ConvSpec) -> KernelConfig:
+def forward_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
     return heuristic_config(
-        "forward", spec.output_pixels, spec.out_channels_per_group, spec.in_channels_per_group
+        "forward", dtype, precision, spec.output_pixels, spec.out_channels_per_group, spec.in_channels_per_group
     )
 
 
@@ -112,7 +112,8 @@ def plan_forward(
 ) -> Launch:
     """The launch writing conv(input, weight) + bias into ``out`` (all (N, C, *spatial), any strides)."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
-    cfg = config or forward_config(spec)
+    precision = dot_precision(x)
+    cfg = config or forward_config(spec, x.dtype, precision)
     grid = (
         triton.cdiv(spec.output_pixels, cfg.block_m),
         triton.cdiv(spec.out_channels_per_group, cfg.block_n),
@@ -131,7 +132,7 @@ def plan_forward(
     constexprs = dict(
         HAS_BIAS=bias is not None,
         INDEX_64=needs_int64(x, w, y),
-        PRECISION=dot_precision(x),
+        PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(x.dtype),
         **cfg.blocks(),
     )

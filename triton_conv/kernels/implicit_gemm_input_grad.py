@@ -107,10 +107,10 @@ def _pixels_per_phase(spec: ConvSpec) -> tuple[int, int, int]:
     return tuple(triton.cdiv(i, s) for i, s in zip(spec.input_size, spec.stride))  # type: ignore[return-value]
 
 
-def input_grad_config(spec: ConvSpec) -> KernelConfig:
+def input_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
     d, h, w = _pixels_per_phase(spec)
     return heuristic_config(
-        "input_grad", spec.batch * d * h * w, spec.in_channels_per_group, spec.out_channels_per_group
+        "input_grad", dtype, precision, spec.batch * d * h * w, spec.in_channels_per_group, spec.out_channels_per_group
     )
 
 
@@ -123,7 +123,8 @@ def plan_input_grad(
 ) -> Launch:
     """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides)."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
-    cfg = config or input_grad_config(spec)
+    precision = dot_precision(dy)
+    cfg = config or input_grad_config(spec, dy.dtype, precision)
     d_ph, h_ph, w_ph = _pixels_per_phase(spec)
     m_ph = spec.batch * d_ph * h_ph * w_ph
     phases = spec.stride[0] * spec.stride[1] * spec.stride[2]
@@ -144,7 +145,7 @@ def plan_input_grad(
     )
     constexprs = dict(
         INDEX_64=needs_int64(dy, w, dx),
-        PRECISION=dot_precision(dy),
+        PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(dy.dtype),
         **cfg.blocks(),
     )

@@ -111,11 +111,11 @@ def split_k_sum_kernel(partial_ptr, out_ptr, E, SPLIT_K, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def weight_grad_config(spec: ConvSpec) -> KernelConfig:
+def weight_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
     kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
-    cfg = heuristic_config("weight_grad", kg, cg, spec.output_pixels)
+    cfg = heuristic_config("weight_grad", dtype, precision, kg, cg, spec.output_pixels)
     tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(cg, cfg.block_n) * spec.taps * spec.groups
-    return heuristic_config("weight_grad", kg, cg, spec.output_pixels, max(1, TARGET_PROGRAMS // tiles))
+    return heuristic_config("weight_grad", dtype, precision, kg, cg, spec.output_pixels, max(1, TARGET_PROGRAMS // tiles))
 
 
 def plan_weight_grad(
@@ -171,7 +171,7 @@ def implicit_gemm_weight_grad(
     config: KernelConfig | None = None,
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
-    cfg = config or weight_grad_config(spec)
+    cfg = config or weight_grad_config(spec, grad_output.dtype, dot_precision(grad_output))
     acc = torch.float64 if grad_output.dtype == torch.float64 else torch.float32
     dw_partial = grad_output.new_empty((cfg.split_k, grad_weight.numel()), dtype=acc)
     db_partial = grad_output.new_empty((cfg.split_k, spec.out_channels), dtype=acc) if grad_bias is not None else None

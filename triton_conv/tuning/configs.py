@@ -1,16 +1,26 @@
-"""Kernel configurations as data, and the heuristic that picks one per problem.
+"""Kernel configurations as data, their pruning per dtype, and the heuristic default.
 
-Each kernel has a list of candidate tiles. ``heuristic_config`` clips the default tile to the
-problem so that small problems do not run mostly-masked programs; it is what runs without
-tuning, and the only thing that runs under the interpreter.
+Each kernel has a list of candidate tiles. ``candidate_configs`` keeps those that fit a dtype
+on the GPUs we compile for (registers, shared memory, tensor-core shape); ``heuristic_config``
+takes the first candidate and clips it to the problem so that small problems do not run
+mostly-masked programs. The heuristic is what runs without tuning, and the only thing that
+runs under the interpreter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The matrix unit needs at least 16 along every dot dimension when compiled for a GPU.
+import torch
+
+# Every tl.dot needs at least 16 along its reduction when compiled for a GPU.
 MIN_DOT = 16
+# The smaller shared-memory limit of sm_80 (A100) and sm_90 (H100), in bytes per block.
+SHARED_MEMORY_BUDGET = 166_912
+# Accumulator elements per thread that fit in registers without spilling, measured by compiling
+# every shipped tile for sm_90 and sm_80 (tests/test_gpu_compile.py): tensor-core fp16/bf16
+# keeps operands in shared memory; fp32 without tensor cores and fp64 hold them in registers.
+ACCUMULATOR_BUDGET = {"tensor_core": 64, "tf32": 32, "fp32_ieee": 32, "fp64": 16}
 
 
 @dataclass(frozen=True)
@@ -26,8 +36,11 @@ class KernelConfig:
         """The tile as the kernels' constexpr arguments."""
         return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "BLOCK_K": self.block_k}
 
+    def accumulators_per_thread(self) -> int:
+        return self.block_m * self.block_n // (32 * self.num_warps)
 
-# The tiles each GEMM-shaped kernel may use; the first is the default before clipping.
+
+# The tiles each GEMM-shaped kernel may use, best first for large problems.
 IMPLICIT_GEMM_CONFIGS: dict[str, list[KernelConfig]] = {
     "forward": [
         KernelConfig(128, 128, 64, 8, 3),
@@ -35,24 +48,56 @@ IMPLICIT_GEMM_CONFIGS: dict[str, list[KernelConfig]] = {
         KernelConfig(64, 128, 32, 4, 4),
         KernelConfig(64, 64, 32, 4, 4),
         KernelConfig(128, 32, 32, 4, 4),
-        KernelConfig(64, 32, 32, 2, 5),
-        KernelConfig(32, 32, 16, 2, 4),
+        KernelConfig(64, 32, 32, 4, 4),
+        KernelConfig(64, 32, 16, 4, 4),
+        KernelConfig(32, 32, 16, 2, 3),
     ],
     "input_grad": [
         KernelConfig(128, 128, 64, 8, 3),
         KernelConfig(128, 64, 32, 4, 4),
         KernelConfig(64, 64, 32, 4, 4),
-        KernelConfig(64, 32, 32, 2, 5),
-        KernelConfig(32, 32, 16, 2, 4),
+        KernelConfig(64, 32, 32, 4, 4),
+        KernelConfig(64, 32, 16, 4, 4),
+        KernelConfig(32, 32, 16, 2, 3),
     ],
     "weight_grad": [
-        KernelConfig(64, 64, 64, 4, 3),
+        KernelConfig(128, 128, 32, 8, 3),
         KernelConfig(128, 64, 32, 4, 4),
         KernelConfig(64, 128, 32, 4, 4),
-        KernelConfig(32, 32, 64, 2, 4),
-        KernelConfig(32, 32, 16, 2, 4),
+        KernelConfig(64, 64, 64, 4, 3),
+        KernelConfig(64, 32, 32, 4, 4),
+        KernelConfig(32, 32, 16, 2, 3),
     ],
 }
+
+
+def operand_class(dtype: torch.dtype, precision: str) -> str:
+    """How a dtype multiplies: on tensor cores (fp16/bf16, tf32) or on FMA units (fp32, fp64)."""
+    if dtype == torch.float64:
+        return "fp64"
+    if dtype == torch.float32:
+        return "tf32" if precision == "tf32" else "fp32_ieee"
+    return "tensor_core"
+
+
+def fits(config: KernelConfig, dtype: torch.dtype, precision: str) -> bool:
+    """Whether ``config`` compiles for ``dtype`` without spills, within shared memory, using wgmma."""
+    kind = operand_class(dtype, precision)
+    shared = (config.block_m + config.block_n) * config.block_k * dtype.itemsize * config.num_stages
+    # Hopper's wgmma works on 64-row tiles of 4 warps; smaller tiles fall back to mma.
+    wgmma_shape = kind != "tensor_core" or (config.num_warps >= 4 and config.block_m >= 64)
+    return (
+        config.block_k >= MIN_DOT
+        and shared <= SHARED_MEMORY_BUDGET
+        and config.accumulators_per_thread() <= ACCUMULATOR_BUDGET[kind]
+        and wgmma_shape
+    )
+
+
+def candidate_configs(kind: str, dtype: torch.dtype, precision: str) -> list[KernelConfig]:
+    """The shipped tiles of kernel ``kind`` that fit ``dtype`` (never empty)."""
+    configs = [c for c in IMPLICIT_GEMM_CONFIGS[kind] if fits(c, dtype, precision)]
+    return configs or [IMPLICIT_GEMM_CONFIGS[kind][-1]]
 
 
 def _fit(block: int, extent: int) -> int:
@@ -63,20 +108,29 @@ def _fit(block: int, extent: int) -> int:
     return size
 
 
-def heuristic_config(kind: str, gemm_m: int, gemm_n: int, gemm_k: int, max_split_k: int = 1) -> KernelConfig:
-    """The default tile of ``kind`` clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``.
+def heuristic_config(
+    kind: str,
+    dtype: torch.dtype,
+    precision: str,
+    gemm_m: int,
+    gemm_n: int,
+    gemm_k: int,
+    max_split_k: int = 1,
+) -> KernelConfig:
+    """The first fitting tile of ``kind`` clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``.
 
     For the weight gradient, ``gemm_k`` is the long reduction over output pixels that split-K
     spreads over programs; ``max_split_k`` caps how many.
     """
-    base = IMPLICIT_GEMM_CONFIGS[kind][0]
+    base = candidate_configs(kind, dtype, precision)[0]
     block_m = _fit(base.block_m, gemm_m)
     block_n = _fit(base.block_n, gemm_n)
     block_k = _fit(base.block_k, gemm_k)
-    tile = block_m * block_n
-    num_warps = 8 if tile >= 128 * 128 else 4 if tile >= 64 * 64 else 2
+    # Fewer warps for a clipped tile, keeping at least the base tile's work per thread.
+    shrink = (base.block_m * base.block_n) // (block_m * block_n)
+    num_warps = max(2, base.num_warps // shrink)
     split_k = 1
     if max_split_k > 1:
-        # Aim for chunks of at least 16 reduction blocks per program.
+        # Chunks of at least 16 reduction blocks per program.
         split_k = max(1, min(max_split_k, gemm_k // (16 * block_k)))
     return KernelConfig(block_m, block_n, block_k, num_warps, base.num_stages, split_k)

@@ -1,0 +1,107 @@
+"""Drop-in ``nn.Conv1d/2d/3d`` subclasses, and in-place conversion of whole models.
+
+The modules are torch's own (same constructor, defaults, init, ``extra_repr``, ``state_dict``,
+``isinstance``); only ``_conv_forward``, which torch's ``forward`` calls, is replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .functional import conv1d, conv2d, conv3d
+
+
+class _TritonConvMixin:
+    """Routes ``nn.Conv*``'s ``_conv_forward`` (padding modes included) through triton_conv."""
+
+    _triton_conv: Callable[..., torch.Tensor]
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return type(self)._triton_conv(
+            input, weight, bias, self.stride, self.padding, self.dilation, self.groups, padding_mode=self.padding_mode
+        )
+
+
+class Conv1d(_TritonConvMixin, nn.Conv1d):
+    """``nn.Conv1d`` computed by triton_conv."""
+
+    _triton_conv = staticmethod(conv1d)
+
+
+class Conv2d(_TritonConvMixin, nn.Conv2d):
+    """``nn.Conv2d`` computed by triton_conv."""
+
+    _triton_conv = staticmethod(conv2d)
+
+
+class Conv3d(_TritonConvMixin, nn.Conv3d):
+    """``nn.Conv3d`` computed by triton_conv."""
+
+    _triton_conv = staticmethod(conv3d)
+
+
+_TORCH_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.Conv3d: Conv3d}
+_TRITON_TO_TORCH = {v: k for k, v in _TORCH_TO_TRITON.items()}
+_subclass_cache: dict[type[nn.Module], type[nn.Module]] = {}
+
+
+def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Module] | None:
+    """The triton_conv class for a module class, or None to leave the module alone."""
+    if cls in _TORCH_TO_TRITON:
+        return _TORCH_TO_TRITON[cls]
+    if not include_subclasses or issubclass(cls, _TritonConvMixin):
+        return None
+    base = next((b for b in _TORCH_TO_TRITON if issubclass(cls, b)), None)
+    if base is None:
+        return None
+    if cls not in _subclass_cache:
+        triton_base = _TORCH_TO_TRITON[base]
+        _subclass_cache[cls] = type(
+            f"Triton{cls.__name__}",
+            (_TritonConvMixin, cls),
+            {"_triton_conv": triton_base._triton_conv, "__reduce_ex__": _reduce_converted_subclass},
+        )
+    return _subclass_cache[cls]
+
+
+def _reduce_converted_subclass(self: nn.Module, protocol: int) -> tuple:
+    """Pickle (and deepcopy) a converted user subclass through its user class: the class made
+    for it has no importable name, so unpickling makes it again."""
+    user_class = type(self).__bases__[1]
+    return _rebuild_converted_subclass, (user_class,), self.__getstate__()
+
+
+def _rebuild_converted_subclass(user_class: type[nn.Module]) -> nn.Module:
+    cls = _triton_class(user_class, include_subclasses=True)
+    assert cls is not None
+    return cls.__new__(cls)
+
+
+def convert_model(model: nn.Module, *, include_subclasses: bool = False) -> nn.Module:
+    """Make every ``nn.Conv1d/2d/3d`` in ``model`` (itself included) compute with triton_conv.
+
+    Conversion is in place: each module keeps its identity, Parameter objects (an optimizer built
+    before still works), buffers, hooks, device, dtype and training mode; only its class changes.
+    Subclasses of torch's conv modules that you wrote are left alone unless ``include_subclasses``,
+    which converts them to a subclass of theirs that runs their code with triton_conv's convolution.
+    Returns ``model``.
+    """
+    for module in model.modules():
+        new_class = _triton_class(type(module), include_subclasses)
+        if new_class is not None:
+            module.__class__ = new_class
+    return model
+
+
+def revert_model(model: nn.Module) -> nn.Module:
+    """Undo ``convert_model``: every triton_conv module becomes torch's class again, in place."""
+    for module in model.modules():
+        cls = type(module)
+        if cls in _TRITON_TO_TORCH:
+            module.__class__ = _TRITON_TO_TORCH[cls]
+        elif cls in _subclass_cache.values():
+            module.__class__ = next(user for user, made in _subclass_cache.items() if made is cls)
+    return model
