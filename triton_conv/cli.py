@@ -1,25 +1,37 @@
-"""The ``triton-conv`` command."""
+"""The ``triton-conv`` command: ``demo``, ``bench`` and ``tune``.
+
+Each subcommand's arguments and work live beside the code they drive (``demo.py``,
+``perf/cli.py``, ``tuning/cli.py``); this module only dispatches.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+
+# subcommand -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
+SUBCOMMANDS = {
+    "demo": ("triton_conv.demo", "train a small CNN on handwritten digits beside its torch twin"),
+    "bench": ("triton_conv.perf.cli", "time the benchmark suite against cuDNN"),
+    "tune": ("triton_conv.tuning.cli", "autotune the kernels for a model's or a file's conv shapes"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triton-conv", description="Triton convolution kernels for PyTorch")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train a small CNN on handwritten digits beside its torch twin")
-    demo.add_argument("--epochs", type=int, default=3)
-    demo.add_argument("--batch-size", type=int, default=64)
-    demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        try:
+            importlib.import_module(module_name).add_arguments(sub)
+        except ModuleNotFoundError as missing:
+            if not module_name.startswith(missing.name or "\0"):
+                raise
+            sub.set_defaults(unavailable=f"'{name}' is not built yet ({module_name} is missing)")
     args = parser.parse_args(argv)
-
-    if args.command == "demo":
-        from .demo import run_demo
-
-        result = run_demo(epochs=args.epochs, batch_size=args.batch_size, device=args.device)
-        return 0 if abs(result.triton_accuracy - result.torch_accuracy) <= 0.02 else 1
-    return 2
+    if getattr(args, "unavailable", None):
+        parser.error(args.unavailable)
+    return importlib.import_module(SUBCOMMANDS[args.command][0]).run(args)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ per epoch, the test accuracies, and the largest difference between the two model
 
 from __future__ import annotations
 
+import argparse
 import copy
 import time
 from dataclasses import dataclass
@@ -119,3 +120,15 @@ def run_demo(epochs: int = 3, batch_size: int = 64, seed: int = 0, device: str |
         print(f"time per training step: triton_conv {ms['triton_conv']:.2f} ms   torch/cuDNN {ms['torch']:.2f} ms "
               "(includes autotuning and compilation on first use)")
     return DemoResult(history["triton_conv"], history["torch"], accuracy["triton_conv"], accuracy["torch"], difference)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 1 if the two models' test accuracies differ by more than two points."""
+    result = run_demo(epochs=args.epochs, batch_size=args.batch_size, device=args.device)
+    return 0 if abs(result.triton_accuracy - result.torch_accuracy) <= 0.02 else 1
