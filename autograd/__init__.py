@@ -1,9 +1,9 @@
 """The convolution kernels as ``torch.library`` custom ops (namespace ``triton_conv``).
 
 Installed as ``triton_conv.autograd``. Importing it registers the ops, their fake (meta)
-implementations and the autograd formula.
+implementations and the autograd formulas.
 """
 
-from .ops import conv_forward, conv_input_grad, conv_weight_grad
+from .ops import activation_grad, conv, conv_forward, conv_input_grad, conv_weight_grad
 
-__all__ = ["conv_forward", "conv_input_grad", "conv_weight_grad"]
+__all__ = ["activation_grad", "conv", "conv_forward", "conv_input_grad", "conv_weight_grad"]

@@ -6,9 +6,10 @@ Op arguments are already validated by ``triton_conv.spec.conv_spec``: tensors ar
 pads followed by the trailing ones (they differ for 'same' with even kernels).
 
 Three ops, each with an autograd formula in terms of the others, so that double backward works:
-  conv_forward(x, w, b)        -> y
+  conv_forward(x, w, b, r)     -> y = act(conv(x, w) + b + r), and the pre-activation if saved
   conv_input_grad(dy, w)       -> dx   (linear in dy and in w)
   conv_weight_grad(dy, x)      -> dw, db (linear in dy and in x)
+and a fourth for fused activations, activation_grad(dy, saved) -> d(pre-activation).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..kernels import INTERPRETER, implicit_gemm_forward, implicit_gemm_input_grad, implicit_gemm_weight_grad
-from ..spec import ConvSpec, channels_last_format, explicit_pad_widths, op_geometry, output_memory_format
+from ..kernels import INTERPRETER, dispatch
+from ..kernels.epilogue import NEEDS_PRE_ACTIVATION, TORCH_ACTIVATIONS, Epilogue
+from ..kernels.epilogue import activation_grad as activation_grad_kernel
+from ..spec import ConvSpec, channels_last_format, op_geometry, output_memory_format
 
 _warned_fallback = False
 
@@ -79,8 +82,53 @@ def _aten_backward(
 # conv_forward
 
 
+def _empty_pre_activation(
+    spec: ConvSpec, activation: str, like: torch.Tensor, memory_format: torch.memory_format
+) -> torch.Tensor:
+    """The saved pre-activation: output-shaped where the backward needs it, else empty."""
+    if activation in NEEDS_PRE_ACTIVATION:
+        return _empty(spec.out_shape, like, memory_format)
+    return _empty([0], like, torch.contiguous_format)
+
+
 @torch.library.custom_op("triton_conv::conv_forward", mutates_args=())
 def conv_forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    activation: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """activation(conv(input, weight) + bias + residual), in the input's (or weight's) memory
+    format, and the pre-activation where the activation's derivative needs it (else empty)."""
+    spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+    fmt = output_memory_format(input, weight)
+    out = _empty(spec.out_shape, input, fmt)
+    pre_activation = _empty_pre_activation(spec, activation, input, fmt)
+    if _use_kernels(input):
+        saved = pre_activation if pre_activation.numel() else None
+        dispatch.forward(input, weight, bias, spec, out, Epilogue(activation, residual, saved))
+        return out, pre_activation
+    z = _aten_forward(input, weight, bias, spec)
+    if residual is not None:
+        z = z + residual
+    if pre_activation.numel():
+        pre_activation.copy_(z)
+    return out.copy_(TORCH_ACTIVATIONS[activation](z)), pre_activation
+
+
+@conv_forward.register_fake
+def _(input, weight, bias, residual, stride, padding, dilation, groups, activation):
+    spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+    fmt = output_memory_format(input, weight)
+    return _empty(spec.out_shape, input, fmt), _empty_pre_activation(spec, activation, input, fmt)
+
+
+def conv(
     input: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -88,19 +136,43 @@ def conv_forward(
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    residual: torch.Tensor | None = None,
+    activation: str = "none",
 ) -> torch.Tensor:
-    """conv(input, weight) + bias, the output in the input's (or weight's) memory format."""
-    spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    out = _empty(spec.out_shape, input, output_memory_format(input, weight))
-    if _use_kernels(input):
-        return implicit_gemm_forward(input, weight, bias, spec, out)
-    return out.copy_(_aten_forward(input, weight, bias, spec))
+    """The convolution's output alone (what callers of conv_forward want)."""
+    return conv_forward(input, weight, bias, residual, stride, padding, dilation, groups, activation)[0]
 
 
-@conv_forward.register_fake
-def _(input, weight, bias, stride, padding, dilation, groups):
-    spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    return _empty(spec.out_shape, input, output_memory_format(input, weight))
+# ---------------------------------------------------------------------------------------------
+# activation_grad
+
+
+@torch.library.custom_op("triton_conv::activation_grad", mutates_args=())
+def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:
+    """d(loss)/d(pre-activation) from d(loss)/d(output); ``saved`` is the pre-activation for
+    silu and gelu and the output for the other activations."""
+    if _use_kernels(saved):
+        return activation_grad_kernel(grad_output, saved, activation)
+    return _torch_activation_grad(grad_output, saved, activation)
+
+
+def _torch_activation_grad(grad: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation in NEEDS_PRE_ACTIVATION:
+        with torch.enable_grad():
+            z = saved.detach().requires_grad_()
+            return torch.autograd.grad(TORCH_ACTIVATIONS[activation](z), z, grad)[0]
+    derivative_from_output = {
+        "relu": lambda y: (y > 0).to(y.dtype),
+        "relu6": lambda y: ((y > 0) & (y < 6)).to(y.dtype),
+        "sigmoid": lambda y: y * (1 - y),
+        "tanh": lambda y: 1 - y * y,
+    }
+    return grad * derivative_from_output[activation](saved)
+
+
+@activation_grad.register_fake
+def _(grad_output, saved, activation):
+    return torch.empty_like(saved)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +198,7 @@ def conv_input_grad(
     spec = op_geometry(input_shape, weight.shape, stride, padding, dilation, groups)
     grad_input = _empty(input_shape, grad_output, _input_grad_format(input_shape, channels_last))
     if _use_kernels(grad_output):
-        return implicit_gemm_input_grad(grad_output, weight, spec, grad_input)
+        return dispatch.input_grad(grad_output, weight, spec, grad_input)
     # The input gradient does not depend on the input's values: zeros stand in for it.
     placeholder = torch.zeros(input_shape, dtype=weight.dtype, device=weight.device)
     return grad_input.copy_(_aten_backward(grad_output, placeholder, weight, spec, [True, False, False])[0])
@@ -157,7 +229,7 @@ def conv_weight_grad(
     grad_weight = _empty(weight_shape, grad_output, torch.contiguous_format)
     grad_bias = _empty([spec.out_channels if bias_grad else 0], grad_output, torch.contiguous_format)
     if _use_kernels(grad_output):
-        implicit_gemm_weight_grad(grad_output, input, spec, grad_weight, grad_bias if bias_grad else None)
+        dispatch.weight_grad(grad_output, input, spec, grad_weight, grad_bias if bias_grad else None)
         return grad_weight, grad_bias
     placeholder = torch.zeros(weight_shape, dtype=input.dtype, device=input.device)
     _, dw, db = _aten_backward(grad_output, input, placeholder, spec, [False, True, bias_grad])
@@ -185,21 +257,40 @@ def _save_geometry(ctx, stride, padding, dilation, groups) -> None:
 
 
 def _forward_setup(ctx, inputs, output) -> None:
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
+    input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
+    out, pre_activation = output
+    ctx.activation = activation
+    saved_for_activation = pre_activation if activation in NEEDS_PRE_ACTIVATION else out
+    ctx.save_for_backward(input, weight, saved_for_activation if activation != "none" else None)
     ctx.channels_last = output_memory_format(input, weight) != torch.contiguous_format
     _save_geometry(ctx, stride, padding, dilation, groups)
 
 
-def _forward_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+def _forward_backward(ctx, grad_output, grad_pre_activation):
+    # The pre-activation is an internal output: nothing upstream uses it, its gradient is ignored.
+    input, weight, saved_for_activation = ctx.saved_tensors
+    needs_input, needs_weight, needs_bias, needs_residual = ctx.needs_input_grad[:4]
+    if ctx.activation != "none":
+        grad_output = activation_grad(grad_output, saved_for_activation, ctx.activation)
     grad_input = grad_weight = grad_bias = None
     if needs_input:
         grad_input = conv_input_grad(grad_output, weight, input.shape, ctx.channels_last, *ctx.geometry)
     if needs_weight or needs_bias:
         grad_weight, grad_bias = conv_weight_grad(grad_output, input, weight.shape, *ctx.geometry, needs_bias)
-    return grad_input, grad_weight if needs_weight else None, grad_bias if needs_bias else None, None, None, None, None
+    return (
+        grad_input,
+        grad_weight if needs_weight else None,
+        grad_bias if needs_bias else None,
+        grad_output if needs_residual else None,
+        None, None, None, None, None,
+    )
+
+
+def _activation_grad_backward(ctx, grad):
+    raise RuntimeError(
+        "triton_conv: double backward through a fused activation is not supported; "
+        "call the convolution with activation=None and apply the activation in PyTorch"
+    )
 
 
 def _input_grad_setup(ctx, inputs, output) -> None:
@@ -213,7 +304,7 @@ def _input_grad_backward(ctx, grad_grad_input):
     grad_output, weight = ctx.saved_tensors
     grad_grad_output = grad_weight = None
     if ctx.needs_input_grad[0]:
-        grad_grad_output = conv_forward(grad_grad_input, weight, None, *ctx.geometry)
+        grad_grad_output = conv(grad_grad_input, weight, None, *ctx.geometry)
     if ctx.needs_input_grad[1]:
         grad_weight = conv_weight_grad(grad_output, grad_grad_input, weight.shape, *ctx.geometry, False)[0]
     return grad_grad_output, grad_weight, None, None, None, None, None, None
@@ -233,7 +324,7 @@ def _weight_grad_backward(ctx, grad_grad_weight, grad_grad_bias):
     grad_grad_output = grad_input = None
     if ctx.needs_input_grad[0]:
         bias = grad_grad_bias if ctx.bias_grad else None
-        grad_grad_output = conv_forward(input, grad_grad_weight, bias, *ctx.geometry)
+        grad_grad_output = conv(input, grad_grad_weight, bias, *ctx.geometry)
     if ctx.needs_input_grad[1]:
         channels_last = output_memory_format(input, grad_grad_weight) != torch.contiguous_format
         grad_input = conv_input_grad(grad_output, grad_grad_weight, input.shape, channels_last, *ctx.geometry)
@@ -243,3 +334,4 @@ def _weight_grad_backward(ctx, grad_grad_weight, grad_grad_bias):
 conv_forward.register_autograd(_forward_backward, setup_context=_forward_setup)
 conv_input_grad.register_autograd(_input_grad_backward, setup_context=_input_grad_setup)
 conv_weight_grad.register_autograd(_weight_grad_backward, setup_context=_weight_grad_setup)
+activation_grad.register_autograd(_activation_grad_backward, setup_context=lambda ctx, inputs, output: None)

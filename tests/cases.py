@@ -36,3 +36,10 @@ CASES = [
 
 # A few cases from each dimensionality, for the sweeps over layouts and half precision.
 SUBSET = [CASES[i] for i in (1, 3, 8, 11, 13, 17, 21, 24)]
+
+# Grouped convolutions with 16 or more channels per group: the implicit GEMM's grouped path.
+GEMM_GROUPED = [
+    ConvCase(2, 1, 32, 32, (5, 6), (3, 3), padding=1, groups=2),
+    ConvCase(1, 2, 48, 6, (9,), (3,), stride=2, groups=3),
+]
+CASES += GEMM_GROUPED

@@ -6,7 +6,17 @@ import pytest
 import torch
 
 from .cases import CASES, SUBSET
-from .reference import DEVICE, DTYPES, LAYOUTS, OUR_CONV, THOROUGH, TORCH_CONV, assert_close, make_inputs, reference_forward
+from .reference import (
+    DEVICE,
+    DTYPES,
+    LAYOUTS,
+    OUR_CONV,
+    THOROUGH,
+    TORCH_CONV,
+    assert_close,
+    make_inputs,
+    reference_forward,
+)
 
 pytestmark = pytest.mark.forward
 

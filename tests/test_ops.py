@@ -7,7 +7,7 @@ import triton_conv
 from triton_conv import autograd as ops
 
 from .cases import CASES
-from .reference import DEVICE, THOROUGH, ConvCase, make_inputs
+from .reference import DEVICE, OUR_CONV, THOROUGH, ConvCase, make_inputs
 
 pytestmark = pytest.mark.ops
 
@@ -26,7 +26,11 @@ def _op_args(case, dtype=torch.float64, requires_grad=False):
 def test_opcheck_every_op(case):
     x, w, b, spec, geometry = _op_args(case, requires_grad=True)
     dy = torch.randn(spec.out_shape, dtype=x.dtype, device=x.device, requires_grad=True)
-    torch.library.opcheck(ops.conv_forward, (x, w, b, *geometry))
+    torch.library.opcheck(ops.conv_forward, (x, w, b, None, *geometry, "none"))
+    residual = torch.randn(spec.out_shape, dtype=x.dtype, device=x.device, requires_grad=True)
+    torch.library.opcheck(ops.conv_forward, (x, w, b, residual, *geometry, "silu"))
+    # Double backward through a fused activation is a documented error: no grad into its inputs.
+    torch.library.opcheck(ops.activation_grad, (dy.detach(), torch.randn_like(dy), "gelu"))
     torch.library.opcheck(ops.conv_input_grad, (dy, w, list(x.shape), False, *geometry))
     torch.library.opcheck(ops.conv_weight_grad, (dy, x, list(w.shape), *geometry, True))
 
@@ -44,7 +48,7 @@ def test_gradcheck_and_gradgradcheck(case):
     x, w, b, _, _ = _op_args(case, requires_grad=True)
 
     def conv(x, w, b):
-        return triton_conv.functional._conv(case.ndim, x, w, b, **case.kwargs(), padding_mode=case.padding_mode)
+        return OUR_CONV[case.ndim](x, w, b, **case.kwargs(), padding_mode=case.padding_mode)
 
     # Fast mode checks random projections of the Jacobian; thorough mode checks every entry.
     assert torch.autograd.gradcheck(conv, (x, w, b), fast_mode=not THOROUGH)

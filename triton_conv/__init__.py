@@ -4,7 +4,19 @@ Set ``TRITON_INTERPRET=1`` before importing to run the kernels on CPU tensors.
 """
 
 from .functional import conv1d, conv2d, conv3d
+from .fusion import fold_batchnorm, fuse_for_inference
 from .modules import Conv1d, Conv2d, Conv3d, convert_model, revert_model
 
-__all__ = ["Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d", "convert_model", "revert_model"]
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "convert_model",
+    "fold_batchnorm",
+    "fuse_for_inference",
+    "revert_model",
+]
 __version__ = "0.1.0"

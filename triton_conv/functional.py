@@ -1,7 +1,12 @@
 """``conv1d``/``conv2d``/``conv3d`` with exactly ``torch.nn.functional``'s signature.
 
-Keyword-only extra: ``padding_mode`` ('zeros', 'reflect', 'replicate', 'circular'), as the
-``nn.Conv*`` modules take it. Non-zero modes pad the input explicitly first, as torch does.
+Keyword-only extras:
+- ``padding_mode`` ('zeros', 'reflect', 'replicate', 'circular'), as the ``nn.Conv*`` modules
+  take it. Non-zero modes pad the input explicitly first, as torch does.
+- the fused epilogue ``activation`` (None, 'relu', 'relu6', 'silu', 'gelu', 'sigmoid', 'tanh')
+  and ``residual`` (a tensor of the output's shape): the result is
+  ``activation(conv(input, weight) + bias + residual)``, computed in one kernel, with gradients
+  for input, weight, bias and residual.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from . import autograd as ops
-from .spec import KERNEL_DTYPES, IntOrSeq, check_padding_mode, conv_spec, explicit_pad_widths
+from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
+from .spec import KERNEL_DTYPES, ConvSpec, IntOrSeq, check_padding_mode, conv_spec, explicit_pad_widths
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _warned_dtypes: set[torch.dtype] = set()
@@ -28,9 +34,12 @@ def _conv(
     dilation: IntOrSeq,
     groups: int,
     padding_mode: str,
+    activation: str | None,
+    residual: torch.Tensor | None,
 ) -> torch.Tensor:
     check_padding_mode(padding_mode)
     spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, ndim)
+    _check_epilogue(spec, input, activation, residual)
     if input.dtype not in KERNEL_DTYPES:
         if not input.dtype.is_complex:
             raise RuntimeError(
@@ -43,7 +52,9 @@ def _conv(
         if padding_mode != "zeros":
             input = F.pad(input, explicit_pad_widths(spec), mode=padding_mode)
             padding = 0
-        return _TORCH_CONV[ndim](input, weight, bias, stride, padding, dilation, groups)
+        out = _TORCH_CONV[ndim](input, weight, bias, stride, padding, dilation, groups)
+        out = out + residual if residual is not None else out
+        return TORCH_ACTIVATIONS[activation or "none"](out)
 
     batched = input.dim() == ndim + 2
     x = input if batched else input.unsqueeze(0)
@@ -51,10 +62,35 @@ def _conv(
     if padding_mode != "zeros":
         x = F.pad(x, explicit_pad_widths(spec), mode=padding_mode)
         op_padding = [0] * (2 * ndim)
-    out = ops.conv_forward(
-        x, weight, bias, list(spec.stride[3 - ndim :]), op_padding, list(spec.dilation[3 - ndim :]), spec.groups
+    if residual is not None and not batched:
+        residual = residual.unsqueeze(0)
+    out = ops.conv(
+        x, weight, bias, list(spec.stride[3 - ndim :]), op_padding, list(spec.dilation[3 - ndim :]), spec.groups,
+        residual, activation or "none",
     )
     return out if batched else out.squeeze(0)
+
+
+def _check_epilogue(spec: ConvSpec, input: torch.Tensor, activation: str | None, residual: torch.Tensor | None) -> None:
+    name = f"conv{spec.ndim}d"
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"{name}(): activation must be None or one of {list(ACTIVATIONS)}, but got '{activation}'")
+    if residual is None:
+        return
+    if not isinstance(residual, torch.Tensor):
+        raise TypeError(f"{name}(): argument 'residual' must be Tensor or None, not {type(residual).__name__}")
+    batched = input.dim() == spec.ndim + 2
+    expected = spec.out_shape if batched else spec.out_shape[1:]
+    if tuple(residual.shape) != tuple(expected):
+        raise RuntimeError(
+            f"{name}(): residual must have the output's shape {list(expected)}, but got residual of size "
+            f"{list(residual.shape)}"
+        )
+    if residual.dtype != input.dtype or residual.device != input.device:
+        raise RuntimeError(
+            f"{name}(): residual ({residual.dtype} on {residual.device}) must have the input's dtype and device "
+            f"({input.dtype} on {input.device})"
+        )
 
 
 def conv1d(
@@ -67,9 +103,11 @@ def conv1d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Drop-in for ``F.conv1d``: input (N, C, L) or (C, L), weight (K, C/groups, kL)."""
-    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, activation, residual)
 
 
 def conv2d(
@@ -82,9 +120,11 @@ def conv2d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Drop-in for ``F.conv2d``: input (N, C, H, W) or (C, H, W), weight (K, C/groups, kH, kW)."""
-    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, activation, residual)
 
 
 def conv3d(
@@ -97,6 +137,8 @@ def conv3d(
     groups: int = 1,
     *,
     padding_mode: str = "zeros",
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Drop-in for ``F.conv3d``: input (N, C, D, H, W) or (C, D, H, W), weight (K, C/groups, kD, kH, kW)."""
-    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, activation, residual)

@@ -1,7 +1,9 @@
 """Drop-in ``nn.Conv1d/2d/3d`` subclasses, and in-place conversion of whole models.
 
 The modules are torch's own (same constructor, defaults, init, ``extra_repr``, ``state_dict``,
-``isinstance``); only ``_conv_forward``, which torch's ``forward`` calls, is replaced.
+``isinstance``); only ``_conv_forward``, which torch's ``forward`` calls, is replaced. Two
+optional extras use the fused epilogue: an ``activation`` attribute (None by default, set by
+``fuse_for_inference`` or by hand) and a ``residual`` keyword of ``forward``.
 """
 
 from __future__ import annotations
@@ -18,26 +20,47 @@ class _TritonConvMixin:
     """Routes ``nn.Conv*``'s ``_conv_forward`` (padding modes included) through triton_conv."""
 
     _triton_conv: Callable[..., torch.Tensor]
+    # Applied in the convolution's epilogue: None or a name in triton_conv.kernels.epilogue.ACTIVATIONS.
+    activation: str | None = None
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _conv_forward(
+        self,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return type(self)._triton_conv(
-            input, weight, bias, self.stride, self.padding, self.dilation, self.groups, padding_mode=self.padding_mode
+            input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
+            padding_mode=self.padding_mode, activation=self.activation, residual=residual,
         )
 
+    def extra_repr(self) -> str:
+        text = super().extra_repr()  # type: ignore[misc]
+        return text + f", activation={self.activation!r}" if self.activation is not None else text
 
-class Conv1d(_TritonConvMixin, nn.Conv1d):
+
+class _ResidualForwardMixin:
+    """``forward(input, residual=None)``; kept apart so that converted user subclasses keep their own forward."""
+
+    def forward(self, input: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution, plus ``residual`` (output-shaped) before the activation if given."""
+        return self._conv_forward(input, self.weight, self.bias, residual)
+
+
+class Conv1d(_ResidualForwardMixin, _TritonConvMixin, nn.Conv1d):
     """``nn.Conv1d`` computed by triton_conv."""
 
     _triton_conv = staticmethod(conv1d)
 
 
-class Conv2d(_TritonConvMixin, nn.Conv2d):
+class Conv2d(_ResidualForwardMixin, _TritonConvMixin, nn.Conv2d):
     """``nn.Conv2d`` computed by triton_conv."""
 
     _triton_conv = staticmethod(conv2d)
 
 
-class Conv3d(_TritonConvMixin, nn.Conv3d):
+class Conv3d(_ResidualForwardMixin, _TritonConvMixin, nn.Conv3d):
     """``nn.Conv3d`` computed by triton_conv."""
 
     _triton_conv = staticmethod(conv3d)

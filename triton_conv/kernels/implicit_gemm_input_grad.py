@@ -53,6 +53,8 @@ def implicit_gemm_input_grad_kernel(
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_z = tl.program_id(2)
+    if INDEX_64:
+        pid_z = pid_z.to(tl.int64)
     group = pid_z % GROUPS
     phase = pid_z // GROUPS
     ph_w = phase % stride_w
@@ -74,8 +76,10 @@ def implicit_gemm_input_grad_kernel(
     ih = ph_h + stride_h * jh
     iw = ph_w + stride_w * jw
     mask_m = (offs_m < M_PH) & (id_ < D) & (ih < H) & (iw < W)
-    dy_rows = dy_ptr + n * sdy_n + group * K_G * sdy_k
-    w_cols = w_ptr + group * K_G * sw_k + offs_n * sw_c
+    # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
+    # across the loops take twice the registers and made small tiles spill.
+    dy_rows = n * sdy_n + group * K_G * sdy_k
+    w_cols = group * K_G * sw_k + offs_n * sw_c
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for tap in range(TAPS):
@@ -94,8 +98,10 @@ def implicit_gemm_input_grad_kernel(
             for k0 in range(0, K_G, BLOCK_K):
                 k = k0 + offs_k
                 mask_k = k < K_G
-                a = tl.load(dy_tap[:, None] + k[None, :] * sdy_k, mask=valid[:, None] & mask_k[None, :], other=0.0)
-                b = tl.load(w_tap[None, :] + k[:, None] * sw_k, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+                dy_offs = dy_tap[:, None] + k[None, :] * sdy_k
+                w_offs = w_tap[None, :] + k[:, None] * sw_k
+                a = tl.load(dy_ptr + dy_offs, mask=valid[:, None] & mask_k[None, :], other=0.0)
+                b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
                 acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     dx_rows = dx_ptr + n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w

@@ -18,6 +18,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .indexing import unravel_pixels, unravel_tap
+from .split_k import partial_buffers, sum_splits
 
 # Enough programs to fill an H100's 132 SMs about twice over.
 TARGET_PROGRAMS = 264
@@ -53,6 +54,8 @@ def implicit_gemm_weight_grad_kernel(
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_z = tl.program_id(2)
+    if INDEX_64:
+        pid_z = pid_z.to(tl.int64)
     group = pid_z % GROUPS
     split = pid_z // GROUPS
     tap = pid_n % TAPS
@@ -69,8 +72,10 @@ def implicit_gemm_weight_grad_kernel(
     mask_m = offs_m < K_G
     mask_n = offs_n < C_G
     k = group * K_G + offs_m
-    dy_cols = dy_ptr + k * sdy_k
-    x_cols = x_ptr + (group * C_G + offs_n) * sx_c
+    # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
+    # across the loop take twice the registers and made small tiles spill.
+    dy_cols = k * sdy_k
+    x_cols = (group * C_G + offs_n) * sx_c
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
@@ -86,8 +91,10 @@ def implicit_gemm_weight_grad_kernel(
         in_bounds = mask_p & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
         x_pix = n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
-        a = tl.load(dy_cols[:, None] + dy_pix[None, :], mask=mask_m[:, None] & mask_p[None, :], other=0.0)
-        b = tl.load(x_cols[None, :] + x_pix[:, None], mask=in_bounds[:, None] & mask_n[None, :], other=0.0)
+        dy_offs = dy_cols[:, None] + dy_pix[None, :]
+        x_offs = x_cols[None, :] + x_pix[:, None]
+        a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_p[None, :], other=0.0)
+        b = tl.load(x_ptr + x_offs, mask=in_bounds[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
@@ -98,17 +105,6 @@ def implicit_gemm_weight_grad_kernel(
     if HAS_BIAS_GRAD:
         if pid_n == 0:
             tl.store(db_partial_ptr + split * K + k, bias_acc, mask=mask_m)
-
-
-@triton.jit
-def split_k_sum_kernel(partial_ptr, out_ptr, E, SPLIT_K, BLOCK: tl.constexpr):
-    """out[e] = sum over s of partial[s, e], in split order (deterministic); partial (SPLIT_K, E) contiguous."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < E
-    total = tl.load(partial_ptr + offs, mask=mask, other=0.0)
-    for s in range(1, SPLIT_K):
-        total += tl.load(partial_ptr + s * E + offs, mask=mask, other=0.0)
-    tl.store(out_ptr + offs, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def weight_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
@@ -154,14 +150,6 @@ def plan_weight_grad(
     return Launch(implicit_gemm_weight_grad_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
 
 
-def _sum_splits(partial: torch.Tensor, out: torch.Tensor) -> None:
-    block = 1024
-    elements = out.numel()
-    if elements == 0:
-        return
-    split_k_sum_kernel[(triton.cdiv(elements, block),)](partial, out, elements, partial.shape[0], BLOCK=block)
-
-
 def implicit_gemm_weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -172,10 +160,9 @@ def implicit_gemm_weight_grad(
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
     cfg = config or weight_grad_config(spec, grad_output.dtype, dot_precision(grad_output))
-    acc = torch.float64 if grad_output.dtype == torch.float64 else torch.float32
-    dw_partial = grad_output.new_empty((cfg.split_k, grad_weight.numel()), dtype=acc)
-    db_partial = grad_output.new_empty((cfg.split_k, spec.out_channels), dtype=acc) if grad_bias is not None else None
+    bias_elements = spec.out_channels if grad_bias is not None else None
+    dw_partial, db_partial = partial_buffers(grad_output, cfg.split_k, grad_weight.numel(), bias_elements)
     plan_weight_grad(grad_output, input, spec, dw_partial, db_partial, cfg)()
-    _sum_splits(dw_partial, grad_weight)
+    sum_splits(dw_partial, grad_weight)
     if grad_bias is not None:
-        _sum_splits(db_partial, grad_bias)
+        sum_splits(db_partial, grad_bias)

@@ -1,7 +1,7 @@
 """Index helpers shared by the convolution kernels."""
 
 import triton
-import triton.language as tl
+import triton.language as tl  # noqa: F401  (the interpreter patches tl in every jit function's globals)
 
 
 @triton.jit

@@ -1,0 +1,88 @@
+"""The direct kernels (depthwise, few channels per group) and the rule that picks them."""
+
+import importlib
+import math
+
+import pytest
+import torch
+
+from triton_conv.kernels import dispatch
+from triton_conv.kernels.direct import plan_direct_forward
+from triton_conv.kernels.implicit_gemm_forward import plan_forward
+from triton_conv.spec import conv_spec
+
+from .cases import CASES
+from .reference import ConvCase
+from .test_backward import _check_backward
+from .test_forward import _check_forward
+
+pytestmark = pytest.mark.direct
+
+GROUPED = [c for c in CASES if c.groups > 1]
+
+
+def _spec(case: ConvCase):
+    x = torch.empty(case.batch, case.in_channels, *case.size)
+    w = torch.empty(case.out_channels, case.in_channels // case.groups, *case.kernel)
+    return conv_spec(x, w, None, **case.kwargs(), ndim=case.ndim), x, w
+
+
+@pytest.mark.parametrize(
+    ("case", "direct"),
+    [
+        (ConvCase(2, 8, 144, 144, (56, 56), (3, 3), padding=1, groups=144), True),  # depthwise
+        (ConvCase(2, 8, 144, 288, (56, 56), (3, 3), padding=1, groups=144), True),  # channel multiplier 2
+        (ConvCase(2, 8, 128, 128, (56, 56), (3, 3), padding=1, groups=32), True),  # ResNeXt, 4 per group
+        (ConvCase(1, 8, 768, 768, (499,), (128,), padding=64, groups=16), False),  # 48 per group
+        (ConvCase(2, 8, 3, 64, (224, 224), (7, 7), stride=2, padding=3), False),  # first layer, 1 group
+        (ConvCase(2, 8, 64, 64, (56, 56), (3, 3), padding=1), False),
+    ],
+    ids=lambda v: v.id if isinstance(v, ConvCase) else str(v),
+)
+def test_dispatch_rule(case, direct):
+    assert dispatch.uses_direct_kernel(_spec(case)[0]) is direct
+
+
+def _issued_multiply_adds(launch) -> int:
+    """Multiply-adds the launch issues, masked lanes included, from its grid and tile."""
+    programs = math.prod(launch.grid)
+    c = launch.constexprs
+    names = launch.kernel.arg_names if hasattr(launch.kernel, "arg_names") else launch.kernel.fn.arg_names
+    args = dict(zip(names, launch.args))
+    if "BLOCK_N" in c:  # implicit GEMM: every tap reduces C_G rounded up to BLOCK_K
+        return programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]
+    return programs * args["TAPS"] * args["C_G"] * c["BLOCK_M"] * c["BLOCK_K"]
+
+
+def test_depthwise_work_equals_useful_work():
+    """mbv2_dw3 (benchmark shape 12): the direct kernel issues the useful multiply-adds plus tile
+    rounding, where the implicit GEMM would issue 16 times as many."""
+    case = ConvCase(2, 128, 144, 144, (56, 56), (3, 3), padding=1, groups=144)
+    spec, x, w = _spec(case)
+    out = torch.empty(spec.out_shape)
+    useful = spec.flops // 2
+    direct = _issued_multiply_adds(plan_direct_forward(x, w, None, spec, out))
+    gemm = _issued_multiply_adds(plan_forward(x, w, None, spec, out))
+    assert direct / useful < 1.15, direct / useful
+    assert gemm / useful >= 16, gemm / useful
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "implicit_gemm"])
+@pytest.mark.parametrize("case", GROUPED, ids=lambda c: c.id)
+def test_both_algorithms_on_grouped_cases(case, direct, monkeypatch):
+    """Every grouped case through each algorithm, whichever the rule would pick."""
+    monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: direct)
+    _check_forward(case, torch.float64, "channels_last")
+    _check_backward(case, torch.float64, "channels_last")
+
+
+def test_direct_split_k_matches_single_split():
+    module = importlib.import_module("triton_conv.kernels.direct")
+    case = next(c for c in CASES if c.groups == c.in_channels and c.ndim == 3)
+    spec, x, w = _spec(case)
+    x, w = torch.randn_like(x, dtype=torch.float64), torch.randn_like(w, dtype=torch.float64)
+    dy = torch.randn(spec.out_shape, dtype=torch.float64)
+    one, three = torch.empty_like(w), torch.empty_like(w)
+    module.direct_weight_grad(dy, x, spec, one, None, split_k=1)
+    module.direct_weight_grad(dy, x, spec, three, None, split_k=3)
+    torch.testing.assert_close(one, three, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,76 @@
+"""The fused epilogue: activation(conv + bias + residual) and its gradients, against torch."""
+
+import pytest
+import torch
+
+import triton_conv
+from triton_conv.kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
+
+from .cases import CASES
+from .reference import OUR_CONV, assert_close, in_layout, make_inputs, reference_forward
+
+pytestmark = pytest.mark.fused
+
+# One implicit-GEMM case and one direct (depthwise) case per dimensionality that has one.
+FUSED_CASES = [CASES[0], CASES[10], CASES[13], CASES[21], CASES[24]]
+
+
+def _run(case, activation, with_residual, layout="contiguous"):
+    x, w, b = make_inputs(case, torch.float64, layout, requires_grad=True)
+    ref_out = reference_forward(case, x, w, b)
+    residual = None
+    if with_residual:
+        residual = in_layout(torch.randn(ref_out.shape, dtype=torch.float64), layout).requires_grad_()
+    y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), activation=activation, residual=residual)
+    expected = TORCH_ACTIVATIONS[activation or "none"](ref_out + residual if with_residual else ref_out)
+    assert_close(y, expected, torch.float64, case.reduction, f"fused forward {activation}")
+
+    leaves = [t for t in (x, w, b, residual) if t is not None]
+    g = torch.randn_like(y)
+    ours = torch.autograd.grad(y, leaves, g)
+    theirs = torch.autograd.grad(expected, leaves, g)
+    for got, want, name in zip(ours, theirs, ("input", "weight", "bias", "residual")):
+        assert_close(got, want, torch.float64, case.reduction, f"fused grad {name} {activation}")
+
+
+@pytest.mark.parametrize("with_residual", [False, True], ids=["no_residual", "residual"])
+@pytest.mark.parametrize("activation", [None, *ACTIVATIONS])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: c.id)
+def test_fused_epilogue_and_gradients(case, activation, with_residual):
+    _run(case, activation, with_residual)
+
+
+@pytest.mark.parametrize("case", FUSED_CASES[1:3], ids=lambda c: c.id)
+def test_fused_channels_last_and_strided_residual(case):
+    _run(case, "silu", True, "channels_last")
+    _run(case, "relu", True, "strided_view")
+
+
+def test_fused_unbatched():
+    case = CASES[10]
+    x, w, b = make_inputs(case, torch.float64)
+    r = torch.randn(reference_forward(case, x, w, b).shape[1:], dtype=torch.float64)
+    y = triton_conv.conv2d(x[0], w, b, **case.kwargs(), activation="gelu", residual=r)
+    expected = torch.nn.functional.gelu(reference_forward(case, x, w, b)[0] + r)
+    assert_close(y, expected, torch.float64, case.reduction, "unbatched fused")
+
+
+def test_bad_epilogue_arguments():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    with pytest.raises(ValueError, match="activation must be None or one of"):
+        triton_conv.conv2d(x, w, activation="swish")
+    with pytest.raises(RuntimeError, match=r"residual must have the output's shape \[1, 3, 3, 3\]"):
+        triton_conv.conv2d(x, w, residual=torch.randn(1, 3, 5, 5))
+    with pytest.raises(RuntimeError, match="residual .* must have the input's dtype"):
+        triton_conv.conv2d(x, w, residual=torch.randn(1, 3, 3, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="'residual' must be Tensor"):
+        triton_conv.conv2d(x, w, residual=1.0)
+
+
+def test_double_backward_through_fused_activation_is_a_clear_error():
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = triton_conv.conv2d(x, w, activation="tanh")
+    (gx,) = torch.autograd.grad(y.sum(), [x], create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward through a fused activation"):
+        gx.sum().backward()

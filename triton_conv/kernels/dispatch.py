@@ -1,0 +1,56 @@
+"""Which algorithm computes a convolution: the one place the rule lives."""
+
+from __future__ import annotations
+
+import torch
+
+from ..spec import ConvSpec
+from ..tuning.configs import MIN_DOT
+from .direct import direct_forward, direct_input_grad, direct_weight_grad
+from .epilogue import PLAIN, Epilogue
+from .implicit_gemm_forward import implicit_gemm_forward
+from .implicit_gemm_input_grad import implicit_gemm_input_grad
+from .implicit_gemm_weight_grad import implicit_gemm_weight_grad
+
+
+def uses_direct_kernel(spec: ConvSpec) -> bool:
+    """Grouped convolutions with fewer than 16 input channels per group (depthwise included).
+
+    A matrix unit would pad each group's reduction to 16 channels and waste most of its work;
+    the direct kernels do exactly the useful multiply-adds. An ungrouped convolution with few
+    input channels (a network's first layer) keeps the implicit GEMM: with a single group its
+    output channels fill the matrix unit's other dimension, which pays for the padding.
+    """
+    return spec.groups > 1 and spec.in_channels_per_group < MIN_DOT
+
+
+def forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    out: torch.Tensor,
+    epilogue: Epilogue = PLAIN,
+) -> torch.Tensor:
+    if uses_direct_kernel(spec):
+        return direct_forward(input, weight, bias, spec, out, epilogue)
+    return implicit_gemm_forward(input, weight, bias, spec, out, epilogue)
+
+
+def input_grad(grad_output: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, grad_input: torch.Tensor) -> torch.Tensor:
+    if uses_direct_kernel(spec):
+        return direct_input_grad(grad_output, weight, spec, grad_input)
+    return implicit_gemm_input_grad(grad_output, weight, spec, grad_input)
+
+
+def weight_grad(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    spec: ConvSpec,
+    grad_weight: torch.Tensor,
+    grad_bias: torch.Tensor | None,
+) -> None:
+    if uses_direct_kernel(spec):
+        direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
+    else:
+        implicit_gemm_weight_grad(grad_output, input, spec, grad_weight, grad_bias)

@@ -1,0 +1,146 @@
+"""The fused epilogue: out = activation(conv + bias + residual), and the activation's derivative.
+
+The forward kernels call ``finish_output`` on their accumulator tile. For the backward pass,
+``activation_grad`` turns d(loss)/d(out) into d(loss)/d(pre-activation), reading the saved
+output where the derivative is a function of it (relu, relu6, sigmoid, tanh) and the saved
+pre-activation where it is not (silu, gelu).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ..spec import as_3d
+from .common import accumulator_dtype
+
+ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "sigmoid", "tanh")
+# The same activations in torch: the aten fallback and the tests' reference.
+TORCH_ACTIVATIONS = {
+    "none": lambda z: z,
+    "relu": torch.relu,
+    "relu6": torch.nn.functional.relu6,
+    "silu": torch.nn.functional.silu,
+    "gelu": torch.nn.functional.gelu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+}
+# Activations whose derivative needs the pre-activation; the others' needs only the output.
+NEEDS_PRE_ACTIVATION = ("silu", "gelu")
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What a forward kernel does after the reduction, besides adding the bias.
+
+    ``residual`` is added before the activation (any strides, the output's shape);
+    ``pre_activation``, if given, receives conv + bias + residual (the output's strides).
+    """
+
+    activation: str = "none"
+    residual: torch.Tensor | None = None
+    pre_activation: torch.Tensor | None = None
+
+    def args(self, fallback: torch.Tensor) -> tuple:
+        """The kernel arguments: residual (as a (N, C, D, H, W) view) and pre-activation tensors,
+        ``fallback`` where absent, then the residual's five strides."""
+        residual = as_3d(self.residual) if self.residual is not None else None
+        return (
+            residual if residual is not None else fallback,
+            self.pre_activation if self.pre_activation is not None else fallback,
+            *(residual.stride() if residual is not None else (0,) * 5),
+        )
+
+    def constexprs(self) -> dict:
+        return dict(
+            ACTIVATION=self.activation,
+            HAS_RESIDUAL=self.residual is not None,
+            STORE_PRE_ACTIVATION=self.pre_activation is not None,
+        )
+
+
+# Bias only: what a plain convolution does after its reduction.
+PLAIN = Epilogue()
+
+
+@triton.jit
+def apply_activation(z, ACTIVATION: tl.constexpr):
+    """activation(z) for a constexpr activation name ("none" leaves z as it is)."""
+    out = z
+    if ACTIVATION == "relu":
+        out = tl.maximum(z, 0.0)
+    if ACTIVATION == "relu6":
+        out = tl.minimum(tl.maximum(z, 0.0), 6.0)
+    if ACTIVATION == "silu":
+        out = z * tl.sigmoid(z)
+    if ACTIVATION == "gelu":
+        out = 0.5 * z * (1.0 + tl.erf(z * _SQRT_HALF))
+    if ACTIVATION == "sigmoid":
+        out = tl.sigmoid(z)
+    if ACTIVATION == "tanh":
+        out = 2.0 * tl.sigmoid(2.0 * z) - 1.0
+    return out
+
+
+@triton.jit
+def finish_output(
+    acc, y_ptrs, z_ptrs, residual_ptrs, mask,
+    ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+):
+    """Add the residual to the (bias-added) accumulator, store the pre-activation if the backward
+    needs it, apply the activation, cast and store."""
+    if HAS_RESIDUAL:
+        acc += tl.load(residual_ptrs, mask=mask, other=0.0).to(acc.dtype)
+    if STORE_PRE_ACTIVATION:
+        tl.store(z_ptrs, acc.to(z_ptrs.dtype.element_ty), mask=mask)
+    tl.store(y_ptrs, apply_activation(acc, ACTIVATION).to(y_ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def activation_grad_kernel(grad_ptr, saved_ptr, out_ptr, numel, ACTIVATION: tl.constexpr,
+                           ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """out = grad * activation'(pre-activation), over flat dense tensors of one layout.
+
+    Args:
+        grad_ptr: d(loss)/d(output), numel elements, the same strides as saved_ptr.
+        saved_ptr: the pre-activation for silu and gelu, the output for the others.
+        out_ptr: d(loss)/d(pre-activation), the same strides.
+    """
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    s = tl.load(saved_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    d = g
+    if ACTIVATION == "relu":
+        d = tl.where(s > 0.0, g, 0.0)
+    if ACTIVATION == "relu6":
+        d = tl.where((s > 0.0) & (s < 6.0), g, 0.0)
+    if ACTIVATION == "sigmoid":
+        d = g * s * (1.0 - s)
+    if ACTIVATION == "tanh":
+        d = g * (1.0 - s * s)
+    if ACTIVATION == "silu":
+        sig = tl.sigmoid(s)
+        d = g * sig * (1.0 + s * (1.0 - sig))
+    if ACTIVATION == "gelu":
+        d = g * (0.5 * (1.0 + tl.erf(s * _SQRT_HALF)) + s * tl.exp(-0.5 * s * s) * _INV_SQRT_2PI)
+    tl.store(out_ptr + offs, d.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:
+    """d(loss)/d(pre-activation), in ``saved``'s (dense) layout."""
+    if grad_output.stride() != saved.stride():
+        grad_output = torch.empty_like(saved).copy_(grad_output)
+    out = torch.empty_like(saved)
+    numel = saved.numel()
+    if numel:
+        block = 1024
+        activation_grad_kernel[(triton.cdiv(numel, block),)](
+            grad_output, saved, out, numel, ACTIVATION=activation, ACC_DTYPE=accumulator_dtype(saved.dtype), BLOCK=block
+        )
+    return out

@@ -1,0 +1,36 @@
+"""The deterministic second half of split-K reductions (weight and bias gradients)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def split_k_sum_kernel(partial_ptr, out_ptr, E, SPLIT_K, BLOCK: tl.constexpr):
+    """out[e] = sum over s of partial[s, e], in split order (deterministic); partial (SPLIT_K, E) contiguous."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < E
+    total = tl.load(partial_ptr + offs, mask=mask, other=0.0)
+    for s in range(1, SPLIT_K):
+        total += tl.load(partial_ptr + s * E + offs, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, total.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def sum_splits(partial: torch.Tensor, out: torch.Tensor) -> None:
+    """Write the sum over dim 0 of ``partial`` (SPLIT_K, E) into the contiguous ``out`` (E elements)."""
+    block = 1024
+    elements = out.numel()
+    if elements:
+        split_k_sum_kernel[(triton.cdiv(elements, block),)](partial, out, elements, partial.shape[0], BLOCK=block)
+
+
+def partial_buffers(
+    grad_output: torch.Tensor, split_k: int, weight_elements: int, bias_elements: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-split float32 (float64 for float64) partials of the weight and, if wanted, bias gradients."""
+    acc = torch.float64 if grad_output.dtype == torch.float64 else torch.float32
+    dw_partial = grad_output.new_empty((split_k, weight_elements), dtype=acc)
+    db_partial = grad_output.new_empty((split_k, bias_elements), dtype=acc) if bias_elements is not None else None
+    return dw_partial, db_partial
