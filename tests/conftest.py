@@ -10,3 +10,11 @@ if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def gpu_tiles(monkeypatch):
+    """Plan with the GPU tiles (many programs per problem) instead of the interpreter's large ones."""
+    from triton_conv.tuning import configs
+
+    monkeypatch.setattr(configs, "INTERPRETER_CONFIGS", None)

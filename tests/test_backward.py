@@ -8,8 +8,9 @@ import torch
 from triton_conv.spec import conv_spec
 from triton_conv.tuning.configs import KernelConfig
 
-from .cases import CASES, SUBSET
+from .cases import CASES, GEMM_GROUPED, SUBSET
 from .reference import DTYPES, OUR_CONV, THOROUGH, assert_close, make_inputs, reference_forward
+from .test_forward import _check_forward
 
 pytestmark = pytest.mark.backward
 
@@ -66,6 +67,13 @@ def test_backward_cotangents(case, cotangent):
 @pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
 def test_backward_half(case, dtype):
     _check_backward(case, dtype, "channels_last")
+
+
+@pytest.mark.parametrize("case", SUBSET + GEMM_GROUPED, ids=lambda c: c.id)
+def test_gpu_tiles(case, gpu_tiles):
+    """The tiles a GPU runs split these problems over many programs along every grid axis."""
+    _check_forward(case, torch.float64, "channels_last")
+    _check_backward(case, torch.float64, "channels_last")
 
 
 def test_only_needed_gradients_are_computed():

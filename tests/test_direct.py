@@ -54,7 +54,7 @@ def _issued_multiply_adds(launch) -> int:
     return programs * args["TAPS"] * args["C_G"] * c["BLOCK_M"] * c["BLOCK_K"]
 
 
-def test_depthwise_work_equals_useful_work():
+def test_depthwise_work_equals_useful_work(gpu_tiles):
     """mbv2_dw3 (benchmark shape 12): the direct kernel issues the useful multiply-adds plus tile
     rounding, where the implicit GEMM would issue 16 times as many."""
     case = ConvCase(2, 128, 144, 144, (56, 56), (3, 3), padding=1, groups=144)

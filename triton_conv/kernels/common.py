@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import triton.language as tl
 
-# Triton reads this when a kernel is decorated, so it must be set before triton_conv is imported.
-INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ..runtime import INTERPRETER
+
+__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_precision"]
 
 def accumulator_dtype(dtype: torch.dtype) -> tl.dtype:
     """float64 accumulates in float64; everything else in float32."""

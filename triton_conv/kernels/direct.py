@@ -17,14 +17,12 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
+from ..tuning.configs import direct_config
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, sum_splits
 
-BLOCK_PIXELS = 64
-BLOCK_CHANNELS = 32
-NUM_WARPS = 4
 # Enough programs to fill an H100's 132 SMs about twice over.
 TARGET_PROGRAMS = 264
 
@@ -234,7 +232,8 @@ def plan_direct_forward(
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
-    grid = (triton.cdiv(spec.output_pixels, BLOCK_PIXELS), triton.cdiv(spec.out_channels, BLOCK_CHANNELS))
+    cfg = direct_config()
+    grid = (triton.cdiv(spec.output_pixels, cfg.block_m), triton.cdiv(spec.out_channels, cfg.block_n))
     _, r, s = spec.kernel_size
     residual, pre_activation, *residual_strides = epilogue.args(y)
     args = (
@@ -249,9 +248,9 @@ def plan_direct_forward(
     )
     constexprs = dict(
         HAS_BIAS=bias is not None, **epilogue.constexprs(), INDEX_64=needs_int64(x, w, y, residual),
-        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK_M=BLOCK_PIXELS, BLOCK_K=BLOCK_CHANNELS,
+        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_n,
     )
-    return Launch(direct_forward_kernel, grid, args, constexprs, NUM_WARPS, 1)
+    return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
 def plan_direct_input_grad(
@@ -259,7 +258,8 @@ def plan_direct_input_grad(
 ) -> Launch:
     """The launch writing d(loss)/d(input) into ``grad_input``."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
-    grid = (triton.cdiv(spec.input_pixels, BLOCK_PIXELS), triton.cdiv(spec.in_channels, BLOCK_CHANNELS))
+    cfg = direct_config()
+    grid = (triton.cdiv(spec.input_pixels, cfg.block_m), triton.cdiv(spec.in_channels, cfg.block_n))
     _, r, s = spec.kernel_size
     args = (
         dy, w, dx,
@@ -271,16 +271,17 @@ def plan_direct_input_grad(
     )
     constexprs = dict(
         INDEX_64=needs_int64(dy, w, dx), ACC_DTYPE=accumulator_dtype(dy.dtype),
-        BLOCK_M=BLOCK_PIXELS, BLOCK_K=BLOCK_CHANNELS,
+        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_n,
     )
-    return Launch(direct_input_grad_kernel, grid, args, constexprs, NUM_WARPS, 1)
+    return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
 def direct_split_k(spec: ConvSpec) -> int:
     """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 blocks."""
-    columns = triton.cdiv(spec.out_channels, BLOCK_CHANNELS) * spec.in_channels_per_group * spec.taps
+    cfg = direct_config()
+    columns = triton.cdiv(spec.out_channels, cfg.block_n) * spec.in_channels_per_group * spec.taps
     wanted = max(1, TARGET_PROGRAMS // max(columns, 1))
-    return max(1, min(wanted, spec.output_pixels // (16 * BLOCK_PIXELS)))
+    return max(1, min(wanted, spec.output_pixels // (16 * cfg.block_m)))
 
 
 def plan_direct_weight_grad(
@@ -293,9 +294,10 @@ def plan_direct_weight_grad(
     """The launch writing split partials of dw (and db); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
-    chunk = triton.cdiv(triton.cdiv(spec.output_pixels, BLOCK_PIXELS), split_k) * BLOCK_PIXELS
+    cfg = direct_config()
+    chunk = triton.cdiv(triton.cdiv(spec.output_pixels, cfg.block_m), split_k) * cfg.block_m
     grid = (
-        triton.cdiv(spec.out_channels, BLOCK_CHANNELS),
+        triton.cdiv(spec.out_channels, cfg.block_n),
         # At least one column, so that the bias gradient is computed even with no channels.
         max(1, spec.in_channels_per_group) * spec.taps,
         split_k,
@@ -311,9 +313,9 @@ def plan_direct_weight_grad(
     )
     constexprs = dict(
         HAS_BIAS_GRAD=db_partial is not None, INDEX_64=needs_int64(dy, x, dw_partial),
-        ACC_DTYPE=accumulator_dtype(dy.dtype), BLOCK_M=BLOCK_PIXELS, BLOCK_K=BLOCK_CHANNELS,
+        ACC_DTYPE=accumulator_dtype(dy.dtype), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_n,
     )
-    return Launch(direct_weight_grad_kernel, grid, args, constexprs, NUM_WARPS, 1)
+    return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
 def direct_forward(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..runtime import INTERPRETER
+
 # Every tl.dot needs at least 16 along its reduction when compiled for a GPU.
 MIN_DOT = 16
 # The smaller shared-memory limit of sm_80 (A100) and sm_90 (H100), in bytes per block.
@@ -73,6 +75,26 @@ IMPLICIT_GEMM_CONFIGS: dict[str, list[KernelConfig]] = {
 }
 
 
+# The direct kernels' tile: BLOCK_M pixels x BLOCK_N channels, on CUDA cores (no dot).
+DIRECT_CONFIG = KernelConfig(64, 32, 1, 4, 1)
+
+# Under Triton's interpreter each program runs after the other in NumPy, so a few large tiles
+# run far faster than many small ones, and nothing is compiled, so no GPU limit applies.
+# Tests set this to None to exercise the GPU tiles (many programs per problem) instead.
+INTERPRETER_CONFIGS: dict[str, KernelConfig] | None = {
+    "forward": KernelConfig(1024, 64, 64, 4, 1),
+    "input_grad": KernelConfig(1024, 64, 64, 4, 1),
+    "weight_grad": KernelConfig(64, 64, 1024, 4, 1),
+    "direct": KernelConfig(1024, 64, 1, 4, 1),
+}
+
+
+def direct_config() -> KernelConfig:
+    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+        return INTERPRETER_CONFIGS["direct"]
+    return DIRECT_CONFIG
+
+
 def operand_class(dtype: torch.dtype, precision: str) -> str:
     """How a dtype multiplies: on tensor cores (fp16/bf16, tf32) or on FMA units (fp32, fp64)."""
     if dtype == torch.float64:
@@ -124,6 +146,11 @@ def heuristic_config(
     For the weight gradient, ``gemm_k`` is the long reduction over output pixels that split-K
     spreads over programs; ``max_split_k`` caps how many.
     """
+    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+        base = INTERPRETER_CONFIGS[kind]
+        return KernelConfig(
+            _fit(base.block_m, gemm_m), _fit(base.block_n, gemm_n), _fit(base.block_k, gemm_k), base.num_warps, 1
+        )
     base = candidate_configs(kind, dtype, precision)[0]
     block_m = _fit(base.block_m, gemm_m)
     block_n = _fit(base.block_n, gemm_n)
