@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make bench ARGS=--smoke (or --static, --report CSV); with no ARGS it needs a CUDA GPU.
+ARGS ?=
 
-.PHONY: demo test test-gpu test-thorough lint format clean
+.PHONY: demo test test-gpu test-thorough bench lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +30,10 @@ test-thorough: $(STAMP)
 # CUDA: the same suite on the GPU (for a machine with torch and triton already installed).
 test-gpu:
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+# The benchmark suite; --smoke runs it through the interpreter (it sets TRITON_INTERPRET=1 itself).
+bench: $(STAMP)
+	$(VENV)/bin/triton-conv bench $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -67,7 +67,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_demo(epochs: int = 3, batch_size: int = 64, seed: int = 0, device: str | None = None) -> DemoResult:
+def run_demo(epochs: int = 4, batch_size: int = 64, seed: int = 0, device: str | None = None) -> DemoResult:
     from tqdm import tqdm
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -123,7 +123,7 @@ def run_demo(epochs: int = 3, batch_size: int = 64, seed: int = 0, device: str |
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
 
