@@ -157,17 +157,16 @@ def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: 
 
 
 def _torch_activation_grad(grad: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation in NEEDS_PRE_ACTIVATION:
-        with torch.enable_grad():
-            z = saved.detach().requires_grad_()
-            return torch.autograd.grad(TORCH_ACTIVATIONS[activation](z), z, grad)[0]
-    derivative_from_output = {
-        "relu": lambda y: (y > 0).to(y.dtype),
-        "relu6": lambda y: ((y > 0) & (y < 6)).to(y.dtype),
-        "sigmoid": lambda y: y * (1 - y),
-        "tanh": lambda y: 1 - y * y,
-    }
-    return grad * derivative_from_output[activation](saved)
+    """Closed forms (no autograd: op implementations run below the autograd key), in saved's layout."""
+    derivative = {
+        "relu": lambda: grad * (saved > 0),
+        "relu6": lambda: grad * ((saved > 0) & (saved < 6)),
+        "sigmoid": lambda: grad * saved * (1 - saved),
+        "tanh": lambda: grad * (1 - saved * saved),
+        "silu": lambda: torch.ops.aten.silu_backward(grad, saved),
+        "gelu": lambda: torch.ops.aten.gelu_backward(grad, saved),
+    }[activation]
+    return torch.empty_like(saved).copy_(derivative())
 
 
 @activation_grad.register_fake

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import triton_conv
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.direct import plan_direct_forward
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
@@ -51,7 +52,7 @@ def _issued_multiply_adds(launch) -> int:
     args = dict(zip(names, launch.args))
     if "BLOCK_N" in c:  # implicit GEMM: every tap reduces C_G rounded up to BLOCK_K
         return programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]
-    return programs * args["TAPS"] * args["C_G"] * c["BLOCK_M"] * c["BLOCK_K"]
+    return programs * args["TAPS"] * args["C_G"] * c["BLOCK_P"] * c["BLOCK_C"]
 
 
 def test_depthwise_work_equals_useful_work(gpu_tiles):
@@ -86,3 +87,15 @@ def test_direct_split_k_matches_single_split():
     module.direct_weight_grad(dy, x, spec, one, None, split_k=1)
     module.direct_weight_grad(dy, x, spec, three, None, split_k=3)
     torch.testing.assert_close(one, three, rtol=1e-12, atol=1e-12)
+
+
+def test_zero_channels_per_group_backward():
+    """No input channels: the output is the bias; its gradient is computed, nothing else is touched."""
+    x = torch.randn(2, 0, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 0, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    y = triton_conv.conv2d(x, w, b, groups=2)
+    torch.testing.assert_close(y, b[None, :, None, None].expand(2, 4, 3, 3))
+    gx, gw, gb = torch.autograd.grad(y.sum(), [x, w, b])
+    assert gx.shape == x.shape and gw.shape == w.shape
+    torch.testing.assert_close(gb, torch.full((4,), 18.0, dtype=torch.float64))

@@ -74,3 +74,34 @@ def test_double_backward_through_fused_activation_is_a_clear_error():
     (gx,) = torch.autograd.grad(y.sum(), [x], create_graph=True)
     with pytest.raises(RuntimeError, match="double backward through a fused activation"):
         gx.sum().backward()
+
+
+def test_fallback_activation_grad_matches_kernel(monkeypatch):
+    """The aten fallback (CPU without the interpreter) gives the kernel's derivative, in its layout."""
+    from triton_conv.autograd import ops as op_module
+
+    g = torch.randn(2, 3, 4, 5, dtype=torch.float64).to(memory_format=torch.channels_last)
+    for activation in ACTIVATIONS:
+        z = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+        saved = z if activation in ("silu", "gelu") else TORCH_ACTIVATIONS[activation](z)
+        kernel = op_module.activation_grad(g, saved, activation)
+        monkeypatch.setattr(op_module, "_use_kernels", lambda t: False)
+        fallback = op_module.activation_grad(g, saved, activation)
+        monkeypatch.undo()
+        assert fallback.stride() == kernel.stride() == saved.stride()
+        torch.testing.assert_close(fallback, kernel, rtol=1e-12, atol=1e-12)
+
+
+def test_revert_refuses_fused_activation():
+    conv = triton_conv.Conv2d(2, 3, 3)
+    conv.activation = "relu"
+    with pytest.raises(ValueError, match="fused activation"):
+        triton_conv.revert_model(torch.nn.Sequential(conv))
+    assert isinstance(conv, triton_conv.Conv2d)
+
+
+def test_tanh_is_precise_near_zero():
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64) * 1e-6
+    w = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    y = triton_conv.conv2d(x, w, activation="tanh")
+    torch.testing.assert_close(y, torch.tanh(x), rtol=1e-14, atol=0)

@@ -9,15 +9,16 @@ import dataclasses
 import pytest
 import torch
 
-from triton_conv.kernels.common import Launch
+from triton_conv.kernels.common import Launch, accumulator_dtype
+from triton_conv.kernels.direct import plan_direct_forward, plan_direct_input_grad, plan_direct_weight_grad
+from triton_conv.kernels.epilogue import Epilogue, activation_grad_kernel
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad
+from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import IMPLICIT_GEMM_CONFIGS, KernelConfig, candidate_configs
-
-from .reference import THOROUGH
 
 pytestmark = pytest.mark.compile
 
@@ -64,10 +65,10 @@ def _launch(kind: str, config: KernelConfig, dtype: torch.dtype, precision: str 
     return dataclasses.replace(launch, constexprs={**launch.constexprs, "PRECISION": precision})
 
 
-# Every shipped tile that fits each dtype; sm_80 in thorough mode (each compile takes seconds).
+# Every shipped tile that fits each dtype, for both architectures.
 CASES = [
     pytest.param(kind, variant, config, arch, id=f"{kind}-{_variant_id(variant)}-{_config_id(config)}-sm{arch}")
-    for arch in (ARCHS if THOROUGH else ARCHS[:1])
+    for arch in ARCHS
     for kind in IMPLICIT_GEMM_CONFIGS
     for variant in VARIANTS
     for config in candidate_configs(kind, *variant)
@@ -89,3 +90,55 @@ def test_dot_under_16_fails_to_compile():
     bad = KernelConfig(block_m=64, block_n=64, block_k=8, num_warps=4, num_stages=3)
     with pytest.raises(GPUCompileError, match="K >= 16"):
         compile_launch(_launch("forward", bad, torch.float16), 90)
+
+
+def _other_launches(what: str, dtype: torch.dtype) -> Launch:
+    """Launches of the kernels outside the tile table: direct, fused epilogue, 1x1, elementwise."""
+    x = torch.empty(2, 32, 8, 8, dtype=dtype).to(memory_format=torch.channels_last)
+    depthwise_w = torch.empty(64, 1, 3, 3, dtype=dtype)
+    spec = conv_spec(x, depthwise_w, None, stride=1, padding=1, dilation=1, groups=32, ndim=2)
+    y = torch.empty(spec.out_shape, dtype=dtype, memory_format=torch.channels_last)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    if what == "direct_forward_fused":
+        return plan_direct_forward(
+            x, depthwise_w, None, spec, y, Epilogue("silu", torch.empty_like(y), torch.empty_like(y))
+        )
+    if what == "direct_input_grad":
+        return plan_direct_input_grad(y, depthwise_w, spec, torch.empty_like(x))
+    if what == "direct_weight_grad":
+        partial = torch.empty(2, depthwise_w.numel(), dtype=acc)
+        return plan_direct_weight_grad(y, x, spec, partial, torch.empty(2, 64, dtype=acc))
+    w = torch.empty(64, 32, 1, 1, dtype=dtype)
+    spec = conv_spec(x, w, None, stride=1, padding=0, dilation=1, groups=1, ndim=2)
+    config = candidate_configs("forward", dtype, "ieee")[0]
+    if what == "pointwise_forward_fused":
+        assert spec.taps == 1
+        return plan_forward(x, w, None, spec, y, config, Epilogue("gelu", torch.empty_like(y), torch.empty_like(y)))
+    if what == "activation_grad":
+        return Launch(
+            activation_grad_kernel,
+            (1,),
+            (y, y, y, y.numel()),
+            {"ACTIVATION": "gelu", "ACC_DTYPE": accumulator_dtype(dtype), "INDEX_64": False, "BLOCK": 1024},
+        )
+    partial = torch.empty(3, 64, dtype=acc)
+    return Launch(split_k_sum_kernel, (1,), (partial, torch.empty(64, dtype=dtype), 64, 3), {"INDEX_64": False, "BLOCK": 1024})
+
+
+OTHER = [
+    "direct_forward_fused",
+    "direct_input_grad",
+    "direct_weight_grad",
+    "pointwise_forward_fused",
+    "activation_grad",
+    "split_k_sum",
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("what", OTHER)
+def test_other_kernels_compile(what, dtype, arch, gpu_tiles):
+    info = compile_launch(_other_launches(what, dtype), arch)
+    assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], f"shared memory over the sm_{arch} limit: {info}"
+    assert info.spill_bytes == 0, f"register spills: {info}"

@@ -120,7 +120,17 @@ def convert_model(model: nn.Module, *, include_subclasses: bool = False) -> nn.M
 
 
 def revert_model(model: nn.Module) -> nn.Module:
-    """Undo ``convert_model``: every triton_conv module becomes torch's class again, in place."""
+    """Undo ``convert_model``: every triton_conv module becomes torch's class again, in place.
+
+    Raises ``ValueError`` (before changing anything) if a module has a fused ``activation``:
+    torch's class would silently drop it.
+    """
+    fused = [name for name, m in model.named_modules() if getattr(m, "activation", None) is not None]
+    if fused:
+        raise ValueError(
+            f"revert_model: modules {fused} have a fused activation that torch's conv classes cannot "
+            "compute; set their .activation to None and add the activation as a module first"
+        )
     for module in model.modules():
         cls = type(module)
         if cls in _TRITON_TO_TORCH:

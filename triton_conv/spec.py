@@ -18,7 +18,9 @@ from torch._prims_common import suggest_memory_format
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # Kernels compute in these dtypes; anything else falls back or is rejected in functional.py.
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-INT32_LIMIT = 2**31
+# 64-bit offsets from this many elements on; the margin covers the masked lanes of the last
+# tile, whose offsets run past the tensor's end.
+INT32_LIMIT = 2**31 - 2**20
 INT64_MAX = 2**63 - 1
 
 Triple = tuple[int, int, int]
@@ -364,7 +366,7 @@ def channels_last_format(rank: int) -> torch.memory_format:
 
 
 def needs_int64(*tensors: torch.Tensor) -> bool:
-    """Whether any tensor spans 2^31 elements or more, so offsets must be 64-bit."""
+    """Whether any tensor spans about 2^31 elements or more, so offsets must be 64-bit."""
     for t in tensors:
         span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
         if t.numel() >= INT32_LIMIT or span >= INT32_LIMIT:

@@ -17,14 +17,11 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import direct_config
+from ..tuning.configs import TARGET_PROGRAMS, direct_config
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, sum_splits
-
-# Enough programs to fill an H100's 132 SMs about twice over.
-TARGET_PROGRAMS = 264
 
 
 @triton.jit
@@ -47,7 +44,7 @@ def direct_forward_kernel(
     STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y = activation(z), z[n, k, o] = sum over c < C_G and taps of
     x[n, (k // K_G) * C_G + c, i(o, tap)] * w[k, c, tap] + bias[k] + residual[n, k, o].
@@ -59,13 +56,15 @@ def direct_forward_kernel(
         y_ptr: output (N, K, D_OUT, H_OUT, W_OUT), any strides (sy_*); M = N*D_OUT*H_OUT*W_OUT.
         residual_ptr: (N, K, D_OUT, H_OUT, W_OUT), any strides (sr_*); read only if HAS_RESIDUAL.
         z_ptr: pre-activation z, y's strides; written only if STORE_PRE_ACTIVATION.
-        Grid: (cdiv(M, BLOCK_M), cdiv(K, BLOCK_K)).
+        Grid: (cdiv(M, BLOCK_P), cdiv(K, BLOCK_C)).
     """
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
     if INDEX_64:
-        offs_m = offs_m.to(tl.int64)
-        offs_k = offs_k.to(tl.int64)
+        pid_p = pid_p.to(tl.int64)
+        pid_c = pid_c.to(tl.int64)
+    offs_m = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_m = offs_m < M
     mask_k = offs_k < K
     first_channel = (offs_k // K_G) * C_G
@@ -74,7 +73,7 @@ def direct_forward_kernel(
     id0 = od * stride_d - pad_d
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
-    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
     for tap in range(TAPS):
         kt, kr, ks = unravel_tap(tap, R, S)
         id_ = id0 + kt * dil_d
@@ -111,7 +110,7 @@ def direct_input_grad_kernel(
     sdx_n, sdx_c, sdx_d, sdx_h, sdx_w,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """dx[n, ch, i] = sum over the K_G output channels k of ch's group and taps of dy[n, k, o] * w[k, ch % C_G, tap].
 
@@ -119,20 +118,22 @@ def direct_input_grad_kernel(
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*).
         w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
         dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*); M = N*D*H*W; all written.
-        Grid: (cdiv(M, BLOCK_M), cdiv(C, BLOCK_K)); BLOCK_K runs over input channels here.
+        Grid: (cdiv(M, BLOCK_P), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
     """
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_c = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
     if INDEX_64:
-        offs_m = offs_m.to(tl.int64)
-        offs_c = offs_c.to(tl.int64)
+        pid_p = pid_p.to(tl.int64)
+        pid_c = pid_c.to(tl.int64)
+    offs_m = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_m = offs_m < M
     mask_c = offs_c < C
     first_k = (offs_c // C_G) * K_G
     c_local = offs_c % C_G
 
     n, id_, ih, iw = unravel_pixels(offs_m, D, H, W)
-    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
     for tap in range(TAPS):
         kt, kr, ks = unravel_tap(tap, R, S)
         # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
@@ -170,7 +171,7 @@ def direct_weight_grad_kernel(
     HAS_BIAS_GRAD: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Partial dw[k, c, tap] (and db[k]) of one split of the N*D_OUT*H_OUT*W_OUT = P pixels.
 
@@ -179,26 +180,31 @@ def direct_weight_grad_kernel(
         x_ptr: input (N, C, D, H, W), any strides (sx_*).
         dw_partial_ptr: (SPLIT_K, K, C_G, TAPS) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        Grid: (cdiv(K, BLOCK_K), C_G * TAPS, SPLIT_K); split z reduces pixels [z*CHUNK, (z+1)*CHUNK).
+        Grid: (cdiv(K, BLOCK_C), max(1, C_G) * TAPS, SPLIT_K); split z reduces pixels [z*CHUNK, (z+1)*CHUNK).
     """
-    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    pid_c = tl.program_id(0)
     column = tl.program_id(1)
     split = tl.program_id(2)
+    if INDEX_64:
+        pid_c = pid_c.to(tl.int64)
+        split = split.to(tl.int64)
+    offs_k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     tap = column % TAPS
     c = column // TAPS
     kt, kr, ks = unravel_tap(tap, R, S)
-    offs_p = tl.arange(0, BLOCK_M)
+    offs_p = tl.arange(0, BLOCK_P)
     if INDEX_64:
-        offs_k = offs_k.to(tl.int64)
         offs_p = offs_p.to(tl.int64)
     mask_k = offs_k < K
+    # Column c == 0 stands in when C_G == 0 (it still yields the bias gradient): no channel then.
+    mask_kc = offs_k < tl.where(c < C_G, K, 0)
     x_channel = (offs_k // K_G) * C_G + c
 
-    acc = tl.zeros((BLOCK_K,), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_K,), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     p_start = split * CHUNK
     p_end = tl.minimum(p_start + CHUNK, P)
-    for p0 in range(p_start, p_end, BLOCK_M):
+    for p0 in range(p_start, p_end, BLOCK_P):
         p = p0 + offs_p
         mask_p = p < p_end
         n, od, oh, ow = unravel_pixels(p, D_OUT, H_OUT, W_OUT)
@@ -211,12 +217,12 @@ def direct_weight_grad_kernel(
         dy = tl.load(dy_ptr + dy_pix[:, None] + offs_k[None, :] * sdy_k,
                      mask=mask_p[:, None] & mask_k[None, :], other=0.0).to(ACC_DTYPE)
         x = tl.load(x_ptr + x_pix[:, None] + x_channel[None, :] * sx_c,
-                    mask=in_bounds[:, None] & mask_k[None, :], other=0.0).to(ACC_DTYPE)
+                    mask=in_bounds[:, None] & mask_kc[None, :], other=0.0).to(ACC_DTYPE)
         acc += tl.sum(dy * x, axis=0)
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(dy, axis=0)
 
-    tl.store(dw_partial_ptr + split * K * C_G * TAPS + offs_k * C_G * TAPS + c * TAPS + tap, acc, mask=mask_k)
+    tl.store(dw_partial_ptr + split * K * C_G * TAPS + offs_k * C_G * TAPS + c * TAPS + tap, acc, mask=mask_kc)
     if HAS_BIAS_GRAD:
         if column == 0:
             tl.store(db_partial_ptr + split * K + offs_k, bias_acc, mask=mask_k)
@@ -248,7 +254,7 @@ def plan_direct_forward(
     )
     constexprs = dict(
         HAS_BIAS=bias is not None, **epilogue.constexprs(), INDEX_64=needs_int64(x, w, y, residual),
-        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_n,
+        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK_P=cfg.block_m, BLOCK_C=cfg.block_n,
     )
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
@@ -271,7 +277,7 @@ def plan_direct_input_grad(
     )
     constexprs = dict(
         INDEX_64=needs_int64(dy, w, dx), ACC_DTYPE=accumulator_dtype(dy.dtype),
-        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_n,
+        BLOCK_P=cfg.block_m, BLOCK_C=cfg.block_n,
     )
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
@@ -313,7 +319,7 @@ def plan_direct_weight_grad(
     )
     constexprs = dict(
         HAS_BIAS_GRAD=db_partial is not None, INDEX_64=needs_int64(dy, x, dw_partial),
-        ACC_DTYPE=accumulator_dtype(dy.dtype), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_n,
+        ACC_DTYPE=accumulator_dtype(dy.dtype), BLOCK_P=cfg.block_m, BLOCK_C=cfg.block_n,
     )
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 

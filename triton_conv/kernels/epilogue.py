@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import as_3d
+from ..spec import as_3d, needs_int64
 from .common import accumulator_dtype
 
 ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "sigmoid", "tanh")
@@ -30,11 +30,12 @@ TORCH_ACTIVATIONS = {
 }
 # Activations whose derivative needs the pre-activation; the others' needs only the output.
 NEEDS_PRE_ACTIVATION = ("silu", "gelu")
-_SQRT_HALF = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
+# Globals read inside jit functions must be constexpr.
+_SQRT_HALF = tl.constexpr(0.7071067811865476)
+_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Epilogue:
     """What a forward kernel does after the reduction, besides adding the bias.
 
@@ -83,8 +84,20 @@ def apply_activation(z, ACTIVATION: tl.constexpr):
     if ACTIVATION == "sigmoid":
         out = tl.sigmoid(z)
     if ACTIVATION == "tanh":
-        out = 2.0 * tl.sigmoid(2.0 * z) - 1.0
+        out = _tanh(z)
     return out
+
+
+@triton.jit
+def _tanh(z):
+    """tanh with full relative precision near 0, where (1 - t) / (1 + t) cancels."""
+    a = tl.abs(z)
+    t = tl.exp(-2.0 * a)
+    large = (1.0 - t) / (1.0 + t)
+    a2 = a * a
+    # Taylor series to z^9: under 5e-17 relative error below 0.05.
+    small = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0 + a2 * (-17.0 / 315.0 + a2 * (62.0 / 2835.0)))))
+    return tl.where(z < 0, -1.0, 1.0) * tl.where(a < 0.05, small, large)
 
 
 @triton.jit
@@ -103,7 +116,7 @@ def finish_output(
 
 @triton.jit
 def activation_grad_kernel(grad_ptr, saved_ptr, out_ptr, numel, ACTIVATION: tl.constexpr,
-                           ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+                           ACC_DTYPE: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
     """out = grad * activation'(pre-activation), over flat dense tensors of one layout.
 
     Args:
@@ -111,7 +124,10 @@ def activation_grad_kernel(grad_ptr, saved_ptr, out_ptr, numel, ACTIVATION: tl.c
         saved_ptr: the pre-activation for silu and gelu, the output for the others.
         out_ptr: d(loss)/d(pre-activation), the same strides.
     """
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
     s = tl.load(saved_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
@@ -141,6 +157,7 @@ def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: 
     if numel:
         block = 1024
         activation_grad_kernel[(triton.cdiv(numel, block),)](
-            grad_output, saved, out, numel, ACTIVATION=activation, ACC_DTYPE=accumulator_dtype(saved.dtype), BLOCK=block
+            grad_output, saved, out, numel, ACTIVATION=activation, ACC_DTYPE=accumulator_dtype(saved.dtype),
+            INDEX_64=needs_int64(saved), BLOCK=block,
         )
     return out

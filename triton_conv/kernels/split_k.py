@@ -6,11 +6,16 @@ import torch
 import triton
 import triton.language as tl
 
+from ..spec import needs_int64
+
 
 @triton.jit
-def split_k_sum_kernel(partial_ptr, out_ptr, E, SPLIT_K, BLOCK: tl.constexpr):
+def split_k_sum_kernel(partial_ptr, out_ptr, E, SPLIT_K, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
     """out[e] = sum over s of partial[s, e], in split order (deterministic); partial (SPLIT_K, E) contiguous."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < E
     total = tl.load(partial_ptr + offs, mask=mask, other=0.0)
     for s in range(1, SPLIT_K):
@@ -23,7 +28,9 @@ def sum_splits(partial: torch.Tensor, out: torch.Tensor) -> None:
     block = 1024
     elements = out.numel()
     if elements:
-        split_k_sum_kernel[(triton.cdiv(elements, block),)](partial, out, elements, partial.shape[0], BLOCK=block)
+        split_k_sum_kernel[(triton.cdiv(elements, block),)](
+            partial, out, elements, partial.shape[0], INDEX_64=needs_int64(partial), BLOCK=block
+        )
 
 
 def partial_buffers(
