@@ -46,22 +46,16 @@ def _empty(shape: Sequence[int], like: torch.Tensor, memory_format: torch.memory
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
-def _spatial(spec: ConvSpec, values: tuple[int, int, int]) -> list[int]:
-    return list(values[3 - spec.ndim :])
-
-
 def _pad_trailing(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
     """Zero-pad the extra trailing amount of asymmetric padding, so that aten sees symmetric pads."""
-    widths: list[int] = []
-    for lo, hi in zip(reversed(spec.pad_lo), reversed(spec.pad_hi)):
-        widths += [0, hi - lo]
-    return F.pad(input, widths[: 2 * spec.ndim]) if any(widths) else input
+    widths = spec.pad_widths(leading=False)
+    return F.pad(input, widths) if any(widths) else input
 
 
 def _aten_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
     return torch.ops.aten.convolution(
-        _pad_trailing(input, spec), weight, bias, _spatial(spec, spec.stride), _spatial(spec, spec.pad_lo),
-        _spatial(spec, spec.dilation), False, [0] * spec.ndim, spec.groups,
+        _pad_trailing(input, spec), weight, bias, spec.spatial(spec.stride), spec.spatial(spec.pad_lo),
+        spec.spatial(spec.dilation), False, [0] * spec.ndim, spec.groups,
     )
 
 
@@ -69,8 +63,8 @@ def _aten_backward(
     grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, mask: list[bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad_output, _pad_trailing(input, spec), weight, [spec.out_channels], _spatial(spec, spec.stride),
-        _spatial(spec, spec.pad_lo), _spatial(spec, spec.dilation), False, [0] * spec.ndim, spec.groups, mask,
+        grad_output, _pad_trailing(input, spec), weight, [spec.out_channels], spec.spatial(spec.stride),
+        spec.spatial(spec.pad_lo), spec.spatial(spec.dilation), False, [0] * spec.ndim, spec.groups, mask,
     )
     if grad_input is not None:
         for dim, size in enumerate(input.shape[2:], start=2):

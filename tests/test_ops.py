@@ -7,7 +7,7 @@ import triton_conv
 from triton_conv import autograd as ops
 
 from .cases import CASES
-from .reference import DEVICE, OUR_CONV, THOROUGH, ConvCase, make_inputs
+from .reference import DEVICE, OUR_CONV, THOROUGH, ConvCase, make_inputs, reference_forward
 
 pytestmark = pytest.mark.ops
 
@@ -107,4 +107,25 @@ def test_double_backward_through_input_and_weight():
     ours = torch.autograd.grad(penalty(triton_conv.conv2d, x, w, b), [x, w, b])
     ref = torch.autograd.grad(penalty(torch.nn.functional.conv2d, x, w, b), [x, w, b])
     for got, want in zip(ours, ref):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)
+def test_aten_fallback_matches_kernels(case, monkeypatch):
+    """CPU tensors without the interpreter run aten: the same values, gradients and layouts."""
+    from triton_conv.autograd import ops as op_module
+
+    def run():
+        x, w, b = make_inputs(case, torch.float64, "channels_last", requires_grad=True)
+        r = torch.randn(reference_forward(case, x, w, b).shape, dtype=torch.float64, requires_grad=True)
+        y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), activation="gelu", residual=r)
+        return (y, *torch.autograd.grad(y, [x, w, b, r], torch.ones_like(y)))
+
+    torch.manual_seed(1)
+    kernels = run()
+    monkeypatch.setattr(op_module, "_use_kernels", lambda t: False)
+    torch.manual_seed(1)
+    fallback = run()
+    for got, want in zip(fallback, kernels):
+        assert got.stride() == want.stride()
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from . import autograd as ops
 from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
-from .spec import KERNEL_DTYPES, ConvSpec, IntOrSeq, check_padding_mode, conv_spec, explicit_pad_widths
+from .spec import KERNEL_DTYPES, ConvSpec, IntOrSeq, check_padding_mode, conv_spec
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _warned_dtypes: set[torch.dtype] = set()
@@ -50,7 +50,7 @@ def _conv(
             warnings.warn(f"triton_conv: {input.dtype} runs torch's convolution", stacklevel=3)
             _warned_dtypes.add(input.dtype)
         if padding_mode != "zeros":
-            input = F.pad(input, explicit_pad_widths(spec), mode=padding_mode)
+            input = F.pad(input, spec.pad_widths(), mode=padding_mode)
             padding = 0
         out = _TORCH_CONV[ndim](input, weight, bias, stride, padding, dilation, groups)
         out = out + residual if residual is not None else out
@@ -60,12 +60,12 @@ def _conv(
     x = input if batched else input.unsqueeze(0)
     op_padding = spec.op_padding()
     if padding_mode != "zeros":
-        x = F.pad(x, explicit_pad_widths(spec), mode=padding_mode)
+        x = F.pad(x, spec.pad_widths(), mode=padding_mode)
         op_padding = [0] * (2 * ndim)
     if residual is not None and not batched:
         residual = residual.unsqueeze(0)
     out = ops.conv(
-        x, weight, bias, list(spec.stride[3 - ndim :]), op_padding, list(spec.dilation[3 - ndim :]), spec.groups,
+        x, weight, bias, spec.spatial(spec.stride), op_padding, spec.spatial(spec.dilation), spec.groups,
         residual, activation or "none",
     )
     return out if batched else out.squeeze(0)

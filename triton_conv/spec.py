@@ -76,16 +76,28 @@ class ConvSpec:
     @property
     def out_shape(self) -> tuple[int, ...]:
         """The batched output shape in the caller's dimensionality."""
-        return (self.batch, self.out_channels, *self.output_size[3 - self.ndim :])
+        return (self.batch, self.out_channels, *self.spatial(self.output_size))
 
     @property
     def flops(self) -> int:
         """Multiply-adds times two of the forward pass (also of each gradient)."""
         return 2 * self.output_pixels * self.out_channels * self.in_channels_per_group * self.taps
 
+    def spatial(self, values: Triple) -> list[int]:
+        """A (D, H, W) field in the caller's dimensionality: the last ``ndim`` entries."""
+        return list(values[3 - self.ndim :])
+
     def op_padding(self) -> list[int]:
         """Padding as the custom ops take it: the ``ndim`` leading pads, then the trailing ones."""
-        return [*self.pad_lo[3 - self.ndim :], *self.pad_hi[3 - self.ndim :]]
+        return [*self.spatial(self.pad_lo), *self.spatial(self.pad_hi)]
+
+    def pad_widths(self, leading: bool = True) -> list[int]:
+        """``F.pad``'s pad list (last dimension first): the whole padding, or only the extra
+        trailing amount of asymmetric padding when ``leading`` is False."""
+        widths: list[int] = []
+        for lo, hi in zip(reversed(self.spatial(self.pad_lo)), reversed(self.spatial(self.pad_hi))):
+            widths += [lo, hi] if leading else [0, hi - lo]
+        return widths
 
 
 def _fmt(shape: Sequence[int]) -> str:
@@ -292,14 +304,6 @@ def conv_spec(
 def check_padding_mode(padding_mode: str) -> None:
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {list(PADDING_MODES)}, but got padding_mode='{padding_mode}'")
-
-
-def explicit_pad_widths(spec: ConvSpec) -> list[int]:
-    """``F.pad``'s pad list (last dimension first) for the spec's padding."""
-    widths: list[int] = []
-    for lo, hi in zip(reversed(spec.pad_lo[3 - spec.ndim :]), reversed(spec.pad_hi[3 - spec.ndim :])):
-        widths += [lo, hi]
-    return widths
 
 
 def output_size(
