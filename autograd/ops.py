@@ -54,8 +54,15 @@ def _pad_trailing(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
 
 def _aten_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
     return torch.ops.aten.convolution(
-        _pad_trailing(input, spec), weight, bias, spec.spatial(spec.stride), spec.spatial(spec.pad_lo),
-        spec.spatial(spec.dilation), False, [0] * spec.ndim, spec.groups,
+        _pad_trailing(input, spec),
+        weight,
+        bias,
+        spec.spatial(spec.stride),
+        spec.spatial(spec.pad_lo),
+        spec.spatial(spec.dilation),
+        False,
+        [0] * spec.ndim,
+        spec.groups,
     )
 
 
@@ -63,8 +70,17 @@ def _aten_backward(
     grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, mask: list[bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad_output, _pad_trailing(input, spec), weight, [spec.out_channels], spec.spatial(spec.stride),
-        spec.spatial(spec.pad_lo), spec.spatial(spec.dilation), False, [0] * spec.ndim, spec.groups, mask,
+        grad_output,
+        _pad_trailing(input, spec),
+        weight,
+        [spec.out_channels],
+        spec.spatial(spec.stride),
+        spec.spatial(spec.pad_lo),
+        spec.spatial(spec.dilation),
+        False,
+        [0] * spec.ndim,
+        spec.groups,
+        mask,
     )
     if grad_input is not None:
         for dim, size in enumerate(input.shape[2:], start=2):
@@ -275,7 +291,11 @@ def _forward_backward(ctx, grad_output, grad_pre_activation):
         grad_weight if needs_weight else None,
         grad_bias if needs_bias else None,
         grad_output if needs_residual else None,
-        None, None, None, None, None,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
 
 

@@ -3,6 +3,10 @@ import os
 import pytest
 import torch
 
+# Tests check results, not speed: never autotune (on a GPU that would time every new shape and
+# write to the user's cache). tests/test_tuning.py exercises the tuning modes explicitly.
+os.environ.setdefault("TRITON_CONV_AUTOTUNE", "heuristic")
+
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     raise pytest.UsageError("on a machine without CUDA, run the tests with TRITON_INTERPRET=1 (make test does)")
 

@@ -100,7 +100,7 @@ def test_weight_grad_split_k_is_exact_and_deterministic(split_k):
         results.append((dw, db))
     ref_x, ref_w, ref_b = (t.clone().requires_grad_() for t in (x, w, b))
     ref = torch.autograd.grad(reference_forward(case, ref_x, ref_w, ref_b), [ref_w, ref_b], dy)
-    for (dw, db) in results:
+    for dw, db in results:
         assert_close(dw, ref[0], torch.float64, spec.output_pixels, "split-K weight grad")
         assert_close(db, ref[1], torch.float64, spec.output_pixels, "split-K bias grad")
     again = torch.empty_like(w)

@@ -51,7 +51,9 @@ def _issued_multiply_adds(launch) -> int:
     names = launch.kernel.arg_names if hasattr(launch.kernel, "arg_names") else launch.kernel.fn.arg_names
     args = dict(zip(names, launch.args))
     if "BLOCK_N" in c:  # implicit GEMM: every tap reduces C_G rounded up to BLOCK_K
-        return programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]
+        return (
+            programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]
+        )
     return programs * args["TAPS"] * args["C_G"] * c["BLOCK_P"] * c["BLOCK_C"]
 
 

@@ -122,7 +122,9 @@ def _other_launches(what: str, dtype: torch.dtype) -> Launch:
             {"ACTIVATION": "gelu", "ACC_DTYPE": accumulator_dtype(dtype), "INDEX_64": False, "BLOCK": 1024},
         )
     partial = torch.empty(3, 64, dtype=acc)
-    return Launch(split_k_sum_kernel, (1,), (partial, torch.empty(64, dtype=dtype), 64, 3), {"INDEX_64": False, "BLOCK": 1024})
+    return Launch(
+        split_k_sum_kernel, (1,), (partial, torch.empty(64, dtype=dtype), 64, 3), {"INDEX_64": False, "BLOCK": 1024}
+    )
 
 
 OTHER = [

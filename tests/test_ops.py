@@ -18,7 +18,12 @@ GRAD_CASES = [CASES[1], CASES[2], CASES[12], CASES[21]]
 def _op_args(case, dtype=torch.float64, requires_grad=False):
     x, w, b = make_inputs(case, dtype, requires_grad=requires_grad)
     spec = triton_conv.spec.conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
-    geometry = (list(spec.stride[3 - case.ndim :]), spec.op_padding(), list(spec.dilation[3 - case.ndim :]), case.groups)
+    geometry = (
+        list(spec.stride[3 - case.ndim :]),
+        spec.op_padding(),
+        list(spec.dilation[3 - case.ndim :]),
+        case.groups,
+    )
     return x, w, b, spec, geometry
 
 

@@ -82,8 +82,10 @@ def run_demo(epochs: int = 4, batch_size: int = 64, seed: int = 0, device: str |
     history: dict[str, list[float]] = {name: [] for name in models}
 
     print(f"Training a {sum(p.numel() for p in model.parameters())}-parameter CNN on {len(train_x)} digits ({dev}):")
-    print(f"  {sum(isinstance(m, triton_conv.Conv2d) for m in model.modules())} convolutions run on triton_conv, "
-          "beside the same model in plain torch, from the same initial weights.")
+    print(
+        f"  {sum(isinstance(m, triton_conv.Conv2d) for m in model.modules())} convolutions run on triton_conv, "
+        "beside the same model in plain torch, from the same initial weights."
+    )
     steps = 0
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed + epoch)).to(dev)
@@ -103,8 +105,10 @@ def run_demo(epochs: int = 4, batch_size: int = 64, seed: int = 0, device: str |
                 step_seconds[name] += time.perf_counter() - begin
                 totals[name] += loss.item() * len(idx)
             steps += 1
-            bar.set_postfix(triton=f"{totals['triton_conv'] / (start + len(idx)):.4f}",
-                            torch=f"{totals['torch'] / (start + len(idx)):.4f}")
+            bar.set_postfix(
+                triton=f"{totals['triton_conv'] / (start + len(idx)):.4f}",
+                torch=f"{totals['torch'] / (start + len(idx)):.4f}",
+            )
         for name in models:
             history[name].append(totals[name] / len(train_x))
         print(f"epoch {epoch}: loss triton_conv {history['triton_conv'][-1]:.5f}   torch {history['torch'][-1]:.5f}")
@@ -113,12 +117,16 @@ def run_demo(epochs: int = 4, batch_size: int = 64, seed: int = 0, device: str |
     difference = max((a - b).abs().max().item() for a, b in zip(model.parameters(), reference.parameters()))
     print(f"test accuracy: triton_conv {accuracy['triton_conv']:.2%}   torch {accuracy['torch']:.2%}")
     print(f"largest parameter difference after training: {difference:.2e}")
-    print(f"largest per-epoch loss difference: "
-          f"{max(abs(a - b) for a, b in zip(history['triton_conv'], history['torch'])):.2e}")
+    print(
+        f"largest per-epoch loss difference: "
+        f"{max(abs(a - b) for a, b in zip(history['triton_conv'], history['torch'])):.2e}"
+    )
     if dev.type == "cuda":
         ms = {name: 1e3 * s / steps for name, s in step_seconds.items()}
-        print(f"time per training step: triton_conv {ms['triton_conv']:.2f} ms   torch/cuDNN {ms['torch']:.2f} ms "
-              "(includes autotuning and compilation on first use)")
+        print(
+            f"time per training step: triton_conv {ms['triton_conv']:.2f} ms   torch/cuDNN {ms['torch']:.2f} ms "
+            "(includes autotuning and compilation on first use)"
+        )
     return DemoResult(history["triton_conv"], history["torch"], accuracy["triton_conv"], accuracy["torch"], difference)
 
 

@@ -65,8 +65,15 @@ def _conv(
     if residual is not None and not batched:
         residual = residual.unsqueeze(0)
     out = ops.conv(
-        x, weight, bias, spec.spatial(spec.stride), op_padding, spec.spatial(spec.dilation), spec.groups,
-        residual, activation or "none",
+        x,
+        weight,
+        bias,
+        spec.spatial(spec.stride),
+        op_padding,
+        spec.spatial(spec.dilation),
+        spec.groups,
+        residual,
+        activation or "none",
     )
     return out if batched else out.squeeze(0)
 

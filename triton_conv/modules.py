@@ -31,8 +31,16 @@ class _TritonConvMixin:
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return type(self)._triton_conv(
-            input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
-            padding_mode=self.padding_mode, activation=self.activation, residual=residual,
+            input,
+            weight,
+            bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            padding_mode=self.padding_mode,
+            activation=self.activation,
+            residual=residual,
         )
 
     def extra_repr(self) -> str:

@@ -12,6 +12,7 @@ from ..runtime import INTERPRETER
 
 __all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_precision"]
 
+
 def accumulator_dtype(dtype: torch.dtype) -> tl.dtype:
     """float64 accumulates in float64; everything else in float32."""
     return tl.float64 if dtype == torch.float64 else tl.float32

@@ -26,25 +26,63 @@ from .split_k import partial_buffers, sum_splits
 
 @triton.jit
 def direct_forward_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
-    C_G, D, H, W,
-    K, K_G, D_OUT, H_OUT, W_OUT, M,
-    R, S, TAPS,
-    stride_d, stride_h, stride_w,
-    pad_d, pad_h, pad_w,
-    dil_d, dil_h, dil_w,
-    sx_n, sx_c, sx_d, sx_h, sx_w,
-    sw_k, sw_c, sw_t, sw_r, sw_s,
-    sy_n, sy_k, sy_d, sy_h, sy_w,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    y_ptr,
+    residual_ptr,
+    z_ptr,
+    C_G,
+    D,
+    H,
+    W,
+    K,
+    K_G,
+    D_OUT,
+    H_OUT,
+    W_OUT,
+    M,
+    R,
+    S,
+    TAPS,
+    stride_d,
+    stride_h,
+    stride_w,
+    pad_d,
+    pad_h,
+    pad_w,
+    dil_d,
+    dil_h,
+    dil_w,
+    sx_n,
+    sx_c,
+    sx_d,
+    sx_h,
+    sx_w,
+    sw_k,
+    sw_c,
+    sw_t,
+    sw_r,
+    sw_s,
+    sy_n,
+    sy_k,
+    sy_d,
+    sy_h,
+    sy_w,
     s_bias,
-    sr_n, sr_k, sr_d, sr_h, sr_w,
+    sr_n,
+    sr_k,
+    sr_d,
+    sr_h,
+    sr_w,
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """y = activation(z), z[n, k, o] = sum over c < C_G and taps of
     x[n, (k // K_G) * C_G + c, i(o, tap)] * w[k, c, tap] + bias[k] + residual[n, k, o].
@@ -83,8 +121,11 @@ def direct_forward_kernel(
         x_tap = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
         w_tap = w_ptr + offs_k * sw_k + kt * sw_t + kr * sw_r + ks * sw_s
         for c in range(C_G):
-            x = tl.load(x_tap[:, None] + (first_channel + c)[None, :] * sx_c,
-                        mask=in_bounds[:, None] & mask_k[None, :], other=0.0)
+            x = tl.load(
+                x_tap[:, None] + (first_channel + c)[None, :] * sx_c,
+                mask=in_bounds[:, None] & mask_k[None, :],
+                other=0.0,
+            )
             w = tl.load(w_tap + c * sw_c, mask=mask_k, other=0.0)
             acc += x.to(ACC_DTYPE) * w.to(ACC_DTYPE)[None, :]
 
@@ -92,25 +133,64 @@ def direct_forward_kernel(
         acc += tl.load(bias_ptr + offs_k * s_bias, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
     y_offs = (n * sy_n + od * sy_d + oh * sy_h + ow * sy_w)[:, None] + offs_k[None, :] * sy_k
     r_offs = (n * sr_n + od * sr_d + oh * sr_h + ow * sr_w)[:, None] + offs_k[None, :] * sr_k
-    finish_output(acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask_m[:, None] & mask_k[None, :],
-                  ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION)
+    finish_output(
+        acc,
+        y_ptr + y_offs,
+        z_ptr + y_offs,
+        residual_ptr + r_offs,
+        mask_m[:, None] & mask_k[None, :],
+        ACTIVATION,
+        HAS_RESIDUAL,
+        STORE_PRE_ACTIVATION,
+    )
 
 
 @triton.jit
 def direct_input_grad_kernel(
-    dy_ptr, w_ptr, dx_ptr,
-    C, C_G, D, H, W, M,
-    K_G, D_OUT, H_OUT, W_OUT,
-    R, S, TAPS,
-    stride_d, stride_h, stride_w,
-    pad_d, pad_h, pad_w,
-    dil_d, dil_h, dil_w,
-    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w,
-    sw_k, sw_c, sw_t, sw_r, sw_s,
-    sdx_n, sdx_c, sdx_d, sdx_h, sdx_w,
+    dy_ptr,
+    w_ptr,
+    dx_ptr,
+    C,
+    C_G,
+    D,
+    H,
+    W,
+    M,
+    K_G,
+    D_OUT,
+    H_OUT,
+    W_OUT,
+    R,
+    S,
+    TAPS,
+    stride_d,
+    stride_h,
+    stride_w,
+    pad_d,
+    pad_h,
+    pad_w,
+    dil_d,
+    dil_h,
+    dil_w,
+    sdy_n,
+    sdy_k,
+    sdy_d,
+    sdy_h,
+    sdy_w,
+    sw_k,
+    sw_c,
+    sw_t,
+    sw_r,
+    sw_s,
+    sdx_n,
+    sdx_c,
+    sdx_d,
+    sdx_h,
+    sdx_w,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """dx[n, ch, i] = sum over the K_G output channels k of ch's group and taps of dy[n, k, o] * w[k, ch % C_G, tap].
 
@@ -148,8 +228,9 @@ def direct_input_grad_kernel(
         dy_tap = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
         w_tap = w_ptr + c_local * sw_c + kt * sw_t + kr * sw_r + ks * sw_s
         for j in range(K_G):
-            dy = tl.load(dy_tap[:, None] + (first_k + j)[None, :] * sdy_k,
-                         mask=reached[:, None] & mask_c[None, :], other=0.0)
+            dy = tl.load(
+                dy_tap[:, None] + (first_k + j)[None, :] * sdy_k, mask=reached[:, None] & mask_c[None, :], other=0.0
+            )
             w = tl.load(w_tap + (first_k + j) * sw_k, mask=mask_c, other=0.0)
             acc += dy.to(ACC_DTYPE) * w.to(ACC_DTYPE)[None, :]
 
@@ -159,19 +240,48 @@ def direct_input_grad_kernel(
 
 @triton.jit
 def direct_weight_grad_kernel(
-    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
-    C_G, D, H, W,
-    K, K_G, D_OUT, H_OUT, W_OUT, P,
-    R, S, TAPS, CHUNK,
-    stride_d, stride_h, stride_w,
-    pad_d, pad_h, pad_w,
-    dil_d, dil_h, dil_w,
-    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w,
-    sx_n, sx_c, sx_d, sx_h, sx_w,
+    dy_ptr,
+    x_ptr,
+    dw_partial_ptr,
+    db_partial_ptr,
+    C_G,
+    D,
+    H,
+    W,
+    K,
+    K_G,
+    D_OUT,
+    H_OUT,
+    W_OUT,
+    P,
+    R,
+    S,
+    TAPS,
+    CHUNK,
+    stride_d,
+    stride_h,
+    stride_w,
+    pad_d,
+    pad_h,
+    pad_w,
+    dil_d,
+    dil_h,
+    dil_w,
+    sdy_n,
+    sdy_k,
+    sdy_d,
+    sdy_h,
+    sdy_w,
+    sx_n,
+    sx_c,
+    sx_d,
+    sx_h,
+    sx_w,
     HAS_BIAS_GRAD: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """Partial dw[k, c, tap] (and db[k]) of one split of the N*D_OUT*H_OUT*W_OUT = P pixels.
 
@@ -214,10 +324,12 @@ def direct_weight_grad_kernel(
         in_bounds = mask_p & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
         x_pix = n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
-        dy = tl.load(dy_ptr + dy_pix[:, None] + offs_k[None, :] * sdy_k,
-                     mask=mask_p[:, None] & mask_k[None, :], other=0.0).to(ACC_DTYPE)
-        x = tl.load(x_ptr + x_pix[:, None] + x_channel[None, :] * sx_c,
-                    mask=in_bounds[:, None] & mask_kc[None, :], other=0.0).to(ACC_DTYPE)
+        dy = tl.load(
+            dy_ptr + dy_pix[:, None] + offs_k[None, :] * sdy_k, mask=mask_p[:, None] & mask_k[None, :], other=0.0
+        ).to(ACC_DTYPE)
+        x = tl.load(
+            x_ptr + x_pix[:, None] + x_channel[None, :] * sx_c, mask=in_bounds[:, None] & mask_kc[None, :], other=0.0
+        ).to(ACC_DTYPE)
         acc += tl.sum(dy * x, axis=0)
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(dy, axis=0)
@@ -243,18 +355,37 @@ def plan_direct_forward(
     _, r, s = spec.kernel_size
     residual, pre_activation, *residual_strides = epilogue.args(y)
     args = (
-        x, w, bias if bias is not None else x, y, residual, pre_activation,
-        spec.in_channels_per_group, *spec.input_size,
-        spec.out_channels, spec.out_channels_per_group, *spec.output_size, spec.output_pixels,
-        r, s, spec.taps,
-        *spec.stride, *spec.pad_lo, *spec.dilation,
-        *x.stride(), *w.stride(), *y.stride(),
+        x,
+        w,
+        bias if bias is not None else x,
+        y,
+        residual,
+        pre_activation,
+        spec.in_channels_per_group,
+        *spec.input_size,
+        spec.out_channels,
+        spec.out_channels_per_group,
+        *spec.output_size,
+        spec.output_pixels,
+        r,
+        s,
+        spec.taps,
+        *spec.stride,
+        *spec.pad_lo,
+        *spec.dilation,
+        *x.stride(),
+        *w.stride(),
+        *y.stride(),
         bias.stride(0) if bias is not None else 0,
         *residual_strides,
     )
     constexprs = dict(
-        HAS_BIAS=bias is not None, **epilogue.constexprs(), INDEX_64=needs_int64(x, w, y, residual),
-        ACC_DTYPE=accumulator_dtype(x.dtype), BLOCK_P=cfg.block_m, BLOCK_C=cfg.block_n,
+        HAS_BIAS=bias is not None,
+        **epilogue.constexprs(),
+        INDEX_64=needs_int64(x, w, y, residual),
+        ACC_DTYPE=accumulator_dtype(x.dtype),
+        BLOCK_P=cfg.block_m,
+        BLOCK_C=cfg.block_n,
     )
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
@@ -268,16 +399,30 @@ def plan_direct_input_grad(
     grid = (triton.cdiv(spec.input_pixels, cfg.block_m), triton.cdiv(spec.in_channels, cfg.block_n))
     _, r, s = spec.kernel_size
     args = (
-        dy, w, dx,
-        spec.in_channels, spec.in_channels_per_group, *spec.input_size, spec.input_pixels,
-        spec.out_channels_per_group, *spec.output_size,
-        r, s, spec.taps,
-        *spec.stride, *spec.pad_lo, *spec.dilation,
-        *dy.stride(), *w.stride(), *dx.stride(),
+        dy,
+        w,
+        dx,
+        spec.in_channels,
+        spec.in_channels_per_group,
+        *spec.input_size,
+        spec.input_pixels,
+        spec.out_channels_per_group,
+        *spec.output_size,
+        r,
+        s,
+        spec.taps,
+        *spec.stride,
+        *spec.pad_lo,
+        *spec.dilation,
+        *dy.stride(),
+        *w.stride(),
+        *dx.stride(),
     )
     constexprs = dict(
-        INDEX_64=needs_int64(dy, w, dx), ACC_DTYPE=accumulator_dtype(dy.dtype),
-        BLOCK_P=cfg.block_m, BLOCK_C=cfg.block_n,
+        INDEX_64=needs_int64(dy, w, dx),
+        ACC_DTYPE=accumulator_dtype(dy.dtype),
+        BLOCK_P=cfg.block_m,
+        BLOCK_C=cfg.block_n,
     )
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
@@ -310,16 +455,32 @@ def plan_direct_weight_grad(
     )
     _, r, s = spec.kernel_size
     args = (
-        dy, x, dw_partial, db_partial if db_partial is not None else dw_partial,
-        spec.in_channels_per_group, *spec.input_size,
-        spec.out_channels, spec.out_channels_per_group, *spec.output_size, spec.output_pixels,
-        r, s, spec.taps, chunk,
-        *spec.stride, *spec.pad_lo, *spec.dilation,
-        *dy.stride(), *x.stride(),
+        dy,
+        x,
+        dw_partial,
+        db_partial if db_partial is not None else dw_partial,
+        spec.in_channels_per_group,
+        *spec.input_size,
+        spec.out_channels,
+        spec.out_channels_per_group,
+        *spec.output_size,
+        spec.output_pixels,
+        r,
+        s,
+        spec.taps,
+        chunk,
+        *spec.stride,
+        *spec.pad_lo,
+        *spec.dilation,
+        *dy.stride(),
+        *x.stride(),
     )
     constexprs = dict(
-        HAS_BIAS_GRAD=db_partial is not None, INDEX_64=needs_int64(dy, x, dw_partial),
-        ACC_DTYPE=accumulator_dtype(dy.dtype), BLOCK_P=cfg.block_m, BLOCK_C=cfg.block_n,
+        HAS_BIAS_GRAD=db_partial is not None,
+        INDEX_64=needs_int64(dy, x, dw_partial),
+        ACC_DTYPE=accumulator_dtype(dy.dtype),
+        BLOCK_P=cfg.block_m,
+        BLOCK_C=cfg.block_n,
     )
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 

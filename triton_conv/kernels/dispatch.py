@@ -37,7 +37,9 @@ def forward(
     return implicit_gemm_forward(input, weight, bias, spec, out, epilogue)
 
 
-def input_grad(grad_output: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, grad_input: torch.Tensor) -> torch.Tensor:
+def input_grad(
+    grad_output: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, grad_input: torch.Tensor
+) -> torch.Tensor:
     if uses_direct_kernel(spec):
         return direct_input_grad(grad_output, weight, spec, grad_input)
     return implicit_gemm_input_grad(grad_output, weight, spec, grad_input)

@@ -102,8 +102,14 @@ def _tanh(z):
 
 @triton.jit
 def finish_output(
-    acc, y_ptrs, z_ptrs, residual_ptrs, mask,
-    ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    acc,
+    y_ptrs,
+    z_ptrs,
+    residual_ptrs,
+    mask,
+    ACTIVATION: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_PRE_ACTIVATION: tl.constexpr,
 ):
     """Add the residual to the (bias-added) accumulator, store the pre-activation if the backward
     needs it, apply the activation, cast and store."""
@@ -115,8 +121,16 @@ def finish_output(
 
 
 @triton.jit
-def activation_grad_kernel(grad_ptr, saved_ptr, out_ptr, numel, ACTIVATION: tl.constexpr,
-                           ACC_DTYPE: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
+def activation_grad_kernel(
+    grad_ptr,
+    saved_ptr,
+    out_ptr,
+    numel,
+    ACTIVATION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    INDEX_64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """out = grad * activation'(pre-activation), over flat dense tensors of one layout.
 
     Args:
@@ -157,7 +171,13 @@ def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: 
     if numel:
         block = 1024
         activation_grad_kernel[(triton.cdiv(numel, block),)](
-            grad_output, saved, out, numel, ACTIVATION=activation, ACC_DTYPE=accumulator_dtype(saved.dtype),
-            INDEX_64=needs_int64(saved), BLOCK=block,
+            grad_output,
+            saved,
+            out,
+            numel,
+            ACTIVATION=activation,
+            ACC_DTYPE=accumulator_dtype(saved.dtype),
+            INDEX_64=needs_int64(saved),
+            BLOCK=block,
         )
     return out

@@ -14,6 +14,8 @@ import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
+from ..tuning.key import layout_of
+from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels, unravel_tap
@@ -21,18 +23,54 @@ from .indexing import unravel_pixels, unravel_tap
 
 @triton.jit
 def implicit_gemm_forward_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
-    C_G, D, H, W,
-    K_G, D_OUT, H_OUT, W_OUT, M,
-    R, S, TAPS,
-    stride_d, stride_h, stride_w,
-    pad_d, pad_h, pad_w,
-    dil_d, dil_h, dil_w,
-    sx_n, sx_c, sx_d, sx_h, sx_w,
-    sw_k, sw_c, sw_t, sw_r, sw_s,
-    sy_n, sy_k, sy_d, sy_h, sy_w,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    y_ptr,
+    residual_ptr,
+    z_ptr,
+    C_G,
+    D,
+    H,
+    W,
+    K_G,
+    D_OUT,
+    H_OUT,
+    W_OUT,
+    M,
+    R,
+    S,
+    TAPS,
+    stride_d,
+    stride_h,
+    stride_w,
+    pad_d,
+    pad_h,
+    pad_w,
+    dil_d,
+    dil_h,
+    dil_w,
+    sx_n,
+    sx_c,
+    sx_d,
+    sx_h,
+    sx_w,
+    sw_k,
+    sw_c,
+    sw_t,
+    sw_r,
+    sw_s,
+    sy_n,
+    sy_k,
+    sy_d,
+    sy_h,
+    sy_w,
     s_bias,
-    sr_n, sr_k, sr_d, sr_h, sr_w,
+    sr_n,
+    sr_k,
+    sr_d,
+    sr_h,
+    sr_w,
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
@@ -41,7 +79,9 @@ def implicit_gemm_forward_kernel(
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """y = activation(conv(x, w) + bias + residual) for one (BLOCK_M pixels) x (BLOCK_N channels)
     tile of group axis 2.
@@ -63,6 +103,9 @@ def implicit_gemm_forward_kernel(
     pid_n = tl.program_id(1)
     group = tl.program_id(2)
     if INDEX_64:
+        # Before any product with a block size or a stride, which would wrap in int32.
+        pid_m = pid_m.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
         group = group.to(tl.int64)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -116,8 +159,16 @@ def implicit_gemm_forward_kernel(
     k = group * K_G + offs_n
     y_offs = (n * sy_n + od * sy_d + oh * sy_h + ow * sy_w)[:, None] + k[None, :] * sy_k
     r_offs = (n * sr_n + od * sr_d + oh * sr_h + ow * sr_w)[:, None] + k[None, :] * sr_k
-    finish_output(acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask_m[:, None] & mask_n[None, :],
-                  ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION)
+    finish_output(
+        acc,
+        y_ptr + y_offs,
+        z_ptr + y_offs,
+        residual_ptr + r_offs,
+        mask_m[:, None] & mask_n[None, :],
+        ACTIVATION,
+        HAS_RESIDUAL,
+        STORE_PRE_ACTIVATION,
+    )
 
 
 def forward_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
@@ -139,7 +190,16 @@ def plan_forward(
     (all (N, C, *spatial), any strides)."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
     precision = dot_precision(x)
-    cfg = config or forward_config(spec, x.dtype, precision)
+    cfg = config or select_config(
+        "forward",
+        spec,
+        x.dtype,
+        precision,
+        layout_of(x),
+        lambda c: plan_forward(input, weight, bias, spec, out, c, epilogue),
+        forward_config(spec, x.dtype, precision),
+        x.device,
+    )
     grid = (
         triton.cdiv(spec.output_pixels, cfg.block_m),
         triton.cdiv(spec.out_channels_per_group, cfg.block_n),
@@ -148,19 +208,33 @@ def plan_forward(
     _, r, s = spec.kernel_size
     residual, pre_activation, *residual_strides = epilogue.args(y)
     args = (
-        x, w, bias if bias is not None else x, y, residual, pre_activation,
-        spec.in_channels_per_group, *spec.input_size,
-        spec.out_channels_per_group, *spec.output_size, spec.output_pixels,
-        r, s, spec.taps,
-        *spec.stride, *spec.pad_lo, *spec.dilation,
-        *x.stride(), *w.stride(), *y.stride(),
+        x,
+        w,
+        bias if bias is not None else x,
+        y,
+        residual,
+        pre_activation,
+        spec.in_channels_per_group,
+        *spec.input_size,
+        spec.out_channels_per_group,
+        *spec.output_size,
+        spec.output_pixels,
+        r,
+        s,
+        spec.taps,
+        *spec.stride,
+        *spec.pad_lo,
+        *spec.dilation,
+        *x.stride(),
+        *w.stride(),
+        *y.stride(),
         bias.stride(0) if bias is not None else 0,
         *residual_strides,
     )
     constexprs = dict(
         HAS_BIAS=bias is not None,
         **epilogue.constexprs(),
-        POINTWISE=spec.taps == 1 and spec.pad_lo == (0, 0, 0),
+        POINTWISE=spec.taps == 1 and spec.pad_lo == spec.pad_hi == (0, 0, 0),
         INDEX_64=needs_int64(x, w, y, residual),
         PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(x.dtype),

@@ -16,27 +16,63 @@ import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
+from ..tuning.key import layout_of
+from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .indexing import unravel_pixels, unravel_tap
 
 
 @triton.jit
 def implicit_gemm_input_grad_kernel(
-    dy_ptr, w_ptr, dx_ptr,
-    C_G, D, H, W,
-    K_G, D_OUT, H_OUT, W_OUT,
-    D_PH, H_PH, W_PH, M_PH,
-    R, S, TAPS, GROUPS,
-    stride_d, stride_h, stride_w,
-    pad_d, pad_h, pad_w,
-    dil_d, dil_h, dil_w,
-    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w,
-    sw_k, sw_c, sw_t, sw_r, sw_s,
-    sdx_n, sdx_c, sdx_d, sdx_h, sdx_w,
+    dy_ptr,
+    w_ptr,
+    dx_ptr,
+    C_G,
+    D,
+    H,
+    W,
+    K_G,
+    D_OUT,
+    H_OUT,
+    W_OUT,
+    D_PH,
+    H_PH,
+    W_PH,
+    M_PH,
+    R,
+    S,
+    TAPS,
+    GROUPS,
+    stride_d,
+    stride_h,
+    stride_w,
+    pad_d,
+    pad_h,
+    pad_w,
+    dil_d,
+    dil_h,
+    dil_w,
+    sdy_n,
+    sdy_k,
+    sdy_d,
+    sdy_h,
+    sdy_w,
+    sw_k,
+    sw_c,
+    sw_t,
+    sw_r,
+    sw_s,
+    sdx_n,
+    sdx_c,
+    sdx_d,
+    sdx_h,
+    sdx_w,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """dx for one (BLOCK_M input pixels of one phase) x (BLOCK_N input channels) tile.
 
@@ -54,6 +90,9 @@ def implicit_gemm_input_grad_kernel(
     pid_n = tl.program_id(1)
     pid_z = tl.program_id(2)
     if INDEX_64:
+        # Before any product with a block size or a stride, which would wrap in int32.
+        pid_m = pid_m.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
         pid_z = pid_z.to(tl.int64)
     group = pid_z % GROUPS
     phase = pid_z // GROUPS
@@ -130,7 +169,16 @@ def plan_input_grad(
     """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides)."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
     precision = dot_precision(dy)
-    cfg = config or input_grad_config(spec, dy.dtype, precision)
+    cfg = config or select_config(
+        "input_grad",
+        spec,
+        dy.dtype,
+        precision,
+        layout_of(dy),
+        lambda c: plan_input_grad(grad_output, weight, spec, grad_input, c),
+        input_grad_config(spec, dy.dtype, precision),
+        dy.device,
+    )
     d_ph, h_ph, w_ph = _pixels_per_phase(spec)
     m_ph = spec.batch * d_ph * h_ph * w_ph
     phases = spec.stride[0] * spec.stride[1] * spec.stride[2]
@@ -141,13 +189,27 @@ def plan_input_grad(
     )
     _, r, s = spec.kernel_size
     args = (
-        dy, w, dx,
-        spec.in_channels_per_group, *spec.input_size,
-        spec.out_channels_per_group, *spec.output_size,
-        d_ph, h_ph, w_ph, m_ph,
-        r, s, spec.taps, spec.groups,
-        *spec.stride, *spec.pad_lo, *spec.dilation,
-        *dy.stride(), *w.stride(), *dx.stride(),
+        dy,
+        w,
+        dx,
+        spec.in_channels_per_group,
+        *spec.input_size,
+        spec.out_channels_per_group,
+        *spec.output_size,
+        d_ph,
+        h_ph,
+        w_ph,
+        m_ph,
+        r,
+        s,
+        spec.taps,
+        spec.groups,
+        *spec.stride,
+        *spec.pad_lo,
+        *spec.dilation,
+        *dy.stride(),
+        *w.stride(),
+        *dx.stride(),
     )
     constexprs = dict(
         INDEX_64=needs_int64(dy, w, dx),

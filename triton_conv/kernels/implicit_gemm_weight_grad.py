@@ -10,36 +10,69 @@ along in the programs of the first column block.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import KernelConfig, heuristic_config
+from ..tuning.configs import TARGET_PROGRAMS, KernelConfig, heuristic_config
+from ..tuning.key import layout_of
+from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, sum_splits
 
-# Enough programs to fill an H100's 132 SMs about twice over.
-TARGET_PROGRAMS = 264
-
 
 @triton.jit
 def implicit_gemm_weight_grad_kernel(
-    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
-    C_G, D, H, W,
-    K, K_G, D_OUT, H_OUT, W_OUT, P,
-    R, S, TAPS, GROUPS, SPLIT_K, CHUNK,
-    stride_d, stride_h, stride_w,
-    pad_d, pad_h, pad_w,
-    dil_d, dil_h, dil_w,
-    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w,
-    sx_n, sx_c, sx_d, sx_h, sx_w,
+    dy_ptr,
+    x_ptr,
+    dw_partial_ptr,
+    db_partial_ptr,
+    C_G,
+    D,
+    H,
+    W,
+    K,
+    K_G,
+    D_OUT,
+    H_OUT,
+    W_OUT,
+    P,
+    R,
+    S,
+    TAPS,
+    GROUPS,
+    SPLIT_K,
+    CHUNK,
+    stride_d,
+    stride_h,
+    stride_w,
+    pad_d,
+    pad_h,
+    pad_w,
+    dil_d,
+    dil_h,
+    dil_w,
+    sdy_n,
+    sdy_k,
+    sdy_d,
+    sdy_h,
+    sdy_w,
+    sx_n,
+    sx_c,
+    sx_d,
+    sx_h,
+    sx_w,
     HAS_BIAS_GRAD: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """Partial dw (and db) of one split for a (BLOCK_M out channels) x (BLOCK_N in channels) tile of one tap.
 
@@ -49,12 +82,15 @@ def implicit_gemm_weight_grad_kernel(
         x_ptr: input (N, C, D, H, W), any strides (sx_*); C = GROUPS * C_G.
         dw_partial_ptr: (SPLIT_K, K, C_G, TAPS) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        Grid: (cdiv(K_G, BLOCK_M), TAPS * cdiv(C_G, BLOCK_N), GROUPS * SPLIT_K), group fastest on axis 2.
+        Grid: (cdiv(K_G, BLOCK_M), TAPS * max(1, cdiv(C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_z = tl.program_id(2)
     if INDEX_64:
+        # Before any product with a block size or a stride, which would wrap in int32.
+        pid_m = pid_m.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
         pid_z = pid_z.to(tl.int64)
     group = pid_z % GROUPS
     split = pid_z // GROUPS
@@ -111,7 +147,9 @@ def weight_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> Ke
     kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
     cfg = heuristic_config("weight_grad", dtype, precision, kg, cg, spec.output_pixels)
     tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(cg, cfg.block_n) * spec.taps * spec.groups
-    return heuristic_config("weight_grad", dtype, precision, kg, cg, spec.output_pixels, max(1, TARGET_PROGRAMS // tiles))
+    return heuristic_config(
+        "weight_grad", dtype, precision, kg, cg, spec.output_pixels, max(1, TARGET_PROGRAMS // tiles)
+    )
 
 
 def plan_weight_grad(
@@ -133,12 +171,27 @@ def plan_weight_grad(
     )
     _, r, s = spec.kernel_size
     args = (
-        dy, x, dw_partial, db_partial if db_partial is not None else dw_partial,
-        spec.in_channels_per_group, *spec.input_size,
-        spec.out_channels, spec.out_channels_per_group, *spec.output_size, spec.output_pixels,
-        r, s, spec.taps, spec.groups, config.split_k, blocks_per_split * config.block_k,
-        *spec.stride, *spec.pad_lo, *spec.dilation,
-        *dy.stride(), *x.stride(),
+        dy,
+        x,
+        dw_partial,
+        db_partial if db_partial is not None else dw_partial,
+        spec.in_channels_per_group,
+        *spec.input_size,
+        spec.out_channels,
+        spec.out_channels_per_group,
+        *spec.output_size,
+        spec.output_pixels,
+        r,
+        s,
+        spec.taps,
+        spec.groups,
+        config.split_k,
+        blocks_per_split * config.block_k,
+        *spec.stride,
+        *spec.pad_lo,
+        *spec.dilation,
+        *dy.stride(),
+        *x.stride(),
     )
     constexprs = dict(
         HAS_BIAS_GRAD=db_partial is not None,
@@ -159,8 +212,30 @@ def implicit_gemm_weight_grad(
     config: KernelConfig | None = None,
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
-    cfg = config or weight_grad_config(spec, grad_output.dtype, dot_precision(grad_output))
     bias_elements = spec.out_channels if grad_bias is not None else None
+    precision = dot_precision(grad_output)
+
+    def run_with(c: KernelConfig) -> Callable[[], None]:
+        # Timed with fresh partials for its split count, and with the split-K sum, whose cost grows with it.
+        dw, db = partial_buffers(grad_output, c.split_k, grad_weight.numel(), bias_elements)
+        launch = plan_weight_grad(grad_output, input, spec, dw, db, c)
+
+        def run() -> None:
+            launch()
+            sum_splits(dw, grad_weight)
+
+        return run
+
+    cfg = config or select_config(
+        "weight_grad",
+        spec,
+        grad_output.dtype,
+        precision,
+        layout_of(as_3d(input)),
+        run_with,
+        weight_grad_config(spec, grad_output.dtype, precision),
+        grad_output.device,
+    )
     dw_partial, db_partial = partial_buffers(grad_output, cfg.split_k, grad_weight.numel(), bias_elements)
     plan_weight_grad(grad_output, input, spec, dw_partial, db_partial, cfg)()
     sum_splits(dw_partial, grad_weight)

@@ -9,7 +9,7 @@ runs under the interpreter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -17,6 +17,8 @@ from ..runtime import INTERPRETER
 
 # Every tl.dot needs at least 16 along its reduction when compiled for a GPU.
 MIN_DOT = 16
+# Programs that fill an H100's 132 SMs about twice over: what split-K aims for.
+TARGET_PROGRAMS = 264
 # The smaller shared-memory limit of sm_80 (A100) and sm_90 (H100), in bytes per block.
 SHARED_MEMORY_BUDGET = 166_912
 # Accumulator elements per thread that fit in registers without spilling, measured by compiling
@@ -132,6 +134,17 @@ def _fit(block: int, extent: int) -> int:
     return size
 
 
+def clip_config(base: KernelConfig, gemm_m: int, gemm_n: int, gemm_k: int) -> KernelConfig:
+    """``base`` with each block clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``."""
+    block_m = _fit(base.block_m, gemm_m)
+    block_n = _fit(base.block_n, gemm_n)
+    block_k = _fit(base.block_k, gemm_k)
+    # Fewer warps for a clipped tile, keeping at least the base tile's work per thread.
+    shrink = (base.block_m * base.block_n) // (block_m * block_n)
+    num_warps = max(2, base.num_warps // shrink)
+    return KernelConfig(block_m, block_n, block_k, num_warps, base.num_stages)
+
+
 def heuristic_config(
     kind: str,
     dtype: torch.dtype,
@@ -151,15 +164,9 @@ def heuristic_config(
         return KernelConfig(
             _fit(base.block_m, gemm_m), _fit(base.block_n, gemm_n), _fit(base.block_k, gemm_k), base.num_warps, 1
         )
-    base = candidate_configs(kind, dtype, precision)[0]
-    block_m = _fit(base.block_m, gemm_m)
-    block_n = _fit(base.block_n, gemm_n)
-    block_k = _fit(base.block_k, gemm_k)
-    # Fewer warps for a clipped tile, keeping at least the base tile's work per thread.
-    shrink = (base.block_m * base.block_n) // (block_m * block_n)
-    num_warps = max(2, base.num_warps // shrink)
+    tile = clip_config(candidate_configs(kind, dtype, precision)[0], gemm_m, gemm_n, gemm_k)
     split_k = 1
     if max_split_k > 1:
         # Chunks of at least 16 reduction blocks per program.
-        split_k = max(1, min(max_split_k, gemm_k // (16 * block_k)))
-    return KernelConfig(block_m, block_n, block_k, num_warps, base.num_stages, split_k)
+        split_k = max(1, min(max_split_k, gemm_k // (16 * tile.block_k)))
+    return replace(tile, split_k=split_k)

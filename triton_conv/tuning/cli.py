@@ -1,0 +1,284 @@
+"""``triton-conv tune``: autotune the GEMM kernels for every convolution of a model or a file.
+
+Problems come from ``--model module:factory --input-shape N,C,H,W`` (the model is run once on
+the meta device, falling back to the CPU, with forward hooks on ``nn.Conv1d/2d/3d``) or from
+``--shapes FILE``: a JSON list of objects, or a CSV with a header, with the fields
+
+    input_shape, weight_shape, stride, padding, dilation, groups[, dtype][, channels_last]
+
+where sequences are JSON lists (JSON) or ``x``-separated ints such as ``8x3x224x224`` (CSV),
+``padding`` may also be ``same``/``valid``, ``dtype`` is a torch dtype name (``float16``) and
+``channels_last`` is true/false (default false). ``--dtype`` and ``--channels-last`` override
+the file. Each unique autotune key is tuned once; winners go to the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..runtime import INTERPRETER
+from ..spec import ConvSpec, conv_spec, output_memory_format
+from .key import KINDS, autotune_key, layout_of
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+MEMORY_FORMATS = {3: torch.contiguous_format, 4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """One convolution as a model runs it; ``padding`` as the module holds it (ints or a string)."""
+
+    input_shape: tuple[int, ...]
+    weight_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    dtype: torch.dtype
+    channels_last: bool
+
+    @property
+    def ndim(self) -> int:
+        return len(self.input_shape) - 2
+
+    def tensors(self, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and weight of this problem on ``device``, channels-last if it is."""
+        fmt = MEMORY_FORMATS[len(self.input_shape)] if self.channels_last else torch.contiguous_format
+        x = torch.randn(self.input_shape, dtype=self.dtype, device=device).to(memory_format=fmt)
+        w = torch.randn(self.weight_shape, dtype=self.dtype, device=device).to(memory_format=fmt)
+        return x, w
+
+    def spec(self) -> ConvSpec:
+        x, w = self.tensors("meta")
+        return conv_spec(x, w, None, self.stride, self.padding, self.dilation, self.groups, self.ndim)
+
+    def describe(self) -> str:
+        layout = " cl" if self.channels_last else ""
+        pad = self.padding if isinstance(self.padding, str) else list(self.padding)
+        return (
+            f"x{list(self.input_shape)} w{list(self.weight_shape)} s{list(self.stride)} p{pad} "
+            f"d{list(self.dilation)} g{self.groups} {str(self.dtype).removeprefix('torch.')}{layout}"
+        )
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """The dot precision a CUDA launch of ``dtype`` will use (see kernels.common.dot_precision)."""
+    return "tf32" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
+    """Kernel kind -> autotune key; ``direct`` for problems that run the (untuned) direct kernels."""
+    from ..kernels.dispatch import uses_direct_kernel
+
+    spec = problem.spec()
+    if uses_direct_kernel(spec):
+        return {"direct": "not tuned (direct kernel)"}
+    x, w = problem.tensors("meta")
+    out_layout = "cl" if output_memory_format(x, w) != torch.contiguous_format else "nc"
+    layouts = {"forward": layout_of(x), "input_grad": out_layout, "weight_grad": layout_of(x)}
+    kinds = KINDS if backward else KINDS[:1]
+    return {kind: autotune_key(kind, spec, problem.dtype, _precision(problem.dtype), layouts[kind]) for kind in kinds}
+
+
+def collect_model_problems(model: nn.Module, input_shape: tuple[int, ...], channels_last: bool) -> list[ConvProblem]:
+    """Every convolution ``model`` runs on an input of ``input_shape``, in call order."""
+    problems: list[ConvProblem] = []
+
+    def record(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        assert isinstance(module, nn.modules.conv._ConvNd)
+        x = inputs[0]
+        padding = module.padding
+        if module.padding_mode != "zeros" and not isinstance(padding, str):
+            # nn.Conv* pads with F.pad first, so the convolution itself sees a padded input.
+            spatial = [size + 2 * pad for size, pad in zip(x.shape[2:], padding)]
+            x, padding = x.new_empty((*x.shape[:2], *spatial)), (0,) * len(padding)
+        problems.append(
+            ConvProblem(
+                tuple(x.shape), tuple(module.weight.shape), tuple(module.stride), padding,
+                tuple(module.dilation), module.groups, x.dtype, channels_last or layout_of(x) == "cl",
+            )
+        )  # fmt: skip
+
+    def run(device: str) -> None:
+        # A copy, so that a failed meta run leaves the real weights for the CPU run.
+        moved = copy.deepcopy(model).to(device)
+        x = torch.empty(input_shape, device=device)
+        if channels_last and len(input_shape) in (4, 5):
+            fmt = MEMORY_FORMATS[len(input_shape)]
+            moved, x = moved.to(memory_format=fmt), x.to(memory_format=fmt)
+        with torch.no_grad():
+            moved(x)
+
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, convs)]
+    try:
+        try:
+            run("meta")
+        except (NotImplementedError, RuntimeError):
+            # Some layers have no meta kernel; the CPU runs anything, just slower.
+            problems.clear()
+            run("cpu")
+    finally:
+        for handle in handles:
+            handle.remove()
+    return problems
+
+
+def load_model(target: str) -> nn.Module:
+    """Import ``module:factory`` and call the factory."""
+    module_name, sep, factory_name = target.partition(":")
+    if not sep or not module_name or not factory_name:
+        raise ValueError(f"--model must be 'module:factory', got {target!r}")
+    return getattr(importlib.import_module(module_name), factory_name)()
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        return tuple(int(part) for part in re.split(r"[x, ;]+", value.strip()) if part)
+    return tuple(int(v) for v in value)
+
+
+def _problem(row: dict[str, Any]) -> ConvProblem:
+    input_shape = _ints(row["input_shape"])
+    ndim = len(input_shape) - 2
+
+    def per_dim(name: str, default: int) -> tuple[int, ...]:
+        values = _ints(row.get(name) or default)
+        return values * ndim if len(values) == 1 else values
+
+    padding = row.get("padding") or 0
+    channels_last = str(row.get("channels_last", "false")).lower() in ("1", "true", "yes")
+    return ConvProblem(
+        input_shape, _ints(row["weight_shape"]), per_dim("stride", 1),
+        padding if padding in ("same", "valid") else per_dim("padding", 0),
+        per_dim("dilation", 1), int(row.get("groups") or 1),
+        DTYPES[row.get("dtype") or "float32"], channels_last,
+    )  # fmt: skip
+
+
+def load_shapes(path: Path) -> list[ConvProblem]:
+    """The problems of a JSON or CSV shapes file (format in the module docstring)."""
+    text = path.read_text()
+    rows: Iterable[dict[str, Any]]
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = csv.DictReader(text.splitlines())
+    problems = []
+    for number, row in enumerate(rows, 1):
+        try:
+            problems.append(_problem(row))
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{path}: problem {number} is malformed ({error!r}): {row}") from None
+    return problems
+
+
+def _override(problem: ConvProblem, dtype: torch.dtype | None, channels_last: bool) -> ConvProblem:
+    return ConvProblem(
+        problem.input_shape, problem.weight_shape, problem.stride, problem.padding, problem.dilation,
+        problem.groups, dtype or problem.dtype, channels_last or problem.channels_last,
+    )  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="module:factory building an nn.Module (needs --input-shape)")
+    source.add_argument("--shapes", type=Path, help="a JSON or CSV file of conv problems")
+    parser.add_argument("--input-shape", type=_ints, help="the model's input shape, e.g. 8,3,224,224")
+    parser.add_argument("--backward", action="store_true", help="also tune the input and weight gradients")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="dtype of every problem (default: model/file)")
+    parser.add_argument("--channels-last", action="store_true", help="run every problem channels-last")
+    parser.add_argument("--exhaustive", action="store_true", help="time every config, not the first few")
+    parser.add_argument("--dry-run", action="store_true", help="list the problems and their keys; time nothing")
+
+
+def gather(args: argparse.Namespace) -> list[ConvProblem]:
+    if args.model:
+        if args.input_shape is None:
+            raise ValueError("--model needs --input-shape, e.g. --input-shape 8,3,224,224")
+        problems = collect_model_problems(load_model(args.model), args.input_shape, args.channels_last)
+    else:
+        problems = load_shapes(args.shapes)
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    # Unique, in first-seen order: a network repeats its blocks.
+    return list(dict.fromkeys(_override(p, dtype, args.channels_last) for p in problems))
+
+
+def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows])
+    return "\n".join(lines)
+
+
+def _tune(problem: ConvProblem, backward: bool) -> None:
+    """Run the problem's convolution (and gradients) on the GPU; selection tunes what is missing."""
+    from .. import functional
+
+    x, w = problem.tensors("cuda")
+    conv = getattr(functional, f"conv{problem.ndim}d")
+    x.requires_grad_(backward)
+    w.requires_grad_(backward)
+    y = conv(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+    if backward:
+        y.backward(torch.randn_like(y))
+    torch.cuda.synchronize()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        problems = gather(args)
+    except (ValueError, OSError, ImportError, AttributeError) as error:
+        print(f"triton-conv tune: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        rows = [(p.describe(), kind, key) for p in problems for kind, key in problem_keys(p, args.backward).items()]
+        print(_table(rows, ("problem", "kernel", "key")))
+        print(f"{len(problems)} problems, {len({row[2] for row in rows})} keys")
+        return 0
+    if INTERPRETER or not torch.cuda.is_available():
+        print(
+            "triton-conv tune: needs a CUDA GPU (and TRITON_INTERPRET unset); nothing was tuned. "
+            "Use --dry-run to list the problems and their keys.",
+            file=sys.stderr,
+        )
+        return 2
+    from tqdm import tqdm
+
+    from . import select
+
+    previous = os.environ.get(select.AUTOTUNE_ENV)
+    os.environ[select.AUTOTUNE_ENV] = "exhaustive" if args.exhaustive else "first_use"
+    rows = []
+    try:
+        for problem in tqdm(problems, desc="tuning", unit="problem"):
+            start = len(select.tuning_log)
+            _tune(problem, args.backward)
+            for record in select.tuning_log[start:]:
+                c = record.config
+                config = f"{c.block_m}x{c.block_n}x{c.block_k} w{c.num_warps} s{c.num_stages} k{c.split_k}"
+                speedup = f"{record.heuristic_ms / record.ms:.2f}x"
+                rows.append((problem.describe(), record.key.split(":")[0], config, f"{record.ms:.4f}", speedup))
+    finally:
+        if previous is None:
+            del os.environ[select.AUTOTUNE_ENV]
+        else:
+            os.environ[select.AUTOTUNE_ENV] = previous
+    print(_table(rows, ("problem", "kernel", "config", "ms", "vs heuristic")))
+    print(f"{len(rows)} keys tuned; cached keys were not re-timed")
+    return 0

@@ -1,0 +1,165 @@
+"""Which config a GEMM launch uses: the heuristic, a cached winner, or one timed on first use.
+
+``TRITON_CONV_AUTOTUNE`` picks the mode:
+
+- ``heuristic``: never time anything; ``heuristic_config``'s clipped first tile.
+- ``first_use`` (default): on a CUDA tensor, a key missing from the cache times the first few
+  fitting tiles, clipped to the problem (and, for the weight gradient, a few split-K counts);
+  the winner goes to the in-memory and the on-disk cache.
+- ``exhaustive``: as ``first_use``, over every fitting tile and every power-of-two split-K.
+
+Under the interpreter, or for CPU tensors, the heuristic is used and nothing is timed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import triton.testing
+from triton.errors import TritonError
+
+from ..runtime import INTERPRETER
+from ..spec import ConvSpec
+from .cache import TunedEntry, cache_for
+from .configs import TARGET_PROGRAMS, KernelConfig, candidate_configs, clip_config
+from .key import autotune_key
+
+AUTOTUNE_ENV = "TRITON_CONV_AUTOTUNE"
+MODES = ("heuristic", "first_use", "exhaustive")
+# How many of each kernel's fitting tiles (best first for large problems) first use times.
+FIRST_USE_TILES = 4
+# Split-K beyond four times the heuristic's target (about 8 waves on 132 SMs) only adds
+# partial-sum traffic, and the cap bounds the float32 partials the timing runs allocate.
+SPLIT_K_PROGRAM_CAP = 4 * TARGET_PROGRAMS
+MAX_SPLIT_K = 64
+# Each split keeps at least this many reduction blocks, or its fixed cost dominates.
+MIN_BLOCKS_PER_SPLIT = 4
+
+# What a launcher hands over to be timed: a config's launch (a ``Launch``, or for the weight
+# gradient its launch followed by the split-K sum), ready to run repeatedly.
+BuildLaunch = Callable[[KernelConfig], Callable[[], object]]
+
+
+@dataclass(frozen=True)
+class TuningRecord:
+    """One key tuned in this process: the winner, its time and the heuristic's, in milliseconds."""
+
+    key: str
+    config: KernelConfig
+    ms: float
+    heuristic: KernelConfig
+    heuristic_ms: float
+    timed: int
+
+
+# Every key this process timed, in order (read by `triton-conv tune` and by tests).
+tuning_log: list[TuningRecord] = []
+
+
+def autotune_mode() -> str:
+    mode = os.environ.get(AUTOTUNE_ENV) or "first_use"
+    if mode not in MODES:
+        raise ValueError(f"{AUTOTUNE_ENV} must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def can_time(device: torch.device) -> bool:
+    """Whether launches on ``device`` can be timed: a real GPU, not the interpreter."""
+    return not INTERPRETER and device.type == "cuda"
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def time_ms(run: Callable[[], object]) -> float:
+    """The median time of ``run`` in milliseconds (short warm-up and repetition: tuning is online)."""
+    return float(triton.testing.do_bench(run, warmup=10, rep=40, return_mode="median"))
+
+
+def gemm_extents(kind: str, spec: ConvSpec) -> tuple[int, int, int]:
+    """(M, N, K) of the GEMM each kernel tiles with (BLOCK_M, BLOCK_N, BLOCK_K)."""
+    kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
+    if kind == "forward":
+        return spec.output_pixels, kg, cg
+    if kind == "input_grad":
+        # Programs cover one stride phase of the input pixels at a time.
+        per_phase = spec.batch
+        for size, stride in zip(spec.input_size, spec.stride):
+            per_phase *= -(-size // stride)
+        return per_phase, cg, kg
+    return kg, cg, spec.output_pixels
+
+
+def split_k_choices(spec: ConvSpec, tile: KernelConfig, exhaustive: bool) -> list[int]:
+    """Powers of two (powers of four on first use) that keep every split busy, 1 included."""
+    tiles = -(-spec.out_channels_per_group // tile.block_m) * spec.taps * spec.groups
+    tiles *= max(1, -(-spec.in_channels_per_group // tile.block_n))
+    step = 2 if exhaustive else 4
+    choices, split = [1], step
+    while (
+        split <= MAX_SPLIT_K
+        and tiles * split <= SPLIT_K_PROGRAM_CAP
+        and spec.output_pixels >= split * MIN_BLOCKS_PER_SPLIT * tile.block_k
+    ):
+        choices.append(split)
+        split *= step
+    return choices
+
+
+def search_space(
+    kind: str, spec: ConvSpec, dtype: torch.dtype, precision: str, heuristic: KernelConfig, exhaustive: bool
+) -> list[KernelConfig]:
+    """The heuristic first, then the fitting tiles clipped to the problem (no tile wider than it)."""
+    m, n, k = gemm_extents(kind, spec)
+    tiles = candidate_configs(kind, dtype, precision)
+    space = [heuristic]
+    for base in tiles if exhaustive else tiles[:FIRST_USE_TILES]:
+        tile = clip_config(base, m, n, k)
+        splits = split_k_choices(spec, tile, exhaustive) if kind == "weight_grad" else [1]
+        space += [c for c in (replace(tile, split_k=s) for s in splits) if c not in space]
+    return space
+
+
+def tune(space: list[KernelConfig], build_launch: BuildLaunch) -> list[tuple[KernelConfig, float]]:
+    """Time every config of ``space``; those that fail to compile or launch are left out."""
+    timings = []
+    for config in space:
+        try:
+            timings.append((config, time_ms(build_launch(config))))
+        except TritonError:
+            continue  # e.g. out of shared memory on this GPU: not a candidate here
+    return timings
+
+
+def select_config(
+    kind: str,
+    spec: ConvSpec,
+    dtype: torch.dtype,
+    precision: str,
+    layout: str,
+    build_launch: BuildLaunch,
+    heuristic: KernelConfig,
+    device: torch.device,
+) -> KernelConfig:
+    """The config for ``kind`` on ``spec``: see the module docstring for the modes."""
+    mode = autotune_mode()
+    if mode == "heuristic" or not can_time(device):
+        return heuristic
+    key = autotune_key(kind, spec, dtype, precision, layout)
+    cache = cache_for(device_name(device))
+    cached = cache.get(key)
+    # A first-use winner does not answer an exhaustive search; an exhaustive one answers both.
+    if cached is not None and (mode == "first_use" or cached.mode == "exhaustive"):
+        return cached.config
+    timings = tune(search_space(kind, spec, dtype, precision, heuristic, mode == "exhaustive"), build_launch)
+    if not timings:
+        raise RuntimeError(f"no {kind} config could be compiled and launched for {key}")
+    config, ms = min(timings, key=lambda timing: timing[1])
+    heuristic_ms = dict(timings).get(heuristic, float("nan"))
+    tuning_log.append(TuningRecord(key, config, ms, heuristic, heuristic_ms, len(timings)))
+    cache.put(key, TunedEntry(config, ms, mode))
+    return config
