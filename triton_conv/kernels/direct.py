@@ -20,7 +20,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import TARGET_PROGRAMS, direct_config
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import unravel_pixels, unravel_tap
+from .indexing import inside, unravel_pixels, unravel_tap
 from .split_k import partial_buffers, sum_splits
 
 
@@ -117,7 +117,7 @@ def direct_forward_kernel(
         id_ = id0 + kt * dil_d
         ih = ih0 + kr * dil_h
         iw = iw0 + ks * dil_w
-        in_bounds = mask_m & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        in_bounds = mask_m & inside(id_, ih, iw, D, H, W)
         x_tap = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
         w_tap = w_ptr + offs_k * sw_k + kt * sw_t + kr * sw_r + ks * sw_s
         for c in range(C_G):
@@ -321,7 +321,7 @@ def direct_weight_grad_kernel(
         id_ = od * stride_d - pad_d + kt * dil_d
         ih = oh * stride_h - pad_h + kr * dil_h
         iw = ow * stride_w - pad_w + ks * dil_w
-        in_bounds = mask_p & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        in_bounds = mask_p & inside(id_, ih, iw, D, H, W)
         dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
         x_pix = n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
         dy = tl.load(

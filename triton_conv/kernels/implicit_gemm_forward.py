@@ -18,7 +18,7 @@ from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import unravel_pixels, unravel_tap
+from .indexing import inside, unravel_pixels, unravel_tap
 
 
 @triton.jit
@@ -140,7 +140,7 @@ def implicit_gemm_forward_kernel(
             id_ = id0 + kt * dil_d
             ih = ih0 + kr * dil_h
             iw = iw0 + ks * dil_w
-            in_bounds = mask_m & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            in_bounds = mask_m & inside(id_, ih, iw, D, H, W)
             x_tap = x_rows + id_ * sx_d + ih * sx_h + iw * sx_w
             w_tap = w_cols + kt * sw_t + kr * sw_r + ks * sw_s
         for c0 in range(0, C_G, BLOCK_K):

@@ -21,7 +21,7 @@ from ..tuning.configs import TARGET_PROGRAMS, KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
-from .indexing import unravel_pixels, unravel_tap
+from .indexing import inside, unravel_pixels, unravel_tap
 from .split_k import partial_buffers, sum_splits
 
 
@@ -124,7 +124,7 @@ def implicit_gemm_weight_grad_kernel(
         id_ = od * stride_d - pad_d + kt * dil_d
         ih = oh * stride_h - pad_h + kr * dil_h
         iw = ow * stride_w - pad_w + ks * dil_w
-        in_bounds = mask_p & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        in_bounds = mask_p & inside(id_, ih, iw, D, H, W)
         dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
         x_pix = n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
         dy_offs = dy_cols[:, None] + dy_pix[None, :]

@@ -22,3 +22,9 @@ def unravel_tap(tap, R, S):
     s = tap % S
     rest = tap // S
     return rest // R, rest % R, s
+
+
+@triton.jit
+def inside(d, h, w, D, H, W):
+    """Whether input coordinates (d, h, w) lie inside the (D, H, W) input, i.e. not in padding."""
+    return (d >= 0) & (d < D) & (h >= 0) & (h < H) & (w >= 0) & (w < W)
