@@ -5,7 +5,8 @@ Op arguments are already validated by ``triton_conv.spec.conv_spec``: tensors ar
 ``stride``/``dilation`` have one entry per spatial dimension, and ``padding`` has the leading
 pads followed by the trailing ones (they differ for 'same' with even kernels).
 
-Three ops, each with an autograd formula in terms of the others, so that double backward works:
+Three ops, each with an autograd formula in terms of the others, so that double backward works
+(except through a fused activation, which raises a clear error):
   conv_forward(x, w, b, r)     -> y = act(conv(x, w) + b + r), and the pre-activation if saved
   conv_input_grad(dy, w)       -> dx   (linear in dy and in w)
   conv_weight_grad(dy, x)      -> dw, db (linear in dy and in x)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +134,17 @@ def conv_forward(
 
 
 @conv_forward.register_fake
-def _(input, weight, bias, residual, stride, padding, dilation, groups, activation):
+def _(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    activation: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     fmt = output_memory_format(input, weight)
     return _empty(spec.out_shape, input, fmt), _empty_pre_activation(spec, activation, input, fmt)
@@ -180,7 +192,7 @@ def _torch_activation_grad(grad: torch.Tensor, saved: torch.Tensor, activation: 
 
 
 @activation_grad.register_fake
-def _(grad_output, saved, activation):
+def _(grad_output: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:
     return torch.empty_like(saved)
 
 
@@ -214,7 +226,16 @@ def conv_input_grad(
 
 
 @conv_input_grad.register_fake
-def _(grad_output, weight, input_shape, channels_last, stride, padding, dilation, groups):
+def _(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    input_shape: Sequence[int],
+    channels_last: bool,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
     return _empty(input_shape, grad_output, _input_grad_format(input_shape, channels_last))
 
 
@@ -249,7 +270,16 @@ def conv_weight_grad(
 
 
 @conv_weight_grad.register_fake
-def _(grad_output, input, weight_shape, stride, padding, dilation, groups, bias_grad):
+def _(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    bias_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     out_channels = weight_shape[0] if bias_grad else 0
     return (
         _empty(weight_shape, grad_output, torch.contiguous_format),
@@ -261,11 +291,13 @@ def _(grad_output, input, weight_shape, stride, padding, dilation, groups, bias_
 # Autograd formulas
 
 
-def _save_geometry(ctx, stride, padding, dilation, groups) -> None:
+def _save_geometry(
+    ctx: Any, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int
+) -> None:
     ctx.geometry = (list(stride), list(padding), list(dilation), groups)
 
 
-def _forward_setup(ctx, inputs, output) -> None:
+def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
     out, pre_activation = output
     ctx.activation = activation
@@ -275,7 +307,7 @@ def _forward_setup(ctx, inputs, output) -> None:
     _save_geometry(ctx, stride, padding, dilation, groups)
 
 
-def _forward_backward(ctx, grad_output, grad_pre_activation):
+def _forward_backward(ctx: Any, grad_output: torch.Tensor, grad_pre_activation: torch.Tensor) -> tuple[Any, ...]:
     # The pre-activation is an internal output: nothing upstream uses it, its gradient is ignored.
     input, weight, saved_for_activation = ctx.saved_tensors
     needs_input, needs_weight, needs_bias, needs_residual = ctx.needs_input_grad[:4]
@@ -299,20 +331,20 @@ def _forward_backward(ctx, grad_output, grad_pre_activation):
     )
 
 
-def _activation_grad_backward(ctx, grad):
+def _activation_grad_backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
     raise RuntimeError(
         "triton_conv: double backward through a fused activation is not supported; "
         "call the convolution with activation=None and apply the activation in PyTorch"
     )
 
 
-def _input_grad_setup(ctx, inputs, output) -> None:
+def _input_grad_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     grad_output, weight, _, _, stride, padding, dilation, groups = inputs
     ctx.save_for_backward(grad_output, weight)
     _save_geometry(ctx, stride, padding, dilation, groups)
 
 
-def _input_grad_backward(ctx, grad_grad_input):
+def _input_grad_backward(ctx: Any, grad_grad_input: torch.Tensor) -> tuple[Any, ...]:
     # dx = A(w) dy is bilinear: d/d(dy) is the forward conv of the cotangent, d/dw a weight gradient.
     grad_output, weight = ctx.saved_tensors
     grad_grad_output = grad_weight = None
@@ -323,14 +355,14 @@ def _input_grad_backward(ctx, grad_grad_input):
     return grad_grad_output, grad_weight, None, None, None, None, None, None
 
 
-def _weight_grad_setup(ctx, inputs, output) -> None:
+def _weight_grad_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     grad_output, input, _, stride, padding, dilation, groups, bias_grad = inputs
     ctx.save_for_backward(grad_output, input)
     ctx.bias_grad = bias_grad
     _save_geometry(ctx, stride, padding, dilation, groups)
 
 
-def _weight_grad_backward(ctx, grad_grad_weight, grad_grad_bias):
+def _weight_grad_backward(ctx: Any, grad_grad_weight: torch.Tensor, grad_grad_bias: torch.Tensor) -> tuple[Any, ...]:
     # dw = B(x) dy and db = sum(dy): d/d(dy) is the forward conv of x with the cotangents as
     # filter and bias, d/dx an input gradient with the cotangent as filter.
     grad_output, input = ctx.saved_tensors
