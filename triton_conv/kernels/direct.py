@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import TARGET_PROGRAMS, direct_config
+from ..tuning.configs import direct_config, split_k_for
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import inside, unravel_pixels, unravel_tap
@@ -431,8 +431,7 @@ def direct_split_k(spec: ConvSpec) -> int:
     """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 blocks."""
     cfg = direct_config()
     columns = triton.cdiv(spec.out_channels, cfg.block_n) * spec.in_channels_per_group * spec.taps
-    wanted = max(1, TARGET_PROGRAMS // max(columns, 1))
-    return max(1, min(wanted, spec.output_pixels // (16 * cfg.block_m)))
+    return split_k_for(columns, spec.output_pixels, cfg.block_m)
 
 
 def plan_direct_weight_grad(

@@ -11,13 +11,14 @@ along in the programs of the first column block.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import TARGET_PROGRAMS, KernelConfig, heuristic_config
+from ..tuning.configs import KernelConfig, heuristic_config, split_k_for
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
@@ -147,9 +148,7 @@ def weight_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> Ke
     kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
     cfg = heuristic_config("weight_grad", dtype, precision, kg, cg, spec.output_pixels)
     tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(cg, cfg.block_n) * spec.taps * spec.groups
-    return heuristic_config(
-        "weight_grad", dtype, precision, kg, cg, spec.output_pixels, max(1, TARGET_PROGRAMS // tiles)
-    )
+    return replace(cfg, split_k=split_k_for(tiles, spec.output_pixels, cfg.block_k))
 
 
 def plan_weight_grad(

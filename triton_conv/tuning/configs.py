@@ -9,7 +9,7 @@ runs under the interpreter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -152,21 +152,21 @@ def heuristic_config(
     gemm_m: int,
     gemm_n: int,
     gemm_k: int,
-    max_split_k: int = 1,
 ) -> KernelConfig:
-    """The first fitting tile of ``kind`` clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``.
-
-    For the weight gradient, ``gemm_k`` is the long reduction over output pixels that split-K
-    spreads over programs; ``max_split_k`` caps how many.
-    """
+    """The first fitting tile of ``kind`` clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``."""
     if INTERPRETER and INTERPRETER_CONFIGS is not None:
         base = INTERPRETER_CONFIGS[kind]
         return KernelConfig(
             _fit(base.block_m, gemm_m), _fit(base.block_n, gemm_n), _fit(base.block_k, gemm_k), base.num_warps, 1
         )
-    tile = clip_config(candidate_configs(kind, dtype, precision)[0], gemm_m, gemm_n, gemm_k)
-    split_k = 1
-    if max_split_k > 1:
-        # Chunks of at least 16 reduction blocks per program.
-        split_k = max(1, min(max_split_k, gemm_k // (16 * tile.block_k)))
-    return replace(tile, split_k=split_k)
+    return clip_config(candidate_configs(kind, dtype, precision)[0], gemm_m, gemm_n, gemm_k)
+
+
+def split_k_for(output_tiles: int, reduction: int, block: int) -> int:
+    """How many programs share a reduction of ``reduction`` elements taken ``block`` at a time:
+    enough for ``output_tiles`` tiles to fill the GPU, each split at least 16 blocks long.
+    Under the interpreter one program per tile is fastest."""
+    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+        return 1
+    wanted = TARGET_PROGRAMS // max(output_tiles, 1)
+    return max(1, min(wanted, reduction // (16 * block)))
