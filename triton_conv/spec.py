@@ -74,6 +74,11 @@ class ConvSpec:
         return self.batch * d * h * w
 
     @property
+    def pixels_per_phase(self) -> Triple:
+        """Input pixels per stride phase (i mod stride) along each dimension, rounded up."""
+        return tuple(-(-i // s) for i, s in zip(self.input_size, self.stride))  # type: ignore[return-value]
+
+    @property
     def out_shape(self) -> tuple[int, ...]:
         """The batched output shape in the caller's dimensionality."""
         return (self.batch, self.out_channels, *self.spatial(self.output_size))

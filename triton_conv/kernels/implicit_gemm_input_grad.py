@@ -148,12 +148,8 @@ def implicit_gemm_input_grad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def _pixels_per_phase(spec: ConvSpec) -> tuple[int, int, int]:
-    return tuple(triton.cdiv(i, s) for i, s in zip(spec.input_size, spec.stride))  # type: ignore[return-value]
-
-
 def input_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    d, h, w = _pixels_per_phase(spec)
+    d, h, w = spec.pixels_per_phase
     return heuristic_config(
         "input_grad", dtype, precision, spec.batch * d * h * w, spec.in_channels_per_group, spec.out_channels_per_group
     )
@@ -179,7 +175,7 @@ def plan_input_grad(
         input_grad_config(spec, dy.dtype, precision),
         dy.device,
     )
-    d_ph, h_ph, w_ph = _pixels_per_phase(spec)
+    d_ph, h_ph, w_ph = spec.pixels_per_phase
     m_ph = spec.batch * d_ph * h_ph * w_ph
     phases = spec.stride[0] * spec.stride[1] * spec.stride[2]
     grid = (
