@@ -112,7 +112,7 @@ def direct_forward_kernel(
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
-    for tap in range(TAPS):
+    for tap in range(0, TAPS):
         kt, kr, ks = unravel_tap(tap, R, S)
         id_ = id0 + kt * dil_d
         ih = ih0 + kr * dil_h
@@ -120,7 +120,7 @@ def direct_forward_kernel(
         in_bounds = mask_m & inside(id_, ih, iw, D, H, W)
         x_tap = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
         w_tap = w_ptr + offs_k * sw_k + kt * sw_t + kr * sw_r + ks * sw_s
-        for c in range(C_G):
+        for c in range(0, C_G):
             x = tl.load(
                 x_tap[:, None] + (first_channel + c)[None, :] * sx_c,
                 mask=in_bounds[:, None] & mask_k[None, :],
@@ -214,7 +214,7 @@ def direct_input_grad_kernel(
 
     n, id_, ih, iw = unravel_pixels(offs_m, D, H, W)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
-    for tap in range(TAPS):
+    for tap in range(0, TAPS):
         kt, kr, ks = unravel_tap(tap, R, S)
         # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
         num_d = id_ + pad_d - kt * dil_d
@@ -227,7 +227,7 @@ def direct_input_grad_kernel(
         reached = reached & (num_d >= 0) & (od < D_OUT) & (num_h >= 0) & (oh < H_OUT) & (num_w >= 0) & (ow < W_OUT)
         dy_tap = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
         w_tap = w_ptr + c_local * sw_c + kt * sw_t + kr * sw_r + ks * sw_s
-        for j in range(K_G):
+        for j in range(0, K_G):
             dy = tl.load(
                 dy_tap[:, None] + (first_k + j)[None, :] * sdy_k, mask=reached[:, None] & mask_c[None, :], other=0.0
             )

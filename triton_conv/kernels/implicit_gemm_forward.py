@@ -129,7 +129,7 @@ def implicit_gemm_forward_kernel(
     w_cols = (group * K_G + offs_n) * sw_k
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for tap in range(TAPS):
+    for tap in range(0, TAPS):
         if POINTWISE:
             # The only tap reads pixel o * stride, always inside the input.
             in_bounds = mask_m

@@ -121,7 +121,7 @@ def implicit_gemm_input_grad_kernel(
     w_cols = group * K_G * sw_k + offs_n * sw_c
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for tap in range(TAPS):
+    for tap in range(0, TAPS):
         kt, kr, ks = unravel_tap(tap, R, S)
         # o * stride = ph + stride * j + pad - tap * dil: divisible for this phase or never.
         num_d = ph_d + pad_d - kt * dil_d
