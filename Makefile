@@ -5,10 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The oldest supported Triton (what the GPU machines run) in a venv of its own. Its interpreter
+# turns one-element arrays into ints, which numpy 2.4 rejects: numpy stays below 2.4 there.
+VENV36 := .venv-triton36
+PY36 := $(VENV36)/bin/python
+STAMP36 := $(VENV36)/.installed
+TRITON36_PINS := triton==3.6.0 'numpy<2.4'
 # make bench ARGS=--smoke (or --static, --report CSV); with no ARGS it needs a CUDA GPU.
 ARGS ?=
 
-.PHONY: demo test test-gpu test-thorough bench lint format clean
+.PHONY: demo test test-triton36 test-gpu test-thorough bench lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +23,28 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,demo]'
 	touch $(STAMP)
 
+$(STAMP36): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV36)
+	$(PY36) -m pip install -q --upgrade pip
+	$(PY36) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY36) -m pip install -q -c constraints.txt $(TRITON36_PINS) -e '.[test,demo]'
+	touch $(STAMP36)
+
 demo: $(STAMP)
 	TRITON_INTERPRET=1 $(VENV)/bin/triton-conv demo
 
 # CPU: the kernels run through Triton's interpreter.
+VERSIONS := -c "import torch, triton; print(f'torch {torch.__version__}, triton {triton.__version__}')"
+
 test: $(STAMP)
+	$(PY) $(VERSIONS)
 	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# The same suite under Triton 3.6.0, the oldest supported version: the GPU-target compile tests
+# and the interpreter tests (CI runs this after `make test`).
+test-triton36: $(STAMP36)
+	$(PY36) $(VERSIONS)
+	TRITON_INTERPRET=1 $(PY36) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-thorough: $(STAMP)
 	TRITON_CONV_THOROUGH=1 TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
@@ -44,4 +66,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV36) build *.egg-info .pytest_cache
