@@ -28,7 +28,7 @@ visits (forward; input gradient: taps per stride phase). The launch executes
 1 instruction per clock x 1.98 GHz. Instructions per K step = ``(S * hot + T * enclosing) / S``.
 
 The reference row of each GEMM pass is Triton's matmul tutorial kernel (``reference_matmul``)
-compiled with the same tile for the same GEMM (per group: M x N, reduction K, as ``gemm_of``
+compiled with the same tile (at least 4 warps, one warpgroup, as wgmma needs) for the same GEMM (per group: M x N, reduction K, as ``gemm_of``
 defines them); ``ratio`` is our instructions per K step over its.
 """
 
@@ -228,7 +228,7 @@ def analyse(case: StaticCase, launch: Launch, info: CompiledKernelInfo, referenc
         row.hot_body = loop.body
         row.per_k_step = looped / steps.hot if steps.hot else None
         row.tensor_core_share = loop.tensor_core_share if loop.mma else None
-        row.per_fma = loop.body / loop.fma_lanes if loop.fma_lanes and not loop.mma else None
+        row.per_fma = row.per_k_step / loop.fma_lanes if row.per_k_step and loop.fma_lanes and not loop.mma else None
         row.executed = (looped + rest) * launch.num_warps * programs
     row.issue_us = row.executed / (SMS * SCHEDULERS_PER_SM * CLOCK_HZ) * 1e6
     return row
@@ -261,8 +261,10 @@ def case_rows(case: StaticCase) -> list[KernelRow]:
         config = gemm_rows[0].config
         gemm = gemm_of(case.shape, case.pass_)
         tile = (int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["BLOCK_K"]))
+        # At least a warpgroup: the reference is what good code for the tile looks like, on wgmma.
+        warps = max(int(config["num_warps"]), 4)
         reference = plan_reference_matmul(
-            gemm.m, gemm.n, gemm.k, DTYPES[case.dtype].dtype, tile, int(config["num_warps"]), int(config["num_stages"])
+            gemm.m, gemm.n, gemm.k, DTYPES[case.dtype].dtype, tile, warps, int(config["num_stages"])
         )
         reference = dataclasses.replace(reference, grid=(*reference.grid, gemm.groups))
         ref_row = _compiled_row(case, reference, reference=True)
