@@ -5,7 +5,7 @@ import importlib
 import pytest
 import torch
 
-from .cases import CASES, SUBSET
+from .cases import CASES, PATCHES, SUBSET
 from .reference import (
     DEVICE,
     DTYPES,
@@ -44,6 +44,12 @@ def test_forward_layouts(case, layout):
 @pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
 def test_forward_half(case, dtype):
     _check_forward(case, dtype, "channels_last")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", PATCHES, ids=lambda c: c.id)
+def test_patch_embedding(case, layout):
+    _check_forward(case, torch.float32, layout)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -74,6 +74,15 @@ class ConvSpec:
         return self.batch * d * h * w
 
     @property
+    def unpadded(self) -> bool:
+        """No padding: every filter tap of every output pixel reads inside the input.
+
+        The output ends where the last tap still fits, so no bounds check is needed: 1x1
+        convolutions, patch embeddings (kernel = stride, as in ViT), any valid convolution.
+        """
+        return self.pad_lo == self.pad_hi == (0, 0, 0)
+
+    @property
     def pixels_per_phase(self) -> Triple:
         """Input pixels per stride phase (i mod stride) along each dimension, rounded up."""
         return tuple(-(-i // s) for i, s in zip(self.input_size, self.stride))  # type: ignore[return-value]
