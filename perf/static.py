@@ -47,7 +47,7 @@ import triton
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
-from triton_conv.spec import channels_last_format, output_memory_format
+from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
 
 from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass
@@ -101,7 +101,15 @@ def gemm_of(shape: SuiteShape, pass_: str) -> GEMM:
     return GEMM(kg, cg * spec.taps, spec.output_pixels, spec.groups)
 
 
-def plan_case(case: StaticCase) -> list[Launch]:
+@dataclass(frozen=True)
+class Plan:
+    """A case's launches, and the geometry its GEMM kernels see (patch embeddings fold in the forward)."""
+
+    launches: list[Launch]
+    spec: ConvSpec
+
+
+def plan_case(case: StaticCase) -> Plan:
     """The launches the ops make for ``case`` on a GPU, planned on meta tensors (nothing runs).
 
     Allocates what the custom ops allocate (the output in torch's memory format, the input
@@ -125,7 +133,9 @@ def plan_case(case: StaticCase) -> list[Launch]:
             dispatch.input_grad(y, w, spec, torch.empty(x.shape, dtype=dtype, device="meta", memory_format=dx_format))
         else:
             dispatch.weight_grad(y, x, spec, torch.empty(w.shape, dtype=dtype, device="meta"), None)
-    return launches
+    if case.pass_ == "F" and dispatch.folds_patch_rows(x, spec):
+        spec = spec.fold_patch_rows()
+    return Plan(launches, spec)
 
 
 def kernel_name(launch: Launch) -> str:
@@ -149,9 +159,8 @@ class Steps:
     enclosing: float
 
 
-def gemm_steps(case: StaticCase, launch: Launch) -> Steps:
-    """K steps per program of an implicit-GEMM launch, from the pass's GEMM and the launch's tile."""
-    spec = case.shape.geometry()
+def gemm_steps(case: StaticCase, spec: ConvSpec, launch: Launch) -> Steps:
+    """K steps per program of an implicit-GEMM launch on ``spec``, from the pass's GEMM and the launch's tile."""
     block_m, block_n, block_k = (launch.constexprs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
     if case.pass_ == "F":
         return Steps(spec.taps * triton.cdiv(spec.in_channels_per_group, block_k), spec.taps)
@@ -203,7 +212,7 @@ class KernelRow:
         return {**case, **fields, "grid": list(self.grid)}
 
 
-def analyse(case: StaticCase, launch: Launch, info: CompiledKernelInfo, reference: bool) -> KernelRow:
+def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKernelInfo, reference: bool) -> KernelRow:
     """Everything the report says about one compiled launch (see the module docstring)."""
     assert info.assembly is not None
     row = KernelRow(
@@ -220,7 +229,7 @@ def analyse(case: StaticCase, launch: Launch, info: CompiledKernelInfo, referenc
         row.executed = float(len(instructions) * launch.num_warps * programs)
     else:
         if loop.mma:
-            steps = reference_steps(launch) if reference else gemm_steps(case, launch)
+            steps = reference_steps(launch) if reference else gemm_steps(case, spec, launch)
         else:
             steps = fma_steps(case, launch, loop)
         looped = steps.hot * loop.body + steps.enclosing * loop.enclosing_body
@@ -251,11 +260,11 @@ def case_rows(case: StaticCase) -> list[KernelRow]:
     """Our kernels of ``case``, then (for a pass on the GEMM kernels) the reference matmul's."""
     rows = []
     try:
-        launches = plan_case(case)
+        plan = plan_case(case)
     except Exception as e:  # a case that cannot be planned must not end the report
         return [KernelRow(case, "(planning)", {}, (), error=f"{type(e).__name__}: {e}")]
-    for launch in launches:
-        rows.append(_compiled_row(case, launch, reference=False))
+    for launch in plan.launches:
+        rows.append(_compiled_row(case, plan.spec, launch, reference=False))
     gemm_rows = [r for r in rows if "BLOCK_K" in r.config and not r.error]
     if gemm_rows:
         config = gemm_rows[0].config
@@ -267,7 +276,7 @@ def case_rows(case: StaticCase) -> list[KernelRow]:
             gemm.m, gemm.n, gemm.k, DTYPES[case.dtype].dtype, tile, warps, int(config["num_stages"])
         )
         reference = dataclasses.replace(reference, grid=(*reference.grid, gemm.groups))
-        ref_row = _compiled_row(case, reference, reference=True)
+        ref_row = _compiled_row(case, plan.spec, reference, reference=True)
         ours = gemm_rows[0]
         if ours.per_k_step and ref_row.per_k_step:
             ours.ratio_to_reference = ours.per_k_step / ref_row.per_k_step
@@ -275,12 +284,12 @@ def case_rows(case: StaticCase) -> list[KernelRow]:
     return rows
 
 
-def _compiled_row(case: StaticCase, launch: Launch, reference: bool) -> KernelRow:
+def _compiled_row(case: StaticCase, spec: ConvSpec, launch: Launch, reference: bool) -> KernelRow:
     try:
         info = compile_launch(launch, ARCH, assembly=True)
     except GPUCompileError as e:
         return KernelRow(case, kernel_name(launch), launch_config(launch), launch.grid, reference, error=str(e))
-    return analyse(case, launch, info, reference)
+    return analyse(case, spec, launch, info, reference)
 
 
 def static_cases(
