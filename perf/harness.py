@@ -2,7 +2,7 @@
 
 For each shape, dtype, layout and pass it builds random inputs, checks triton_conv's result
 against torch's float64 convolution on the same values, and only then times triton_conv,
-``F.conv*`` (cuDNN, with ``cudnn.benchmark``) and, for 1x1 shapes, ``torch.mm`` on the same GEMM.
+``F.conv*`` (cuDNN, with ``cudnn.benchmark``) and, for 1x1 and patch-embedding shapes, ``torch.mm`` on the same GEMM.
 
 On CUDA, times are ``triton.testing.do_bench`` medians (CUDA events, warm-up, L2 flushed before
 every repetition; the signature is the same in Triton 3.6 and 3.9). On CPU (``--smoke``) the

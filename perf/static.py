@@ -53,6 +53,7 @@ from triton_conv.tuning.configs import KernelConfig, candidate_configs
 from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass
 from .harness import in_layout
 from .reference_matmul import plan_reference_matmul
+from .report import number_cell
 from .suite import DTYPES, LAYOUTS, SHAPES_BY_NUMBER, SuiteShape, pass_bytes, pass_flops
 
 ARCH = 90
@@ -209,7 +210,7 @@ class KernelRow:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("case", "assembly")}
         case = {"shape": self.case.shape.number, "name": self.case.shape.name, "pass": self.case.pass_,
                 "dtype": self.case.dtype, "layout": self.case.layout}  # fmt: skip
-        return {**case, **fields, "grid": list(self.grid)}
+        return {**case, **fields, "grid": list(self.grid), "roofline_us": roofline_us(self.case)}
 
 
 def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKernelInfo, reference: bool) -> KernelRow:
@@ -330,10 +331,6 @@ def problems(row: KernelRow) -> list[str]:
     return found
 
 
-def _num(value: float | None, digits: int = 0) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
 def static_table(rows: list[KernelRow]) -> str:
     """A Markdown table: one line per kernel, the reference matmul under the kernels of its case."""
     lines = [
@@ -349,12 +346,12 @@ def static_table(rows: list[KernelRow]) -> str:
         share = f"{100 * r.tensor_core_share:.1f}%" if r.tensor_core_share is not None else ""
         smem = f"{r.shared_bytes / 1024:.0f}" if r.shared_bytes is not None else ""
         wgmma = "" if r.uses_wgmma is None else ("yes" if r.uses_wgmma else "no")
-        ratio = _num(r.ratio_to_reference, 2)
+        ratio = number_cell(r.ratio_to_reference, 2)
         lines.append(
             f"| {r.case.shape.number} | {r.case.shape.name} | {r.case.pass_} | {r.case.layout} | {kernel} | {tile} "
-            f"| {'x'.join(map(str, r.grid))} | {_num(r.registers)} | {_num(r.spill_bytes)} | {smem} | {wgmma} "
-            f"| {r.pipelined} | {_num(r.per_k_step)} | {share} | {_num(r.per_fma, 1)} | {ratio} "
-            f"| {_num(r.issue_us, 1)} | {_num(roofline_us(r.case), 1)} | {'; '.join(problems(r)) or 'none'} |"
+            f"| {'x'.join(map(str, r.grid))} | {number_cell(r.registers, 0)} | {number_cell(r.spill_bytes, 0)} | {smem} | {wgmma} "
+            f"| {r.pipelined} | {number_cell(r.per_k_step, 0)} | {share} | {number_cell(r.per_fma, 1)} | {ratio} "
+            f"| {number_cell(r.issue_us, 1)} | {number_cell(roofline_us(r.case), 1)} | {'; '.join(problems(r)) or 'none'} |"
         )
     return "\n".join(lines)
 
