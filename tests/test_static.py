@@ -12,10 +12,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from triton_conv.perf import cli
 from triton_conv.perf.compiled_code import dot_loop, hot_loop, parse_sass
 from triton_conv.perf.static import GEMM, gemm_of
 from triton_conv.perf.suite import SHAPES_BY_NUMBER
+
+from triton_conv.kernels import dispatch
+from triton_conv.kernels.common import recording_launches
+from triton_conv.spec import conv_spec
 
 pytestmark = [pytest.mark.bench, pytest.mark.compile]
 
@@ -45,6 +50,19 @@ TTGIR_PER_TAP = """
       scf.yield %e : tensor<128x128xf32, #mma>
     }
 """
+
+
+def test_recording_launches_plans_without_running():
+    x = torch.randn(1, 16, 5, 5)
+    w = torch.randn(8, 16, 3, 3)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    y = torch.zeros(spec.out_shape)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, None, spec, y)
+    assert launches and not y.any()  # planned, nothing ran
+    for launch in launches:  # outside the context the same launches run
+        launch()
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, w, padding=1), atol=1e-4, rtol=1e-4)
 
 
 def test_sass_hot_loop():
