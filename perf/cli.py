@@ -3,7 +3,8 @@
 Modes (one at a time):
   (none)            the suite on the CUDA GPU, appended to perf/results/results.csv
   --smoke           the same harness on tiny shapes, on CPU through Triton's interpreter (not a speed)
-  --static          registers, spills, shared memory and wgmma of every kernel and shipped config on sm_90
+  --static          the speed proxy: each suite pass's launches compiled for sm_90 and read (perf/static.py)
+  --static-configs  registers, spills, shared memory and wgmma of every GEMM kernel and shipped config on sm_90
   --report CSV      the Markdown tables (and with --plots, PNGs in perf/plots/) of a results CSV
   --write-docs      regenerate docs/performance.md from the results CSV and perf/NOTES.md's roofline table
 """
@@ -22,13 +23,32 @@ from triton_conv.kernels import INTERPRETER
 
 from .harness import DEFAULT_CSV, SMOKE_CSV, Environment, Job, ResultRow, read_rows, run_jobs
 from .report import markdown_report, write_docs, write_plots
-from .static import KERNELS, static_rows, static_table
-from .suite import PASSES, SMOKE_DTYPES, SUITE, SUITE_DTYPES, TARGETS_BY_KEY, SuiteShape, smoke_shape
+from .static import (
+    CONFIG_KERNELS,
+    STATIC_PASSES,
+    case_rows,
+    config_rows,
+    config_table,
+    static_cases,
+    static_table,
+    write_dump,
+)
+from .suite import (
+    HEADLINE_DTYPE,
+    LAYOUTS,
+    PASSES,
+    SMOKE_DTYPES,
+    SUITE,
+    SUITE_DTYPES,
+    TARGETS_BY_KEY,
+    SuiteShape,
+    smoke_shape,
+)
 
 NO_GPU = (
     "triton-conv bench: this machine has no CUDA GPU, so nothing can be timed.\n"
     "  --smoke    runs the harness end to end on tiny shapes through Triton's interpreter (not a speed)\n"
-    "  --static   shows what each kernel costs compiled for sm_90 (registers, spills, shared memory, wgmma)\n"
+    "  --static   compiles each pass's launches for sm_90 and reads them: the speed proxy (see perf/static.py)\n"
     "  --report   prints the tables of a results CSV measured elsewhere"
 )
 
@@ -41,23 +61,27 @@ def _split(values: list[str] | None) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny shapes on CPU through the interpreter (not a speed)")
-    mode.add_argument("--static", action="store_true", help="compile every kernel and shipped config for sm_90")
+    mode.add_argument("--static", action="store_true", help="compile each pass's launches for sm_90 and read them")
+    mode.add_argument("--static-configs", action="store_true", help="compile every GEMM kernel and shipped config")
     mode.add_argument("--report", type=Path, metavar="CSV", help="print the Markdown report of a results CSV")
     mode.add_argument("--write-docs", action="store_true", help="regenerate docs/performance.md and perf/NOTES.md")
-    parser.add_argument("--shape", action="append", metavar="N|NAME", help="suite shapes by number or name")
+    parser.add_argument("--shape", "--shapes", action="append", metavar="N|NAME", help="suite shapes by number or name")
     parser.add_argument("--class", dest="classes", action="append", choices=list(TARGETS_BY_KEY), metavar="CLASS",
                         help=f"only the (shape, pass) pairs of target classes: {', '.join(TARGETS_BY_KEY)}")  # fmt: skip
     parser.add_argument("--dtype", action="append", metavar="DTYPE", help=f"{', '.join(SUITE_DTYPES)} (also --static)")
     parser.add_argument(
         "--pass",
+        "--passes",
         dest="passes",
         action="append",
         metavar="PASS",
         help="F, D, W, FB, E (fused epilogue); --static: F, D, W",
     )
+    parser.add_argument("--layout", action="append", metavar="LAYOUT", help=f"--static: {', '.join(LAYOUTS)}")
+    parser.add_argument("--dump", type=Path, metavar="DIR", help="--static: write TTGIR, PTX, SASS and index.json")
     parser.add_argument("--csv", type=Path, help="results CSV to append to (or, with --write-docs, to read)")
     parser.add_argument("--plots", action="store_true", help="also draw PNG plots into perf/plots/ (needs matplotlib)")
-    parser.add_argument("--max-configs", type=int, metavar="N", help="--static: only the first N configs per kernel")
+    parser.add_argument("--max-configs", type=int, metavar="N", help="--static-configs: the first N configs per kernel")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return _write_docs(args.csv)
     if args.static:
         return _static(args)
+    if args.static_configs:
+        return _static_configs(args)
     if args.smoke:
         return _smoke(args)
     if not torch.cuda.is_available():
@@ -87,6 +113,9 @@ def _validate(args: argparse.Namespace) -> None:
     unknown = [p for p in _split(args.passes) if p not in PASSES]
     if unknown:
         raise ValueError(f"unknown --pass {unknown}; choose from {list(PASSES)}")
+    unknown = [layout for layout in _split(args.layout) if layout not in LAYOUTS]
+    if unknown:
+        raise ValueError(f"unknown --layout {unknown}; choose from {list(LAYOUTS)}")
     _selected_shapes(args)
 
 
@@ -156,28 +185,49 @@ def _smoke(args: argparse.Namespace) -> int:
     # The kernels became interpreted or compiled when triton_conv was imported: run again in a
     # process that imports it with TRITON_INTERPRET=1, so that the smoke run is the real code path.
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    return subprocess.call([sys.executable, "-m", "triton_conv.cli", "bench", *_smoke_argv(args)], env=env)
+    return subprocess.call([sys.executable, "-m", "triton_conv.cli", "bench", *_argv(args, "--smoke")], env=env)
 
 
-def _smoke_argv(args: argparse.Namespace) -> list[str]:
-    argv = ["--smoke"]
+def _argv(args: argparse.Namespace, mode: str) -> list[str]:
+    """The command line of ``args`` for re-running ``mode`` (``--smoke`` or ``--static``) in another process."""
+    argv = [mode]
     for flag, values in (("--shape", args.shape), ("--class", args.classes), ("--dtype", args.dtype),
-                         ("--pass", args.passes)):  # fmt: skip
+                         ("--pass", args.passes), ("--layout", args.layout)):  # fmt: skip
         for value in values or []:
             argv += [flag, value]
-    if args.csv is not None:
-        argv += ["--csv", str(args.csv)]
+    for flag, path in (("--csv", args.csv), ("--dump", args.dump)):
+        if path is not None:
+            argv += [flag, str(path)]
     if args.plots:
         argv.append("--plots")
     return argv
 
 
 def _static(args: argparse.Namespace) -> int:
-    passes = [p for p in _split(args.passes) if p in KERNELS] or list(KERNELS)
-    dtypes = _split(args.dtype) or list(SUITE_DTYPES)
-    print(f"Compiling {', '.join(KERNELS[p] for p in passes)} for sm_90 in {', '.join(dtypes)} (no GPU needed)...")
-    rows = static_rows(passes, dtypes, args.max_configs)
+    if INTERPRETER:
+        # The interpreter plans its own large tiles: plan and compile in a process without it.
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        return subprocess.call([sys.executable, "-m", "triton_conv.cli", "bench", *_argv(args, "--static")], env=env)
+    shapes = [s.number for s in _selected_shapes(args)]
+    passes = [p for p in _split(args.passes) if p in STATIC_PASSES] or list(STATIC_PASSES)
+    cases = static_cases(shapes, passes, _split(args.dtype) or [HEADLINE_DTYPE], _split(args.layout) or None)
+    print(f"Compiling {len(cases)} cases for sm_90 (no GPU needed; a few seconds to a minute each)...", flush=True)
+    rows = []
+    for case in cases:
+        print(f"  {case.label}", flush=True)
+        rows += case_rows(case)
     print(static_table(rows))
+    if args.dump is not None:
+        print(f"\nTTGIR, PTX, SASS and {write_dump(rows, args.dump)}")
+    return 1 if any(r.error for r in rows) else 0
+
+
+def _static_configs(args: argparse.Namespace) -> int:
+    passes = [p for p in _split(args.passes) if p in CONFIG_KERNELS] or list(CONFIG_KERNELS)
+    dtypes = _split(args.dtype) or list(SUITE_DTYPES)
+    print(f"Compiling {', '.join(CONFIG_KERNELS[p] for p in passes)} for sm_90 in {', '.join(dtypes)}...")
+    rows = config_rows(passes, dtypes, args.max_configs)
+    print(config_table(rows))
     return 1 if any(r.error for r in rows) else 0
 
 

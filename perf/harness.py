@@ -2,7 +2,7 @@
 
 For each shape, dtype, layout and pass it builds random inputs, checks triton_conv's result
 against torch's float64 convolution on the same values, and only then times triton_conv,
-``F.conv*`` (cuDNN, with ``cudnn.benchmark``) and, for 1x1 shapes, ``torch.mm`` on the same GEMM.
+``F.conv*`` (cuDNN, with ``cudnn.benchmark``) and, for 1x1 and patch-embedding shapes, ``torch.mm`` on the same GEMM.
 
 On CUDA, times are ``triton.testing.do_bench`` medians (CUDA events, warm-up, L2 flushed before
 every repetition; the signature is the same in Triton 3.6 and 3.9). On CPU (``--smoke``) the
@@ -398,10 +398,12 @@ def _forward_backward(
 
 
 def mm_pass(shape: SuiteShape, pass_: str, dtype: torch.dtype, device: torch.device) -> Callable[[], object]:
-    """``torch.mm`` on the GEMM a 1x1 convolution's pass is: (pixels x C) @ (C x K) and its two gradients."""
+    """``torch.mm`` on the GEMM a plain-GEMM convolution's pass is (1x1 filters, patch embeddings):
+    (pixels x C·taps) @ (C·taps x K), and its two gradients; the patches are taken as already unfolded."""
     m = shape.geometry().output_pixels
-    a = torch.randn(m, shape.in_channels, device=device).to(dtype)  # x as pixels x C
-    b = torch.randn(shape.in_channels, shape.out_channels, device=device).to(dtype)  # w as C x K
+    reduction = shape.in_channels * math.prod(shape.kernel)
+    a = torch.randn(m, reduction, device=device).to(dtype)  # x as pixels x C·taps
+    b = torch.randn(reduction, shape.out_channels, device=device).to(dtype)  # w as C·taps x K
     g = torch.randn(m, shape.out_channels, device=device).to(dtype)  # dy as pixels x K
     gemms = {"F": lambda: torch.mm(a, b), "D": lambda: torch.mm(g, b.t()), "W": lambda: torch.mm(g.t(), a)}
     if pass_ != "FB":
@@ -490,7 +492,7 @@ def measure(
                 return row
             row.triton_ms = timer(ours)
             row.cudnn_ms = timer(torch_pass(shape, pass_, ops))
-            if shape.one_by_one and pass_ != "E":  # an epilogue has no torch.mm counterpart
+            if shape.plain_gemm and pass_ != "E":  # an epilogue has no torch.mm counterpart
                 row.mm_ms = timer(mm_pass(shape, pass_, dtype.dtype, env.device))
     except Exception as e:  # a failing pass must not end a long run: record it and go on
         row.check = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]

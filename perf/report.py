@@ -60,7 +60,8 @@ def geometric_mean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def _number(value: float | None, digits: int) -> str:
+def number_cell(value: float | None, digits: int) -> str:
+    """A table cell: the number with ``digits`` decimals, or empty for none."""
     return "" if value is None else f"{value:.{digits}f}"
 
 
@@ -99,9 +100,9 @@ def shape_table(rows: list[ResultRow]) -> str:
     for r in rows:
         check = "ok" if r.check == "ok" else r.check.replace("|", "/")
         lines.append(
-            f"| {r.shape} | {r.name} | {r.pass_} | {r.dtype} | {r.layout} | {_number(r.triton_ms, 3)} "
-            f"| {_number(r.cudnn_ms, 3)} | {_ratio(r.ratio_cudnn)} | {_ratio(r.ratio_mm)} | {_number(r.tflops, 1)} "
-            f"| {_number(r.gbps, 0)} | {_number(r.roofline_pct, 1)} | {check} |"
+            f"| {r.shape} | {r.name} | {r.pass_} | {r.dtype} | {r.layout} | {number_cell(r.triton_ms, 3)} "
+            f"| {number_cell(r.cudnn_ms, 3)} | {_ratio(r.ratio_cudnn)} | {_ratio(r.ratio_mm)} | {number_cell(r.tflops, 1)} "
+            f"| {number_cell(r.gbps, 0)} | {number_cell(r.roofline_pct, 1)} | {check} |"
         )
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""The benchmark suite as data: the 28 shapes, their dtypes, the per-class targets, and the roofline.
+"""The benchmark suite as data: the shapes, their dtypes, the per-class targets, and the roofline.
 
 Everything here is transcribed from the project's benchmark spec (``benchmarks.md``); the harness,
 the reports and ``perf/NOTES.md`` read it from this module rather than restating it.
@@ -75,6 +75,11 @@ class SuiteShape:
     @property
     def one_by_one(self) -> bool:
         return all(k == 1 for k in self.kernel)
+
+    @property
+    def plain_gemm(self) -> bool:
+        """A GEMM without overlap or padding: 1x1 filters, and patch embeddings (kernel = stride)."""
+        return self.one_by_one or "patch_embedding" in self.classes
 
     @property
     def label(self) -> str:
@@ -161,6 +166,8 @@ SUITE: tuple[SuiteShape, ...] = (
     _shape(26, "r2p1d_temporal", 8, 144, 64, (16, 56, 56), (3, 1, 1), 1, (1, 0, 0)),
     _shape(27, "nnunet_s0", 2, 32, 32, (128, 128, 128), 3, 1, 1, passes="FDW", classes=("dense_forward",)),
     _shape(28, "video_vae", 1, 512, 512, (5, 64, 64), 3, 1, 1, classes=("dense_forward",)),
+    _shape(29, "vit_patch", 64, 3, 768, (224, 224), 16, 16, passes="FW", classes=("patch_embedding",)),
+    _shape(30, "video_patch", 16, 3, 1280, (2, 224, 224), (2, 14, 14), (2, 14, 14), classes=("patch_embedding",)),
 )  # fmt: skip
 SHAPES_BY_NUMBER = {s.number: s for s in SUITE}
 
@@ -306,6 +313,10 @@ TARGETS: tuple[ClassTarget, ...] = (
     ClassTarget("depthwise", "depthwise 1-D/2-D", ALL, "cudnn", 1.0, aim=1.5, shape_class="depthwise",
                 must_bandwidth_fraction=0.7),
     ClassTarget("grouped", "grouped, 4-48 channels per group", ALL, "cudnn", 1.0, aim=2.0, shape_class="grouped"),
+    ClassTarget("patch_embedding", "patch embedding (kernel = stride) against torch.mm", ALL, "mm", 0.9,
+                shape_class="patch_embedding"),
+    ClassTarget("patch_embedding_cudnn", "patch embedding against cuDNN", ALL, "cudnn", None, aim=5.0,
+                shape_class="patch_embedding"),
     ClassTarget("conv1d_ncl", "1-D against default F.conv1d (NCL)", ALL, "cudnn", 1.5, layout="contiguous",
                 shape_class="conv1d_ncl"),
     ClassTarget("fused_epilogue", "fused conv+bias+activation(+residual) against cuDNN conv then the epilogue",

@@ -43,3 +43,14 @@ GEMM_GROUPED = [
     ConvCase(1, 2, 48, 6, (9,), (3,), stride=2, groups=3),
 ]
 CASES += GEMM_GROUPED
+
+# Patch embeddings: kernel = stride, no padding (ViT's and video models' first layer), a plain
+# GEMM over non-overlapping patches; sizes that the kernel divides and that it does not; patch
+# rows along W only (overlapping along H); one channel (W-contiguous in every layout).
+PATCHES = [
+    ConvCase(2, 2, 3, 8, (8, 12), (4, 4), stride=4),
+    ConvCase(2, 1, 3, 6, (9, 10), (4, 3), stride=(4, 3), bias=False),
+    ConvCase(2, 1, 4, 3, (7, 12), (3, 4), stride=(1, 4)),
+    ConvCase(3, 1, 3, 5, (4, 6, 6), (2, 3, 3), stride=(2, 3, 3)),
+    ConvCase(1, 2, 1, 4, (13,), (4,), stride=4),
+]

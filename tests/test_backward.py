@@ -8,7 +8,7 @@ import torch
 from triton_conv.spec import conv_spec
 from triton_conv.tuning.configs import KernelConfig
 
-from .cases import CASES, GEMM_GROUPED, SUBSET
+from .cases import CASES, GEMM_GROUPED, PATCHES, SUBSET
 from .reference import DTYPES, OUR_CONV, THOROUGH, assert_close, make_inputs, reference_forward
 from .test_forward import _check_forward
 
@@ -49,6 +49,12 @@ def _check_backward(case, dtype, layout="contiguous", cotangent="random"):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_backward_table(case, dtype):
     _check_backward(case, dtype)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", PATCHES, ids=lambda c: c.id)
+def test_patch_embedding_backward(case, layout):
+    _check_backward(case, torch.float32, layout)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided_view", "permuted"])

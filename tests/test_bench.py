@@ -58,8 +58,8 @@ def _row(shape: int, pass_: str, ratio: float, *, layout: str = "channels_last",
 
 
 def test_suite_table():
-    assert [s.number for s in SUITE] == list(range(1, 29))
-    assert len({s.name for s in SUITE}) == 28
+    assert [s.number for s in SUITE] == list(range(1, 31))
+    assert len({s.name for s in SUITE}) == 30
     shape_classes = {t.shape_class for t in TARGETS if t.shape_class}
     for s in SUITE:
         assert s.dims == len(s.size) == len(s.kernel) == len(s.stride) == len(s.padding) == len(s.dilation)
@@ -69,7 +69,7 @@ def test_suite_table():
         assert min(s.geometry().output_size) > 0
     assert {s.number for s in SUITE if s.extra_dtypes} == {2, 5, 12, 24}
     assert {s.number for s in SUITE if s.dims == 1} == set(range(17, 24))
-    assert {s.number for s in SUITE if s.dims == 3} == set(range(24, 29))
+    assert {s.number for s in SUITE if s.dims == 3} == {*range(24, 29), 30}
     assert all(d in DTYPES for s in SUITE for d in s.dtypes())
 
 
@@ -98,6 +98,8 @@ def test_target_membership():
     assert numbers("weight_grad") == {s.number for s in SUITE if "W" in s.passes}
     assert numbers("first_layer") == {1, 17}
     assert numbers("depthwise") == {12, 13, 14, 15, 16, 20}
+    assert numbers("patch_embedding") == numbers("patch_embedding_cudnn") == {29, 30}
+    assert {s.number for s in SUITE if s.plain_gemm} == {3, 6, 7, 21, 29, 30}
     assert numbers("grouped") == {10, 11, 19}
     assert numbers("conv1d_ncl") == set(range(17, 24))
     assert TARGETS_BY_KEY["conv1d_ncl"].layout == "contiguous"
@@ -240,7 +242,7 @@ def test_filters_select_jobs():
 
 def test_smoke_argv_round_trips():
     args = _args("--smoke", "--shape", "2,3", "--class", "grouped", "--dtype", "float16", "--pass", "F", "--plots")
-    rebuilt = _args(*cli._smoke_argv(args))
+    rebuilt = _args(*cli._argv(args, "--smoke"))
     assert vars(rebuilt) == vars(args)
 
 
@@ -280,8 +282,8 @@ def test_smoke_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "| 3 | r50_c2_1x1 | F | float32 | channels_last |" in capsys.readouterr().out
 
 
-def test_static_prints_a_table(capsys: pytest.CaptureFixture[str]):
-    assert cli.run(_args("--static", "--pass", "F", "--dtype", "float16", "--max-configs", "1")) == 0
+def test_static_configs_prints_a_table(capsys: pytest.CaptureFixture[str]):
+    assert cli.run(_args("--static-configs", "--pass", "F", "--dtype", "float16", "--max-configs", "1")) == 0
     out = capsys.readouterr().out
     assert "| kernel | dtype | BLOCK_M x N x K |" in out
     line = next(line for line in out.splitlines() if line.startswith("| forward | float16 |"))

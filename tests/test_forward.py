@@ -5,7 +5,7 @@ import importlib
 import pytest
 import torch
 
-from .cases import CASES, SUBSET
+from .cases import CASES, PATCHES, SUBSET
 from .reference import (
     DEVICE,
     DTYPES,
@@ -44,6 +44,31 @@ def test_forward_layouts(case, layout):
 @pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
 def test_forward_half(case, dtype):
     _check_forward(case, dtype, "channels_last")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", PATCHES, ids=lambda c: c.id)
+def test_patch_embedding(case, layout):
+    _check_forward(case, torch.float32, layout)
+
+
+def test_patch_rows_fold_rule():
+    """Channels-last patch embeddings fold each patch row into the channels: kw*C per tap."""
+    from triton_conv.kernels.dispatch import fold_patch_rows, folds_patch_rows
+    from triton_conv.spec import conv_spec
+
+    x = torch.randn(2, 3, 8, 12).to(memory_format=torch.channels_last)
+    w = torch.randn(8, 3, 4, 4)
+    spec = conv_spec(x, w, None, stride=4, padding=0, dilation=1, groups=1, ndim=2)
+    assert folds_patch_rows(x, spec) and not folds_patch_rows(x.contiguous(), spec)
+    padded = conv_spec(x, w, None, stride=4, padding=1, dilation=1, groups=1, ndim=2)
+    assert not folds_patch_rows(x, padded)
+    fx, fw, folded = fold_patch_rows(x, w, spec)
+    assert (folded.in_channels, folded.kernel_size, folded.stride) == (12, (1, 4, 1), (1, 4, 1))
+    assert fx.shape == (2, 12, 8, 3) and fw.shape == (8, 12, 4, 1) and fx.data_ptr() == x.data_ptr()
+    # Output column j, channel s*C + c of the fold is input column 4j + s, channel c.
+    assert torch.equal(fx[:, 3 * 2 + 1, :, 2], x[:, 1, :, 4 * 2 + 2])
+    assert torch.equal(fw[:, 3 * 2 + 1, :, 0], w[:, 1, :, 2])
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch._prims_common import suggest_memory_format
@@ -72,6 +72,37 @@ class ConvSpec:
     def input_pixels(self) -> int:
         d, h, w = self.input_size
         return self.batch * d * h * w
+
+    @property
+    def unpadded(self) -> bool:
+        """No padding: every filter tap of every output pixel reads inside the input.
+
+        The output ends where the last tap still fits, so no bounds check is needed: 1x1
+        convolutions, patch embeddings (kernel = stride, as in ViT), any valid convolution.
+        """
+        return self.pad_lo == self.pad_hi == (0, 0, 0)
+
+    @property
+    def patch_rows(self) -> bool:
+        """Non-overlapping patches along W (kernel = stride > 1, dilation 1, no padding, one group).
+
+        With W and C adjacent in memory (channels-last), a patch row's kernel-width pixels are
+        kernel-width x C consecutive elements: one wider channel run (``fold_patch_rows``).
+        """
+        kw, sw, dw = self.kernel_size[2], self.stride[2], self.dilation[2]
+        return self.unpadded and kw == sw > 1 and dw == 1 and self.groups == 1
+
+    def fold_patch_rows(self) -> ConvSpec:
+        """The same convolution with each patch row taken as kernel-width x C input channels:
+        a filter one pixel wide, stride 1, over the output's columns (requires ``patch_rows``)."""
+        (d, h, _), (t, r, kw), (sd, sh, _) = self.input_size, self.kernel_size, self.stride
+        return replace(
+            self,
+            in_channels=self.in_channels * kw,
+            input_size=(d, h, self.output_size[2]),
+            kernel_size=(t, r, 1),
+            stride=(sd, sh, 1),
+        )
 
     @property
     def pixels_per_phase(self) -> Triple:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +12,7 @@ import triton.language as tl
 
 from ..runtime import INTERPRETER
 
-__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_precision"]
+__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_precision", "recording_launches"]
 
 
 def accumulator_dtype(dtype: torch.dtype) -> tl.dtype:
@@ -41,4 +43,26 @@ class Launch:
     num_stages: int = 3
 
     def __call__(self) -> None:
+        if _recorded is not None:
+            _recorded.append(self)
+            return
         self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)
+
+
+# Where launches go instead of running while ``recording_launches`` is active.
+_recorded: list[Launch] | None = None
+
+
+@contextmanager
+def recording_launches() -> Iterator[list[Launch]]:
+    """Plan without running: inside, every ``Launch`` called is appended to the yielded list instead.
+
+    With meta tensors this gives the launches an op makes for a problem of any size, on a
+    machine without its GPU (``perf/static.py`` compiles them for sm_90).
+    """
+    global _recorded
+    outer, _recorded = _recorded, []
+    try:
+        yield _recorded
+    finally:
+        _recorded = outer

@@ -24,6 +24,28 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
     return spec.groups > 1 and spec.in_channels_per_group < MIN_DOT
 
 
+def folds_patch_rows(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """Patch embeddings (``ConvSpec.patch_rows``) whose input has W and C adjacent and dense
+    (channels-last, or a single channel): each patch row is one contiguous channel run."""
+    channels = spec.in_channels
+    return spec.patch_rows and input.stride(-1) == channels and (channels == 1 or input.stride(1) == 1)
+
+
+def fold_patch_rows(
+    input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec
+) -> tuple[torch.Tensor, torch.Tensor, ConvSpec]:
+    """The forward problem with each patch row's kernel-width x C elements as the channels
+    (``ConvSpec.fold_patch_rows``): a K-deep reduction per tap instead of C. The input becomes a
+    view; the weight (K, C, ..., kw) becomes (K, kw*C, ..., 1), a view when it is channels-last."""
+    folded = spec.fold_patch_rows()
+    kw = spec.kernel_size[2]
+    sizes = [input.shape[0], folded.in_channels, *input.shape[2:-1], folded.input_size[2]]
+    strides = [input.stride(0), 1, *input.stride()[2:-1], kw * input.stride(-1)]
+    x = input.as_strided(sizes, strides, input.storage_offset())
+    w = weight.movedim(-1, 1).reshape(weight.shape[0], folded.in_channels, *weight.shape[2:-1], 1)
+    return x, w, folded
+
+
 def forward(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -34,6 +56,8 @@ def forward(
 ) -> torch.Tensor:
     if uses_direct_kernel(spec):
         return direct_forward(input, weight, bias, spec, out, epilogue)
+    if folds_patch_rows(input, spec):
+        input, weight, spec = fold_patch_rows(input, weight, spec)
     return implicit_gemm_forward(input, weight, bias, spec, out, epilogue)
 
 

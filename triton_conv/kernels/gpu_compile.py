@@ -5,7 +5,8 @@ The interpreter runs kernels on CPU tensors but accepts programs that no GPU com
 limit. ``compile_launch`` runs Triton's real compiler, down to a cubin through the ``ptxas``
 shipped in the triton wheel, so CPU-only tests catch those failures, and reports what the
 kernel costs on the target: registers per thread, spills, shared memory, and whether its dots
-became Hopper ``wgmma`` instructions.
+became Hopper ``wgmma`` instructions; on request also the compiled code itself (TTGIR, PTX and
+SASS, the latter from the wheel's ``cuobjdump``), for reading or analysing it.
 
 Compiling happens in a helper process started without ``TRITON_INTERPRET``: there the kernels
 are ordinary ``JITFunction``s, and the interpreter's state in this process (it leaves
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import torch
@@ -56,17 +58,29 @@ class CompiledKernelInfo:
     spill_bytes: int
     shared_bytes: int
     uses_wgmma: bool
+    assembly: KernelAssembly | None = None
+
+
+@dataclass(frozen=True)
+class KernelAssembly:
+    """The compiled code of one kernel: Triton's GPU dialect, the PTX, and the SASS ``cuobjdump`` prints."""
+
+    ttgir: str
+    ptx: str
+    sass: str
 
 
 class GPUCompileError(RuntimeError):
     """The kernel does not compile for the target; the message has the compiler's error and output."""
 
 
-def compile_launch(launch: Launch, arch: int = 90) -> CompiledKernelInfo:
-    """Compile ``launch`` for ``sm_{arch}`` as launching it on that GPU would, and describe the result.
+def compile_launch(launch: Launch, arch: int = 90, assembly: bool = False) -> CompiledKernelInfo:
+    """Compile ``launch`` for ``sm_{arch}`` as launching it on that GPU would, and describe the result
+    (with its TTGIR, PTX and SASS if ``assembly``).
 
     The kernel must be a module-level jit function (possibly autotuned or interpreted); it is
     compiled from its module as imported afresh. Raises ``GPUCompileError`` if it does not compile.
+    A request identical to an earlier one in this process is answered from memory.
     """
     fn = launch.kernel
     while not inspect.isfunction(fn):  # JITFunction, InterpretedFunction, Autotuner, Heuristics
@@ -79,6 +93,7 @@ def compile_launch(launch: Launch, arch: int = 90) -> CompiledKernelInfo:
         num_warps=launch.num_warps,
         num_stages=launch.num_stages,
         arch=arch,
+        assembly=assembly,
     )
     answer = _SERVER.ask(request)
     if isinstance(answer, str):
@@ -107,6 +122,7 @@ class _Request:
     num_warps: int
     num_stages: int
     arch: int
+    assembly: bool
 
 
 class _Server:
@@ -115,28 +131,35 @@ class _Server:
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        # Answers by pickled request: compiling is slow, and reports compile the same launch often.
+        self._answers: dict[bytes, CompiledKernelInfo | str] = {}
 
     def ask(self, request: _Request) -> CompiledKernelInfo | str:
         # Pickled twice: the helper reads whole messages even when it cannot unpickle the request.
         message = pickle.dumps(request)
         with self._lock:
-            if self._process is None:
-                self._process = self._start()
-            process = self._process
-            assert process.stdin is not None and process.stdout is not None
-            try:
-                pickle.dump(message, process.stdin)
-                process.stdin.flush()
-                return pickle.load(process.stdout)
-            except (BrokenPipeError, EOFError):
-                self._process = None
-                raise GPUCompileError(f"the compile process exited with code {process.wait()}") from None
-            except BaseException:
-                # Interrupted mid-exchange: the pipe is out of step, start afresh next time.
-                self._process = None
-                process.kill()
-                process.wait()
-                raise
+            if message not in self._answers:
+                self._answers[message] = self._exchange(message)
+            return self._answers[message]
+
+    def _exchange(self, message: bytes) -> CompiledKernelInfo | str:
+        if self._process is None:
+            self._process = self._start()
+        process = self._process
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            pickle.dump(message, process.stdin)
+            process.stdin.flush()
+            return pickle.load(process.stdout)
+        except (BrokenPipeError, EOFError):
+            self._process = None
+            raise GPUCompileError(f"the compile process exited with code {process.wait()}") from None
+        except BaseException:
+            # Interrupted mid-exchange: the pipe is out of step, start afresh next time.
+            self._process = None
+            process.kill()
+            process.wait()
+            raise
 
     def stop(self) -> None:
         with self._lock:
@@ -207,7 +230,18 @@ def _answer(message: bytes, output: IO[bytes], start: int) -> CompiledKernelInfo
         spill_bytes=sum(int(n) for n in re.findall(r"(\d+) bytes spill stores", log)),
         shared_bytes=kernel.metadata.shared,
         uses_wgmma="wgmma.mma_async" in kernel.asm["ptx"],
+        assembly=_assembly(kernel) if request.assembly else None,
     )
+
+
+def _assembly(kernel: CompiledKernel) -> KernelAssembly:
+    """The kernel's TTGIR and PTX, and its SASS with addresses (branch targets are addresses too)."""
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(kernel.asm["cubin"])
+        cubin.flush()
+        sass = subprocess.run([cuobjdump, "-sass", cubin.name], capture_output=True, text=True, check=True).stdout
+    return KernelAssembly(ttgir=kernel.asm["ttgir"], ptx=kernel.asm["ptx"], sass=sass)
 
 
 def _compile(request: _Request) -> CompiledKernel:

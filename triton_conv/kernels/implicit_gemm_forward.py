@@ -76,6 +76,7 @@ def implicit_gemm_forward_kernel(
     HAS_RESIDUAL: tl.constexpr,
     STORE_PRE_ACTIVATION: tl.constexpr,
     POINTWISE: tl.constexpr,
+    UNPADDED: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -95,6 +96,8 @@ def implicit_gemm_forward_kernel(
         z_ptr: pre-activation, y's strides; written only if STORE_PRE_ACTIVATION.
         pad_*: leading padding per dimension (trailing padding only shapes D_OUT/H_OUT/W_OUT).
         POINTWISE: a 1x1x1 filter without padding, a plain GEMM: no tap loop, no bounds checks.
+        UNPADDED: no padding, so every tap of every output pixel is inside the input: no bounds
+            checks (a patch embedding, kernel = stride, is a plain GEMM over its patches).
         INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
         PRECISION: tl.dot input precision ("ieee" or "tf32").
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
@@ -140,7 +143,10 @@ def implicit_gemm_forward_kernel(
             id_ = id0 + kt * dil_d
             ih = ih0 + kr * dil_h
             iw = iw0 + ks * dil_w
-            in_bounds = mask_m & inside(id_, ih, iw, D, H, W)
+            if UNPADDED:
+                in_bounds = mask_m
+            else:
+                in_bounds = mask_m & inside(id_, ih, iw, D, H, W)
             x_tap = x_rows + id_ * sx_d + ih * sx_h + iw * sx_w
             w_tap = w_cols + kt * sw_t + kr * sw_r + ks * sw_s
         for c0 in range(0, C_G, BLOCK_K):
@@ -234,7 +240,8 @@ def plan_forward(
     constexprs = dict(
         HAS_BIAS=bias is not None,
         **epilogue.constexprs(),
-        POINTWISE=spec.taps == 1 and spec.pad_lo == spec.pad_hi == (0, 0, 0),
+        POINTWISE=spec.taps == 1 and spec.unpadded,
+        UNPADDED=spec.unpadded,
         INDEX_64=needs_int64(x, w, y, residual),
         PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(x.dtype),

@@ -1,0 +1,189 @@
+"""Reading compiled kernels: the loop structure of SASS and whether TTGIR pipelines the dot loop.
+
+SASS (as ``cuobjdump -sass`` prints it) gives each instruction its address and each branch its
+target address; a branch to an earlier address closes a loop. The *hot loop* is the innermost
+loop holding the kernel's multiply instructions: tensor-core ``HGMMA``/``HMMA`` if the kernel
+has any, otherwise FMAs (the direct kernels). Its static length is what one iteration issues
+(branches inside the body taken or not: an upper bound where the body has conditional code).
+
+TTGIR shows what Triton's software pipeliner did: a pipelined dot loop holds asynchronous loads
+into shared memory (``async_copy_global_to_local`` or TMA) and waits for its asynchronous
+``warp_group_dot`` with ``pendings > 0``, so that loads and multiplies of successive iterations
+overlap. A dot loop nested in another loop (the implicit GEMM's loop over filter taps) drains
+its pipeline at every outer iteration.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MMA_OPCODES = ("HGMMA", "HMMA", "IMMA", "DMMA")
+# Multiply-adds per lane of one instruction: HFMA2 does two.
+FMA_LANES = {"FFMA": 1, "DFMA": 1, "HFMA2": 2}
+
+_SASS_LINE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+_BRANCH_TARGET = re.compile(r"^\s*(0x[0-9a-f]+)")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    address: int
+    opcode: str
+    operands: str
+
+    @property
+    def base(self) -> str:
+        """The opcode without modifiers: ``HGMMA.64x128x16.F32.BF16`` -> ``HGMMA``."""
+        return self.opcode.split(".")[0]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Instructions from ``start`` to ``end`` (both included), closed by a branch back to ``start``."""
+
+    start: int
+    end: int
+
+    def contains(self, other: Loop) -> bool:
+        return self.start <= other.start and other.end <= self.end and self != other
+
+    def body(self, instructions: list[Instruction]) -> list[Instruction]:
+        return [i for i in instructions if self.start <= i.address <= self.end]
+
+
+def parse_sass(sass: str) -> list[Instruction]:
+    """The instructions of a one-kernel SASS listing, in address order."""
+    instructions = []
+    for line in sass.splitlines():
+        match = _SASS_LINE.match(line)
+        if match:
+            address, opcode, operands = match.groups()
+            instructions.append(Instruction(int(address, 16), opcode, operands.strip()))
+    return instructions
+
+
+def sass_loops(instructions: list[Instruction]) -> list[Loop]:
+    """Every loop: for each branch target reached from later code, up to the last such branch."""
+    ends: dict[int, int] = {}
+    for i in instructions:
+        if i.base == "BRA":
+            target = _BRANCH_TARGET.match(i.operands)
+            if target and int(target.group(1), 16) < i.address:
+                start = int(target.group(1), 16)
+                ends[start] = max(ends.get(start, 0), i.address)
+    return [Loop(start, end) for start, end in sorted(ends.items())]
+
+
+def is_mma(i: Instruction) -> bool:
+    return i.base in MMA_OPCODES
+
+
+def fma_lanes(i: Instruction) -> int:
+    return FMA_LANES.get(i.base, 0)
+
+
+@dataclass(frozen=True)
+class HotLoop:
+    """The innermost loop holding the kernel's multiplies, and the loops around it.
+
+    ``body`` is the static instruction count of one iteration; ``enclosing_body`` that of one
+    iteration of the outermost enclosing loop, the hot loop's body excluded (0 without one).
+    """
+
+    body: int
+    mma: int
+    fma_lanes: int
+    enclosing_loops: int
+    enclosing_body: int
+    opcodes: dict[str, int]
+
+    @property
+    def tensor_core_share(self) -> float:
+        return self.mma / self.body
+
+
+def hot_loop(instructions: list[Instruction]) -> HotLoop | None:
+    """The hot loop of a kernel (see the module docstring), or None if no loop multiplies."""
+    loops = sass_loops(instructions)
+    uses_mma = any(is_mma(i) for i in instructions)
+
+    def multiplies(loop: Loop) -> bool:
+        body = loop.body(instructions)
+        return any(is_mma(i) for i in body) if uses_mma else any(fma_lanes(i) for i in body)
+
+    candidates = [loop for loop in loops if multiplies(loop)]
+    if not candidates:
+        return None
+    hot = min(candidates, key=lambda loop: loop.end - loop.start)
+    body = hot.body(instructions)
+    outer = [loop for loop in loops if loop.contains(hot)]
+    outermost = max(outer, key=lambda loop: loop.end - loop.start) if outer else None
+    opcodes: dict[str, int] = {}
+    for i in body:
+        opcodes[i.base] = opcodes.get(i.base, 0) + 1
+    return HotLoop(
+        body=len(body),
+        mma=sum(is_mma(i) for i in body),
+        fma_lanes=sum(fma_lanes(i) for i in body),
+        enclosing_loops=len(outer),
+        enclosing_body=len(outermost.body(instructions)) - len(body) if outermost else 0,
+        opcodes=dict(sorted(opcodes.items(), key=lambda item: -item[1])),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# TTGIR
+
+_ASYNC_LOADS = ("ttg.async_copy_global_to_local", "ttng.async_tma_copy_global_to_local", "tt.descriptor_load")
+_DOTS = ("ttng.warp_group_dot ", "tt.dot ", "ttng.warp_group_dot\t")
+_PENDINGS = re.compile(r"ttng\.warp_group_dot_wait .*\{pendings = (\d+)")
+
+
+@dataclass(frozen=True)
+class DotLoop:
+    """The innermost ``scf.for`` holding a dot, as the pipeliner left it.
+
+    ``enclosing_loops``: ``scf.for`` loops around it (the loop over taps, if any).
+    """
+
+    async_loads: bool
+    overlapped_dots: bool
+    enclosing_loops: int
+
+    @property
+    def pipelined(self) -> bool:
+        return self.async_loads and self.overlapped_dots
+
+    @property
+    def verdict(self) -> str:
+        """``across taps`` (one pipelined loop), ``per tap`` (pipelined but nested), or ``no``."""
+        if not self.pipelined:
+            return "no"
+        return "per tap" if self.enclosing_loops else "across taps"
+
+
+def dot_loop(ttgir: str) -> DotLoop | None:
+    """The innermost loop of ``ttgir`` that holds a dot (None if no loop does)."""
+    # Each open scf.for: its brace depth, its nesting level, and what was seen inside it (nested
+    # loops included; the deepest loop with a dot is the one that matters).
+    open_loops: list[dict[str, bool | int]] = []
+    closed: list[dict[str, bool | int]] = []
+    depth = 0
+    for line in ttgir.splitlines():
+        for loop in open_loops:
+            loop["dot"] = loop["dot"] or any(d in line for d in _DOTS)
+            loop["async"] = loop["async"] or any(a in line for a in _ASYNC_LOADS)
+            pendings = _PENDINGS.search(line)
+            loop["overlap"] = loop["overlap"] or bool(pendings and int(pendings.group(1)) > 0)
+        opened = "scf.for" in line and line.rstrip().endswith("{")
+        depth += line.count("{") - line.count("}")
+        if opened:
+            open_loops.append({"depth": depth, "dot": False, "async": False, "overlap": False, "nest": len(open_loops)})
+        while open_loops and depth < int(open_loops[-1]["depth"]):
+            closed.append(open_loops.pop())
+    with_dots = [loop for loop in closed if loop["dot"]]
+    if not with_dots:
+        return None
+    innermost = max(with_dots, key=lambda loop: int(loop["nest"]))
+    return DotLoop(bool(innermost["async"]), bool(innermost["overlap"]), int(innermost["nest"]))

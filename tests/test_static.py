@@ -1,0 +1,127 @@
+"""``triton-conv bench --static``, the speed proxy read from code compiled for sm_90, on CPU.
+
+The end-to-end test plans suite shapes 3 (1x1) and 12 (depthwise) forward as the ops would on
+an H100, compiles them and checks the properties the report exists for; it prints today's
+numbers rather than asserting targets the kernels do not meet yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from triton_conv.perf import cli
+from triton_conv.perf.compiled_code import dot_loop, hot_loop, parse_sass
+from triton_conv.perf.static import GEMM, gemm_of
+from triton_conv.perf.suite import SHAPES_BY_NUMBER
+
+from triton_conv.kernels import dispatch
+from triton_conv.kernels.common import recording_launches
+from triton_conv.spec import conv_spec
+
+pytestmark = [pytest.mark.bench, pytest.mark.compile]
+
+# A loop (0x30 to 0x60) holding a tensor-core MMA, inside a loop from 0x10 to 0x70.
+SASS = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;                     /* 0x00000a00ff017b82 */
+        /*0010*/                   IMAD R2, R3, R4, RZ ;                      /* 0x0000000403027224 */
+        /*0020*/                   LDGSTS.E.BYPASS.128 [R5], desc[UR4][R6.64] ; /* 0x0000000006057fae */
+        /*0030*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24 ; /* 0x01e00000081879f0 */
+        /*0040*/                   ISETP.GE.AND P0, PT, R2, 0x40, PT ;        /* 0x000000400200780c */
+        /*0050*/                   SEL R7, R8, RZ, P0 ;                       /* 0x000000ff08077207 */
+        /*0060*/              @!P0 BRA 0x30 ;                                 /* 0xfffffff80020d947 */
+        /*0070*/               @P1 BRA 0x10 ;                                 /* 0xffffffe400cc1947 */
+        /*0080*/                   EXIT ;                                     /* 0x000000000000794d */
+        /*0090*/                   BRA 0x90;                                  /* 0xfffffffc00fc7947 */
+"""
+
+TTGIR_PER_TAP = """
+    %acc = scf.for %tap = %c0 to %TAPS step %c1 iter_args(%a = %cst) -> (tensor<128x128xf32, #mma>) : i32 {
+      %acc_2 = scf.for %c = %c0 to %C_G step %c64 iter_args(%b = %a) -> (tensor<128x128xf32, #mma>) : i32 {
+        %x = ttg.async_copy_global_to_local %p, %q mask %m {contiguity = 8 : i32} : tensor<128x64x!tt.ptr<bf16>>
+        %d = ttng.warp_group_dot %s, %t, %b {isAsync = true} : !ttg.memdesc<128x64xbf16>
+        %w:3 = ttng.warp_group_dot_wait %d, %s, %t {pendings = 1 : i32} : tensor<128x128xf32, #mma>
+        scf.yield %w#0 : tensor<128x128xf32, #mma>
+      }
+      %e = ttng.warp_group_dot_wait %acc_2 {pendings = 0 : i32} : tensor<128x128xf32, #mma>
+      scf.yield %e : tensor<128x128xf32, #mma>
+    }
+"""
+
+
+def test_recording_launches_plans_without_running():
+    x = torch.randn(1, 16, 5, 5)
+    w = torch.randn(8, 16, 3, 3)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    y = torch.zeros(spec.out_shape)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, None, spec, y)
+    assert launches and not y.any()  # planned, nothing ran
+    for launch in launches:  # outside the context the same launches run
+        launch()
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, w, padding=1), atol=1e-4, rtol=1e-4)
+
+
+def test_sass_hot_loop():
+    instructions = parse_sass(SASS)
+    assert [i.base for i in instructions][:4] == ["LDC", "IMAD", "LDGSTS", "HGMMA"]
+    loop = hot_loop(instructions)
+    assert loop is not None
+    assert (loop.body, loop.mma, loop.enclosing_loops, loop.enclosing_body) == (4, 1, 1, 3)
+    assert loop.tensor_core_share == 0.25
+
+
+def test_ttgir_pipelining_verdicts():
+    nested = dot_loop(TTGIR_PER_TAP)
+    assert nested is not None and nested.pipelined and nested.verdict == "per tap"
+    # The same dot loop on its own: one pipelined loop.
+    flat = "\n".join(TTGIR_PER_TAP.strip().splitlines()[1:-3])
+    assert dot_loop(flat).verdict == "across taps"
+    # Without asynchronous loads nothing overlaps.
+    assert dot_loop(flat.replace("ttg.async_copy_global_to_local", "tt.load")).verdict == "no"
+    assert dot_loop("%y = arith.addf %a, %b : f32") is None
+
+
+def test_gemm_of_passes():
+    shape = SHAPES_BY_NUMBER[2]  # 128, 64 -> 64, 56x56, 3x3, padding 1
+    pixels = 128 * 56 * 56
+    assert gemm_of(shape, "F") == gemm_of(shape, "D") == GEMM(pixels, 64, 64 * 9, 1)
+    assert gemm_of(shape, "W") == GEMM(64, 64 * 9, pixels, 1)
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_static_report_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    """Shapes 3 (1x1) and 12 (depthwise) forward, channels-last, as an H100 would run them."""
+    argv = ("--static", "--shapes", "3,12", "--passes", "F", "--layout", "channels_last", "--dump", str(tmp_path))
+    assert cli.run(_args(*argv)) == 0
+    table = capfd.readouterr().out
+    with capfd.disabled():
+        print(table)  # today's numbers, for the log
+    index = json.loads((tmp_path / "index.json").read_text())
+    rows = {(r["shape"], r["kernel"], r["reference"]): r for r in index}
+    assert set(rows) == {
+        (3, "implicit_gemm_forward_kernel", False),
+        (3, "reference_matmul_kernel", True),
+        (12, "direct_forward_kernel", False),
+    }
+    for row in index:
+        assert row["registers"] > 0 and row["spill_bytes"] == 0 and not row["error"]
+        assert row["issue_us"] > 0 and row["per_k_step"] > 0
+        for ext in ("ttgir", "ptx", "sass"):
+            assert (tmp_path / row[ext]).read_text()
+    ours = rows[(3, "implicit_gemm_forward_kernel", False)]
+    reference = rows[(3, "reference_matmul_kernel", True)]
+    assert ours["uses_wgmma"] and reference["uses_wgmma"]
+    assert ours["pipelined"] == reference["pipelined"] == "across taps"  # a 1x1 filter: no tap loop
+    assert 0 < ours["tensor_core_share"] < 1 and ours["ratio_to_reference"] > 0
+    assert ours["grid"] == [-(-128 * 56 * 56 // ours["config"]["BLOCK_M"]), 256 // ours["config"]["BLOCK_N"], 1]
+    depthwise = rows[(12, "direct_forward_kernel", False)]
+    assert depthwise["per_fma"] > 0 and depthwise["tensor_core_share"] is None
