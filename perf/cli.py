@@ -23,7 +23,7 @@ from triton_conv.kernels import INTERPRETER
 from .harness import DEFAULT_CSV, SMOKE_CSV, Environment, Job, ResultRow, read_rows, run_jobs
 from .report import markdown_report, write_docs, write_plots
 from .static import KERNELS, static_rows, static_table
-from .suite import PASSES, SMOKE_DTYPES, SUITE, SUITE_DTYPES, TARGETS_BY_KEY, SuiteShape, smoke_shape
+from .suite import LAYOUTS, PASSES, SMOKE_DTYPES, SUITE, SUITE_DTYPES, TARGETS_BY_KEY, SuiteShape, smoke_shape
 
 NO_GPU = (
     "triton-conv bench: this machine has no CUDA GPU, so nothing can be timed.\n"
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PASS",
         help="F, D, W, FB, E (fused epilogue); --static: F, D, W",
     )
+    parser.add_argument("--layout", action="append", metavar="LAYOUT", help=f"{', '.join(LAYOUTS)} (default: both)")
     parser.add_argument("--csv", type=Path, help="results CSV to append to (or, with --write-docs, to read)")
     parser.add_argument("--plots", action="store_true", help="also draw PNG plots into perf/plots/ (needs matplotlib)")
     parser.add_argument("--max-configs", type=int, metavar="N", help="--static: only the first N configs per kernel")
@@ -87,6 +88,9 @@ def _validate(args: argparse.Namespace) -> None:
     unknown = [p for p in _split(args.passes) if p not in PASSES]
     if unknown:
         raise ValueError(f"unknown --pass {unknown}; choose from {list(PASSES)}")
+    unknown = [layout for layout in _split(args.layout) if layout not in LAYOUTS]
+    if unknown:
+        raise ValueError(f"unknown --layout {unknown}; choose from {list(LAYOUTS)}")
     _selected_shapes(args)
 
 
@@ -139,7 +143,8 @@ def _measure(args: argparse.Namespace, device: torch.device) -> int:
     env = Environment.detect(device)
     if smoke:
         print("SMOKE RUN: tiny shapes on CPU through Triton's interpreter; times are wall clock, NOT a speed.")
-    rows = run_jobs(jobs, env, csv_path)
+    layouts = tuple(layout for layout in LAYOUTS if layout in _split(args.layout)) or LAYOUTS
+    rows = run_jobs(jobs, env, csv_path, layouts=layouts)
     print(f"\n{len(rows)} rows appended to {csv_path}\n")
     print(markdown_report(rows))
     if args.plots:
@@ -162,7 +167,7 @@ def _smoke(args: argparse.Namespace) -> int:
 def _smoke_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--smoke"]
     for flag, values in (("--shape", args.shape), ("--class", args.classes), ("--dtype", args.dtype),
-                         ("--pass", args.passes)):  # fmt: skip
+                         ("--pass", args.passes), ("--layout", args.layout)):  # fmt: skip
         for value in values or []:
             argv += [flag, value]
     if args.csv is not None:
