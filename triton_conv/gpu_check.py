@@ -71,7 +71,7 @@ QUICK = Limits(environment=20, tests=70, bench=55, tune=20, summary=15, bench_sh
 # The CUDA test selection: everything but the compile-for-sm_90/sm_80 tests, which need no GPU
 # (CI runs them) and would take CPU time from the compiles the GPU tests need.
 TEST_MARKERS = "not compile"
-QUICK_TEST_FILES = ("tests/test_gpu.py", "tests/test_forward.py", "tests/test_backward.py")
+QUICK_TEST_FILES = ("tests/test_gpu.py",)
 # The demo test trains on scikit-learn's digits with a tqdm bar; a bare GPU image may lack both.
 DEMO_MODULES = ("sklearn", "tqdm")
 
