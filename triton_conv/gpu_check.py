@@ -56,17 +56,17 @@ class Limits:
     tests: int
     bench: int
     tune: int
-    summary: int
     bench_shape: int
 
     @property
     def total(self) -> int:
-        return self.environment + self.tests + self.bench + self.tune + self.summary
+        return self.environment + self.tests + self.bench + self.tune
 
 
-# The whole run within 8 minutes on an H200, --quick within 3 (GPU start-up not counted).
-FULL = Limits(environment=30, tests=210, bench=150, tune=60, summary=30, bench_shape=75)
-QUICK = Limits(environment=20, tests=70, bench=55, tune=20, summary=15, bench_shape=40)
+# The whole run within 8 minutes on an H200, --quick within 3 (GPU start-up not counted; the
+# summary, rewritten after every stage, takes a second or two).
+FULL = Limits(environment=30, tests=210, bench=170, tune=70, bench_shape=75)
+QUICK = Limits(environment=20, tests=70, bench=65, tune=25, bench_shape=40)
 
 # The CUDA test selection: everything but the compile-for-sm_90/sm_80 tests, which need no GPU
 # (CI runs them) and would take CPU time from the compiles the GPU tests need.
@@ -159,9 +159,6 @@ class Plan:
     def tune_command(self) -> list[str]:
         shapes = self.out / "tune-shapes.json"
         return [self.python, "-m", "triton_conv.cli", "tune", "--shapes", str(shapes), "--backward"]
-
-    def summary_command(self) -> list[str]:
-        return [self.python, "-m", "triton_conv.cli", "gpu-check", "--summarize", str(self.out)]
 
     def environment_command(self) -> list[str]:
         return [self.python, "-c", ENVIRONMENT_SCRIPT, str(self.out / "environment.json")]
@@ -362,7 +359,7 @@ def run_tests(plan: Plan, outcome: Outcome) -> None:
     if timed_out:
         _record(outcome, "timed out", started, f"{detail} before the limit")
     elif any(code not in (0, 5) for code in codes):  # 5: nothing collected
-        _record(outcome, "failed", started, detail)
+        _record(outcome, "failed", started, f"{detail} (pytest exit {', '.join(map(str, codes))})")
     else:
         _record(outcome, "ok", started, detail)
 
@@ -515,21 +512,6 @@ def run_tune(plan: Plan, outcome: Outcome) -> None:
         _record(outcome, "ok" if codes[0] == 0 else "failed", started, f"{entries} keys tuned")
 
 
-def run_summary(plan: Plan, outcome: Outcome) -> None:
-    """The summary in its own process (it reads perf's reports); written here, less fully, if that fails."""
-    started = time.monotonic()
-    codes, timed_out = run_until(
-        [plan.summary_command()], plan.out / "summary.log", stage_environment(plan), started + outcome.limit_s
-    )
-    if timed_out or codes[0] != 0:
-        _record(
-            outcome, "timed out" if timed_out else "failed", started, "see summary.log; summary.md written without it"
-        )
-        write_summary(plan.out, with_bench=False)
-    else:
-        _record(outcome, "ok", started)
-
-
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -549,8 +531,6 @@ def _stages(plan: Plan) -> list[tuple[Outcome, Callable[[Plan, Outcome], bool | 
                  [f"{shlex.join(plan.bench_command(argv))}  # {what}" for what, argv in plan.bench_rounds]), run_bench),
         (Outcome("tune", f"autotune {len(plan.tune_shapes)} suite shapes (forward and gradients)", limits.tune,
                  [shlex.join(plan.tune_command())]), run_tune),
-        (Outcome("summary", "summary.md and performance.md", limits.summary, [shlex.join(plan.summary_command())]),
-         run_summary),
     ]  # fmt: skip
     return stages
 
@@ -583,18 +563,24 @@ def run(args: argparse.Namespace) -> int:
     unused = 0.0
     usable = True
     for outcome, runner in stages:
-        if not usable and outcome.name != "summary":
+        if not usable:
             outcome.status, outcome.detail = "skipped", "no usable CUDA GPU"
-            continue
-        if outcome.name == "bench":
-            # The benchmark can always use more time: it gets what the stages before it left.
-            outcome.limit_s += int(unused)
-        print(f"gpu-check: {outcome.name} (limit {outcome.limit_s} s) ...", flush=True)
-        usable = runner(plan, outcome) is not False
-        if outcome.name in ("environment", "tests"):
-            unused += max(0.0, outcome.limit_s - outcome.seconds)
-        print(f"gpu-check: {outcome.name}: {outcome.status} in {outcome.seconds:.0f} s {outcome.detail}", flush=True)
+        else:
+            if outcome.name == "bench":
+                # The benchmark can always use more time: it gets what the stages before it left.
+                outcome.limit_s += int(unused)
+            outcome.status = "running"
+            write_stages(plan, started_at)
+            print(f"gpu-check: {outcome.name} (limit {outcome.limit_s} s) ...", flush=True)
+            usable = runner(plan, outcome) is not False
+            if outcome.name in ("environment", "tests"):
+                unused += max(0.0, outcome.limit_s - outcome.seconds)
+            print(
+                f"gpu-check: {outcome.name}: {outcome.status} in {outcome.seconds:.0f} s; {outcome.detail}", flush=True
+            )
+        # After every stage, so that a run stopped from outside still leaves its summary.
         write_stages(plan, started_at)
+        write_summary(plan.out)
     print(f"gpu-check: done in {time.monotonic() - run_started:.0f} s; see {plan.out / 'summary.md'}")
     return 0 if all(o.status == "ok" for o in plan.outcomes) else 1
 
@@ -603,6 +589,7 @@ def dry_run_text(plan: Plan) -> str:
     lines = [
         f"triton-conv gpu-check{' --quick' if plan.quick else ''}: {len(plan.outcomes)} stages, at most "
         f"{plan.limits.total} s in all (install and GPU start-up not counted); output: {plan.out}",
+        "summary.md and performance.md are rewritten there after every stage.",
         "",
     ]
     for number, outcome in enumerate(plan.outcomes, 1):
@@ -648,14 +635,13 @@ def tuning_entries(out: Path) -> dict[str, dict[str, object]]:
     return entries
 
 
-def write_summary(out: Path, with_bench: bool = True) -> Path:
+def write_summary(out: Path) -> Path:
     """summary.md (and, from results.csv, performance.md) in the output folder ``out``."""
     sections = [_heading(out), _stage_table(out), _tests_section(out)]
-    if with_bench:
-        try:
-            sections.append(_bench_section(out))
-        except Exception as error:  # a summary must come out of any run, however broken
-            sections.append(f"## Benchmark\n\nThe results could not be summarised: {type(error).__name__}: {error}")
+    try:
+        sections.append(_bench_section(out))
+    except Exception as error:  # a summary must come out of any run, however broken
+        sections.append(f"## Benchmark\n\nThe results could not be summarised: {type(error).__name__}: {error}")
     sections += [_tuning_section(out), _commit_section(out)]
     path = out / "summary.md"
     path.write_text("\n\n".join(sections) + "\n")
@@ -756,13 +742,14 @@ def _commit_section(out: Path) -> str:
         folder = out.resolve().relative_to(REPO)
     except ValueError:
         folder = out
+    gpu = _read_json(out / "environment.json").get("gpu", "a GPU")
     return "\n".join([
         "## Committing this run",
         "",
         "```bash",
         f"cp {folder}/performance.md docs/performance.md",
         f"git add {folder} docs/performance.md",
-        'git commit -m "gpu-check on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"',
+        f'git commit -m "gpu-check on {gpu}: test log, benchmark results, tuning cache, summary"',
         "```",
     ])  # fmt: skip
 
