@@ -68,7 +68,8 @@ def _fake_plan(tmp_path: Path, shapes: str) -> gpu_check.Plan:
     script.write_text(FAKE_BENCH)
     limits = gpu_check.Limits(environment=1, tests=1, bench=30, tune=1, bench_shape=1)
     plan = gpu_check.Plan(
-        out=tmp_path, quick=True, limits=limits, python=sys.executable, markers="", test_args=[], workers=1,
+        out=tmp_path, quick=True, limits=limits, python=sys.executable, markers="", test_options=[], test_paths=[],
+        workers=1,
         use_xdist=False, bench_rounds=[("fake round", ["--shape", shapes])], tune_shapes=[],
     )  # fmt: skip
     plan.bench_command = lambda argv: [sys.executable, str(script), *argv]  # type: ignore[method-assign]
@@ -93,6 +94,35 @@ def test_bench_watchdog_lets_a_finished_round_be(tmp_path):
     outcome = gpu_check.Outcome("bench", "", 30, [])
     gpu_check.run_bench(plan, outcome)
     assert outcome.status == "ok" and outcome.detail == "0 rows, 0 failed their check or raised"
+
+
+# ---------------------------------------------------------------- the test stage without pytest-xdist
+
+FAKE_TESTS = textwrap.dedent("""
+    import pytest
+
+    @pytest.mark.parametrize("n", range(5))
+    def test_number(n):
+        assert n != 3
+""")
+
+
+def test_test_stage_without_xdist_deals_tests_to_processes(tmp_path, monkeypatch):
+    """Collected once, dealt to two pytest processes, their logs joined into tests.log."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_fake.py").write_text(FAKE_TESTS)
+    monkeypatch.setattr(gpu_check, "REPO", tmp_path)  # where the stages run
+    plan = gpu_check.Plan(
+        out=tmp_path, quick=True, limits=gpu_check.QUICK, python=sys.executable, markers="",
+        test_options=["-p", "no:cacheprovider", "-v"], test_paths=["tests"], workers=2, use_xdist=False,
+        bench_rounds=[], tune_shapes=[],
+    )  # fmt: skip
+    outcome = gpu_check.Outcome("tests", "", 120, [])
+    gpu_check.run_tests(plan, outcome)
+    assert outcome.status == "failed" and outcome.detail.startswith("4 passed, 1 failed"), outcome
+    log = (tmp_path / "tests.log").read_text()
+    assert log.count("=== gpu-check: ") == 2 and not list(tmp_path.glob("tests-*"))
+    assert gpu_check.failed_tests(log) == ["tests/test_fake.py::test_number[3]"]
 
 
 # ---------------------------------------------------------------- the summary

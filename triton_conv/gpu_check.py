@@ -119,7 +119,7 @@ COLLECTION_ERROR = re.compile(r"ERROR (tests/\S+\.py)")
 
 @dataclass
 class Outcome:
-    """What one stage did: ``status`` is ok, failed, timed out or skipped."""
+    """What one stage did: ``status`` is not run, running, ok, failed, timed out or skipped."""
 
     name: str
     what: str
@@ -139,7 +139,8 @@ class Plan:
     limits: Limits
     python: str
     markers: str
-    test_args: list[str]
+    test_options: list[str]
+    test_paths: list[str]  # empty: the testpaths of pyproject.toml
     workers: int
     use_xdist: bool
     bench_rounds: list[tuple[str, list[str]]]  # (what, argv with an explicit --shape list)
@@ -149,12 +150,21 @@ class Plan:
     def bench_command(self, argv: list[str]) -> list[str]:
         return [self.python, "-m", "triton_conv.cli", "bench", *argv, "--csv", str(self.out / "results.csv")]
 
-    def test_command(self, extra: list[str]) -> list[str]:
-        return [self.python, "-m", "pytest", *self.test_args, *extra]
+    def test_command(self, options: list[str], tests: list[str] | None = None) -> list[str]:
+        """pytest with the run's options and ``options``, on ``tests`` (node ids) or the test paths."""
+        return [
+            self.python,
+            "-m",
+            "pytest",
+            *self.test_options,
+            *options,
+            *(self.test_paths if tests is None else tests),
+        ]
 
     def collect_command(self) -> list[str]:
         """The test command listing the tests it would run, one id a line."""
-        return [self.python, "-m", "pytest", *(a for a in self.test_args if a != "-v"), "--collect-only", "-q"]
+        options = [a for a in self.test_options if a != "-v"]
+        return [self.python, "-m", "pytest", *options, "--collect-only", "-q", *self.test_paths]
 
     def tune_command(self) -> list[str]:
         shapes = self.out / "tune-shapes.json"
@@ -194,15 +204,15 @@ def make_plan(out: Path, quick: bool) -> Plan:
     use_xdist = _has_module("xdist")
     markers = TEST_MARKERS if all(_has_module(m) for m in DEMO_MODULES) else f"{TEST_MARKERS} and not demo"
     # -v: one line per test as it finishes, so a run cut short still says what passed.
-    test_args = ["-p", "no:cacheprovider", "-v", "--tb=short", "-rfE", "--durations=15", "-m", markers]
-    test_args += list(QUICK_TEST_FILES) if quick else []
+    test_options = ["-p", "no:cacheprovider", "-v", "--tb=short", "-rfE", "--durations=15", "-m", markers]
     return Plan(
         out=out,
         quick=quick,
         limits=limits,
         python=sys.executable,
         markers=markers,
-        test_args=test_args,
+        test_options=test_options,
+        test_paths=list(QUICK_TEST_FILES) if quick else [],
         workers=workers,
         use_xdist=use_xdist,
         bench_rounds=_resolve_rounds(QUICK_BENCH_ROUNDS if quick else FULL_BENCH_ROUNDS),
@@ -262,7 +272,7 @@ def tune_shapes(names: tuple[str, ...] | None) -> list[dict[str, object]]:
             groups=s.groups,
             dtype=HEADLINE_DTYPE,
             channels_last=s.dims > 1,
-        )  # fmt: skip
+        )
         for s in chosen
     ]
 
@@ -286,30 +296,36 @@ def _start(command: list[str], log: IO[str], env: dict[str, str]) -> subprocess.
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """End ``process`` and everything it started (its own process group): TERM, then KILL."""
-    if process.poll() is not None:
-        return
+    """End ``process`` and everything it started (its own process group): TERM, then KILL.
+
+    The group is killed even when its leader has exited, so that no worker it left behind keeps
+    the GPU busy during the next stage.
+    """
     for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            sig = signal.SIGKILL
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
         try:
             process.wait(grace)
-            return
         except subprocess.TimeoutExpired:
             continue
+        if sig == signal.SIGKILL:
+            return
 
 
 def run_until(
-    commands: list[list[str]], log_path: Path, env: dict[str, str], deadline: float
+    commands: list[list[str]], logs: list[Path], env: dict[str, str], deadline: float
 ) -> tuple[list[int | None], bool]:
-    """Run ``commands`` side by side, all logging to ``log_path``; stop them at ``deadline``.
+    """Run ``commands`` side by side, each appending to its log; stop them at ``deadline``.
 
     Returns their exit codes (None for those stopped) and whether the deadline stopped any.
     """
-    with log_path.open("a") as log:
-        processes = [_start(command, log, env) for command in commands]
+    files = [log.open("a") for log in logs]
+    try:
+        processes = [_start(command, file, env) for command, file in zip(commands, files)]
         try:
             while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -317,6 +333,9 @@ def run_until(
             timed_out = any(p.poll() is None for p in processes)
             for p in processes:
                 _stop(p)
+    finally:
+        for file in files:
+            file.close()
     return [None if timed_out and p.returncode < 0 else p.returncode for p in processes], timed_out
 
 
@@ -332,7 +351,9 @@ def run_environment(plan: Plan, outcome: Outcome) -> bool:
     """Versions and the GPU into environment.json; False (and the run stops) without a usable GPU."""
     started = time.monotonic()
     log = plan.out / "environment.log"
-    codes, timed_out = run_until([plan.environment_command()], log, stage_environment(plan), started + outcome.limit_s)
+    codes, timed_out = run_until(
+        [plan.environment_command()], [log], stage_environment(plan), started + outcome.limit_s
+    )
     if timed_out:
         _record(outcome, "timed out", started, "importing torch or querying the GPU did not finish")
     elif codes[0] == 3:
@@ -352,8 +373,15 @@ def run_tests(plan: Plan, outcome: Outcome) -> None:
     if plan.use_xdist:
         commands = [plan.test_command(["-n", str(plan.workers)])]
     else:
-        commands = [plan.test_command(shard) for shard in _shards(plan, env, log, deadline)]
-    codes, timed_out = run_until(commands, log, env, deadline)
+        commands = [plan.test_command([], shard) for shard in _shards(plan, env, log, deadline)]
+    # One log per process (pytest writes a test's id and its outcome separately), joined after.
+    logs = [log] if len(commands) == 1 else [plan.out / f"tests-{i}.log" for i in range(len(commands))]
+    codes, timed_out = run_until(commands, logs, env, deadline)
+    if len(logs) > 1:
+        with log.open("a") as joined:
+            for part in logs:
+                joined.write(part.read_text(errors="replace"))
+                part.unlink()
     counts = count_tests(log.read_text(errors="replace"))
     detail = ", ".join(f"{n} {word}" for word, n in counts.items()) or "no test outcome in tests.log"
     if timed_out:
@@ -364,7 +392,7 @@ def run_tests(plan: Plan, outcome: Outcome) -> None:
         _record(outcome, "ok", started, detail)
 
 
-def _shards(plan: Plan, env: dict[str, str], log: Path, deadline: float) -> list[list[str]]:
+def _shards(plan: Plan, env: dict[str, str], log: Path, deadline: float) -> list[list[str] | None]:
     """Without pytest-xdist: the collected tests dealt round-robin to ``plan.workers`` pytest processes.
 
     Neighbouring tests of one file are much alike, so dealing them out spreads the compile work.
@@ -382,7 +410,7 @@ def _shards(plan: Plan, env: dict[str, str], log: Path, deadline: float) -> list
     if returncode != 0 or not ids:
         with log.open("a") as out:
             out.write(f"=== gpu-check: collection failed (exit {returncode}); running pytest in one process\n")
-        return [[]]
+        return [None]
     count = min(plan.workers, len(ids))
     return [ids[i::count] for i in range(count)]
 
@@ -503,7 +531,7 @@ def run_tune(plan: Plan, outcome: Outcome) -> None:
     started = time.monotonic()
     (plan.out / "tune-shapes.json").write_text(json.dumps(plan.tune_shapes, indent=1) + "\n")
     codes, timed_out = run_until(
-        [plan.tune_command()], plan.out / "tune.log", stage_environment(plan), started + outcome.limit_s
+        [plan.tune_command()], [plan.out / "tune.log"], stage_environment(plan), started + outcome.limit_s
     )
     entries = len(tuning_entries(plan.out))
     if timed_out:
