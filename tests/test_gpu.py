@@ -84,10 +84,10 @@ def test_tf32_follows_the_cudnn_convolution_flag(precision_flags):
     TF32's bound when on, within IEEE float32's when off (forward, input and weight gradients)."""
     case = TF32_CASE
     x, w, b = make_inputs(case, torch.float32, "channels_last", requires_grad=True)
-    g = torch.randn(reference_forward(case, x, w, b).shape, dtype=torch.float64).to(x.device)
+    g = torch.randn(reference_forward(case, x, w, b).shape, device=x.device)  # float32: exact in float64 too
     leaves64 = [t.detach().double().requires_grad_() for t in (x, w)]
     y64 = reference_forward(case, *leaves64, b.detach().double())
-    expected = (y64, *torch.autograd.grad(y64, leaves64, g))
+    expected = (y64, *torch.autograd.grad(y64, leaves64, g.double()))
     pixels = g[0, 0].numel() * g.shape[0]
     reductions = (case.reduction, case.out_channels * math.prod(case.kernel), pixels)
 
@@ -96,7 +96,7 @@ def test_tf32_follows_the_cudnn_convolution_flag(precision_flags):
         torch.backends.cudnn.allow_tf32 = allow
         torch.set_float32_matmul_precision("highest" if allow else "high")  # the other way round
         y = triton_conv.conv2d(x, w, b, **case.kwargs())
-        results[allow] = (y, *torch.autograd.grad(y, [x, w], g.float()))
+        results[allow] = (y, *torch.autograd.grad(y, [x, w], g))
 
     for i, (name, reduction) in enumerate(zip(("forward", "input grad", "weight grad"), reductions)):
         tf32, ieee, want = results[True][i], results[False][i], expected[i]
