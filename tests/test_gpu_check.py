@@ -134,6 +134,8 @@ tests/test_forward.py::test_forward_table[2d-a-torch.float32] PASSED     [ 25%]
 [gw1] [100%] SKIPPED tests/test_bench.py::test_no_gpu_says_so
 =========================== short test summary info ============================
 FAILED tests/test_gpu.py::test_int64_offsets_direct_forward - AssertionError: forward, last rows
+============================= slowest 15 durations =============================
+12.50s call     tests/test_gpu.py::test_int64_offsets_direct_forward
 """
 
 
@@ -163,6 +165,7 @@ def test_summary_from_a_fake_run(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("# gpu-check: NVIDIA H200") and "torch 2.11.0" in summary
     assert "| tests | 210 | 12.5 | failed | 2 passed, 1 failed |" in summary
+    assert "- 12.50 call `tests/test_gpu.py::test_int64_offsets_direct_forward`" in summary
     assert (
         "2 passed, 1 failed, 1 skipped" in summary
         and "`tests/test_gpu.py::test_int64_offsets_direct_forward`" in summary

@@ -111,6 +111,7 @@ CUDA_ERROR = re.compile(r"CUDA error|illegal memory access|device-side assert")
 TEST_OUTCOME = re.compile(r"(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
 TEST_ID = re.compile(r"(tests/\S+::\S+)")
 COLLECTION_ERROR = re.compile(r"ERROR (tests/\S+\.py)")
+DURATION_LINE = re.compile(r"^(\d+\.\d+)s (setup|call|teardown) +(tests/\S+)", re.MULTILINE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,6 +718,10 @@ def _tests_section(out: Path) -> str:
         lines += ["", f"Failed or erroring ({len(failed)}; tracebacks in tests.log):", ""]
         lines += [f"- `{test_id}`" for test_id in failed[:60]]
         lines += [f"- ... and {len(failed) - 60} more"] if len(failed) > 60 else []
+    slowest = DURATION_LINE.findall(text)
+    if slowest:
+        lines += ["", "Slowest (seconds, phase, test; compile time included):", ""]
+        lines += [f"- {seconds} {phase} `{test_id}`" for seconds, phase, test_id in slowest[:10]]
     return "\n".join(lines)
 
 
