@@ -45,6 +45,14 @@ def test_dry_run_lists_stages_limits_and_tests(tmp_path, capsys, quick):
     assert not out.exists(), "a dry run wrote its output folder"
 
 
+def test_tune_reads_the_suite_shapes(tmp_path, capsys):
+    path = tmp_path / "tune-shapes.json"
+    path.write_text(json.dumps(gpu_check.tune_shapes(None)))
+    assert main(["tune", "--shapes", str(path), "--backward", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "forward:bfloat16:ieee:cl:" in out and out.strip().split("\n")[-1].startswith("28 problems")
+
+
 # ---------------------------------------------------------------- the benchmark watchdog
 
 # Prints what `triton-conv bench` prints per shape of its --shape list; hangs on shape 2 and

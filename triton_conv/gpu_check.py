@@ -86,11 +86,14 @@ class BenchRound:
 
 
 # Most telling first: the class verdicts need bfloat16 in channels-last (and contiguous for the
-# 1-D class); float16, TF32 and the other layout come after.
+# 1-D class) and judge F, D, W and E; forward+backward, float16, TF32 and the other layout follow.
 CONTIGUOUS_1D = "bfloat16, contiguous, the 1-D class"
 FULL_BENCH_ROUNDS = (
-    BenchRound("bfloat16, channels-last, every shape", ("--dtype", "bfloat16", "--layout", "channels_last")),
+    BenchRound("bfloat16, channels-last, every shape", ("--dtype", "bfloat16", "--layout", "channels_last",
+               "--pass", "F,D,W,E")),
     BenchRound(CONTIGUOUS_1D, ("--dtype", "bfloat16", "--layout", "contiguous", "--class", "conv1d_ncl")),
+    BenchRound("bfloat16 forward+backward, channels-last", ("--dtype", "bfloat16", "--layout", "channels_last",
+               "--pass", "FB")),
     BenchRound("float16 and TF32, channels-last", ("--dtype", "float16,tf32", "--layout", "channels_last")),
     BenchRound("bfloat16, contiguous, the other shapes", ("--dtype", "bfloat16", "--layout", "contiguous"),
                after=CONTIGUOUS_1D),
