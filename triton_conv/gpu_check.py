@@ -65,8 +65,9 @@ class Limits:
 
 # The whole run within 8 minutes on an H200, --quick within 3 (GPU start-up not counted; the
 # summary, rewritten after every stage, takes a second or two).
-FULL = Limits(environment=30, tests=210, bench=170, tune=70, bench_shape=75)
-QUICK = Limits(environment=20, tests=70, bench=65, tune=25, bench_shape=40)
+# The first import of torch on a fresh machine reads a cold disk: the environment stage has room.
+FULL = Limits(environment=45, tests=200, bench=165, tune=70, bench_shape=75)
+QUICK = Limits(environment=30, tests=65, bench=60, tune=25, bench_shape=40)
 
 # The CUDA test selection: everything but the compile-for-sm_90/sm_80 tests, which need no GPU
 # (CI runs them) and would take CPU time from the compiles the GPU tests need.
@@ -352,7 +353,8 @@ def _record(outcome: Outcome, status: str, started: float, detail: str = "") -> 
 
 
 def run_environment(plan: Plan, outcome: Outcome) -> bool:
-    """Versions and the GPU into environment.json; False (and the run stops) without a usable GPU."""
+    """Versions and the GPU into environment.json; False (and the run stops) only when torch says
+    there is no GPU: any other failure here may spare the stages after it."""
     started = time.monotonic()
     log = plan.out / "environment.log"
     codes, timed_out = run_until(
@@ -366,7 +368,7 @@ def run_environment(plan: Plan, outcome: Outcome) -> bool:
         _record(outcome, "failed", started, f"exit {codes[0]}: see environment.log")
     else:
         _record(outcome, "ok", started)
-    return outcome.status == "ok"
+    return codes[0] != 3
 
 
 def run_tests(plan: Plan, outcome: Outcome) -> None:
