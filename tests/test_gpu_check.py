@@ -195,6 +195,11 @@ def test_summary_of_a_run_that_stopped_early(tmp_path):
     text = gpu_check.write_summary(tmp_path).read_text()
     assert "| environment |" in text and "Not run." in text and "No key was tuned." in text
     assert "No GPU rows in results.csv." in text
+    # A section that cannot be written is named; the others still are.
+    (tmp_path / "tuning-cache").mkdir()
+    (tmp_path / "tuning-cache" / "x.json").write_text(json.dumps({"entries": {"forward:k": 3}}))
+    text = gpu_check.write_summary(tmp_path).read_text()
+    assert "(tuning_section not written: AttributeError" in text and "## Committing this run" in text
 
 
 def test_summarize_a_missing_folder_is_an_error(tmp_path, capsys):

@@ -14,7 +14,8 @@ written to the output folder as it happens:
   tuning-cache/      the autotuning winners (``TRITON_CONV_CACHE_DIR``)
   tune.log           the tuning progress and, if it finished, its table
   stages.json        every stage's commands, limit, outcome and time (rewritten after each stage)
-  summary.md         stages, test outcomes, per-class ratios to cuDNN, tuning winners
+  summary.md         stages, test outcomes, per-class ratios to cuDNN, tuning winners (rewritten
+                     after each stage, as is performance.md)
   performance.md     docs/performance.md regenerated from results.csv
 
 The benchmark runs the heuristic tiles (no autotuning inside its time limit); the tuning stage
@@ -555,7 +556,7 @@ def _stages(plan: Plan) -> list[tuple[Outcome, Callable[[Plan, Outcome], bool | 
     tests = [shlex.join(plan.test_command(["-n", str(plan.workers)] if plan.use_xdist else []))]
     if not plan.use_xdist:
         tests[0] += f"  (pytest-xdist missing: the collected tests dealt to {plan.workers} such processes)"
-    stages = [
+    return [
         (Outcome("environment", "GPU and versions into environment.json", limits.environment,
                  [shlex.join(plan.environment_command()[:2]) + " <script> environment.json"]), run_environment),
         (Outcome("tests", "the test suite on CUDA (bfloat16, float16, TF32, int64, graphs, 8 warps...)", limits.tests,
@@ -566,7 +567,6 @@ def _stages(plan: Plan) -> list[tuple[Outcome, Callable[[Plan, Outcome], bool | 
         (Outcome("tune", f"autotune {len(plan.tune_shapes)} suite shapes (forward and gradients)", limits.tune,
                  [shlex.join(plan.tune_command())]), run_tune),
     ]  # fmt: skip
-    return stages
 
 
 def write_stages(plan: Plan, started_at: str) -> None:
@@ -671,12 +671,12 @@ def tuning_entries(out: Path) -> dict[str, dict[str, object]]:
 
 def write_summary(out: Path) -> Path:
     """summary.md (and, from results.csv, performance.md) in the output folder ``out``."""
-    sections = [_heading(out), _stage_table(out), _tests_section(out)]
-    try:
-        sections.append(_bench_section(out))
-    except Exception as error:  # a summary must come out of any run, however broken
-        sections.append(f"## Benchmark\n\nThe results could not be summarised: {type(error).__name__}: {error}")
-    sections += [_tuning_section(out), _commit_section(out)]
+    sections = []
+    for section in (_heading, _stage_table, _tests_section, _bench_section, _tuning_section, _commit_section):
+        try:
+            sections.append(section(out))
+        except Exception as error:  # a summary must come out of any run, however broken
+            sections.append(f"({section.__name__.strip('_')} not written: {type(error).__name__}: {error})")
     path = out / "summary.md"
     path.write_text("\n\n".join(sections) + "\n")
     return path
