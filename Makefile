@@ -14,7 +14,7 @@ TRITON36_PINS := triton==3.6.0 'numpy<2.4'
 # make bench ARGS=--smoke (or --static, --report CSV); with no ARGS it needs a CUDA GPU.
 ARGS ?=
 
-.PHONY: demo test test-triton36 test-gpu test-thorough bench lint format clean
+.PHONY: demo test test-triton36 test-gpu test-thorough bench gpu-check lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,20 @@ test-gpu:
 # The benchmark suite; --smoke runs it through the interpreter (it sets TRITON_INTERPRET=1 itself).
 bench: $(STAMP)
 	$(VENV)/bin/triton-conv bench $(ARGS)
+
+# A CUDA machine with torch and triton preinstalled and no package index: install this checkout
+# alone into $(PYTHON) (no venv, no dependencies), then test, benchmark and tune within 8 minutes
+# into gpu-check-out/<UTC time>/ (ARGS=--quick: 3 minutes; ARGS="--out DIR"). On any machine,
+# ARGS=--dry-run lists the stages, their commands and limits, and the CUDA tests (from .venv).
+GPU_CHECK_INSTALL = $(PYTHON) -m pip install --no-index --no-deps --no-build-isolation -e .
+ifneq (,$(findstring --dry-run,$(ARGS)))
+gpu-check: $(STAMP)
+	$(VENV)/bin/triton-conv gpu-check $(ARGS)
+else
+gpu-check:
+	$(GPU_CHECK_INSTALL) || PIP_BREAK_SYSTEM_PACKAGES=1 $(GPU_CHECK_INSTALL)
+	$(PYTHON) -m triton_conv.cli gpu-check $(ARGS)
+endif
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PASS",
         help="F, D, W, FB, E (fused epilogue); --static: F, D, W",
     )
-    parser.add_argument("--layout", action="append", metavar="LAYOUT", help=f"--static: {', '.join(LAYOUTS)}")
+    parser.add_argument("--layout", action="append", metavar="LAYOUT", help=f"{', '.join(LAYOUTS)} (default: both)")
     parser.add_argument("--dump", type=Path, metavar="DIR", help="--static: write TTGIR, PTX, SASS and index.json")
     parser.add_argument("--csv", type=Path, help="results CSV to append to (or, with --write-docs, to read)")
     parser.add_argument("--plots", action="store_true", help="also draw PNG plots into perf/plots/ (needs matplotlib)")
@@ -168,7 +168,8 @@ def _measure(args: argparse.Namespace, device: torch.device) -> int:
     env = Environment.detect(device)
     if smoke:
         print("SMOKE RUN: tiny shapes on CPU through Triton's interpreter; times are wall clock, NOT a speed.")
-    rows = run_jobs(jobs, env, csv_path)
+    layouts = tuple(layout for layout in LAYOUTS if layout in _split(args.layout)) or LAYOUTS
+    rows = run_jobs(jobs, env, csv_path, layouts=layouts)
     print(f"\n{len(rows)} rows appended to {csv_path}\n")
     print(markdown_report(rows))
     if args.plots:

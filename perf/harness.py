@@ -451,6 +451,8 @@ def run_jobs(
     run = Run(env, timer, ceilings, _now())
     rows = []
     for job in jobs:
+        # One line as each shape starts: what a watchdog (triton-conv gpu-check) times shapes by.
+        log(f"shape {job.shape.number} {job.shape.name} {job.dtype}: {' '.join(job.passes)}")
         dtype = DTYPES[job.dtype]
         operands = Operands.random(job.shape, dtype, env.device)
         expected = reference_outputs(job.shape, operands, job.passes)

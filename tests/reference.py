@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import triton_conv
 
 THOROUGH = os.environ.get("TRITON_CONV_THOROUGH") == "1"
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# TRITON_CONV_TEST_DEVICE=cuda collects the CUDA test set on a machine without one (gpu-check --dry-run).
+DEVICE = os.environ.get("TRITON_CONV_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 # The interpreter's bfloat16 dot is wrong, so bfloat16 runs on CUDA only.
 DTYPES = [torch.float32, torch.float64, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
 LAYOUTS = ["contiguous", "channels_last", "strided_view", "permuted"]

@@ -98,7 +98,7 @@ def test_weight_grad_split_k_is_exact_and_deterministic(split_k):
     case = CASES[21]
     x, w, b = make_inputs(case, torch.float64)
     spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
-    dy = torch.randn(spec.out_shape, dtype=torch.float64)
+    dy = torch.randn(spec.out_shape, dtype=torch.float64, device=x.device)
     results = []
     for cfg in (KernelConfig(16, 16, 16, 2, 2, 1), KernelConfig(16, 16, 16, 2, 2, split_k)):
         dw, db = torch.empty_like(w), torch.empty_like(b)

@@ -238,10 +238,12 @@ def test_filters_select_jobs():
     assert [j.dtype for j in jobs] == ["float32", "float16"]
     assert jobs[0].shape == smoke_shape(SHAPES_BY_NUMBER[2]) and jobs[0].passes == ("F", "D", "W", "FB", "E")
     assert cli.run(_args("--shape", "99")) == 2 and cli.run(_args("--dtype", "float32")) == 2
+    assert cli.run(_args("--layout", "nhwc")) == 2
 
 
 def test_smoke_argv_round_trips():
-    args = _args("--smoke", "--shape", "2,3", "--class", "grouped", "--dtype", "float16", "--pass", "F", "--plots")
+    args = _args("--smoke", "--shape", "2,3", "--class", "grouped", "--dtype", "float16", "--pass", "F", "--layout",
+                 "contiguous", "--plots")  # fmt: skip
     rebuilt = _args(*cli._argv(args, "--smoke"))
     assert vars(rebuilt) == vars(args)
 

@@ -13,7 +13,7 @@ from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.spec import conv_spec
 
 from .cases import CASES
-from .reference import ConvCase
+from .reference import DEVICE, ConvCase
 from .test_backward import _check_backward
 from .test_forward import _check_forward
 
@@ -83,8 +83,8 @@ def test_direct_split_k_matches_single_split():
     module = importlib.import_module("triton_conv.kernels.direct")
     case = next(c for c in CASES if c.groups == c.in_channels and c.ndim == 3)
     spec, x, w = _spec(case)
-    x, w = torch.randn_like(x, dtype=torch.float64), torch.randn_like(w, dtype=torch.float64)
-    dy = torch.randn(spec.out_shape, dtype=torch.float64)
+    x, w = (torch.randn_like(t, dtype=torch.float64, device=DEVICE) for t in (x, w))
+    dy = torch.randn(spec.out_shape, dtype=torch.float64, device=DEVICE)
     one, three = torch.empty_like(w), torch.empty_like(w)
     module.direct_weight_grad(dy, x, spec, one, None, split_k=1)
     module.direct_weight_grad(dy, x, spec, three, None, split_k=3)

@@ -20,7 +20,7 @@ def _run(case, activation, with_residual, layout="contiguous"):
     ref_out = reference_forward(case, x, w, b)
     residual = None
     if with_residual:
-        residual = in_layout(torch.randn(ref_out.shape, dtype=torch.float64), layout).requires_grad_()
+        residual = in_layout(torch.randn(ref_out.shape, dtype=torch.float64, device=x.device), layout).requires_grad_()
     y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), activation=activation, residual=residual)
     expected = TORCH_ACTIVATIONS[activation or "none"](ref_out + residual if with_residual else ref_out)
     assert_close(y, expected, torch.float64, case.reduction, f"fused forward {activation}")
@@ -49,7 +49,7 @@ def test_fused_channels_last_and_strided_residual(case):
 def test_fused_unbatched():
     case = CASES[10]
     x, w, b = make_inputs(case, torch.float64)
-    r = torch.randn(reference_forward(case, x, w, b).shape[1:], dtype=torch.float64)
+    r = torch.randn(reference_forward(case, x, w, b).shape[1:], dtype=torch.float64, device=x.device)
     y = triton_conv.conv2d(x[0], w, b, **case.kwargs(), activation="gelu", residual=r)
     expected = torch.nn.functional.gelu(reference_forward(case, x, w, b)[0] + r)
     assert_close(y, expected, torch.float64, case.reduction, "unbatched fused")

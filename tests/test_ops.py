@@ -122,7 +122,9 @@ def test_aten_fallback_matches_kernels(case, monkeypatch):
 
     def run():
         x, w, b = make_inputs(case, torch.float64, "channels_last", requires_grad=True)
-        r = torch.randn(reference_forward(case, x, w, b).shape, dtype=torch.float64, requires_grad=True)
+        r = torch.randn(
+            reference_forward(case, x, w, b).shape, dtype=torch.float64, device=x.device, requires_grad=True
+        )
         y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), activation="gelu", residual=r)
         return (y, *torch.autograd.grad(y, [x, w, b, r], torch.ones_like(y)))
 

@@ -226,6 +226,18 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _progress(problems: list[ConvProblem]) -> Iterable[ConvProblem]:
+    """A tqdm bar where tqdm is installed; otherwise one flushed line per problem (GPU images may lack tqdm)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        for number, problem in enumerate(problems, 1):
+            print(f"tuning {number}/{len(problems)}: {problem.describe()}", flush=True)
+            yield problem
+        return
+    yield from tqdm(problems, desc="tuning", unit="problem")
+
+
 def _tune(problem: ConvProblem, backward: bool) -> None:
     """Run the problem's convolution (and gradients) on the GPU; selection tunes what is missing."""
     from .. import functional
@@ -258,15 +270,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from tqdm import tqdm
-
     from . import select
 
     previous = os.environ.get(select.AUTOTUNE_ENV)
     os.environ[select.AUTOTUNE_ENV] = "exhaustive" if args.exhaustive else "first_use"
     rows = []
     try:
-        for problem in tqdm(problems, desc="tuning", unit="problem"):
+        for problem in _progress(problems):
             start = len(select.tuning_log)
             _tune(problem, args.backward)
             for record in select.tuning_log[start:]:
