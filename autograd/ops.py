@@ -48,19 +48,19 @@ def _empty(shape: Sequence[int], like: torch.Tensor, memory_format: torch.memory
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
-def _pad_trailing(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
-    """Zero-pad the extra trailing amount of asymmetric padding, so that aten sees symmetric pads."""
-    widths = spec.pad_widths(leading=False)
+def _pad(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    """Zero-pad the input explicitly (negative trailing padding crops), so that aten sees no padding."""
+    widths = spec.pad_widths()
     return F.pad(input, widths) if any(widths) else input
 
 
 def _aten_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
     return torch.ops.aten.convolution(
-        _pad_trailing(input, spec),
+        _pad(input, spec),
         weight,
         bias,
         spec.spatial(spec.stride),
-        spec.spatial(spec.pad_lo),
+        [0] * spec.ndim,
         spec.spatial(spec.dilation),
         False,
         [0] * spec.ndim,
@@ -73,11 +73,11 @@ def _aten_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad_output,
-        _pad_trailing(input, spec),
+        _pad(input, spec),
         weight,
         [spec.out_channels],
         spec.spatial(spec.stride),
-        spec.spatial(spec.pad_lo),
+        [0] * spec.ndim,
         spec.spatial(spec.dilation),
         False,
         [0] * spec.ndim,
@@ -85,8 +85,8 @@ def _aten_backward(
         mask,
     )
     if grad_input is not None:
-        # Back to the input's size: drop the trailing pad, or zero-fill what a negative one cropped.
-        grad_input = F.pad(grad_input, [-width for width in spec.pad_widths(leading=False)])
+        # Back to the input's size: drop the padding, and zero-fill what negative padding cropped.
+        grad_input = F.pad(grad_input, [-width for width in spec.pad_widths()])
     return grad_input, grad_weight, grad_bias
 
 

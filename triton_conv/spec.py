@@ -104,12 +104,11 @@ class ConvSpec:
         """Padding as the custom ops take it: the ``ndim`` leading pads, then the trailing ones."""
         return [*self.spatial(self.pad_lo), *self.spatial(self.pad_hi)]
 
-    def pad_widths(self, leading: bool = True) -> list[int]:
-        """``F.pad``'s pad list (last dimension first): the whole padding, or only the extra
-        trailing amount of asymmetric padding when ``leading`` is False."""
+    def pad_widths(self) -> list[int]:
+        """``F.pad``'s pad list (last dimension first) for the whole padding (negative crops)."""
         widths: list[int] = []
         for lo, hi in zip(reversed(self.spatial(self.pad_lo)), reversed(self.spatial(self.pad_hi))):
-            widths += [lo, hi] if leading else [0, hi - lo]
+            widths += [lo, hi]
         return widths
 
 
