@@ -22,6 +22,7 @@ from triton_conv.spec import conv_transpose_spec
 from triton_conv.tuning.configs import candidate_configs
 
 from .reference import DEVICE, THOROUGH, in_layout, relative_error, tolerance
+from .test_ops import _loss_and_grads
 
 pytestmark = pytest.mark.transpose
 
@@ -249,11 +250,6 @@ class _Decoder(nn.Module):
         return triton_conv.conv_transpose2d(y, self.w2, None, stride=2)
 
 
-def _loss_and_grads(model, x):
-    loss = model(x).square().sum()
-    return loss, torch.autograd.grad(loss, [x, *model.parameters()])
-
-
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"] if THOROUGH else ["aot_eager"])
 def test_compile_fullgraph_matches_eager(backend):
     torch._dynamo.reset()
@@ -460,3 +456,27 @@ def test_fused_transposed_launch_compiles(direct, dtype, arch, gpu_tiles):
     info = compile_launch(_fused_launch(direct, dtype), arch)
     assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], f"shared memory over the sm_{arch} limit: {info}"
     assert info.spill_bytes == 0, f"register spills: {info}"
+
+
+class _ScaledUp(nn.ConvTranspose2d):
+    """Keeps torch's forward: converted with include_subclasses."""
+
+
+class _OwnForward(nn.ConvTranspose2d):
+    """Calls F.conv_transpose2d in its own forward: nothing for triton_conv to route, left alone."""
+
+    def forward(self, input, output_size=None):
+        return 2 * super().forward(input, output_size)
+
+
+def test_convert_transposed_subclasses():
+    model = nn.Sequential(_ScaledUp(4, 2, 3, stride=2), _OwnForward(2, 2, 1)).double()
+    reference = [m.weight.detach().clone() for m in model]
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    expected = model(x)
+    triton_conv.convert_model(model, include_subclasses=True)
+    assert isinstance(model[0], _ScaledUp) and isinstance(model[0], triton_conv.modules._TritonConvTransposeMixin)
+    assert type(model[1]) is _OwnForward
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+    triton_conv.revert_model(model)
+    assert type(model[0]) is _ScaledUp and all(torch.equal(m.weight, w) for m, w in zip(model, reference))

@@ -137,33 +137,30 @@ class ConvTranspose3d(_TritonConvTransposeMixin, nn.ConvTranspose3d):
     _ndim = 3
 
 
-_TORCH_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {
-    nn.Conv1d: Conv1d,
-    nn.Conv2d: Conv2d,
-    nn.Conv3d: Conv3d,
+# The convolutions (what fusion.py fuses), and every class convert_model swaps.
+_TORCH_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.Conv3d: Conv3d}
+_TRANSPOSED_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {
     nn.ConvTranspose1d: ConvTranspose1d,
     nn.ConvTranspose2d: ConvTranspose2d,
     nn.ConvTranspose3d: ConvTranspose3d,
 }
-_TRITON_TO_TORCH = {v: k for k, v in _TORCH_TO_TRITON.items()}
+_CONVERTED = {**_TORCH_TO_TRITON, **_TRANSPOSED_TO_TRITON}
+_TRITON_TO_TORCH = {v: k for k, v in _CONVERTED.items()}
 _subclass_cache: dict[type[nn.Module], type[nn.Module]] = {}
 
 
 def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Module] | None:
     """The triton_conv class for a module class, or None to leave the module alone."""
-    if cls in _TORCH_TO_TRITON:
-        return _TORCH_TO_TRITON[cls]
+    if cls in _CONVERTED:
+        return _CONVERTED[cls]
     if not include_subclasses or issubclass(cls, _TritonConvMixin | _TritonConvTransposeMixin):
         return None
-    base = next((b for b in _TORCH_TO_TRITON if issubclass(cls, b)), None)
+    base = next((b for b in _CONVERTED if issubclass(cls, b)), None)
     # A transposed subclass with its own forward calls F.conv_transpose* itself: nothing to route.
-    if base is None or (
-        issubclass(base, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d)
-        and cls.forward is not base.forward
-    ):
+    if base is None or (base in _TRANSPOSED_TO_TRITON and cls.forward is not base.forward):
         return None
     if cls not in _subclass_cache:
-        triton_base = _TORCH_TO_TRITON[base]
+        triton_base = _CONVERTED[base]
         mixin = next(b for b in triton_base.__bases__ if b in (_TritonConvMixin, _TritonConvTransposeMixin))
         routing = {
             k: v for k, v in vars(triton_base).items() if k in ("_triton_conv", "_triton_conv_transpose", "_ndim")

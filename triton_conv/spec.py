@@ -187,6 +187,32 @@ def _check_tensors(name: str, input: torch.Tensor, weight: torch.Tensor, bias: t
             )
 
 
+def _batched_input_shape(
+    name: str, input: torch.Tensor, weight: torch.Tensor, ndim: int, weight_channels: str
+) -> tuple[int, ...]:
+    """The input's shape with a batch of 1 prepended if unbatched, after checking both ranks."""
+    if input.dim() not in (ndim + 1, ndim + 2):
+        raise RuntimeError(
+            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {name}, "
+            f"but got input of size: {_fmt(input.shape)}"
+        )
+    if weight.dim() != ndim + 2:
+        raise RuntimeError(
+            f"{name}(): expected weight to be {ndim + 2}-dimensional "
+            f"({weight_channels}, *kernel_size), but got weight of size {_fmt(weight.shape)}"
+        )
+    return tuple(input.shape) if input.dim() == ndim + 2 else (1, *input.shape)
+
+
+def _check_positive(name: str, stride: Sequence[int], dilation: Sequence[int], groups: int) -> None:
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"{name}(): non-positive stride is not supported, got stride={list(stride)}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"{name}(): dilation should be greater than zero, got dilation={list(dilation)}")
+    if groups <= 0:
+        raise RuntimeError(f"{name}(): non-positive groups is not supported, got groups={groups}")
+
+
 def conv_spec(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -211,25 +237,8 @@ def conv_spec(
     if not isinstance(padding, str):
         pad_lo = pad_hi = _expand(name, "padding", padding, ndim)
 
-    if input.dim() not in (ndim + 1, ndim + 2):
-        raise RuntimeError(
-            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {name}, "
-            f"but got input of size: {_fmt(input.shape)}"
-        )
-    batched = input.dim() == ndim + 2
-    in_shape = tuple(input.shape) if batched else (1, *input.shape)
-    if weight.dim() != ndim + 2:
-        raise RuntimeError(
-            f"{name}(): expected weight to be {ndim + 2}-dimensional "
-            f"(out_channels, in_channels/groups, *kernel_size), but got weight of size {_fmt(weight.shape)}"
-        )
-
-    if any(s <= 0 for s in stride_t):
-        raise RuntimeError(f"{name}(): non-positive stride is not supported, got stride={list(stride_t)}")
-    if any(d <= 0 for d in dilation_t):
-        raise RuntimeError(f"{name}(): dilation should be greater than zero, got dilation={list(dilation_t)}")
-    if groups <= 0:
-        raise RuntimeError(f"{name}(): non-positive groups is not supported, got groups={groups}")
+    in_shape = _batched_input_shape(name, input, weight, ndim, "out_channels, in_channels/groups")
+    _check_positive(name, stride_t, dilation_t, groups)
 
     kernel = tuple(weight.shape[2:])
     if isinstance(padding, str):
@@ -458,21 +467,8 @@ def conv_transpose_spec(
     dilation_t = _expand(name, "dilation", dilation, ndim)
     groups = _as_int(name, "groups", groups)
 
-    if input.dim() not in (ndim + 1, ndim + 2):
-        raise RuntimeError(
-            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {name}, "
-            f"but got input of size: {_fmt(input.shape)}"
-        )
-    in_shape = tuple(input.shape) if input.dim() == ndim + 2 else (1, *input.shape)
-    if weight.dim() != ndim + 2:
-        raise RuntimeError(
-            f"{name}(): expected weight to be {ndim + 2}-dimensional "
-            f"(in_channels, out_channels/groups, *kernel_size), but got weight of size {_fmt(weight.shape)}"
-        )
-    if any(s <= 0 for s in stride_t):
-        raise RuntimeError(f"{name}(): non-positive stride is not supported, got stride={list(stride_t)}")
-    if any(d <= 0 for d in dilation_t):
-        raise RuntimeError(f"{name}(): dilation should be greater than zero, got dilation={list(dilation_t)}")
+    in_shape = _batched_input_shape(name, input, weight, ndim, "in_channels, out_channels/groups")
+    _check_positive(name, stride_t, dilation_t, groups)
     if any(p < 0 for p in padding_t):
         raise RuntimeError(f"{name}(): negative padding is not supported, got padding={list(padding_t)}")
     if any(op < 0 for op in output_padding_t):
@@ -484,8 +480,6 @@ def conv_transpose_spec(
             f"{name}(): output padding must be smaller than either stride or dilation, but got "
             f"output_padding={list(output_padding_t)}, stride={list(stride_t)}, dilation={list(dilation_t)}"
         )
-    if groups <= 0:
-        raise RuntimeError(f"{name}(): non-positive groups is not supported, got groups={groups}")
 
     in_channels = weight.shape[0]
     if in_channels < groups or in_channels % groups != 0:
