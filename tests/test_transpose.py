@@ -21,7 +21,7 @@ from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.spec import conv_transpose_spec
 from triton_conv.tuning.configs import candidate_configs
 
-from .reference import DEVICE, THOROUGH, in_layout, relative_error, tolerance
+from .reference import DEVICE, DTYPES, THOROUGH, in_layout, relative_error, tolerance
 from .test_ops import _loss_and_grads
 
 pytestmark = pytest.mark.transpose
@@ -130,6 +130,10 @@ def check_case(case: TCase, dtype: torch.dtype, layout: str = "contiguous", **ep
         activation = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}[epilogue["activation"]]
         reference = activation(reference + residual.double())
     y = OUR_T[case.ndim](x, w, b, **case.kwargs(), residual=residual, **epilogue)
+    # torch's rule: a channels-last output when the input or the weight is channels-last.
+    if layout == "channels_last" and case.ndim > 1:
+        expected_format = torch.channels_last if case.ndim == 2 else torch.channels_last_3d
+        assert y.is_contiguous(memory_format=expected_format)
     dy = in_layout(torch.randn(reference.shape, dtype=torch.float64).to(dtype).to(DEVICE), layout)
     ours = torch.autograd.grad(y, leaves, dy)
     expected = torch.autograd.grad(reference, leaves, dy.double())
@@ -168,9 +172,20 @@ def test_layouts(case, layout):
     check_case(case, torch.float64, layout)
 
 
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d.itemsize == 2], ids=str)
 @pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET[1:3], ids=lambda c: c.id)
-def test_float16(case):
-    check_case(case, torch.float16)
+def test_half(case, dtype):
+    check_case(case, dtype)
+
+
+def test_complex_runs_torch_and_integers_are_rejected():
+    x = torch.randn(1, 4, 5, dtype=torch.complex128)
+    w = torch.randn(4, 2, 3, dtype=torch.complex128)
+    with pytest.warns(UserWarning, match="complex128 runs torch's convolution"):
+        ours = triton_conv.conv_transpose1d(x, w, stride=2, output_padding=1)
+    torch.testing.assert_close(ours, F.conv_transpose1d(x, w, stride=2, output_padding=1))
+    with pytest.raises(RuntimeError, match=r"conv_transpose1d\(\): .*float.* but got input of dtype torch.int64"):
+        triton_conv.conv_transpose1d(x.real.long(), w.real.long())
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
