@@ -48,19 +48,19 @@ def _empty(shape: Sequence[int], like: torch.Tensor, memory_format: torch.memory
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
-def _pad_trailing(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
-    """Zero-pad the extra trailing amount of asymmetric padding, so that aten sees symmetric pads."""
-    widths = spec.pad_widths(leading=False)
+def _pad(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    """Zero-pad the input explicitly (negative trailing padding crops), so that aten sees no padding."""
+    widths = spec.pad_widths()
     return F.pad(input, widths) if any(widths) else input
 
 
 def _aten_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
     return torch.ops.aten.convolution(
-        _pad_trailing(input, spec),
+        _pad(input, spec),
         weight,
         bias,
         spec.spatial(spec.stride),
-        spec.spatial(spec.pad_lo),
+        [0] * spec.ndim,
         spec.spatial(spec.dilation),
         False,
         [0] * spec.ndim,
@@ -73,11 +73,11 @@ def _aten_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad_output,
-        _pad_trailing(input, spec),
+        _pad(input, spec),
         weight,
         [spec.out_channels],
         spec.spatial(spec.stride),
-        spec.spatial(spec.pad_lo),
+        [0] * spec.ndim,
         spec.spatial(spec.dilation),
         False,
         [0] * spec.ndim,
@@ -85,8 +85,8 @@ def _aten_backward(
         mask,
     )
     if grad_input is not None:
-        for dim, size in enumerate(input.shape[2:], start=2):
-            grad_input = grad_input.narrow(dim, 0, size)
+        # Back to the input's size: drop the padding, and zero-fill what negative padding cropped.
+        grad_input = F.pad(grad_input, [-width for width in spec.pad_widths()])
     return grad_input, grad_weight, grad_bias
 
 
@@ -95,12 +95,19 @@ def _aten_backward(
 
 
 def _empty_pre_activation(
-    spec: ConvSpec, activation: str, like: torch.Tensor, memory_format: torch.memory_format
+    out_shape: Sequence[int], activation: str, like: torch.Tensor, memory_format: torch.memory_format
 ) -> torch.Tensor:
     """The saved pre-activation: output-shaped where the backward needs it, else empty."""
     if activation in NEEDS_PRE_ACTIVATION:
-        return _empty(spec.out_shape, like, memory_format)
+        return _empty(out_shape, like, memory_format)
     return _empty([0], like, torch.contiguous_format)
+
+
+def saved_for_activation(activation: str, out: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor | None:
+    """What the activation's derivative reads in the backward: the pre-activation, the output, or nothing."""
+    if activation == "none":
+        return None
+    return pre_activation if activation in NEEDS_PRE_ACTIVATION else out
 
 
 @torch.library.custom_op("triton_conv::conv_forward", mutates_args=())
@@ -120,7 +127,7 @@ def conv_forward(
     spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     fmt = output_memory_format(input, weight)
     out = _empty(spec.out_shape, input, fmt)
-    pre_activation = _empty_pre_activation(spec, activation, input, fmt)
+    pre_activation = _empty_pre_activation(spec.out_shape, activation, input, fmt)
     if _use_kernels(input):
         saved = pre_activation if pre_activation.numel() else None
         dispatch.forward(input, weight, bias, spec, out, Epilogue(activation, residual, saved))
@@ -147,7 +154,7 @@ def _(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     fmt = output_memory_format(input, weight)
-    return _empty(spec.out_shape, input, fmt), _empty_pre_activation(spec, activation, input, fmt)
+    return _empty(spec.out_shape, input, fmt), _empty_pre_activation(spec.out_shape, activation, input, fmt)
 
 
 def conv(
@@ -299,10 +306,8 @@ def _save_geometry(
 
 def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
-    out, pre_activation = output
     ctx.activation = activation
-    saved_for_activation = pre_activation if activation in NEEDS_PRE_ACTIVATION else out
-    ctx.save_for_backward(input, weight, saved_for_activation if activation != "none" else None)
+    ctx.save_for_backward(input, weight, saved_for_activation(activation, *output))
     ctx.channels_last = output_memory_format(input, weight) != torch.contiguous_format
     _save_geometry(ctx, stride, padding, dilation, groups)
 

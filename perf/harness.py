@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
+from triton_conv.autograd import conv as convolution_op
 from triton_conv.autograd import conv_input_grad, conv_weight_grad
 
 import triton_conv
@@ -40,6 +41,12 @@ SMOKE_CSV = RESULTS_DIR / "smoke.csv"
 
 TRITON_CONV = {1: triton_conv.conv1d, 2: triton_conv.conv2d, 3: triton_conv.conv3d}
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+TRITON_CONV_TRANSPOSE = {
+    1: triton_conv.conv_transpose1d,
+    2: triton_conv.conv_transpose2d,
+    3: triton_conv.conv_transpose3d,
+}
+TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 Outputs = dict[str, torch.Tensor]
 
 
@@ -251,8 +258,7 @@ class Operands:
         """float64 operands holding values exactly representable in ``dtype``, for the reference."""
         # Random normals, never zeros: an all-zero operand lets a wrong kernel pass the check.
         generator = torch.Generator(device=device).manual_seed(seed)
-        spec = shape.geometry()
-        reduction = spec.in_channels_per_group * spec.taps
+        reduction = reduction_length(shape, "F")
 
         def values(size: tuple[int, ...], scale: float = 1.0) -> torch.Tensor:
             t = torch.randn(size, generator=generator, device=device, dtype=torch.float64) * scale
@@ -263,7 +269,7 @@ class Operands:
             x=values(shape.input_shape()),
             w=values(shape.weight_shape(), 1 / math.sqrt(reduction)),
             b=values((shape.out_channels,)),
-            dy=values(spec.out_shape),
+            dy=values(shape.output_shape()),
         )
 
     def cast(self, dtype: torch.dtype, layout: str) -> Operands:
@@ -271,15 +277,26 @@ class Operands:
 
 
 def conv_arguments(shape: SuiteShape) -> dict[str, object]:
+    transposed = dict(output_padding=list(shape.output_padding)) if shape.transposed else {}
     return dict(
-        stride=list(shape.stride), padding=list(shape.padding), dilation=list(shape.dilation), groups=shape.groups
+        stride=list(shape.stride),
+        padding=list(shape.padding),
+        dilation=list(shape.dilation),
+        groups=shape.groups,
+        **transposed,
     )
 
 
+def torch_conv(shape: SuiteShape) -> Callable[..., torch.Tensor]:
+    """``F.conv*d`` or, for a transposed shape, ``F.conv_transpose*d``."""
+    return (TORCH_CONV_TRANSPOSE if shape.transposed else TORCH_CONV)[shape.dims]
+
+
 def _aten_backward(shape: SuiteShape, ops: Operands, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+    output_padding = list(shape.output_padding) if shape.transposed else [0] * shape.dims
     return torch.ops.aten.convolution_backward(
         ops.dy, ops.x, ops.w, None, list(shape.stride), list(shape.padding), list(shape.dilation),
-        False, [0] * shape.dims, shape.groups, mask,
+        shape.transposed, output_padding, shape.groups, mask,
     )  # fmt: skip
 
 
@@ -289,9 +306,9 @@ def reference_outputs(shape: SuiteShape, ops: Operands, passes: tuple[str, ...])
     wanted_dx, wanted_dw = "D" in backward | set(passes), "W" in backward | set(passes)
     out = {}
     if "F" in passes or "FB" in passes:
-        out["y"] = TORCH_CONV[shape.dims](ops.x, ops.w, None, **conv_arguments(shape))
+        out["y"] = torch_conv(shape)(ops.x, ops.w, None, **conv_arguments(shape))
     if "E" in passes:
-        out["y_fused"] = torch.relu(TORCH_CONV[shape.dims](ops.x, ops.w, ops.b, **conv_arguments(shape)) + ops.dy)
+        out["y_fused"] = torch.relu(torch_conv(shape)(ops.x, ops.w, ops.b, **conv_arguments(shape)) + ops.dy)
     if wanted_dx or wanted_dw:
         dx, dw, _ = _aten_backward(shape, ops, [wanted_dx, wanted_dw, False])
         out.update({k: v for k, v in (("dx", dx), ("dw", dw)) if v is not None})
@@ -315,14 +332,13 @@ def tolerance(dtype: str, reduction: int) -> float:
 
 
 def reduction_length(shape: SuiteShape, pass_: str) -> int:
-    """Products summed per output element: over (C/g)·taps, (K/g)·taps, or N·output pixels."""
+    """Products summed per output element: over (C/g)·taps, (K/g)·taps, or N·output pixels
+    (a transposed shape's forward and input gradient are its convolution's input gradient and forward)."""
     spec = shape.geometry()
-    lengths = {
-        "F": spec.in_channels_per_group * spec.taps,
-        "D": spec.out_channels_per_group * spec.taps,
-        "W": spec.output_pixels,
-        "E": spec.in_channels_per_group * spec.taps,
-    }
+    forward, input_grad = spec.in_channels_per_group * spec.taps, spec.out_channels_per_group * spec.taps
+    if shape.transposed:
+        forward, input_grad = input_grad, forward
+    lengths = {"F": forward, "D": input_grad, "W": spec.output_pixels, "E": forward}
     if pass_ == "FB":
         return max(lengths[p] for p in ("F", *shape.passes) if p in lengths)
     return lengths[pass_]
@@ -347,7 +363,9 @@ def relative_error(actual: Outputs, expected: Outputs) -> float:
 
 def triton_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Callable[[], Outputs]:
     """triton_conv's pass: the public ``conv*d`` (with the fused epilogue for ``E``), the gradient
-    custom ops, or autograd through ``conv*d``."""
+    custom ops, or autograd through ``conv*d`` (``conv_transpose*d`` for transposed shapes)."""
+    if shape.transposed:
+        return _transposed_triton_pass(shape, pass_, ops)
     conv = TRITON_CONV[shape.dims]
     args = conv_arguments(shape)
     padding = list(shape.padding) * 2  # the ops take leading then trailing padding
@@ -365,10 +383,27 @@ def triton_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Callable[[], Ou
     return _forward_backward(shape, ops, lambda x, w: conv(x, w, None, **args))
 
 
+def _transposed_triton_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Callable[[], Outputs]:
+    """A transposed shape's passes, as autograd runs them: the input gradient is a forward
+    convolution of dy, the weight gradient the convolution's weight gradient with x as its dy."""
+    conv_transpose = TRITON_CONV_TRANSPOSE[shape.dims]
+    args = conv_arguments(shape)
+    geometry = (list(shape.stride), shape.geometry().op_padding(), list(shape.dilation), shape.groups)
+    if pass_ == "F":
+        return lambda: {"y": conv_transpose(ops.x, ops.w, None, **args)}
+    if pass_ == "E":
+        return lambda: {"y_fused": conv_transpose(ops.x, ops.w, ops.b, **args, activation="relu", residual=ops.dy)}
+    if pass_ == "D":
+        return lambda: {"dx": convolution_op(ops.dy, ops.w, None, *geometry)}
+    if pass_ == "W":
+        return lambda: {"dw": conv_weight_grad(ops.x, ops.dy, list(ops.w.shape), *geometry, False)[0]}
+    return _forward_backward(shape, ops, lambda x, w: conv_transpose(x, w, None, **args))
+
+
 def torch_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Callable[[], Outputs]:
     """The baseline: ``F.conv*`` and aten's convolution backward (cuDNN on CUDA); for ``E``, the
     convolution with bias then the residual add and relu in place, as torchvision's ResNet does."""
-    conv = TORCH_CONV[shape.dims]
+    conv = torch_conv(shape)
     args = conv_arguments(shape)
     if pass_ == "F":
         return lambda: {"y": conv(ops.x, ops.w, None, **args)}

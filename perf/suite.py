@@ -7,6 +7,10 @@ Passes: ``F`` forward, ``D`` input gradient, ``W`` weight gradient, as benchmark
 per shape; ``FB`` forward plus the backward passes a shape lists (for every shape that lists
 ``D`` or ``W``); ``E`` the forward with the fused epilogue relu(conv + bias + residual) (for the
 shapes of the fused-epilogue class).
+
+Shapes 29-33 are transposed convolutions (``F.conv_transpose*``, upsampling layers). For them
+``F`` is the transposed convolution, ``D`` its input gradient (a forward convolution of dy) and
+``W`` its weight gradient; the weight is (in_channels, out_channels/groups, *kernel).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from triton_conv.spec import ConvSpec, op_geometry
+from triton_conv.spec import ConvSpec, op_geometry, transposed_geometry
 
 PASSES = ("F", "D", "W", "FB", "E")
 LAYOUTS = ("channels_last", "contiguous")
@@ -49,7 +53,8 @@ class SuiteShape:
     """One benchmark convolution. Spatial tuples have ``dims`` entries (depth, height, width order).
 
     ``classes`` are the shape-level target classes it belongs to (see ``TARGETS``); the input-
-    and weight-gradient classes follow from ``passes`` and the stride instead.
+    and weight-gradient classes follow from ``passes`` and the stride instead. ``transposed``
+    shapes are ``F.conv_transpose*`` with ``output_padding``.
     """
 
     number: int
@@ -67,6 +72,8 @@ class SuiteShape:
     passes: tuple[str, ...]
     classes: tuple[str, ...]
     extra_dtypes: tuple[str, ...] = ()
+    transposed: bool = False
+    output_padding: tuple[int, ...] = ()  # one entry per dimension for transposed shapes only
 
     @property
     def strided(self) -> bool:
@@ -98,13 +105,25 @@ class SuiteShape:
         return (self.batch, self.in_channels, *self.size)
 
     def weight_shape(self) -> tuple[int, ...]:
+        if self.transposed:
+            return (self.in_channels, self.out_channels // self.groups, *self.kernel)
         return (self.out_channels, self.in_channels // self.groups, *self.kernel)
 
     def geometry(self) -> ConvSpec:
-        """The convolution's geometry as triton_conv's ops see it (output size, FLOPs)."""
+        """The convolution's geometry as triton_conv's ops see it (sizes, FLOPs): for a transposed
+        shape, the convolution it is the input gradient of (whose input is this shape's output)."""
+        if self.transposed:
+            return transposed_geometry(
+                self.input_shape(), self.weight_shape(), self.stride, self.padding, self.output_padding,
+                self.dilation, self.groups,
+            )  # fmt: skip
         return op_geometry(
             self.input_shape(), self.weight_shape(), self.stride, self.padding * 2, self.dilation, self.groups
         )
+
+    def output_shape(self) -> tuple[int, ...]:
+        spec = self.geometry()
+        return spec.in_shape if self.transposed else spec.out_shape
 
 
 def _shape(
@@ -122,8 +141,10 @@ def _shape(
     passes: str = "F",
     classes: tuple[str, ...] = (),
     extra_dtypes: tuple[str, ...] = (),
+    output_padding: int | None = None,
 ) -> SuiteShape:
-    """A row written as benchmarks.md writes it: ints stand for the same value in every dimension."""
+    """A row written as benchmarks.md writes it: ints stand for the same value in every dimension.
+    An ``output_padding`` (0 included) makes it a transposed convolution."""
     dims = len(size)
 
     def expand(value: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -132,6 +153,7 @@ def _shape(
     return SuiteShape(
         number, name, dims, batch, in_channels, out_channels, size, expand(kernel), expand(stride),
         expand(padding), expand(dilation), groups, tuple(passes), classes, extra_dtypes,
+        output_padding is not None, expand(output_padding) if output_padding is not None else (),
     )  # fmt: skip
 
 
@@ -168,6 +190,13 @@ SUITE: tuple[SuiteShape, ...] = (
     _shape(28, "video_vae", 1, 512, 512, (5, 64, 64), 3, 1, 1, classes=("dense_forward",)),
     _shape(29, "vit_patch", 64, 3, 768, (224, 224), 16, 16, passes="FW", classes=("patch_embedding",)),
     _shape(30, "video_patch", 16, 3, 1280, (2, 224, 224), (2, 14, 14), (2, 14, 14), classes=("patch_embedding",)),
+    # Transposed convolutions (upsampling): U-Net 2x2 s2, DCGAN 4x4 s2 p1, an SD-VAE-sized 3x3 s2
+    # decoder layer, HiFi-GAN's first x8 upsample, a video decoder's spatial x2 upsample.
+    _shape(33, "unet_up2x2", 16, 256, 128, (64, 64), 2, 2, 0, passes="FDW", classes=("transposed",), output_padding=0),
+    _shape(34, "dcgan_up4x4", 128, 512, 256, (8, 8), 4, 2, 1, passes="FDW", classes=("transposed",), output_padding=0),
+    _shape(35, "sd_vae_up3x3", 1, 512, 512, (64, 64), 3, 2, 1, classes=("transposed",), output_padding=1),
+    _shape(36, "hifigan_up8", 16, 512, 256, (8192,), 16, 8, 4, passes="FDW", classes=("transposed",), output_padding=0),
+    _shape(37, "video_dec_up", 2, 256, 128, (4, 32, 32), (3, 4, 4), (1, 2, 2), (1, 1, 1), passes="FDW", classes=("transposed",), output_padding=0),
 )  # fmt: skip
 SHAPES_BY_NUMBER = {s.number: s for s in SUITE}
 
@@ -186,6 +215,7 @@ def smoke_shape(shape: SuiteShape) -> SuiteShape:
     stride = tuple(min(s, 2) for s in shape.stride)
     dilation = tuple(min(d, 2) for d in shape.dilation)
     padding = tuple(d * (k - 1) // 2 if p else 0 for p, k, d in zip(shape.padding, kernel, dilation))
+    output_padding = tuple(min(op, s - 1) for op, s in zip(shape.output_padding, stride))
     # Room for about three output positions per dimension.
     size = tuple(min(n, d * (k - 1) + 1 + 2 * s) for n, k, d, s in zip(shape.size, kernel, dilation, stride))
     return replace(
@@ -199,6 +229,7 @@ def smoke_shape(shape: SuiteShape) -> SuiteShape:
         padding=padding,
         dilation=dilation,
         groups=groups,
+        output_padding=output_padding,
     )
 
 
@@ -236,10 +267,9 @@ def pass_flops(shape: SuiteShape, pass_: str) -> int:
 
 def pass_bytes(shape: SuiteShape, pass_: str, itemsize: int) -> int:
     """Minimal traffic: each input of the pass read once, each output written once."""
-    spec = shape.geometry()
     x = math.prod(shape.input_shape())
     w = math.prod(shape.weight_shape())
-    y = math.prod(spec.out_shape)
+    y = math.prod(shape.output_shape())
     elements = {
         "F": x + w + y,  # reads x, w; writes y
         "D": y + w + x,  # reads dy, w; writes dx
@@ -285,6 +315,8 @@ class ClassTarget:
     strided: bool | None = None
     must_bandwidth_fraction: float | None = None
     aim_compute_fraction_on_largest: float | None = None
+    # Transposed shapes are judged only by the transposed class, convolutions only by the others.
+    transposed: bool = False
 
     def members(self, shapes: tuple[SuiteShape, ...] = SUITE) -> list[tuple[SuiteShape, str]]:
         """(shape, pass) pairs this class judges, in suite order."""
@@ -293,6 +325,7 @@ class ClassTarget:
             for shape in shapes
             if (self.shape_class is None or self.shape_class in shape.classes)
             and (self.strided is None or shape.strided == self.strided)
+            and shape.transposed == self.transposed
             for pass_ in shape.all_passes()
             if pass_ in self.passes
         ]
@@ -321,5 +354,7 @@ TARGETS: tuple[ClassTarget, ...] = (
                 shape_class="conv1d_ncl"),
     ClassTarget("fused_epilogue", "fused conv+bias+activation(+residual) against cuDNN conv then the epilogue",
                 ("E",), "cudnn", 1.2, shape_class="fused_epilogue"),
+    ClassTarget("transposed", "transposed convolution (upsampling), forward and both gradients", ALL, "cudnn", 1.0,
+                shape_class="transposed", transposed=True),
 )  # fmt: skip
 TARGETS_BY_KEY = {t.key: t for t in TARGETS}

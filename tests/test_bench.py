@@ -29,8 +29,9 @@ from triton_conv.perf.suite import (
 
 pytestmark = pytest.mark.bench
 
-# A smoke selection that covers 1x1 (torch.mm), grouped, depthwise with float16, strided 1-D and 3-D.
-SMOKE_SHAPES = "3,10,12,18,26"
+# A smoke selection that covers 1x1 (torch.mm), grouped, depthwise with float16, strided 1-D and 3-D,
+# and transposed 1-D and 2-D.
+SMOKE_SHAPES = "3,10,12,18,26,35,36"
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -58,18 +59,20 @@ def _row(shape: int, pass_: str, ratio: float, *, layout: str = "channels_last",
 
 
 def test_suite_table():
-    assert [s.number for s in SUITE] == list(range(1, 31))
-    assert len({s.name for s in SUITE}) == 30
+    assert [s.number for s in SUITE] == [*range(1, 31), *range(33, 38)]
+    assert len({s.name for s in SUITE}) == len(SUITE)
     shape_classes = {t.shape_class for t in TARGETS if t.shape_class}
     for s in SUITE:
         assert s.dims == len(s.size) == len(s.kernel) == len(s.stride) == len(s.padding) == len(s.dilation)
         assert set(s.passes) <= {"F", "D", "W"} and s.passes
         assert set(s.classes) <= shape_classes, s.name
         assert s.in_channels % s.groups == 0 and s.out_channels % s.groups == 0
-        assert min(s.geometry().output_size) > 0
+        assert min(s.geometry().output_size) > 0 and min(s.geometry().input_size) > 0
+        assert all(op < st for op, st in zip(s.output_padding, s.stride)) and s.transposed == bool(s.output_padding)
     assert {s.number for s in SUITE if s.extra_dtypes} == {2, 5, 12, 24}
-    assert {s.number for s in SUITE if s.dims == 1} == set(range(17, 24))
-    assert {s.number for s in SUITE if s.dims == 3} == {*range(24, 29), 30}
+    assert {s.number for s in SUITE if s.dims == 1} == {*range(17, 24), 36}
+    assert {s.number for s in SUITE if s.dims == 3} == {*range(24, 29), 30, 37}
+    assert {s.number for s in SUITE if s.transposed} == set(range(33, 38))
     assert all(d in DTYPES for s in SUITE for d in s.dtypes())
 
 
@@ -94,8 +97,11 @@ def test_target_membership():
     assert {p for _, p in TARGETS_BY_KEY["dense_forward"].members()} == {"F"}
     assert numbers("1x1") == {3, 6, 7, 21}
     assert numbers("input_grad_strided") == {4, 7, 13, 18}
-    assert numbers("input_grad_stride1") | numbers("input_grad_strided") == {s.number for s in SUITE if "D" in s.passes}
-    assert numbers("weight_grad") == {s.number for s in SUITE if "W" in s.passes}
+    convolutions = [s for s in SUITE if not s.transposed]
+    assert numbers("input_grad_stride1") | numbers("input_grad_strided") == {
+        s.number for s in convolutions if "D" in s.passes
+    }
+    assert numbers("weight_grad") == {s.number for s in convolutions if "W" in s.passes}
     assert numbers("first_layer") == {1, 17}
     assert numbers("depthwise") == {12, 13, 14, 15, 16, 20}
     assert numbers("patch_embedding") == numbers("patch_embedding_cudnn") == {29, 30}
@@ -105,14 +111,24 @@ def test_target_membership():
     assert TARGETS_BY_KEY["conv1d_ncl"].layout == "contiguous"
     assert numbers("fused_epilogue") == {2, 5, 10}
     assert {p for _, p in TARGETS_BY_KEY["fused_epilogue"].members()} == {"E"}
+    assert numbers("transposed") == set(range(33, 38)) and TARGETS_BY_KEY["transposed"].must_each == 1.0
+
+
+def test_transposed_shape_geometry():
+    """HiFi-GAN's x8 upsample: L 8192 -> 8 * 8192, weight (in, out, k), F and D swap reductions."""
+    s = SHAPES_BY_NUMBER[36]
+    assert s.weight_shape() == (512, 256, 16) and s.output_shape() == (16, 256, 8 * 8192)
+    assert pass_flops(s, "F") == 2 * 16 * 8192 * 512 * 256 * 16
+    assert harness.reduction_length(s, "F") == 512 * 16 and harness.reduction_length(s, "D") == 256 * 16
+    assert pass_bytes(s, "F", 2) == 2 * (16 * 512 * 8192 + 512 * 256 * 16 + 16 * 256 * 8 * 8192)
 
 
 def test_smoke_shapes_keep_what_the_harness_branches_on():
     for s in SUITE:
         tiny = smoke_shape(s)
-        assert min(tiny.geometry().output_size) > 0, s.name
-        assert (tiny.passes, tiny.classes, tiny.dims, tiny.one_by_one, tiny.strided) == (
-            s.passes, s.classes, s.dims, s.one_by_one, s.strided,
+        assert min(tiny.geometry().output_size) > 0 and min(tiny.geometry().input_size) > 0, s.name
+        assert (tiny.passes, tiny.classes, tiny.dims, tiny.one_by_one, tiny.strided, tiny.transposed) == (
+            s.passes, s.classes, s.dims, s.one_by_one, s.strided, s.transposed,
         )  # fmt: skip
         depthwise = s.groups == s.in_channels == s.out_channels
         assert depthwise == (tiny.groups == tiny.in_channels == tiny.out_channels), s.name

@@ -300,7 +300,7 @@ def test_convert_keeps_parameters_buffers_and_settings():
     assert all(p.dtype == torch.float64 and p.device.type == torch.device(DEVICE).type for p in model.parameters())
     for name, module in model.named_modules():
         assert not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) or type(module) is triton_conv.Conv2d, name
-    assert type(model.up) is nn.ConvTranspose2d and type(model.head) is nn.Linear
+    assert type(model.up) is triton_conv.ConvTranspose2d and type(model.head) is nn.Linear
     assert type(model.features[1]) is nn.BatchNorm2d and type(model) is _Net2d
 
     # Still an ordinary module afterwards: dtype and mode changes apply to the converted modules.
@@ -431,7 +431,7 @@ class ScaledConv2d(nn.Conv2d):
 def test_subclass_left_alone_by_default():
     model = nn.Sequential(ScaledConv2d(2, 3, 3, **F64), nn.ConvTranspose2d(3, 2, 2, **F64), nn.Linear(2, 2, **F64))
     triton_conv.convert_model(model)
-    assert [type(m) for m in model] == [ScaledConv2d, nn.ConvTranspose2d, nn.Linear]
+    assert [type(m) for m in model] == [ScaledConv2d, triton_conv.ConvTranspose2d, nn.Linear]
 
 
 def test_subclass_converted_when_asked(monkeypatch):
@@ -450,7 +450,7 @@ def test_subclass_converted_when_asked(monkeypatch):
     assert (
         isinstance(scaled, ScaledConv2d) and isinstance(scaled, _TritonConvMixin) and type(scaled) is not ScaledConv2d
     )
-    assert type(model[1]) is nn.ConvTranspose2d and type(model[2]) is triton_conv.Conv2d
+    assert type(model[1]) is triton_conv.ConvTranspose2d and type(model[2]) is triton_conv.Conv2d
     assert scaled.scale == 3.0 and scaled.calls == 1 and all(p is q for p, q in zip(model.parameters(), params))
     # Its forward still runs, and the convolution inside it is triton_conv's (torch's now raises).
     disable_torch_conv(monkeypatch)

@@ -1,19 +1,36 @@
-"""Triton convolution kernels for PyTorch: drop-in ``conv1d/2d/3d`` and ``nn.Conv1d/2d/3d``.
+"""Triton convolution kernels for PyTorch: drop-in ``conv1d/2d/3d``, ``conv_transpose1d/2d/3d``
+and their ``nn`` modules.
 
 Set ``TRITON_INTERPRET=1`` before importing to run the kernels on CPU tensors.
 """
 
 from .functional import conv1d, conv2d, conv3d
+from .functional_transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .fusion import fold_batchnorm, fuse_for_inference
-from .modules import Conv1d, Conv2d, Conv3d, convert_model, revert_model
+from .modules import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    convert_model,
+    revert_model,
+)
 
 __all__ = [
     "Conv1d",
     "Conv2d",
     "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
     "conv1d",
     "conv2d",
     "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
     "convert_model",
     "fold_batchnorm",
     "fuse_for_inference",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from . import autograd as ops
 from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
-from .spec import KERNEL_DTYPES, ConvSpec, IntOrSeq, check_padding_mode, conv_spec
+from .spec import KERNEL_DTYPES, IntOrSeq, check_padding_mode, conv_spec
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _warned_dtypes: set[torch.dtype] = set()
@@ -39,16 +39,9 @@ def _conv(
 ) -> torch.Tensor:
     check_padding_mode(padding_mode)
     spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, ndim)
-    _check_epilogue(spec, input, activation, residual)
-    if input.dtype not in KERNEL_DTYPES:
-        if not input.dtype.is_complex:
-            raise RuntimeError(
-                f"conv{ndim}d(): triton_conv supports float16, bfloat16, float32 and float64 "
-                f"inputs, but got input of dtype {input.dtype}"
-            )
-        if input.dtype not in _warned_dtypes:
-            warnings.warn(f"triton_conv: {input.dtype} runs torch's convolution", stacklevel=3)
-            _warned_dtypes.add(input.dtype)
+    batched = input.dim() == ndim + 2
+    check_epilogue(f"conv{ndim}d", spec.out_shape if batched else spec.out_shape[1:], input, activation, residual)
+    if runs_torch(f"conv{ndim}d", input.dtype):
         if padding_mode != "zeros":
             input = F.pad(input, spec.pad_widths(), mode=padding_mode)
             padding = 0
@@ -56,7 +49,6 @@ def _conv(
         out = out + residual if residual is not None else out
         return TORCH_ACTIVATIONS[activation or "none"](out)
 
-    batched = input.dim() == ndim + 2
     x = input if batched else input.unsqueeze(0)
     op_padding = spec.op_padding()
     if padding_mode != "zeros":
@@ -78,16 +70,35 @@ def _conv(
     return out if batched else out.squeeze(0)
 
 
-def _check_epilogue(spec: ConvSpec, input: torch.Tensor, activation: str | None, residual: torch.Tensor | None) -> None:
-    name = f"conv{spec.ndim}d"
+def runs_torch(name: str, dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` runs torch's convolution (complex, warning once per dtype); a dtype that
+    neither the kernels nor the complex fallback take raises."""
+    if dtype in KERNEL_DTYPES:
+        return False
+    if not dtype.is_complex:
+        raise RuntimeError(
+            f"{name}(): triton_conv supports float16, bfloat16, float32 and float64 inputs, but got input of dtype {dtype}"
+        )
+    if dtype not in _warned_dtypes:
+        warnings.warn(f"triton_conv: {dtype} runs torch's convolution", stacklevel=4)
+        _warned_dtypes.add(dtype)
+    return True
+
+
+def check_epilogue(
+    name: str,
+    expected: tuple[int, ...],
+    input: torch.Tensor,
+    activation: str | None,
+    residual: torch.Tensor | None,
+) -> None:
+    """Validate the fused epilogue's arguments; ``expected`` is the output's shape (unbatched if the input is)."""
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"{name}(): activation must be None or one of {list(ACTIVATIONS)}, but got '{activation}'")
     if residual is None:
         return
     if not isinstance(residual, torch.Tensor):
         raise TypeError(f"{name}(): argument 'residual' must be Tensor or None, not {type(residual).__name__}")
-    batched = input.dim() == spec.ndim + 2
-    expected = spec.out_shape if batched else spec.out_shape[1:]
     if tuple(residual.shape) != tuple(expected):
         raise RuntimeError(
             f"{name}(): residual must have the output's shape {list(expected)}, but got residual of size "

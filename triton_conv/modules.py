@@ -1,4 +1,5 @@
-"""Drop-in ``nn.Conv1d/2d/3d`` subclasses, and in-place conversion of whole models.
+"""Drop-in ``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d`` subclasses, and in-place
+conversion of whole models.
 
 The modules are torch's own (same constructor, defaults, init, ``extra_repr``, ``state_dict``,
 ``isinstance``); only ``_conv_forward``, which torch's ``forward`` calls, is replaced. Two
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 
 from .functional import conv1d, conv2d, conv3d
+from .functional_transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .spec import transposed_output_padding
 
 
 class _TritonConvMixin:
@@ -74,26 +77,96 @@ class Conv3d(_ResidualForwardMixin, _TritonConvMixin, nn.Conv3d):
     _triton_conv = staticmethod(conv3d)
 
 
+class _TritonConvTransposeMixin:
+    """``nn.ConvTranspose*``'s ``forward(input, output_size=None)`` through triton_conv (torch's
+    calls ``F.conv_transpose*`` directly, so the whole forward is replaced)."""
+
+    _triton_conv_transpose: Callable[..., torch.Tensor]
+    _ndim: int
+    # Applied in the convolution's epilogue: None or a name in triton_conv.kernels.epilogue.ACTIVATIONS.
+    activation: str | None = None
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError(f"Only `zeros` padding mode is supported for {type(self).__name__}")
+        output_padding = transposed_output_padding(
+            input,
+            output_size,
+            self.stride,
+            self.padding,
+            self.kernel_size,
+            self.dilation,
+            self.output_padding,
+            self._ndim,
+        )
+        return type(self)._triton_conv_transpose(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
+            activation=self.activation,
+        )
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()  # type: ignore[misc]
+        return text + f", activation={self.activation!r}" if self.activation is not None else text
+
+
+class ConvTranspose1d(_TritonConvTransposeMixin, nn.ConvTranspose1d):
+    """``nn.ConvTranspose1d`` computed by triton_conv."""
+
+    _triton_conv_transpose = staticmethod(conv_transpose1d)
+    _ndim = 1
+
+
+class ConvTranspose2d(_TritonConvTransposeMixin, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` computed by triton_conv."""
+
+    _triton_conv_transpose = staticmethod(conv_transpose2d)
+    _ndim = 2
+
+
+class ConvTranspose3d(_TritonConvTransposeMixin, nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` computed by triton_conv."""
+
+    _triton_conv_transpose = staticmethod(conv_transpose3d)
+    _ndim = 3
+
+
+# The convolutions (what fusion.py fuses), and every class convert_model swaps.
 _TORCH_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.Conv3d: Conv3d}
-_TRITON_TO_TORCH = {v: k for k, v in _TORCH_TO_TRITON.items()}
+_TRANSPOSED_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {
+    nn.ConvTranspose1d: ConvTranspose1d,
+    nn.ConvTranspose2d: ConvTranspose2d,
+    nn.ConvTranspose3d: ConvTranspose3d,
+}
+_CONVERTED = {**_TORCH_TO_TRITON, **_TRANSPOSED_TO_TRITON}
+_TRITON_TO_TORCH = {v: k for k, v in _CONVERTED.items()}
 _subclass_cache: dict[type[nn.Module], type[nn.Module]] = {}
 
 
 def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Module] | None:
     """The triton_conv class for a module class, or None to leave the module alone."""
-    if cls in _TORCH_TO_TRITON:
-        return _TORCH_TO_TRITON[cls]
-    if not include_subclasses or issubclass(cls, _TritonConvMixin):
+    if cls in _CONVERTED:
+        return _CONVERTED[cls]
+    if not include_subclasses or issubclass(cls, _TritonConvMixin | _TritonConvTransposeMixin):
         return None
-    base = next((b for b in _TORCH_TO_TRITON if issubclass(cls, b)), None)
-    if base is None:
+    base = next((b for b in _CONVERTED if issubclass(cls, b)), None)
+    # A transposed subclass with its own forward calls F.conv_transpose* itself: nothing to route.
+    if base is None or (base in _TRANSPOSED_TO_TRITON and cls.forward is not base.forward):
         return None
     if cls not in _subclass_cache:
-        triton_base = _TORCH_TO_TRITON[base]
+        triton_base = _CONVERTED[base]
+        mixin = next(b for b in triton_base.__bases__ if b in (_TritonConvMixin, _TritonConvTransposeMixin))
+        routing = {
+            k: v for k, v in vars(triton_base).items() if k in ("_triton_conv", "_triton_conv_transpose", "_ndim")
+        }
         _subclass_cache[cls] = type(
-            f"Triton{cls.__name__}",
-            (_TritonConvMixin, cls),
-            {"_triton_conv": triton_base._triton_conv, "__reduce_ex__": _reduce_converted_subclass},
+            f"Triton{cls.__name__}", (mixin, cls), {**routing, "__reduce_ex__": _reduce_converted_subclass}
         )
     return _subclass_cache[cls]
 
@@ -112,12 +185,14 @@ def _rebuild_converted_subclass(user_class: type[nn.Module]) -> nn.Module:
 
 
 def convert_model(model: nn.Module, *, include_subclasses: bool = False) -> nn.Module:
-    """Make every ``nn.Conv1d/2d/3d`` in ``model`` (itself included) compute with triton_conv.
+    """Make every ``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d`` in ``model`` (itself included)
+    compute with triton_conv.
 
     Conversion is in place: each module keeps its identity, Parameter objects (an optimizer built
     before still works), buffers, hooks, device, dtype and training mode; only its class changes.
     Subclasses of torch's conv modules that you wrote are left alone unless ``include_subclasses``,
-    which converts them to a subclass of theirs that runs their code with triton_conv's convolution.
+    which converts them to a subclass of theirs that runs their code with triton_conv's convolution
+    (transposed ones only when they keep torch's ``forward``, which is what triton_conv replaces).
     Returns ``model``.
     """
     for module in model.modules():

@@ -34,7 +34,10 @@ class ConvSpec:
     A conv1d has ``D == H == 1`` and a conv2d ``D == 1``, with unit kernel, stride and dilation
     and zero padding in those dimensions, so kernels are written once over three dimensions.
     ``pad_lo``/``pad_hi`` are the padding before/after each dimension; they differ only for
-    ``padding='same'`` with an even effective kernel, where torch pads one more at the end.
+    ``padding='same'`` with an even effective kernel, where torch pads one more at the end, and
+    for the convolution a transposed convolution is the input gradient of (``transposed_geometry``),
+    whose trailing padding is ``padding - output_padding``: negative where the input has trailing
+    elements that no output reads.
     """
 
     ndim: int
@@ -110,6 +113,11 @@ class ConvSpec:
         return tuple(-(-i // s) for i, s in zip(self.input_size, self.stride))  # type: ignore[return-value]
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        """The batched input shape in the caller's dimensionality (a transposed convolution's output)."""
+        return (self.batch, self.in_channels, *self.spatial(self.input_size))
+
+    @property
     def out_shape(self) -> tuple[int, ...]:
         """The batched output shape in the caller's dimensionality."""
         return (self.batch, self.out_channels, *self.spatial(self.output_size))
@@ -127,12 +135,11 @@ class ConvSpec:
         """Padding as the custom ops take it: the ``ndim`` leading pads, then the trailing ones."""
         return [*self.spatial(self.pad_lo), *self.spatial(self.pad_hi)]
 
-    def pad_widths(self, leading: bool = True) -> list[int]:
-        """``F.pad``'s pad list (last dimension first): the whole padding, or only the extra
-        trailing amount of asymmetric padding when ``leading`` is False."""
+    def pad_widths(self) -> list[int]:
+        """``F.pad``'s pad list (last dimension first) for the whole padding (negative crops)."""
         widths: list[int] = []
         for lo, hi in zip(reversed(self.spatial(self.pad_lo)), reversed(self.spatial(self.pad_hi))):
-            widths += [lo, hi] if leading else [0, hi - lo]
+            widths += [lo, hi]
         return widths
 
 
@@ -211,6 +218,32 @@ def _check_tensors(name: str, input: torch.Tensor, weight: torch.Tensor, bias: t
             )
 
 
+def _batched_input_shape(
+    name: str, input: torch.Tensor, weight: torch.Tensor, ndim: int, weight_channels: str
+) -> tuple[int, ...]:
+    """The input's shape with a batch of 1 prepended if unbatched, after checking both ranks."""
+    if input.dim() not in (ndim + 1, ndim + 2):
+        raise RuntimeError(
+            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {name}, "
+            f"but got input of size: {_fmt(input.shape)}"
+        )
+    if weight.dim() != ndim + 2:
+        raise RuntimeError(
+            f"{name}(): expected weight to be {ndim + 2}-dimensional "
+            f"({weight_channels}, *kernel_size), but got weight of size {_fmt(weight.shape)}"
+        )
+    return tuple(input.shape) if input.dim() == ndim + 2 else (1, *input.shape)
+
+
+def _check_positive(name: str, stride: Sequence[int], dilation: Sequence[int], groups: int) -> None:
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"{name}(): non-positive stride is not supported, got stride={list(stride)}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"{name}(): dilation should be greater than zero, got dilation={list(dilation)}")
+    if groups <= 0:
+        raise RuntimeError(f"{name}(): non-positive groups is not supported, got groups={groups}")
+
+
 def conv_spec(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -235,25 +268,8 @@ def conv_spec(
     if not isinstance(padding, str):
         pad_lo = pad_hi = _expand(name, "padding", padding, ndim)
 
-    if input.dim() not in (ndim + 1, ndim + 2):
-        raise RuntimeError(
-            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {name}, "
-            f"but got input of size: {_fmt(input.shape)}"
-        )
-    batched = input.dim() == ndim + 2
-    in_shape = tuple(input.shape) if batched else (1, *input.shape)
-    if weight.dim() != ndim + 2:
-        raise RuntimeError(
-            f"{name}(): expected weight to be {ndim + 2}-dimensional "
-            f"(out_channels, in_channels/groups, *kernel_size), but got weight of size {_fmt(weight.shape)}"
-        )
-
-    if any(s <= 0 for s in stride_t):
-        raise RuntimeError(f"{name}(): non-positive stride is not supported, got stride={list(stride_t)}")
-    if any(d <= 0 for d in dilation_t):
-        raise RuntimeError(f"{name}(): dilation should be greater than zero, got dilation={list(dilation_t)}")
-    if groups <= 0:
-        raise RuntimeError(f"{name}(): non-positive groups is not supported, got groups={groups}")
+    in_shape = _batched_input_shape(name, input, weight, ndim, "out_channels, in_channels/groups")
+    _check_positive(name, stride_t, dilation_t, groups)
 
     kernel = tuple(weight.shape[2:])
     if isinstance(padding, str):
@@ -412,3 +428,159 @@ def needs_int64(*tensors: torch.Tensor) -> bool:
         if t.numel() >= INT32_LIMIT or span >= INT32_LIMIT:
             return True
     return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Transposed convolution: the input gradient of a convolution whose input is its output.
+
+
+def transposed_geometry(
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    output_padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> ConvSpec:
+    """The convolution that ``conv_transpose(input, weight)`` is the input gradient of.
+
+    Arguments are batched and validated (``conv_transpose_spec``), one entry per spatial
+    dimension. The spec's input is the transposed convolution's output (``spec.in_shape``), of
+    size (i - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1 + output_padding, and its
+    output is the transposed convolution's input. Trailing padding ``padding - output_padding``
+    makes the convolution's output size exactly the transposed input's, for every output_padding
+    torch accepts (also those not smaller than the stride, allowed when smaller than the dilation).
+    """
+    nd = len(input_shape) - 2
+    kernel = weight_shape[2:]
+    size = [
+        (i - 1) * s - 2 * p + d * (k - 1) + 1 + op
+        for i, s, p, d, k, op in zip(input_shape[2:], stride, padding, dilation, kernel, output_padding)
+    ]
+    return ConvSpec(
+        ndim=nd,
+        batch=input_shape[0],
+        in_channels=groups * weight_shape[1],
+        out_channels=weight_shape[0],
+        groups=groups,
+        input_size=_to_triple(size, 1),
+        kernel_size=_to_triple(kernel, 1),
+        stride=_to_triple(stride, 1),
+        pad_lo=_to_triple(padding, 0),
+        pad_hi=_to_triple([p - op for p, op in zip(padding, output_padding)], 0),
+        dilation=_to_triple(dilation, 1),
+        output_size=_to_triple(input_shape[2:], 1),
+    )
+
+
+def conv_transpose_spec(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: IntOrSeq,
+    padding: IntOrSeq,
+    output_padding: IntOrSeq,
+    groups: int,
+    dilation: IntOrSeq,
+    ndim: int,
+) -> ConvSpec:
+    """Validate ``F.conv_transpose{ndim}d``'s arguments; return ``transposed_geometry``'s spec.
+
+    ``input`` may be unbatched (the spec then has ``batch == 1``). Raises what torch raises:
+    ``TypeError`` for arguments of the wrong type, ``RuntimeError`` for shapes and values.
+    """
+    name = f"conv_transpose{ndim}d"
+    _check_tensors(name, input, weight, bias)
+    stride_t = _expand(name, "stride", stride, ndim)
+    padding_t = _expand(name, "padding", padding, ndim)
+    output_padding_t = _expand(name, "output_padding", output_padding, ndim)
+    dilation_t = _expand(name, "dilation", dilation, ndim)
+    groups = _as_int(name, "groups", groups)
+
+    in_shape = _batched_input_shape(name, input, weight, ndim, "in_channels, out_channels/groups")
+    _check_positive(name, stride_t, dilation_t, groups)
+    if any(p < 0 for p in padding_t):
+        raise RuntimeError(f"{name}(): negative padding is not supported, got padding={list(padding_t)}")
+    if any(op < 0 for op in output_padding_t):
+        raise RuntimeError(
+            f"{name}(): negative output_padding is not supported, got output_padding={list(output_padding_t)}"
+        )
+    if any(op >= s and op >= d for op, s, d in zip(output_padding_t, stride_t, dilation_t)):
+        raise RuntimeError(
+            f"{name}(): output padding must be smaller than either stride or dilation, but got "
+            f"output_padding={list(output_padding_t)}, stride={list(stride_t)}, dilation={list(dilation_t)}"
+        )
+
+    in_channels = weight.shape[0]
+    if in_channels < groups or in_channels % groups != 0:
+        raise RuntimeError(
+            f"{name}(): given groups={groups}, expected weight to be divisible by {groups} at dimension 0 "
+            f"(and at least {groups}), but got weight of size {_fmt(weight.shape)} instead"
+        )
+    if in_shape[1] != in_channels:
+        raise RuntimeError(
+            f"{name}(): given transposed=1, weight of size {_fmt(weight.shape)}, expected "
+            f"input{_fmt(input.shape)} to have {in_channels} channels, but got {in_shape[1]} channels instead"
+        )
+    out_channels = groups * weight.shape[1]
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
+        raise RuntimeError(
+            f"{name}(): given transposed=1, weight of size {_fmt(weight.shape)}, expected bias to be "
+            f"1-dimensional with {out_channels} elements, but got bias of size {_fmt(bias.shape)} instead"
+        )
+    kernel = tuple(weight.shape[2:])
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(
+            f"{name}(): kernel size should be greater than zero, but got weight of size {_fmt(weight.shape)}"
+        )
+    spatial = in_shape[2:]
+    if in_shape[0] > 0 and in_shape[1] > 0 and any(i == 0 for i in spatial):
+        raise RuntimeError(
+            f"{name}(): only zero batch or zero channel inputs are supported, but got input of "
+            f"size {_fmt(input.shape)}, with an empty spatial dimension"
+        )
+    spec = transposed_geometry(in_shape, weight.shape, stride_t, padding_t, output_padding_t, dilation_t, groups)
+    size = spec.spatial(spec.input_size)
+    if any(s <= 0 for s in size):
+        raise RuntimeError(
+            f"{name}(): given input size per channel: ({' x '.join(map(str, spatial))}). Calculated output "
+            f"size per channel: ({' x '.join(map(str, size))}). Output size is too small"
+        )
+    return spec
+
+
+def transposed_output_padding(
+    input: torch.Tensor,
+    output_size: Sequence[int] | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    kernel_size: Sequence[int],
+    dilation: Sequence[int],
+    output_padding: IntOrSeq,
+    ndim: int,
+) -> list[int]:
+    """``nn.ConvTranspose{ndim}d``'s output_padding for ``forward(input, output_size)``: the module's
+    own when ``output_size`` is None, else what reaches ``output_size`` (ValueError as torch's)."""
+    if output_size is None:
+        return list(_expand(f"ConvTranspose{ndim}d", "output_padding", output_padding, ndim))
+    non_spatial = 2 if input.dim() == ndim + 2 else 1
+    size = list(output_size)
+    if len(size) == non_spatial + ndim:
+        size = size[non_spatial:]
+    if len(size) != ndim:
+        raise ValueError(
+            f"ConvTranspose{ndim}D: for {input.dim()}D input, output_size must have {ndim} "
+            f"or {non_spatial + ndim} elements (got {len(size)})"
+        )
+    smallest = [
+        (input.shape[non_spatial + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel_size[i] - 1) + 1
+        for i in range(ndim)
+    ]
+    largest = [low + s - 1 for low, s in zip(smallest, stride)]
+    if any(not low <= n <= high for n, low, high in zip(size, smallest, largest)):
+        raise ValueError(
+            f"requested an output size of {size}, but valid sizes range from {smallest} to {largest} "
+            f"(for an input of {input.shape[non_spatial:]})"
+        )
+    return [n - low for n, low in zip(size, smallest)]

@@ -150,6 +150,9 @@ def direct_input_grad_kernel(
     dy_ptr,
     w_ptr,
     dx_ptr,
+    bias_ptr,
+    residual_ptr,
+    z_ptr,
     C,
     C_G,
     D,
@@ -187,6 +190,16 @@ def direct_input_grad_kernel(
     sdx_d,
     sdx_h,
     sdx_w,
+    s_bias,
+    sr_n,
+    sr_c,
+    sr_d,
+    sr_h,
+    sr_w,
+    HAS_BIAS: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     BLOCK_P: tl.constexpr,
@@ -198,6 +211,8 @@ def direct_input_grad_kernel(
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*).
         w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
         dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*); M = N*D*H*W; all written.
+        bias_ptr, residual_ptr, z_ptr: the epilogue of a transposed convolution (whose forward this
+            is), as in direct_forward_kernel but over dx's (N, C, D, H, W); off by default.
         Grid: (cdiv(M, BLOCK_P), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
     """
     pid_p = tl.program_id(0)
@@ -234,8 +249,20 @@ def direct_input_grad_kernel(
             w = tl.load(w_tap + (first_k + j) * sw_k, mask=mask_c, other=0.0)
             acc += dy.to(ACC_DTYPE) * w.to(ACC_DTYPE)[None, :]
 
-    dx_ptrs = (dx_ptr + n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w)[:, None] + offs_c[None, :] * sdx_c
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_c[None, :])
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+    dx_offs = (n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w)[:, None] + offs_c[None, :] * sdx_c
+    r_offs = (n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w)[:, None] + offs_c[None, :] * sr_c
+    finish_output(
+        acc,
+        dx_ptr + dx_offs,
+        z_ptr + dx_offs,
+        residual_ptr + r_offs,
+        mask_m[:, None] & mask_c[None, :],
+        ACTIVATION,
+        HAS_RESIDUAL,
+        STORE_PRE_ACTIVATION,
+    )
 
 
 @triton.jit
@@ -391,17 +418,27 @@ def plan_direct_forward(
 
 
 def plan_direct_input_grad(
-    grad_output: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, grad_input: torch.Tensor
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    spec: ConvSpec,
+    grad_input: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    epilogue: Epilogue = PLAIN,
 ) -> Launch:
-    """The launch writing d(loss)/d(input) into ``grad_input``."""
+    """The launch writing d(loss)/d(input) into ``grad_input``; with ``bias`` and ``epilogue``,
+    activation(that + bias + residual): a transposed convolution."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
     cfg = direct_config()
     grid = (triton.cdiv(spec.input_pixels, cfg.block_m), triton.cdiv(spec.in_channels, cfg.block_n))
     _, r, s = spec.kernel_size
+    residual, pre_activation, *residual_strides = epilogue.args(dx)
     args = (
         dy,
         w,
         dx,
+        bias if bias is not None else dx,
+        residual,
+        pre_activation,
         spec.in_channels,
         spec.in_channels_per_group,
         *spec.input_size,
@@ -417,9 +454,13 @@ def plan_direct_input_grad(
         *dy.stride(),
         *w.stride(),
         *dx.stride(),
+        bias.stride(0) if bias is not None else 0,
+        *residual_strides,
     )
     constexprs = dict(
-        INDEX_64=needs_int64(dy, w, dx),
+        HAS_BIAS=bias is not None,
+        **epilogue.constexprs(),
+        INDEX_64=needs_int64(dy, w, dx, residual),
         ACC_DTYPE=accumulator_dtype(dy.dtype),
         BLOCK_P=cfg.block_m,
         BLOCK_C=cfg.block_n,
@@ -498,10 +539,15 @@ def direct_forward(
 
 
 def direct_input_grad(
-    grad_output: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, grad_input: torch.Tensor
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    spec: ConvSpec,
+    grad_input: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    epilogue: Epilogue = PLAIN,
 ) -> torch.Tensor:
     if grad_input.numel() > 0:
-        plan_direct_input_grad(grad_output, weight, spec, grad_input)()
+        plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
     return grad_input
 
 

@@ -62,11 +62,18 @@ def forward(
 
 
 def input_grad(
-    grad_output: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, grad_input: torch.Tensor
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    spec: ConvSpec,
+    grad_input: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    epilogue: Epilogue = PLAIN,
 ) -> torch.Tensor:
+    """d(loss)/d(input); with ``bias`` and ``epilogue`` it is the transposed convolution of
+    ``grad_output`` (``spec`` from ``transposed_geometry``): activation(that + bias + residual)."""
     if uses_direct_kernel(spec):
-        return direct_input_grad(grad_output, weight, spec, grad_input)
-    return implicit_gemm_input_grad(grad_output, weight, spec, grad_input)
+        return direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)
+    return implicit_gemm_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)
 
 
 def weight_grad(

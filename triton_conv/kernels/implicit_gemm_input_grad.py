@@ -1,5 +1,9 @@
 """Input gradient as an implicit GEMM over input pixels with the transposed filter.
 
+The same kernel is the forward of a transposed convolution (whose output is the gradient of the
+convolution it transposes), so it ends in the forward kernels' epilogue: optional bias,
+residual, saved pre-activation and activation, all off by default.
+
 dx[n, c, i] = sum over taps and output channels k of dy[n, k, o] * w[k, c, tap], where
 o * stride = i + pad - tap * dil. For a strided convolution only the taps with
 (i + pad - tap * dil) divisible by the stride reach input pixel i, and which taps those are
@@ -19,6 +23,7 @@ from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
+from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels, unravel_tap
 
 
@@ -27,6 +32,9 @@ def implicit_gemm_input_grad_kernel(
     dy_ptr,
     w_ptr,
     dx_ptr,
+    bias_ptr,
+    residual_ptr,
+    z_ptr,
     C_G,
     D,
     H,
@@ -67,6 +75,16 @@ def implicit_gemm_input_grad_kernel(
     sdx_d,
     sdx_h,
     sdx_w,
+    s_bias,
+    sr_n,
+    sr_c,
+    sr_d,
+    sr_h,
+    sr_w,
+    HAS_BIAS: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -80,7 +98,10 @@ def implicit_gemm_input_grad_kernel(
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*), K = GROUPS * K_G.
         w_ptr: weight (K, C_G, T, R, S), any strides (sw_*); TAPS = T*R*S.
         dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*), C = GROUPS * C_G; every
-            element is written (zero where no tap reaches it).
+            element is written (zero, or the bias, where no tap reaches it).
+        bias_ptr: bias (C,), stride s_bias; read only if HAS_BIAS (a transposed convolution's).
+        residual_ptr: (N, C, D, H, W), any strides (sr_*); read only if HAS_RESIDUAL.
+        z_ptr: pre-activation, dx's strides; written only if STORE_PRE_ACTIVATION.
         D_PH, H_PH, W_PH: pixels per phase along each dimension (ceil(D / stride_d), ...);
             M_PH = N * D_PH * H_PH * W_PH.
         pad_*: leading padding per dimension.
@@ -143,9 +164,21 @@ def implicit_gemm_input_grad_kernel(
                 b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
                 acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    dx_rows = dx_ptr + n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
-    dx_ptrs = dx_rows[:, None] + (group * C_G + offs_n)[None, :] * sdx_c
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    c = group * C_G + offs_n
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c * s_bias, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
+    dx_offs = (n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w)[:, None] + c[None, :] * sdx_c
+    r_offs = (n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w)[:, None] + c[None, :] * sr_c
+    finish_output(
+        acc,
+        dx_ptr + dx_offs,
+        z_ptr + dx_offs,
+        residual_ptr + r_offs,
+        mask_m[:, None] & mask_n[None, :],
+        ACTIVATION,
+        HAS_RESIDUAL,
+        STORE_PRE_ACTIVATION,
+    )
 
 
 def input_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
@@ -161,8 +194,11 @@ def plan_input_grad(
     spec: ConvSpec,
     grad_input: torch.Tensor,
     config: KernelConfig | None = None,
+    bias: torch.Tensor | None = None,
+    epilogue: Epilogue = PLAIN,
 ) -> Launch:
-    """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides)."""
+    """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides);
+    with ``bias`` and ``epilogue``, activation(that + bias + residual): a transposed convolution."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
     precision = dot_precision(dy)
     cfg = config or select_config(
@@ -171,7 +207,7 @@ def plan_input_grad(
         dy.dtype,
         precision,
         layout_of(dy),
-        lambda c: plan_input_grad(grad_output, weight, spec, grad_input, c),
+        lambda c: plan_input_grad(grad_output, weight, spec, grad_input, c, bias, epilogue),
         input_grad_config(spec, dy.dtype, precision),
         dy.device,
     )
@@ -184,10 +220,14 @@ def plan_input_grad(
         spec.groups * phases,
     )
     _, r, s = spec.kernel_size
+    residual, pre_activation, *residual_strides = epilogue.args(dx)
     args = (
         dy,
         w,
         dx,
+        bias if bias is not None else dx,
+        residual,
+        pre_activation,
         spec.in_channels_per_group,
         *spec.input_size,
         spec.out_channels_per_group,
@@ -206,9 +246,13 @@ def plan_input_grad(
         *dy.stride(),
         *w.stride(),
         *dx.stride(),
+        bias.stride(0) if bias is not None else 0,
+        *residual_strides,
     )
     constexprs = dict(
-        INDEX_64=needs_int64(dy, w, dx),
+        HAS_BIAS=bias is not None,
+        **epilogue.constexprs(),
+        INDEX_64=needs_int64(dy, w, dx, residual),
         PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(dy.dtype),
         **cfg.blocks(),
@@ -222,8 +266,11 @@ def implicit_gemm_input_grad(
     spec: ConvSpec,
     grad_input: torch.Tensor,
     config: KernelConfig | None = None,
+    bias: torch.Tensor | None = None,
+    epilogue: Epilogue = PLAIN,
 ) -> torch.Tensor:
-    """Write d(loss)/d(input) into ``grad_input`` and return it."""
+    """Write d(loss)/d(input) (with ``bias`` and ``epilogue``, a transposed convolution) into
+    ``grad_input`` and return it."""
     if grad_input.numel() > 0:
-        plan_input_grad(grad_output, weight, spec, grad_input, config)()
+        plan_input_grad(grad_output, weight, spec, grad_input, config, bias, epilogue)()
     return grad_input

@@ -1,0 +1,124 @@
+"""The transposed convolution as a custom op, its fake implementation and autograd formula.
+
+``conv_transpose(x, w)`` is the input gradient of the convolution ``spec.transposed_geometry``
+describes (input: the transposed output; output: x). So its forward is the input-gradient kernel
+(split by stride phase, or the direct kernel for depthwise/few-channel groups) with the forward
+kernels' epilogue, and its gradients are the convolution ops of ``ops.py`` with the roles of the
+operands exchanged:
+  d/dx  = conv(dy, w)                                   (a forward convolution)
+  d/dw  = conv_weight_grad(grad_output=x, input=dy)     (x plays the convolution's output gradient)
+  d/db  = sum of dy over batch and space,  d/d(residual) = dy
+Double backward follows through those ops' own formulas (not through a fused activation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..kernels import dispatch
+from ..kernels.epilogue import TORCH_ACTIVATIONS, Epilogue
+from ..spec import output_memory_format, transposed_geometry
+from .ops import (
+    _empty,
+    _empty_pre_activation,
+    _use_kernels,
+    activation_grad,
+    conv,
+    conv_weight_grad,
+    saved_for_activation,
+)
+
+
+@torch.library.custom_op("triton_conv::conv_transpose_forward", mutates_args=())
+def conv_transpose_forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    output_padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    activation: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """activation(conv_transpose(input, weight) + bias + residual), in the input's (or weight's)
+    memory format, and the pre-activation where the activation's derivative needs it (else empty).
+    Arguments as ``F.conv_transpose*`` takes them, batched, one entry per spatial dimension."""
+    spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    fmt = output_memory_format(input, weight)
+    out = _empty(spec.in_shape, input, fmt)
+    pre_activation = _empty_pre_activation(spec.in_shape, activation, input, fmt)
+    if _use_kernels(input):
+        saved = pre_activation if pre_activation.numel() else None
+        dispatch.input_grad(input, weight, spec, out, bias, Epilogue(activation, residual, saved))
+        return out, pre_activation
+    z = torch.ops.aten.convolution(input, weight, bias, stride, padding, dilation, True, output_padding, groups)
+    if residual is not None:
+        z = z + residual
+    if pre_activation.numel():
+        pre_activation.copy_(z)
+    return out.copy_(TORCH_ACTIVATIONS[activation](z)), pre_activation
+
+
+@conv_transpose_forward.register_fake
+def _(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    output_padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    activation: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    fmt = output_memory_format(input, weight)
+    return _empty(spec.in_shape, input, fmt), _empty_pre_activation(spec.in_shape, activation, input, fmt)
+
+
+def conv_transpose(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    output_padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    residual: torch.Tensor | None = None,
+    activation: str = "none",
+) -> torch.Tensor:
+    """The transposed convolution's output alone (what callers of conv_transpose_forward want)."""
+    return conv_transpose_forward(
+        input, weight, bias, residual, stride, padding, output_padding, dilation, groups, activation
+    )[0]
+
+
+def _setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    input, weight, _, _, stride, padding, output_padding, dilation, groups, activation = inputs
+    ctx.activation = activation
+    ctx.save_for_backward(input, weight, saved_for_activation(activation, *output))
+    spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    # The convolution it transposes, as the ops of ops.py take it (trailing padding included).
+    ctx.geometry = (list(stride), spec.op_padding(), list(dilation), groups)
+
+
+def _backward(ctx: Any, grad_output: torch.Tensor, grad_pre_activation: torch.Tensor) -> tuple[Any, ...]:
+    # The pre-activation is an internal output: nothing upstream uses it, its gradient is ignored.
+    input, weight, saved = ctx.saved_tensors
+    needs_input, needs_weight, needs_bias, needs_residual = ctx.needs_input_grad[:4]
+    if ctx.activation != "none":
+        grad_output = activation_grad(grad_output, saved, ctx.activation)
+    grad_input = conv(grad_output, weight, None, *ctx.geometry) if needs_input else None
+    grad_weight = conv_weight_grad(input, grad_output, weight.shape, *ctx.geometry, False)[0] if needs_weight else None
+    grad_bias = grad_output.sum([0, *range(2, grad_output.dim())]) if needs_bias else None
+    return (grad_input, grad_weight, grad_bias, grad_output if needs_residual else None, *[None] * 6)
+
+
+conv_transpose_forward.register_autograd(_backward, setup_context=_setup)
