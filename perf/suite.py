@@ -1,4 +1,4 @@
-"""The benchmark suite as data: the 28 shapes, their dtypes, the per-class targets, and the roofline.
+"""The benchmark suite as data: the shapes, their dtypes, the per-class targets, and the roofline.
 
 Everything here is transcribed from the project's benchmark spec (``benchmarks.md``); the harness,
 the reports and ``perf/NOTES.md`` read it from this module rather than restating it.
@@ -147,8 +147,8 @@ SUITE: tuple[SuiteShape, ...] = (
     _shape(12, "mbv2_dw3", 128, 144, 144, (56, 56), 3, 1, 1, groups=144, passes="FDW", classes=("depthwise",), extra_dtypes=EXTRA_DTYPES),
     _shape(13, "mbv2_dw3_s2", 128, 96, 96, (112, 112), 3, 2, 1, groups=96, passes="FD", classes=("depthwise",)),
     _shape(14, "effnet_dw5", 128, 240, 240, (28, 28), 5, 1, 2, groups=240, passes="FDW", classes=("depthwise",)),
-    _shape(15, "convnext_dw7", 64, 96, 96, (56, 56), 7, 1, 3, groups=96, passes="FDW", classes=("depthwise",)),
-    _shape(16, "convnext_dw7_small", 64, 768, 768, (7, 7), 7, 1, 3, groups=768, classes=("depthwise",)),
+    _shape(15, "convnext_dw7", 64, 96, 96, (56, 56), 7, 1, 3, groups=96, passes="FDW", classes=("depthwise", "large_kernel_depthwise")),
+    _shape(16, "convnext_dw7_small", 64, 768, 768, (7, 7), 7, 1, 3, groups=768, classes=("depthwise", "large_kernel_depthwise")),
     _shape(17, "w2v2_fe0", 8, 1, 512, (160000,), 10, 5, classes=("first_layer", "conv1d_ncl")),
     _shape(18, "w2v2_fe1", 8, 512, 512, (31999,), 3, 2, passes="FDW", classes=("dense_forward", "conv1d_ncl")),
     _shape(19, "w2v2_posconv", 8, 768, 768, (499,), 128, 1, 64, groups=16, passes="FDW", classes=("grouped", "conv1d_ncl")),
@@ -161,6 +161,9 @@ SUITE: tuple[SuiteShape, ...] = (
     _shape(26, "r2p1d_temporal", 8, 144, 64, (16, 56, 56), (3, 1, 1), 1, (1, 0, 0)),
     _shape(27, "nnunet_s0", 2, 32, 32, (128, 128, 128), 3, 1, 1, passes="FDW", classes=("dense_forward",)),
     _shape(28, "video_vae", 1, 512, 512, (5, 64, 64), 3, 1, 1, classes=("dense_forward",)),
+    # Large-kernel depthwise: ConvNeXt's 7x7 at stage 3 with gradients, RepLKNet's 31x31.
+    _shape(31, "convnext_dw7_bwd", 64, 384, 384, (14, 14), 7, 1, 3, groups=384, passes="FDW", classes=("depthwise",)),
+    _shape(32, "replk_dw31", 32, 384, 384, (14, 14), 31, 1, 15, groups=384, passes="FDW", classes=("large_kernel_depthwise",)),
 )  # fmt: skip
 SHAPES_BY_NUMBER = {s.number: s for s in SUITE}
 
@@ -305,6 +308,8 @@ TARGETS: tuple[ClassTarget, ...] = (
     ClassTarget("first_layer", "first layer (C=3, C=1)", ALL, "cudnn", 0.6, aim=1.0, shape_class="first_layer"),
     ClassTarget("depthwise", "depthwise 1-D/2-D", ALL, "cudnn", 1.0, aim=1.5, shape_class="depthwise",
                 must_bandwidth_fraction=0.7),
+    ClassTarget("large_kernel_depthwise", "large-kernel depthwise", ALL, "cudnn", 2.0, aim=5.0,
+                shape_class="large_kernel_depthwise"),
     ClassTarget("grouped", "grouped, 4-48 channels per group", ALL, "cudnn", 1.0, aim=2.0, shape_class="grouped"),
     ClassTarget("conv1d_ncl", "1-D against default F.conv1d (NCL)", ALL, "cudnn", 1.5, layout="contiguous",
                 shape_class="conv1d_ncl"),

@@ -58,8 +58,8 @@ def _row(shape: int, pass_: str, ratio: float, *, layout: str = "channels_last",
 
 
 def test_suite_table():
-    assert [s.number for s in SUITE] == list(range(1, 29))
-    assert len({s.name for s in SUITE}) == 28
+    assert [s.number for s in SUITE] == [*range(1, 29), 31, 32]
+    assert len({s.name for s in SUITE}) == len(SUITE)
     shape_classes = {t.shape_class for t in TARGETS if t.shape_class}
     for s in SUITE:
         assert s.dims == len(s.size) == len(s.kernel) == len(s.stride) == len(s.padding) == len(s.dilation)
@@ -97,7 +97,8 @@ def test_target_membership():
     assert numbers("input_grad_stride1") | numbers("input_grad_strided") == {s.number for s in SUITE if "D" in s.passes}
     assert numbers("weight_grad") == {s.number for s in SUITE if "W" in s.passes}
     assert numbers("first_layer") == {1, 17}
-    assert numbers("depthwise") == {12, 13, 14, 15, 16, 20}
+    assert numbers("depthwise") == {12, 13, 14, 15, 16, 20, 31}
+    assert numbers("large_kernel_depthwise") == {15, 16, 32}
     assert numbers("grouped") == {10, 11, 19}
     assert numbers("conv1d_ncl") == set(range(17, 24))
     assert TARGETS_BY_KEY["conv1d_ncl"].layout == "contiguous"

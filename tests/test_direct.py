@@ -54,7 +54,8 @@ def _issued_multiply_adds(launch) -> int:
         return (
             programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]
         )
-    return programs * args["TAPS"] * args["C_G"] * c["BLOCK_P"] * c["BLOCK_C"]
+    taps = c["T"] * c["R"] * c["S"]
+    return programs * taps * args["C_G"] * c["BLOCK_G"] * c["PIXELS"] * c["BLOCK_C"]
 
 
 def test_depthwise_work_equals_useful_work(gpu_tiles):

@@ -77,9 +77,6 @@ IMPLICIT_GEMM_CONFIGS: dict[str, list[KernelConfig]] = {
 }
 
 
-# The direct kernels' tile: BLOCK_M pixels x BLOCK_N channels, on CUDA cores (no dot).
-DIRECT_CONFIG = KernelConfig(64, 32, 1, 4, 1)
-
 # Under Triton's interpreter each program runs after the other in NumPy, so a few large tiles
 # run far faster than many small ones, and nothing is compiled, so no GPU limit applies.
 # Tests set this to None to exercise the GPU tiles (many programs per problem) instead.
@@ -87,14 +84,7 @@ INTERPRETER_CONFIGS: dict[str, KernelConfig] | None = {
     "forward": KernelConfig(1024, 64, 64, 4, 1),
     "input_grad": KernelConfig(1024, 64, 64, 4, 1),
     "weight_grad": KernelConfig(64, 64, 1024, 4, 1),
-    "direct": KernelConfig(1024, 64, 1, 4, 1),
 }
-
-
-def direct_config() -> KernelConfig:
-    if INTERPRETER and INTERPRETER_CONFIGS is not None:
-        return INTERPRETER_CONFIGS["direct"]
-    return DIRECT_CONFIG
 
 
 def operand_class(dtype: torch.dtype, precision: str) -> str:
@@ -170,3 +160,61 @@ def split_k_for(output_tiles: int, reduction: int, block: int) -> int:
         return 1
     wanted = TARGET_PROGRAMS // max(output_tiles, 1)
     return max(1, min(wanted, reduction // (16 * block)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct kernels (depthwise, few channels per group): CUDA-core tiles, no dot.
+
+
+@dataclass(frozen=True)
+class DirectConfig:
+    """A direct-kernel tile: ``block_g`` groups of ``pixels`` consecutive pixels along W, by
+    ``block_c`` channels.
+
+    One thread holds all ``pixels`` accumulators of a group for its channels, so the input
+    columns the group's taps read are loaded once and shared by every tap (a sliding window in
+    registers). ``taps_per_program`` is how many taps of a filter row one weight-gradient
+    program accumulates (one accumulator tile each).
+    """
+
+    block_g: int
+    pixels: int
+    block_c: int
+    num_warps: int
+    taps_per_program: int = 8
+
+
+# Channels per tile, largest first: the first that divides the channel count wastes no lanes.
+DIRECT_BLOCK_C = (64, 32, 16)
+# Pixels per thread along W: 8 accumulators per channel (4 for float64, whose values take two
+# registers) keep a 7-tap row's window, weights and accumulators within 255 registers.
+DIRECT_MAX_PIXELS = {8: 4}
+DIRECT_DEFAULT_PIXELS = 8
+# Groups per tile: 4 warps of threads that each own 8 channels (16 bytes of bf16) of one group.
+DIRECT_THREAD_CHANNELS = 8
+DIRECT_NUM_WARPS = 4
+# Under the interpreter: few programs, each a large tile.
+DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_warps=4)
+
+
+def direct_pixels(width: int, itemsize: int) -> int:
+    """Pixels per group along a row of ``width``: the largest divisor of it from half the maximum
+    up (no masked lanes), else the maximum."""
+    most = DIRECT_MAX_PIXELS.get(itemsize, DIRECT_DEFAULT_PIXELS)
+    if width <= most:
+        return max(width, 1)
+    for pixels in range(most, most // 2 - 1, -1):
+        if width % pixels == 0:
+            return pixels
+    return most
+
+
+def direct_config(channels: int, width: int, itemsize: int) -> DirectConfig:
+    """The tile for ``channels`` channels (the dimension a program's channel block runs over) and
+    rows of ``width`` pixels (the dimension its groups run along)."""
+    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+        base = DIRECT_INTERPRETER_CONFIG
+        return DirectConfig(base.block_g, min(base.pixels, max(width, 1)), base.block_c, base.num_warps)
+    block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
+    block_g = 32 * DIRECT_NUM_WARPS * DIRECT_THREAD_CHANNELS // block_c
+    return DirectConfig(block_g, direct_pixels(width, itemsize), block_c, DIRECT_NUM_WARPS)
