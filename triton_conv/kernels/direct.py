@@ -17,12 +17,14 @@ Channel k of the output belongs to group k // K_G and reads input channels
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import DirectConfig, direct_config, split_k_for
+from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, split_k_for
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
@@ -57,6 +59,51 @@ def advance_groups(n, d, h, w, step_n, step_d, step_h, step_w, D, H, W):
     d = tl.where(carry, d - D, d)
     n += step_n + carry.to(n.dtype)
     return n, d, h, w
+
+
+@triton.jit
+def forward_taps(
+    accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, first_s,
+    TAPS: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """``accs`` (one (groups, channels) tile per pixel of the group) plus taps first_s .. first_s
+    + TAPS of a filter row: pixel p and tap s read column iw0 + p * STRIDE_W + s * DIL_W, so the
+    columns two pairs share are one load."""
+    iw_step = iw0 + first_s * DIL_W
+    for si in tl.static_range(TAPS):
+        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
+        updated = ()
+        for p in tl.static_range(len(accs)):
+            x = load_columns(
+                x_row, row_ok, iw_step + (p * STRIDE_W + si * DIL_W), W, x_channel, mask_k, sx_w, ACC_DTYPE
+            )
+            updated = updated + (tl.fma(x, w, accs[p]),)
+        accs = updated
+    return accs
+
+
+@triton.jit
+def input_grad_taps(
+    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, first_s,
+    TAPS: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """``accs`` (one tile per input column q of the group, whose first column is output column
+    ow0 times the stride) plus taps first_s .. first_s + TAPS of a filter row. first_s * DIL_W
+    is a multiple of STRIDE_W, so whether tap first_s + si reaches column q, from output column
+    ow0 + (q + PAD_W - (first_s + si) * DIL_W) / STRIDE_W, is constexpr."""
+    ow_step = ow0 - first_s * DIL_W // STRIDE_W
+    for si in tl.static_range(TAPS):
+        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+        updated = ()
+        for q in tl.static_range(len(accs)):
+            if (q + PAD_W - si * DIL_W) % STRIDE_W == 0:
+                reached = ow_step + (q + PAD_W - si * DIL_W) // STRIDE_W
+                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, mask_c, sdy_w, ACC_DTYPE)
+                updated = updated + (tl.fma(dy, w, accs[q]),)
+            else:
+                updated = updated + (accs[q],)
+        accs = updated
+    return accs
 
 
 @triton.jit
@@ -111,6 +158,7 @@ def direct_forward_kernel(
     DIL_D: tl.constexpr,
     DIL_H: tl.constexpr,
     DIL_W: tl.constexpr,
+    TAPS_PER_STEP: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
@@ -161,15 +209,17 @@ def direct_forward_kernel(
                 row_ok = mask_g & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
                 x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
                 w_row = w_channel + kt * sw_t + kr * sw_r
-                for s in tl.static_range(S):
-                    w = tl.load(w_row + s * sw_s, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
-                    updated = ()
-                    for p in tl.static_range(PIXELS):
-                        x = load_columns(
-                            x_row, row_ok, iw0 + (p * STRIDE_W + s * DIL_W), W, x_channel, mask_k, sx_w, ACC_DTYPE
-                        )
-                        updated = updated + (tl.fma(x, w, accs[p]),)
-                    accs = updated
+                # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+                for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                    accs = forward_taps(
+                        accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, first_s,
+                        TAPS_PER_STEP, STRIDE_W, DIL_W, ACC_DTYPE,
+                    )  # fmt: skip
+                if S % TAPS_PER_STEP > 0:
+                    accs = forward_taps(
+                        accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, S - S % TAPS_PER_STEP,
+                        S % TAPS_PER_STEP, STRIDE_W, DIL_W, ACC_DTYPE,
+                    )  # fmt: skip
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_k * s_bias, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
@@ -237,6 +287,7 @@ def direct_input_grad_kernel(
     DIL_H: tl.constexpr,
     DIL_W: tl.constexpr,
     PAD_W: tl.constexpr,
+    TAPS_PER_STEP: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     PIXELS: tl.constexpr,
@@ -287,18 +338,17 @@ def direct_input_grad_kernel(
                 row_ok = row_ok & (num_h >= 0) & (num_h % STRIDE_H == 0) & (oh < H_OUT)
                 dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
                 w_row = w_channel + kt * sw_t + kr * sw_r
-                for s in tl.static_range(S):
-                    w = tl.load(w_row + s * sw_s, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
-                    updated = ()
-                    for q in tl.static_range(PIXELS * STRIDE_W):
-                        # Column q of the group is reached from output column ow0 + (q + PAD_W - s * DIL_W) / STRIDE_W.
-                        if (q + PAD_W - s * DIL_W) % STRIDE_W == 0:
-                            reached = ow0 + (q + PAD_W - s * DIL_W) // STRIDE_W
-                            dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, mask_c, sdy_w, ACC_DTYPE)
-                            updated = updated + (tl.fma(dy, w, accs[q]),)
-                        else:
-                            updated = updated + (accs[q],)
-                    accs = updated
+                # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+                for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                    accs = input_grad_taps(
+                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, first_s,
+                        TAPS_PER_STEP, STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                    )  # fmt: skip
+                if S % TAPS_PER_STEP > 0:
+                    accs = input_grad_taps(
+                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, S - S % TAPS_PER_STEP,
+                        S % TAPS_PER_STEP, STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                    )  # fmt: skip
 
     dx_row = dx_ptr + n * sdx_n + id_ * sdx_d + ih * sdx_h
     for q in tl.static_range(PIXELS * STRIDE_W):
@@ -347,7 +397,7 @@ def direct_weight_grad_kernel(
     DIL_D: tl.constexpr,
     DIL_H: tl.constexpr,
     DIL_W: tl.constexpr,
-    TAPS_PER_PROGRAM: tl.constexpr,
+    TAPS_PER_STEP: tl.constexpr,
     HAS_BIAS_GRAD: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -356,7 +406,7 @@ def direct_weight_grad_kernel(
     BLOCK_C: tl.constexpr,
 ):
     """Partial dw[k, c, tap] (and db[k]) of one split of the GROUPS groups of output pixels,
-    for TAPS_PER_PROGRAM consecutive taps of one filter row.
+    for TAPS_PER_STEP consecutive taps of one filter row.
 
     Args:
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*).
@@ -364,7 +414,7 @@ def direct_weight_grad_kernel(
         dw_partial_ptr: (SPLIT_K, K, C_G, T * R * S) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
         W_GROUPS: cdiv(W_OUT, PIXELS) groups per output row; GROUPS = N * D_OUT * H_OUT * W_GROUPS.
-        Grid: (cdiv(K, BLOCK_C), max(1, C_G) * T * R * cdiv(S, TAPS_PER_PROGRAM), SPLIT_K);
+        Grid: (cdiv(K, BLOCK_C), max(1, C_G) * T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
         split z reduces groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
     """
     pid_c = tl.program_id(0)
@@ -373,8 +423,8 @@ def direct_weight_grad_kernel(
     if INDEX_64:
         pid_c = pid_c.to(tl.int64)
         split = split.to(tl.int64)
-    tap_blocks = tl.cdiv(S, TAPS_PER_PROGRAM)
-    first_s = (column % tap_blocks) * TAPS_PER_PROGRAM
+    tap_blocks = tl.cdiv(S, TAPS_PER_STEP)
+    first_s = (column % tap_blocks) * TAPS_PER_STEP
     kr = (column // tap_blocks) % R
     kt = (column // (tap_blocks * R)) % T
     # Depthwise (C_G specialised to 1): c is the constant 0, which keeps x's channel loads
@@ -394,7 +444,7 @@ def direct_weight_grad_kernel(
     n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, W_GROUPS)
     step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_G, D_OUT, H_OUT, W_GROUPS)
     accs = ()
-    for _ in tl.static_range(TAPS_PER_PROGRAM):
+    for _ in tl.static_range(TAPS_PER_STEP):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
     bias_acc = tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE)
     for _ in range(g_start, g_end, BLOCK_G):
@@ -410,7 +460,7 @@ def direct_weight_grad_kernel(
         for p in tl.static_range(PIXELS):
             dys = dys + (load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel, mask_k, sdy_w, ACC_DTYPE),)
         updated = ()
-        for s in tl.static_range(TAPS_PER_PROGRAM):
+        for s in tl.static_range(TAPS_PER_STEP):
             acc = accs[s]
             for p in tl.static_range(PIXELS):
                 x = load_columns(
@@ -428,7 +478,7 @@ def direct_weight_grad_kernel(
 
     taps = T * R * S
     dw_row = dw_partial_ptr + split * K * C_G * taps + offs_k * C_G * taps + c * taps + (kt * R + kr) * S + first_s
-    for s in tl.static_range(TAPS_PER_PROGRAM):
+    for s in tl.static_range(TAPS_PER_STEP):
         # Taps past the row's end (the last tap block's) are not stored: a limit of 0 channels.
         tap_channels = tl.where(first_s + s < S, channels, 0)
         tl.store(dw_row + s, tl.sum(accs[s], axis=0), mask=offs_k < tap_channels)
@@ -448,7 +498,14 @@ def _geometry_constexprs(spec: ConvSpec) -> dict[str, int]:
 
 
 def _tile_constexprs(cfg: DirectConfig) -> dict[str, int]:
-    return dict(PIXELS=cfg.pixels, BLOCK_G=cfg.block_g, BLOCK_C=cfg.block_c)
+    return dict(PIXELS=cfg.pixels, TAPS_PER_STEP=cfg.taps_per_step, BLOCK_G=cfg.block_g, BLOCK_C=cfg.block_c)
+
+
+def _tile(spec: ConvSpec, channels: int, width: int, itemsize: int) -> DirectConfig:
+    """The tile over ``channels`` channels and rows of ``width`` pixels, its steps fitted to the filter."""
+    cfg = direct_config(channels, width, itemsize)
+    steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
+    return replace(cfg, taps_per_step=steps)
 
 
 def plan_direct_forward(
@@ -462,7 +519,7 @@ def plan_direct_forward(
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
     d_out, h_out, w_out = spec.output_size
-    cfg = direct_config(spec.out_channels, w_out, x.dtype.itemsize)
+    cfg = _tile(spec, spec.out_channels, w_out, x.dtype.itemsize)
     w_groups = triton.cdiv(w_out, cfg.pixels)
     groups = spec.batch * d_out * h_out * w_groups
     grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
@@ -506,7 +563,7 @@ def plan_direct_input_grad(
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
     d_in, h_in, w_in = spec.input_size
     stride_w = spec.stride[2]
-    cfg = direct_config(spec.in_channels, triton.cdiv(w_in, stride_w), dy.dtype.itemsize)
+    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, stride_w), dy.dtype.itemsize)
     w_groups = triton.cdiv(w_in, cfg.pixels * stride_w)
     groups = spec.batch * d_in * h_in * w_groups
     grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
@@ -539,20 +596,14 @@ def plan_direct_input_grad(
 def _weight_grad_tiling(spec: ConvSpec, itemsize: int) -> tuple[DirectConfig, int, int, int]:
     """The weight gradient's tile, groups per output row, all groups, and programs per split."""
     d_out, h_out, w_out = spec.output_size
-    cfg = direct_config(spec.out_channels, w_out, itemsize)
+    cfg = _tile(spec, spec.out_channels, w_out, itemsize)
     t, r, s = spec.kernel_size
-    taps_per_program = min(cfg.taps_per_program, s)
     w_groups = triton.cdiv(w_out, cfg.pixels)
     groups = spec.batch * d_out * h_out * w_groups
     # At least one column, so that the bias gradient is computed even with no channels.
-    columns = max(1, spec.in_channels_per_group) * t * r * triton.cdiv(s, taps_per_program)
+    columns = max(1, spec.in_channels_per_group) * t * r * triton.cdiv(s, cfg.taps_per_step)
     programs = triton.cdiv(spec.out_channels, cfg.block_c) * columns
-    return (
-        DirectConfig(cfg.block_g, cfg.pixels, cfg.block_c, cfg.num_warps, taps_per_program),
-        w_groups,
-        groups,
-        programs,
-    )
+    return cfg, w_groups, groups, programs
 
 
 def direct_split_k(spec: ConvSpec, itemsize: int) -> int:
@@ -594,7 +645,6 @@ def plan_direct_weight_grad(
     )
     constexprs = dict(
         **_geometry_constexprs(spec),
-        TAPS_PER_PROGRAM=cfg.taps_per_program,
         HAS_BIAS_GRAD=db_partial is not None,
         INDEX_64=needs_int64(dy, x, dw_partial),
         ACC_DTYPE=accumulator_dtype(dy.dtype),

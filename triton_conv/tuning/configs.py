@@ -9,7 +9,8 @@ runs under the interpreter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -173,34 +174,34 @@ class DirectConfig:
 
     One thread holds all ``pixels`` accumulators of a group for its channels, so the input
     columns the group's taps read are loaded once and shared by every tap (a sliding window in
-    registers). ``taps_per_program`` is how many taps of a filter row one weight-gradient
-    program accumulates (one accumulator tile each).
+    registers). A filter row is taken ``taps_per_step`` taps at a time: the window a step
+    unrolls, and in the weight gradient the taps one program accumulates (a tile each).
     """
 
     block_g: int
     pixels: int
     block_c: int
     num_warps: int
-    taps_per_program: int = 8
+    taps_per_step: int
 
 
 # Channels per tile, largest first: the first that divides the channel count wastes no lanes.
 DIRECT_BLOCK_C = (64, 32, 16)
-# Pixels per thread along W: 8 accumulators per channel (4 for float64, whose values take two
-# registers) keep a 7-tap row's window, weights and accumulators within 255 registers.
-DIRECT_MAX_PIXELS = {8: 4}
-DIRECT_DEFAULT_PIXELS = 8
-# Groups per tile: 4 warps of threads that each own 8 channels (16 bytes of bf16) of one group.
-DIRECT_THREAD_CHANNELS = 8
+# Pixels per thread along W, and taps per step: 8 x 8 accumulators, a step's input columns and
+# weights fit in 255 registers (measured by compiling suite shapes 12-16, 20, 31, 32 for sm_90).
+DIRECT_PIXELS = 8
+DIRECT_TAPS_PER_STEP = 8
+# Each thread owns one 16-byte vector of channels of one group.
+DIRECT_VECTOR_BYTES = 16
 DIRECT_NUM_WARPS = 4
-# Under the interpreter: few programs, each a large tile.
-DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_warps=4)
+# Under the interpreter: few programs, each a large tile; steps of 2 taps, so that the tests'
+# small filters take several steps.
+DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_warps=4, taps_per_step=2)
 
 
-def direct_pixels(width: int, itemsize: int) -> int:
-    """Pixels per group along a row of ``width``: the largest divisor of it from half the maximum
-    up (no masked lanes), else the maximum."""
-    most = DIRECT_MAX_PIXELS.get(itemsize, DIRECT_DEFAULT_PIXELS)
+def direct_pixels(width: int, most: int) -> int:
+    """Pixels per group along a row of ``width``: the largest divisor of it from half of ``most``
+    up (no masked lanes), else ``most``."""
     if width <= most:
         return max(width, 1)
     for pixels in range(most, most // 2 - 1, -1):
@@ -209,12 +210,24 @@ def direct_pixels(width: int, itemsize: int) -> int:
     return most
 
 
+def direct_taps_per_step(most: int, taps: int, stride: int, dilation: int) -> int:
+    """Taps per step of a filter row of ``taps``: all of them if they fit in ``most``, else the
+    most whose span (steps x dilation) is a multiple of ``stride``, so that each step starts at
+    the same stride phase (the input gradient's reach pattern stays constexpr)."""
+    if taps <= most:
+        return taps
+    phase = stride // math.gcd(stride, dilation)
+    return max(phase, most // phase * phase)
+
+
 def direct_config(channels: int, width: int, itemsize: int) -> DirectConfig:
-    """The tile for ``channels`` channels (the dimension a program's channel block runs over) and
-    rows of ``width`` pixels (the dimension its groups run along)."""
+    """The tile for ``channels`` channels (the dimension a program's channel block runs over),
+    rows of ``width`` pixels (the dimension its groups run along) and elements of ``itemsize``
+    bytes; ``taps_per_step`` is the most a step may take (see ``direct_taps_per_step``)."""
     if INTERPRETER and INTERPRETER_CONFIGS is not None:
         base = DIRECT_INTERPRETER_CONFIG
-        return DirectConfig(base.block_g, min(base.pixels, max(width, 1)), base.block_c, base.num_warps)
+        return replace(base, pixels=direct_pixels(width, base.pixels))
     block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
-    block_g = 32 * DIRECT_NUM_WARPS * DIRECT_THREAD_CHANNELS // block_c
-    return DirectConfig(block_g, direct_pixels(width, itemsize), block_c, DIRECT_NUM_WARPS)
+    vector = DIRECT_VECTOR_BYTES // itemsize
+    block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
+    return DirectConfig(block_g, direct_pixels(width, DIRECT_PIXELS), block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
