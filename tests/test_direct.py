@@ -5,12 +5,19 @@ import math
 
 import pytest
 import torch
+from triton_conv.perf.suite import SHAPES_BY_NUMBER
 
 import triton_conv
 from triton_conv.kernels import dispatch
-from triton_conv.kernels.direct import plan_direct_forward
+from triton_conv.kernels.direct import (
+    direct_split_k,
+    plan_direct_forward,
+    plan_direct_input_grad,
+    plan_direct_weight_grad,
+)
+from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
-from triton_conv.spec import conv_spec
+from triton_conv.spec import channels_last_format, conv_spec
 
 from .cases import CASES
 from .reference import ConvCase
@@ -102,3 +109,25 @@ def test_zero_channels_per_group_backward():
     gx, gw, gb = torch.autograd.grad(y.sum(), [x, w, b])
     assert gx.shape == x.shape and gw.shape == w.shape
     torch.testing.assert_close(gb, torch.full((4,), 18.0, dtype=torch.float64))
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize(("number", "pass_"), [(15, "D"), (32, "F")])
+def test_large_filter_suite_launches_fit_registers(number, pass_, gpu_tiles):
+    """The launches the ops make for suite shapes with 7x7 and 31x31 filters (bf16, channels-last)
+    compile for sm_90 without spills: the unrolled window of a step of taps fits 255 registers."""
+    shape = SHAPES_BY_NUMBER[number]
+    spec = shape.geometry()
+    layout = channels_last_format(len(shape.input_shape()))
+    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, memory_format=layout)
+    w = torch.empty(shape.weight_shape(), dtype=torch.bfloat16)
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16, memory_format=layout)
+    if pass_ == "F":
+        launch = plan_direct_forward(x, w, None, spec, y)
+    elif pass_ == "D":
+        launch = plan_direct_input_grad(y, w, spec, torch.empty_like(x))
+    else:
+        partial = torch.empty(direct_split_k(spec, 2), w.numel())
+        launch = plan_direct_weight_grad(y, x, spec, partial, None)
+    info = compile_launch(launch, 90)
+    assert info.spill_bytes == 0, info
