@@ -112,22 +112,26 @@ def test_zero_channels_per_group_backward():
 
 
 @pytest.mark.compile
-@pytest.mark.parametrize(("number", "pass_"), [(15, "D"), (32, "F")])
-def test_large_filter_suite_launches_fit_registers(number, pass_, gpu_tiles):
-    """The launches the ops make for suite shapes with 7x7 and 31x31 filters (bf16, channels-last)
-    compile for sm_90 without spills: the unrolled window of a step of taps fits 255 registers."""
+@pytest.mark.parametrize(
+    ("number", "pass_", "layout"),
+    [(15, "D", "channels_last"), (32, "F", "channels_last"), (15, "F", "contiguous"), (15, "W", "contiguous")],
+)
+def test_large_filter_suite_launches_fit_registers(number, pass_, layout, gpu_tiles):
+    """The launches the ops make for suite shapes with 7x7 and 31x31 filters (bf16) compile for
+    sm_90 without spills: the unrolled window of a step of taps fits 255 registers, also with
+    the default layout's one load per element."""
     shape = SHAPES_BY_NUMBER[number]
     spec = shape.geometry()
-    layout = channels_last_format(len(shape.input_shape()))
-    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, memory_format=layout)
+    memory_format = channels_last_format(4) if layout == "channels_last" else torch.contiguous_format
+    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, memory_format=memory_format)
     w = torch.empty(shape.weight_shape(), dtype=torch.bfloat16)
-    y = torch.empty(spec.out_shape, dtype=torch.bfloat16, memory_format=layout)
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16, memory_format=memory_format)
     if pass_ == "F":
         launch = plan_direct_forward(x, w, None, spec, y)
     elif pass_ == "D":
         launch = plan_direct_input_grad(y, w, spec, torch.empty_like(x))
     else:
-        partial = torch.empty(direct_split_k(spec, 2), w.numel())
+        partial = torch.empty(direct_split_k(spec, y, x), w.numel())
         launch = plan_direct_weight_grad(y, x, spec, partial, None)
     info = compile_launch(launch, 90)
     assert info.spill_bytes == 0, info

@@ -501,9 +501,11 @@ def _tile_constexprs(cfg: DirectConfig) -> dict[str, int]:
     return dict(PIXELS=cfg.pixels, TAPS_PER_STEP=cfg.taps_per_step, BLOCK_G=cfg.block_g, BLOCK_C=cfg.block_c)
 
 
-def _tile(spec: ConvSpec, channels: int, width: int, itemsize: int) -> DirectConfig:
-    """The tile over ``channels`` channels and rows of ``width`` pixels, its steps fitted to the filter."""
-    cfg = direct_config(channels, width, itemsize)
+def _tile(spec: ConvSpec, channels: int, width: int, *loaded: torch.Tensor) -> DirectConfig:
+    """The tile over ``channels`` channels and rows of ``width`` pixels reading the (N, C, D, H, W)
+    tensors ``loaded``, its steps fitted to the filter."""
+    contiguous = all(t.stride(1) == 1 for t in loaded)
+    cfg = direct_config(channels, width, loaded[0].dtype.itemsize, contiguous)
     steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
     return replace(cfg, taps_per_step=steps)
 
@@ -519,7 +521,7 @@ def plan_direct_forward(
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
     d_out, h_out, w_out = spec.output_size
-    cfg = _tile(spec, spec.out_channels, w_out, x.dtype.itemsize)
+    cfg = _tile(spec, spec.out_channels, w_out, x)
     w_groups = triton.cdiv(w_out, cfg.pixels)
     groups = spec.batch * d_out * h_out * w_groups
     grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
@@ -563,7 +565,7 @@ def plan_direct_input_grad(
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
     d_in, h_in, w_in = spec.input_size
     stride_w = spec.stride[2]
-    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, stride_w), dy.dtype.itemsize)
+    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, stride_w), dy)
     w_groups = triton.cdiv(w_in, cfg.pixels * stride_w)
     groups = spec.batch * d_in * h_in * w_groups
     grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
@@ -593,10 +595,10 @@ def plan_direct_input_grad(
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
-def _weight_grad_tiling(spec: ConvSpec, itemsize: int) -> tuple[DirectConfig, int, int, int]:
+def _weight_grad_tiling(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> tuple[DirectConfig, int, int, int]:
     """The weight gradient's tile, groups per output row, all groups, and programs per split."""
     d_out, h_out, w_out = spec.output_size
-    cfg = _tile(spec, spec.out_channels, w_out, itemsize)
+    cfg = _tile(spec, spec.out_channels, w_out, as_3d(dy), as_3d(x))
     t, r, s = spec.kernel_size
     w_groups = triton.cdiv(w_out, cfg.pixels)
     groups = spec.batch * d_out * h_out * w_groups
@@ -606,9 +608,9 @@ def _weight_grad_tiling(spec: ConvSpec, itemsize: int) -> tuple[DirectConfig, in
     return cfg, w_groups, groups, programs
 
 
-def direct_split_k(spec: ConvSpec, itemsize: int) -> int:
+def direct_split_k(spec: ConvSpec, grad_output: torch.Tensor, input: torch.Tensor) -> int:
     """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 tiles."""
-    cfg, _, groups, programs = _weight_grad_tiling(spec, itemsize)
+    cfg, _, groups, programs = _weight_grad_tiling(spec, grad_output, input)
     return split_k_for(programs, groups, cfg.block_g)
 
 
@@ -622,7 +624,7 @@ def plan_direct_weight_grad(
     """The launch writing split partials of dw (and db); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
-    cfg, w_groups, groups, programs = _weight_grad_tiling(spec, dy.dtype.itemsize)
+    cfg, w_groups, groups, programs = _weight_grad_tiling(spec, dy, x)
     chunk = triton.cdiv(triton.cdiv(groups, cfg.block_g), split_k) * cfg.block_g
     columns = programs // triton.cdiv(spec.out_channels, cfg.block_c)
     grid = (triton.cdiv(spec.out_channels, cfg.block_c), columns, split_k)
@@ -683,7 +685,7 @@ def direct_weight_grad(
     split_k: int | None = None,
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
-    splits = split_k or direct_split_k(spec, grad_output.dtype.itemsize)
+    splits = split_k or direct_split_k(spec, grad_output, input)
     bias_elements = spec.out_channels if grad_bias is not None else None
     dw_partial, db_partial = partial_buffers(grad_output, splits, grad_weight.numel(), bias_elements)
     plan_direct_weight_grad(grad_output, input, spec, dw_partial, db_partial)()

@@ -220,14 +220,17 @@ def direct_taps_per_step(most: int, taps: int, stride: int, dilation: int) -> in
     return max(phase, most // phase * phase)
 
 
-def direct_config(channels: int, width: int, itemsize: int) -> DirectConfig:
+def direct_config(channels: int, width: int, itemsize: int, channels_contiguous: bool = True) -> DirectConfig:
     """The tile for ``channels`` channels (the dimension a program's channel block runs over),
     rows of ``width`` pixels (the dimension its groups run along) and elements of ``itemsize``
-    bytes; ``taps_per_step`` is the most a step may take (see ``direct_taps_per_step``)."""
+    bytes; ``taps_per_step`` is the most a step may take (see ``direct_taps_per_step``).
+
+    Without contiguous channels (the default NCHW layout) every element is a load of its own,
+    with its own address: one channel per thread then, not a vector, or the registers spill."""
     if INTERPRETER and INTERPRETER_CONFIGS is not None:
         base = DIRECT_INTERPRETER_CONFIG
         return replace(base, pixels=direct_pixels(width, base.pixels))
     block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
-    vector = DIRECT_VECTOR_BYTES // itemsize
+    vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
     block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
     return DirectConfig(block_g, direct_pixels(width, DIRECT_PIXELS), block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
