@@ -9,7 +9,8 @@ A tile is (groups) x (channels), channels innermost, so that channels-last tenso
 all held by one thread: the taps of a filter row read overlapping input columns, and with the
 filter sizes, strides and dilations constexpr every (pixel, tap) pair's column is a constant
 offset, so each column is loaded once per row and shared by all the taps that read it (the
-compiler merges the identical loads), with no division anywhere in the loops.
+compiler merges the identical loads). Coordinates are unravelled once per program, so the loops
+divide only by constexpr strides (shifts and multiplies), never by a runtime value.
 
 Channel k of the output belongs to group k // K_G and reads input channels
 (k // K_G) * C_G + c for c < C_G; K_G > 1 is a channel multiplier.
