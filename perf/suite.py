@@ -174,8 +174,8 @@ SUITE: tuple[SuiteShape, ...] = (
     _shape(12, "mbv2_dw3", 128, 144, 144, (56, 56), 3, 1, 1, groups=144, passes="FDW", classes=("depthwise",), extra_dtypes=EXTRA_DTYPES),
     _shape(13, "mbv2_dw3_s2", 128, 96, 96, (112, 112), 3, 2, 1, groups=96, passes="FD", classes=("depthwise",)),
     _shape(14, "effnet_dw5", 128, 240, 240, (28, 28), 5, 1, 2, groups=240, passes="FDW", classes=("depthwise",)),
-    _shape(15, "convnext_dw7", 64, 96, 96, (56, 56), 7, 1, 3, groups=96, passes="FDW", classes=("depthwise",)),
-    _shape(16, "convnext_dw7_small", 64, 768, 768, (7, 7), 7, 1, 3, groups=768, classes=("depthwise",)),
+    _shape(15, "convnext_dw7", 64, 96, 96, (56, 56), 7, 1, 3, groups=96, passes="FDW", classes=("depthwise", "large_kernel_depthwise")),
+    _shape(16, "convnext_dw7_small", 64, 768, 768, (7, 7), 7, 1, 3, groups=768, classes=("depthwise", "large_kernel_depthwise")),
     _shape(17, "w2v2_fe0", 8, 1, 512, (160000,), 10, 5, classes=("first_layer", "conv1d_ncl")),
     _shape(18, "w2v2_fe1", 8, 512, 512, (31999,), 3, 2, passes="FDW", classes=("dense_forward", "conv1d_ncl")),
     _shape(19, "w2v2_posconv", 8, 768, 768, (499,), 128, 1, 64, groups=16, passes="FDW", classes=("grouped", "conv1d_ncl")),
@@ -190,6 +190,9 @@ SUITE: tuple[SuiteShape, ...] = (
     _shape(28, "video_vae", 1, 512, 512, (5, 64, 64), 3, 1, 1, classes=("dense_forward",)),
     _shape(29, "vit_patch", 64, 3, 768, (224, 224), 16, 16, passes="FW", classes=("patch_embedding",)),
     _shape(30, "video_patch", 16, 3, 1280, (2, 224, 224), (2, 14, 14), (2, 14, 14), classes=("patch_embedding",)),
+    # Large-kernel depthwise: ConvNeXt's 7x7 at stage 3 with gradients, RepLKNet's 31x31.
+    _shape(31, "convnext_dw7_bwd", 64, 384, 384, (14, 14), 7, 1, 3, groups=384, passes="FDW", classes=("depthwise",)),
+    _shape(32, "replk_dw31", 32, 384, 384, (14, 14), 31, 1, 15, groups=384, passes="FDW", classes=("large_kernel_depthwise",)),
     # Transposed convolutions (upsampling): U-Net 2x2 s2, DCGAN 4x4 s2 p1, an SD-VAE-sized 3x3 s2
     # decoder layer, HiFi-GAN's first x8 upsample, a video decoder's spatial x2 upsample.
     _shape(33, "unet_up2x2", 16, 256, 128, (64, 64), 2, 2, 0, passes="FDW", classes=("transposed",), output_padding=0),
@@ -343,8 +346,10 @@ TARGETS: tuple[ClassTarget, ...] = (
     ClassTarget("input_grad_strided", "input gradient, strided", ("D",), "cudnn", 0.75, aim=1.0, strided=True),
     ClassTarget("weight_grad", "weight gradient", ("W",), "cudnn", 0.75, aim=0.9),
     ClassTarget("first_layer", "first layer (C=3, C=1)", ALL, "cudnn", 0.6, aim=1.0, shape_class="first_layer"),
-    ClassTarget("depthwise", "depthwise 1-D/2-D", ALL, "cudnn", 1.0, aim=1.5, shape_class="depthwise",
-                must_bandwidth_fraction=0.7),
+    ClassTarget("depthwise", "depthwise 1-D/2-D", ALL, "cudnn", 1.5, aim=3.0, shape_class="depthwise",
+                must_bandwidth_fraction=0.8),
+    ClassTarget("large_kernel_depthwise", "large-kernel depthwise", ALL, "cudnn", 2.0, aim=5.0,
+                shape_class="large_kernel_depthwise"),
     ClassTarget("grouped", "grouped, 4-48 channels per group", ALL, "cudnn", 1.0, aim=2.0, shape_class="grouped"),
     ClassTarget("patch_embedding", "patch embedding (kernel = stride) against torch.mm", ALL, "mm", 0.9,
                 shape_class="patch_embedding"),

@@ -59,7 +59,7 @@ def _row(shape: int, pass_: str, ratio: float, *, layout: str = "channels_last",
 
 
 def test_suite_table():
-    assert [s.number for s in SUITE] == [*range(1, 31), *range(33, 38)]
+    assert [s.number for s in SUITE] == list(range(1, 38))
     assert len({s.name for s in SUITE}) == len(SUITE)
     shape_classes = {t.shape_class for t in TARGETS if t.shape_class}
     for s in SUITE:
@@ -103,9 +103,10 @@ def test_target_membership():
     }
     assert numbers("weight_grad") == {s.number for s in convolutions if "W" in s.passes}
     assert numbers("first_layer") == {1, 17}
-    assert numbers("depthwise") == {12, 13, 14, 15, 16, 20}
     assert numbers("patch_embedding") == numbers("patch_embedding_cudnn") == {29, 30}
     assert {s.number for s in SUITE if s.plain_gemm} == {3, 6, 7, 21, 29, 30}
+    assert numbers("depthwise") == {12, 13, 14, 15, 16, 20, 31}
+    assert numbers("large_kernel_depthwise") == {15, 16, 32}
     assert numbers("grouped") == {10, 11, 19}
     assert numbers("conv1d_ncl") == set(range(17, 24))
     assert TARGETS_BY_KEY["conv1d_ncl"].layout == "contiguous"

@@ -5,12 +5,19 @@ import math
 
 import pytest
 import torch
+from triton_conv.perf.suite import SHAPES_BY_NUMBER
 
 import triton_conv
 from triton_conv.kernels import dispatch
-from triton_conv.kernels.direct import plan_direct_forward
+from triton_conv.kernels.direct import (
+    direct_split_k,
+    plan_direct_forward,
+    plan_direct_input_grad,
+    plan_direct_weight_grad,
+)
+from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
-from triton_conv.spec import conv_spec
+from triton_conv.spec import channels_last_format, conv_spec
 
 from .cases import CASES
 from .reference import DEVICE, ConvCase
@@ -54,7 +61,8 @@ def _issued_multiply_adds(launch) -> int:
         return (
             programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]
         )
-    return programs * args["TAPS"] * args["C_G"] * c["BLOCK_P"] * c["BLOCK_C"]
+    taps = c["T"] * c["R"] * c["S"]
+    return programs * taps * args["C_G"] * c["BLOCK_G"] * c["PIXELS"] * c["BLOCK_C"]
 
 
 def test_depthwise_work_equals_useful_work(gpu_tiles):
@@ -101,3 +109,29 @@ def test_zero_channels_per_group_backward():
     gx, gw, gb = torch.autograd.grad(y.sum(), [x, w, b])
     assert gx.shape == x.shape and gw.shape == w.shape
     torch.testing.assert_close(gb, torch.full((4,), 18.0, dtype=torch.float64))
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize(
+    ("number", "pass_", "layout"),
+    [(15, "D", "channels_last"), (32, "F", "channels_last"), (15, "F", "contiguous"), (15, "W", "contiguous")],
+)
+def test_large_filter_suite_launches_fit_registers(number, pass_, layout, gpu_tiles):
+    """The launches the ops make for suite shapes with 7x7 and 31x31 filters (bf16) compile for
+    sm_90 without spills: the unrolled window of a step of taps fits 255 registers, also with
+    the default layout's one load per element."""
+    shape = SHAPES_BY_NUMBER[number]
+    spec = shape.geometry()
+    memory_format = channels_last_format(4) if layout == "channels_last" else torch.contiguous_format
+    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, memory_format=memory_format)
+    w = torch.empty(shape.weight_shape(), dtype=torch.bfloat16)
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16, memory_format=memory_format)
+    if pass_ == "F":
+        launch = plan_direct_forward(x, w, None, spec, y)
+    elif pass_ == "D":
+        launch = plan_direct_input_grad(y, w, spec, torch.empty_like(x))
+    else:
+        partial = torch.empty(direct_split_k(spec, y, x), w.numel())
+        launch = plan_direct_weight_grad(y, x, spec, partial, None)
+    info = compile_launch(launch, 90)
+    assert info.spill_bytes == 0, info

@@ -346,6 +346,6 @@ DIRECT_CASES = [c for c in CASES if c.groups > 1 and c.in_channels // c.groups <
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: c.id)
 def test_eight_warp_direct_kernels(case, dtype, monkeypatch):
-    monkeypatch.setattr(configs, "DIRECT_CONFIG", KernelConfig(64, 32, 1, 8, 1))
+    monkeypatch.setattr(configs, "DIRECT_NUM_WARPS", 8)
     _check_forward(case, dtype, "channels_last")
     _check_backward(case, dtype, "channels_last")

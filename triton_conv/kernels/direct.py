@@ -2,9 +2,15 @@
 
 With fewer than 16 input channels per group, a matrix unit would pad each group's reduction to
 16 and waste most of its work (16x for depthwise). These kernels instead compute exactly the
-useful multiply-adds on CUDA cores: a tile is (pixels) x (channels), channels innermost, so that
-channels-last tensors load contiguously along channels, and each program loops over the filter
-taps and the few channels of its group.
+useful multiply-adds on CUDA cores.
+
+A tile is (groups) x (channels), channels innermost, so that channels-last tensors load in
+16-byte vectors along channels. A group is ``PIXELS`` consecutive pixels of one row along W,
+all held by one thread: the taps of a filter row read overlapping input columns, and with the
+filter sizes, strides and dilations constexpr every (pixel, tap) pair's column is a constant
+offset, so each column is loaded once per row and shared by all the taps that read it (the
+compiler merges the identical loads). Coordinates are unravelled once per program, so the loops
+divide only by constexpr strides (shifts and multiplies), never by a runtime value.
 
 Channel k of the output belongs to group k // K_G and reads input channels
 (k // K_G) * C_G + c for c < C_G; K_G > 1 is a channel multiplier.
@@ -12,16 +18,93 @@ Channel k of the output belongs to group k // K_G and reads input channels
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import direct_config, split_k_for
+from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, split_k_for
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import inside, unravel_pixels, unravel_tap
+from .indexing import unravel_pixels
 from .split_k import partial_buffers, sum_splits
+
+
+@triton.jit
+def load_columns(row_ptrs, row_ok, cols, W, channel_offs, mask_c, s_col, ACC_DTYPE: tl.constexpr):
+    """The (groups, channels) tile at column ``cols`` of each group's row, zero outside [0, W).
+
+    row_ptrs: (BLOCK_G,) pointers to each group's row; row_ok: (BLOCK_G,) rows inside the tensor;
+    channel_offs: (BLOCK_C,) channel offsets in elements; s_col: the column stride in elements.
+    """
+    ok = row_ok & (cols >= 0) & (cols < W)
+    ptrs = (row_ptrs + cols * s_col)[:, None] + channel_offs[None, :]
+    return tl.load(ptrs, mask=ok[:, None] & mask_c[None, :], other=0.0).to(ACC_DTYPE)
+
+
+@triton.jit
+def advance_groups(n, d, h, w, step_n, step_d, step_h, step_w, D, H, W):
+    """Coordinates (n, d, h, w) over (N, D, H, W), W fastest, moved on by the index whose
+    coordinates are (step_n, step_d, step_h, step_w), each step under its dimension: an addition
+    with carries, no division."""
+    w += step_w
+    carry = w >= W
+    w = tl.where(carry, w - W, w)
+    h += step_h + carry.to(h.dtype)
+    carry = h >= H
+    h = tl.where(carry, h - H, h)
+    d += step_d + carry.to(d.dtype)
+    carry = d >= D
+    d = tl.where(carry, d - D, d)
+    n += step_n + carry.to(n.dtype)
+    return n, d, h, w
+
+
+@triton.jit
+def forward_taps(
+    accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, first_s,
+    TAPS: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """``accs`` (one (groups, channels) tile per pixel of the group) plus taps first_s .. first_s
+    + TAPS of a filter row: pixel p and tap s read column iw0 + p * STRIDE_W + s * DIL_W, so the
+    columns two pairs share are one load."""
+    iw_step = iw0 + first_s * DIL_W
+    for si in tl.static_range(TAPS):
+        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
+        updated = ()
+        for p in tl.static_range(len(accs)):
+            x = load_columns(
+                x_row, row_ok, iw_step + (p * STRIDE_W + si * DIL_W), W, x_channel, mask_k, sx_w, ACC_DTYPE
+            )
+            updated = updated + (tl.fma(x, w, accs[p]),)
+        accs = updated
+    return accs
+
+
+@triton.jit
+def input_grad_taps(
+    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, first_s,
+    TAPS: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """``accs`` (one tile per input column q of the group, whose first column is output column
+    ow0 times the stride) plus taps first_s .. first_s + TAPS of a filter row. first_s * DIL_W
+    is a multiple of STRIDE_W, so whether tap first_s + si reaches column q, from output column
+    ow0 + (q + PAD_W - (first_s + si) * DIL_W) / STRIDE_W, is constexpr."""
+    ow_step = ow0 - first_s * DIL_W // STRIDE_W
+    for si in tl.static_range(TAPS):
+        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+        updated = ()
+        for q in tl.static_range(len(accs)):
+            if (q + PAD_W - si * DIL_W) % STRIDE_W == 0:
+                reached = ow_step + (q + PAD_W - si * DIL_W) // STRIDE_W
+                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, mask_c, sdy_w, ACC_DTYPE)
+                updated = updated + (tl.fma(dy, w, accs[q]),)
+            else:
+                updated = updated + (accs[q],)
+        accs = updated
+    return accs
 
 
 @triton.jit
@@ -41,19 +124,11 @@ def direct_forward_kernel(
     D_OUT,
     H_OUT,
     W_OUT,
-    M,
-    R,
-    S,
-    TAPS,
-    stride_d,
-    stride_h,
-    stride_w,
+    W_GROUPS,
+    GROUPS,
     pad_d,
     pad_h,
     pad_w,
-    dil_d,
-    dil_h,
-    dil_w,
     sx_n,
     sx_c,
     sx_d,
@@ -75,13 +150,24 @@ def direct_forward_kernel(
     sr_d,
     sr_h,
     sr_w,
+    T: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    STRIDE_D: tl.constexpr,
+    STRIDE_H: tl.constexpr,
+    STRIDE_W: tl.constexpr,
+    DIL_D: tl.constexpr,
+    DIL_H: tl.constexpr,
+    DIL_W: tl.constexpr,
+    TAPS_PER_STEP: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    PIXELS: tl.constexpr,
+    BLOCK_G: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     """y = activation(z), z[n, k, o] = sum over c < C_G and taps of
@@ -89,60 +175,74 @@ def direct_forward_kernel(
 
     Args:
         x_ptr: input (N, C, D, H, W), any strides (sx_*).
-        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*); TAPS = T*R*S.
+        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
         bias_ptr: bias (K,), stride s_bias; read only if HAS_BIAS.
-        y_ptr: output (N, K, D_OUT, H_OUT, W_OUT), any strides (sy_*); M = N*D_OUT*H_OUT*W_OUT.
+        y_ptr: output (N, K, D_OUT, H_OUT, W_OUT), any strides (sy_*).
         residual_ptr: (N, K, D_OUT, H_OUT, W_OUT), any strides (sr_*); read only if HAS_RESIDUAL.
         z_ptr: pre-activation z, y's strides; written only if STORE_PRE_ACTIVATION.
-        Grid: (cdiv(M, BLOCK_P), cdiv(K, BLOCK_C)).
+        W_GROUPS: cdiv(W_OUT, PIXELS) groups per output row; GROUPS = N * D_OUT * H_OUT * W_GROUPS.
+        Grid: (cdiv(GROUPS, BLOCK_G), cdiv(K, BLOCK_C)).
     """
-    pid_p = tl.program_id(0)
+    pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
     if INDEX_64:
-        pid_p = pid_p.to(tl.int64)
+        pid_g = pid_g.to(tl.int64)
         pid_c = pid_c.to(tl.int64)
-    offs_m = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     offs_k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_m = offs_m < M
+    mask_g = groups < GROUPS
     mask_k = offs_k < K
     first_channel = (offs_k // K_G) * C_G
+    n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, W_GROUPS)
+    ow0 = group_w * PIXELS
+    iw0 = ow0 * STRIDE_W - pad_w
 
-    n, od, oh, ow = unravel_pixels(offs_m, D_OUT, H_OUT, W_OUT)
-    id0 = od * stride_d - pad_d
-    ih0 = oh * stride_h - pad_h
-    iw0 = ow * stride_w - pad_w
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
-    for tap in range(0, TAPS):
-        kt, kr, ks = unravel_tap(tap, R, S)
-        id_ = id0 + kt * dil_d
-        ih = ih0 + kr * dil_h
-        iw = iw0 + ks * dil_w
-        in_bounds = mask_m & inside(id_, ih, iw, D, H, W)
-        x_tap = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
-        w_tap = w_ptr + offs_k * sw_k + kt * sw_t + kr * sw_r + ks * sw_s
-        for c in range(0, C_G):
-            x = tl.load(
-                x_tap[:, None] + (first_channel + c)[None, :] * sx_c,
-                mask=in_bounds[:, None] & mask_k[None, :],
-                other=0.0,
-            )
-            w = tl.load(w_tap + c * sw_c, mask=mask_k, other=0.0)
-            acc += x.to(ACC_DTYPE) * w.to(ACC_DTYPE)[None, :]
+    accs = ()
+    for _ in tl.static_range(PIXELS):
+        accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
+    for c in range(0, C_G):
+        x_channel = (first_channel + c) * sx_c
+        w_channel = w_ptr + offs_k * sw_k + c * sw_c
+        for kt in range(0, T):
+            id_ = od * STRIDE_D - pad_d + kt * DIL_D
+            for kr in range(0, R):
+                ih = oh * STRIDE_H - pad_h + kr * DIL_H
+                row_ok = mask_g & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
+                x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
+                w_row = w_channel + kt * sw_t + kr * sw_r
+                # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+                for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                    accs = forward_taps(
+                        accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, first_s,
+                        TAPS_PER_STEP, STRIDE_W, DIL_W, ACC_DTYPE,
+                    )  # fmt: skip
+                if S % TAPS_PER_STEP > 0:
+                    accs = forward_taps(
+                        accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, S - S % TAPS_PER_STEP,
+                        S % TAPS_PER_STEP, STRIDE_W, DIL_W, ACC_DTYPE,
+                    )  # fmt: skip
 
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_k * s_bias, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
-    y_offs = (n * sy_n + od * sy_d + oh * sy_h + ow * sy_w)[:, None] + offs_k[None, :] * sy_k
-    r_offs = (n * sr_n + od * sr_d + oh * sr_h + ow * sr_w)[:, None] + offs_k[None, :] * sr_k
-    finish_output(
-        acc,
-        y_ptr + y_offs,
-        z_ptr + y_offs,
-        residual_ptr + r_offs,
-        mask_m[:, None] & mask_k[None, :],
-        ACTIVATION,
-        HAS_RESIDUAL,
-        STORE_PRE_ACTIVATION,
-    )
+        bias = tl.load(bias_ptr + offs_k * s_bias, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
+    y_row = n * sy_n + od * sy_d + oh * sy_h
+    r_row = n * sr_n + od * sr_d + oh * sr_h
+    for p in tl.static_range(PIXELS):
+        acc = accs[p]
+        if HAS_BIAS:
+            acc += bias
+        ow = ow0 + p
+        y_offs = (y_row + ow * sy_w)[:, None] + offs_k[None, :] * sy_k
+        r_offs = (r_row + ow * sr_w)[:, None] + offs_k[None, :] * sr_k
+        finish_output(
+            acc,
+            y_ptr + y_offs,
+            z_ptr + y_offs,
+            residual_ptr + r_offs,
+            (mask_g & (ow < W_OUT))[:, None] & mask_k[None, :],
+            ACTIVATION,
+            HAS_RESIDUAL,
+            STORE_PRE_ACTIVATION,
+        )
 
 
 @triton.jit
@@ -158,23 +258,14 @@ def direct_input_grad_kernel(
     D,
     H,
     W,
-    M,
     K_G,
     D_OUT,
     H_OUT,
     W_OUT,
-    R,
-    S,
-    TAPS,
-    stride_d,
-    stride_h,
-    stride_w,
+    W_GROUPS,
+    GROUPS,
     pad_d,
     pad_h,
-    pad_w,
-    dil_d,
-    dil_h,
-    dil_w,
     sdy_n,
     sdy_k,
     sdy_d,
@@ -196,73 +287,106 @@ def direct_input_grad_kernel(
     sr_d,
     sr_h,
     sr_w,
+    T: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    STRIDE_D: tl.constexpr,
+    STRIDE_H: tl.constexpr,
+    STRIDE_W: tl.constexpr,
+    DIL_D: tl.constexpr,
+    DIL_H: tl.constexpr,
+    DIL_W: tl.constexpr,
+    PAD_W: tl.constexpr,
+    TAPS_PER_STEP: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    PIXELS: tl.constexpr,
+    BLOCK_G: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
     """dx[n, ch, i] = sum over the K_G output channels k of ch's group and taps of dy[n, k, o] * w[k, ch % C_G, tap].
 
+    A group is PIXELS * STRIDE_W consecutive input columns starting at a multiple of STRIDE_W,
+    so which tap reaches which of its columns, and from which output column, is constexpr.
+
     Args:
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*).
         w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
-        dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*); M = N*D*H*W; all written.
+        dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*); all written.
         bias_ptr, residual_ptr, z_ptr: the epilogue of a transposed convolution (whose forward this
             is), as in direct_forward_kernel but over dx's (N, C, D, H, W); off by default.
-        Grid: (cdiv(M, BLOCK_P), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
+        W_GROUPS: cdiv(W, PIXELS * STRIDE_W) groups per input row; GROUPS = N * D * H * W_GROUPS.
+        Grid: (cdiv(GROUPS, BLOCK_G), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
     """
-    pid_p = tl.program_id(0)
+    pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
     if INDEX_64:
-        pid_p = pid_p.to(tl.int64)
+        pid_g = pid_g.to(tl.int64)
         pid_c = pid_c.to(tl.int64)
-    offs_m = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_m = offs_m < M
+    mask_g = groups < GROUPS
     mask_c = offs_c < C
     first_k = (offs_c // C_G) * K_G
     c_local = offs_c % C_G
+    n, id_, ih, group_w = unravel_pixels(groups, D, H, W_GROUPS)
+    # The group's first input column is a multiple of the stride: output column ow0 reaches it.
+    ow0 = group_w * PIXELS
 
-    n, id_, ih, iw = unravel_pixels(offs_m, D, H, W)
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC_DTYPE)
-    for tap in range(0, TAPS):
-        kt, kr, ks = unravel_tap(tap, R, S)
-        # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
-        num_d = id_ + pad_d - kt * dil_d
-        num_h = ih + pad_h - kr * dil_h
-        num_w = iw + pad_w - ks * dil_w
-        od = num_d // stride_d
-        oh = num_h // stride_h
-        ow = num_w // stride_w
-        reached = mask_m & (num_d % stride_d == 0) & (num_h % stride_h == 0) & (num_w % stride_w == 0)
-        reached = reached & (num_d >= 0) & (od < D_OUT) & (num_h >= 0) & (oh < H_OUT) & (num_w >= 0) & (ow < W_OUT)
-        dy_tap = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
-        w_tap = w_ptr + c_local * sw_c + kt * sw_t + kr * sw_r + ks * sw_s
-        for j in range(0, K_G):
-            dy = tl.load(
-                dy_tap[:, None] + (first_k + j)[None, :] * sdy_k, mask=reached[:, None] & mask_c[None, :], other=0.0
-            )
-            w = tl.load(w_tap + (first_k + j) * sw_k, mask=mask_c, other=0.0)
-            acc += dy.to(ACC_DTYPE) * w.to(ACC_DTYPE)[None, :]
+    accs = ()
+    for _ in tl.static_range(PIXELS * STRIDE_W):
+        accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
+    for j in range(0, K_G):
+        dy_channel = (first_k + j) * sdy_k
+        w_channel = w_ptr + (first_k + j) * sw_k + c_local * sw_c
+        for kt in range(0, T):
+            # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
+            num_d = id_ + pad_d - kt * DIL_D
+            od = num_d // STRIDE_D
+            for kr in range(0, R):
+                num_h = ih + pad_h - kr * DIL_H
+                oh = num_h // STRIDE_H
+                row_ok = mask_g & (num_d >= 0) & (num_d % STRIDE_D == 0) & (od < D_OUT)
+                row_ok = row_ok & (num_h >= 0) & (num_h % STRIDE_H == 0) & (oh < H_OUT)
+                dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
+                w_row = w_channel + kt * sw_t + kr * sw_r
+                # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+                for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                    accs = input_grad_taps(
+                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, first_s,
+                        TAPS_PER_STEP, STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                    )  # fmt: skip
+                if S % TAPS_PER_STEP > 0:
+                    accs = input_grad_taps(
+                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, S - S % TAPS_PER_STEP,
+                        S % TAPS_PER_STEP, STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                    )  # fmt: skip
 
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
-    dx_offs = (n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w)[:, None] + offs_c[None, :] * sdx_c
-    r_offs = (n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w)[:, None] + offs_c[None, :] * sr_c
-    finish_output(
-        acc,
-        dx_ptr + dx_offs,
-        z_ptr + dx_offs,
-        residual_ptr + r_offs,
-        mask_m[:, None] & mask_c[None, :],
-        ACTIVATION,
-        HAS_RESIDUAL,
-        STORE_PRE_ACTIVATION,
-    )
+        bias = tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+    dx_row = n * sdx_n + id_ * sdx_d + ih * sdx_h
+    r_row = n * sr_n + id_ * sr_d + ih * sr_h
+    for q in tl.static_range(PIXELS * STRIDE_W):
+        acc = accs[q]
+        if HAS_BIAS:
+            acc += bias
+        iw = ow0 * STRIDE_W + q
+        dx_offs = (dx_row + iw * sdx_w)[:, None] + offs_c[None, :] * sdx_c
+        r_offs = (r_row + iw * sr_w)[:, None] + offs_c[None, :] * sr_c
+        finish_output(
+            acc,
+            dx_ptr + dx_offs,
+            z_ptr + dx_offs,
+            residual_ptr + r_offs,
+            (mask_g & (iw < W))[:, None] & mask_c[None, :],
+            ACTIVATION,
+            HAS_RESIDUAL,
+            STORE_PRE_ACTIVATION,
+        )
 
 
 @triton.jit
@@ -280,20 +404,12 @@ def direct_weight_grad_kernel(
     D_OUT,
     H_OUT,
     W_OUT,
-    P,
-    R,
-    S,
-    TAPS,
+    W_GROUPS,
+    GROUPS,
     CHUNK,
-    stride_d,
-    stride_h,
-    stride_w,
     pad_d,
     pad_h,
     pad_w,
-    dil_d,
-    dil_h,
-    dil_w,
     sdy_n,
     sdy_k,
     sdy_d,
@@ -304,20 +420,34 @@ def direct_weight_grad_kernel(
     sx_d,
     sx_h,
     sx_w,
+    T: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    STRIDE_D: tl.constexpr,
+    STRIDE_H: tl.constexpr,
+    STRIDE_W: tl.constexpr,
+    DIL_D: tl.constexpr,
+    DIL_H: tl.constexpr,
+    DIL_W: tl.constexpr,
+    TAPS_PER_STEP: tl.constexpr,
     HAS_BIAS_GRAD: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    PIXELS: tl.constexpr,
+    BLOCK_G: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """Partial dw[k, c, tap] (and db[k]) of one split of the N*D_OUT*H_OUT*W_OUT = P pixels.
+    """Partial dw[k, c, tap] (and db[k]) of one split of the GROUPS groups of output pixels,
+    for TAPS_PER_STEP consecutive taps of one filter row.
 
     Args:
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*).
         x_ptr: input (N, C, D, H, W), any strides (sx_*).
-        dw_partial_ptr: (SPLIT_K, K, C_G, TAPS) contiguous, ACC_DTYPE; split z writes slice z.
+        dw_partial_ptr: (SPLIT_K, K, C_G, T * R * S) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        Grid: (cdiv(K, BLOCK_C), max(1, C_G) * TAPS, SPLIT_K); split z reduces pixels [z*CHUNK, (z+1)*CHUNK).
+        W_GROUPS: cdiv(W_OUT, PIXELS) groups per output row; GROUPS = N * D_OUT * H_OUT * W_GROUPS.
+        Grid: (cdiv(K, BLOCK_C), max(1, C_G) * T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
+        split z reduces groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
     """
     pid_c = tl.program_id(0)
     column = tl.program_id(1)
@@ -325,46 +455,91 @@ def direct_weight_grad_kernel(
     if INDEX_64:
         pid_c = pid_c.to(tl.int64)
         split = split.to(tl.int64)
+    tap_blocks = tl.cdiv(S, TAPS_PER_STEP)
+    first_s = (column % tap_blocks) * TAPS_PER_STEP
+    kr = (column // tap_blocks) % R
+    kt = (column // (tap_blocks * R)) % T
+    # Depthwise (C_G specialised to 1): c is the constant 0, which keeps x's channel loads
+    # 16-byte vectors; the compiler folds the select away.
+    c = tl.where(C_G == 1, 0, column // (tap_blocks * R * T))
     offs_k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    tap = column % TAPS
-    c = column // TAPS
-    kt, kr, ks = unravel_tap(tap, R, S)
-    offs_p = tl.arange(0, BLOCK_P)
-    if INDEX_64:
-        offs_p = offs_p.to(tl.int64)
     mask_k = offs_k < K
     # Column c == 0 stands in when C_G == 0 (it still yields the bias gradient): no channel then.
-    mask_kc = offs_k < tl.where(c < C_G, K, 0)
-    x_channel = (offs_k // K_G) * C_G + c
+    channels = tl.where(c < C_G, K, 0)
+    mask_kc = offs_k < channels
+    x_channel = ((offs_k // K_G) * C_G + c) * sx_c
+    dy_channel = offs_k * sdy_k
 
-    acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
-    p_start = split * CHUNK
-    p_end = tl.minimum(p_start + CHUNK, P)
-    for p0 in range(p_start, p_end, BLOCK_P):
-        p = p0 + offs_p
-        mask_p = p < p_end
-        n, od, oh, ow = unravel_pixels(p, D_OUT, H_OUT, W_OUT)
-        id_ = od * stride_d - pad_d + kt * dil_d
-        ih = oh * stride_h - pad_h + kr * dil_h
-        iw = ow * stride_w - pad_w + ks * dil_w
-        in_bounds = mask_p & inside(id_, ih, iw, D, H, W)
-        dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
-        x_pix = n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
-        dy = tl.load(
-            dy_ptr + dy_pix[:, None] + offs_k[None, :] * sdy_k, mask=mask_p[:, None] & mask_k[None, :], other=0.0
-        ).to(ACC_DTYPE)
-        x = tl.load(
-            x_ptr + x_pix[:, None] + x_channel[None, :] * sx_c, mask=in_bounds[:, None] & mask_kc[None, :], other=0.0
-        ).to(ACC_DTYPE)
-        acc += tl.sum(dy * x, axis=0)
+    g_start = split * CHUNK
+    g_end = tl.minimum(g_start + CHUNK, GROUPS)
+    groups = g_start + tl.arange(0, BLOCK_G)
+    n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, W_GROUPS)
+    step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_G, D_OUT, H_OUT, W_GROUPS)
+    accs = ()
+    for _ in tl.static_range(TAPS_PER_STEP):
+        accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
+    bias_acc = tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE)
+    for _ in range(g_start, g_end, BLOCK_G):
+        mask_g = groups < g_end
+        ow0 = group_w * PIXELS
+        id_ = od * STRIDE_D - pad_d + kt * DIL_D
+        ih = oh * STRIDE_H - pad_h + kr * DIL_H
+        row_ok = mask_g & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
+        dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
+        x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
+        iw0 = ow0 * STRIDE_W - pad_w + first_s * DIL_W
+        dys = ()
+        for p in tl.static_range(PIXELS):
+            dys = dys + (load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel, mask_k, sdy_w, ACC_DTYPE),)
+        updated = ()
+        for s in tl.static_range(TAPS_PER_STEP):
+            acc = accs[s]
+            for p in tl.static_range(PIXELS):
+                x = load_columns(
+                    x_row, row_ok, iw0 + (p * STRIDE_W + s * DIL_W), W, x_channel, mask_kc, sx_w, ACC_DTYPE
+                )
+                acc = tl.fma(dys[p], x, acc)
+            updated = updated + (acc,)
+        accs = updated
         if HAS_BIAS_GRAD:
-            bias_acc += tl.sum(dy, axis=0)
+            if column == 0:
+                for p in tl.static_range(PIXELS):
+                    bias_acc += dys[p]
+        groups += BLOCK_G
+        n, od, oh, group_w = advance_groups(n, od, oh, group_w, step_n, step_d, step_h, step_w, D_OUT, H_OUT, W_GROUPS)
 
-    tl.store(dw_partial_ptr + split * K * C_G * TAPS + offs_k * C_G * TAPS + c * TAPS + tap, acc, mask=mask_kc)
+    taps = T * R * S
+    dw_row = dw_partial_ptr + split * K * C_G * taps + offs_k * C_G * taps + c * taps + (kt * R + kr) * S + first_s
+    for s in tl.static_range(TAPS_PER_STEP):
+        # Taps past the row's end (the last tap block's) are not stored: a limit of 0 channels.
+        tap_channels = tl.where(first_s + s < S, channels, 0)
+        tl.store(dw_row + s, tl.sum(accs[s], axis=0), mask=offs_k < tap_channels)
     if HAS_BIAS_GRAD:
         if column == 0:
-            tl.store(db_partial_ptr + split * K + offs_k, bias_acc, mask=mask_k)
+            tl.store(db_partial_ptr + split * K + offs_k, tl.sum(bias_acc, axis=0), mask=mask_k)
+
+
+def _geometry_constexprs(spec: ConvSpec) -> dict[str, int]:
+    """Filter sizes, strides and dilations as the kernels' constexprs."""
+    t, r, s = spec.kernel_size
+    stride_d, stride_h, stride_w = spec.stride
+    dil_d, dil_h, dil_w = spec.dilation
+    return dict(
+        T=t, R=r, S=s, STRIDE_D=stride_d, STRIDE_H=stride_h, STRIDE_W=stride_w, DIL_D=dil_d, DIL_H=dil_h, DIL_W=dil_w
+    )
+
+
+def _tile_constexprs(cfg: DirectConfig) -> dict[str, int]:
+    return dict(PIXELS=cfg.pixels, TAPS_PER_STEP=cfg.taps_per_step, BLOCK_G=cfg.block_g, BLOCK_C=cfg.block_c)
+
+
+def _tile(spec: ConvSpec, channels: int, width: int, *loaded: torch.Tensor) -> DirectConfig:
+    """The tile over ``channels`` channels and rows of ``width`` pixels reading the (N, C, D, H, W)
+    tensors ``loaded``, its steps fitted to the filter."""
+    contiguous = all(t.stride(1) == 1 for t in loaded)
+    cfg = direct_config(channels, width, loaded[0].dtype.itemsize, contiguous)
+    steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
+    return replace(cfg, taps_per_step=steps)
 
 
 def plan_direct_forward(
@@ -377,9 +552,11 @@ def plan_direct_forward(
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
-    cfg = direct_config()
-    grid = (triton.cdiv(spec.output_pixels, cfg.block_m), triton.cdiv(spec.out_channels, cfg.block_n))
-    _, r, s = spec.kernel_size
+    d_out, h_out, w_out = spec.output_size
+    cfg = _tile(spec, spec.out_channels, w_out, x)
+    w_groups = triton.cdiv(w_out, cfg.pixels)
+    groups = spec.batch * d_out * h_out * w_groups
+    grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
     residual, pre_activation, *residual_strides = epilogue.args(y)
     args = (
         x,
@@ -393,13 +570,9 @@ def plan_direct_forward(
         spec.out_channels,
         spec.out_channels_per_group,
         *spec.output_size,
-        spec.output_pixels,
-        r,
-        s,
-        spec.taps,
-        *spec.stride,
+        w_groups,
+        groups,
         *spec.pad_lo,
-        *spec.dilation,
         *x.stride(),
         *w.stride(),
         *y.stride(),
@@ -407,14 +580,14 @@ def plan_direct_forward(
         *residual_strides,
     )
     constexprs = dict(
+        **_geometry_constexprs(spec),
         HAS_BIAS=bias is not None,
         **epilogue.constexprs(),
         INDEX_64=needs_int64(x, w, y, residual),
         ACC_DTYPE=accumulator_dtype(x.dtype),
-        BLOCK_P=cfg.block_m,
-        BLOCK_C=cfg.block_n,
+        **_tile_constexprs(cfg),
     )
-    return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
+    return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
 def plan_direct_input_grad(
@@ -428,9 +601,16 @@ def plan_direct_input_grad(
     """The launch writing d(loss)/d(input) into ``grad_input``; with ``bias`` and ``epilogue``,
     activation(that + bias + residual): a transposed convolution."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
-    cfg = direct_config()
-    grid = (triton.cdiv(spec.input_pixels, cfg.block_m), triton.cdiv(spec.in_channels, cfg.block_n))
-    _, r, s = spec.kernel_size
+    d_in, h_in, w_in = spec.input_size
+    stride_w = spec.stride[2]
+    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, stride_w), dy)
+    if epilogue.residual is not None or epilogue.pre_activation is not None:
+        # A thread holds PIXELS * STRIDE_W accumulators; the residual load and pre-activation
+        # store of a fused transposed convolution need registers beside them (they spilled).
+        cfg = replace(cfg, pixels=max(1, cfg.pixels // 2))
+    w_groups = triton.cdiv(w_in, cfg.pixels * stride_w)
+    groups = spec.batch * d_in * h_in * w_groups
+    grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
     residual, pre_activation, *residual_strides = epilogue.args(dx)
     args = (
         dy,
@@ -442,15 +622,11 @@ def plan_direct_input_grad(
         spec.in_channels,
         spec.in_channels_per_group,
         *spec.input_size,
-        spec.input_pixels,
         spec.out_channels_per_group,
         *spec.output_size,
-        r,
-        s,
-        spec.taps,
-        *spec.stride,
-        *spec.pad_lo,
-        *spec.dilation,
+        w_groups,
+        groups,
+        *spec.pad_lo[:2],
         *dy.stride(),
         *w.stride(),
         *dx.stride(),
@@ -458,21 +634,34 @@ def plan_direct_input_grad(
         *residual_strides,
     )
     constexprs = dict(
+        **_geometry_constexprs(spec),
+        PAD_W=spec.pad_lo[2],
         HAS_BIAS=bias is not None,
         **epilogue.constexprs(),
         INDEX_64=needs_int64(dy, w, dx, residual),
         ACC_DTYPE=accumulator_dtype(dy.dtype),
-        BLOCK_P=cfg.block_m,
-        BLOCK_C=cfg.block_n,
+        **_tile_constexprs(cfg),
     )
-    return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
+    return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
-def direct_split_k(spec: ConvSpec) -> int:
-    """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 blocks."""
-    cfg = direct_config()
-    columns = triton.cdiv(spec.out_channels, cfg.block_n) * spec.in_channels_per_group * spec.taps
-    return split_k_for(columns, spec.output_pixels, cfg.block_m)
+def _weight_grad_tiling(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> tuple[DirectConfig, int, int, int]:
+    """The weight gradient's tile, groups per output row, all groups, and programs per split."""
+    d_out, h_out, w_out = spec.output_size
+    cfg = _tile(spec, spec.out_channels, w_out, as_3d(dy), as_3d(x))
+    t, r, s = spec.kernel_size
+    w_groups = triton.cdiv(w_out, cfg.pixels)
+    groups = spec.batch * d_out * h_out * w_groups
+    # At least one column, so that the bias gradient is computed even with no channels.
+    columns = max(1, spec.in_channels_per_group) * t * r * triton.cdiv(s, cfg.taps_per_step)
+    programs = triton.cdiv(spec.out_channels, cfg.block_c) * columns
+    return cfg, w_groups, groups, programs
+
+
+def direct_split_k(spec: ConvSpec, grad_output: torch.Tensor, input: torch.Tensor) -> int:
+    """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 tiles."""
+    cfg, _, groups, programs = _weight_grad_tiling(spec, grad_output, input)
+    return split_k_for(programs, groups, cfg.block_g)
 
 
 def plan_direct_weight_grad(
@@ -485,15 +674,10 @@ def plan_direct_weight_grad(
     """The launch writing split partials of dw (and db); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
-    cfg = direct_config()
-    chunk = triton.cdiv(triton.cdiv(spec.output_pixels, cfg.block_m), split_k) * cfg.block_m
-    grid = (
-        triton.cdiv(spec.out_channels, cfg.block_n),
-        # At least one column, so that the bias gradient is computed even with no channels.
-        max(1, spec.in_channels_per_group) * spec.taps,
-        split_k,
-    )
-    _, r, s = spec.kernel_size
+    cfg, w_groups, groups, programs = _weight_grad_tiling(spec, dy, x)
+    chunk = triton.cdiv(triton.cdiv(groups, cfg.block_g), split_k) * cfg.block_g
+    columns = programs // triton.cdiv(spec.out_channels, cfg.block_c)
+    grid = (triton.cdiv(spec.out_channels, cfg.block_c), columns, split_k)
     args = (
         dy,
         x,
@@ -504,25 +688,21 @@ def plan_direct_weight_grad(
         spec.out_channels,
         spec.out_channels_per_group,
         *spec.output_size,
-        spec.output_pixels,
-        r,
-        s,
-        spec.taps,
+        w_groups,
+        groups,
         chunk,
-        *spec.stride,
         *spec.pad_lo,
-        *spec.dilation,
         *dy.stride(),
         *x.stride(),
     )
     constexprs = dict(
+        **_geometry_constexprs(spec),
         HAS_BIAS_GRAD=db_partial is not None,
         INDEX_64=needs_int64(dy, x, dw_partial),
         ACC_DTYPE=accumulator_dtype(dy.dtype),
-        BLOCK_P=cfg.block_m,
-        BLOCK_C=cfg.block_n,
+        **_tile_constexprs(cfg),
     )
-    return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
+    return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
 def direct_forward(
@@ -560,7 +740,7 @@ def direct_weight_grad(
     split_k: int | None = None,
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
-    splits = split_k or direct_split_k(spec)
+    splits = split_k or direct_split_k(spec, grad_output, input)
     bias_elements = spec.out_channels if grad_bias is not None else None
     dw_partial, db_partial = partial_buffers(grad_output, splits, grad_weight.numel(), bias_elements)
     plan_direct_weight_grad(grad_output, input, spec, dw_partial, db_partial)()

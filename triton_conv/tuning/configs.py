@@ -9,7 +9,8 @@ runs under the interpreter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -77,9 +78,6 @@ IMPLICIT_GEMM_CONFIGS: dict[str, list[KernelConfig]] = {
 }
 
 
-# The direct kernels' tile: BLOCK_M pixels x BLOCK_N channels, on CUDA cores (no dot).
-DIRECT_CONFIG = KernelConfig(64, 32, 1, 4, 1)
-
 # Under Triton's interpreter each program runs after the other in NumPy, so a few large tiles
 # run far faster than many small ones, and nothing is compiled, so no GPU limit applies.
 # Tests set this to None to exercise the GPU tiles (many programs per problem) instead.
@@ -87,14 +85,7 @@ INTERPRETER_CONFIGS: dict[str, KernelConfig] | None = {
     "forward": KernelConfig(1024, 64, 64, 4, 1),
     "input_grad": KernelConfig(1024, 64, 64, 4, 1),
     "weight_grad": KernelConfig(64, 64, 1024, 4, 1),
-    "direct": KernelConfig(1024, 64, 1, 4, 1),
 }
-
-
-def direct_config() -> KernelConfig:
-    if INTERPRETER and INTERPRETER_CONFIGS is not None:
-        return INTERPRETER_CONFIGS["direct"]
-    return DIRECT_CONFIG
 
 
 def operand_class(dtype: torch.dtype, precision: str) -> str:
@@ -170,3 +161,76 @@ def split_k_for(output_tiles: int, reduction: int, block: int) -> int:
         return 1
     wanted = TARGET_PROGRAMS // max(output_tiles, 1)
     return max(1, min(wanted, reduction // (16 * block)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct kernels (depthwise, few channels per group): CUDA-core tiles, no dot.
+
+
+@dataclass(frozen=True)
+class DirectConfig:
+    """A direct-kernel tile: ``block_g`` groups of ``pixels`` consecutive pixels along W, by
+    ``block_c`` channels.
+
+    One thread holds all ``pixels`` accumulators of a group for its channels, so the input
+    columns the group's taps read are loaded once and shared by every tap (a sliding window in
+    registers). A filter row is taken ``taps_per_step`` taps at a time: the window a step
+    unrolls, and in the weight gradient the taps one program accumulates (a tile each).
+    """
+
+    block_g: int
+    pixels: int
+    block_c: int
+    num_warps: int
+    taps_per_step: int
+
+
+# Channels per tile, largest first: the first that divides the channel count wastes no lanes.
+DIRECT_BLOCK_C = (64, 32, 16)
+# Pixels per thread along W, and taps per step: 8 x 8 accumulators, a step's input columns and
+# weights fit in 255 registers (measured by compiling suite shapes 12-16, 20, 31, 32 for sm_90).
+DIRECT_PIXELS = 8
+DIRECT_TAPS_PER_STEP = 8
+# Each thread owns one 16-byte vector of channels of one group.
+DIRECT_VECTOR_BYTES = 16
+DIRECT_NUM_WARPS = 4
+# Under the interpreter: few programs, each a large tile; steps of 2 taps, so that the tests'
+# small filters take several steps.
+DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_warps=4, taps_per_step=2)
+
+
+def direct_pixels(width: int, most: int) -> int:
+    """Pixels per group along a row of ``width``: the largest divisor of it from half of ``most``
+    up (no masked lanes), else ``most``."""
+    if width <= most:
+        return max(width, 1)
+    for pixels in range(most, most // 2 - 1, -1):
+        if width % pixels == 0:
+            return pixels
+    return most
+
+
+def direct_taps_per_step(most: int, taps: int, stride: int, dilation: int) -> int:
+    """Taps per step of a filter row of ``taps``: all of them if they fit in ``most``, else the
+    most whose span (steps x dilation) is a multiple of ``stride``, so that each step starts at
+    the same stride phase (the input gradient's reach pattern stays constexpr)."""
+    if taps <= most:
+        return taps
+    phase = stride // math.gcd(stride, dilation)
+    return max(phase, most // phase * phase)
+
+
+def direct_config(channels: int, width: int, itemsize: int, channels_contiguous: bool = True) -> DirectConfig:
+    """The tile for ``channels`` channels (the dimension a program's channel block runs over),
+    rows of ``width`` pixels (the dimension its groups run along) and elements of ``itemsize``
+    bytes; ``taps_per_step`` is the most a step may take (see ``direct_taps_per_step``).
+
+    Without contiguous channels (the default NCHW layout) every element is a load of its own,
+    with its own address: one channel per thread then, not a vector, or the registers spill."""
+    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+        base = DIRECT_INTERPRETER_CONFIG
+        return replace(base, pixels=direct_pixels(width, base.pixels))
+    block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
+    vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
+    block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
+    return DirectConfig(block_g, direct_pixels(width, DIRECT_PIXELS), block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
