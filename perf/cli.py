@@ -26,10 +26,9 @@ from .static import KERNELS, static_rows, static_table
 from .suite import PASSES, SMOKE_DTYPES, SUITE, SUITE_DTYPES, TARGETS_BY_KEY, SuiteShape, smoke_shape
 
 NO_GPU = (
-    "triton-conv bench: this machine has no CUDA GPU, so nothing can be timed.\n"
-    "  --smoke    runs the harness end to end on tiny shapes through Triton's interpreter (not a speed)\n"
-    "  --static   shows what each kernel costs compiled for sm_90 (registers, spills, shared memory, wgmma)\n"
-    "  --report   prints the tables of a results CSV measured elsewhere"
+    "triton-conv bench: this machine has no CUDA GPU, so nothing can be timed; run --smoke (the harness on "
+    "tiny shapes through Triton's interpreter, not a speed), --static (kernel costs compiled for sm_90) or "
+    "--report CSV (the tables of results measured elsewhere)"
 )
 
 

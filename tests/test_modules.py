@@ -518,7 +518,9 @@ class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
 
 def test_subclasses_calling_functional_conv_run_triton_conv():
     model = nn.Sequential(
-        SamePadConv2d(2, 4, 3, stride=2, **F64), StandardizedConv2d(4, 3, 3, padding=1, **F64), nn.Conv2d(3, 2, 1, **F64)
+        SamePadConv2d(2, 4, 3, stride=2, **F64),
+        StandardizedConv2d(4, 3, 3, padding=1, **F64),
+        nn.Conv2d(3, 2, 1, **F64),
     )
     x = torch.randn(2, 2, 7, 7, **F64)
     expected = _outputs_and_grads(model, x)
@@ -539,7 +541,10 @@ def test_subclass_bypassing_routing_is_named_in_a_warning_and_the_report():
     with torch.no_grad():
         expected = model(x)
     triton_conv.convert_model(model, include_subclasses=True)
-    with _CountOps() as ops, pytest.warns(UserWarning, match="RawConvolution2d.forward calls convolution, which triton"):
+    with (
+        _CountOps() as ops,
+        pytest.warns(UserWarning, match="RawConvolution2d.forward calls convolution, which triton"),
+    ):
         with torch.no_grad():
             _check_close(model(x), expected, "output")
     assert ops.counts["aten.convolution"] == ops.counts["triton_conv.conv_forward"] == 1, ops.counts
