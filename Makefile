@@ -17,15 +17,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,demo]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	TRITON_INTERPRET=1 $(VENV)/bin/triton-conv demo
+# Where the venv's torch sees no CUDA GPU, the kernels run through Triton's interpreter
+# (TRITON_INTERPRET=1); where it sees one, they run on the GPU.
+WHERE_KERNELS_RUN = env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() else "TRITON_INTERPRET=1")')
 
-# CPU: the kernels run through Triton's interpreter.
+demo: $(STAMP)
+	$(WHERE_KERNELS_RUN) $(VENV)/bin/triton-conv demo
+
 test: $(STAMP)
-	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(WHERE_KERNELS_RUN) $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-thorough: $(STAMP)
-	TRITON_CONV_THOROUGH=1 TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(WHERE_KERNELS_RUN) TRITON_CONV_THOROUGH=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 # CUDA: the same suite on the GPU (for a machine with torch and triton already installed).
 test-gpu:
