@@ -26,11 +26,12 @@ def _fails_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str], *fra
 
 def test_shapes_row_torch_rejects_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     path = tmp_path / "shapes.csv"
-    path.write_text(
-        "input_shape,weight_shape,stride,padding,dilation,groups\n"
-        "2x4x8x8,4x4x3x3,1,1,1,1\n"
-        "2x4x8x8,4x4x3x3,2,same,1,1\n"
-    )
+    rows = [
+        "input_shape,weight_shape,stride,padding,dilation,groups",
+        "2x4x8x8,4x4x3x3,1,1,1,1",
+        "2x4x8x8,4x4x3x3,2,same,1,1",
+    ]
+    path.write_text("\n".join(rows) + "\n")
     _fails_in_one_line(["tune", "--shapes", str(path), "--dry-run"], capsys, f"{path}, line 3", "fix or remove")
 
 
