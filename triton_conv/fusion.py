@@ -94,7 +94,10 @@ class FusionReport:
             + (f" ({activations})" if activations else ""),
             f"  {self.residual_adds_fused} residual adds fused",
         ]
-        lines += [f"  left: {name or '(model)'}: {why}" for name, why in self.left.items()]
+        modules_by_reason: dict[str, list[str]] = {}
+        for name, why in self.left.items():
+            modules_by_reason.setdefault(why, []).append(name or "(model)")
+        lines += [f"  left as it was ({', '.join(names)}): {why}" for why, names in modules_by_reason.items()]
         return "\n".join(lines)
 
 
@@ -358,8 +361,8 @@ def _report_unfused_activation(module: nn.Module, name: str, report: FusionRepor
     """Note an activation module right after a chain that the epilogue does not compute."""
     if type(module).__module__ == "torch.nn.modules.activation" and name not in report.left:
         report.left[name] = (
-            f"{type(module).__name__}: not an activation the epilogue computes ({', '.join(ACTIVATIONS)}, "
-            "exact gelu); it runs after the convolution"
+            f"{type(module).__name__}: not an activation the epilogue computes ({', '.join(ACTIVATIONS)}); "
+            "it runs after the convolution"
         )
 
 
