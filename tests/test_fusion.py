@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -538,4 +539,9 @@ def test_report_says_what_was_left_and_why():
     assert _report_counts(fused) == (1, 0, {}, 0)
     assert sorted(report.left) == ["bn1", "bn2"] and "called more than once" in report.left["bn1"]
     text = str(report)
-    assert "1 triton_conv convolutions" in text and "0 BatchNorms folded" in text and "left as it was (bn1, bn2): BatchNorm1d" in text
+    assert (
+        "1 triton_conv convolutions" in text
+        and "0 BatchNorms folded" in text
+        and "left as it was (bn1, bn2): BatchNorm1d" in text
+    )
+    assert copy.deepcopy(fused).fusion_report == report

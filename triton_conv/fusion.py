@@ -183,7 +183,7 @@ def fuse_for_inference(model: nn.Module, example_inputs: tuple) -> nn.Module:
     report = FusionReport()
     _split_batchnorms(model, report)
     try:
-        graph_module = fx.GraphModule(model, _ConvLeafTracer().trace(model), model.__class__.__name__)
+        graph_module = _FusedGraphModule(model, _ConvLeafTracer().trace(model), model.__class__.__name__)
     except Exception as error:  # fx raises several types for code it cannot trace
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         warnings.warn(
@@ -281,6 +281,16 @@ def _count_what_is_left(fused: nn.Module, report: FusionReport) -> None:
     for name, module in fused.named_modules():
         if isinstance(module, _BatchNorm) and name not in report.left:
             report.left[name] = f"{type(module).__name__}: {_BATCHNORM_LEFT}"
+
+
+class _FusedGraphModule(fx.GraphModule):
+    """A GraphModule whose deep copies keep its ``fusion_report`` (GraphModule's own copy drops
+    attributes it does not know)."""
+
+    def __deepcopy__(self, memo: dict) -> fx.GraphModule:
+        copied = super().__deepcopy__(memo)
+        copied.fusion_report = copy.deepcopy(self.fusion_report, memo)
+        return copied
 
 
 class _ConvLeafTracer(fx.Tracer):
