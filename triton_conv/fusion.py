@@ -68,7 +68,7 @@ _PLAIN_BATCHNORMS: dict[type[_BatchNorm], int] = {
 }
 # Modules that return their input in eval mode: skipped between the links of a chain.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-_BATCHNORM_LEFT = "not the only user of a convolution's output (or its convolution is called more than once)"
+_BATCHNORM_LEFT = "not right after a convolution whose output only it uses (or after one that is called more than once)"
 
 
 @dataclass

@@ -177,7 +177,7 @@ def _user_class(cls: type[nn.Module]) -> type[nn.Module]:
 def _reduce_converted_subclass(self: nn.Module, protocol: int) -> tuple:
     """Pickle (and deepcopy) a converted user subclass through its user class: the class made
     for it has no importable name, so unpickling makes it again."""
-    user_class = _user_class(type(self))
+    user_class = type(self).__bases__[1]
     return _rebuild_converted_subclass, (user_class,), self.__getstate__()
 
 
@@ -223,7 +223,7 @@ def revert_model(model: nn.Module) -> nn.Module:
         if cls in _TRITON_TO_TORCH:
             module.__class__ = _TRITON_TO_TORCH[cls]
         elif cls in _subclass_cache.values():
-            module.__class__ = _user_class(cls)
+            module.__class__ = next(user for user, made in _subclass_cache.items() if made is cls)
     return model
 
 
