@@ -223,7 +223,7 @@ def revert_model(model: nn.Module) -> nn.Module:
         if cls in _TRITON_TO_TORCH:
             module.__class__ = _TRITON_TO_TORCH[cls]
         elif cls in _subclass_cache.values():
-            module.__class__ = next(user for user, made in _subclass_cache.items() if made is cls)
+            module.__class__ = _user_class(cls)
     return model
 
 
