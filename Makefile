@@ -30,15 +30,17 @@ $(STAMP36): pyproject.toml constraints.txt
 	$(PY36) -m pip install -q -c constraints.txt $(TRITON36_PINS) -e '.[test,demo]'
 	touch $(STAMP36)
 
-demo: $(STAMP)
-	TRITON_INTERPRET=1 $(VENV)/bin/triton-conv demo
-
-# CPU: the kernels run through Triton's interpreter.
+# Where the venv's torch sees no CUDA GPU, the kernels run through Triton's interpreter
+# (TRITON_INTERPRET=1); where it sees one, they run on the GPU.
+WHERE_KERNELS_RUN = env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() else "TRITON_INTERPRET=1")')
 VERSIONS := -c "import torch, triton; print(f'torch {torch.__version__}, triton {triton.__version__}')"
+
+demo: $(STAMP)
+	$(WHERE_KERNELS_RUN) $(VENV)/bin/triton-conv demo
 
 test: $(STAMP)
 	$(PY) $(VERSIONS)
-	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(WHERE_KERNELS_RUN) $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 # The same suite under Triton 3.6.0, the oldest supported version: the GPU-target compile tests
 # and the interpreter tests (CI runs this after `make test`).
@@ -47,7 +49,7 @@ test-triton36: $(STAMP36)
 	TRITON_INTERPRET=1 $(PY36) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-thorough: $(STAMP)
-	TRITON_CONV_THOROUGH=1 TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(WHERE_KERNELS_RUN) TRITON_CONV_THOROUGH=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 # CUDA: the same suite on the GPU (for a machine with torch and triton already installed).
 test-gpu:

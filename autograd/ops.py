@@ -261,19 +261,27 @@ def conv_weight_grad(
     groups: int,
     bias_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """d(loss)/d(weight) (contiguous) and d(loss)/d(bias) (empty unless ``bias_grad``)."""
+    """d(loss)/d(weight) (in ``_weight_grad_format``) and d(loss)/d(bias) (empty unless ``bias_grad``)."""
     spec = op_geometry(input.shape, weight_shape, stride, padding, dilation, groups)
-    grad_weight = _empty(weight_shape, grad_output, torch.contiguous_format)
     grad_bias = _empty([spec.out_channels if bias_grad else 0], grad_output, torch.contiguous_format)
+    fmt = _weight_grad_format(grad_output, input)
     if _use_kernels(grad_output):
+        # The kernels write a contiguous gradient; a channels-last one is a copy of it (weight-sized).
+        grad_weight = _empty(weight_shape, grad_output, torch.contiguous_format)
         dispatch.weight_grad(grad_output, input, spec, grad_weight, grad_bias if bias_grad else None)
-        return grad_weight, grad_bias
+        return grad_weight.contiguous(memory_format=fmt), grad_bias
     placeholder = torch.zeros(weight_shape, dtype=input.dtype, device=input.device)
     _, dw, db = _aten_backward(grad_output, input, placeholder, spec, [False, True, bias_grad])
-    grad_weight.copy_(dw)
+    grad_weight = _empty(weight_shape, grad_output, fmt).copy_(dw)
     if bias_grad:
         grad_bias.copy_(db)
     return grad_weight, grad_bias
+
+
+def _weight_grad_format(grad_output: torch.Tensor, input: torch.Tensor) -> torch.memory_format:
+    """torch's rule, channels-last when the input or the weight is, with the output's gradient
+    standing in for the weight (the op does not see it; the forward's output is channels-last then)."""
+    return output_memory_format(input, grad_output)
 
 
 @conv_weight_grad.register_fake
@@ -289,7 +297,7 @@ def _(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     out_channels = weight_shape[0] if bias_grad else 0
     return (
-        _empty(weight_shape, grad_output, torch.contiguous_format),
+        _empty(weight_shape, grad_output, _weight_grad_format(grad_output, input)),
         _empty([out_channels], grad_output, torch.contiguous_format),
     )
 

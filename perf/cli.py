@@ -46,10 +46,9 @@ from .suite import (
 )
 
 NO_GPU = (
-    "triton-conv bench: this machine has no CUDA GPU, so nothing can be timed.\n"
-    "  --smoke    runs the harness end to end on tiny shapes through Triton's interpreter (not a speed)\n"
-    "  --static   compiles each pass's launches for sm_90 and reads them: the speed proxy (see perf/static.py)\n"
-    "  --report   prints the tables of a results CSV measured elsewhere"
+    "triton-conv bench: this machine has no CUDA GPU, so nothing can be timed; run --smoke (the harness on "
+    "tiny shapes through Triton's interpreter, not a speed), --static (kernel costs compiled for sm_90) or "
+    "--report CSV (the tables of results measured elsewhere)"
 )
 
 

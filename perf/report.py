@@ -38,6 +38,7 @@ NOT_A_SPEED = (
     "(`--smoke`), against torch's CPU convolution in the cuDNN columns; they show that the harness "
     "runs end to end, nothing about GPU performance."
 )
+NO_VERDICTS = "No class verdicts: targets are judged on CUDA timings only, and these are interpreter timings."
 
 
 def latest(rows: Iterable[ResultRow]) -> list[ResultRow]:
@@ -216,12 +217,14 @@ def markdown_report(rows: list[ResultRow]) -> str:
     sections = []
     for (_, timing), machine_rows in _machines(rows).items():
         dtype = headline_dtype(timing)
-        sections += [
-            f"## {_machine_heading(machine_rows)}",
-            shape_table(machine_rows),
-            f"### Classes ({dtype}; ratios are baseline time / triton-conv time)",
-            class_table(class_summaries(machine_rows, dtype)),
-        ]
+        sections += [f"## {_machine_heading(machine_rows)}", shape_table(machine_rows)]
+        if timing == TIMING_CUDA:
+            sections += [
+                f"### Classes ({dtype}; ratios are baseline time / triton-conv time)",
+                class_table(class_summaries(machine_rows, dtype)),
+            ]
+        else:
+            sections.append(NO_VERDICTS)
     return "\n\n".join(sections) + "\n"
 
 

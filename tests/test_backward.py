@@ -9,7 +9,7 @@ from triton_conv.spec import conv_spec
 from triton_conv.tuning.configs import KernelConfig
 
 from .cases import CASES, GEMM_GROUPED, PATCHES, SUBSET
-from .reference import DTYPES, OUR_CONV, THOROUGH, assert_close, make_inputs, reference_forward
+from .reference import DEVICE, DTYPES, OUR_CONV, THOROUGH, assert_close, make_inputs, reference_forward
 from .test_forward import _check_forward
 
 pytestmark = pytest.mark.backward
@@ -112,3 +112,22 @@ def test_weight_grad_split_k_is_exact_and_deterministic(split_k):
     again = torch.empty_like(w)
     module.implicit_gemm_weight_grad(dy, x, spec, again, None, KernelConfig(16, 16, 16, 2, 2, split_k))
     assert torch.equal(again, results[1][0])
+
+
+@pytest.mark.parametrize("formats", ["cl-input", "cl-weight", "cl-both", "contiguous"])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_weight_gradient_memory_format_is_torchs(ndim, formats):
+    """The raw weight gradient (torch.autograd.grad) is channels-last where torch's is (float32:
+    torch's float64 conv3d on CPU is a slow path that returns everything contiguous)."""
+    channels_last = {2: torch.channels_last, 3: torch.channels_last_3d}[ndim]
+    x = torch.randn(2, 4, *[5] * ndim).to(DEVICE)
+    w = torch.randn(6, 4, *[3] * ndim).to(DEVICE)
+    x = x.to(memory_format=channels_last) if formats in ("cl-input", "cl-both") else x
+    w = w.to(memory_format=channels_last) if formats in ("cl-weight", "cl-both") else w
+    grads = []
+    for conv in (getattr(torch.nn.functional, f"conv{ndim}d"), OUR_CONV[ndim]):
+        xg, wg = x.clone(memory_format=torch.preserve_format), w.clone(memory_format=torch.preserve_format)
+        y = conv(xg.requires_grad_(), wg.requires_grad_(), None, 1, 1)
+        grads.append(torch.autograd.grad(y, wg, torch.randn_like(y))[0])
+    expected, got = grads
+    assert got.stride() == expected.stride(), f"strides {got.stride()}, torch's {expected.stride()}"

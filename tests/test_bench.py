@@ -281,7 +281,8 @@ def test_smoke_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     csv_path = tmp_path / "smoke.csv"
     assert cli.run(_args("--smoke", "--shape", SMOKE_SHAPES, "--csv", str(csv_path))) == 0
     out = capsys.readouterr().out
-    assert "NOT a speed" in out and report.NOT_A_SPEED in out
+    assert "NOT a speed" in out and report.NOT_A_SPEED in out and report.NO_VERDICTS in out
+    assert "misses" not in out and "meets" not in out and "| class |" not in out
     rows = harness.read_rows(csv_path)
     expected = {
         (s.number, p, d, layout)

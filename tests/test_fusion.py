@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -369,3 +370,178 @@ def test_untraceable_model_falls_back_to_sequentials():
     assert [type(m).__name__ for m in fused.body] == [
         "Conv2d", "Identity", "Identity", "Conv2d", "Identity", "Identity", "Conv2d", "GELU"
     ]  # fmt: skip
+
+
+# --- timm-style blocks ------------------------------------------------------------------------
+# The same structure as timm's layers (timm itself needs a torchvision built for this torch):
+# BatchNormAct2d is a BatchNorm2d subclass with its dropout and activation inside, an Identity
+# (timm's drop_block, aa, drop_path) may sit between links, and activations may not be fusible.
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm.layers.BatchNormAct2d's eval-mode forward: batch_norm, then self.drop, then self.act."""
+
+    def __init__(self, channels: int, act: nn.Module | None = None) -> None:
+        super().__init__(channels)
+        self.drop = nn.Identity()
+        self.act = act if act is not None else nn.Identity()  # timm's apply_act=False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._assert(x.ndim == 4, "expected 4D input")
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return self.act(self.drop(x))
+
+
+class ActBeforeBatchNorm(nn.BatchNorm2d):
+    """Has an ``act`` like BatchNormAct2d, but applies it first: must not be taken apart."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.act(x))
+
+
+class ShiftedBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm subclass with a forward of its own and no ``act``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 1.0
+
+
+class TimmBasicBlock(nn.Module):
+    """timm's ResNet BasicBlock: Identity (drop_block, aa) between BatchNorm and activation."""
+
+    def __init__(self, channels: int = 4) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.drop_block, self.act1, self.aa = nn.Identity(), nn.ReLU(inplace=True), nn.Identity()
+        self.conv2, self.bn2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.drop_path, self.act2 = nn.Identity(), nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
+        x = self.drop_path(self.bn2(self.conv2(x)))
+        x += shortcut
+        return self.act2(x)
+
+
+class InvertedResidual(nn.Module):
+    """timm's EfficientNet / MobileNetV3 block: BatchNormAct2d throughout, squeeze-excite, skip."""
+
+    def __init__(self, channels: int = 4, act: type[nn.Module] = nn.SiLU, gate: type[nn.Module] = nn.Sigmoid) -> None:
+        super().__init__()
+        mid = 2 * channels
+        self.conv_pw, self.bn1 = nn.Conv2d(channels, mid, 1, bias=False), BatchNormAct2d(mid, act())
+        self.conv_dw = nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False)
+        self.bn2 = BatchNormAct2d(mid, act())
+        self.se_reduce, self.se_act, self.se_expand = nn.Conv2d(mid, 2, 1), act(), nn.Conv2d(2, mid, 1)
+        self.gate = gate()
+        self.conv_pwl, self.bn3 = nn.Conv2d(mid, channels, 1, bias=False), BatchNormAct2d(channels)
+        self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
+        x = x * self.gate(self.se_expand(self.se_act(self.se_reduce(x.mean((2, 3), keepdim=True)))))
+        return self.drop_path(self.bn3(self.conv_pwl(x))) + shortcut
+
+
+def _report_counts(model: nn.Module) -> tuple[int, int, dict[str, int], int]:
+    report = model.fusion_report
+    return report.convolutions, report.batchnorms_folded, dict(report.activations_fused), report.residual_adds_fused
+
+
+def test_timm_resnet_block_identity_between_batchnorm_and_activation():
+    model = _randomize_batchnorms(TimmBasicBlock().double())
+    fused = _fuse_and_check(model, _input(channels=4), batchnorms_left=0, activations=["relu", "relu"], residuals=1)
+    assert _report_counts(fused) == (2, 2, {"relu": 2}, 1) and fused.fusion_report.left == {}
+
+
+def test_timm_efficientnet_block_batchnorm_act():
+    model = _randomize_batchnorms(InvertedResidual().double())
+    fused = _fuse_and_check(
+        model, _input(channels=4), batchnorms_left=0, activations=["silu", "silu", "silu", "sigmoid"], residuals=1
+    )
+    assert _report_counts(fused) == (5, 3, {"silu": 3, "sigmoid": 1}, 1)
+    assert fused.fusion_report.traced and fused.fusion_report.left == {}
+
+
+def test_timm_mobilenetv3_block_keeps_activations_the_epilogue_lacks():
+    model = _randomize_batchnorms(InvertedResidual(act=nn.Hardswish, gate=nn.Hardsigmoid).double())
+    fused = _fuse_and_check(model, _input(channels=4), batchnorms_left=0, activations=[], residuals=1)
+    assert _report_counts(fused) == (5, 3, {}, 1)
+    assert _count(fused, nn.Hardswish) == 3 and _count(fused, nn.Hardsigmoid) == 1
+    left = fused.fusion_report.left
+    assert sorted(left) == ["bn1.act", "bn2.act", "gate", "se_act"], left
+    assert all("not an activation the epilogue computes" in why for why in left.values())
+
+
+class UntraceableBatchNormAct(nn.Module):
+    """fx cannot trace the ``if``: only the Sequential is fused, BatchNormAct2d's ReLU included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1, bias=False),
+            BatchNormAct2d(4, nn.ReLU()),
+            nn.Conv2d(4, 4, 3, padding=1),
+            BatchNormAct2d(4, nn.Hardswish()),
+            nn.Sequential(nn.Conv2d(4, 4, 1), nn.Dropout(), BatchNormAct2d(4), nn.Identity(), nn.SiLU()),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return -y if x.sum() > 0 else y
+
+
+def test_untraceable_model_folds_batchnorm_act_and_keeps_its_activation():
+    model = _randomize_batchnorms(UntraceableBatchNormAct().double())
+    with pytest.warns(UserWarning, match="torch.fx cannot trace UntraceableBatchNormAct"):
+        fused = _fuse_and_check(model, _input(), batchnorms_left=0, activations=["relu", "silu"])
+    assert _report_counts(fused) == (3, 3, {"relu": 1, "silu": 1}, 0) and not fused.fusion_report.traced
+    assert type(fused.body[3].act) is nn.Hardswish  # folded BatchNorm, activation kept
+    assert "not an activation the epilogue computes" in fused.fusion_report.left["body.3.act"]
+    assert fused.body[0].activation == "relu"  # BatchNormAct2d's ReLU, fused rather than dropped
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.fx cannot trace:UserWarning")
+@pytest.mark.parametrize("batchnorm", [ActBeforeBatchNorm, ShiftedBatchNorm2d])
+@pytest.mark.parametrize("traceable", [True, False], ids=["fx", "sequential"])
+def test_batchnorm_subclasses_not_understood_are_left_with_a_warning(batchnorm, traceable):
+    model = _randomize_batchnorms(
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), batchnorm(4), nn.ReLU()).double()
+        if traceable
+        else UntraceableWrapper(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), batchnorm(4), nn.ReLU())).double()
+    )
+    name = "1" if traceable else "inner.1"
+    with pytest.warns(UserWarning, match=rf"does not understand.*: {name} \({batchnorm.__name__}\)"):
+        fused = _fuse_and_check(model, _input(), batchnorms_left=1, activations=[])
+    assert _report_counts(fused) == (1, 0, {}, 0)
+    assert "does not understand" in fused.fusion_report.left[name]
+
+
+class UntraceableWrapper(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) if x.sum() > 0 else self.inner(-x)
+
+
+def test_report_says_what_was_left_and_why():
+    model = _randomize_batchnorms(SharedConv().double())
+    fused = _fuse_and_check(model, _input(1), batchnorms_left=2, activations=[])
+    report = fused.fusion_report
+    assert _report_counts(fused) == (1, 0, {}, 0)
+    assert sorted(report.left) == ["bn1", "bn2"] and "called more than once" in report.left["bn1"]
+    text = str(report)
+    assert (
+        "1 triton_conv convolutions" in text
+        and "0 BatchNorms folded" in text
+        and "left as it was (bn1, bn2): BatchNorm1d" in text
+    )
+    assert copy.deepcopy(fused).fusion_report == report

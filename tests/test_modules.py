@@ -469,3 +469,93 @@ def test_subclass_converted_when_asked(monkeypatch):
     triton_conv.revert_model(model)
     assert [type(m) for m in model] == [ScaledConv2d, nn.ConvTranspose2d, nn.Conv2d]
     assert all(p is q for p, q in zip(model.parameters(), params))
+
+
+# Subclasses whose own forward calls F.conv2d (timm's Conv2dSame and StdConv2d do) or a
+# lower-level convolution that triton_conv cannot route.
+
+
+class SamePadConv2d(nn.Conv2d):
+    """timm's Conv2dSame: pads for TensorFlow's 'SAME' itself, then calls F.conv2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h = max((-(-x.shape[-2] // self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - x.shape[-2], 0)
+        pad_w = max((-(-x.shape[-1] // self.stride[1]) - 1) * self.stride[1] + self.kernel_size[1] - x.shape[-1], 0)
+        x = torch.nn.functional.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class StandardizedConv2d(nn.Conv2d):
+    """timm's StdConv2d: standardizes its weight, then calls F.conv2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = self.weight.reshape(1, self.out_channels, -1)
+        weight = torch.nn.functional.batch_norm(flat, None, None, training=True, momentum=0.0, eps=1e-6)
+        return torch.nn.functional.conv2d(
+            x, weight.reshape_as(self.weight), self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
+class RawConvolution2d(nn.Conv2d):
+    """Calls torch.convolution, which has no triton_conv twin."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.convolution(x, self.weight, self.bias, self.stride, self.padding, self.dilation, False, [0, 0], 1)
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ops dispatched below autograd: triton_conv's custom ops and aten's convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_subclasses_calling_functional_conv_run_triton_conv():
+    model = nn.Sequential(
+        SamePadConv2d(2, 4, 3, stride=2, **F64),
+        StandardizedConv2d(4, 3, 3, padding=1, **F64),
+        nn.Conv2d(3, 2, 1, **F64),
+    )
+    x = torch.randn(2, 2, 7, 7, **F64)
+    expected = _outputs_and_grads(model, x)
+    triton_conv.convert_model(model, include_subclasses=True)
+    with _CountOps() as ops:
+        _check_same_results(_outputs_and_grads(model, x), expected)
+    # Three forwards and three weight gradients, none of them aten's.
+    assert ops.counts.get("aten.convolution", 0) == ops.counts.get("aten.convolution_backward", 0) == 0, ops.counts
+    assert (ops.counts["triton_conv.conv_forward"], ops.counts["triton_conv.conv_weight_grad"]) == (3, 3)
+    report = triton_conv.conversion_report(model)
+    assert list(report.converted) == ["0", "1", "2"] and report.left == {}
+    assert "SamePadConv2d (its own forward, whose F.conv1d/2d/3d calls run triton_conv)" in str(report)
+
+
+def test_subclass_bypassing_routing_is_named_in_a_warning_and_the_report():
+    model = nn.Sequential(RawConvolution2d(2, 3, 3, **F64), nn.Conv2d(3, 2, 1, **F64))
+    x = torch.randn(1, 2, 5, 5, **F64)
+    with torch.no_grad():
+        expected = model(x)
+    triton_conv.convert_model(model, include_subclasses=True)
+    with (
+        _CountOps() as ops,
+        pytest.warns(UserWarning, match="RawConvolution2d.forward calls convolution, which triton"),
+    ):
+        with torch.no_grad():
+            _check_close(model(x), expected, "output")
+    assert ops.counts["aten.convolution"] == ops.counts["triton_conv.conv_forward"] == 1, ops.counts
+    report = triton_conv.conversion_report(model)
+    assert list(report.converted) == ["1"] and "cannot route" in report.left["0"]
+
+
+def test_conversion_report_of_a_model_left_alone():
+    model = nn.Sequential(SamePadConv2d(2, 2, 3), nn.Conv2d(2, 2, 1))
+    report = triton_conv.conversion_report(model)
+    assert report.converted == {} and "include_subclasses=True" in report.left["0"]
+    assert "convert_model(model) converts it" in report.left["1"]
+    report = triton_conv.conversion_report(triton_conv.convert_model(model))
+    assert list(report.converted) == ["1"] and list(report.left) == ["0"]

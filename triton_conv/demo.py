@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
+import sys
 import time
 from dataclasses import dataclass
 
@@ -130,6 +132,25 @@ def run_demo(epochs: int = 4, batch_size: int = 64, seed: int = 0, device: str |
     return DemoResult(history["triton_conv"], history["torch"], accuracy["triton_conv"], accuracy["torch"], difference)
 
 
+def _cannot_run(args: argparse.Namespace) -> str | None:
+    """Why the demo cannot run with these arguments on this machine (one line), or None."""
+    if args.epochs < 1 or args.batch_size < 1:
+        return f"--epochs ({args.epochs}) and --batch-size ({args.batch_size}) must be at least 1"
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            return f"--device {args.device}: not a device torch knows; use cpu or cuda"
+        if device.type not in ("cpu", "cuda"):
+            return f"--device {args.device}: the demo runs on cpu or cuda"
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return f"--device {args.device}: this machine has no CUDA GPU (or torch is a CPU build); use --device cpu"
+    missing = [name for name in ("sklearn", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"needs {' and '.join(missing)}, which are not installed; pip install scikit-learn tqdm"
+    return None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -137,6 +158,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit status 1 if the two models' test accuracies differ by more than two points."""
+    """Exit status 1 if the two models' test accuracies differ by more than two points, 2 if it cannot run."""
+    problem = _cannot_run(args)
+    if problem:
+        print(f"triton-conv demo: {problem}", file=sys.stderr)
+        return 2
     result = run_demo(epochs=args.epochs, batch_size=args.batch_size, device=args.device)
     return 0 if abs(result.triton_accuracy - result.torch_accuracy) <= 0.02 else 1

@@ -9,10 +9,16 @@ optional extras use the fused epilogue: an ``activation`` attribute (None by def
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .functional import conv1d, conv2d, conv3d
 from .functional_transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
@@ -162,13 +168,82 @@ def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Mod
     if cls not in _subclass_cache:
         triton_base = _CONVERTED[base]
         mixin = next(b for b in triton_base.__bases__ if b in (_TritonConvMixin, _TritonConvTransposeMixin))
-        routing = {
+        namespace: dict[str, Any] = {
             k: v for k, v in vars(triton_base).items() if k in ("_triton_conv", "_triton_conv_transpose", "_ndim")
         }
-        _subclass_cache[cls] = type(
-            f"Triton{cls.__name__}", (mixin, cls), {**routing, "__reduce_ex__": _reduce_converted_subclass}
-        )
+        namespace["__reduce_ex__"] = _reduce_converted_subclass
+        if _has_own_forward(cls):
+            namespace["forward"] = _routed_forward(cls)
+        _subclass_cache[cls] = type(f"Triton{cls.__name__}", (mixin, cls), namespace)
     return _subclass_cache[cls]
+
+
+def _has_own_forward(cls: type[nn.Module]) -> bool:
+    """Whether ``cls`` overrides torch's ``forward`` (which would call ``_conv_forward``)."""
+    base = next(b for b in _CONVERTED if issubclass(cls, b))
+    return cls.forward is not base.forward
+
+
+# The functional convolutions a subclass's own forward may call, and triton_conv's twins.
+_ROUTED_FUNCTIONS: dict[Callable[..., Any], Callable[..., torch.Tensor]] = {
+    F.conv1d: conv1d,
+    F.conv2d: conv2d,
+    F.conv3d: conv3d,
+}
+# Lower-level convolution entry points that have no triton_conv twin with the same arguments.
+_UNROUTED_FUNCTIONS = {
+    torch.convolution,
+    torch._convolution,
+    torch.ops.aten.convolution,
+    torch.ops.aten.convolution.default,
+    torch.ops.aten._convolution,
+    torch.ops.aten._convolution.default,
+}
+# Converted user classes whose forward was seen calling one of those (warned once each).
+_bypassing_classes: set[type[nn.Module]] = set()
+
+
+class _RouteConvolutions(TorchFunctionMode):
+    """While a converted subclass's own forward runs: its ``F.conv1d/2d/3d`` calls run triton_conv's.
+
+    Calls made inside a handled function (triton_conv's own ops included) are not seen: a mode is
+    off while its handler runs.
+    """
+
+    def __init__(self, owner: type[nn.Module]) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _ROUTED_FUNCTIONS:
+            return _ROUTED_FUNCTIONS[func](*args, **kwargs)
+        if func in _UNROUTED_FUNCTIONS and self.owner not in _bypassing_classes:
+            _bypassing_classes.add(self.owner)
+            warnings.warn(
+                f"triton_conv: {self.owner.__name__}.forward calls {getattr(func, '__name__', func)}, which "
+                "triton_conv cannot route: that convolution runs in torch. Call F.conv1d/2d/3d or "
+                "self._conv_forward there instead",
+                stacklevel=2,
+            )
+        return func(*args, **kwargs)
+
+
+def _routed_forward(user_class: type[nn.Module]) -> Callable[..., torch.Tensor]:
+    """``user_class.forward`` with its functional convolutions routed through triton_conv."""
+    forward = user_class.forward
+
+    @functools.wraps(forward)
+    def routed(self: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with _RouteConvolutions(user_class):
+            return forward(self, *args, **kwargs)
+
+    return routed
+
+
+def _user_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """The user's class a converted subclass was made from."""
+    return next(user for user, made in _subclass_cache.items() if made is cls)
 
 
 def _reduce_converted_subclass(self: nn.Module, protocol: int) -> tuple:
@@ -191,9 +266,12 @@ def convert_model(model: nn.Module, *, include_subclasses: bool = False) -> nn.M
     Conversion is in place: each module keeps its identity, Parameter objects (an optimizer built
     before still works), buffers, hooks, device, dtype and training mode; only its class changes.
     Subclasses of torch's conv modules that you wrote are left alone unless ``include_subclasses``,
-    which converts them to a subclass of theirs that runs their code with triton_conv's convolution
-    (transposed ones only when they keep torch's ``forward``, which is what triton_conv replaces).
-    Returns ``model``.
+    which converts them to a subclass of theirs that runs their code with triton_conv's convolution:
+    torch's ``forward`` calls triton_conv's ``_conv_forward``, and while a subclass's own ``forward``
+    runs, its ``F.conv1d/2d/3d`` calls run triton_conv's (a lower-level call such as
+    ``torch.convolution`` stays torch's, with a warning naming the class; transposed subclasses are
+    converted only when they keep torch's ``forward``). ``conversion_report`` lists what runs
+    triton_conv and what does not. Returns ``model``.
     """
     for module in model.modules():
         new_class = _triton_class(type(module), include_subclasses)
@@ -219,5 +297,47 @@ def revert_model(model: nn.Module) -> nn.Module:
         if cls in _TRITON_TO_TORCH:
             module.__class__ = _TRITON_TO_TORCH[cls]
         elif cls in _subclass_cache.values():
-            module.__class__ = next(user for user, made in _subclass_cache.items() if made is cls)
+            module.__class__ = _user_class(cls)
     return model
+
+
+@dataclass
+class ConversionReport:
+    """Which convolution modules of a model run triton_conv; ``str()`` gives one line each."""
+
+    converted: dict[str, str] = field(default_factory=dict)  # module name -> how it runs triton_conv
+    left: dict[str, str] = field(default_factory=dict)  # module name -> why it runs torch's convolution
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.converted)} convolution modules run triton_conv, {len(self.left)} run torch's"]
+        lines += [f"  triton_conv  {name or '(model)'}: {how}" for name, how in self.converted.items()]
+        lines += [f"  torch        {name or '(model)'}: {why}" for name, why in self.left.items()]
+        return "\n".join(lines)
+
+
+def conversion_report(model: nn.Module) -> ConversionReport:
+    """What ``convert_model`` did to ``model``: every ``nn.Conv*``-derived module (transposed ones
+    included), whether it runs triton_conv, and if not, why."""
+    report = ConversionReport()
+    for name, module in model.named_modules():
+        cls = type(module)
+        if not isinstance(module, nn.modules.conv._ConvNd):
+            continue
+        if cls in _subclass_cache.values() and (user := _user_class(cls)) in _bypassing_classes:
+            report.left[name] = f"{user.__name__}: its forward calls a convolution that triton_conv cannot route"
+        elif cls in _subclass_cache.values() and _has_own_forward(user):
+            report.converted[name] = f"{user.__name__} (its own forward, whose F.conv1d/2d/3d calls run triton_conv)"
+        elif isinstance(module, _TritonConvMixin | _TritonConvTransposeMixin):
+            report.converted[name] = _user_class(cls).__name__ if cls in _subclass_cache.values() else cls.__name__
+        elif cls in _CONVERTED:
+            report.left[name] = f"{cls.__name__}: not converted yet; convert_model(model) converts it"
+        elif issubclass(cls, tuple(_TRANSPOSED_TO_TRITON)) and _has_own_forward(cls):
+            report.left[name] = f"{cls.__name__}: its own forward calls torch's transposed convolution itself"
+        elif issubclass(cls, tuple(_CONVERTED)):
+            report.left[name] = (
+                f"{cls.__name__}: a subclass of a torch convolution; convert_model(model, include_subclasses=True) "
+                "converts it"
+            )
+        else:
+            report.left[name] = f"{cls.__name__}: triton_conv has no module for it"
+    return report

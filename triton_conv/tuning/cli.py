@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cli import one_line
 from ..runtime import INTERPRETER
 from ..spec import ConvSpec, conv_spec, output_memory_format
 from .key import KINDS, autotune_key, layout_of
@@ -139,11 +140,30 @@ def collect_model_problems(model: nn.Module, input_shape: tuple[int, ...], chann
 
 
 def load_model(target: str) -> nn.Module:
-    """Import ``module:factory`` and call the factory."""
+    """Import ``module:factory`` and call the factory; a ``ValueError`` saying what to fix if that fails."""
     module_name, sep, factory_name = target.partition(":")
     if not sep or not module_name or not factory_name:
         raise ValueError(f"--model must be 'module:factory', got {target!r}")
-    return getattr(importlib.import_module(module_name), factory_name)()
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(
+            f"--model {target}: cannot import {module_name} ({one_line(error)}); install the package that "
+            "provides it (for torchvision models: a torchvision built for your torch)"
+        ) from error
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise ValueError(f"--model {target}: {module_name} has no callable {factory_name!r}")
+    try:
+        model = factory()
+    except Exception as error:
+        raise ValueError(
+            f"--model {target}: {factory_name}() failed ({type(error).__name__}: {one_line(error)}); "
+            "--model needs a factory that builds the model with no arguments"
+        ) from error
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model {target}: {factory_name}() returned a {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -177,15 +197,28 @@ def load_shapes(path: Path) -> list[ConvProblem]:
     text = path.read_text()
     rows: Iterable[dict[str, Any]]
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        rows = json.loads(text)
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}); give a JSON list of objects or a CSV") from None
     else:
         rows = csv.DictReader(text.splitlines())
+    is_csv = isinstance(rows, csv.DictReader)
     problems = []
     for number, row in enumerate(rows, 1):
+        # A CSV's header is its line 1, so data row n is on line n + 1.
+        where = f"{path}, line {number + 1}" if is_csv else f"{path}, problem {number}"
         try:
-            problems.append(_problem(row))
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"{path}: problem {number} is malformed ({error!r}): {row}") from None
+            problem = _problem(row)
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"{where}: problem {number} is malformed ({error!r}); fix or remove it") from None
+        try:
+            problem.spec()
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise ValueError(
+                f"{where}: torch rejects this convolution ({one_line(error)}); fix or remove that row"
+            ) from None
+        problems.append(problem)
     return problems
 
 
@@ -212,7 +245,14 @@ def gather(args: argparse.Namespace) -> list[ConvProblem]:
     if args.model:
         if args.input_shape is None:
             raise ValueError("--model needs --input-shape, e.g. --input-shape 8,3,224,224")
-        problems = collect_model_problems(load_model(args.model), args.input_shape, args.channels_last)
+        model = load_model(args.model)
+        try:
+            problems = collect_model_problems(model, args.input_shape, args.channels_last)
+        except Exception as error:
+            raise ValueError(
+                f"--model {args.model} on --input-shape {','.join(map(str, args.input_shape))}: the model's forward "
+                f"failed ({type(error).__name__}: {one_line(error)}); check --input-shape"
+            ) from error
     else:
         problems = load_shapes(args.shapes)
     dtype = DTYPES[args.dtype] if args.dtype else None
