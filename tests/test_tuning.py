@@ -116,7 +116,7 @@ def test_weight_grad_space_includes_split_k_within_the_program_cap(gpu_tiles):
     assert {c.split_k for c in space} > {c.split_k for c in first_use} > {1}
     assert set(first_use) <= set(space) and space[0] == first_use[0] == heuristic
     for c in space[1:]:
-        assert -(-64 // c.block_m) * -(-64 // c.block_n) * spec.taps * c.split_k <= select.SPLIT_K_PROGRAM_CAP
+        assert -(-64 // c.block_m) * -(-64 * spec.taps // c.block_n) * c.split_k <= select.SPLIT_K_PROGRAM_CAP
 
 
 def _launches(kind: str, space_of: torch.dtype) -> list:

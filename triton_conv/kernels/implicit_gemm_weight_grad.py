@@ -22,8 +22,22 @@ from ..tuning.configs import KernelConfig, heuristic_config, split_k_for
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
-from .indexing import inside, unravel_pixels, unravel_tap
+from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, sum_splits
+
+
+@triton.jit
+def _within(coord, extent):
+    """0 <= coord < extent in one unsigned comparison (a negative coord wraps to a huge one)."""
+    return coord.to(tl.uint64 if coord.dtype == tl.int64 else tl.uint32, bitcast=True) < extent
+
+
+@triton.jit
+def _advance(digit, step, carry, extent):
+    """One mixed-radix digit plus ``step`` (< extent) and the carry in: the digit and the carry out."""
+    digit += step + carry
+    carry_out = digit >= extent
+    return tl.where(carry_out, digit - extent, digit), carry_out.to(tl.int32)
 
 
 @triton.jit
@@ -71,11 +85,29 @@ def implicit_gemm_weight_grad_kernel(
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
+    DY_LINEAR: tl.constexpr,
+    X_LINEAR: tl.constexpr,
+    MASK_D: tl.constexpr,
+    MASK_H: tl.constexpr,
+    MASK_W: tl.constexpr,
+    TRACK_N: tl.constexpr,
+    TRACK_D: tl.constexpr,
+    TRACK_H: tl.constexpr,
+    TRACK_W: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """Partial dw (and db) of one split for a (BLOCK_M out channels) x (BLOCK_N in channels) tile of one tap.
+    """Partial dw (and db) of one split for BLOCK_M out channels x BLOCK_N (tap, in channel) columns.
+
+    Columns run over the TAPS * C_G (tap, input channel) pairs, tap-major: one tile spans several
+    taps of a channel run, so every dy tile loaded serves all the taps of the tile, and x is
+    gathered per column at its tap's shift (a contiguous channel run per tap in channels-last).
+    Pixel geometry is carried from step to step (no division in the loop), and only what the
+    flags ask for: DY_LINEAR / X_LINEAR say a pixel's dy / x offset is p * sdy_w / p * sx_w
+    (pixel strides dense; for x also stride 1 and input size = output size); MASK_D/H/W say
+    that dimension is padded (taps may fall outside the input); TRACK_N/D/H/W say which output
+    coordinates the step needs (n, d, h, w), innermost first.
 
     Args:
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*); K = GROUPS * K_G;
@@ -83,7 +115,7 @@ def implicit_gemm_weight_grad_kernel(
         x_ptr: input (N, C, D, H, W), any strides (sx_*); C = GROUPS * C_G.
         dw_partial_ptr: (SPLIT_K, K, C_G, TAPS) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        Grid: (cdiv(K_G, BLOCK_M), TAPS * max(1, cdiv(C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
+        Grid: (cdiv(K_G, BLOCK_M), max(1, cdiv(TAPS * C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -95,49 +127,73 @@ def implicit_gemm_weight_grad_kernel(
         pid_z = pid_z.to(tl.int64)
     group = pid_z % GROUPS
     split = pid_z // GROUPS
-    tap = pid_n % TAPS
-    c_block = pid_n // TAPS
-    kt, kr, ks = unravel_tap(tap, R, S)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = c_block * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_p = tl.arange(0, BLOCK_K)
     if INDEX_64:
         offs_m = offs_m.to(tl.int64)
-        offs_n = offs_n.to(tl.int64)
+        cols = cols.to(tl.int64)
         offs_p = offs_p.to(tl.int64)
     mask_m = offs_m < K_G
-    mask_n = offs_n < C_G
+    mask_n = cols < TAPS * C_G
     k = group * K_G + offs_m
+    # Each column's tap and channel, once per program. A tap reads input coordinate
+    # o * stride + shift, with shift = tap * dilation - padding; the loop adds pixel terms only.
+    tap = cols // C_G
+    c = cols % C_G
+    kt, kr, ks = unravel_tap(tap, R, S)
+    shift_d = kt * dil_d - pad_d
+    shift_h = kr * dil_h - pad_h
+    shift_w = ks * dil_w - pad_w
     # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
     # across the loop take twice the registers and made small tiles spill.
     dy_cols = k * sdy_k
-    x_cols = (group * C_G + offs_n) * sx_c
+    x_cols = (group * C_G + c) * sx_c + shift_d * sx_d + shift_h * sx_h + shift_w * sx_w
+
+    p_start = split * CHUNK
+    p_end = tl.minimum(p_start + CHUNK, P)
+    n, od, oh, ow = unravel_pixels(p_start + offs_p, D_OUT, H_OUT, W_OUT)
+    step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_K, D_OUT, H_OUT, W_OUT)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
-    p_start = split * CHUNK
-    p_end = tl.minimum(p_start + CHUNK, P)
     for p0 in range(p_start, p_end, BLOCK_K):
         p = p0 + offs_p
         mask_p = p < p_end
-        n, od, oh, ow = unravel_pixels(p, D_OUT, H_OUT, W_OUT)
-        id_ = od * stride_d - pad_d + kt * dil_d
-        ih = oh * stride_h - pad_h + kr * dil_h
-        iw = ow * stride_w - pad_w + ks * dil_w
-        in_bounds = mask_p & inside(id_, ih, iw, D, H, W)
-        dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
-        x_pix = n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
-        dy_offs = dy_cols[:, None] + dy_pix[None, :]
-        x_offs = x_cols[None, :] + x_pix[:, None]
-        a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_p[None, :], other=0.0)
-        b = tl.load(x_ptr + x_offs, mask=in_bounds[:, None] & mask_n[None, :], other=0.0)
+        if DY_LINEAR:
+            dy_pix = p * sdy_w
+        else:
+            dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
+        if X_LINEAR:
+            x_pix = p * sx_w
+        else:
+            x_pix = n * sx_n + od * (stride_d * sx_d) + oh * (stride_h * sx_h) + ow * (stride_w * sx_w)
+        a = tl.load(dy_ptr + dy_cols[:, None] + dy_pix[None, :], mask=mask_m[:, None] & mask_p[None, :], other=0.0)
+        mask_x = mask_p[:, None] & mask_n[None, :]
+        if MASK_D:
+            mask_x &= _within((od * stride_d)[:, None] + shift_d[None, :], D)
+        if MASK_H:
+            mask_x &= _within((oh * stride_h)[:, None] + shift_h[None, :], H)
+        if MASK_W:
+            mask_x &= _within((ow * stride_w)[:, None] + shift_w[None, :], W)
+        b = tl.load(x_ptr + x_pix[:, None] + x_cols[None, :], mask=mask_x, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
+        # The next block's coordinates: BLOCK_K pixels later, one carry per digit.
+        carry = 0
+        if TRACK_W:
+            ow, carry = _advance(ow, step_w, carry, W_OUT)
+        if TRACK_H:
+            oh, carry = _advance(oh, step_h, carry, H_OUT)
+        if TRACK_D:
+            od, carry = _advance(od, step_d, carry, D_OUT)
+        if TRACK_N:
+            n += step_n + carry
 
     # Partial layout (split, k, c, tap) is dw's own contiguous (K, C_G, T, R, S) order per split.
-    dw_ptrs = dw_partial_ptr + split * K * C_G * TAPS + (k * C_G * TAPS)[:, None] + (offs_n * TAPS + tap)[None, :]
+    dw_ptrs = dw_partial_ptr + split * K * C_G * TAPS + (k * C_G * TAPS)[:, None] + (c * TAPS + tap)[None, :]
     tl.store(dw_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
     if HAS_BIAS_GRAD:
         if pid_n == 0:
@@ -145,10 +201,41 @@ def implicit_gemm_weight_grad_kernel(
 
 
 def weight_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
-    cfg = heuristic_config("weight_grad", dtype, precision, kg, cg, spec.output_pixels)
-    tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(cg, cfg.block_n) * spec.taps * spec.groups
+    kg, columns = spec.out_channels_per_group, spec.taps * spec.in_channels_per_group
+    cfg = heuristic_config("weight_grad", dtype, precision, kg, columns, spec.output_pixels)
+    tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(columns, cfg.block_n) * spec.groups
     return replace(cfg, split_k=split_k_for(tiles, spec.output_pixels, cfg.block_k))
+
+
+def _pixels_dense(t: torch.Tensor) -> bool:
+    """Whether pixel p of the (N, C, D, H, W) tensor ``t`` sits at offset p * stride(W) from its first."""
+    expected = t.stride(4)
+    for dim in (4, 3, 2, 0):
+        if t.shape[dim] > 1 and t.stride(dim) != expected:
+            return False
+        expected *= t.shape[dim]
+    return True
+
+
+def pixel_geometry_flags(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> dict[str, bool]:
+    """The kernel's DY_LINEAR, X_LINEAR, MASK_* and TRACK_* flags for this problem (3-d views)."""
+    x_linear = _pixels_dense(x) and spec.stride == (1, 1, 1) and spec.input_size == spec.output_size
+    mask_d, mask_h, mask_w = (lo > 0 or hi > 0 for lo, hi in zip(spec.pad_lo, spec.pad_hi))
+    track_n = not (x_linear and _pixels_dense(dy))
+    # Leading spatial dimensions of size 1 (conv1d, conv2d) never change: no digit to carry.
+    track_d = spec.ndim == 3 and (track_n or mask_d)
+    track_h = spec.ndim >= 2 and (track_n or track_d or mask_h)
+    return dict(
+        DY_LINEAR=_pixels_dense(dy),
+        X_LINEAR=x_linear,
+        MASK_D=mask_d,
+        MASK_H=mask_h,
+        MASK_W=mask_w,
+        TRACK_N=track_n,
+        TRACK_D=track_d,
+        TRACK_H=track_h,
+        TRACK_W=track_n or track_h or mask_w,
+    )
 
 
 def plan_weight_grad(
@@ -165,7 +252,7 @@ def plan_weight_grad(
     grid = (
         triton.cdiv(spec.out_channels_per_group, config.block_m),
         # At least one column block, so that the bias gradient is computed even with no channels.
-        spec.taps * max(1, triton.cdiv(spec.in_channels_per_group, config.block_n)),
+        max(1, triton.cdiv(spec.taps * spec.in_channels_per_group, config.block_n)),
         spec.groups * config.split_k,
     )
     _, r, s = spec.kernel_size
@@ -194,6 +281,7 @@ def plan_weight_grad(
     )
     constexprs = dict(
         HAS_BIAS_GRAD=db_partial is not None,
+        **pixel_geometry_flags(spec, dy, x),
         INDEX_64=needs_int64(dy, x, dw_partial),
         PRECISION=dot_precision(dy),
         ACC_DTYPE=accumulator_dtype(dy.dtype),
