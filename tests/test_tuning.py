@@ -24,7 +24,7 @@ from triton_conv.kernels.implicit_gemm_forward import forward_config, plan_forwa
 from triton_conv.kernels.implicit_gemm_input_grad import input_grad_config, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad, weight_grad_config
 from triton_conv.spec import ConvSpec, conv_spec
-from triton_conv.tuning import cache, select
+from triton_conv.tuning import cache, configs, select
 from triton_conv.tuning.cache import ConfigCache, TunedEntry
 from triton_conv.tuning.cli import ConvProblem, collect_model_problems
 from triton_conv.tuning.configs import KernelConfig
@@ -106,6 +106,23 @@ def test_space_for_a_small_problem_is_no_larger_than_needed(kind, dtype, gpu_til
         assert config.block_m <= _next_pow2(m) and config.block_n <= _next_pow2(n), config
         assert config.block_k <= _next_pow2(k), config
         assert config.split_k == 1 or kind == "weight_grad", config
+
+
+@pytest.mark.parametrize(("tiles", "pixels"), [(5, 401_408), (36, 25_088), (64, 6_272), (1, 600)])
+def test_occupancy_split_k_fills_the_gpu_within_its_bounds(tiles, pixels, gpu_tiles):
+    """Enough programs for every SM when the reduction allows it, never more than MAX_WAVES waves,
+    splits at least MIN_BLOCKS_PER_SPLIT blocks long, partial traffic within its share."""
+    config = KernelConfig(128, 128, 32, 8, 4)
+    partial_bytes = 2**20
+    input_bytes = 2**28  # partial traffic bounds the split at 128
+    split = configs.occupancy_split_k(config, 2, tiles, pixels, input_bytes, partial_bytes)
+    slots = configs.SMS * configs.programs_per_sm(config, 2)
+    blocks = -(-pixels // config.block_k)
+    assert split == 1 or blocks // split >= configs.MIN_BLOCKS_PER_SPLIT
+    assert split == 1 or 2 * split * partial_bytes <= configs.PARTIAL_TRAFFIC_SHARE * input_bytes
+    assert tiles * split <= configs.MAX_WAVES * slots
+    if split < 128:  # not held back by the traffic bound
+        assert tiles * split >= configs.SMS or blocks // (split + 1) < configs.MIN_BLOCKS_PER_SPLIT
 
 
 def test_weight_grad_space_includes_split_k_within_the_program_cap(gpu_tiles):

@@ -90,8 +90,8 @@ IMPLICIT_GEMM_CONFIGS: dict[str, list[KernelConfig]] = {
         KernelConfig(128, 64, 32, 4, 4),
         KernelConfig(64, 128, 32, 4, 4),
         KernelConfig(64, 64, 64, 4, 3),
-        # float32 (IEEE) and float64 take this one: 32 deep or 3 stages spill on sm_90 (float64)
-        # or sm_80 (bfloat16), which ptxas holds to 128 and 96 registers here.
+        # float32 (IEEE) and float64 take this one. 32 deep, float64 spilled on sm_90 (where
+        # ptxas kept it to 128 registers); with 3 or 4 stages, bfloat16 spilled on sm_80.
         KernelConfig(64, 32, 16, 4, 2),
         KernelConfig(32, 32, 16, 2, 3),
     ],
