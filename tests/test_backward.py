@@ -131,3 +131,38 @@ def test_weight_gradient_memory_format_is_torchs(ndim, formats):
         grads.append(torch.autograd.grad(y, wg, torch.randn_like(y))[0])
     expected, got = grads
     assert got.stride() == expected.stride(), f"strides {got.stride()}, torch's {expected.stride()}"
+
+
+# (ndim, batch, in channels, out channels, size, kernel, stride, padding): a padded 2-D conv whose
+# 128 output pixels fill whole reduction blocks, and a strided unpadded 1-D one with 3 channels
+# (x's taps along W and channels form one run in channels-last) and 15 pixels.
+EDGE_GEOMETRIES = [(2, 2, 5, 24, 8, 3, 1, 1), (1, 1, 3, 40, 33, 5, 2, 0)]
+
+
+@pytest.mark.parametrize("geometry", EDGE_GEOMETRIES, ids=["padded_2d", "runs_1d"])
+@pytest.mark.parametrize(
+    "config",
+    [KernelConfig(16, 64, 16, 2, 1), KernelConfig(64, 16, 32, 4, 1, 3)],
+    ids=["swapped", "split3"],
+)
+@pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
+def test_weight_grad_tile_edges(geometry, config, int64, monkeypatch):
+    """Operands swapped or not, rows and columns past the problem, whole or partial pixel blocks,
+    64-bit offsets: the same weight and bias gradients as torch."""
+    module = importlib.import_module("triton_conv.kernels.implicit_gemm_weight_grad")
+    if int64:
+        monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    ndim, batch, channels, out_channels, size, kernel, stride, padding = geometry
+    x = torch.randn(batch, channels, *(size,) * ndim, dtype=torch.float64)
+    x = x.to(memory_format=torch.channels_last) if ndim == 2 else x.transpose(1, 2).contiguous().transpose(1, 2)
+    w = torch.randn(out_channels, channels, *(kernel,) * ndim, dtype=torch.float64)
+    b = torch.randn(out_channels, dtype=torch.float64)
+    spec = conv_spec(x, w, b, stride=stride, padding=padding, dilation=1, groups=1, ndim=ndim)
+    dy = torch.randn(spec.out_shape, dtype=torch.float64)
+    dw, db = torch.empty_like(w), torch.empty_like(b)
+    module.implicit_gemm_weight_grad(dy, x, spec, dw, db, config)
+    ref_w, ref_b = w.clone().requires_grad_(), b.clone().requires_grad_()
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[ndim]
+    ref = torch.autograd.grad(conv(x, ref_w, ref_b, stride=stride, padding=padding), [ref_w, ref_b], dy)
+    assert_close(dw, ref[0], torch.float64, spec.output_pixels, "weight grad")
+    assert_close(db, ref[1], torch.float64, spec.output_pixels, "bias grad")

@@ -15,7 +15,7 @@ from triton_conv.kernels.epilogue import Epilogue, activation_grad_kernel
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
-from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad
+from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad, weight_grad_config
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import IMPLICIT_GEMM_CONFIGS, KernelConfig, candidate_configs
@@ -144,3 +144,40 @@ def test_other_kernels_compile(what, dtype, arch, gpu_tiles):
     info = compile_launch(_other_launches(what, dtype), arch)
     assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], f"shared memory over the sm_{arch} limit: {info}"
     assert info.spill_bytes == 0, f"register spills: {info}"
+
+
+def _channels_last_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor with channels innermost, of any rank, without touching its memory."""
+    order = [1, *range(len(shape) - 1, 1, -1), 0]  # innermost first: C, W, (H, D,) N
+    strides, step = [0] * len(shape), 1
+    for dim in order:
+        strides[dim], step = step, step * shape[dim]
+    return torch.empty_strided(shape, strides, dtype=dtype)
+
+
+# Weight gradients of suite shapes, full size (N, C, K, spatial size, kernel, stride, padding):
+# 64 out channels (suite shape 2), 32 (operands swapped, 3-D, shape 27), 3 input channels in
+# patches (a ViT patch embedding: W runs of taps x channels), and a strided 1-D one (shape 18).
+WEIGHT_GRAD_SHAPES = {
+    "r50_c2_3x3": (128, 64, 64, (56, 56), 3, 1, 1),
+    "nnunet_s0": (2, 32, 32, (128, 128, 128), 3, 1, 1),
+    "vit_patch": (64, 3, 768, (224, 224), 16, 16, 0),
+    "w2v2_fe1": (8, 512, 512, (31999,), 3, 2, 0),
+}
+
+
+@pytest.mark.parametrize("name", WEIGHT_GRAD_SHAPES)
+def test_weight_grad_of_suite_shapes_uses_wgmma(name, gpu_tiles):
+    """bf16, channels-last, the heuristic tile and split: Hopper wgmma, no spills, within shared memory."""
+    batch, channels, out_channels, size, kernel, stride, padding = WEIGHT_GRAD_SHAPES[name]
+    ndim = len(size)
+    x = _channels_last_empty((batch, channels, *size), torch.bfloat16)
+    w = _channels_last_empty((out_channels, channels, *(kernel,) * ndim), torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=stride, padding=padding, dilation=1, groups=1, ndim=ndim)
+    dy = _channels_last_empty(spec.out_shape, torch.bfloat16)
+    config = weight_grad_config(spec, torch.bfloat16, "ieee")
+    assert config.num_warps >= 4 and max(config.block_m, config.block_n) >= 64, config
+    partial = torch.empty(config.split_k, w.numel(), dtype=torch.float32)
+    info = compile_launch(plan_weight_grad(dy, x, spec, partial, None, config), 90)
+    assert info.uses_wgmma and info.spill_bytes == 0, info
+    assert info.shared_bytes <= SHARED_MEMORY_LIMIT[90], info

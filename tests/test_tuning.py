@@ -24,7 +24,7 @@ from triton_conv.kernels.implicit_gemm_forward import forward_config, plan_forwa
 from triton_conv.kernels.implicit_gemm_input_grad import input_grad_config, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad, weight_grad_config
 from triton_conv.spec import ConvSpec, conv_spec
-from triton_conv.tuning import cache, select
+from triton_conv.tuning import cache, configs, select
 from triton_conv.tuning.cache import ConfigCache, TunedEntry
 from triton_conv.tuning.cli import ConvProblem, collect_model_problems
 from triton_conv.tuning.configs import KernelConfig
@@ -108,6 +108,23 @@ def test_space_for_a_small_problem_is_no_larger_than_needed(kind, dtype, gpu_til
         assert config.split_k == 1 or kind == "weight_grad", config
 
 
+@pytest.mark.parametrize(("tiles", "pixels"), [(5, 401_408), (36, 25_088), (64, 6_272), (1, 600)])
+def test_occupancy_split_k_fills_the_gpu_within_its_bounds(tiles, pixels, gpu_tiles):
+    """Enough programs for every SM when the reduction allows it, never more than MAX_WAVES waves,
+    splits at least MIN_BLOCKS_PER_SPLIT blocks long, partial traffic within its share."""
+    config = KernelConfig(128, 128, 32, 8, 4)
+    partial_bytes = 2**20
+    input_bytes = 2**28  # partial traffic bounds the split at 128
+    split = configs.occupancy_split_k(config, 2, tiles, pixels, input_bytes, partial_bytes)
+    slots = configs.SMS * configs.programs_per_sm(config, 2)
+    blocks = -(-pixels // config.block_k)
+    assert split == 1 or blocks // split >= configs.MIN_BLOCKS_PER_SPLIT
+    assert split == 1 or 2 * split * partial_bytes <= configs.PARTIAL_TRAFFIC_SHARE * input_bytes
+    assert tiles * split <= configs.MAX_WAVES * slots
+    if split < 128:  # not held back by the traffic bound
+        assert tiles * split >= configs.SMS or blocks // (split + 1) < configs.MIN_BLOCKS_PER_SPLIT
+
+
 def test_weight_grad_space_includes_split_k_within_the_program_cap(gpu_tiles):
     spec = _spec(batch=32, channels=64, out_channels=64, size=56)
     heuristic = weight_grad_config(spec, torch.float16, "ieee")
@@ -116,7 +133,7 @@ def test_weight_grad_space_includes_split_k_within_the_program_cap(gpu_tiles):
     assert {c.split_k for c in space} > {c.split_k for c in first_use} > {1}
     assert set(first_use) <= set(space) and space[0] == first_use[0] == heuristic
     for c in space[1:]:
-        assert -(-64 // c.block_m) * -(-64 // c.block_n) * spec.taps * c.split_k <= select.SPLIT_K_PROGRAM_CAP
+        assert -(-64 // c.block_m) * -(-64 * spec.taps // c.block_n) * c.split_k <= select.SPLIT_K_PROGRAM_CAP
 
 
 def _launches(kind: str, space_of: torch.dtype) -> list:

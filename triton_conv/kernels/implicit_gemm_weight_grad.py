@@ -18,12 +18,55 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import KernelConfig, heuristic_config, split_k_for
+from ..tuning.configs import (
+    SWAPPED_WEIGHT_GRAD_TILE,
+    WGMMA_ROWS,
+    KernelConfig,
+    clip_config,
+    gpu_tiles,
+    heuristic_config,
+    occupancy_split_k,
+    operand_class,
+)
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
-from .indexing import inside, unravel_pixels, unravel_tap
-from .split_k import partial_buffers, sum_splits
+from .indexing import unravel_pixels, unravel_tap
+from .split_k import partial_buffers, partial_dtype, sum_splits
+
+
+@triton.jit
+def _within(coord, extent):
+    """0 <= coord < extent in one unsigned comparison (a negative coord wraps to a huge one)."""
+    return coord.to(tl.uint64 if coord.dtype == tl.int64 else tl.uint32, bitcast=True) < extent
+
+
+@triton.jit
+def _both(mask, more):
+    """``mask & more``, where a None ``mask`` (nothing masked so far) stands for all true."""
+    if mask is None:
+        both = more
+    else:
+        both = mask & more
+    return both
+
+
+@triton.jit
+def _load(ptrs, mask):
+    """Load ``ptrs``, zero where ``mask`` is false; a None ``mask`` loads everything."""
+    if mask is None:
+        values = tl.load(ptrs)
+    else:
+        values = tl.load(ptrs, mask=mask, other=0.0)
+    return values
+
+
+@triton.jit
+def _advance(digit, step, carry, extent):
+    """One mixed-radix digit plus ``step`` (< extent) and the carry in: the digit and the carry out."""
+    digit += step + carry
+    carry_out = digit >= extent
+    return tl.where(carry_out, digit - extent, digit), carry_out.to(tl.int32)
 
 
 @triton.jit
@@ -71,11 +114,39 @@ def implicit_gemm_weight_grad_kernel(
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
+    DY_LINEAR: tl.constexpr,
+    X_LINEAR: tl.constexpr,
+    MASK_D: tl.constexpr,
+    MASK_H: tl.constexpr,
+    MASK_W: tl.constexpr,
+    TRACK_N: tl.constexpr,
+    TRACK_D: tl.constexpr,
+    TRACK_H: tl.constexpr,
+    TRACK_W: tl.constexpr,
+    SWAP_AB: tl.constexpr,
+    W_RUNS: tl.constexpr,
+    EVEN_P: tl.constexpr,
+    HAS_COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """Partial dw (and db) of one split for a (BLOCK_M out channels) x (BLOCK_N in channels) tile of one tap.
+    """Partial dw (and db) of one split for BLOCK_M out channels x BLOCK_N (tap, in channel) columns.
+
+    Columns run over the TAPS * C_G (tap, input channel) pairs, tap-major: one tile spans several
+    taps of a channel run, so every dy tile loaded serves all the taps of the tile, and x is
+    gathered per column at its tap's shift (a contiguous channel run per tap in channels-last).
+    Pixel geometry is carried from step to step (no division in the loop), and only what the
+    flags ask for: DY_LINEAR / X_LINEAR say a pixel's dy / x offset is p * sdy_w / p * sx_w
+    (pixel strides dense; for x also stride 1 and input size = output size); MASK_D/H/W say
+    that dimension is padded (taps may fall outside the input); TRACK_N/D/H/W say which output
+    coordinates the step needs (n, d, h, w), innermost first. SWAP_AB computes the transposed
+    product (columns as the MMA's rows) for tiles with fewer than 64 out channels, which a
+    Hopper wgmma (64 rows per 4 warps) would otherwise pad. Loads read valid rows and
+    columns in place of those past the tile's edge (their results are not stored), so only pixels
+    are masked: past P unless EVEN_P (P a multiple of BLOCK_K), and taps in the padding.
+    W_RUNS says x's (w, c) pairs are one contiguous run (channels-last, one group, no padding
+    or dilation along W). HAS_COLUMNS is false when C_G == 0: then only the bias gradient is computed.
 
     Args:
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*); K = GROUPS * K_G;
@@ -83,7 +154,7 @@ def implicit_gemm_weight_grad_kernel(
         x_ptr: input (N, C, D, H, W), any strides (sx_*); C = GROUPS * C_G.
         dw_partial_ptr: (SPLIT_K, K, C_G, TAPS) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        Grid: (cdiv(K_G, BLOCK_M), TAPS * max(1, cdiv(C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
+        Grid: (cdiv(K_G, BLOCK_M), max(1, cdiv(TAPS * C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -95,60 +166,148 @@ def implicit_gemm_weight_grad_kernel(
         pid_z = pid_z.to(tl.int64)
     group = pid_z % GROUPS
     split = pid_z // GROUPS
-    tap = pid_n % TAPS
-    c_block = pid_n // TAPS
-    kt, kr, ks = unravel_tap(tap, R, S)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = c_block * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_p = tl.arange(0, BLOCK_K)
     if INDEX_64:
         offs_m = offs_m.to(tl.int64)
-        offs_n = offs_n.to(tl.int64)
+        cols = cols.to(tl.int64)
         offs_p = offs_p.to(tl.int64)
     mask_m = offs_m < K_G
-    mask_n = offs_n < C_G
-    k = group * K_G + offs_m
+    mask_n = cols < TAPS * C_G
+    k = group * K_G + offs_m % K_G
+    # Each column's tap and channel, once per program. A tap reads input coordinate
+    # o * stride + shift, with shift = tap * dilation - padding; the loop adds pixel terms only.
+    # Columns past the last tap read the last tap. The tap is clamped, not the column: the
+    # remainder by C_G keeps the compiler's knowledge of contiguous channel runs, which a
+    # minimum would lose. With no channels nothing is loaded.
+    c_g = C_G if HAS_COLUMNS else 1
+    tap = tl.minimum(cols // c_g, TAPS - 1)
+    c = cols % c_g
+    kt, kr, ks = unravel_tap(tap, R, S)
+    shift_d = kt * dil_d - pad_d
+    shift_h = kr * dil_h - pad_h
+    shift_w = ks * dil_w - pad_w
     # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
     # across the loop take twice the registers and made small tiles spill.
     dy_cols = k * sdy_k
-    x_cols = (group * C_G + offs_n) * sx_c
+    if W_RUNS:
+        # The S taps along W of one (kt, kr) and their channels are one contiguous run of x:
+        # written as a remainder, the compiler sees the run (and vectorizes it) even when C_G is small.
+        run = S * c_g
+        kt_kr = tl.minimum(cols // run, TAPS // S - 1)
+        x_cols = (kt_kr // R * dil_d - pad_d) * sx_d + (kt_kr % R * dil_h - pad_h) * sx_h + cols % run
+    else:
+        x_cols = (group * C_G + c) * sx_c + shift_d * sx_d + shift_h * sx_h + shift_w * sx_w
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
     p_start = split * CHUNK
     p_end = tl.minimum(p_start + CHUNK, P)
+    n, od, oh, ow = unravel_pixels(p_start + offs_p, D_OUT, H_OUT, W_OUT)
+    step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_K, D_OUT, H_OUT, W_OUT)
+
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=ACC_DTYPE)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
     for p0 in range(p_start, p_end, BLOCK_K):
         p = p0 + offs_p
-        mask_p = p < p_end
-        n, od, oh, ow = unravel_pixels(p, D_OUT, H_OUT, W_OUT)
-        id_ = od * stride_d - pad_d + kt * dil_d
-        ih = oh * stride_h - pad_h + kr * dil_h
-        iw = ow * stride_w - pad_w + ks * dil_w
-        in_bounds = mask_p & inside(id_, ih, iw, D, H, W)
-        dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
-        x_pix = n * sx_n + id_ * sx_d + ih * sx_h + iw * sx_w
-        dy_offs = dy_cols[:, None] + dy_pix[None, :]
-        x_offs = x_cols[None, :] + x_pix[:, None]
-        a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_p[None, :], other=0.0)
-        b = tl.load(x_ptr + x_offs, mask=in_bounds[:, None] & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        mask_p = None if EVEN_P else p < p_end
+        if DY_LINEAR:
+            dy_pix = p * sdy_w
+        else:
+            dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
+        if X_LINEAR:
+            x_pix = p * sx_w
+        else:
+            x_pix = n * sx_n + od * (stride_d * sx_d) + oh * (stride_h * sx_h) + ow * (stride_w * sx_w)
+        a = _load(dy_ptr + dy_cols[:, None] + dy_pix[None, :], None if EVEN_P else mask_p[None, :])
+        if HAS_COLUMNS:
+            mask_x = None if EVEN_P else mask_p[:, None]
+            if MASK_D:
+                mask_x = _both(mask_x, _within((od * stride_d)[:, None] + shift_d[None, :], D))
+            if MASK_H:
+                mask_x = _both(mask_x, _within((oh * stride_h)[:, None] + shift_h[None, :], H))
+            if MASK_W:
+                mask_x = _both(mask_x, _within((ow * stride_w)[:, None] + shift_w[None, :], W))
+            b = _load(x_ptr + x_pix[:, None] + x_cols[None, :], mask_x)
+            if SWAP_AB:
+                acc = tl.dot(tl.trans(b), tl.trans(a), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+            else:
+                acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
+        # The next block's coordinates: BLOCK_K pixels later, one carry per digit.
+        carry = 0
+        if TRACK_W:
+            ow, carry = _advance(ow, step_w, carry, W_OUT)
+        if TRACK_H:
+            oh, carry = _advance(oh, step_h, carry, H_OUT)
+        if TRACK_D:
+            od, carry = _advance(od, step_d, carry, D_OUT)
+        if TRACK_N:
+            n += step_n + carry
 
     # Partial layout (split, k, c, tap) is dw's own contiguous (K, C_G, T, R, S) order per split.
-    dw_ptrs = dw_partial_ptr + split * K * C_G * TAPS + (k * C_G * TAPS)[:, None] + (offs_n * TAPS + tap)[None, :]
+    dw_ptrs = dw_partial_ptr + split * K * C_G * TAPS + (k * C_G * TAPS)[:, None] + (c * TAPS + tap)[None, :]
+    if SWAP_AB:
+        acc = tl.trans(acc)
     tl.store(dw_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
     if HAS_BIAS_GRAD:
         if pid_n == 0:
             tl.store(db_partial_ptr + split * K + k, bias_acc, mask=mask_m)
 
 
+def swaps_operands(config: KernelConfig) -> bool:
+    """Whether the kernel computes dw transposed: fewer out channels than a wgmma's rows, enough columns."""
+    return config.block_m < WGMMA_ROWS <= config.block_n
+
+
 def weight_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
-    cfg = heuristic_config("weight_grad", dtype, precision, kg, cg, spec.output_pixels)
-    tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(cg, cfg.block_n) * spec.taps * spec.groups
-    return replace(cfg, split_k=split_k_for(tiles, spec.output_pixels, cfg.block_k))
+    """The heuristic tile, split-K sized so that its programs fill the GPU."""
+    kg, columns, pixels = spec.out_channels_per_group, spec.taps * spec.in_channels_per_group, spec.output_pixels
+    cfg = heuristic_config("weight_grad", dtype, precision, kg, columns, pixels)
+    if swaps_operands(cfg):
+        if operand_class(dtype, precision) == "tensor_core" and gpu_tiles():
+            cfg = clip_config(SWAPPED_WEIGHT_GRAD_TILE, kg, columns, pixels)
+        # The columns fill the MMA's rows: a full warpgroup, not the warps the clipped rows would get.
+        cfg = replace(cfg, num_warps=max(cfg.num_warps, 4))
+    tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(columns, cfg.block_n) * spec.groups
+    input_bytes = (spec.output_pixels * spec.out_channels + spec.input_pixels * spec.in_channels) * dtype.itemsize
+    partial_bytes = spec.out_channels * columns * partial_dtype(dtype).itemsize
+    return replace(cfg, split_k=occupancy_split_k(cfg, dtype.itemsize, tiles, pixels, input_bytes, partial_bytes))
+
+
+def _pixels_dense(t: torch.Tensor) -> bool:
+    """Whether pixel p of the (N, C, D, H, W) tensor ``t`` sits at offset p * stride(W) from its first."""
+    expected = t.stride(4)
+    for dim in (4, 3, 2, 0):
+        if t.shape[dim] > 1 and t.stride(dim) != expected:
+            return False
+        expected *= t.shape[dim]
+    return True
+
+
+def pixel_geometry_flags(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> dict[str, bool]:
+    """The kernel's DY_LINEAR, X_LINEAR, MASK_* and TRACK_* flags for this problem (3-d views)."""
+    x_linear = _pixels_dense(x) and spec.stride == (1, 1, 1) and spec.input_size == spec.output_size
+    mask_d, mask_h, mask_w = (lo > 0 or hi > 0 for lo, hi in zip(spec.pad_lo, spec.pad_hi))
+    track_n = not (x_linear and _pixels_dense(dy))
+    # Leading spatial dimensions of size 1 (conv1d, conv2d) never change: no digit to carry.
+    track_d = spec.ndim == 3 and (track_n or mask_d)
+    track_h = spec.ndim >= 2 and (track_n or track_d or mask_h)
+    return dict(
+        DY_LINEAR=_pixels_dense(dy),
+        X_LINEAR=x_linear,
+        MASK_D=mask_d,
+        MASK_H=mask_h,
+        MASK_W=mask_w,
+        TRACK_N=track_n,
+        TRACK_D=track_d,
+        TRACK_H=track_h,
+        TRACK_W=track_n or track_h or mask_w,
+    )
 
 
 def plan_weight_grad(
@@ -165,7 +324,7 @@ def plan_weight_grad(
     grid = (
         triton.cdiv(spec.out_channels_per_group, config.block_m),
         # At least one column block, so that the bias gradient is computed even with no channels.
-        spec.taps * max(1, triton.cdiv(spec.in_channels_per_group, config.block_n)),
+        max(1, triton.cdiv(spec.taps * spec.in_channels_per_group, config.block_n)),
         spec.groups * config.split_k,
     )
     _, r, s = spec.kernel_size
@@ -194,6 +353,15 @@ def plan_weight_grad(
     )
     constexprs = dict(
         HAS_BIAS_GRAD=db_partial is not None,
+        **pixel_geometry_flags(spec, dy, x),
+        SWAP_AB=swaps_operands(config),
+        W_RUNS=x.stride(1) == 1
+        and x.stride(4) == spec.in_channels
+        and spec.groups == 1
+        and spec.dilation[2] == 1
+        and spec.pad_lo[2] == spec.pad_hi[2] == 0,
+        EVEN_P=spec.output_pixels % config.block_k == 0,
+        HAS_COLUMNS=spec.in_channels_per_group > 0,
         INDEX_64=needs_int64(dy, x, dw_partial),
         PRECISION=dot_precision(dy),
         ACC_DTYPE=accumulator_dtype(dy.dtype),

@@ -18,8 +18,24 @@ from ..runtime import INTERPRETER
 
 # Every tl.dot needs at least 16 along its reduction when compiled for a GPU.
 MIN_DOT = 16
+# Hopper's wgmma works on tiles of 64 rows per 4 warps; smaller tiles fall back to mma.
+WGMMA_ROWS = 64
 # Programs that fill an H100's 132 SMs about twice over: what split-K aims for.
 TARGET_PROGRAMS = 264
+# What sizing split-K by occupancy assumes of the GPU: an H100 SXM's SMs, the shared memory
+# and 32-bit registers of one SM, and the most waves of programs worth splitting for.
+SMS = 132
+SHARED_MEMORY_PER_SM = 233_472
+REGISTERS_PER_SM = 65_536
+MAX_WAVES = 4
+# Splits shorter than this many blocks spend more on their prologue and partials than they gain.
+MIN_BLOCKS_PER_SPLIT = 16
+# What a program costs besides its loop (pipeline fill, epilogue, partial store), in loop steps.
+PROGRAM_OVERHEAD_BLOCKS = 8
+# The float32 partials of all splits (written, then read by the sum) may add at most this
+# share of the bytes the weight gradient reads anyway (dy and x): at most double the traffic,
+# since splits that keep SMs busy pay for themselves, up to a point.
+PARTIAL_TRAFFIC_SHARE = 1.0
 # The smaller shared-memory limit of sm_80 (A100) and sm_90 (H100), in bytes per block.
 SHARED_MEMORY_BUDGET = 166_912
 # Accumulator elements per thread that fit in registers without spilling, measured by compiling
@@ -67,15 +83,24 @@ IMPLICIT_GEMM_CONFIGS: dict[str, list[KernelConfig]] = {
         KernelConfig(64, 32, 16, 4, 4),
         KernelConfig(32, 32, 16, 2, 3),
     ],
+    # Weight gradient: rows are output channels, columns (tap, input channel) pairs, the
+    # reduction pixels. Hopper: two warpgroups of wgmma over 128 rows; reduction blocks of 32,
+    # as deeper ones spill on sm_80, whose mma keeps operand fragments in registers.
     "weight_grad": [
-        KernelConfig(128, 128, 32, 8, 3),
+        KernelConfig(128, 128, 32, 8, 4),
         KernelConfig(128, 64, 32, 4, 4),
         KernelConfig(64, 128, 32, 4, 4),
         KernelConfig(64, 64, 64, 4, 3),
-        KernelConfig(64, 32, 32, 4, 4),
+        # float32 (IEEE) and float64 take this one. 32 deep, float64 spilled on sm_90 (where
+        # ptxas kept it to 128 registers); with 3 or 4 stages, bfloat16 spilled on sm_80.
+        KernelConfig(64, 32, 16, 4, 2),
         KernelConfig(32, 32, 16, 2, 3),
     ],
 }
+
+# The weight-gradient tile for fewer than 64 output channels per group in fp16/bf16 (clipped to
+# them): the kernel swaps operands so that up to 256 columns fill one warpgroup's wgmma rows.
+SWAPPED_WEIGHT_GRAD_TILE = KernelConfig(32, 256, 64, 4, 3)
 
 
 # Under Triton's interpreter each program runs after the other in NumPy, so a few large tiles
@@ -86,6 +111,11 @@ INTERPRETER_CONFIGS: dict[str, KernelConfig] | None = {
     "input_grad": KernelConfig(1024, 64, 64, 4, 1),
     "weight_grad": KernelConfig(64, 64, 1024, 4, 1),
 }
+
+
+def gpu_tiles() -> bool:
+    """Whether kernels run the GPU tiles: compiled, or interpreted with ``INTERPRETER_CONFIGS`` off."""
+    return not INTERPRETER or INTERPRETER_CONFIGS is None
 
 
 def operand_class(dtype: torch.dtype, precision: str) -> str:
@@ -101,8 +131,7 @@ def fits(config: KernelConfig, dtype: torch.dtype, precision: str) -> bool:
     """Whether ``config`` compiles for ``dtype`` without spills, within shared memory, using wgmma."""
     kind = operand_class(dtype, precision)
     shared = (config.block_m + config.block_n) * config.block_k * dtype.itemsize * config.num_stages
-    # Hopper's wgmma works on 64-row tiles of 4 warps; smaller tiles fall back to mma.
-    wgmma_shape = kind != "tensor_core" or (config.num_warps >= 4 and config.block_m >= 64)
+    wgmma_shape = kind != "tensor_core" or (config.num_warps >= 4 and config.block_m >= WGMMA_ROWS)
     return (
         config.block_k >= MIN_DOT
         and shared <= SHARED_MEMORY_BUDGET
@@ -145,7 +174,7 @@ def heuristic_config(
     gemm_k: int,
 ) -> KernelConfig:
     """The first fitting tile of ``kind`` clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``."""
-    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+    if not gpu_tiles():
         base = INTERPRETER_CONFIGS[kind]
         return KernelConfig(
             _fit(base.block_m, gemm_m), _fit(base.block_n, gemm_n), _fit(base.block_k, gemm_k), base.num_warps, 1
@@ -157,10 +186,44 @@ def split_k_for(output_tiles: int, reduction: int, block: int) -> int:
     """How many programs share a reduction of ``reduction`` elements taken ``block`` at a time:
     enough for ``output_tiles`` tiles to fill the GPU, each split at least 16 blocks long.
     Under the interpreter one program per tile is fastest."""
-    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+    if not gpu_tiles():
         return 1
     wanted = TARGET_PROGRAMS // max(output_tiles, 1)
     return max(1, min(wanted, reduction // (16 * block)))
+
+
+def programs_per_sm(config: KernelConfig, itemsize: int) -> int:
+    """How many programs of ``config`` one SM holds at once: its shared-memory pipeline and its
+    registers (the accumulators plus about 64 per thread of addresses and operands)."""
+    shared = (config.block_m + config.block_n) * config.block_k * itemsize * config.num_stages
+    registers = 32 * config.num_warps * min(255, config.accumulators_per_thread() + 64)
+    return max(1, min(SHARED_MEMORY_PER_SM // shared, REGISTERS_PER_SM // registers))
+
+
+def occupancy_split_k(
+    config: KernelConfig, itemsize: int, output_tiles: int, reduction: int, input_bytes: int, partial_bytes: int
+) -> int:
+    """Splits of a ``reduction`` (pixels) shared by ``output_tiles`` tiles of ``config``, sized to fill
+    the GPU: the count whose programs, in waves of ``programs_per_sm * SMS`` at once, finish
+    first (waves x (blocks per split + ``PROGRAM_OVERHEAD_BLOCKS``)), the smallest on a tie.
+    At most ``MAX_WAVES`` waves, ``MIN_BLOCKS_PER_SPLIT`` blocks per split, and partials
+    (``partial_bytes`` per split, written and read back) within ``PARTIAL_TRAFFIC_SHARE`` of
+    ``input_bytes``. Under the interpreter one program per tile is fastest."""
+    if not gpu_tiles():
+        return 1
+    slots = SMS * programs_per_sm(config, itemsize)
+    tiles = max(output_tiles, 1)
+    blocks = -(-reduction // config.block_k)
+    most = min(
+        blocks // MIN_BLOCKS_PER_SPLIT,
+        -(-MAX_WAVES * slots // tiles),
+        int(PARTIAL_TRAFFIC_SHARE * input_bytes) // max(2 * partial_bytes, 1),
+    )
+
+    def finish(split: int) -> int:
+        return -(-tiles * split // slots) * (-(-blocks // split) + PROGRAM_OVERHEAD_BLOCKS)
+
+    return min(range(1, max(1, most) + 1), key=finish)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +290,7 @@ def direct_config(channels: int, width: int, itemsize: int, channels_contiguous:
 
     Without contiguous channels (the default NCHW layout) every element is a load of its own,
     with its own address: one channel per thread then, not a vector, or the registers spill."""
-    if INTERPRETER and INTERPRETER_CONFIGS is not None:
+    if not gpu_tiles():
         base = DIRECT_INTERPRETER_CONFIG
         return replace(base, pixels=direct_pixels(width, base.pixels))
     block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])

@@ -91,13 +91,14 @@ def gemm_extents(kind: str, spec: ConvSpec) -> tuple[int, int, int]:
         for size, stride in zip(spec.input_size, spec.stride):
             per_phase *= -(-size // stride)
         return per_phase, cg, kg
-    return kg, cg, spec.output_pixels
+    # Weight-gradient columns are (tap, input channel) pairs.
+    return kg, spec.taps * cg, spec.output_pixels
 
 
 def split_k_choices(spec: ConvSpec, tile: KernelConfig, exhaustive: bool) -> list[int]:
     """Powers of two (powers of four on first use) that keep every split busy, 1 included."""
-    tiles = -(-spec.out_channels_per_group // tile.block_m) * spec.taps * spec.groups
-    tiles *= max(1, -(-spec.in_channels_per_group // tile.block_n))
+    m, n, _ = gemm_extents("weight_grad", spec)
+    tiles = -(-m // tile.block_m) * max(1, -(-n // tile.block_n)) * spec.groups
     step = 2 if exhaustive else 4
     choices, split = [1], step
     while (
