@@ -1,7 +1,7 @@
 """Tables, class verdicts and plots drawn from a results CSV, and the generated documentation.
 
 Nothing here measures: every number comes from ``harness.ResultRow``s read back from a CSV, or
-(for ``roofline_markdown``) from the suite's geometry at the ceilings quoted in benchmarks.md.
+(for ``roofline_markdown``) from the suite's geometry at quoted H100 ceilings (``suite.QUOTED_H100``).
 """
 
 from __future__ import annotations
@@ -290,12 +290,12 @@ def write_plots(rows: list[ResultRow], out_dir: Path = PLOTS_DIR) -> list[Path]:
 
 def roofline_markdown() -> str:
     """FLOPs, minimal bytes and arithmetic intensity of every suite pass in bfloat16, and which
-    side of the ridge it falls on at the H100 ceilings quoted in benchmarks.md (not measured here).
+    side of the ridge it falls on at the quoted H100 ceilings (not measured here).
     """
     peak, bandwidth = QUOTED_H100.tflops[HEADLINE_DTYPE], QUOTED_H100.gbps
     ridge = QUOTED_H100.ridge(HEADLINE_DTYPE)
     lines = [
-        f"Quoted ceilings (benchmarks.md, one H100 SXM; **not measured here**): {peak:.0f} TFLOP/s dense bf16, "
+        f"Quoted ceilings (one H100 SXM; **not measured here**): {peak:.0f} TFLOP/s dense bf16, "
         f"{bandwidth / 1000:.1f} TB/s copy; ridge at {ridge:.0f} FLOP/byte.",
         "",
         "| # | shape | pass | GFLOP | min MB | FLOP/byte | bound at quoted ceilings | roofline time (us) |",
@@ -353,7 +353,7 @@ def performance_page(rows: list[ResultRow]) -> str:
         body += [
             f"## {_machine_heading(machine_rows)}",
             "",
-            f"### Classes ({HEADLINE_DTYPE}; must reach / aim from benchmarks.md)",
+            f"### Classes ({HEADLINE_DTYPE}; must reach / aim from perf/suite.py)",
             "",
             class_table(class_summaries(machine_rows, HEADLINE_DTYPE)),
             "",

@@ -1,10 +1,10 @@
 """The benchmark suite as data: the shapes, their dtypes, the per-class targets, and the roofline.
 
-Everything here is transcribed from the project's benchmark spec (``benchmarks.md``); the harness,
-the reports and ``perf/NOTES.md`` read it from this module rather than restating it.
+This module is the one statement of the suite and its targets; the harness, the reports and
+``perf/NOTES.md`` read it from here rather than restating it.
 
-Passes: ``F`` forward, ``D`` input gradient, ``W`` weight gradient, as benchmarks.md lists them
-per shape; ``FB`` forward plus the backward passes a shape lists (for every shape that lists
+Passes: ``F`` forward, ``D`` input gradient, ``W`` weight gradient, as each shape lists
+them; ``FB`` forward plus the backward passes a shape lists (for every shape that lists
 ``D`` or ``W``); ``E`` the forward with the fused epilogue relu(conv + bias + residual) (for the
 shapes of the fused-epilogue class).
 
@@ -41,7 +41,7 @@ DTYPES: dict[str, DtypeSpec] = {
     "float32": DtypeSpec(torch.float32),
 }
 HEADLINE_DTYPE = "bfloat16"
-# benchmarks.md: "Also float16 and float32 (TF32) for shapes 2, 5, 12, 24".
+# Besides bfloat16, float16 and float32 (TF32) for shapes 2, 5, 12, 24.
 EXTRA_DTYPES = ("float16", "tf32")
 SUITE_DTYPES = (HEADLINE_DTYPE, *EXTRA_DTYPES)
 # Stand-ins on CPU: float32 for bfloat16 (the interpreter's bfloat16 tl.dot is wrong); no TF32 there.
@@ -143,7 +143,7 @@ def _shape(
     extra_dtypes: tuple[str, ...] = (),
     output_padding: int | None = None,
 ) -> SuiteShape:
-    """A row written as benchmarks.md writes it: ints stand for the same value in every dimension.
+    """A suite row in short form: ints stand for the same value in every dimension.
     An ``output_padding`` (0 included) makes it a transposed convolution."""
     dims = len(size)
 
@@ -157,7 +157,7 @@ def _shape(
     )  # fmt: skip
 
 
-# benchmarks.md, "The suite". Depthwise rows have groups = C = K. Shapes 25 and 26 give only a
+# The suite. Depthwise rows have groups = C = K. Shapes 25 and 26 give only a
 # kernel; their padding is torchvision's R(2+1)D (Conv2Plus1D), which keeps 16x56x56.
 SUITE: tuple[SuiteShape, ...] = (
     _shape(1, "r50_stem", 128, 3, 64, (224, 224), 7, 2, 3, passes="FW", classes=("first_layer",)),
@@ -252,7 +252,7 @@ class Ceilings:
         return self.tflops[dtype] * 1e12 / (self.gbps * 1e9)
 
 
-# Quoted in benchmarks.md for one H100 SXM; used only for the static tables in NOTES.md, never
+# Quoted figures for one H100 SXM (not measured here); used only for the static tables in NOTES.md, never
 # for a measured result (the harness measures its own ceilings at the start of every run).
 QUOTED_H100 = Ceilings(tflops={"bfloat16": 798.0}, gbps=3000.0)
 
@@ -299,10 +299,10 @@ def roofline_ms(flops: int, nbytes: int, tflops: float, gbps: float) -> float:
 
 @dataclass(frozen=True)
 class ClassTarget:
-    """One row of benchmarks.md's targets: which (shape, pass) pairs, against what, how fast.
+    """One class target: which (shape, pass) pairs, against what, how fast.
 
-    Ratios are baseline time / triton-conv time in ``layout`` and the headline dtype. A bare
-    number in benchmarks.md's "must reach" is read as a floor for every member (``must_each``);
+    Ratios are baseline time / triton-conv time in ``layout`` and the headline dtype. A single
+    "must reach" number is read as a floor for every member (``must_each``);
     the dense class also has a floor on its geometric mean.
     """
 
@@ -335,7 +335,7 @@ class ClassTarget:
 
 
 ALL = ("F", "D", "W")
-# benchmarks.md, "Targets". Classes that name no pass take every pass their shapes list; the fused
+# The targets. Classes that name no pass take every pass their shapes list; the fused
 # class is measured with relu(conv + bias + residual), a ResNet block's epilogue.
 TARGETS: tuple[ClassTarget, ...] = (
     ClassTarget("dense_forward", "dense, compute-bound, forward", ("F",), "cudnn", 0.75, must_geomean=0.9, aim=1.0,

@@ -21,7 +21,7 @@ LAYOUTS = ["contiguous", "channels_last", "strided_view", "permuted"]
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 OUR_CONV = {1: triton_conv.conv1d, 2: triton_conv.conv2d, 3: triton_conv.conv3d}
 
-# Relative error bounds: the bars for float32 (IEEE) and float64; half types by their eps.
+# Relative error bounds: the project's bars for float32 (IEEE) and float64; half types by their eps.
 _EPS = {torch.float64: 2.2e-16, torch.float32: 1.2e-7, torch.float16: 9.8e-4, torch.bfloat16: 7.8e-3}
 _CAP = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
