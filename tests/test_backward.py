@@ -127,3 +127,11 @@ def test_reduction_loop_over_channel_blocks_and_taps(channels):
     dx = implicit_gemm_input_grad(dy, w, spec, torch.empty_like(x), config)
     (want,) = torch.autograd.grad(ref, [rx], dy)
     assert_close(dx, want, torch.float64, channels * w[0, 0].numel(), "input grad")
+
+
+def test_input_grad_int64_indexing_path(monkeypatch):
+    """The 64-bit offset path of the input gradient (strided, dilated: phases with different
+    taps) computes the same result (forced on a small problem)."""
+    module = importlib.import_module("triton_conv.kernels.implicit_gemm_input_grad")
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    _check_backward(CASES[11], torch.float64, "channels_last")

@@ -19,6 +19,7 @@ from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
+from .layout import gemm_operand, store_transposed
 from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_index
 
 
@@ -81,6 +82,7 @@ def implicit_gemm_forward_kernel(
     CHECK_W: tl.constexpr,
     EVEN_C: tl.constexpr,
     EVEN_N: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -103,6 +105,7 @@ def implicit_gemm_forward_kernel(
             there); where not, that dimension needs no bounds test (a 1x1 conv needs none: a plain GEMM).
         EVEN_C: C_G is a multiple of BLOCK_K, so no channel block needs a mask.
         EVEN_N: K_G is a multiple of BLOCK_N, so the weight tile needs no column mask.
+        STORE_TRANSPOSED: store the tile as (channels x pixels) rather than (pixels x channels).
         INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
         PRECISION: tl.dot input precision ("ieee" or "tf32").
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
@@ -167,17 +170,21 @@ def implicit_gemm_forward_kernel(
         acc += bias.to(ACC_DTYPE)[None, :]
 
     k = group * K_G + offs_n
-    y_offs = (n * sy_n + od * sy_d + oh * sy_h + ow * sy_w)[:, None] + k[None, :] * sy_k
-    r_offs = (n * sr_n + od * sr_d + oh * sr_h + ow * sr_w)[:, None] + k[None, :] * sr_k
+    y_rows = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
+    r_rows = n * sr_n + od * sr_d + oh * sr_h + ow * sr_w
+    if STORE_TRANSPOSED:
+        # (channels x pixels): see layout.store_transposed.
+        out = tl.trans(acc)
+        y_offs = k[:, None] * sy_k + y_rows[None, :]
+        r_offs = k[:, None] * sr_k + r_rows[None, :]
+        mask = mask_n[:, None] & mask_m[None, :]
+    else:
+        out = acc
+        y_offs = y_rows[:, None] + k[None, :] * sy_k
+        r_offs = r_rows[:, None] + k[None, :] * sr_k
+        mask = mask_m[:, None] & mask_n[None, :]
     finish_output(
-        acc,
-        y_ptr + y_offs,
-        z_ptr + y_offs,
-        residual_ptr + r_offs,
-        mask_m[:, None] & mask_n[None, :],
-        ACTIVATION,
-        HAS_RESIDUAL,
-        STORE_PRE_ACTIVATION,
+        out, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION
     )
 
 
@@ -197,8 +204,9 @@ def plan_forward(
     epilogue: Epilogue = PLAIN,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``
-    (all (N, C, *spatial), any strides)."""
-    x, w, y = as_3d(input), as_3d(weight), as_3d(out)
+    (all (N, C, *spatial), any strides; input and weight are read channels-last, copied so if
+    they are not: ``layout.gemm_operand``)."""
+    x, w, y = gemm_operand(as_3d(input)), gemm_operand(as_3d(weight)), as_3d(out)
     precision = dot_precision(x)
     cfg = config or select_config(
         "forward",
@@ -247,6 +255,7 @@ def plan_forward(
         **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded)),
         EVEN_C=spec.in_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.out_channels_per_group % cfg.block_n == 0,
+        STORE_TRANSPOSED=store_transposed(y),
         INDEX_64=needs_int64(x, w, y, residual),
         PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(x.dtype),

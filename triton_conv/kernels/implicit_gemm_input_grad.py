@@ -21,6 +21,7 @@ from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .indexing import unravel_pixels
+from .layout import gemm_operand, store_transposed
 from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_inside, zero_index
 
 
@@ -80,6 +81,7 @@ def implicit_gemm_input_grad_kernel(
     CHECK_W: tl.constexpr,
     EVEN_K: tl.constexpr,
     EVEN_N: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -102,6 +104,7 @@ def implicit_gemm_input_grad_kernel(
             out_step (dil / gcd(stride, dil)).
         CHECK_D, CHECK_H, CHECK_W: whether a tap can reach outside the output along D, H, W.
         EVEN_K: K_G is a multiple of BLOCK_K; EVEN_N: C_G is a multiple of BLOCK_N (no masks).
+        STORE_TRANSPOSED: store the tile as (channels x pixels) rather than (pixels x channels).
         Grid axis 2 runs over GROUPS * stride_d * stride_h * stride_w (group fastest).
     """
     pid_m = tl.program_id(0)
@@ -172,9 +175,15 @@ def implicit_gemm_input_grad_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         k0, it_t, it_r, it_s = next_step(k0, it_t, it_r, it_s, K_G, count_r, count_s, BLOCK_K)
 
-    dx_rows = dx_ptr + n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
-    dx_ptrs = dx_rows[:, None] + (group * C_G + offs_n)[None, :] * sdx_c
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    dx_rows = n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
+    dx_chans = (group * C_G + offs_n) * sdx_c
+    if STORE_TRANSPOSED:
+        # (channels x pixels): see layout.store_transposed.
+        dx_ptrs = dx_ptr + dx_chans[:, None] + dx_rows[None, :]
+        tl.store(dx_ptrs, tl.trans(acc).to(dx_ptr.dtype.element_ty), mask=mask_n[:, None] & mask_m[None, :])
+    else:
+        dx_ptrs = dx_ptr + dx_rows[:, None] + dx_chans[None, :]
+        tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 def input_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
@@ -191,8 +200,10 @@ def plan_input_grad(
     grad_input: torch.Tensor,
     config: KernelConfig | None = None,
 ) -> Launch:
-    """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides)."""
-    dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
+    """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides;
+    grad_output and weight are read channels-last, copied so if they are not:
+    ``layout.gemm_operand``)."""
+    dy, w, dx = gemm_operand(as_3d(grad_output)), gemm_operand(as_3d(weight)), as_3d(grad_input)
     precision = dot_precision(dy)
     cfg = config or select_config(
         "input_grad",
@@ -239,6 +250,7 @@ def plan_input_grad(
         **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds)),
         EVEN_K=spec.out_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.in_channels_per_group % cfg.block_n == 0,
+        STORE_TRANSPOSED=store_transposed(dx),
         INDEX_64=needs_int64(dy, w, dx),
         PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(dy.dtype),
