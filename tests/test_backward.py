@@ -5,11 +5,13 @@ import importlib
 import pytest
 import torch
 
+from triton_conv.kernels.implicit_gemm_forward import implicit_gemm_forward
+from triton_conv.kernels.implicit_gemm_input_grad import implicit_gemm_input_grad
 from triton_conv.spec import conv_spec
 from triton_conv.tuning.configs import KernelConfig
 
 from .cases import CASES, GEMM_GROUPED, PATCHES, SUBSET
-from .reference import DEVICE, DTYPES, OUR_CONV, THOROUGH, assert_close, make_inputs, reference_forward
+from .reference import DEVICE, DTYPES, OUR_CONV, THOROUGH, ConvCase, assert_close, make_inputs, reference_forward
 from .test_forward import _check_forward
 
 pytestmark = pytest.mark.backward
@@ -166,3 +168,30 @@ def test_weight_grad_tile_edges(geometry, config, int64, monkeypatch):
     ref = torch.autograd.grad(conv(x, ref_w, ref_b, stride=stride, padding=padding), [ref_w, ref_b], dy)
     assert_close(dw, ref[0], torch.float64, spec.output_pixels, "weight grad")
     assert_close(db, ref[1], torch.float64, spec.output_pixels, "bias grad")
+
+
+@pytest.mark.parametrize("channels", [32, 24], ids=["even", "uneven"])
+def test_reduction_loop_over_channel_blocks_and_taps(channels):
+    """Tiles of 16 channels: each tap takes two channel blocks (the second partly masked when
+    channels per group are not a multiple of 16), in the forward and the input gradient, with
+    a stride and dilation that leave some input phases fewer taps than others."""
+    case = ConvCase(2, 2, channels, channels, (7, 6), (3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2))
+    x, w, b = make_inputs(case, torch.float64, "channels_last")
+    spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
+    config = KernelConfig(16, 16, 16, 2, 2)
+    y = implicit_gemm_forward(x, w, b, spec, torch.empty(spec.out_shape, dtype=x.dtype), config=config)
+    rx, rw, rb = (t.clone().requires_grad_() for t in (x, w, b))
+    ref = reference_forward(case, rx, rw, rb)
+    assert_close(y, ref.detach(), torch.float64, case.reduction, "forward")
+    dy = torch.randn(spec.out_shape, dtype=torch.float64)
+    dx = implicit_gemm_input_grad(dy, w, spec, torch.empty_like(x), config)
+    (want,) = torch.autograd.grad(ref, [rx], dy)
+    assert_close(dx, want, torch.float64, channels * w[0, 0].numel(), "input grad")
+
+
+def test_input_grad_int64_indexing_path(monkeypatch):
+    """The 64-bit offset path of the input gradient (strided, dilated: phases with different
+    taps) computes the same result (forced on a small problem)."""
+    module = importlib.import_module("triton_conv.kernels.implicit_gemm_input_grad")
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    _check_backward(CASES[11], torch.float64, "channels_last")

@@ -5,6 +5,10 @@ import importlib
 import pytest
 import torch
 
+from triton_conv.kernels.implicit_gemm_forward import plan_forward
+from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
+from triton_conv.spec import conv_spec
+
 from .cases import CASES, PATCHES, SUBSET
 from .reference import (
     DEVICE,
@@ -120,3 +124,20 @@ def test_needs_int64_threshold():
 
     assert not needs_int64(torch.empty(16, 16))
     assert needs_int64(torch.empty(1).expand(2**31))
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_default_layout_is_read_channels_last(ndim):
+    """Contiguous (NCL/NCHW/NCDHW) inputs, cotangents and weights reach the GEMM kernels with
+    their channels innermost, copied; the outputs are written in place in torch's layout."""
+    case = next(c for c in CASES if c.ndim == ndim and c.groups == 1 and c.in_channels > 1)
+    x, w, _ = make_inputs(case, torch.float32)
+    spec = conv_spec(x, w, None, **case.kwargs(), ndim=ndim)
+    y = torch.empty(spec.out_shape)
+    dx = torch.empty_like(x)
+    forward = plan_forward(x, w, None, spec, y)
+    input_grad = plan_input_grad(y, w, spec, dx)
+    for launch, out_arg, out in ((forward, 3, y), (input_grad, 2, dx)):
+        read, weight = launch.args[:2]
+        assert read.stride(1) == 1 and weight.stride(1) == 1
+        assert launch.args[out_arg].data_ptr() == out.data_ptr() and out.is_contiguous()

@@ -181,3 +181,19 @@ def test_weight_grad_of_suite_shapes_uses_wgmma(name, gpu_tiles):
     info = compile_launch(plan_weight_grad(dy, x, spec, partial, None, config), 90)
     assert info.uses_wgmma and info.spill_bytes == 0, info
     assert info.shared_bytes <= SHARED_MEMORY_LIMIT[90], info
+
+
+@pytest.mark.parametrize("kind", ["forward", "input_grad"])
+def test_default_layout_compiles_like_channels_last(kind):
+    """A contiguous (NCHW) bf16 problem reaches the channels-last kernel: wgmma, no spills, and
+    software-pipelined copies (a shared buffer per stage; strided channels compiled to one)."""
+    x = torch.empty(2, 64, 8, 8, dtype=torch.bfloat16)
+    w = torch.empty(64, 64, 3, 3, dtype=torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16)
+    config = candidate_configs(kind, torch.bfloat16, "ieee")[0]
+    launch = plan_forward(x, w, None, spec, y, config) if kind == "forward" else plan_input_grad(y, w, spec, x, config)
+    info = compile_launch(launch, 90)
+    stage_bytes = (config.block_m + config.block_n) * config.block_k * 2
+    assert info.spill_bytes == 0 and info.uses_wgmma, info
+    assert info.shared_bytes >= (config.num_stages - 1) * stage_bytes, info

@@ -8,6 +8,7 @@ exception type (``RuntimeError``) and a message that names the argument and the 
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -116,6 +117,32 @@ class ConvSpec:
     def in_shape(self) -> tuple[int, ...]:
         """The batched input shape in the caller's dimensionality (a transposed convolution's output)."""
         return (self.batch, self.in_channels, *self.spatial(self.input_size))
+
+    @property
+    def padded(self) -> tuple[bool, bool, bool]:
+        """Per dimension, whether some tap may fall outside the tensor it reads: only where there is
+        padding, since without it the last output pixel's last tap is the last input pixel.
+        Negative trailing padding (a transposed convolution's output_padding) counts too: then
+        the input gradient's last input pixels map past the last output pixel."""
+        return tuple(lo != 0 or hi != 0 for lo, hi in zip(self.pad_lo, self.pad_hi))  # type: ignore[return-value]
+
+    @property
+    def input_grad_bounds(self) -> tuple[bool, bool, bool]:
+        """Per dimension, whether some input-gradient tap reads outside dy: unless the filter is
+        1 wide there without padding (then pixel i = o * stride reads o itself)."""
+        return tuple(k > 1 or p for k, p in zip(self.kernel_size, self.padded))  # type: ignore[return-value]
+
+    @property
+    def phase_tap_step(self) -> Triple:
+        """Per dimension, stride / gcd(stride, dilation): the taps reaching one stride phase of the
+        input in the input gradient are every this-many-th."""
+        return tuple(s // math.gcd(s, d) for s, d in zip(self.stride, self.dilation))  # type: ignore[return-value]
+
+    @property
+    def phase_out_step(self) -> Triple:
+        """Per dimension, dilation / gcd(stride, dilation): how far the output pixel moves
+        between two consecutive taps reaching one phase."""
+        return tuple(d // math.gcd(s, d) for s, d in zip(self.stride, self.dilation))  # type: ignore[return-value]
 
     @property
     def out_shape(self) -> tuple[int, ...]:

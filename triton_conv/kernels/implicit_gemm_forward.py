@@ -1,9 +1,9 @@
 """Forward convolution as an implicit GEMM over (D, H, W), for 1-D, 2-D and 3-D alike.
 
 GEMM view, per group g: rows are the N*Do*Ho*Wo output pixels, columns the K/groups output
-channels of the group, and the reduction runs over filter taps (outer loop) and the group's
-input channels (inner loop), so each tap's input coordinates and padding mask are computed once
-per tap and reused for every channel block.
+channels of the group, and the reduction runs over filter taps x the group's input channels in
+one software-pipelined loop (``reduction.py``): a step adds a scalar offset to loop-invariant
+offset tiles and tests each row against the padding only along dimensions that have padding.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import inside, unravel_pixels, unravel_tap
+from .indexing import unravel_pixels
+from .layout import gemm_operand, store_transposed
+from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_index
 
 
 @triton.jit
@@ -75,8 +77,12 @@ def implicit_gemm_forward_kernel(
     ACTIVATION: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_PRE_ACTIVATION: tl.constexpr,
-    POINTWISE: tl.constexpr,
-    UNPADDED: tl.constexpr,
+    CHECK_D: tl.constexpr,
+    CHECK_H: tl.constexpr,
+    CHECK_W: tl.constexpr,
+    EVEN_C: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -95,9 +101,11 @@ def implicit_gemm_forward_kernel(
         residual_ptr: (N, K, D_OUT, H_OUT, W_OUT), any strides (sr_*); read only if HAS_RESIDUAL.
         z_ptr: pre-activation, y's strides; written only if STORE_PRE_ACTIVATION.
         pad_*: leading padding per dimension (trailing padding only shapes D_OUT/H_OUT/W_OUT).
-        POINTWISE: a 1x1x1 filter without padding, a plain GEMM: no tap loop, no bounds checks.
-        UNPADDED: no padding, so every tap of every output pixel is inside the input: no bounds
-            checks (a patch embedding, kernel = stride, is a plain GEMM over its patches).
+        CHECK_D, CHECK_H, CHECK_W: whether taps can fall outside the input along D, H, W (padding
+            there); where not, that dimension needs no bounds test (a 1x1 conv needs none: a plain GEMM).
+        EVEN_C: C_G is a multiple of BLOCK_K, so no channel block needs a mask.
+        EVEN_N: K_G is a multiple of BLOCK_N, so the weight tile needs no column mask.
+        STORE_TRANSPOSED: store the tile as (channels x pixels) rather than (pixels x channels).
         INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
         PRECISION: tl.dot input precision ("ieee" or "tf32").
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
@@ -119,61 +127,64 @@ def implicit_gemm_forward_kernel(
         offs_n = offs_n.to(tl.int64)
         offs_k = offs_k.to(tl.int64)
     mask_m = offs_m < M
-    mask_n = offs_n < K_G
+    if EVEN_N:
+        # A constant: the compiler drops the weight tile's column test.
+        mask_n = tl.full((BLOCK_N,), True, tl.int1)
+    else:
+        mask_n = offs_n < K_G
 
     n, od, oh, ow = unravel_pixels(offs_m, D_OUT, H_OUT, W_OUT)
     # Input coordinate of tap 0; tap (t, r, s) adds (t*dil_d, r*dil_h, s*dil_w).
     id0 = od * stride_d - pad_d
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
-    # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
-    # across the loops take twice the registers and made small tiles spill.
-    x_rows = n * sx_n + group * C_G * sx_c
-    w_cols = (group * K_G + offs_n) * sw_k
+    # Element offsets of tap 0, channel 0; a step adds one scalar to every element. The base
+    # pointers join only at the loads: 64-bit pointer tiles held across the loop take twice the
+    # registers.
+    x_rows = n * sx_n + group * C_G * sx_c + id0 * sx_d + ih0 * sx_h + iw0 * sx_w
+    x_offs = x_rows[:, None] + offs_k[None, :] * sx_c
+    w_offs = ((group * K_G + offs_n) * sw_k)[None, :] + offs_k[:, None] * sw_c
+
+    id0, ih0, iw0 = fold_rows(mask_m, id0, ih0, iw0, D, H, W, CHECK_D, CHECK_H, CHECK_W)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for tap in range(0, TAPS):
-        if POINTWISE:
-            # The only tap reads pixel o * stride, always inside the input.
-            in_bounds = mask_m
-            x_tap = x_rows + id0 * sx_d + ih0 * sx_h + iw0 * sx_w
-            w_tap = w_cols
-        else:
-            kt, kr, ks = unravel_tap(tap, R, S)
-            id_ = id0 + kt * dil_d
-            ih = ih0 + kr * dil_h
-            iw = iw0 + ks * dil_w
-            if UNPADDED:
-                in_bounds = mask_m
-            else:
-                in_bounds = mask_m & inside(id_, ih, iw, D, H, W)
-            x_tap = x_rows + id_ * sx_d + ih * sx_h + iw * sx_w
-            w_tap = w_cols + kt * sw_t + kr * sw_r + ks * sw_s
-        for c0 in range(0, C_G, BLOCK_K):
-            c = c0 + offs_k
-            mask_c = c < C_G
-            x_offs = x_tap[:, None] + c[None, :] * sx_c
-            w_offs = w_tap[None, :] + c[:, None] * sw_c
-            a = tl.load(x_ptr + x_offs, mask=in_bounds[:, None] & mask_c[None, :], other=0.0)
-            b = tl.load(w_ptr + w_offs, mask=mask_c[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+    kt = zero_index(INDEX_64)
+    kr = zero_index(INDEX_64)
+    ks = zero_index(INDEX_64)
+    c0 = zero_index(INDEX_64)
+    for _ in range(0, TAPS * tl.cdiv(C_G, BLOCK_K)):
+        dd = kt * dil_d
+        dh = kr * dil_h
+        dw = ks * dil_w
+        rows = rows_inside(mask_m, id0 + dd, ih0 + dh, iw0 + dw, D, H, W, CHECK_D, CHECK_H, CHECK_W, INDEX_64)
+        x_step = dd * sx_d + dh * sx_h + dw * sx_w + c0 * sx_c
+        w_step = kt * sw_t + kr * sw_r + ks * sw_s + c0 * sw_c
+        a_ptrs = x_ptr + x_step + x_offs
+        b_ptrs = w_ptr + w_step + w_offs
+        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, c0, offs_k, C_G, EVEN_C)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        c0, kt, kr, ks = next_step(c0, kt, kr, ks, C_G, R, S, BLOCK_K)
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + (group * K_G + offs_n) * s_bias, mask=mask_n, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
 
     k = group * K_G + offs_n
-    y_offs = (n * sy_n + od * sy_d + oh * sy_h + ow * sy_w)[:, None] + k[None, :] * sy_k
-    r_offs = (n * sr_n + od * sr_d + oh * sr_h + ow * sr_w)[:, None] + k[None, :] * sr_k
+    y_rows = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
+    r_rows = n * sr_n + od * sr_d + oh * sr_h + ow * sr_w
+    if STORE_TRANSPOSED:
+        # (channels x pixels): see layout.store_transposed.
+        out = tl.trans(acc)
+        y_offs = k[:, None] * sy_k + y_rows[None, :]
+        r_offs = k[:, None] * sr_k + r_rows[None, :]
+        mask = mask_n[:, None] & mask_m[None, :]
+    else:
+        out = acc
+        y_offs = y_rows[:, None] + k[None, :] * sy_k
+        r_offs = r_rows[:, None] + k[None, :] * sr_k
+        mask = mask_m[:, None] & mask_n[None, :]
     finish_output(
-        acc,
-        y_ptr + y_offs,
-        z_ptr + y_offs,
-        residual_ptr + r_offs,
-        mask_m[:, None] & mask_n[None, :],
-        ACTIVATION,
-        HAS_RESIDUAL,
-        STORE_PRE_ACTIVATION,
+        out, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION
     )
 
 
@@ -193,8 +204,9 @@ def plan_forward(
     epilogue: Epilogue = PLAIN,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``
-    (all (N, C, *spatial), any strides)."""
-    x, w, y = as_3d(input), as_3d(weight), as_3d(out)
+    (all (N, C, *spatial), any strides; input and weight are read channels-last, copied so if
+    they are not: ``layout.gemm_operand``)."""
+    x, w, y = gemm_operand(as_3d(input)), gemm_operand(as_3d(weight)), as_3d(out)
     precision = dot_precision(x)
     cfg = config or select_config(
         "forward",
@@ -240,8 +252,10 @@ def plan_forward(
     constexprs = dict(
         HAS_BIAS=bias is not None,
         **epilogue.constexprs(),
-        POINTWISE=spec.taps == 1 and spec.unpadded,
-        UNPADDED=spec.unpadded,
+        **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded)),
+        EVEN_C=spec.in_channels_per_group % cfg.block_k == 0,
+        EVEN_N=spec.out_channels_per_group % cfg.block_n == 0,
+        STORE_TRANSPOSED=store_transposed(y),
         INDEX_64=needs_int64(x, w, y, residual),
         PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(x.dtype),

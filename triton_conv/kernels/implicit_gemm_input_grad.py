@@ -1,15 +1,16 @@
 """Input gradient as an implicit GEMM over input pixels with the transposed filter.
 
-The same kernel is the forward of a transposed convolution (whose output is the gradient of the
-convolution it transposes), so it ends in the forward kernels' epilogue: optional bias,
-residual, saved pre-activation and activation, all off by default.
-
 dx[n, c, i] = sum over taps and output channels k of dy[n, k, o] * w[k, c, tap], where
 o * stride = i + pad - tap * dil. For a strided convolution only the taps with
 (i + pad - tap * dil) divisible by the stride reach input pixel i, and which taps those are
-depends only on i modulo the stride (its phase). Programs are therefore split by phase: each
-covers pixels of one phase, skips the taps that cannot contribute with one scalar test, and
-spends no work on them.
+depends only on i modulo the stride (its phase): along each dimension, every
+stride / gcd(stride, dil)-th tap from the first that does. Programs are therefore split by
+phase: each covers pixels of one phase and runs one software-pipelined loop (``reduction.py``)
+over exactly the taps that reach it x the output-channel blocks.
+
+The same kernel is the forward of a transposed convolution (whose output is the gradient of the
+convolution it transposes), so it ends in the forward kernel's epilogue: optional bias,
+residual, saved pre-activation and activation, all off by default.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import unravel_pixels, unravel_tap
+from .indexing import unravel_pixels
+from .layout import gemm_operand, store_transposed
+from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_inside, zero_index
 
 
 @triton.jit
@@ -47,9 +50,9 @@ def implicit_gemm_input_grad_kernel(
     H_PH,
     W_PH,
     M_PH,
+    T,
     R,
     S,
-    TAPS,
     GROUPS,
     stride_d,
     stride_h,
@@ -60,6 +63,12 @@ def implicit_gemm_input_grad_kernel(
     dil_d,
     dil_h,
     dil_w,
+    tap_step_d,
+    tap_step_h,
+    tap_step_w,
+    out_step_d,
+    out_step_h,
+    out_step_w,
     sdy_n,
     sdy_k,
     sdy_d,
@@ -85,6 +94,12 @@ def implicit_gemm_input_grad_kernel(
     ACTIVATION: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     STORE_PRE_ACTIVATION: tl.constexpr,
+    CHECK_D: tl.constexpr,
+    CHECK_H: tl.constexpr,
+    CHECK_W: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr,
     INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
@@ -96,7 +111,7 @@ def implicit_gemm_input_grad_kernel(
 
     Args:
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*), K = GROUPS * K_G.
-        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*); TAPS = T*R*S.
+        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
         dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*), C = GROUPS * C_G; every
             element is written (zero, or the bias, where no tap reaches it).
         bias_ptr: bias (C,), stride s_bias; read only if HAS_BIAS (a transposed convolution's).
@@ -105,6 +120,12 @@ def implicit_gemm_input_grad_kernel(
         D_PH, H_PH, W_PH: pixels per phase along each dimension (ceil(D / stride_d), ...);
             M_PH = N * D_PH * H_PH * W_PH.
         pad_*: leading padding per dimension.
+        tap_step_*, out_step_*: the taps reaching one phase are every tap_step-th along each
+            dimension (stride / gcd(stride, dil)); between two of them the output pixel moves by
+            out_step (dil / gcd(stride, dil)).
+        CHECK_D, CHECK_H, CHECK_W: whether a tap can reach outside the output along D, H, W.
+        EVEN_K: K_G is a multiple of BLOCK_K; EVEN_N: C_G is a multiple of BLOCK_N (no masks).
+        STORE_TRANSPOSED: store the tile as (channels x pixels) rather than (pixels x channels).
         Grid axis 2 runs over GROUPS * stride_d * stride_h * stride_w (group fastest).
     """
     pid_m = tl.program_id(0)
@@ -120,6 +141,10 @@ def implicit_gemm_input_grad_kernel(
     ph_w = phase % stride_w
     ph_h = (phase // stride_w) % stride_h
     ph_d = phase // (stride_w * stride_h)
+    # The taps reaching this phase, last first, and the output pixel the last one reads.
+    last_t, count_t, shift_d = phase_taps(ph_d, pad_d, dil_d, stride_d, tap_step_d, T)
+    last_r, count_r, shift_h = phase_taps(ph_h, pad_h, dil_h, stride_h, tap_step_h, R)
+    last_s, count_s, shift_w = phase_taps(ph_w, pad_w, dil_w, stride_w, tap_step_w, S)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -128,7 +153,11 @@ def implicit_gemm_input_grad_kernel(
         offs_m = offs_m.to(tl.int64)
         offs_n = offs_n.to(tl.int64)
         offs_k = offs_k.to(tl.int64)
-    mask_n = offs_n < C_G
+    if EVEN_N:
+        # A constant: the compiler drops the weight tile's column test.
+        mask_n = tl.full((BLOCK_N,), True, tl.int1)
+    else:
+        mask_n = offs_n < C_G
 
     n, jd, jh, jw = unravel_pixels(offs_m, D_PH, H_PH, W_PH)
     # Input pixel (ph + stride * j) in each dimension.
@@ -136,45 +165,59 @@ def implicit_gemm_input_grad_kernel(
     ih = ph_h + stride_h * jh
     iw = ph_w + stride_w * jw
     mask_m = (offs_m < M_PH) & (id_ < D) & (ih < H) & (iw < W)
-    # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
-    # across the loops take twice the registers and made small tiles spill.
-    dy_rows = n * sdy_n + group * K_G * sdy_k
-    w_cols = group * K_G * sw_k + offs_n * sw_c
+    # Output pixel read by the last tap; each earlier tap adds out_step.
+    od0 = jd + shift_d
+    oh0 = jh + shift_h
+    ow0 = jw + shift_w
+    # Element offsets at the last tap, output channel 0; a step adds one scalar to each element.
+    dy_rows = n * sdy_n + group * K_G * sdy_k + od0 * sdy_d + oh0 * sdy_h + ow0 * sdy_w
+    dy_offs = dy_rows[:, None] + offs_k[None, :] * sdy_k
+    w_offs = (group * K_G * sw_k + last_t * sw_t + last_r * sw_r + last_s * sw_s + offs_n * sw_c)[None, :]
+    w_offs += offs_k[:, None] * sw_k
+    od0, oh0, ow0 = fold_rows(mask_m, od0, oh0, ow0, D_OUT, H_OUT, W_OUT, CHECK_D, CHECK_H, CHECK_W)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for tap in range(0, TAPS):
-        kt, kr, ks = unravel_tap(tap, R, S)
-        # o * stride = ph + stride * j + pad - tap * dil: divisible for this phase or never.
-        num_d = ph_d + pad_d - kt * dil_d
-        num_h = ph_h + pad_h - kr * dil_h
-        num_w = ph_w + pad_w - ks * dil_w
-        if (num_d % stride_d == 0) & (num_h % stride_h == 0) & (num_w % stride_w == 0):
-            od = jd + num_d // stride_d
-            oh = jh + num_h // stride_h
-            ow = jw + num_w // stride_w
-            valid = mask_m & (od >= 0) & (od < D_OUT) & (oh >= 0) & (oh < H_OUT) & (ow >= 0) & (ow < W_OUT)
-            dy_tap = dy_rows + od * sdy_d + oh * sdy_h + ow * sdy_w
-            w_tap = w_cols + kt * sw_t + kr * sw_r + ks * sw_s
-            for k0 in range(0, K_G, BLOCK_K):
-                k = k0 + offs_k
-                mask_k = k < K_G
-                dy_offs = dy_tap[:, None] + k[None, :] * sdy_k
-                w_offs = w_tap[None, :] + k[:, None] * sw_k
-                a = tl.load(dy_ptr + dy_offs, mask=valid[:, None] & mask_k[None, :], other=0.0)
-                b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-                acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+    it_t = zero_index(INDEX_64)
+    it_r = zero_index(INDEX_64)
+    it_s = zero_index(INDEX_64)
+    k0 = zero_index(INDEX_64)
+    for _ in range(0, count_t * count_r * count_s * tl.cdiv(K_G, BLOCK_K)):
+        dd = it_t * out_step_d
+        dh = it_r * out_step_h
+        dw = it_s * out_step_w
+        rows = rows_inside(
+            mask_m, od0 + dd, oh0 + dh, ow0 + dw, D_OUT, H_OUT, W_OUT, CHECK_D, CHECK_H, CHECK_W, INDEX_64
+        )
+        dy_step = dd * sdy_d + dh * sdy_h + dw * sdy_w + k0 * sdy_k
+        w_step = k0 * sw_k - (it_t * tap_step_d * sw_t + it_r * tap_step_h * sw_r + it_s * tap_step_w * sw_s)
+        a_ptrs = dy_ptr + dy_step + dy_offs
+        b_ptrs = w_ptr + w_step + w_offs
+        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, k0, offs_k, K_G, EVEN_K)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        k0, it_t, it_r, it_s = next_step(k0, it_t, it_r, it_s, K_G, count_r, count_s, BLOCK_K)
 
     c = group * C_G + offs_n
     if HAS_BIAS:
         acc += tl.load(bias_ptr + c * s_bias, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
-    dx_offs = (n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w)[:, None] + c[None, :] * sdx_c
-    r_offs = (n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w)[:, None] + c[None, :] * sr_c
+    dx_rows = n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
+    r_rows = n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w
+    if STORE_TRANSPOSED:
+        # (channels x pixels): see layout.store_transposed.
+        out = tl.trans(acc)
+        dx_offs = c[:, None] * sdx_c + dx_rows[None, :]
+        r_offs = c[:, None] * sr_c + r_rows[None, :]
+        mask = mask_n[:, None] & mask_m[None, :]
+    else:
+        out = acc
+        dx_offs = dx_rows[:, None] + c[None, :] * sdx_c
+        r_offs = r_rows[:, None] + c[None, :] * sr_c
+        mask = mask_m[:, None] & mask_n[None, :]
     finish_output(
-        acc,
+        out,
         dx_ptr + dx_offs,
         z_ptr + dx_offs,
         residual_ptr + r_offs,
-        mask_m[:, None] & mask_n[None, :],
+        mask,
         ACTIVATION,
         HAS_RESIDUAL,
         STORE_PRE_ACTIVATION,
@@ -197,9 +240,11 @@ def plan_input_grad(
     bias: torch.Tensor | None = None,
     epilogue: Epilogue = PLAIN,
 ) -> Launch:
-    """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides);
-    with ``bias`` and ``epilogue``, activation(that + bias + residual): a transposed convolution."""
-    dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
+    """The launch writing d(loss)/d(input) into ``grad_input`` (all (N, C, *spatial), any strides;
+    grad_output and weight are read channels-last, copied so if they are not:
+    ``layout.gemm_operand``); with ``bias`` and ``epilogue``, activation(that + bias + residual):
+    a transposed convolution."""
+    dy, w, dx = gemm_operand(as_3d(grad_output)), gemm_operand(as_3d(weight)), as_3d(grad_input)
     precision = dot_precision(dy)
     cfg = config or select_config(
         "input_grad",
@@ -219,7 +264,6 @@ def plan_input_grad(
         triton.cdiv(spec.in_channels_per_group, cfg.block_n),
         spec.groups * phases,
     )
-    _, r, s = spec.kernel_size
     residual, pre_activation, *residual_strides = epilogue.args(dx)
     args = (
         dy,
@@ -236,13 +280,13 @@ def plan_input_grad(
         h_ph,
         w_ph,
         m_ph,
-        r,
-        s,
-        spec.taps,
+        *spec.kernel_size,
         spec.groups,
         *spec.stride,
         *spec.pad_lo,
         *spec.dilation,
+        *spec.phase_tap_step,
+        *spec.phase_out_step,
         *dy.stride(),
         *w.stride(),
         *dx.stride(),
@@ -252,6 +296,10 @@ def plan_input_grad(
     constexprs = dict(
         HAS_BIAS=bias is not None,
         **epilogue.constexprs(),
+        **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds)),
+        EVEN_K=spec.out_channels_per_group % cfg.block_k == 0,
+        EVEN_N=spec.in_channels_per_group % cfg.block_n == 0,
+        STORE_TRANSPOSED=store_transposed(dx),
         INDEX_64=needs_int64(dy, w, dx, residual),
         PRECISION=precision,
         ACC_DTYPE=accumulator_dtype(dy.dtype),

@@ -44,6 +44,9 @@ SHARED_MEMORY_BUDGET = 166_912
 # BLOCK_K deep for each row and column a thread owns, so 32 fp32 accumulators with a 32- or
 # 64-deep K reach sm_80's 255-register cap and spill.
 ACCUMULATOR_BUDGET = {"tensor_core": 64, "tf32": 32, "fp32_ieee": 16, "fp64": 16}
+# The deepest reduction block whose register-held operands fit beside those accumulators: a
+# 32-deep float64 input-gradient tile with the transposed-convolution epilogue spilled on sm_80.
+REGISTER_OPERAND_DEPTH = {"fp64": 16}
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ def fits(config: KernelConfig, dtype: torch.dtype, precision: str) -> bool:
         config.block_k >= MIN_DOT
         and shared <= SHARED_MEMORY_BUDGET
         and config.accumulators_per_thread() <= ACCUMULATOR_BUDGET[kind]
+        and config.block_k <= REGISTER_OPERAND_DEPTH.get(kind, config.block_k)
         and wgmma_shape
     )
 

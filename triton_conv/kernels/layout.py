@@ -1,0 +1,47 @@
+"""The operand layout the implicit-GEMM kernels read well: channels innermost.
+
+The kernels take any strides, but they read a row of BLOCK_K channels of one pixel at a time:
+with channels contiguous that is a few 16-byte copies that Triton software-pipelines into shared
+memory; with channels strided (the default NCL/NCHW/NCDHW layout) it is scalar, uncoalesced
+loads that are not pipelined and made tiles spill. The launchers therefore copy such operands to
+channels-last first, which costs one read and one write of the tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+# Triton's coalescing lays a stored tile out along its contiguous direction; where neither is
+# contiguous as far as the compiler can tell (an output in the default layout), it breaks the
+# tie by spreading each warp along the tile's first dimension in 3.6 and along its last in 3.9
+# (read from sm_90 compiles). 3.7 and 3.8 were not checked; either choice stays correct.
+_TIE_TO_LAST_DIMENSION = tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9)
+
+
+def gemm_operand(t: torch.Tensor) -> torch.Tensor:
+    """A (N, C, D, H, W) operand as the GEMM kernels should read it: ``t`` itself if its channels
+    are contiguous (or there is at most one), else a channels-last copy; in both cases with
+    stride 0 along its size-1 dimensions.
+
+    The stride of a size-1 dimension is never used to move, but the compiler sees it: a stride
+    of 1 there (a 1x1 filter, a contiguous weight) hides that the offsets are multiples of 8
+    elements and turns the 16-byte copies into scalar loads, where 0 keeps them aligned.
+    """
+    if t.shape[1] > 1 and t.stride(1) != 1:
+        t = t.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+    return t.as_strided(t.shape, [0 if size == 1 else stride for size, stride in zip(t.shape, t.stride())])
+
+
+def store_transposed(out: torch.Tensor) -> bool:
+    """Whether a GEMM kernel should store its tile into ``out`` (N, C, D, H, W) as (channels x
+    pixels) rather than (pixels x channels).
+
+    Transposed, unless that puts the warps along channels where they are strided: a warp then
+    wrote 32 planes and each thread unravelled 64 pixels (2775 instructions after the loop for a
+    128x64 tile, 255 registers for 128x128), where along pixels it writes consecutive pixels and
+    each thread unravels one. Where channels are contiguous the compiler vectorizes along them
+    either way, and the transposed tile held fewer registers (a float64 tile for sm_80 spilled
+    the other way round with Triton 3.6).
+    """
+    return out.stride(1) == 1 or _TIE_TO_LAST_DIMENSION
