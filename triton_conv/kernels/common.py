@@ -6,11 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import triton
 import triton.language as tl
 
 from ..runtime import INTERPRETER
 
-__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_precision"]
+__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_operand", "dot_precision"]
+
+# Triton's interpreter computes tl.dot on bfloat16 operands wrongly: interpreted kernels widen
+# them to float32 first (exact, every bfloat16 is a float32). Compiled kernels never widen, and
+# gpu_compile compiles in a process without the interpreter, so it sees them unchanged.
+_WIDEN_BFLOAT16_DOT = tl.constexpr(INTERPRETER)
 
 
 def accumulator_dtype(dtype: torch.dtype) -> tl.dtype:
@@ -23,6 +29,15 @@ def dot_precision(t: torch.Tensor) -> str:
     if t.dtype == torch.float32 and t.is_cuda and torch.backends.cudnn.allow_tf32:
         return "tf32"
     return "ieee"
+
+
+@triton.jit
+def dot_operand(t):
+    """``t`` as ``tl.dot`` takes it: unchanged, except bfloat16 under the interpreter (float32)."""
+    if _WIDEN_BFLOAT16_DOT:
+        if t.dtype == tl.bfloat16:
+            t = t.to(tl.float32)
+    return t
 
 
 @dataclass(frozen=True)
