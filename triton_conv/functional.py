@@ -7,6 +7,8 @@ Keyword-only extras:
   and ``residual`` (a tensor of the output's shape): the result is
   ``activation(conv(input, weight) + bias + residual)``, computed in one kernel, with gradients
   for input, weight, bias and residual.
+
+Under ``torch.autocast`` the arguments are cast as torch casts a convolution's (``amp.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import autograd as ops
+from .amp import autocast_conv_arguments
 from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
 from .spec import KERNEL_DTYPES, ConvSpec, IntOrSeq, check_padding_mode, conv_spec
 
@@ -37,6 +40,7 @@ def _conv(
     activation: str | None,
     residual: torch.Tensor | None,
 ) -> torch.Tensor:
+    input, weight, bias, residual = autocast_conv_arguments(input, weight, bias, residual)
     check_padding_mode(padding_mode)
     spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, ndim)
     _check_epilogue(spec, input, activation, residual)
