@@ -18,33 +18,42 @@ transforms call ``conv`` (or the ``differentiable_*`` entry points), not the raw
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 from ..kernels import INTERPRETER, dispatch
 from ..kernels.epilogue import NEEDS_PRE_ACTIVATION, TORCH_ACTIVATIONS, Epilogue
 from ..kernels.epilogue import activation_grad as activation_grad_kernel
+from ..runtime import warn_once
 from ..spec import ConvSpec, channels_last_format, op_geometry, output_memory_format
-
-_warned_fallback = False
 
 
 def _use_kernels(t: torch.Tensor) -> bool:
     """CUDA tensors always run the kernels; CPU tensors only under Triton's interpreter."""
-    global _warned_fallback
     if t.is_cuda or INTERPRETER:
         return True
-    if not _warned_fallback:
-        warnings.warn(
-            "triton_conv: CPU tensors without TRITON_INTERPRET=1 run aten's convolution, not the Triton kernels",
-            stacklevel=3,
-        )
-        _warned_fallback = True
+    warn_once(
+        "aten fallback",
+        "triton_conv: CPU tensors without TRITON_INTERPRET=1 run aten's convolution, not the Triton kernels",
+        stacklevel=3,
+    )
     return False
+
+
+def _refuse_tangents(op: str, *tensors: torch.Tensor | None) -> None:
+    """Called with forward-mode dual tensors, a raw op would drop their tangents silently (its
+    registered formulas are reverse mode only): refuse. The entry points run it without them."""
+    if torch._C._is_fwd_grad_enabled() and any(
+        t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors
+    ):
+        raise RuntimeError(
+            f"triton_conv::{op} called directly has no forward-mode derivative: call triton_conv.conv1d/2d/3d, "
+            f"triton_conv.autograd.conv or triton_conv.autograd.differentiable_{op} instead"
+        )
 
 
 def _empty(shape: Sequence[int], like: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
@@ -120,6 +129,7 @@ def conv_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """activation(conv(input, weight) + bias + residual), in the input's (or weight's) memory
     format, and the pre-activation where the activation's derivative needs it (else empty)."""
+    _refuse_tangents("conv_forward", input, weight, bias, residual)
     spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     fmt = output_memory_format(input, weight)
     out = _empty(spec.out_shape, input, fmt)
@@ -177,6 +187,7 @@ def conv(
 def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:
     """d(loss)/d(pre-activation) from d(loss)/d(output); ``saved`` is the pre-activation for
     silu and gelu and the output for the other activations."""
+    _refuse_tangents("activation_grad", grad_output, saved)
     if _use_kernels(saved):
         return activation_grad_kernel(grad_output, saved, activation)
     return _torch_activation_grad(grad_output, saved, activation)
@@ -223,6 +234,7 @@ def conv_input_grad(
     groups: int,
 ) -> torch.Tensor:
     """d(loss)/d(input) of conv_forward, channels-last if ``channels_last``."""
+    _refuse_tangents("conv_input_grad", grad_output, weight)
     spec = op_geometry(input_shape, weight.shape, stride, padding, dilation, groups)
     grad_input = _empty(input_shape, grad_output, _input_grad_format(input_shape, channels_last))
     if _use_kernels(grad_output):
@@ -262,6 +274,7 @@ def conv_weight_grad(
     bias_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """d(loss)/d(weight) (contiguous) and d(loss)/d(bias) (empty unless ``bias_grad``)."""
+    _refuse_tangents("conv_weight_grad", grad_output, input)
     spec = op_geometry(input.shape, weight_shape, stride, padding, dilation, groups)
     grad_weight = _empty(weight_shape, grad_output, torch.contiguous_format)
     grad_bias = _empty([spec.out_channels if bias_grad else 0], grad_output, torch.contiguous_format)
@@ -452,11 +465,15 @@ def _input_grad_backward(ctx: Any, grad_grad_input: torch.Tensor) -> tuple[Any, 
     if ctx.needs_input_grad[0]:
         grad_grad_output = differentiable_conv_forward(grad_grad_input, weight, None, None, *ctx.geometry, "none")[0]
     if ctx.needs_input_grad[1]:
-        grad_weight = differentiable_conv_weight_grad(grad_output, grad_grad_input, weight.shape, *ctx.geometry, False)[0]
+        grad_weight = differentiable_conv_weight_grad(grad_output, grad_grad_input, weight.shape, *ctx.geometry, False)[
+            0
+        ]
     return grad_grad_output, grad_weight, None, None, None, None, None, None
 
 
-def _input_grad_jvp(ctx: Any, d_grad_output: torch.Tensor | None, d_weight: torch.Tensor | None, *_: None) -> torch.Tensor:
+def _input_grad_jvp(
+    ctx: Any, d_grad_output: torch.Tensor | None, d_weight: torch.Tensor | None, *_: None
+) -> torch.Tensor:
     # d(A(w) dy) = A(w) d(dy) + A(dw) dy.
     grad_output, weight = ctx.saved_tensors
     tangent = None

@@ -111,7 +111,9 @@ def test_grad_scaler_training_matches_torch(dtype):
     torch_model = _model()
     ours = triton_conv.convert_model(copy.deepcopy(torch_model))
     generator = torch.Generator().manual_seed(5)
-    data = [(torch.randn(2, 3, 6, 5, generator=generator), torch.randn(2, 2, 6, 5, generator=generator)) for _ in range(3)]
+    data = [
+        (torch.randn(2, 3, 6, 5, generator=generator), torch.randn(2, 2, 6, 5, generator=generator)) for _ in range(3)
+    ]
     for model in (torch_model, ours):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
         scaler = torch.amp.GradScaler(DEVICE, init_scale=2.0**10)

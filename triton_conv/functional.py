@@ -13,18 +13,16 @@ Under ``torch.autocast`` the arguments are cast as torch casts a convolution's (
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 
 from . import autograd as ops
 from .amp import autocast_conv_arguments
 from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
+from .runtime import warn_once
 from .spec import KERNEL_DTYPES, ConvSpec, IntOrSeq, check_padding_mode, conv_spec
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_warned_dtypes: set[torch.dtype] = set()
 
 
 def _conv(
@@ -50,9 +48,7 @@ def _conv(
                 f"conv{ndim}d(): triton_conv supports float16, bfloat16, float32 and float64 "
                 f"inputs, but got input of dtype {input.dtype}"
             )
-        if input.dtype not in _warned_dtypes:
-            warnings.warn(f"triton_conv: {input.dtype} runs torch's convolution", stacklevel=3)
-            _warned_dtypes.add(input.dtype)
+        warn_once(input.dtype, f"triton_conv: {input.dtype} runs torch's convolution", stacklevel=3)
         if padding_mode != "zeros":
             input = F.pad(input, spec.pad_widths(), mode=padding_mode)
             padding = 0

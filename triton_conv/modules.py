@@ -8,6 +8,7 @@ optional extras use the fused epilogue: an ``activation`` attribute (None by def
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -77,6 +78,7 @@ class Conv3d(_ResidualForwardMixin, _TritonConvMixin, nn.Conv3d):
 _TORCH_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.Conv3d: Conv3d}
 _TRITON_TO_TORCH = {v: k for k, v in _TORCH_TO_TRITON.items()}
 _subclass_cache: dict[type[nn.Module], type[nn.Module]] = {}
+_subclass_lock = threading.Lock()
 
 
 def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Module] | None:
@@ -88,14 +90,15 @@ def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Mod
     base = next((b for b in _TORCH_TO_TRITON if issubclass(cls, b)), None)
     if base is None:
         return None
-    if cls not in _subclass_cache:
-        triton_base = _TORCH_TO_TRITON[base]
-        _subclass_cache[cls] = type(
-            f"Triton{cls.__name__}",
-            (_TritonConvMixin, cls),
-            {"_triton_conv": triton_base._triton_conv, "__reduce_ex__": _reduce_converted_subclass},
-        )
-    return _subclass_cache[cls]
+    with _subclass_lock:  # one class per user class, whichever thread converts first
+        if cls not in _subclass_cache:
+            triton_base = _TORCH_TO_TRITON[base]
+            _subclass_cache[cls] = type(
+                f"Triton{cls.__name__}",
+                (_TritonConvMixin, cls),
+                {"_triton_conv": triton_base._triton_conv, "__reduce_ex__": _reduce_converted_subclass},
+            )
+        return _subclass_cache[cls]
 
 
 def _reduce_converted_subclass(self: nn.Module, protocol: int) -> tuple:

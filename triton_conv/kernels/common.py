@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +13,7 @@ import triton.language as tl
 
 from ..runtime import INTERPRETER
 
-__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_operand", "dot_precision"]
+__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_operand", "dot_precision", "launching"]
 
 # Triton's interpreter computes tl.dot on bfloat16 operands wrongly: interpreted kernels widen
 # them to float32 first (exact, every bfloat16 is a float32). Compiled kernels never widen, and
@@ -29,6 +31,16 @@ def dot_precision(t: torch.Tensor) -> str:
     if t.dtype == torch.float32 and t.is_cuda and torch.backends.cudnn.allow_tf32:
         return "tf32"
     return "ieee"
+
+
+# Triton's interpreter is not thread-safe: while a kernel runs it keeps the grid in its own
+# module state and patches triton.language, so two threads launching at once corrupt each other.
+_INTERPRETER_LOCK = threading.Lock()
+
+
+def launching() -> contextlib.AbstractContextManager:
+    """Wrap every kernel launch: one interpreted launch at a time; compiled launches run freely."""
+    return _INTERPRETER_LOCK if INTERPRETER else contextlib.nullcontext()
 
 
 @triton.jit
@@ -56,4 +68,5 @@ class Launch:
     num_stages: int = 3
 
     def __call__(self) -> None:
-        self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)
+        with launching():
+            self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..spec import as_3d, needs_int64
-from .common import accumulator_dtype
+from .common import accumulator_dtype, launching
 
 ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "sigmoid", "tanh")
 # The same activations in torch: the aten fallback and the tests' reference.
@@ -172,14 +172,15 @@ def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: 
     numel = saved.numel()
     if numel:
         block = 1024
-        activation_grad_kernel[(triton.cdiv(numel, block),)](
-            grad_output,
-            saved,
-            out,
-            numel,
-            ACTIVATION=activation,
-            ACC_DTYPE=accumulator_dtype(saved.dtype),
-            INDEX_64=needs_int64(saved),
-            BLOCK=block,
-        )
+        with launching():
+            activation_grad_kernel[(triton.cdiv(numel, block),)](
+                grad_output,
+                saved,
+                out,
+                numel,
+                ACTIVATION=activation,
+                ACC_DTYPE=accumulator_dtype(saved.dtype),
+                INDEX_64=needs_int64(saved),
+                BLOCK=block,
+            )
     return out

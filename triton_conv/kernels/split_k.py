@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from ..spec import needs_int64
+from .common import launching
 
 
 @triton.jit
@@ -28,9 +29,10 @@ def sum_splits(partial: torch.Tensor, out: torch.Tensor) -> None:
     block = 1024
     elements = out.numel()
     if elements:
-        split_k_sum_kernel[(triton.cdiv(elements, block),)](
-            partial, out, elements, partial.shape[0], INDEX_64=needs_int64(partial), BLOCK=block
-        )
+        with launching():
+            split_k_sum_kernel[(triton.cdiv(elements, block),)](
+                partial, out, elements, partial.shape[0], INDEX_64=needs_int64(partial), BLOCK=block
+            )
 
 
 def partial_buffers(
