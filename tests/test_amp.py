@@ -75,8 +75,16 @@ def test_converted_model_matches_torch_under_autocast(dtype):
 
 
 @pytest.mark.parametrize("dtype", AUTOCAST_DTYPES, ids=str)
-def test_functional_casts_like_torch(dtype):
-    """Mixed argument dtypes are cast before validation; float64 is left alone, as torch does."""
+def test_functional_casts_like_torch(dtype, monkeypatch):
+    """Mixed argument dtypes are cast before validation, and the Triton kernels run in the
+    autocast dtype; float64 is left alone, as torch does."""
+    from triton_conv.kernels import dispatch
+
+    kernel_dtypes = []
+    forward = dispatch.forward
+    monkeypatch.setattr(
+        dispatch, "forward", lambda input, *args: kernel_dtypes.append(input.dtype) or forward(input, *args)
+    )
     x = torch.randn(1, 2, 5, 5, device=DEVICE).to(dtype)
     w = torch.randn(3, 2, 3, 3, device=DEVICE)
     b = torch.randn(3, device=DEVICE, dtype=torch.float64)
@@ -85,6 +93,7 @@ def test_functional_casts_like_torch(dtype):
         y = triton_conv.conv2d(x, w, residual=residual, activation="relu")
         want = torch.relu(nn.functional.conv2d(x, w) + residual.to(dtype))
         assert y.dtype == want.dtype == dtype
+        assert kernel_dtypes == [dtype]
         assert relative_error(y, want) <= tolerance(dtype, 18)
         with pytest.raises(RuntimeError):
             nn.functional.conv2d(x, w, b)
