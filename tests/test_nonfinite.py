@@ -10,7 +10,11 @@ from triton_conv.kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
 
 from .reference import DEVICE
 
-pytestmark = pytest.mark.nonfinite
+pytestmark = [
+    pytest.mark.nonfinite,
+    # NumPy, running the interpreted kernels, warns about the NaN it computes on purpose here.
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
 
 NAN, INF = float("nan"), float("inf")
 # Pre-activations on both sides of every activation's kinks and saturations, and non-finite ones.
