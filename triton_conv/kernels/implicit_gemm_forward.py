@@ -16,7 +16,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
-from .common import Launch, accumulator_dtype, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import inside, unravel_pixels, unravel_tap
 
@@ -156,7 +156,7 @@ def implicit_gemm_forward_kernel(
             w_offs = w_tap[None, :] + c[:, None] * sw_c
             a = tl.load(x_ptr + x_offs, mask=in_bounds[:, None] & mask_c[None, :], other=0.0)
             b = tl.load(w_ptr + w_offs, mask=mask_c[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+            acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + (group * K_G + offs_n) * s_bias, mask=mask_n, other=0.0)

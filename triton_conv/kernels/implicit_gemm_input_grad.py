@@ -22,7 +22,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
-from .common import Launch, accumulator_dtype, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels, unravel_tap
 
@@ -162,7 +162,7 @@ def implicit_gemm_input_grad_kernel(
                 w_offs = w_tap[None, :] + k[:, None] * sw_k
                 a = tl.load(dy_ptr + dy_offs, mask=valid[:, None] & mask_k[None, :], other=0.0)
                 b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-                acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+                acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     c = group * C_G + offs_n
     if HAS_BIAS:

@@ -21,7 +21,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config, split_k_for
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
-from .common import Launch, accumulator_dtype, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .indexing import inside, unravel_pixels, unravel_tap
 from .split_k import partial_buffers, sum_splits
 
@@ -132,7 +132,7 @@ def implicit_gemm_weight_grad_kernel(
         x_offs = x_cols[None, :] + x_pix[:, None]
         a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_p[None, :], other=0.0)
         b = tl.load(x_ptr + x_offs, mask=in_bounds[:, None] & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
 
