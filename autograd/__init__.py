@@ -17,7 +17,7 @@ from .ops import (
     differentiable_conv_input_grad,
     differentiable_conv_weight_grad,
 )
-from .transpose import conv_transpose, conv_transpose_forward
+from .transpose import conv_transpose, conv_transpose_forward, differentiable_conv_transpose_forward
 
 __all__ = [
     "DifferentiableOp",
@@ -32,5 +32,6 @@ __all__ = [
     "differentiable_activation_grad",
     "differentiable_conv_forward",
     "differentiable_conv_input_grad",
+    "differentiable_conv_transpose_forward",
     "differentiable_conv_weight_grad",
 ]

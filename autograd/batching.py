@@ -1,4 +1,5 @@
-"""Batching rules (``torch.vmap``) for the convolution ops: a vmapped convolution is one convolution.
+"""Batching rules (``torch.vmap``) for the convolution ops (transposed included): a vmapped
+convolution is one convolution.
 
 A vmap dimension of size B on the input (or the output gradient, or the residual) alone folds
 into the convolution's batch: B*N samples. A vmap dimension on the weight (or the bias) turns
@@ -17,6 +18,7 @@ import torch
 
 from ..kernels.epilogue import NEEDS_PRE_ACTIVATION
 from .ops import activation_grad, conv_forward, conv_input_grad, conv_weight_grad
+from .transpose import conv_transpose_forward
 
 Dim = int | None
 
@@ -51,35 +53,39 @@ def _stacked_filters(t: torch.Tensor, dim: Dim, size: int) -> torch.Tensor:
     return _into_batch(t, dim, size)
 
 
-def _forward_rule(
-    info: Any,
-    in_dims: tuple[Dim, ...],
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    activation: str,
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[Dim, Dim]]:
-    size = info.batch_size
-    input_dim, weight_dim, bias_dim, residual_dim = in_dims[:4]
-    if weight_dim is None and bias_dim is None:
-        into, out_of = _into_batch, _out_of_batch
-    else:
-        into, out_of = _into_channels, _out_of_channels
-        weight = _stacked_filters(weight, weight_dim, size)
-        bias = _stacked_filters(bias, bias_dim, size) if bias is not None else None
-        groups *= size
-    residual = into(residual, residual_dim, size) if residual is not None else None
-    out, pre_activation = conv_forward(
-        into(input, input_dim, size), weight, bias, residual, stride, padding, dilation, groups, activation
-    )
-    if activation not in NEEDS_PRE_ACTIVATION:  # the empty placeholder, the same for every problem
-        return (out_of(out, size), pre_activation), (0, None)
-    return (out_of(out, size), out_of(pre_activation, size)), (0, 0)
+def _epilogue_rule(op: Any) -> Any:
+    """The batching rule of a fused convolution op (``conv_forward`` or
+    ``conv_transpose_forward``): its arguments are input, weight, bias and residual, then the
+    geometry ending in groups, then the activation; its outputs the output and the pre-activation.
+    A transposed weight's leading dimension is its input channels, which the groups split as a
+    forward weight's output channels are: the same stacking serves both."""
+
+    def rule(
+        info: Any,
+        in_dims: tuple[Dim, ...],
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor | None,
+        *constants: Any,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[Dim, Dim]]:
+        *geometry, groups, activation = constants
+        size = info.batch_size
+        input_dim, weight_dim, bias_dim, residual_dim = in_dims[:4]
+        if weight_dim is None and bias_dim is None:
+            into, out_of = _into_batch, _out_of_batch
+        else:
+            into, out_of = _into_channels, _out_of_channels
+            weight = _stacked_filters(weight, weight_dim, size)
+            bias = _stacked_filters(bias, bias_dim, size) if bias is not None else None
+            groups *= size
+        residual = into(residual, residual_dim, size) if residual is not None else None
+        out, pre_activation = op(into(input, input_dim, size), weight, bias, residual, *geometry, groups, activation)
+        if activation not in NEEDS_PRE_ACTIVATION:  # the empty placeholder, the same for every problem
+            return (out_of(out, size), pre_activation), (0, None)
+        return (out_of(out, size), out_of(pre_activation, size)), (0, 0)
+
+    return rule
 
 
 def _input_grad_rule(
@@ -166,7 +172,8 @@ def _activation_grad_rule(
     return activation_grad(_batch_first(grad_output, grad_output_dim, size), saved, activation), 0
 
 
-conv_forward.register_vmap(_forward_rule)
+conv_forward.register_vmap(_epilogue_rule(conv_forward))
+conv_transpose_forward.register_vmap(_epilogue_rule(conv_transpose_forward))
 conv_input_grad.register_vmap(_input_grad_rule)
 conv_weight_grad.register_vmap(_weight_grad_rule)
 activation_grad.register_vmap(_activation_grad_rule)

@@ -51,8 +51,8 @@ def _refuse_tangents(op: str, *tensors: torch.Tensor | None) -> None:
         t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors
     ):
         raise RuntimeError(
-            f"triton_conv::{op} called directly has no forward-mode derivative: call triton_conv.conv1d/2d/3d, "
-            f"triton_conv.autograd.conv or triton_conv.autograd.differentiable_{op} instead"
+            f"triton_conv::{op} called directly has no forward-mode derivative: call the functional forms "
+            f"(triton_conv.conv1d/2d/3d, conv_transpose1d/2d/3d) or triton_conv.autograd.differentiable_{op} instead"
         )
 
 
@@ -338,8 +338,18 @@ def _save_geometry(
     ctx.geometry = (list(stride), list(padding), list(dilation), groups)
 
 
-def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
+def save_epilogue(
+    ctx: Any,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    output: Any,
+    activation: str,
+    convolution: tuple[DifferentiableOp, Sequence[Any]],
+) -> None:
+    """What the backward and the jvp of a fused convolution (``output`` = its output and
+    pre-activation) read: the operands, the activation and what its derivative needs, and
+    ``convolution`` = (op, geometry) computing its plain convolution as
+    ``op(x, w, b, r, *geometry, "none")`` (a forward or a transposed one), for ``epilogue_jvp``."""
     out, pre_activation = output
     if activation not in NEEDS_PRE_ACTIVATION:
         ctx.mark_non_differentiable(pre_activation)  # the empty placeholder
@@ -347,22 +357,66 @@ def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     ctx.set_materialize_grads(False)
     ctx.activation = activation
     ctx.out_shape = tuple(out.shape)
+    ctx.convolution = convolution
     _save(ctx, input, weight, saved_for_activation(activation, out, pre_activation))
-    ctx.channels_last = output_memory_format(input, weight) != torch.contiguous_format
+
+
+def grad_of_pre_activation(
+    ctx: Any, grad_output: torch.Tensor | None, grad_pre_activation: torch.Tensor | None
+) -> torch.Tensor | None:
+    """d(loss)/d(pre-activation) of a fused convolution set up by ``save_epilogue``: through the
+    activation, plus what the saved pre-activation got (a second derivative through silu or gelu
+    differentiates the saved pre-activation). None where neither output has a gradient."""
+    saved = ctx.saved_tensors[2]
+    if grad_output is not None and ctx.activation != "none":
+        grad_output = differentiable_activation_grad(grad_output, saved, ctx.activation)
+    if grad_pre_activation is not None:
+        grad_output = _accumulate(grad_output, grad_pre_activation)
+    return grad_output
+
+
+def epilogue_jvp(
+    ctx: Any,
+    d_input: torch.Tensor | None,
+    d_weight: torch.Tensor | None,
+    d_bias: torch.Tensor | None,
+    d_residual: torch.Tensor | None,
+    *_: None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Tangents of (output, pre-activation) of a fused convolution set up by ``save_epilogue``.
+
+    conv(x, w) + b + r is bilinear in (x, w) and linear in b and r: its tangent is
+    conv(dx, w) + conv(x, dw) + db + dr, with db and dr added by the first convolution's epilogue;
+    the activation's derivative goes on top."""
+    op, geometry = ctx.convolution
+    input, weight, saved_for_activation = ctx.saved_tensors
+    d_pre = d_residual
+    for x, w, tangent in ((d_input, weight, d_input), (input, d_weight, d_weight)):
+        if tangent is not None:
+            d_pre = op(x, w, d_bias, d_pre, *geometry, "none")[0]
+            d_bias = None
+    if d_bias is not None:  # neither the input nor the weight has a tangent
+        broadcast = d_bias.reshape(1, -1, *[1] * (len(ctx.out_shape) - 2)).expand(ctx.out_shape)
+        d_pre = broadcast if d_pre is None else d_pre + broadcast
+    if ctx.activation == "none":
+        return d_pre, None
+    d_out = differentiable_activation_grad(d_pre, saved_for_activation, ctx.activation)
+    return d_out, d_pre if ctx.activation in NEEDS_PRE_ACTIVATION else None
+
+
+def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
     _save_geometry(ctx, stride, padding, dilation, groups)
+    save_epilogue(ctx, input, weight, output, activation, (differentiable_conv_forward, ctx.geometry))
+    ctx.channels_last = output_memory_format(input, weight) != torch.contiguous_format
 
 
 def _forward_backward(
     ctx: Any, grad_output: torch.Tensor | None, grad_pre_activation: torch.Tensor | None
 ) -> tuple[Any, ...]:
-    input, weight, saved_for_activation = ctx.saved_tensors
+    input, weight, _ = ctx.saved_tensors
     needs_input, needs_weight, needs_bias, needs_residual = ctx.needs_input_grad[:4]
-    # d(loss)/d(pre-activation): through the activation, plus what the saved pre-activation got
-    # (a second derivative through silu or gelu differentiates the saved pre-activation).
-    if grad_output is not None and ctx.activation != "none":
-        grad_output = differentiable_activation_grad(grad_output, saved_for_activation, ctx.activation)
-    if grad_pre_activation is not None:
-        grad_output = _accumulate(grad_output, grad_pre_activation)
+    grad_output = grad_of_pre_activation(ctx, grad_output, grad_pre_activation)
     if grad_output is None:
         return (None,) * 9
     grad_input = grad_weight = grad_bias = None
@@ -383,31 +437,6 @@ def _forward_backward(
         None,
         None,
     )
-
-
-def _forward_jvp(
-    ctx: Any,
-    d_input: torch.Tensor | None,
-    d_weight: torch.Tensor | None,
-    d_bias: torch.Tensor | None,
-    d_residual: torch.Tensor | None,
-    *_: None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    # conv(x, w) + b + r is bilinear in (x, w) and linear in b and r: its tangent is
-    # conv(dx, w) + conv(x, dw) + db + dr, with db and dr added by the first convolution's epilogue.
-    input, weight, saved_for_activation = ctx.saved_tensors
-    d_pre = d_residual
-    for x, w, tangent in ((d_input, weight, d_input), (input, d_weight, d_weight)):
-        if tangent is not None:
-            d_pre = differentiable_conv_forward(x, w, d_bias, d_pre, *ctx.geometry, "none")[0]
-            d_bias = None
-    if d_bias is not None:  # neither the input nor the weight has a tangent
-        broadcast = d_bias.reshape(1, -1, *[1] * (len(ctx.out_shape) - 2)).expand(ctx.out_shape)
-        d_pre = broadcast if d_pre is None else d_pre + broadcast
-    if ctx.activation == "none":
-        return d_pre, None
-    d_out = differentiable_activation_grad(d_pre, saved_for_activation, ctx.activation)
-    return d_out, d_pre if ctx.activation in NEEDS_PRE_ACTIVATION else None
 
 
 def _activation_curvature(saved: torch.Tensor, activation: str) -> torch.Tensor | None:
@@ -592,7 +621,7 @@ class DifferentiableOp:
         return self.function.apply(*args[: self.tensors], _Constants(args[self.tensors :]))
 
 
-differentiable_conv_forward = DifferentiableOp(conv_forward, 4, _forward_setup, _forward_backward, _forward_jvp)
+differentiable_conv_forward = DifferentiableOp(conv_forward, 4, _forward_setup, _forward_backward, epilogue_jvp)
 differentiable_conv_input_grad = DifferentiableOp(
     conv_input_grad, 2, _input_grad_setup, _input_grad_backward, _input_grad_jvp
 )

@@ -103,6 +103,41 @@ def test_functional_casts_like_torch(dtype, monkeypatch):
             assert triton_conv.conv2d(x.float(), w).dtype == torch.float32
 
 
+@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES, ids=str)
+def test_conv_transpose_casts_like_torch(dtype, monkeypatch):
+    """torch's autocast casts the transposed convolutions as it casts the convolutions (CPU and
+    CUDA, bfloat16 and float16): the Triton kernels run in the autocast dtype, the output has it,
+    float64 is left alone, and gradients reach float32 leaves in float32, close to torch's."""
+    from triton_conv.kernels import dispatch
+
+    kernel_dtypes = []
+    input_grad = dispatch.input_grad
+    monkeypatch.setattr(
+        dispatch, "input_grad", lambda dy, *args: kernel_dtypes.append(dy.dtype) or input_grad(dy, *args)
+    )
+    x = torch.randn(1, 2, 4, 4, device=DEVICE, requires_grad=True)
+    w = torch.randn(2, 3, 3, 3, device=DEVICE, requires_grad=True)
+    b = torch.randn(3, device=DEVICE, requires_grad=True)
+    residual = torch.randn(1, 3, 8, 8, device=DEVICE)
+    kwargs = dict(stride=2, padding=1, output_padding=1)
+    with torch.autocast(DEVICE, dtype=dtype):
+        y = triton_conv.conv_transpose2d(x, w, b, **kwargs, residual=residual, activation="relu")
+        want = torch.relu(nn.functional.conv_transpose2d(x, w, b, **kwargs) + residual.to(dtype))
+        y_1d = triton_conv.conv_transpose1d(x[:, :, 0], w[:, :, 0], b, stride=2)
+        want_1d = nn.functional.conv_transpose1d(x[:, :, 0], w[:, :, 0], b, stride=2)
+        assert y.dtype == want.dtype == y_1d.dtype == want_1d.dtype == dtype
+        assert kernel_dtypes == [dtype, dtype]
+        assert triton_conv.conv_transpose2d(x.double(), w.double()).dtype == torch.float64
+    bound = tolerance(dtype, 18)  # 2 input channels x 3x3 taps
+    for got, expected in ((y, want), (y_1d, want_1d)):
+        assert relative_error(got, expected) <= bound
+        grads = torch.autograd.grad(got.float().square().sum(), [x, w, b])
+        expected_grads = torch.autograd.grad(expected.float().square().sum(), [x, w, b])
+        for name, actual, torch_grad in zip("xwb", grads, expected_grads, strict=True):
+            assert actual.dtype == torch_grad.dtype == torch.float32, name
+            assert relative_error(actual, torch_grad) <= bound, name
+
+
 def test_compiled_model_under_autocast():
     model = triton_conv.convert_model(_model())
     x = torch.randn(2, 3, 6, 5, device=DEVICE)

@@ -1,4 +1,5 @@
-"""NaN and Inf go through the convolution and every fused activation as they go through torch's."""
+"""NaN and Inf go through the convolution (transposed too) and every fused activation as they go
+through torch's."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ VALUES = [NAN, INF, -INF, -7.0, -1.0, 0.0, 0.5, 3.0, 6.0, 7.0]
 GRADS = [1.0, 1.0, INF, 1.0, INF, 1.0, -INF, NAN, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("name", ["conv2d", "conv_transpose2d"])
 @pytest.mark.parametrize("kernel", ["implicit_gemm", "direct"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_nan_and_inf_like_torch(activation, kernel):
-    """A 1x1 convolution with unit weights passes each value through unchanged, so the fused
-    activation sees exactly VALUES; outputs and every gradient match torch's, NaN for NaN."""
+def test_nan_and_inf_like_torch(activation, kernel, name):
+    """A 1x1 convolution (or transposed convolution) with unit weights passes each value through
+    unchanged, so the fused activation sees exactly VALUES; outputs and every gradient match
+    torch's, NaN for NaN."""
     channels, groups = (1, 1) if kernel == "implicit_gemm" else (2, 2)  # grouped, few channels: direct
     # float64: torch's float32 CPU gelu gives NaN at +inf (its vectorized path), where its float64
     # path and the mathematics give +inf, as the kernels do.
@@ -38,10 +41,10 @@ def test_nan_and_inf_like_torch(activation, kernel):
     b = torch.zeros(channels, **options)
     grad = torch.tensor(GRADS, **options).expand_as(x)
     results = []
-    for conv in (triton_conv.conv2d, None):
+    for conv in (getattr(triton_conv, name), None):
         inputs = [t.clone().requires_grad_() for t in (x, w, b, residual)]
         if conv is None:
-            z = torch.nn.functional.conv2d(*inputs[:3], groups=groups) + inputs[3]
+            z = getattr(torch.nn.functional, name)(*inputs[:3], groups=groups) + inputs[3]
             # Element by element: torch's vectorized CPU relu6 backward drops NaN, where its scalar
             # path and its CUDA kernel pass the gradient through, as relu's do everywhere.
             y = torch.stack([TORCH_ACTIVATIONS[activation](v) for v in z.flatten()]).view_as(z)

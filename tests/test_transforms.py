@@ -1,4 +1,5 @@
-"""Forward-mode AD and torch.func transforms give F.conv*'s answers (float64, tiny problems)."""
+"""Forward-mode AD and torch.func transforms give F.conv*'s and F.conv_transpose*'s answers
+(float64, tiny problems)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from triton_conv import autograd as ops
 from triton_conv.kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
 
 from .reference import DEVICE, OUR_CONV, THOROUGH, TORCH_CONV, ConvCase, make_inputs
+from .test_transpose import OUR_T, TORCH_T, TCase
+from .test_transpose import make_inputs as make_transposed_inputs
 
 pytestmark = pytest.mark.transforms
 
@@ -28,8 +31,21 @@ VARIANTS = [(case, None, False) for case in CASES] + [
 ]
 
 
+# The transposed convolutions: the implicit GEMM (2-D, stride 2 with output_padding) and the
+# direct kernels (1-D, groups, dilation), plain and fused.
+TRANSPOSED_CASES = [
+    TCase(2, 1, 2, 3, (3, 3), (2, 2), stride=2, padding=1, output_padding=1),
+    TCase(1, 1, 4, 4, (4,), (3,), stride=2, dilation=2, groups=2),
+]
+TRANSPOSED_VARIANTS = [(case, None, False) for case in TRANSPOSED_CASES] + [
+    (TRANSPOSED_CASES[0], "silu", True),
+    (TRANSPOSED_CASES[1], "relu6", False),
+]
+# 1-D and 2-D, plain and fused: the transposed variants the slower tests run by default.
+TRANSPOSED_SUBSET = TRANSPOSED_VARIANTS if THOROUGH else TRANSPOSED_VARIANTS[1:3]
+
 # Jacobians and hessians are (output x input)-sized: the thorough mode runs every variant.
-JACOBIAN_VARIANTS = VARIANTS if THOROUGH else VARIANTS[: len(CASES)] + VARIANTS[len(CASES) :: 3]
+JACOBIAN_VARIANTS = (VARIANTS if THOROUGH else VARIANTS[: len(CASES)] + VARIANTS[len(CASES) :: 3]) + TRANSPOSED_SUBSET
 
 
 def _id(variant) -> str:
@@ -40,15 +56,20 @@ def _id(variant) -> str:
 def _problem(variant):
     """Inputs (x, w, b, r) and the two functions of them to compare: ours and torch's."""
     case, activation, with_residual = variant
-    x, w, b = make_inputs(case, torch.float64)
-    out_shape = TORCH_CONV[case.ndim](x, w, b, **case.kwargs()).shape
+    if isinstance(case, TCase):
+        x, w, b = (t.detach() for t in make_transposed_inputs(case, torch.float64))
+        our_conv, torch_conv = OUR_T[case.ndim], TORCH_T[case.ndim]
+    else:
+        x, w, b = make_inputs(case, torch.float64)
+        our_conv, torch_conv = OUR_CONV[case.ndim], TORCH_CONV[case.ndim]
+    out_shape = torch_conv(x, w, b, **case.kwargs()).shape
     r = torch.randn(out_shape, dtype=torch.float64, device=DEVICE) if with_residual else torch.zeros(out_shape)
 
     def ours(x, w, b, r):
-        return OUR_CONV[case.ndim](x, w, b, **case.kwargs(), activation=activation, residual=r)
+        return our_conv(x, w, b, **case.kwargs(), activation=activation, residual=r)
 
     def theirs(x, w, b, r):
-        return TORCH_ACTIVATIONS[activation or "none"](TORCH_CONV[case.ndim](x, w, b, **case.kwargs()) + r)
+        return TORCH_ACTIVATIONS[activation or "none"](torch_conv(x, w, b, **case.kwargs()) + r)
 
     return (x, w, b, r.to(DEVICE, torch.float64)), ours, theirs
 
@@ -58,7 +79,7 @@ def _close(got, want) -> None:
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=_id)
+@pytest.mark.parametrize("variant", VARIANTS + TRANSPOSED_VARIANTS, ids=_id)
 def test_jvp_and_forward_ad(variant):
     primals, ours, theirs = _problem(variant)
     tangents = tuple(torch.randn_like(p) for p in primals)
@@ -107,7 +128,7 @@ def test_hessian_and_double_backward(variant):
     _close(penalty(ours), penalty(theirs))
 
 
-@pytest.mark.parametrize("variant", VARIANTS[: len(CASES)] + VARIANTS[len(CASES) :: 2], ids=_id)
+@pytest.mark.parametrize("variant", VARIANTS[: len(CASES)] + VARIANTS[len(CASES) :: 2] + TRANSPOSED_SUBSET, ids=_id)
 def test_vmap(variant):
     """vmap over the input, over the weight and bias, over everything; and gradients under vmap."""
     (x, w, b, r), ours, theirs = _problem(variant)
@@ -141,3 +162,16 @@ def test_ops_called_directly_refuse_forward_ad():
             ops.conv_forward(dual, w, None, None, *geometry, "none")
         tangent = fwAD.unpack_dual(ops.conv(dual, w, None, *geometry)).tangent
     torch.testing.assert_close(tangent, torch.nn.functional.conv2d(torch.ones_like(x), w))
+
+
+def test_transposed_op_called_directly_refuses_forward_ad():
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, device=DEVICE)
+    w = torch.randn(2, 3, 3, 3, dtype=torch.float64, device=DEVICE)
+    geometry = ([2, 2], [1, 1], [1, 1], [1, 1], 1)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="conv_transpose_forward called directly has no forward-mode"):
+            ops.conv_transpose_forward(dual, w, None, None, *geometry, "none")
+        tangent = fwAD.unpack_dual(ops.conv_transpose(dual, w, None, *geometry)).tangent
+    want = torch.nn.functional.conv_transpose2d(torch.ones_like(x), w, stride=2, padding=1, output_padding=1)
+    torch.testing.assert_close(tangent, want)
