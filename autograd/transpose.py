@@ -8,7 +8,11 @@ operands exchanged:
   d/dx  = conv(dy, w)                                   (a forward convolution)
   d/dw  = conv_weight_grad(grad_output=x, input=dy)     (x plays the convolution's output gradient)
   d/db  = sum of dy over batch and space,  d/d(residual) = dy
-Double backward follows through those ops' own formulas (not through a fused activation).
+and, being bilinear like the convolution, its tangent is conv_transpose(dx, w) + conv_transpose(x, dw)
++ db + dr, through the activation's derivative. The formulas call the differentiable entry points,
+so that every derivative is differentiable again (double backward, hessians); forward mode and
+torch.func transforms go through ``differentiable_conv_transpose_forward`` (its batching rule is in
+batching.py).
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from ..kernels import dispatch
 from ..kernels.epilogue import TORCH_ACTIVATIONS, Epilogue
 from ..spec import output_memory_format, transposed_geometry
 from .ops import (
+    DifferentiableOp,
     _empty,
     _empty_pre_activation,
+    _refuse_tangents,
     _use_kernels,
-    activation_grad,
-    conv,
-    conv_weight_grad,
-    saved_for_activation,
+    differentiable_conv_forward,
+    differentiable_conv_weight_grad,
+    epilogue_jvp,
+    grad_of_pre_activation,
+    save_epilogue,
 )
 
 
@@ -48,6 +55,7 @@ def conv_transpose_forward(
     """activation(conv_transpose(input, weight) + bias + residual), in the input's (or weight's)
     memory format, and the pre-activation where the activation's derivative needs it (else empty).
     Arguments as ``F.conv_transpose*`` takes them, batched, one entry per spatial dimension."""
+    _refuse_tangents("conv_transpose_forward", input, weight, bias, residual)
     spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
     fmt = output_memory_format(input, weight)
     out = _empty(spec.in_shape, input, fmt)
@@ -94,31 +102,36 @@ def conv_transpose(
     residual: torch.Tensor | None = None,
     activation: str = "none",
 ) -> torch.Tensor:
-    """The transposed convolution's output alone (what callers of conv_transpose_forward want)."""
-    return conv_transpose_forward(
+    """The transposed convolution's output alone (what callers of conv_transpose_forward want),
+    differentiable in every autograd mode and under torch.func transforms."""
+    return differentiable_conv_transpose_forward(
         input, weight, bias, residual, stride, padding, output_padding, dilation, groups, activation
     )[0]
 
 
 def _setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     input, weight, _, _, stride, padding, output_padding, dilation, groups, activation = inputs
-    ctx.activation = activation
-    ctx.save_for_backward(input, weight, saved_for_activation(activation, *output))
+    transposed = (list(stride), list(padding), list(output_padding), list(dilation), groups)
+    save_epilogue(ctx, input, weight, output, activation, (differentiable_conv_transpose_forward, transposed))
     spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
     # The convolution it transposes, as the ops of ops.py take it (trailing padding included).
     ctx.geometry = (list(stride), spec.op_padding(), list(dilation), groups)
 
 
-def _backward(ctx: Any, grad_output: torch.Tensor, grad_pre_activation: torch.Tensor) -> tuple[Any, ...]:
-    # The pre-activation is an internal output: nothing upstream uses it, its gradient is ignored.
-    input, weight, saved = ctx.saved_tensors
+def _backward(ctx: Any, grad_output: torch.Tensor | None, grad_pre_activation: torch.Tensor | None) -> tuple[Any, ...]:
+    input, weight, _ = ctx.saved_tensors
+    grad_output = grad_of_pre_activation(ctx, grad_output, grad_pre_activation)
+    if grad_output is None:
+        return (None,) * 10
     needs_input, needs_weight, needs_bias, needs_residual = ctx.needs_input_grad[:4]
-    if ctx.activation != "none":
-        grad_output = activation_grad(grad_output, saved, ctx.activation)
-    grad_input = conv(grad_output, weight, None, *ctx.geometry) if needs_input else None
-    grad_weight = conv_weight_grad(input, grad_output, weight.shape, *ctx.geometry, False)[0] if needs_weight else None
+    # d/dx = conv(dy, w); d/dw = conv_weight_grad with x as the convolution's output gradient.
+    grad_input = grad_weight = None
+    if needs_input:
+        grad_input = differentiable_conv_forward(grad_output, weight, None, None, *ctx.geometry, "none")[0]
+    if needs_weight:
+        grad_weight = differentiable_conv_weight_grad(input, grad_output, weight.shape, *ctx.geometry, False)[0]
     grad_bias = grad_output.sum([0, *range(2, grad_output.dim())]) if needs_bias else None
     return (grad_input, grad_weight, grad_bias, grad_output if needs_residual else None, *[None] * 6)
 
 
-conv_transpose_forward.register_autograd(_backward, setup_context=_setup)
+differentiable_conv_transpose_forward = DifferentiableOp(conv_transpose_forward, 4, _setup, _backward, epilogue_jvp)

@@ -14,8 +14,8 @@ import triton_conv
 THOROUGH = os.environ.get("TRITON_CONV_THOROUGH") == "1"
 # TRITON_CONV_TEST_DEVICE=cuda collects the CUDA test set on a machine without one (gpu-check --dry-run).
 DEVICE = os.environ.get("TRITON_CONV_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-# The interpreter's bfloat16 dot is wrong, so bfloat16 runs on CUDA only.
-DTYPES = [torch.float32, torch.float64, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+# bfloat16 runs through the interpreter too: its kernels widen bfloat16 dot operands to float32.
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 LAYOUTS = ["contiguous", "channels_last", "strided_view", "permuted"]
 
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

@@ -1,7 +1,8 @@
-"""Training a converted model with DistributedDataParallel over two processes (gloo) matches one process.
+"""Training a converted model over two processes (gloo) matches one process, with
+DistributedDataParallel and with FSDP2 (``fully_shard``, every convolution and the root sharded).
 
-Each rank takes half of a fixed global batch and a mean loss over its half; DDP averages the
-gradients across ranks, which is then the gradient of the mean loss over the whole batch.
+Each rank takes half of a fixed global batch and a mean loss over its half; both wrappers average
+the gradients across ranks, which is then the gradient of the mean loss over the whole batch.
 
 triton_conv is imported inside the worker, after it has set ``TRITON_INTERPRET`` as the parent
 had it: the kernels read that variable when they are imported.
@@ -27,6 +28,7 @@ BATCH = 4  # global batch, split evenly over the ranks
 LR = 0.1
 TIMEOUT_S = 120
 TOL = 1e-10  # float64 relative error bound
+STRATEGIES = ["ddp", "fsdp2"]
 
 
 def _make_model(device: str) -> nn.Module:
@@ -64,7 +66,23 @@ def _train(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: tor
     return first_grads
 
 
-def _worker(rank: int, port: int, interpret: str | None, device: str, out_dir: str) -> None:
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a (possibly FSDP-sharded DTensor) parameter or gradient, on the CPU."""
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+
+
+def _wrap(model: nn.Module, strategy: str, device: str) -> nn.Module:
+    if strategy == "ddp":
+        return nn.parallel.DistributedDataParallel(model, device_ids=[0] if device == "cuda" else None)
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model:
+        if isinstance(module, nn.Conv2d):
+            fully_shard(module)
+    return fully_shard(model)
+
+
+def _worker(rank: int, port: int, interpret: str | None, device: str, out_dir: str, strategy: str) -> None:
     if interpret is not None:
         os.environ["TRITON_INTERPRET"] = interpret
     os.environ["MASTER_ADDR"] = "127.0.0.1"
@@ -76,14 +94,14 @@ def _worker(rank: int, port: int, interpret: str | None, device: str, out_dir: s
     try:
         model = triton_conv.convert_model(_make_model(device))
         assert all(isinstance(m, triton_conv.Conv2d) for m in model if isinstance(m, nn.Conv2d))
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[0] if device == "cuda" else None)
+        wrapped = _wrap(model, strategy, device)
         x, y = _data(device)
         half = BATCH // WORLD_SIZE
         shard = slice(rank * half, (rank + 1) * half)
-        first_grads = _train(ddp, list(model.parameters()), x[:, shard], y[:, shard])
+        first_grads = _train(wrapped, list(model.parameters()), x[:, shard], y[:, shard])
         result = {
-            "params": [p.detach().cpu() for p in model.parameters()],
-            "first_grads": [g.cpu() for g in first_grads],
+            "params": [_full(p) for p in model.parameters()],
+            "first_grads": [_full(g) for g in first_grads],
             "interpreter": INTERPRETER,
         }
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -105,7 +123,8 @@ def _check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> Non
     assert err < TOL, f"{what}: relative error {err:.3e} >= {TOL:.0e}"
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_two_processes_match_single_process(tmp_path, strategy):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available in this build of torch")
     import triton_conv
@@ -116,7 +135,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     # Start the workers first: the single-process reference runs while they start up.
     context = mp.spawn(
         _worker,
-        args=(_free_port(), os.environ.get("TRITON_INTERPRET"), DEVICE, str(tmp_path)),
+        args=(_free_port(), os.environ.get("TRITON_INTERPRET"), DEVICE, str(tmp_path), strategy),
         nprocs=WORLD_SIZE,
         join=False,
     )
@@ -130,7 +149,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         deadline = time.monotonic() + TIMEOUT_S
         while not context.join(timeout=1):  # raises if a worker failed, with its traceback
             if time.monotonic() > deadline:
-                pytest.fail(f"DDP workers did not finish in {TIMEOUT_S} s")
+                pytest.fail(f"{strategy} workers did not finish in {TIMEOUT_S} s")
     finally:
         for process in context.processes:
             if process.is_alive():

@@ -2,8 +2,8 @@
 tensor past 2^31 elements, the tuning cache across processes, ``torch.compile`` with inductor,
 CUDA-graph capture of a converted model's training step, and 8-warp tiles.
 
-Without CUDA (or under Triton's interpreter, whose bfloat16 dot is wrong and which never compiles
-anything) every test here is collected and skipped. ``triton-conv gpu-check`` runs them.
+Without CUDA (or under Triton's interpreter, which never compiles anything) every test here is
+collected and skipped. ``triton-conv gpu-check`` runs them.
 """
 
 from __future__ import annotations

@@ -7,21 +7,22 @@ Keyword-only extras:
   and ``residual`` (a tensor of the output's shape): the result is
   ``activation(conv(input, weight) + bias + residual)``, computed in one kernel, with gradients
   for input, weight, bias and residual.
+
+Under ``torch.autocast`` the arguments are cast as torch casts a convolution's (``amp.py``).
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 import torch.nn.functional as F
 
 from . import autograd as ops
+from .amp import autocast_conv_arguments
 from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
+from .runtime import warn_once
 from .spec import KERNEL_DTYPES, IntOrSeq, check_padding_mode, conv_spec
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_warned_dtypes: set[torch.dtype] = set()
 
 
 def _conv(
@@ -37,6 +38,7 @@ def _conv(
     activation: str | None,
     residual: torch.Tensor | None,
 ) -> torch.Tensor:
+    input, weight, bias, residual = autocast_conv_arguments(input, weight, bias, residual)
     check_padding_mode(padding_mode)
     spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, ndim)
     batched = input.dim() == ndim + 2
@@ -79,9 +81,7 @@ def runs_torch(name: str, dtype: torch.dtype) -> bool:
         raise RuntimeError(
             f"{name}(): triton_conv supports float16, bfloat16, float32 and float64 inputs, but got input of dtype {dtype}"
         )
-    if dtype not in _warned_dtypes:
-        warnings.warn(f"triton_conv: {dtype} runs torch's convolution", stacklevel=4)
-        _warned_dtypes.add(dtype)
+    warn_once(dtype, f"triton_conv: {dtype} runs torch's convolution", stacklevel=4)
     return True
 
 

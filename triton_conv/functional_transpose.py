@@ -4,6 +4,9 @@ Keyword-only extras: the fused epilogue ``activation`` (None, 'relu', 'relu6', '
 'sigmoid', 'tanh') and ``residual`` (a tensor of the output's shape): the result is
 ``activation(conv_transpose(input, weight) + bias + residual)`` in one kernel, with gradients for
 input, weight, bias and residual.
+
+Under ``torch.autocast`` the arguments are cast as torch casts a transposed convolution's (the
+convolutions' policy, ``amp.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import autograd as ops
+from .amp import autocast_conv_arguments
 from .functional import check_epilogue, runs_torch
 from .kernels.epilogue import TORCH_ACTIVATIONS
 from .spec import IntOrSeq, conv_transpose_spec
@@ -32,6 +36,7 @@ def _conv_transpose(
     activation: str | None,
     residual: torch.Tensor | None,
 ) -> torch.Tensor:
+    input, weight, bias, residual = autocast_conv_arguments(input, weight, bias, residual)
     name = f"conv_transpose{ndim}d"
     spec = conv_transpose_spec(input, weight, bias, stride, padding, output_padding, groups, dilation, ndim)
     batched = input.dim() == ndim + 2

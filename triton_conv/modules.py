@@ -10,6 +10,7 @@ optional extras use the fused epilogue: an ``activation`` attribute (None by def
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,6 +154,7 @@ _TRANSPOSED_TO_TRITON: dict[type[nn.Module], type[nn.Module]] = {
 _CONVERTED = {**_TORCH_TO_TRITON, **_TRANSPOSED_TO_TRITON}
 _TRITON_TO_TORCH = {v: k for k, v in _CONVERTED.items()}
 _subclass_cache: dict[type[nn.Module], type[nn.Module]] = {}
+_subclass_lock = threading.Lock()
 
 
 def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Module] | None:
@@ -165,17 +167,18 @@ def _triton_class(cls: type[nn.Module], include_subclasses: bool) -> type[nn.Mod
     # A transposed subclass with its own forward calls F.conv_transpose* itself: nothing to route.
     if base is None or (base in _TRANSPOSED_TO_TRITON and cls.forward is not base.forward):
         return None
-    if cls not in _subclass_cache:
-        triton_base = _CONVERTED[base]
-        mixin = next(b for b in triton_base.__bases__ if b in (_TritonConvMixin, _TritonConvTransposeMixin))
-        namespace: dict[str, Any] = {
-            k: v for k, v in vars(triton_base).items() if k in ("_triton_conv", "_triton_conv_transpose", "_ndim")
-        }
-        namespace["__reduce_ex__"] = _reduce_converted_subclass
-        if _has_own_forward(cls):
-            namespace["forward"] = _routed_forward(cls)
-        _subclass_cache[cls] = type(f"Triton{cls.__name__}", (mixin, cls), namespace)
-    return _subclass_cache[cls]
+    with _subclass_lock:  # one class per user class, whichever thread converts first
+        if cls not in _subclass_cache:
+            triton_base = _CONVERTED[base]
+            mixin = next(b for b in triton_base.__bases__ if b in (_TritonConvMixin, _TritonConvTransposeMixin))
+            namespace: dict[str, Any] = {
+                k: v for k, v in vars(triton_base).items() if k in ("_triton_conv", "_triton_conv_transpose", "_ndim")
+            }
+            namespace["__reduce_ex__"] = _reduce_converted_subclass
+            if _has_own_forward(cls):
+                namespace["forward"] = _routed_forward(cls)
+            _subclass_cache[cls] = type(f"Triton{cls.__name__}", (mixin, cls), namespace)
+        return _subclass_cache[cls]
 
 
 def _has_own_forward(cls: type[nn.Module]) -> bool:

@@ -1,6 +1,22 @@
-"""Where the kernels run in this process: on a GPU, or on the CPU through Triton's interpreter."""
+"""Where the kernels run in this process (on a GPU, or on the CPU through Triton's interpreter),
+and the process-wide warnings given once."""
 
 import os
+import threading
+import warnings
 
 # Triton reads this when a kernel is decorated, so it must be set before triton_conv is imported.
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+_warned: set[object] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(key: object, message: str, stacklevel: int) -> None:
+    """Warn ``message`` the first time ``key`` is seen in this process, whichever thread sees it.
+    ``stacklevel`` counts as for ``warnings.warn`` called in the caller's place."""
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, stacklevel=stacklevel + 1)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import triton
 import triton.language as tl
 
 from ..runtime import INTERPRETER
 
-__all__ = ["INTERPRETER", "Launch", "accumulator_dtype", "dot_precision", "recording_launches"]
+__all__ = [
+    "INTERPRETER",
+    "Launch",
+    "accumulator_dtype",
+    "dot_operand",
+    "dot_precision",
+    "launching",
+    "recording_launches",
+]
+
+# Triton's interpreter computes tl.dot on bfloat16 operands wrongly: interpreted kernels widen
+# them to float32 first (exact, every bfloat16 is a float32). Compiled kernels never widen, and
+# gpu_compile compiles in a process without the interpreter, so it sees them unchanged.
+_WIDEN_BFLOAT16_DOT = tl.constexpr(INTERPRETER)
 
 
 def accumulator_dtype(dtype: torch.dtype) -> tl.dtype:
@@ -25,6 +40,25 @@ def dot_precision(t: torch.Tensor) -> str:
     if t.dtype == torch.float32 and t.is_cuda and torch.backends.cudnn.allow_tf32:
         return "tf32"
     return "ieee"
+
+
+# Triton's interpreter is not thread-safe: while a kernel runs it keeps the grid in its own
+# module state and patches triton.language, so two threads launching at once corrupt each other.
+_INTERPRETER_LOCK = threading.Lock()
+
+
+def launching() -> contextlib.AbstractContextManager:
+    """Wrap every kernel launch: one interpreted launch at a time; compiled launches run freely."""
+    return _INTERPRETER_LOCK if INTERPRETER else contextlib.nullcontext()
+
+
+@triton.jit
+def dot_operand(t):
+    """``t`` as ``tl.dot`` takes it: unchanged, except bfloat16 under the interpreter (float32)."""
+    if _WIDEN_BFLOAT16_DOT:
+        if t.dtype == tl.bfloat16:
+            t = t.to(tl.float32)
+    return t
 
 
 @dataclass(frozen=True)
@@ -43,26 +77,29 @@ class Launch:
     num_stages: int = 3
 
     def __call__(self) -> None:
-        if _recorded is not None:
-            _recorded.append(self)
+        recorded = getattr(_recording, "launches", None)
+        if recorded is not None:
+            recorded.append(self)
             return
-        self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)
+        with launching():
+            self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)
 
 
-# Where launches go instead of running while ``recording_launches`` is active.
-_recorded: list[Launch] | None = None
+# Where this thread's launches go instead of running while ``recording_launches`` is active
+# (per thread, so that recording never captures another thread's launches).
+_recording = threading.local()
 
 
-@contextmanager
+@contextlib.contextmanager
 def recording_launches() -> Iterator[list[Launch]]:
     """Plan without running: inside, every ``Launch`` called is appended to the yielded list instead.
 
     With meta tensors this gives the launches an op makes for a problem of any size, on a
     machine without its GPU (``perf/static.py`` compiles them for sm_90).
     """
-    global _recorded
-    outer, _recorded = _recorded, []
+    outer = getattr(_recording, "launches", None)
+    _recording.launches = recorded = []
     try:
-        yield _recorded
+        yield recorded
     finally:
-        _recorded = outer
+        _recording.launches = outer

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..spec import as_3d, needs_int64
-from .common import accumulator_dtype
+from .common import Launch, accumulator_dtype
 
 ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "sigmoid", "tanh")
 # The same activations in torch: the aten fallback and the tests' reference.
@@ -73,10 +73,11 @@ PLAIN = Epilogue()
 def apply_activation(z, ACTIVATION: tl.constexpr):
     """activation(z) for a constexpr activation name ("none" leaves z as it is)."""
     out = z
+    # Comparisons false for NaN keep it, as torch does (tl.maximum/tl.minimum may drop it).
     if ACTIVATION == "relu":
-        out = tl.maximum(z, 0.0)
+        out = tl.where(z < 0.0, 0.0, z)
     if ACTIVATION == "relu6":
-        out = tl.minimum(tl.maximum(z, 0.0), 6.0)
+        out = tl.where(z < 0.0, 0.0, tl.where(z > 6.0, 6.0, z))
     if ACTIVATION == "silu":
         out = z * tl.sigmoid(z)
     if ACTIVATION == "gelu":
@@ -146,10 +147,11 @@ def activation_grad_kernel(
     g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
     s = tl.load(saved_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
     d = g
+    # torch's threshold_backward and hardtanh_backward: a NaN output passes the gradient through.
     if ACTIVATION == "relu":
-        d = tl.where(s > 0.0, g, 0.0)
+        d = tl.where(s <= 0.0, 0.0, g)
     if ACTIVATION == "relu6":
-        d = tl.where((s > 0.0) & (s < 6.0), g, 0.0)
+        d = tl.where((s <= 0.0) | (s >= 6.0), 0.0, g)
     if ACTIVATION == "sigmoid":
         d = g * s * (1.0 - s)
     if ACTIVATION == "tanh":
@@ -170,14 +172,15 @@ def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: 
     numel = saved.numel()
     if numel:
         block = 1024
-        activation_grad_kernel[(triton.cdiv(numel, block),)](
-            grad_output,
-            saved,
-            out,
-            numel,
-            ACTIVATION=activation,
-            ACC_DTYPE=accumulator_dtype(saved.dtype),
-            INDEX_64=needs_int64(saved),
-            BLOCK=block,
-        )
+        Launch(
+            activation_grad_kernel,
+            (triton.cdiv(numel, block),),
+            (grad_output, saved, out, numel),
+            {
+                "ACTIVATION": activation,
+                "ACC_DTYPE": accumulator_dtype(saved.dtype),
+                "INDEX_64": needs_int64(saved),
+                "BLOCK": block,
+            },
+        )()
     return out

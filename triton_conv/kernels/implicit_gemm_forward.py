@@ -16,7 +16,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
-from .common import Launch, accumulator_dtype, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .layout import gemm_operand, store_transposed
@@ -162,7 +162,7 @@ def implicit_gemm_forward_kernel(
         a_ptrs = x_ptr + x_step + x_offs
         b_ptrs = w_ptr + w_step + w_offs
         a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, c0, offs_k, C_G, EVEN_C)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         c0, kt, kr, ks = next_step(c0, kt, kr, ks, C_G, R, S, BLOCK_K)
 
     if HAS_BIAS:

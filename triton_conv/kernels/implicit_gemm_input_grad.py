@@ -23,7 +23,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
-from .common import Launch, accumulator_dtype, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .layout import gemm_operand, store_transposed
@@ -193,7 +193,7 @@ def implicit_gemm_input_grad_kernel(
         a_ptrs = dy_ptr + dy_step + dy_offs
         b_ptrs = w_ptr + w_step + w_offs
         a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, k0, offs_k, K_G, EVEN_K)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         k0, it_t, it_r, it_s = next_step(k0, it_t, it_r, it_s, K_G, count_r, count_s, BLOCK_K)
 
     c = group * C_G + offs_n

@@ -30,7 +30,7 @@ from ..tuning.configs import (
 )
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
-from .common import Launch, accumulator_dtype, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, partial_dtype, sum_splits
 
@@ -233,9 +233,15 @@ def implicit_gemm_weight_grad_kernel(
                 mask_x = _both(mask_x, _within((ow * stride_w)[:, None] + shift_w[None, :], W))
             b = _load(x_ptr + x_pix[:, None] + x_cols[None, :], mask_x)
             if SWAP_AB:
-                acc = tl.dot(tl.trans(b), tl.trans(a), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+                acc = tl.dot(
+                    dot_operand(tl.trans(b)),
+                    dot_operand(tl.trans(a)),
+                    acc,
+                    input_precision=PRECISION,
+                    out_dtype=ACC_DTYPE,
+                )
             else:
-                acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+                acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
         # The next block's coordinates: BLOCK_K pixels later, one carry per digit.

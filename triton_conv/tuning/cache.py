@@ -19,6 +19,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,9 @@ class ConfigCache:
         self.path = (folder or cache_dir()) / f"{_slug(device)}-triton{triton_version}.json"
         self._entries: dict[str, TunedEntry] | None = None
         self._warned = False
+        # Threads of one process share the entries; the flock below orders processes (and threads,
+        # which open the lock file separately), this orders the in-memory reads and writes.
+        self._lock = threading.RLock()
 
     def _read_disk(self, warn: bool) -> dict[str, TunedEntry]:
         try:
@@ -130,17 +134,20 @@ class ConfigCache:
 
     def entries(self) -> dict[str, TunedEntry]:
         """Every entry, read from the package and the disk once, then kept in memory."""
-        if self._entries is None:
-            self._entries = {**shipped_entries(self.device), **self._read_disk(warn=True)}
-        return self._entries
+        with self._lock:
+            if self._entries is None:
+                self._entries = {**shipped_entries(self.device), **self._read_disk(warn=True)}
+            return self._entries
 
     def get(self, key: str) -> TunedEntry | None:
-        return self.entries().get(key)
+        with self._lock:
+            return self.entries().get(key)
 
     def put(self, key: str, entry: TunedEntry) -> None:
         """Remember ``entry`` in memory and merge it into the file on disk."""
-        self.entries()[key] = entry
-        self.save({key: entry})
+        with self._lock:
+            self.entries()[key] = entry
+            self.save({key: entry})
 
     def save(self, new: dict[str, TunedEntry]) -> None:
         """Merge ``new`` into the file under the lock and replace it atomically."""
@@ -176,12 +183,14 @@ class ConfigCache:
 
 
 _caches: dict[tuple[str, Path], ConfigCache] = {}
+_caches_lock = threading.Lock()
 
 
 def cache_for(device: str) -> ConfigCache:
     """The process-wide cache of ``device`` in the current cache folder (re-read if the folder changes)."""
     folder = cache_dir()
-    cache = _caches.get((device, folder))
-    if cache is None:
-        cache = _caches[(device, folder)] = ConfigCache(device, folder=folder)
-    return cache
+    with _caches_lock:
+        cache = _caches.get((device, folder))
+        if cache is None:
+            cache = _caches[(device, folder)] = ConfigCache(device, folder=folder)
+        return cache

@@ -14,6 +14,7 @@ Under the interpreter, or for CPU tensors, the heuristic is used and nothing is 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -57,6 +58,9 @@ class TuningRecord:
 
 # Every key this process timed, in order (read by `triton-conv tune` and by tests).
 tuning_log: list[TuningRecord] = []
+# One tuning at a time: threads missing the same key time it once, and no thread's launches
+# disturb another's timings.
+_tuning_lock = threading.RLock()
 
 
 def autotune_mode() -> str:
@@ -152,15 +156,26 @@ def select_config(
         return heuristic
     key = autotune_key(kind, spec, dtype, precision, layout)
     cache = cache_for(device_name(device))
-    cached = cache.get(key)
-    # A first-use winner does not answer an exhaustive search; an exhaustive one answers both.
+    config = _cached_config(cache.get(key), mode)
+    if config is not None:
+        return config
+    with _tuning_lock:
+        config = _cached_config(cache.get(key), mode)  # another thread may have tuned it meanwhile
+        if config is not None:
+            return config
+        timings = tune(search_space(kind, spec, dtype, precision, heuristic, mode == "exhaustive"), build_launch)
+        if not timings:
+            raise RuntimeError(f"no {kind} config could be compiled and launched for {key}")
+        config, ms = min(timings, key=lambda timing: timing[1])
+        heuristic_ms = dict(timings).get(heuristic, float("nan"))
+        tuning_log.append(TuningRecord(key, config, ms, heuristic, heuristic_ms, len(timings)))
+        cache.put(key, TunedEntry(config, ms, mode))
+        return config
+
+
+def _cached_config(cached: TunedEntry | None, mode: str) -> KernelConfig | None:
+    """The cached winner, if it answers ``mode``: a first-use winner does not answer an exhaustive
+    search; an exhaustive one answers both."""
     if cached is not None and (mode == "first_use" or cached.mode == "exhaustive"):
         return cached.config
-    timings = tune(search_space(kind, spec, dtype, precision, heuristic, mode == "exhaustive"), build_launch)
-    if not timings:
-        raise RuntimeError(f"no {kind} config could be compiled and launched for {key}")
-    config, ms = min(timings, key=lambda timing: timing[1])
-    heuristic_ms = dict(timings).get(heuristic, float("nan"))
-    tuning_log.append(TuningRecord(key, config, ms, heuristic, heuristic_ms, len(timings)))
-    cache.put(key, TunedEntry(config, ms, mode))
-    return config
+    return None
