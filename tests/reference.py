@@ -122,8 +122,15 @@ def make_inputs(case: ConvCase, dtype: torch.dtype, layout: str = "contiguous", 
     w = torch.randn(case.out_channels, case.in_channels // case.groups, *case.kernel, dtype=torch.float64)
     w /= math.sqrt(max(case.reduction, 1))
     b = torch.randn(case.out_channels, dtype=torch.float64) if case.bias else None
+    return as_test_inputs((x, w, b), dtype, layout, requires_grad)
+
+
+def as_test_inputs(
+    tensors: tuple[torch.Tensor | None, ...], dtype: torch.dtype, layout: str, requires_grad: bool
+) -> tuple[torch.Tensor | None, ...]:
+    """float64 ``tensors`` (None stays None) in ``dtype`` on the test device, in ``layout``."""
     out = []
-    for t in (x, w, b):
+    for t in tensors:
         if t is not None:
             t = t.to(dtype).to(DEVICE)
             # A 1-D bias can only be strided: give it a stride of 2 in the strided layout.

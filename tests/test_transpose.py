@@ -21,7 +21,7 @@ from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.spec import conv_transpose_spec
 from triton_conv.tuning.configs import candidate_configs
 
-from .reference import DEVICE, DTYPES, THOROUGH, in_layout, relative_error, tolerance
+from .reference import DEVICE, DTYPES, THOROUGH, as_test_inputs, in_layout, relative_error, tolerance
 from .test_ops import _loss_and_grads
 
 pytestmark = pytest.mark.transpose
@@ -108,14 +108,7 @@ def make_inputs(case: TCase, dtype: torch.dtype, layout: str = "contiguous"):
     w = torch.randn(case.in_channels, case.out_channels // case.groups, *case.kernel, dtype=torch.float64)
     w /= math.sqrt(case.in_channels // case.groups * math.prod(case.kernel))
     b = torch.randn(case.out_channels, dtype=torch.float64) if case.bias else None
-    out = []
-    for t in (x, w, b):
-        if t is not None:
-            t = t.to(dtype).to(DEVICE)
-            t = in_layout(t, layout) if t.dim() > 1 or layout == "strided_view" else t
-            t.requires_grad_(True)
-        out.append(t)
-    return tuple(out)
+    return as_test_inputs((x, w, b), dtype, layout, requires_grad=True)
 
 
 def check_case(case: TCase, dtype: torch.dtype, layout: str = "contiguous", **epilogue) -> None:
