@@ -163,9 +163,11 @@ def clip_config(base: KernelConfig, gemm_m: int, gemm_n: int, gemm_k: int) -> Ke
     block_m = _fit(base.block_m, gemm_m)
     block_n = _fit(base.block_n, gemm_n)
     block_k = _fit(base.block_k, gemm_k)
-    # Fewer warps for a clipped tile, keeping at least the base tile's work per thread.
+    # Fewer warps for a clipped tile, keeping at least the base tile's work per thread; but a
+    # whole warpgroup while 64 rows remain, which Hopper's wgmma needs (2 warps compile to mma.sync).
     shrink = (base.block_m * base.block_n) // (block_m * block_n)
-    num_warps = max(2, base.num_warps // shrink)
+    fewest = 4 if block_m >= WGMMA_ROWS and base.num_warps >= 4 else 2
+    num_warps = max(fewest, base.num_warps // shrink)
     return KernelConfig(block_m, block_n, block_k, num_warps, base.num_stages)
 
 
