@@ -145,7 +145,14 @@ def conv_forward(
         saved = pre_activation if pre_activation.numel() else None
         dispatch.forward(input, weight, bias, spec, out, Epilogue(activation, residual, saved))
         return out, pre_activation
-    z = _aten_forward(input, weight, bias, spec)
+    return aten_epilogue(_aten_forward(input, weight, bias, spec), residual, activation, out, pre_activation)
+
+
+def aten_epilogue(
+    z: torch.Tensor, residual: torch.Tensor | None, activation: str, out: torch.Tensor, pre_activation: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused epilogue after an aten convolution ``z`` (conv + bias): add ``residual``, save the
+    pre-activation where it was allocated, and write the activation into ``out``."""
     if residual is not None:
         z = z + residual
     if pre_activation.numel():

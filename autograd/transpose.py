@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..kernels import dispatch
-from ..kernels.epilogue import TORCH_ACTIVATIONS, Epilogue
+from ..kernels.epilogue import Epilogue
 from ..spec import output_memory_format, transposed_geometry
 from .ops import (
     DifferentiableOp,
@@ -31,6 +31,7 @@ from .ops import (
     _empty_pre_activation,
     _refuse_tangents,
     _use_kernels,
+    aten_epilogue,
     differentiable_conv_forward,
     differentiable_conv_weight_grad,
     epilogue_jvp,
@@ -65,11 +66,7 @@ def conv_transpose_forward(
         dispatch.input_grad(input, weight, spec, out, bias, Epilogue(activation, residual, saved))
         return out, pre_activation
     z = torch.ops.aten.convolution(input, weight, bias, stride, padding, dilation, True, output_padding, groups)
-    if residual is not None:
-        z = z + residual
-    if pre_activation.numel():
-        pre_activation.copy_(z)
-    return out.copy_(TORCH_ACTIVATIONS[activation](z)), pre_activation
+    return aten_epilogue(z, residual, activation, out, pre_activation)
 
 
 @conv_transpose_forward.register_fake
