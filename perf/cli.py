@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from triton_conv.kernels import INTERPRETER
+from triton_conv.kernels.dispatch import KERNEL_KINDS
 
 from .harness import DEFAULT_CSV, SMOKE_CSV, Environment, Job, ResultRow, read_rows, run_jobs
 from .report import markdown_report, write_docs, write_plots
 from .static import (
-    CONFIG_KERNELS,
     STATIC_PASSES,
     case_rows,
     config_rows,
@@ -223,9 +223,11 @@ def _static(args: argparse.Namespace) -> int:
 
 
 def _static_configs(args: argparse.Namespace) -> int:
-    passes = [p for p in _split(args.passes) if p in CONFIG_KERNELS] or list(CONFIG_KERNELS)
+    config_passes = list(dict.fromkeys(kind.pass_ for kind in KERNEL_KINDS))
+    passes = [p for p in _split(args.passes) if p in config_passes] or config_passes
     dtypes = _split(args.dtype) or list(SUITE_DTYPES)
-    print(f"Compiling {', '.join(CONFIG_KERNELS[p] for p in passes)} for sm_90 in {', '.join(dtypes)}...")
+    kinds = [kind.name for kind in KERNEL_KINDS if kind.pass_ in passes]
+    print(f"Compiling {', '.join(kinds)} for sm_90 in {', '.join(dtypes)}...")
     rows = config_rows(passes, dtypes, args.max_configs)
     print(config_table(rows))
     return 1 if any(r.error for r in rows) else 0

@@ -46,9 +46,11 @@ import triton
 
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
+from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
 from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
+from triton_conv.tuning.kinds import KernelKind
 
 from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass
 from .harness import in_layout
@@ -90,16 +92,16 @@ class GEMM:
     groups: int
 
 
+def pass_kind(pass_: str) -> KernelKind:
+    """The GEMM kernel kind computing ``pass_`` (the first registered, where several do)."""
+    return next(kind for kind in KERNEL_KINDS if kind.pass_ == pass_)
+
+
 def gemm_of(shape: SuiteShape, pass_: str) -> GEMM:
-    """F: output pixels x K/groups over C/groups x taps; D: input pixels x C/groups over
-    K/groups x taps; W: K/groups x C/groups x taps over output pixels."""
+    """The pass's kind's ``dense_gemm``: F: output pixels x K/groups over C/groups x taps; D: input
+    pixels x C/groups over K/groups x taps; W: K/groups x C/groups x taps over output pixels."""
     spec = shape.geometry()
-    kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
-    if pass_ == "F":
-        return GEMM(spec.output_pixels, kg, cg * spec.taps, spec.groups)
-    if pass_ == "D":
-        return GEMM(spec.input_pixels, cg, kg * spec.taps, spec.groups)
-    return GEMM(kg, cg * spec.taps, spec.output_pixels, spec.groups)
+    return GEMM(*pass_kind(pass_).dense_gemm(spec), spec.groups)
 
 
 @dataclass(frozen=True)
@@ -387,28 +389,15 @@ class ConfigRow:
     error: str = ""
 
 
-CONFIG_KERNELS = {"F": "forward", "D": "input_grad", "W": "weight_grad"}
-
-
-def config_launch(kernel: str, config: KernelConfig, dtype_name: str) -> Launch:
-    """The launch of ``kernel`` with ``config`` for suite shape 2's channels and filter at 8x8, channels-last."""
-    from triton_conv.kernels.implicit_gemm_forward import plan_forward
-    from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
-    from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad
-
+def config_launch(kind: KernelKind, config: KernelConfig, dtype_name: str) -> Launch:
+    """The launch of ``kind`` with ``config`` for suite shape 2's channels and filter at 8x8, channels-last."""
     dtype = DTYPES[dtype_name]
     shape = dataclasses.replace(SHAPES_BY_NUMBER[2], batch=2, size=(8, 8))
     spec = shape.geometry()
     x = in_layout(torch.empty(shape.input_shape(), dtype=dtype.dtype), "channels_last")
     w = in_layout(torch.empty(shape.weight_shape(), dtype=dtype.dtype), "channels_last")
     y = torch.empty(spec.out_shape, dtype=dtype.dtype, memory_format=output_memory_format(x, w))
-    if kernel == "forward":
-        launch = plan_forward(x, w, None, spec, y, config)
-    elif kernel == "input_grad":
-        launch = plan_input_grad(y, w, spec, torch.empty_like(x), config)
-    else:
-        partial = torch.empty(config.split_k, w.numel(), dtype=torch.float32)
-        launch = plan_weight_grad(y, x, spec, partial, None, config)
+    launch = kind.plan(spec, x, w, y, config)
     # On a CPU tensor the launchers pick IEEE; TF32 is what CUDA runs when cudnn.allow_tf32 is set.
     precision = "tf32" if dtype.tf32 else "ieee"
     return dataclasses.replace(launch, constexprs={**launch.constexprs, "PRECISION": precision})
@@ -417,17 +406,16 @@ def config_launch(kernel: str, config: KernelConfig, dtype_name: str) -> Launch:
 def config_rows(passes: list[str], dtype_names: list[str], max_configs: int | None = None) -> list[ConfigRow]:
     """Compile each GEMM kernel of ``passes`` for each dtype and shipped config (the first ``max_configs``)."""
     rows = []
-    for pass_ in passes:
-        kernel = CONFIG_KERNELS[pass_]
+    for kind in (kind for kind in KERNEL_KINDS if kind.pass_ in passes):
         for dtype_name in dtype_names:
             dtype = DTYPES[dtype_name]
-            for config in candidate_configs(kernel, dtype.dtype, "tf32" if dtype.tf32 else "ieee")[:max_configs]:
+            for config in candidate_configs(kind, dtype.dtype, "tf32" if dtype.tf32 else "ieee")[:max_configs]:
                 try:
-                    info = compile_launch(config_launch(kernel, config, dtype_name), ARCH)
+                    info = compile_launch(config_launch(kind, config, dtype_name), ARCH)
                 except GPUCompileError as e:
-                    rows.append(ConfigRow(kernel, dtype_name, config, error=str(e).splitlines()[0]))
+                    rows.append(ConfigRow(kind.name, dtype_name, config, error=str(e).splitlines()[0]))
                     continue
-                rows.append(ConfigRow(kernel, dtype_name, config, info))
+                rows.append(ConfigRow(kind.name, dtype_name, config, info))
     return rows
 
 

@@ -20,8 +20,9 @@ def _seed() -> None:
 
 
 @pytest.fixture
-def gpu_tiles(monkeypatch):
+def gpu_tiles():
     """Plan with the GPU tiles (many programs per problem) instead of the interpreter's large ones."""
-    from triton_conv.tuning import configs
+    from triton_conv.tuning.configs import planning_gpu_tiles
 
-    monkeypatch.setattr(configs, "INTERPRETER_CONFIGS", None)
+    with planning_gpu_tiles():
+        yield

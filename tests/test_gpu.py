@@ -177,10 +177,9 @@ def tuned_conv() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def test_autotuning_writes_the_cache_and_a_second_process_reuses_it(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
-    monkeypatch.setenv(select.AUTOTUNE_ENV, "first_use")
-    monkeypatch.setattr(select, "tuning_log", [])
-    x, w, y = tuned_conv()
-    [record] = select.tuning_log
+    with select.autotuning("first_use") as records:
+        x, w, y = tuned_conv()
+    [record] = records
     assert record.timed >= 2, record
     assert_close(y, F.conv2d(x.double(), w.double(), padding=1), torch.float16, 32 * 9, "tuned forward")
     [cache_file] = tmp_path.glob("*.json")
@@ -196,8 +195,9 @@ def test_autotuning_writes_the_cache_and_a_second_process_reuses_it(tmp_path, mo
             raise AssertionError("the second process timed a launch")
 
         select.time_ms = refuse
-        x, w, y = tuned_conv()
-        assert select.tuning_log == [], select.tuning_log
+        with select.autotuning() as records:
+            x, w, y = tuned_conv()
+        assert records == [], records
         assert torch.equal(y.cpu(), torch.load({str(tmp_path / "y.pt")!r})), "not the first process's config"
     """)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

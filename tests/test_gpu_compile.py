@@ -11,14 +11,15 @@ import torch
 
 from triton_conv.kernels.common import Launch, accumulator_dtype
 from triton_conv.kernels.direct import plan_direct_forward, plan_direct_input_grad, plan_direct_weight_grad
+from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.epilogue import Epilogue, activation_grad_kernel
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, compile_launch
-from triton_conv.kernels.implicit_gemm_forward import plan_forward
-from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
-from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad, weight_grad_config
+from triton_conv.kernels.implicit_gemm_forward import FORWARD, plan_forward
+from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
+from triton_conv.kernels.implicit_gemm_weight_grad import WEIGHT_GRAD, plan_weight_grad
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
-from triton_conv.tuning.configs import IMPLICIT_GEMM_CONFIGS, KernelConfig, candidate_configs
+from triton_conv.tuning.configs import KernelConfig, candidate_configs
 
 pytestmark = pytest.mark.compile
 
@@ -67,9 +68,11 @@ def _launch(kind: str, config: KernelConfig, dtype: torch.dtype, precision: str 
 
 # Every shipped tile that fits each dtype, for both architectures.
 CASES = [
-    pytest.param(kind, variant, config, arch, id=f"{kind}-{_variant_id(variant)}-{_config_id(config)}-sm{arch}")
+    pytest.param(
+        kind.name, variant, config, arch, id=f"{kind.name}-{_variant_id(variant)}-{_config_id(config)}-sm{arch}"
+    )
     for arch in ARCHS
-    for kind in IMPLICIT_GEMM_CONFIGS
+    for kind in KERNEL_KINDS
     for variant in VARIANTS
     for config in candidate_configs(kind, *variant)
 ]
@@ -110,7 +113,7 @@ def _other_launches(what: str, dtype: torch.dtype) -> Launch:
         return plan_direct_weight_grad(y, x, spec, partial, torch.empty(2, 64, dtype=acc))
     w = torch.empty(64, 32, 1, 1, dtype=dtype)
     spec = conv_spec(x, w, None, stride=1, padding=0, dilation=1, groups=1, ndim=2)
-    config = candidate_configs("forward", dtype, "ieee")[0]
+    config = candidate_configs(FORWARD, dtype, "ieee")[0]
     if what == "pointwise_forward_fused":
         assert spec.taps == 1
         return plan_forward(x, w, None, spec, y, config, Epilogue("gelu", torch.empty_like(y), torch.empty_like(y)))
@@ -175,7 +178,7 @@ def test_weight_grad_of_suite_shapes_uses_wgmma(name, gpu_tiles):
     w = _channels_last_empty((out_channels, channels, *(kernel,) * ndim), torch.bfloat16)
     spec = conv_spec(x, w, None, stride=stride, padding=padding, dilation=1, groups=1, ndim=ndim)
     dy = _channels_last_empty(spec.out_shape, torch.bfloat16)
-    config = weight_grad_config(spec, torch.bfloat16, "ieee")
+    config = WEIGHT_GRAD.heuristic(spec, torch.bfloat16, "ieee")
     assert config.num_warps >= 4 and max(config.block_m, config.block_n) >= 64, config
     partial = torch.empty(config.split_k, w.numel(), dtype=torch.float32)
     info = compile_launch(plan_weight_grad(dy, x, spec, partial, None, config), 90)
@@ -191,7 +194,7 @@ def test_default_layout_compiles_like_channels_last(kind):
     w = torch.empty(64, 64, 3, 3, dtype=torch.bfloat16)
     spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
     y = torch.empty(spec.out_shape, dtype=torch.bfloat16)
-    config = candidate_configs(kind, torch.bfloat16, "ieee")[0]
+    config = candidate_configs(FORWARD if kind == "forward" else INPUT_GRAD, torch.bfloat16, "ieee")[0]
     launch = plan_forward(x, w, None, spec, y, config) if kind == "forward" else plan_input_grad(y, w, spec, x, config)
     info = compile_launch(launch, 90)
     stage_bytes = (config.block_m + config.block_n) * config.block_k * 2

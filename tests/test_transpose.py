@@ -17,7 +17,7 @@ from triton_conv import autograd as ops
 from triton_conv.kernels.direct import plan_direct_input_grad
 from triton_conv.kernels.epilogue import Epilogue
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, compile_launch
-from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
+from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from triton_conv.spec import conv_transpose_spec
 from triton_conv.tuning.configs import candidate_configs
 
@@ -453,7 +453,7 @@ def _fused_launch(direct: bool, dtype: torch.dtype):
     epilogue = Epilogue("silu", torch.empty_like(y), torch.empty_like(y))
     if direct:
         return plan_direct_input_grad(x, w, spec, y, b, epilogue)
-    return plan_input_grad(x, w, spec, y, candidate_configs("input_grad", dtype, "ieee")[0], b, epilogue)
+    return plan_input_grad(x, w, spec, y, candidate_configs(INPUT_GRAD, dtype, "ieee")[0], b, epilogue)
 
 
 @pytest.mark.compile

@@ -18,17 +18,20 @@ import pytest
 import torch
 from torch import nn
 
+import triton_conv
 from triton_conv.cli import main
+from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, compile_launch
-from triton_conv.kernels.implicit_gemm_forward import forward_config, plan_forward
-from triton_conv.kernels.implicit_gemm_input_grad import input_grad_config, plan_input_grad
-from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad, weight_grad_config
+from triton_conv.kernels.implicit_gemm_forward import FORWARD
+from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD
+from triton_conv.kernels.implicit_gemm_weight_grad import WEIGHT_GRAD
 from triton_conv.spec import ConvSpec, conv_spec
+from triton_conv.tune import ConvProblem, collect_model_problems, problem_keys
 from triton_conv.tuning import cache, configs, select
 from triton_conv.tuning.cache import ConfigCache, TunedEntry
-from triton_conv.tuning.cli import ConvProblem, collect_model_problems
 from triton_conv.tuning.configs import KernelConfig
 from triton_conv.tuning.key import autotune_key, bucket_m
+from triton_conv.tuning.kinds import KernelKind
 
 pytestmark = pytest.mark.tuning
 
@@ -57,7 +60,12 @@ def _spec(batch=32, channels=64, out_channels=64, size=56, kernel=3, stride=1, g
 # ---------------------------------------------------------------- key
 
 
-@pytest.mark.parametrize("kind", ["forward", "input_grad", "weight_grad"])
+def _kinds(test):
+    """Parametrize ``test`` over every registered kernel kind."""
+    return pytest.mark.parametrize("kind", KERNEL_KINDS, ids=lambda kind: kind.name)(test)
+
+
+@_kinds
 @pytest.mark.parametrize("size", [7, 14, 28, 56, 112, 224])
 def test_batch_32_and_64_share_a_key(kind, size):
     key = autotune_key(kind, _spec(batch=32, size=size), torch.float16, "ieee", "cl")
@@ -65,17 +73,17 @@ def test_batch_32_and_64_share_a_key(kind, size):
 
 
 def test_key_separates_what_changes_the_winner():
-    base = autotune_key("forward", _spec(), torch.float16, "ieee", "cl")
+    base = autotune_key(FORWARD, _spec(), torch.float16, "ieee", "cl")
     others = [
-        autotune_key("forward", _spec(channels=128), torch.float16, "ieee", "cl"),
-        autotune_key("forward", _spec(out_channels=256), torch.float16, "ieee", "cl"),
-        autotune_key("forward", _spec(), torch.bfloat16, "ieee", "cl"),
-        autotune_key("forward", _spec(), torch.float16, "ieee", "nc"),
-        autotune_key("forward", _spec(kernel=1), torch.float16, "ieee", "cl"),
-        autotune_key("forward", _spec(stride=2), torch.float16, "ieee", "cl"),
-        autotune_key("forward", _spec(groups=2), torch.float16, "ieee", "cl"),
-        autotune_key("input_grad", _spec(), torch.float16, "ieee", "cl"),
-        autotune_key("forward", _spec(batch=1, size=7), torch.float16, "ieee", "cl"),
+        autotune_key(FORWARD, _spec(channels=128), torch.float16, "ieee", "cl"),
+        autotune_key(FORWARD, _spec(out_channels=256), torch.float16, "ieee", "cl"),
+        autotune_key(FORWARD, _spec(), torch.bfloat16, "ieee", "cl"),
+        autotune_key(FORWARD, _spec(), torch.float16, "ieee", "nc"),
+        autotune_key(FORWARD, _spec(kernel=1), torch.float16, "ieee", "cl"),
+        autotune_key(FORWARD, _spec(stride=2), torch.float16, "ieee", "cl"),
+        autotune_key(FORWARD, _spec(groups=2), torch.float16, "ieee", "cl"),
+        autotune_key(INPUT_GRAD, _spec(), torch.float16, "ieee", "cl"),
+        autotune_key(FORWARD, _spec(batch=1, size=7), torch.float16, "ieee", "cl"),
     ]
     assert len({base, *others}) == len(others) + 1
     assert len(base) < 64
@@ -94,18 +102,17 @@ def _next_pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-@pytest.mark.parametrize("kind", ["forward", "input_grad", "weight_grad"])
+@_kinds
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=str)
 def test_space_for_a_small_problem_is_no_larger_than_needed(kind, dtype, gpu_tiles):
     spec = _spec(batch=1, channels=20, out_channels=24, size=5, dtype=dtype)
-    m, n, k = select.gemm_extents(kind, spec)
-    heuristic = {"forward": forward_config, "input_grad": input_grad_config, "weight_grad": weight_grad_config}[kind]
-    space = select.search_space(kind, spec, dtype, "ieee", heuristic(spec, dtype, "ieee"), exhaustive=True)
+    m, n, k = kind.gemm_extents(spec)
+    space = select.search_space(kind, spec, dtype, "ieee", kind.heuristic(spec, dtype, "ieee"), exhaustive=True)
     assert len(space) == len(set(space)) > 0
     for config in space:
         assert config.block_m <= _next_pow2(m) and config.block_n <= _next_pow2(n), config
         assert config.block_k <= _next_pow2(k), config
-        assert config.split_k == 1 or kind == "weight_grad", config
+        assert config.split_k == 1 or kind.split_k is not None, config
 
 
 @pytest.mark.parametrize(("tiles", "pixels"), [(5, 401_408), (36, 25_088), (64, 6_272), (1, 600)])
@@ -127,39 +134,29 @@ def test_occupancy_split_k_fills_the_gpu_within_its_bounds(tiles, pixels, gpu_ti
 
 def test_weight_grad_space_includes_split_k_within_the_program_cap(gpu_tiles):
     spec = _spec(batch=32, channels=64, out_channels=64, size=56)
-    heuristic = weight_grad_config(spec, torch.float16, "ieee")
-    space = select.search_space("weight_grad", spec, torch.float16, "ieee", heuristic, exhaustive=True)
-    first_use = select.search_space("weight_grad", spec, torch.float16, "ieee", heuristic, exhaustive=False)
+    heuristic = WEIGHT_GRAD.heuristic(spec, torch.float16, "ieee")
+    space = select.search_space(WEIGHT_GRAD, spec, torch.float16, "ieee", heuristic, exhaustive=True)
+    first_use = select.search_space(WEIGHT_GRAD, spec, torch.float16, "ieee", heuristic, exhaustive=False)
     assert {c.split_k for c in space} > {c.split_k for c in first_use} > {1}
     assert set(first_use) <= set(space) and space[0] == first_use[0] == heuristic
     for c in space[1:]:
         assert -(-64 // c.block_m) * -(-64 * spec.taps // c.block_n) * c.split_k <= select.SPLIT_K_PROGRAM_CAP
 
 
-def _launches(kind: str, space_of: torch.dtype) -> list:
+def _launches(kind: KernelKind, space_of: torch.dtype) -> list:
     """The first-use space of one representative problem, as launches (channels-last)."""
     dtype = space_of
     x = torch.empty(2, 64, 16, 16, dtype=dtype).to(memory_format=torch.channels_last)
     w = torch.empty(128, 64, 3, 3, dtype=dtype).to(memory_format=torch.channels_last)
     spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
     y = torch.empty(spec.out_shape, dtype=dtype).to(memory_format=torch.channels_last)
-    if kind == "forward":
-        heuristic, build = forward_config(spec, dtype, "ieee"), lambda c: plan_forward(x, w, None, spec, y, c)
-    elif kind == "input_grad":
-        heuristic = input_grad_config(spec, dtype, "ieee")
-        build = lambda c: plan_input_grad(y, w, spec, torch.empty_like(x), c)  # noqa: E731
-    else:
-        heuristic = weight_grad_config(spec, dtype, "ieee")
-        build = lambda c: plan_weight_grad(  # noqa: E731
-            y, x, spec, torch.empty(c.split_k, w.numel()), torch.empty(c.split_k, 128), c
-        )
-    space = select.search_space(kind, spec, dtype, "ieee", heuristic, exhaustive=False)
+    space = select.search_space(kind, spec, dtype, "ieee", kind.heuristic(spec, dtype, "ieee"), exhaustive=False)
     # split_k is a runtime argument: one compile per tile.
     tiles = list(dict.fromkeys(c.__class__(c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages) for c in space))
-    return [build(c) for c in tiles]
+    return [kind.plan(spec, x, w, y, c) for c in tiles]
 
 
-@pytest.mark.parametrize("kind", ["forward", "input_grad", "weight_grad"])
+@_kinds
 def test_first_use_space_compiles_for_sm90(kind, gpu_tiles):
     for launch in _launches(kind, torch.float16):
         info = compile_launch(launch, 90)
@@ -277,60 +274,77 @@ def _fake_time(launch: FakeLaunch) -> float:
 
 
 def _preferred() -> KernelConfig:
-    space = select.search_space("forward", _spec(**SMALL), torch.float16, "ieee", HEURISTIC, exhaustive=False)
+    space = select.search_space(FORWARD, _spec(**SMALL), torch.float16, "ieee", HEURISTIC, exhaustive=False)
     return max(space, key=lambda c: c.block_m * c.block_n * c.block_k)
 
 
 @pytest.fixture
 def timing_on_cpu(tmp_path, monkeypatch):
-    """CPU tensors treated as timeable, the fake timer, an empty cache folder and log."""
+    """CPU tensors treated as timeable, the fake timer, an empty cache folder."""
     monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
     monkeypatch.delenv(select.AUTOTUNE_ENV, raising=False)
     monkeypatch.setattr(select, "can_time", lambda device: True)
     monkeypatch.setattr(select, "time_ms", _fake_time)
-    monkeypatch.setattr(select, "tuning_log", [])
     return tmp_path
+
+
+@pytest.fixture
+def tuned(timing_on_cpu):
+    """Every key the test times, in order (the mode from TRITON_CONV_AUTOTUNE)."""
+    with select.autotuning() as records:
+        yield records
 
 
 def _select(spec: ConvSpec | None = None) -> KernelConfig:
     spec = spec or _spec(**SMALL)
     cpu = torch.device("cpu")
-    return select.select_config("forward", spec, torch.float16, "ieee", "cl", FakeLaunch, HEURISTIC, cpu)
+    return select.select_config(FORWARD, spec, torch.float16, "ieee", "cl", FakeLaunch, HEURISTIC, cpu)
 
 
-def test_first_use_times_once_then_uses_the_cache(timing_on_cpu):
+def test_first_use_times_once_then_uses_the_cache(timing_on_cpu, tuned):
     preferred = _preferred()
     assert preferred != HEURISTIC and _select() == preferred
-    [record] = select.tuning_log
+    [record] = tuned
     assert record.config == preferred and record.heuristic_ms == _fake_time(FakeLaunch(HEURISTIC))
-    assert _select() == preferred and len(select.tuning_log) == 1
+    assert _select() == preferred and len(tuned) == 1
     # Another batch size of the same layer shares the entry.
-    assert _select(_spec(**{**SMALL, "batch": 3})) == preferred and len(select.tuning_log) == 1
+    assert _select(_spec(**{**SMALL, "batch": 3})) == preferred and len(tuned) == 1
     on_disk = json.loads(next(timing_on_cpu.glob("cpu-triton*.json")).read_text())
     assert len(on_disk["entries"]) == 1
 
 
-def test_exhaustive_retunes_a_first_use_entry(timing_on_cpu, monkeypatch):
+@pytest.mark.parametrize("how", ["environment", "argument"])
+def test_exhaustive_retunes_a_first_use_entry(timing_on_cpu, tuned, monkeypatch, how):
     _select()
-    monkeypatch.setenv(select.AUTOTUNE_ENV, "exhaustive")
-    assert _select() == _preferred()
-    assert len(select.tuning_log) == 2 and select.tuning_log[1].timed >= select.tuning_log[0].timed
+    if how == "environment":
+        monkeypatch.setenv(select.AUTOTUNE_ENV, "exhaustive")
+        mode = None
+    else:
+        monkeypatch.setenv(select.AUTOTUNE_ENV, "heuristic")  # the argument wins over the variable
+        mode = "exhaustive"
+    with select.autotuning(mode) as retuned:
+        assert _select() == _preferred()
+    [first], [second] = tuned, retuned
+    assert second.timed >= first.timed
 
 
-@pytest.mark.parametrize("why", ["heuristic-mode", "cannot-time"])
-def test_heuristic_times_nothing(timing_on_cpu, monkeypatch, why):
+@pytest.mark.parametrize("why", ["heuristic-mode", "heuristic-argument", "cannot-time"])
+def test_heuristic_times_nothing(timing_on_cpu, tuned, monkeypatch, why):
     if why == "heuristic-mode":
         monkeypatch.setenv(select.AUTOTUNE_ENV, "heuristic")
-    else:
+    elif why == "cannot-time":
         monkeypatch.setattr(select, "can_time", lambda device: False)
-    assert _select() == HEURISTIC
-    assert select.tuning_log == [] and not list(timing_on_cpu.iterdir())
+    with select.autotuning("heuristic" if why == "heuristic-argument" else None) as inner:
+        assert _select() == HEURISTIC
+    assert tuned == inner == [] and not list(timing_on_cpu.iterdir())
 
 
 def test_unknown_mode_is_rejected(timing_on_cpu, monkeypatch):
     monkeypatch.setenv(select.AUTOTUNE_ENV, "always")
     with pytest.raises(ValueError, match="TRITON_CONV_AUTOTUNE"):
         _select()
+    with pytest.raises(ValueError, match="mode must be one of"), select.autotuning("always"):
+        pass
 
 
 def test_cpu_tensors_and_the_interpreter_are_never_timed():
@@ -348,8 +362,9 @@ def test_second_process_reads_the_cache_and_times_nothing(timing_on_cpu):
 
         select.can_time = lambda device: True
         select.time_ms = refuse
-        config = _select()
-        assert select.tuning_log == [], select.tuning_log
+        with select.autotuning() as records:
+            config = _select()
+        assert records == [], records
         print(config.block_m, config.block_n, config.block_k, config.num_warps, config.num_stages)
     """)
     env = {**os.environ, cache.CACHE_DIR_ENV: str(timing_on_cpu)}
@@ -405,9 +420,23 @@ def test_dry_run_reads_a_shapes_file(tmp_path, capsys, suffix):
         )
     assert main(["tune", "--shapes", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "forward:bfloat16:ieee:nc:m65536:n64:k64:t9:g0:s0" in out
-    assert ":nc:m1024:n128:k64:t5:g0:s1" in out
+    # The forward reads a channels-last copy of an NCHW input, and its key says so.
+    assert "forward:bfloat16:ieee:cl:m65536:n64:k64:t9:g0:s0" in out
+    assert ":cl:m1024:n128:k64:t5:g0:s1" in out
     assert out.strip().endswith("2 problems, 2 keys")
+
+
+def test_dry_run_lists_the_keys_the_ops_select_with(timing_on_cpu, monkeypatch):
+    """An NCHW problem's forward, input and weight gradients: each key ``tune --dry-run`` lists is
+    the one the op's launcher tunes under."""
+    monkeypatch.setattr(select, "time_ms", lambda run: 1.0)  # every config ties: the heuristic wins
+    problem = ConvProblem((2, 16, 6, 6), (24, 16, 3, 3), (2, 2), (1, 1), (1, 1), 1, torch.float32, False)
+    x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
+    with select.autotuning("first_use") as records:
+        y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+        y.backward(torch.randn_like(y))
+    tuned = {record.key.split(":")[0]: record.key for record in records}
+    assert tuned == problem_keys(problem, backward=True) and len(tuned) == 3
 
 
 def test_malformed_shapes_file_is_a_clear_error(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """The ``triton-conv`` command: ``demo``, ``bench``, ``tune`` and ``gpu-check``.
 
 Each subcommand's arguments and work live beside the code they drive (``demo.py``,
-``perf/cli.py``, ``tuning/cli.py``, ``gpu_check.py``); this module only dispatches. Every error ends the command
+``perf/cli.py``, ``tune.py``, ``gpu_check.py``); this module only dispatches. Every error ends the command
 with one line on stderr and exit status 2; ``--debug`` shows the traceback of an unexpected one.
 """
 
@@ -16,7 +16,7 @@ from typing import NoReturn
 SUBCOMMANDS = {
     "demo": ("triton_conv.demo", "train a small CNN on handwritten digits beside its torch twin"),
     "bench": ("triton_conv.perf.cli", "time the benchmark suite against cuDNN"),
-    "tune": ("triton_conv.tuning.cli", "autotune the kernels for a model's or a file's conv shapes"),
+    "tune": ("triton_conv.tune", "autotune the kernels for a model's or a file's conv shapes"),
     "gpu-check": ("triton_conv.gpu_check", "test, benchmark and tune on a CUDA machine in one bounded run"),
 }
 

@@ -114,6 +114,12 @@ class ConvSpec:
         return tuple(-(-i // s) for i, s in zip(self.input_size, self.stride))  # type: ignore[return-value]
 
     @property
+    def input_pixels_per_phase(self) -> int:
+        """Input pixels of one stride phase over the batch (the most of any phase)."""
+        d, h, w = self.pixels_per_phase
+        return self.batch * d * h * w
+
+    @property
     def in_shape(self) -> tuple[int, ...]:
         """The batched input shape in the caller's dimensionality (a transposed convolution's output)."""
         return (self.batch, self.in_channels, *self.spatial(self.input_size))

@@ -20,6 +20,7 @@ __all__ = [
     "accumulator_dtype",
     "dot_operand",
     "dot_precision",
+    "dot_precision_on",
     "launching",
     "recording_launches",
 ]
@@ -36,8 +37,13 @@ def accumulator_dtype(dtype: torch.dtype) -> tl.dtype:
 
 
 def dot_precision(t: torch.Tensor) -> str:
+    """The tl.dot precision of a launch reading ``t``: ``dot_precision_on(t.dtype, t.device.type)``."""
+    return dot_precision_on(t.dtype, t.device.type)
+
+
+def dot_precision_on(dtype: torch.dtype, device_type: str) -> str:
     """TF32 for float32 on CUDA only where torch would use it for convolutions, IEEE otherwise."""
-    if t.dtype == torch.float32 and t.is_cuda and torch.backends.cudnn.allow_tf32:
+    if dtype == torch.float32 and device_type == "cuda" and torch.backends.cudnn.allow_tf32:
         return "tf32"
     return "ieee"
 

@@ -6,11 +6,15 @@ import torch
 
 from ..spec import ConvSpec
 from ..tuning.configs import MIN_DOT
+from ..tuning.kinds import KernelKind
 from .direct import direct_forward, direct_input_grad, direct_weight_grad
 from .epilogue import PLAIN, Epilogue
-from .implicit_gemm_forward import implicit_gemm_forward
-from .implicit_gemm_input_grad import implicit_gemm_input_grad
-from .implicit_gemm_weight_grad import implicit_gemm_weight_grad
+from .implicit_gemm_forward import FORWARD, implicit_gemm_forward
+from .implicit_gemm_input_grad import INPUT_GRAD, implicit_gemm_input_grad
+from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
+
+# Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
+KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
 
 
 def uses_direct_kernel(spec: ConvSpec) -> bool:

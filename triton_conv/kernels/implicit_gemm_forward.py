@@ -13,13 +13,13 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import KernelConfig, heuristic_config
-from ..tuning.key import layout_of
+from ..tuning.configs import IMPLICIT_GEMM_CONFIGS, INTERPRETER_CONFIGS, KernelConfig
+from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
-from .layout import gemm_operand, store_transposed
+from .layout import gemm_operand, gemm_operand_layout, store_transposed
 from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_index
 
 
@@ -188,10 +188,23 @@ def implicit_gemm_forward_kernel(
     )
 
 
-def forward_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    return heuristic_config(
-        "forward", dtype, precision, spec.output_pixels, spec.out_channels_per_group, spec.in_channels_per_group
-    )
+# Rows are output pixels, columns the group's output channels; each tap's reduction runs over
+# the group's input channels.
+FORWARD = KernelKind(
+    name="forward",
+    pass_="F",
+    tiles=IMPLICIT_GEMM_CONFIGS["forward"],
+    interpreter_tile=INTERPRETER_CONFIGS["forward"],
+    gemm_extents=lambda spec: (spec.output_pixels, spec.out_channels_per_group, spec.in_channels_per_group),
+    dense_gemm=lambda spec: (
+        spec.output_pixels,
+        spec.out_channels_per_group,
+        spec.in_channels_per_group * spec.taps,
+    ),
+    key_pixels=lambda spec: spec.output_pixels,
+    key_layout=lambda input, output: gemm_operand_layout(input),
+    plan=lambda spec, x, w, y, tile: plan_forward(x, w, None, spec, y, tile),
+)
 
 
 def plan_forward(
@@ -209,13 +222,13 @@ def plan_forward(
     x, w, y = gemm_operand(as_3d(input)), gemm_operand(as_3d(weight)), as_3d(out)
     precision = dot_precision(x)
     cfg = config or select_config(
-        "forward",
+        FORWARD,
         spec,
         x.dtype,
         precision,
-        layout_of(x),
+        FORWARD.key_layout(input, out),
         lambda c: plan_forward(input, weight, bias, spec, out, c, epilogue),
-        forward_config(spec, x.dtype, precision),
+        FORWARD.heuristic(spec, x.dtype, precision),
         x.device,
     )
     grid = (

@@ -20,13 +20,13 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import KernelConfig, heuristic_config
-from ..tuning.key import layout_of
+from ..tuning.configs import IMPLICIT_GEMM_CONFIGS, INTERPRETER_CONFIGS, KernelConfig
+from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
-from .layout import gemm_operand, store_transposed
+from .layout import gemm_operand, gemm_operand_layout, store_transposed
 from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_inside, zero_index
 
 
@@ -224,11 +224,20 @@ def implicit_gemm_input_grad_kernel(
     )
 
 
-def input_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    d, h, w = spec.pixels_per_phase
-    return heuristic_config(
-        "input_grad", dtype, precision, spec.batch * d * h * w, spec.in_channels_per_group, spec.out_channels_per_group
-    )
+# Rows are the input pixels of one stride phase (programs cover one phase at a time), columns
+# the group's input channels; each tap's reduction runs over the group's output channels. The
+# key counts all input pixels.
+INPUT_GRAD = KernelKind(
+    name="input_grad",
+    pass_="D",
+    tiles=IMPLICIT_GEMM_CONFIGS["input_grad"],
+    interpreter_tile=INTERPRETER_CONFIGS["input_grad"],
+    gemm_extents=lambda spec: (spec.input_pixels_per_phase, spec.in_channels_per_group, spec.out_channels_per_group),
+    dense_gemm=lambda spec: (spec.input_pixels, spec.in_channels_per_group, spec.out_channels_per_group * spec.taps),
+    key_pixels=lambda spec: spec.input_pixels,
+    key_layout=lambda input, output: gemm_operand_layout(output),
+    plan=lambda spec, x, w, y, tile: plan_input_grad(y, w, spec, torch.empty_like(x), tile),
+)
 
 
 def plan_input_grad(
@@ -247,13 +256,13 @@ def plan_input_grad(
     dy, w, dx = gemm_operand(as_3d(grad_output)), gemm_operand(as_3d(weight)), as_3d(grad_input)
     precision = dot_precision(dy)
     cfg = config or select_config(
-        "input_grad",
+        INPUT_GRAD,
         spec,
         dy.dtype,
         precision,
-        layout_of(dy),
+        INPUT_GRAD.key_layout(grad_input, grad_output),
         lambda c: plan_input_grad(grad_output, weight, spec, grad_input, c, bias, epilogue),
-        input_grad_config(spec, dy.dtype, precision),
+        INPUT_GRAD.heuristic(spec, dy.dtype, precision),
         dy.device,
     )
     d_ph, h_ph, w_ph = spec.pixels_per_phase

@@ -19,16 +19,18 @@ import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
+    IMPLICIT_GEMM_CONFIGS,
+    INTERPRETER_CONFIGS,
     SWAPPED_WEIGHT_GRAD_TILE,
     WGMMA_ROWS,
     KernelConfig,
     clip_config,
     gpu_tiles,
-    heuristic_config,
     occupancy_split_k,
     operand_class,
 )
 from ..tuning.key import layout_of
+from ..tuning.kinds import GemmExtents, KernelKind
 from ..tuning.select import select_config
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .indexing import unravel_pixels, unravel_tap
@@ -270,19 +272,44 @@ def swaps_operands(config: KernelConfig) -> bool:
     return config.block_m < WGMMA_ROWS <= config.block_n
 
 
-def weight_grad_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    """The heuristic tile, split-K sized so that its programs fill the GPU."""
-    kg, columns, pixels = spec.out_channels_per_group, spec.taps * spec.in_channels_per_group, spec.output_pixels
-    cfg = heuristic_config("weight_grad", dtype, precision, kg, columns, pixels)
+def _gemm_extents(spec: ConvSpec) -> GemmExtents:
+    """Rows are the group's output channels, columns (tap, input channel) pairs, the reduction pixels."""
+    return spec.out_channels_per_group, spec.taps * spec.in_channels_per_group, spec.output_pixels
+
+
+def _swapped_tile(spec: ConvSpec, dtype: torch.dtype, precision: str, cfg: KernelConfig) -> KernelConfig:
+    """Where the clipped tile swaps operands: the swapped tile for tensor cores, and a full warpgroup."""
     if swaps_operands(cfg):
         if operand_class(dtype, precision) == "tensor_core" and gpu_tiles():
-            cfg = clip_config(SWAPPED_WEIGHT_GRAD_TILE, kg, columns, pixels)
+            cfg = clip_config(SWAPPED_WEIGHT_GRAD_TILE, *_gemm_extents(spec))
         # The columns fill the MMA's rows: a full warpgroup, not the warps the clipped rows would get.
         cfg = replace(cfg, num_warps=max(cfg.num_warps, 4))
-    tiles = triton.cdiv(kg, cfg.block_m) * triton.cdiv(columns, cfg.block_n) * spec.groups
+    return cfg
+
+
+def _split_k(spec: ConvSpec, dtype: torch.dtype, cfg: KernelConfig, tiles: int) -> int:
+    """Split-K sized so that the programs of ``tiles`` output tiles fill the GPU."""
+    _, columns, pixels = _gemm_extents(spec)
     input_bytes = (spec.output_pixels * spec.out_channels + spec.input_pixels * spec.in_channels) * dtype.itemsize
     partial_bytes = spec.out_channels * columns * partial_dtype(dtype).itemsize
-    return replace(cfg, split_k=occupancy_split_k(cfg, dtype.itemsize, tiles, pixels, input_bytes, partial_bytes))
+    return occupancy_split_k(cfg, dtype.itemsize, tiles, pixels, input_bytes, partial_bytes)
+
+
+WEIGHT_GRAD = KernelKind(
+    name="weight_grad",
+    pass_="W",
+    tiles=IMPLICIT_GEMM_CONFIGS["weight_grad"],
+    interpreter_tile=INTERPRETER_CONFIGS["weight_grad"],
+    gemm_extents=_gemm_extents,
+    dense_gemm=_gemm_extents,
+    key_pixels=lambda spec: spec.output_pixels,
+    key_layout=lambda input, output: layout_of(input),
+    plan=lambda spec, x, w, y, tile: plan_weight_grad(
+        y, x, spec, torch.empty(tile.split_k, w.numel(), dtype=partial_dtype(y.dtype), device=y.device), None, tile
+    ),
+    adjust_tile=_swapped_tile,
+    split_k=_split_k,
+)
 
 
 def _pixels_dense(t: torch.Tensor) -> bool:
@@ -400,13 +427,13 @@ def implicit_gemm_weight_grad(
         return run
 
     cfg = config or select_config(
-        "weight_grad",
+        WEIGHT_GRAD,
         spec,
         grad_output.dtype,
         precision,
-        layout_of(as_3d(input)),
+        WEIGHT_GRAD.key_layout(input, grad_output),
         run_with,
-        weight_grad_config(spec, grad_output.dtype, precision),
+        WEIGHT_GRAD.heuristic(spec, grad_output.dtype, precision),
         grad_output.device,
     )
     dw_partial, db_partial = partial_buffers(grad_output, cfg.split_k, grad_weight.numel(), bias_elements)

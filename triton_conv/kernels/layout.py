@@ -33,6 +33,11 @@ def gemm_operand(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided(t.shape, [0 if size == 1 else stride for size, stride in zip(t.shape, t.stride())])
 
 
+def gemm_operand_layout(t: torch.Tensor) -> str:
+    """``layout_of(gemm_operand(t))`` without the copy: channels-last unless there is one channel."""
+    return "cl" if t.shape[1] > 1 else "nc"
+
+
 def store_transposed(out: torch.Tensor) -> bool:
     """Whether a GEMM kernel should store its tile into ``out`` (N, C, D, H, W) as (channels x
     pixels) rather than (pixels x channels).

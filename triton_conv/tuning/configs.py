@@ -9,12 +9,18 @@ runs under the interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..runtime import INTERPRETER
+
+if TYPE_CHECKING:
+    from .kinds import KernelKind
 
 # Every tl.dot needs at least 16 along its reduction when compiled for a GPU.
 MIN_DOT = 16
@@ -108,17 +114,33 @@ SWAPPED_WEIGHT_GRAD_TILE = KernelConfig(32, 256, 64, 4, 3)
 
 # Under Triton's interpreter each program runs after the other in NumPy, so a few large tiles
 # run far faster than many small ones, and nothing is compiled, so no GPU limit applies.
-# Tests set this to None to exercise the GPU tiles (many programs per problem) instead.
-INTERPRETER_CONFIGS: dict[str, KernelConfig] | None = {
+INTERPRETER_CONFIGS: dict[str, KernelConfig] = {
     "forward": KernelConfig(1024, 64, 64, 4, 1),
     "input_grad": KernelConfig(1024, 64, 64, 4, 1),
     "weight_grad": KernelConfig(64, 64, 1024, 4, 1),
 }
 
+# Set by ``planning_gpu_tiles``: process-wide, as the interpreter's own state is.
+_gpu_tiles_under_interpreter = False
+
 
 def gpu_tiles() -> bool:
-    """Whether kernels run the GPU tiles: compiled, or interpreted with ``INTERPRETER_CONFIGS`` off."""
-    return not INTERPRETER or INTERPRETER_CONFIGS is None
+    """Whether kernels run the GPU tiles: compiled, or interpreted inside ``planning_gpu_tiles``.
+    The one interpreter switch of every config: elsewhere, the interpreter's large tiles."""
+    return not INTERPRETER or _gpu_tiles_under_interpreter
+
+
+@contextlib.contextmanager
+def planning_gpu_tiles() -> Iterator[None]:
+    """Within, the interpreter plans and runs the GPU tiles (many programs per problem), as tests
+    need to check the tiles, grids and splits a GPU gets."""
+    global _gpu_tiles_under_interpreter
+    outer = _gpu_tiles_under_interpreter
+    _gpu_tiles_under_interpreter = True
+    try:
+        yield
+    finally:
+        _gpu_tiles_under_interpreter = outer
 
 
 def operand_class(dtype: torch.dtype, precision: str) -> str:
@@ -144,10 +166,10 @@ def fits(config: KernelConfig, dtype: torch.dtype, precision: str) -> bool:
     )
 
 
-def candidate_configs(kind: str, dtype: torch.dtype, precision: str) -> list[KernelConfig]:
-    """The shipped tiles of kernel ``kind`` that fit ``dtype`` (never empty)."""
-    configs = [c for c in IMPLICIT_GEMM_CONFIGS[kind] if fits(c, dtype, precision)]
-    return configs or [IMPLICIT_GEMM_CONFIGS[kind][-1]]
+def candidate_configs(kind: KernelKind, dtype: torch.dtype, precision: str) -> list[KernelConfig]:
+    """The shipped tiles of ``kind`` that fit ``dtype`` (never empty)."""
+    configs = [c for c in kind.tiles if fits(c, dtype, precision)]
+    return configs or [kind.tiles[-1]]
 
 
 def _fit(block: int, extent: int) -> int:
@@ -172,16 +194,16 @@ def clip_config(base: KernelConfig, gemm_m: int, gemm_n: int, gemm_k: int) -> Ke
 
 
 def heuristic_config(
-    kind: str,
+    kind: KernelKind,
     dtype: torch.dtype,
     precision: str,
     gemm_m: int,
     gemm_n: int,
     gemm_k: int,
 ) -> KernelConfig:
-    """The first fitting tile of ``kind`` clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``."""
+    """The first fitting tile of ``kind`` (the interpreter's under it) clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``."""
     if not gpu_tiles():
-        base = INTERPRETER_CONFIGS[kind]
+        base = kind.interpreter_tile
         return KernelConfig(
             _fit(base.block_m, gemm_m), _fit(base.block_n, gemm_n), _fit(base.block_k, gemm_k), base.num_warps, 1
         )

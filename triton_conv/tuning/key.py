@@ -12,8 +12,7 @@ import torch
 
 from ..spec import ConvSpec
 from .configs import MIN_DOT
-
-KINDS = ("forward", "input_grad", "weight_grad")
+from .kinds import KernelKind
 
 # Pixels are bucketed by 4x, not 2x: log2 rounded up to an even number. Doubling the batch
 # multiplies M by two, so batch 32 and 64 of a layer share a bucket whenever the layer's
@@ -45,21 +44,18 @@ def layout_of(t: torch.Tensor) -> str:
     return "cl" if t.dim() > 2 and t.size(1) > 1 and t.stride(1) == 1 else "nc"
 
 
-def autotune_key(kind: str, spec: ConvSpec, dtype: torch.dtype, precision: str, layout: str) -> str:
+def autotune_key(kind: KernelKind, spec: ConvSpec, dtype: torch.dtype, precision: str, layout: str) -> str:
     """E.g. ``forward:float16:ieee:cl:m65536:n64:k64:t9:g0:s1`` for the GEMM of ``kind`` on ``spec``.
 
-    M is the pixel extent the kernel tiles (input pixels for the input gradient, output pixels
+    M is the kind's ``key_pixels`` (input pixels for the input gradient, output pixels
     otherwise); N and K are the output and input channels per group.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    pixels = spec.input_pixels if kind == "input_grad" else spec.output_pixels
     fields = (
-        kind,
+        kind.name,
         str(dtype).removeprefix("torch."),
         precision,
         layout,
-        f"m{bucket_m(pixels)}",
+        f"m{bucket_m(kind.key_pixels(spec))}",
         f"n{bucket_channels(spec.out_channels_per_group)}",
         f"k{bucket_channels(spec.in_channels_per_group)}",
         f"t{spec.taps}",

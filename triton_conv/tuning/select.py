@@ -2,20 +2,22 @@
 
 ``TRITON_CONV_AUTOTUNE`` picks the mode:
 
-- ``heuristic``: never time anything; ``heuristic_config``'s clipped first tile.
+- ``heuristic``: never time anything; the kind's heuristic (``KernelKind.heuristic``).
 - ``first_use`` (default): on a CUDA tensor, a key missing from the cache times the first few
-  fitting tiles, clipped to the problem (and, for the weight gradient, a few split-K counts);
+  fitting tiles, clipped to the problem (and, for kinds with split-K, a few split counts);
   the winner goes to the in-memory and the on-disk cache.
 - ``exhaustive``: as ``first_use``, over every fitting tile and every power-of-two split-K.
 
 Under the interpreter, or for CPU tensors, the heuristic is used and nothing is timed.
+``autotuning(mode)`` overrides the variable for the code it wraps and collects what was timed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,6 +29,7 @@ from ..spec import ConvSpec
 from .cache import TunedEntry, cache_for
 from .configs import TARGET_PROGRAMS, KernelConfig, candidate_configs, clip_config
 from .key import autotune_key
+from .kinds import KernelKind
 
 AUTOTUNE_ENV = "TRITON_CONV_AUTOTUNE"
 MODES = ("heuristic", "first_use", "exhaustive")
@@ -56,17 +59,46 @@ class TuningRecord:
     timed: int
 
 
-# Every key this process timed, in order (read by `triton-conv tune` and by tests).
-tuning_log: list[TuningRecord] = []
+@dataclass
+class _Session:
+    """What ``autotuning`` set: the mode (None: the environment's) and where the timed keys go."""
+
+    mode: str | None
+    records: list[TuningRecord]
+
+
+# The innermost active ``autotuning``. Process-wide rather than a context variable: autograd runs
+# the backward of CUDA tensors on its own threads, which must see the mode too.
+_session: _Session | None = None
 # One tuning at a time: threads missing the same key time it once, and no thread's launches
 # disturb another's timings.
 _tuning_lock = threading.RLock()
 
 
+@contextlib.contextmanager
+def autotuning(mode: str | None = None) -> Iterator[list[TuningRecord]]:
+    """Within, selection runs in ``mode`` (by default ``TRITON_CONV_AUTOTUNE``'s) and every key
+    it times is appended, in order, to the yielded list."""
+    global _session
+    if mode is not None:
+        _check_mode(mode, "mode")
+    outer, _session = _session, _Session(mode, [])
+    try:
+        yield _session.records
+    finally:
+        _session = outer
+
+
 def autotune_mode() -> str:
-    mode = os.environ.get(AUTOTUNE_ENV) or "first_use"
+    """The mode of the innermost ``autotuning``, else ``TRITON_CONV_AUTOTUNE``'s (default first_use)."""
+    if _session is not None and _session.mode is not None:
+        return _session.mode
+    return _check_mode(os.environ.get(AUTOTUNE_ENV) or "first_use", AUTOTUNE_ENV)
+
+
+def _check_mode(mode: str, name: str) -> str:
     if mode not in MODES:
-        raise ValueError(f"{AUTOTUNE_ENV} must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"{name} must be one of {MODES}, got {mode!r}")
     return mode
 
 
@@ -84,31 +116,16 @@ def time_ms(run: Callable[[], object]) -> float:
     return float(triton.testing.do_bench(run, warmup=10, rep=40, return_mode="median"))
 
 
-def gemm_extents(kind: str, spec: ConvSpec) -> tuple[int, int, int]:
-    """(M, N, K) of the GEMM each kernel tiles with (BLOCK_M, BLOCK_N, BLOCK_K)."""
-    kg, cg = spec.out_channels_per_group, spec.in_channels_per_group
-    if kind == "forward":
-        return spec.output_pixels, kg, cg
-    if kind == "input_grad":
-        # Programs cover one stride phase of the input pixels at a time.
-        per_phase = spec.batch
-        for size, stride in zip(spec.input_size, spec.stride):
-            per_phase *= -(-size // stride)
-        return per_phase, cg, kg
-    # Weight-gradient columns are (tap, input channel) pairs.
-    return kg, spec.taps * cg, spec.output_pixels
-
-
-def split_k_choices(spec: ConvSpec, tile: KernelConfig, exhaustive: bool) -> list[int]:
+def split_k_choices(kind: KernelKind, spec: ConvSpec, tile: KernelConfig, exhaustive: bool) -> list[int]:
     """Powers of two (powers of four on first use) that keep every split busy, 1 included."""
-    m, n, _ = gemm_extents("weight_grad", spec)
-    tiles = -(-m // tile.block_m) * max(1, -(-n // tile.block_n)) * spec.groups
+    tiles = kind.output_tiles(spec, tile)
+    _, _, reduction = kind.gemm_extents(spec)
     step = 2 if exhaustive else 4
     choices, split = [1], step
     while (
         split <= MAX_SPLIT_K
         and tiles * split <= SPLIT_K_PROGRAM_CAP
-        and spec.output_pixels >= split * MIN_BLOCKS_PER_SPLIT * tile.block_k
+        and reduction >= split * MIN_BLOCKS_PER_SPLIT * tile.block_k
     ):
         choices.append(split)
         split *= step
@@ -116,15 +133,15 @@ def split_k_choices(spec: ConvSpec, tile: KernelConfig, exhaustive: bool) -> lis
 
 
 def search_space(
-    kind: str, spec: ConvSpec, dtype: torch.dtype, precision: str, heuristic: KernelConfig, exhaustive: bool
+    kind: KernelKind, spec: ConvSpec, dtype: torch.dtype, precision: str, heuristic: KernelConfig, exhaustive: bool
 ) -> list[KernelConfig]:
     """The heuristic first, then the fitting tiles clipped to the problem (no tile wider than it)."""
-    m, n, k = gemm_extents(kind, spec)
+    m, n, k = kind.gemm_extents(spec)
     tiles = candidate_configs(kind, dtype, precision)
     space = [heuristic]
     for base in tiles if exhaustive else tiles[:FIRST_USE_TILES]:
         tile = clip_config(base, m, n, k)
-        splits = split_k_choices(spec, tile, exhaustive) if kind == "weight_grad" else [1]
+        splits = split_k_choices(kind, spec, tile, exhaustive) if kind.split_k is not None else [1]
         space += [c for c in (replace(tile, split_k=s) for s in splits) if c not in space]
     return space
 
@@ -141,7 +158,7 @@ def tune(space: list[KernelConfig], build_launch: BuildLaunch) -> list[tuple[Ker
 
 
 def select_config(
-    kind: str,
+    kind: KernelKind,
     spec: ConvSpec,
     dtype: torch.dtype,
     precision: str,
@@ -165,10 +182,11 @@ def select_config(
             return config
         timings = tune(search_space(kind, spec, dtype, precision, heuristic, mode == "exhaustive"), build_launch)
         if not timings:
-            raise RuntimeError(f"no {kind} config could be compiled and launched for {key}")
+            raise RuntimeError(f"no {kind.name} config could be compiled and launched for {key}")
         config, ms = min(timings, key=lambda timing: timing[1])
         heuristic_ms = dict(timings).get(heuristic, float("nan"))
-        tuning_log.append(TuningRecord(key, config, ms, heuristic, heuristic_ms, len(timings)))
+        if _session is not None:
+            _session.records.append(TuningRecord(key, config, ms, heuristic, heuristic_ms, len(timings)))
         cache.put(key, TunedEntry(config, ms, mode))
         return config
 

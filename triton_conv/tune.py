@@ -19,7 +19,6 @@ import copy
 import csv
 import importlib
 import json
-import os
 import re
 import sys
 from collections.abc import Iterable
@@ -30,10 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cli import one_line
-from ..runtime import INTERPRETER
-from ..spec import ConvSpec, conv_spec, output_memory_format
-from .key import KINDS, autotune_key, layout_of
+from . import functional
+from .cli import one_line
+from .kernels.common import dot_precision_on
+from .kernels.dispatch import KERNEL_KINDS, uses_direct_kernel
+from .runtime import INTERPRETER
+from .spec import ConvSpec, conv_spec, output_memory_format
+from .tuning.key import autotune_key, layout_of
+from .tuning.select import TuningRecord, autotuning
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 MEMORY_FORMATS = {3: torch.contiguous_format, 4: torch.channels_last, 5: torch.channels_last_3d}
@@ -76,23 +79,20 @@ class ConvProblem:
         )
 
 
-def _precision(dtype: torch.dtype) -> str:
-    """The dot precision a CUDA launch of ``dtype`` will use (see kernels.common.dot_precision)."""
-    return "tf32" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else "ieee"
-
-
 def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
-    """Kernel kind -> autotune key; ``direct`` for problems that run the (untuned) direct kernels."""
-    from ..kernels.dispatch import uses_direct_kernel
-
+    """Kernel kind -> the autotune key its launch on a GPU uses; ``direct`` for problems that run
+    the (untuned) direct kernels."""
     spec = problem.spec()
     if uses_direct_kernel(spec):
         return {"direct": "not tuned (direct kernel)"}
     x, w = problem.tensors("meta")
-    out_layout = "cl" if output_memory_format(x, w) != torch.contiguous_format else "nc"
-    layouts = {"forward": layout_of(x), "input_grad": out_layout, "weight_grad": layout_of(x)}
-    kinds = KINDS if backward else KINDS[:1]
-    return {kind: autotune_key(kind, spec, problem.dtype, _precision(problem.dtype), layouts[kind]) for kind in kinds}
+    y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
+    precision = dot_precision_on(problem.dtype, "cuda")
+    return {
+        kind.name: autotune_key(kind, spec, problem.dtype, precision, kind.key_layout(x, y))
+        for kind in KERNEL_KINDS
+        if backward or kind.pass_ == "F"
+    }
 
 
 def collect_model_problems(model: nn.Module, input_shape: tuple[int, ...], channels_last: bool) -> list[ConvProblem]:
@@ -278,18 +278,19 @@ def _progress(problems: list[ConvProblem]) -> Iterable[ConvProblem]:
     yield from tqdm(problems, desc="tuning", unit="problem")
 
 
-def _tune(problem: ConvProblem, backward: bool) -> None:
-    """Run the problem's convolution (and gradients) on the GPU; selection tunes what is missing."""
-    from .. import functional
-
+def tune_problem(problem: ConvProblem, backward: bool, mode: str) -> list[TuningRecord]:
+    """Run the problem's convolution (and gradients) on the GPU with selection in ``mode``: what
+    the cache misses is timed. The keys it timed, in order."""
     x, w = problem.tensors("cuda")
     conv = getattr(functional, f"conv{problem.ndim}d")
     x.requires_grad_(backward)
     w.requires_grad_(backward)
-    y = conv(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
-    if backward:
-        y.backward(torch.randn_like(y))
-    torch.cuda.synchronize()
+    with autotuning(mode) as records:
+        y = conv(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+        if backward:
+            y.backward(torch.randn_like(y))
+        torch.cuda.synchronize()
+    return records
 
 
 def run(args: argparse.Namespace) -> int:
@@ -310,25 +311,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from . import select
-
-    previous = os.environ.get(select.AUTOTUNE_ENV)
-    os.environ[select.AUTOTUNE_ENV] = "exhaustive" if args.exhaustive else "first_use"
     rows = []
-    try:
-        for problem in _progress(problems):
-            start = len(select.tuning_log)
-            _tune(problem, args.backward)
-            for record in select.tuning_log[start:]:
-                c = record.config
-                config = f"{c.block_m}x{c.block_n}x{c.block_k} w{c.num_warps} s{c.num_stages} k{c.split_k}"
-                speedup = f"{record.heuristic_ms / record.ms:.2f}x"
-                rows.append((problem.describe(), record.key.split(":")[0], config, f"{record.ms:.4f}", speedup))
-    finally:
-        if previous is None:
-            del os.environ[select.AUTOTUNE_ENV]
-        else:
-            os.environ[select.AUTOTUNE_ENV] = previous
+    for problem in _progress(problems):
+        for record in tune_problem(problem, args.backward, "exhaustive" if args.exhaustive else "first_use"):
+            c = record.config
+            config = f"{c.block_m}x{c.block_n}x{c.block_k} w{c.num_warps} s{c.num_stages} k{c.split_k}"
+            speedup = f"{record.heuristic_ms / record.ms:.2f}x"
+            rows.append((problem.describe(), record.key.split(":")[0], config, f"{record.ms:.4f}", speedup))
     print(_table(rows, ("problem", "kernel", "config", "ms", "vs heuristic")))
     print(f"{len(rows)} keys tuned; cached keys were not re-timed")
     return 0
