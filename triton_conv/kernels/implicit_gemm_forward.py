@@ -196,11 +196,7 @@ FORWARD = KernelKind(
     tiles=IMPLICIT_GEMM_CONFIGS["forward"],
     interpreter_tile=INTERPRETER_CONFIGS["forward"],
     gemm_extents=lambda spec: (spec.output_pixels, spec.out_channels_per_group, spec.in_channels_per_group),
-    dense_gemm=lambda spec: (
-        spec.output_pixels,
-        spec.out_channels_per_group,
-        spec.in_channels_per_group * spec.taps,
-    ),
+    dense_gemm=lambda spec: (spec.output_pixels, spec.out_channels_per_group, spec.in_channels_per_group * spec.taps),
     key_pixels=lambda spec: spec.output_pixels,
     key_layout=lambda input, output: gemm_operand_layout(input),
     plan=lambda spec, x, w, y, tile: plan_forward(x, w, None, spec, y, tile),
