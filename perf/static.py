@@ -397,7 +397,7 @@ def config_launch(kind: KernelKind, config: KernelConfig, dtype_name: str) -> La
     x = in_layout(torch.empty(shape.input_shape(), dtype=dtype.dtype), "channels_last")
     w = in_layout(torch.empty(shape.weight_shape(), dtype=dtype.dtype), "channels_last")
     y = torch.empty(spec.out_shape, dtype=dtype.dtype, memory_format=output_memory_format(x, w))
-    launch = kind.plan(spec, x, w, y, config)
+    launch = kind.plan(spec, x, w, None, y, config)
     # On a CPU tensor the launchers pick IEEE; TF32 is what CUDA runs when cudnn.allow_tf32 is set.
     precision = "tf32" if dtype.tf32 else "ieee"
     return dataclasses.replace(launch, constexprs={**launch.constexprs, "PRECISION": precision})

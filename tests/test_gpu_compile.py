@@ -20,6 +20,7 @@ from triton_conv.kernels.implicit_gemm_weight_grad import WEIGHT_GRAD, plan_weig
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
+from triton_conv.tuning.kinds import KernelKind
 
 pytestmark = pytest.mark.compile
 
@@ -44,7 +45,7 @@ def _variant_id(variant: tuple[torch.dtype, str]) -> str:
     return f"{name}-{precision}" if dtype == torch.float32 else name
 
 
-def _launch(kind: str, config: KernelConfig, dtype: torch.dtype, precision: str = "ieee") -> Launch:
+def _launch(kind: KernelKind, config: KernelConfig, dtype: torch.dtype, precision: str = "ieee") -> Launch:
     """The launch of ``kind`` for a small 3x3 conv2d with ``config``, as the ops would plan it.
 
     Channels-last, the layout whose loads the kernels vectorize and software-pipeline, so that
@@ -55,22 +56,13 @@ def _launch(kind: str, config: KernelConfig, dtype: torch.dtype, precision: str 
     b = torch.empty(64, dtype=dtype)
     spec = conv_spec(x, w, b, stride=1, padding=1, dilation=1, groups=1, ndim=2)
     y = torch.empty(spec.out_shape, dtype=dtype, memory_format=output_memory_format(x, w))
-    if kind == "forward":
-        launch = plan_forward(x, w, b, spec, y, config)
-    elif kind == "input_grad":
-        launch = plan_input_grad(y, w, spec, torch.empty_like(x), config)
-    else:
-        acc = torch.float64 if dtype == torch.float64 else torch.float32
-        partial = torch.empty(config.split_k, w.numel(), dtype=acc)
-        launch = plan_weight_grad(y, x, spec, partial, torch.empty(config.split_k, 64, dtype=acc), config)
+    launch = kind.plan(spec, x, w, b, y, config)
     return dataclasses.replace(launch, constexprs={**launch.constexprs, "PRECISION": precision})
 
 
 # Every shipped tile that fits each dtype, for both architectures.
 CASES = [
-    pytest.param(
-        kind.name, variant, config, arch, id=f"{kind.name}-{_variant_id(variant)}-{_config_id(config)}-sm{arch}"
-    )
+    pytest.param(kind, variant, config, arch, id=f"{kind.name}-{_variant_id(variant)}-{_config_id(config)}-sm{arch}")
     for arch in ARCHS
     for kind in KERNEL_KINDS
     for variant in VARIANTS
@@ -92,7 +84,7 @@ def test_dot_under_16_fails_to_compile():
     """The interpreter runs a BLOCK_K=8 fp16 tile; the compiler for sm_90 must reject it."""
     bad = KernelConfig(block_m=64, block_n=64, block_k=8, num_warps=4, num_stages=3)
     with pytest.raises(GPUCompileError, match="K >= 16"):
-        compile_launch(_launch("forward", bad, torch.float16), 90)
+        compile_launch(_launch(FORWARD, bad, torch.float16), 90)
 
 
 def _other_launches(what: str, dtype: torch.dtype) -> Launch:

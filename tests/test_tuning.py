@@ -153,7 +153,7 @@ def _launches(kind: KernelKind, space_of: torch.dtype) -> list:
     space = select.search_space(kind, spec, dtype, "ieee", kind.heuristic(spec, dtype, "ieee"), exhaustive=False)
     # split_k is a runtime argument: one compile per tile.
     tiles = list(dict.fromkeys(c.__class__(c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages) for c in space))
-    return [kind.plan(spec, x, w, y, c) for c in tiles]
+    return [kind.plan(spec, x, w, torch.empty(128, dtype=dtype), y, c) for c in tiles]
 
 
 @_kinds

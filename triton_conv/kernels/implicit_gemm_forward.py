@@ -199,7 +199,7 @@ FORWARD = KernelKind(
     dense_gemm=lambda spec: (spec.output_pixels, spec.out_channels_per_group, spec.in_channels_per_group * spec.taps),
     key_pixels=lambda spec: spec.output_pixels,
     key_layout=lambda input, output: gemm_operand_layout(input),
-    plan=lambda spec, x, w, y, tile: plan_forward(x, w, None, spec, y, tile),
+    plan=lambda spec, x, w, b, y, tile: plan_forward(x, w, b, spec, y, tile),
 )
 
 

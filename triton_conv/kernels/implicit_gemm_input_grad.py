@@ -236,7 +236,7 @@ INPUT_GRAD = KernelKind(
     dense_gemm=lambda spec: (spec.input_pixels, spec.in_channels_per_group, spec.out_channels_per_group * spec.taps),
     key_pixels=lambda spec: spec.input_pixels,
     key_layout=lambda input, output: gemm_operand_layout(output),
-    plan=lambda spec, x, w, y, tile: plan_input_grad(y, w, spec, torch.empty_like(x), tile),
+    plan=lambda spec, x, w, b, y, tile: plan_input_grad(y, w, spec, torch.empty_like(x), tile),
 )
 
 

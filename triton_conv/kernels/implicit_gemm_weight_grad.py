@@ -304,8 +304,8 @@ WEIGHT_GRAD = KernelKind(
     dense_gemm=_gemm_extents,
     key_pixels=lambda spec: spec.output_pixels,
     key_layout=lambda input, output: layout_of(input),
-    plan=lambda spec, x, w, y, tile: plan_weight_grad(
-        y, x, spec, torch.empty(tile.split_k, w.numel(), dtype=partial_dtype(y.dtype), device=y.device), None, tile
+    plan=lambda spec, x, w, b, y, tile: plan_weight_grad(
+        y, x, spec, *partial_buffers(y, tile.split_k, w.numel(), None if b is None else b.numel()), tile
     ),
     adjust_tile=_swapped_tile,
     split_k=_split_k,

@@ -40,8 +40,9 @@ class KernelKind:
         key_layout: the key's layout field, from the convolution's input and output (N, C,
             *spatial) as the op holds them: the layout of the operand the kernel reads pixels from.
         plan: the kernel's launch (a ``kernels.common.Launch``, not run) with a given tile for
-            the convolution of input x by weight w into output y: ``(spec, x, w, y, tile)``,
-            what compile checks build.
+            the convolution of input x by weight w (bias b, or None) into output y:
+            ``(spec, x, w, b, y, tile)``, what compile checks build. The forward adds the bias,
+            the weight gradient computes its gradient too, the input gradient ignores it.
         adjust_tile: what the kind changes in the clipped first tile, if anything.
         split_k: the heuristic's split count of a reduction shared by ``tiles`` output tiles of a
             tile (``(spec, dtype, tile, tiles)``); None for kernels without split-K.
@@ -55,7 +56,7 @@ class KernelKind:
     dense_gemm: Callable[[ConvSpec], GemmExtents]
     key_pixels: Callable[[ConvSpec], int]
     key_layout: Callable[[torch.Tensor, torch.Tensor], str]
-    plan: Callable[[ConvSpec, torch.Tensor, torch.Tensor, torch.Tensor, KernelConfig], Any]
+    plan: Callable[[ConvSpec, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, KernelConfig], Any]
     adjust_tile: Callable[[ConvSpec, torch.dtype, str, KernelConfig], KernelConfig] | None = None
     split_k: Callable[[ConvSpec, torch.dtype, KernelConfig, int], int] | None = None
 
