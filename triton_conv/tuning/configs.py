@@ -201,7 +201,8 @@ def heuristic_config(
     gemm_n: int,
     gemm_k: int,
 ) -> KernelConfig:
-    """The first fitting tile of ``kind`` (the interpreter's under it) clipped to a GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``."""
+    """The first fitting tile of ``kind`` (its interpreter tile under the interpreter) clipped to a
+    GEMM of ``gemm_m x gemm_n``, reduction ``gemm_k``."""
     if not gpu_tiles():
         base = kind.interpreter_tile
         return KernelConfig(

@@ -78,7 +78,8 @@ _tuning_lock = threading.RLock()
 @contextlib.contextmanager
 def autotuning(mode: str | None = None) -> Iterator[list[TuningRecord]]:
     """Within, selection runs in ``mode`` (by default ``TRITON_CONV_AUTOTUNE``'s) and every key
-    it times is appended, in order, to the yielded list."""
+    it times is appended, in order, to the yielded list. Sessions nest; one thread opens them
+    (the launches they cover may run on any)."""
     global _session
     if mode is not None:
         _check_mode(mode, "mode")
