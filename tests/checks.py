@@ -10,14 +10,7 @@ import torch.nn.functional as F
 from triton_conv.perf import harness
 from triton_conv.perf.suite import SHAPES_BY_NUMBER, pass_bytes, pass_flops
 
-from triton_conv.testing import (
-    TORCH_CONV_TRANSPOSE,
-    TRITON_CONV,
-    TRITON_CONV_TRANSPOSE,
-    in_layout,
-    relative_error,
-    tolerance,
-)
+from triton_conv.testing import TORCH_CONV_TRANSPOSE, TRITON_CONV, TRITON_CONV_TRANSPOSE, in_layout
 
 from .reference import DEVICE, ConvCase, TCase, assert_close, make_inputs, make_transposed_inputs, reference_forward
 
@@ -81,13 +74,9 @@ def check_transposed(case: TCase, dtype: torch.dtype, layout: str = "contiguous"
     dy = in_layout(torch.randn(reference.shape, dtype=torch.float64).to(dtype).to(DEVICE), layout)
     ours = torch.autograd.grad(y, leaves, dy)
     expected = torch.autograd.grad(reference, leaves, dy.double())
-    tol = tolerance(dtype, case.reduction)
-    for what, got, want in zip(
-        ["output", "input", "weight", "bias", "residual"][: len(leaves) + 1], [y, *ours], [reference, *expected]
-    ):
-        assert got.shape == want.shape and got.dtype == dtype, f"{what}: {got.shape} {got.dtype}"
-        err = relative_error(got, want)
-        assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
+    names = ["output", "input", "weight", "bias", "residual"][: len(leaves) + 1]
+    for what, got, want in zip(names, [y, *ours], [reference, *expected]):
+        assert_close(got, want, dtype, case.reduction, f"{what} {case.id}")
 
 
 def _loss_and_grads(model: torch.nn.Module, x: torch.Tensor):
