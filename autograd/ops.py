@@ -66,35 +66,22 @@ def _pad(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
     return F.pad(input, widths) if any(widths) else input
 
 
+def _aten_geometry(spec: ConvSpec) -> tuple[list[int], list[int], list[int], bool, list[int], int]:
+    """aten's convolution arguments on the input padded by ``_pad``: stride, padding, dilation,
+    transposed, output_padding and groups."""
+    no_padding = [0] * spec.ndim
+    return spec.spatial(spec.stride), no_padding, spec.spatial(spec.dilation), False, no_padding, spec.groups
+
+
 def _aten_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
-    return torch.ops.aten.convolution(
-        _pad(input, spec),
-        weight,
-        bias,
-        spec.spatial(spec.stride),
-        [0] * spec.ndim,
-        spec.spatial(spec.dilation),
-        False,
-        [0] * spec.ndim,
-        spec.groups,
-    )
+    return torch.ops.aten.convolution(_pad(input, spec), weight, bias, *_aten_geometry(spec))
 
 
 def _aten_backward(
     grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, mask: list[bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad_output,
-        _pad(input, spec),
-        weight,
-        [spec.out_channels],
-        spec.spatial(spec.stride),
-        [0] * spec.ndim,
-        spec.spatial(spec.dilation),
-        False,
-        [0] * spec.ndim,
-        spec.groups,
-        mask,
+        grad_output, _pad(input, spec), weight, [spec.out_channels], *_aten_geometry(spec), mask
     )
     if grad_input is not None:
         # Back to the input's size: drop the padding, and zero-fill what negative padding cropped.

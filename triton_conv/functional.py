@@ -108,8 +108,8 @@ def run_batched(
 
 
 def _conv(ndim: int, torch_conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``conv{ndim}d``, the drop-in for ``torch_conv`` (which runs the complex dtypes)."""
-    name = torch_conv.__name__
+    """``conv{ndim}d``, the drop-in for ``torch_conv``, which runs the complex dtypes. A padding_mode
+    other than 'zeros' pads the input explicitly first, for torch's convolution and the kernels alike."""
 
     def conv(
         input: torch.Tensor,
@@ -124,21 +124,22 @@ def _conv(ndim: int, torch_conv: Callable[..., torch.Tensor]) -> Callable[..., t
         activation: str | None = None,
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        name = torch_conv.__name__
         input, weight, bias, residual = autocast_conv_arguments(input, weight, bias, residual)
         check_padding_mode(padding_mode)
         spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, ndim)
         check_epilogue(name, spec.out_shape, input, activation, residual)
         in_torch = runs_torch(name, input.dtype)
-        op_padding = spec.op_padding()
         if padding_mode != "zeros":  # padded explicitly first, as torch does
             input = F.pad(input, spec.pad_widths(), mode=padding_mode)
-            padding, op_padding = 0, [0] * (2 * ndim)
+            padding, spec = 0, spec.with_padded_input()
         if in_torch:
             return torch_epilogue(
                 torch_conv(input, weight, bias, stride, padding, dilation, groups), residual, activation
             )
-        geometry = (spec.spatial(spec.stride), op_padding, spec.spatial(spec.dilation), spec.groups)
-        return run_batched(ops.conv, ndim, input, weight, bias, *geometry, residual=residual, activation=activation)
+        return run_batched(
+            ops.conv, ndim, input, weight, bias, *spec.op_arguments(), residual=residual, activation=activation
+        )
 
     return drop_in(conv, torch_conv, ndim, "K, C/groups")
 

@@ -24,7 +24,6 @@ from .spec import IntOrSeq, conv_transpose_spec
 
 def _conv_transpose(ndim: int, torch_conv_transpose: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """``conv_transpose{ndim}d``, the drop-in for ``torch_conv_transpose`` (which runs the complex dtypes)."""
-    name = torch_conv_transpose.__name__
 
     def conv_transpose(
         input: torch.Tensor,
@@ -39,6 +38,7 @@ def _conv_transpose(ndim: int, torch_conv_transpose: Callable[..., torch.Tensor]
         activation: str | None = None,
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        name = torch_conv_transpose.__name__
         input, weight, bias, residual = autocast_conv_arguments(input, weight, bias, residual)
         spec = conv_transpose_spec(input, weight, bias, stride, padding, output_padding, groups, dilation, ndim)
         check_epilogue(name, spec.in_shape, input, activation, residual)
