@@ -97,8 +97,8 @@ def _input_grad_rule(
     channels_last: bool,
     *constants: Any,
 ) -> tuple[torch.Tensor, int]:
-    """As the fused convolutions': the batch when only the output gradient has a vmap dimension,
-    else groups; the input's shape grows with it along the batch or the channels."""
+    """A vmap dimension on the output gradient alone folds into the batch, one on the weight into
+    groups (as in ``_epilogue_rule``); the input's shape grows with it along the batch or the channels."""
     *geometry, groups = constants
     size = info.batch_size
     grad_output_dim, weight_dim = in_dims[:2]

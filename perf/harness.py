@@ -370,7 +370,8 @@ def triton_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Callable[[], Ou
         return _transposed_triton_pass(shape, pass_, ops)
     conv = TRITON_CONV[shape.dims]
     args = conv_arguments(shape)
-    geometry = shape.geometry().op_arguments()
+    padding = list(shape.padding) * 2  # the ops take leading then trailing padding
+    geometry = (list(shape.stride), padding, list(shape.dilation), shape.groups)
     if pass_ == "F":
         return lambda: {"y": conv(ops.x, ops.w, None, **args)}
     if pass_ == "E":
@@ -389,7 +390,7 @@ def _transposed_triton_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Cal
     convolution of dy, the weight gradient the convolution's weight gradient with x as its dy."""
     conv_transpose = TRITON_CONV_TRANSPOSE[shape.dims]
     args = conv_arguments(shape)
-    geometry = shape.geometry().op_arguments()
+    geometry = (list(shape.stride), shape.geometry().op_padding(), list(shape.dilation), shape.groups)
     if pass_ == "F":
         return lambda: {"y": conv_transpose(ops.x, ops.w, None, **args)}
     if pass_ == "E":
