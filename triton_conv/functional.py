@@ -25,12 +25,12 @@ from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
 from .runtime import warn_once
 from .spec import KERNEL_DTYPES, IntOrSeq, check_padding_mode, conv_spec
 
-Function = TypeVar("Function", bound=Callable[..., torch.Tensor])
+DropIn = TypeVar("DropIn", bound=Callable[..., torch.Tensor])
 
 _SPATIAL_DIMS = {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}
 
 
-def drop_in(function: Function, torch_function: Callable[..., torch.Tensor], ndim: int, weight_dims: str) -> Function:
+def drop_in(function: DropIn, torch_function: Callable[..., torch.Tensor], ndim: int, weight_dims: str) -> DropIn:
     """``function`` named and documented as the drop-in for ``torch_function`` (an ``F.conv*``):
     the docstring gives the shapes, ``weight_dims`` being the weight's two leading dimensions."""
     name = torch_function.__name__
