@@ -282,7 +282,9 @@ def torch_conv(shape: SuiteShape) -> Callable[..., torch.Tensor]:
     return (TORCH_CONV_TRANSPOSE if shape.transposed else TORCH_CONV)[shape.dims]
 
 
-def _aten_backward(shape: SuiteShape, ops: Operands, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+def _torch_conv_backward(shape: SuiteShape, ops: Operands, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+    """torch's convolution backward (aten's, cuDNN on CUDA): the gradients ``mask`` asks for, as
+    (input, weight, bias) with None for the others."""
     output_padding = list(shape.output_padding) if shape.transposed else [0] * shape.dims
     return torch.ops.aten.convolution_backward(
         ops.dy, ops.x, ops.w, None, list(shape.stride), list(shape.padding), list(shape.dilation),
@@ -300,7 +302,7 @@ def reference_outputs(shape: SuiteShape, ops: Operands, passes: tuple[str, ...])
     if "E" in passes:
         out["y_fused"] = torch.relu(torch_conv(shape)(ops.x, ops.w, ops.b, **conv_arguments(shape)) + ops.dy)
     if wanted_dx or wanted_dw:
-        dx, dw, _ = _aten_backward(shape, ops, [wanted_dx, wanted_dw, False])
+        dx, dw, _ = _torch_conv_backward(shape, ops, [wanted_dx, wanted_dw, False])
         out.update({k: v for k, v in (("dx", dx), ("dw", dw)) if v is not None})
     return out
 
@@ -382,9 +384,9 @@ def torch_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Callable[[], Out
     if pass_ == "E":
         return lambda: {"y_fused": torch.relu_(conv(ops.x, ops.w, ops.b, **args).add_(ops.dy))}
     if pass_ == "D":
-        return lambda: {"dx": _aten_backward(shape, ops, [True, False, False])[0]}
+        return lambda: {"dx": _torch_conv_backward(shape, ops, [True, False, False])[0]}
     if pass_ == "W":
-        return lambda: {"dw": _aten_backward(shape, ops, [False, True, False])[1]}
+        return lambda: {"dw": _torch_conv_backward(shape, ops, [False, True, False])[1]}
     return _forward_backward(shape, ops, lambda x, w: conv(x, w, None, **args))
 
 
