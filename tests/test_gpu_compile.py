@@ -118,12 +118,15 @@ def _other_launches(what: str, dtype: torch.dtype) -> Launch:
         return Launch(
             activation_grad_kernel,
             (1,),
-            (y, y, y, y.numel()),
+            {"grad_ptr": y, "saved_ptr": y, "out_ptr": y, "numel": y.numel()},
             {"ACTIVATION": "gelu", "ACC_DTYPE": accumulator_dtype(dtype), "INDEX_64": False, "BLOCK": 1024},
         )
     partial = torch.empty(3, 64, dtype=acc)
     return Launch(
-        split_k_sum_kernel, (1,), (partial, torch.empty(64, dtype=dtype), 64, 3), {"INDEX_64": False, "BLOCK": 1024}
+        split_k_sum_kernel,
+        (1,),
+        {"partial_ptr": partial, "out_ptr": torch.empty(64, dtype=dtype), "E": 64, "SPLIT_K": 3},
+        {"INDEX_64": False, "BLOCK": 1024},
     )
 
 
