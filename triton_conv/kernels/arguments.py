@@ -15,18 +15,42 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import triton.language as tl
 
-from ..spec import ConvSpec
-
-
-def tensor(name: str, t: torch.Tensor) -> dict[str, Any]:
-    """``{name}_ptr`` and ``{name}_strides`` of ``t``."""
-    return {f"{name}_ptr": t, f"{name}_strides": t.stride()}
+from ..spec import ConvSpec, needs_int64
+from .common import accumulator_dtype
+from .epilogue import Epilogue
 
 
-def bias(b: torch.Tensor | None, fallback: torch.Tensor) -> dict[str, Any]:
-    """``bias_ptr`` and ``bias_stride``; without a bias (the kernel's HAS_BIAS off), ``fallback`` and 0."""
-    return {"bias_ptr": b if b is not None else fallback, "bias_stride": b.stride(0) if b is not None else 0}
+def tensors(**named: torch.Tensor) -> dict[str, Any]:
+    """``{name}_ptr`` and ``{name}_strides`` of each named tensor."""
+    args: dict[str, Any] = {}
+    for name, t in named.items():
+        args[f"{name}_ptr"] = t
+        args[f"{name}_strides"] = t.stride()
+    return args
+
+
+def output(name: str, out: torch.Tensor, bias: torch.Tensor | None, epilogue: Epilogue) -> dict[str, Any]:
+    """The output ``{name}_ptr``/``{name}_strides`` and what the fused epilogue reads and writes
+    beside it: ``bias_ptr``/``bias_stride`` (``out`` and 0 without a bias), ``residual_ptr``/
+    ``residual_strides`` and ``z_ptr`` (``Epilogue.args``)."""
+    return {
+        **tensors(**{name: out}),
+        "bias_ptr": bias if bias is not None else out,
+        "bias_stride": bias.stride(0) if bias is not None else 0,
+        **epilogue.args(out),
+    }
+
+
+def output_flags(bias: torch.Tensor | None, epilogue: Epilogue) -> dict[str, Any]:
+    """The epilogue's constexprs: HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION."""
+    return {"HAS_BIAS": bias is not None, **epilogue.constexprs()}
+
+
+def numerics(dtype: torch.dtype, *spanned: torch.Tensor) -> dict[str, tl.dtype | bool]:
+    """ACC_DTYPE for operands of ``dtype``; INDEX_64 if any of the tensors ``spanned`` needs 64-bit offsets."""
+    return {"ACC_DTYPE": accumulator_dtype(dtype), "INDEX_64": needs_int64(*spanned)}
 
 
 def sizes(spec: ConvSpec) -> dict[str, tuple[int, int, int]]:

@@ -24,10 +24,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d, needs_int64
+from ..spec import ConvSpec, as_3d
 from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, split_k_for
 from . import arguments
-from .common import Launch, accumulator_dtype
+from .common import Launch
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .split_k import partial_buffers, sum_splits
@@ -475,27 +475,11 @@ def plan_direct_forward(
     w_groups = triton.cdiv(w_out, cfg.pixels)
     groups = spec.batch * d_out * h_out * w_groups
     grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
-    args = dict(
-        **arguments.tensor("x", x),
-        **arguments.tensor("w", w),
-        **arguments.tensor("y", y),
-        **arguments.bias(bias, x),
-        **epilogue.args(y),
-        **arguments.sizes(spec),
-        C_G=spec.in_channels_per_group,
-        K=spec.out_channels,
-        K_G=spec.out_channels_per_group,
-        GROUPS_PER_ROW=w_groups,
-        PIXEL_GROUPS=groups,
-    )
-    constexprs = dict(
-        **_geometry_constexprs(spec),
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        INDEX_64=needs_int64(x, w, y, args["residual_ptr"]),
-        ACC_DTYPE=accumulator_dtype(x.dtype),
-        **_tile_constexprs(cfg),
-    )
+    args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
+    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
+    args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups)
+    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(x.dtype, x, w, y, args["residual_ptr"])
+    constexprs |= _geometry_constexprs(spec) | _tile_constexprs(cfg)
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -517,28 +501,11 @@ def plan_direct_input_grad(
     w_groups = triton.cdiv(w_in, cfg.pixels * stride_w)
     groups = spec.batch * d_in * h_in * w_groups
     grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
-    args = dict(
-        **arguments.tensor("dy", dy),
-        **arguments.tensor("w", w),
-        **arguments.tensor("dx", dx),
-        **arguments.bias(bias, dx),
-        **epilogue.args(dx),
-        **arguments.sizes(spec),
-        C=spec.in_channels,
-        C_G=spec.in_channels_per_group,
-        K_G=spec.out_channels_per_group,
-        GROUPS_PER_ROW=w_groups,
-        PIXEL_GROUPS=groups,
-    )
-    constexprs = dict(
-        **_geometry_constexprs(spec),
-        PAD_W=spec.pad_lo[2],
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]),
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **_tile_constexprs(cfg),
-    )
+    args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
+    args |= dict(C=spec.in_channels, C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group)
+    args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups)
+    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(dy.dtype, dy, w, dx, args["residual_ptr"])
+    constexprs |= _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(PAD_W=spec.pad_lo[2])
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -575,26 +542,12 @@ def plan_direct_weight_grad(
     chunk = triton.cdiv(triton.cdiv(groups, cfg.block_g), split_k) * cfg.block_g
     columns = programs // triton.cdiv(spec.out_channels, cfg.block_c)
     grid = (triton.cdiv(spec.out_channels, cfg.block_c), columns, split_k)
-    args = dict(
-        **arguments.tensor("dy", dy),
-        **arguments.tensor("x", x),
-        dw_partial_ptr=dw_partial,
-        db_partial_ptr=db_partial if db_partial is not None else dw_partial,
-        **arguments.sizes(spec),
-        C_G=spec.in_channels_per_group,
-        K=spec.out_channels,
-        K_G=spec.out_channels_per_group,
-        GROUPS_PER_ROW=w_groups,
-        PIXEL_GROUPS=groups,
-        CHUNK=chunk,
-    )
-    constexprs = dict(
-        **_geometry_constexprs(spec),
-        HAS_BIAS_GRAD=db_partial is not None,
-        INDEX_64=needs_int64(dy, x, dw_partial),
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **_tile_constexprs(cfg),
-    )
+    args = arguments.tensors(dy=dy, x=x) | arguments.sizes(spec)
+    args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
+    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
+    args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups, CHUNK=chunk)
+    constexprs = arguments.numerics(dy.dtype, dy, x, dw_partial) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs |= dict(HAS_BIAS_GRAD=db_partial is not None)
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 

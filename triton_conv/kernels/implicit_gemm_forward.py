@@ -12,12 +12,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d, needs_int64
+from ..spec import ConvSpec, as_3d
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, accumulator_dtype, dot_operand, dot_precision
+from .common import Launch, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .layout import gemm_operand, store_transposed
@@ -88,12 +88,10 @@ def implicit_gemm_forward_kernel(
 
     D_OUT, H_OUT, W_OUT = output_size
     n, od, oh, ow = unravel_pixels(offs_m, D_OUT, H_OUT, W_OUT)
-    conv_stride_d, conv_stride_h, conv_stride_w = conv_stride
-    pad_d, pad_h, pad_w = padding
     # Input coordinate of tap 0; tap (t, r, s) adds (t*dil_d, r*dil_h, s*dil_w).
-    id0 = od * conv_stride_d - pad_d
-    ih0 = oh * conv_stride_h - pad_h
-    iw0 = ow * conv_stride_w - pad_w
+    id0 = od * conv_stride[0] - padding[0]
+    ih0 = oh * conv_stride[1] - padding[1]
+    iw0 = ow * conv_stride[2] - padding[2]
     # Element offsets of tap 0, channel 0; a step adds one scalar to every element. The base
     # pointers join only at the loads: 64-bit pointer tiles held across the loop take twice the
     # registers.
@@ -186,30 +184,16 @@ def plan_forward(
         triton.cdiv(spec.out_channels_per_group, cfg.block_n),
         spec.groups,
     )
-    args = dict(
-        **arguments.tensor("x", x),
-        **arguments.tensor("w", w),
-        **arguments.tensor("y", y),
-        **arguments.bias(bias, x),
-        **epilogue.args(y),
-        **arguments.sizes(spec),
-        **arguments.filter_geometry(spec),
-        C_G=spec.in_channels_per_group,
-        K_G=spec.out_channels_per_group,
-        M=spec.output_pixels,
-        TAPS=spec.taps,
-    )
-    constexprs = dict(
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded)),
+    args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
+    args |= arguments.filter_geometry(spec)
+    args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M=spec.output_pixels, TAPS=spec.taps)
+    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(x.dtype, x, w, y, args["residual_ptr"])
+    constexprs |= dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded)) | cfg.blocks()
+    constexprs |= dict(
         EVEN_C=spec.in_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.out_channels_per_group % cfg.block_n == 0,
         STORE_TRANSPOSED=store_transposed(y),
-        INDEX_64=needs_int64(x, w, y, args["residual_ptr"]),
         PRECISION=precision,
-        ACC_DTYPE=accumulator_dtype(x.dtype),
-        **cfg.blocks(),
     )
     return Launch(implicit_gemm_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 

@@ -19,12 +19,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d, needs_int64
+from ..spec import ConvSpec, as_3d
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, accumulator_dtype, dot_operand, dot_precision
+from .common import Launch, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .layout import gemm_operand, store_transposed
@@ -224,33 +224,17 @@ def plan_input_grad(
         triton.cdiv(spec.in_channels_per_group, cfg.block_n),
         spec.groups * phases,
     )
-    args = dict(
-        **arguments.tensor("dy", dy),
-        **arguments.tensor("w", w),
-        **arguments.tensor("dx", dx),
-        **arguments.bias(bias, dx),
-        **epilogue.args(dx),
-        **arguments.sizes(spec),
-        **arguments.filter_geometry(spec),
-        phase_tap_step=spec.phase_tap_step,
-        phase_out_step=spec.phase_out_step,
-        phase_size=spec.pixels_per_phase,
-        C_G=spec.in_channels_per_group,
-        K_G=spec.out_channels_per_group,
-        M_PH=m_ph,
-        GROUPS=spec.groups,
-    )
-    constexprs = dict(
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds)),
+    args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
+    args |= arguments.filter_geometry(spec)
+    args |= dict(phase_tap_step=spec.phase_tap_step, phase_out_step=spec.phase_out_step, phase_size=(d_ph, h_ph, w_ph))
+    args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M_PH=m_ph, GROUPS=spec.groups)
+    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(dy.dtype, dy, w, dx, args["residual_ptr"])
+    constexprs |= dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds)) | cfg.blocks()
+    constexprs |= dict(
         EVEN_K=spec.out_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.in_channels_per_group % cfg.block_n == 0,
         STORE_TRANSPOSED=store_transposed(dx),
-        INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]),
         PRECISION=precision,
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **cfg.blocks(),
     )
     return Launch(implicit_gemm_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 

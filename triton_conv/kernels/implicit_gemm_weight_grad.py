@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d, needs_int64
+from ..spec import ConvSpec, as_3d
 from ..tuning.configs import (
     SWAPPED_WEIGHT_GRAD_TILE,
     WGMMA_ROWS,
@@ -31,7 +31,7 @@ from ..tuning.configs import (
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, accumulator_dtype, dot_operand, dot_precision
+from .common import Launch, dot_operand, dot_precision
 from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, partial_dtype, sum_splits
 
@@ -148,11 +148,9 @@ def implicit_gemm_weight_grad_kernel(
     c = cols % c_g
     _, R, S = kernel_size
     kt, kr, ks = unravel_tap(tap, R, S)
-    pad_d, pad_h, pad_w = padding
-    dil_d, dil_h, dil_w = dilation
-    shift_d = kt * dil_d - pad_d
-    shift_h = kr * dil_h - pad_h
-    shift_w = ks * dil_w - pad_w
+    shift_d = kt * dilation[0] - padding[0]
+    shift_h = kr * dilation[1] - padding[1]
+    shift_w = ks * dilation[2] - padding[2]
     # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
     # across the loop take twice the registers and made small tiles spill.
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
@@ -163,7 +161,9 @@ def implicit_gemm_weight_grad_kernel(
         # written as a remainder, the compiler sees the run (and vectorizes it) even when C_G is small.
         run = S * c_g
         kt_kr = tl.minimum(cols // run, TAPS // S - 1)
-        x_cols = (kt_kr // R * dil_d - pad_d) * sx_d + (kt_kr % R * dil_h - pad_h) * sx_h + cols % run
+        shift_kt = kt_kr // R * dilation[0] - padding[0]
+        shift_kr = kt_kr % R * dilation[1] - padding[1]
+        x_cols = shift_kt * sx_d + shift_kr * sx_h + cols % run
     else:
         x_cols = (group * C_G + c) * sx_c + shift_d * sx_d + shift_h * sx_h + shift_w * sx_w
 
@@ -302,25 +302,14 @@ def plan_weight_grad(
         max(1, triton.cdiv(spec.taps * spec.in_channels_per_group, config.block_n)),
         spec.groups * config.split_k,
     )
-    args = dict(
-        **arguments.tensor("dy", dy),
-        **arguments.tensor("x", x),
-        dw_partial_ptr=dw_partial,
-        db_partial_ptr=db_partial if db_partial is not None else dw_partial,
-        **arguments.sizes(spec),
-        **arguments.filter_geometry(spec),
-        C_G=spec.in_channels_per_group,
-        K=spec.out_channels,
-        K_G=spec.out_channels_per_group,
-        P=spec.output_pixels,
-        TAPS=spec.taps,
-        GROUPS=spec.groups,
-        SPLIT_K=config.split_k,
-        CHUNK=blocks_per_split * config.block_k,
-    )
-    constexprs = dict(
+    args = arguments.tensors(dy=dy, x=x) | arguments.sizes(spec) | arguments.filter_geometry(spec)
+    args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
+    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
+    args |= dict(P=spec.output_pixels, TAPS=spec.taps, GROUPS=spec.groups, SPLIT_K=config.split_k)
+    args |= dict(CHUNK=blocks_per_split * config.block_k)
+    constexprs = pixel_geometry_flags(spec, dy, x) | arguments.numerics(dy.dtype, dy, x, dw_partial) | config.blocks()
+    constexprs |= dict(
         HAS_BIAS_GRAD=db_partial is not None,
-        **pixel_geometry_flags(spec, dy, x),
         SWAP_AB=swaps_operands(config),
         W_RUNS=x.stride(1) == 1
         and x.stride(4) == spec.in_channels
@@ -329,10 +318,7 @@ def plan_weight_grad(
         and spec.pad_lo[2] == spec.pad_hi[2] == 0,
         EVEN_P=spec.output_pixels % config.block_k == 0,
         HAS_COLUMNS=spec.in_channels_per_group > 0,
-        INDEX_64=needs_int64(dy, x, dw_partial),
         PRECISION=dot_precision(dy),
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **config.blocks(),
     )
     return Launch(implicit_gemm_weight_grad_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
 
