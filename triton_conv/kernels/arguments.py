@@ -8,6 +8,10 @@ shapes the output size) and, where they are runtime values, ``kernel_size`` (T, 
 ``conv_stride`` (the convolution's step between output pixels, never a memory stride) and
 ``dilation``. Triton specialises each element of a tuple argument as it does a scalar argument:
 an element equal to 1 becomes a constant, one divisible by 16 carries that hint.
+
+Kernels list their pointers first, then sizes and geometry, then memory strides: the order the
+compiled code was tuned with (``ptxas`` allocated up to 8 more registers per thread with each
+pointer beside its strides).
 """
 
 from __future__ import annotations
@@ -15,10 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import triton.language as tl
 
-from ..spec import ConvSpec, needs_int64
-from .common import accumulator_dtype
+from ..spec import ConvSpec
 from .epilogue import Epilogue
 
 
@@ -46,11 +48,6 @@ def output(name: str, out: torch.Tensor, bias: torch.Tensor | None, epilogue: Ep
 def output_flags(bias: torch.Tensor | None, epilogue: Epilogue) -> dict[str, Any]:
     """The epilogue's constexprs: HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION."""
     return {"HAS_BIAS": bias is not None, **epilogue.constexprs()}
-
-
-def numerics(dtype: torch.dtype, *spanned: torch.Tensor) -> dict[str, tl.dtype | bool]:
-    """ACC_DTYPE for operands of ``dtype``; INDEX_64 if any of the tensors ``spanned`` needs 64-bit offsets."""
-    return {"ACC_DTYPE": accumulator_dtype(dtype), "INDEX_64": needs_int64(*spanned)}
 
 
 def sizes(spec: ConvSpec) -> dict[str, tuple[int, int, int]]:

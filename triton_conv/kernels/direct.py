@@ -24,10 +24,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d
+from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, split_k_for
 from . import arguments
-from .common import Launch
+from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .split_k import partial_buffers, sum_splits
@@ -110,9 +110,9 @@ def input_grad_taps(
 
 @triton.jit
 def direct_forward_kernel(
-    x_ptr, x_strides, w_ptr, w_strides, y_ptr, y_strides,
-    bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr,
-    input_size, output_size, padding, C_G, K, K_G, GROUPS_PER_ROW, PIXEL_GROUPS,
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    C_G, input_size, K, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
+    x_strides, w_strides, y_strides, bias_stride, residual_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
@@ -215,9 +215,9 @@ def direct_forward_kernel(
 
 @triton.jit
 def direct_input_grad_kernel(
-    dy_ptr, dy_strides, w_ptr, w_strides, dx_ptr, dx_strides,
-    bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr,
-    input_size, output_size, padding, C, C_G, K_G, GROUPS_PER_ROW, PIXEL_GROUPS,
+    dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr,
+    C, C_G, input_size, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
+    dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
@@ -327,8 +327,9 @@ def direct_input_grad_kernel(
 
 @triton.jit
 def direct_weight_grad_kernel(
-    dy_ptr, dy_strides, x_ptr, x_strides, dw_partial_ptr, db_partial_ptr,
-    input_size, output_size, padding, C_G, K, K_G, GROUPS_PER_ROW, PIXEL_GROUPS, CHUNK,
+    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
+    C_G, input_size, K, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, CHUNK, padding,
+    dy_strides, x_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
@@ -478,8 +479,8 @@ def plan_direct_forward(
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
     args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups)
-    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(x.dtype, x, w, y, args["residual_ptr"])
-    constexprs |= _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -504,8 +505,9 @@ def plan_direct_input_grad(
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C=spec.in_channels, C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group)
     args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups)
-    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(dy.dtype, dy, w, dx, args["residual_ptr"])
-    constexprs |= _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(PAD_W=spec.pad_lo[2])
+    constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
+    constexprs |= dict(PAD_W=spec.pad_lo[2])
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -546,8 +548,8 @@ def plan_direct_weight_grad(
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
     args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
     args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups, CHUNK=chunk)
-    constexprs = arguments.numerics(dy.dtype, dy, x, dw_partial) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
-    constexprs |= dict(HAS_BIAS_GRAD=db_partial is not None)
+    constexprs = _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(HAS_BIAS_GRAD=db_partial is not None)
+    constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 

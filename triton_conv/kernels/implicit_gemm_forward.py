@@ -12,12 +12,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d
+from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, dot_operand, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .layout import gemm_operand, store_transposed
@@ -26,9 +26,9 @@ from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_in
 
 @triton.jit
 def implicit_gemm_forward_kernel(
-    x_ptr, x_strides, w_ptr, w_strides, y_ptr, y_strides,
-    bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr,
-    input_size, output_size, padding, kernel_size, conv_stride, dilation, C_G, K_G, M, TAPS,
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    C_G, input_size, K_G, output_size, M, kernel_size, TAPS, conv_stride, padding, dilation,
+    x_strides, w_strides, y_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_C: tl.constexpr, EVEN_N: tl.constexpr,
     STORE_TRANSPOSED: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -187,8 +187,9 @@ def plan_forward(
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= arguments.filter_geometry(spec)
     args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M=spec.output_pixels, TAPS=spec.taps)
-    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(x.dtype, x, w, y, args["residual_ptr"])
-    constexprs |= dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded)) | cfg.blocks()
+    constexprs = arguments.output_flags(bias, epilogue) | dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded))
+    constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
+    constexprs |= cfg.blocks()
     constexprs |= dict(
         EVEN_C=spec.in_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.out_channels_per_group % cfg.block_n == 0,

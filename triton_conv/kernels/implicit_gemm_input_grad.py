@@ -19,12 +19,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d
+from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, dot_operand, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
 from .layout import gemm_operand, store_transposed
@@ -33,10 +33,10 @@ from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_ins
 
 @triton.jit
 def implicit_gemm_input_grad_kernel(
-    dy_ptr, dy_strides, w_ptr, w_strides, dx_ptr, dx_strides,
-    bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr,
-    input_size, output_size, padding, kernel_size, conv_stride, dilation, phase_tap_step, phase_out_step,
-    phase_size, C_G, K_G, M_PH, GROUPS,
+    dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr,
+    C_G, input_size, K_G, output_size, phase_size, M_PH, kernel_size, GROUPS,
+    conv_stride, padding, dilation, phase_tap_step, phase_out_step,
+    dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
     STORE_TRANSPOSED: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -228,8 +228,9 @@ def plan_input_grad(
     args |= arguments.filter_geometry(spec)
     args |= dict(phase_tap_step=spec.phase_tap_step, phase_out_step=spec.phase_out_step, phase_size=(d_ph, h_ph, w_ph))
     args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M_PH=m_ph, GROUPS=spec.groups)
-    constexprs = arguments.output_flags(bias, epilogue) | arguments.numerics(dy.dtype, dy, w, dx, args["residual_ptr"])
-    constexprs |= dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds)) | cfg.blocks()
+    constexprs = arguments.output_flags(bias, epilogue) | cfg.blocks()
+    constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
+    constexprs |= dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds))
     constexprs |= dict(
         EVEN_K=spec.out_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.in_channels_per_group % cfg.block_n == 0,

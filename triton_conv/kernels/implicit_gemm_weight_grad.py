@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..spec import ConvSpec, as_3d
+from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     SWAPPED_WEIGHT_GRAD_TILE,
     WGMMA_ROWS,
@@ -31,7 +31,7 @@ from ..tuning.configs import (
 from ..tuning.key import layout_of
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, dot_operand, dot_precision
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, partial_dtype, sum_splits
 
@@ -72,9 +72,9 @@ def _advance(digit, step, carry, extent):
 
 @triton.jit
 def implicit_gemm_weight_grad_kernel(
-    dy_ptr, dy_strides, x_ptr, x_strides, dw_partial_ptr, db_partial_ptr,
-    input_size, output_size, padding, kernel_size, conv_stride, dilation,
-    C_G, K, K_G, P, TAPS, GROUPS, SPLIT_K, CHUNK,
+    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
+    C_G, input_size, K, K_G, output_size, P, kernel_size, TAPS, GROUPS, SPLIT_K, CHUNK, conv_stride, padding, dilation,
+    dy_strides, x_strides,
     HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     DY_LINEAR: tl.constexpr, X_LINEAR: tl.constexpr, MASK_D: tl.constexpr, MASK_H: tl.constexpr, MASK_W: tl.constexpr,
     TRACK_N: tl.constexpr, TRACK_D: tl.constexpr, TRACK_H: tl.constexpr, TRACK_W: tl.constexpr,
@@ -307,7 +307,8 @@ def plan_weight_grad(
     args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
     args |= dict(P=spec.output_pixels, TAPS=spec.taps, GROUPS=spec.groups, SPLIT_K=config.split_k)
     args |= dict(CHUNK=blocks_per_split * config.block_k)
-    constexprs = pixel_geometry_flags(spec, dy, x) | arguments.numerics(dy.dtype, dy, x, dw_partial) | config.blocks()
+    constexprs = pixel_geometry_flags(spec, dy, x) | config.blocks()
+    constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     constexprs |= dict(
         HAS_BIAS_GRAD=db_partial is not None,
         SWAP_AB=swaps_operands(config),
