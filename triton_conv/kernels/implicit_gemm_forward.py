@@ -30,8 +30,8 @@ def implicit_gemm_forward_kernel(
     C_G, input_size, K_G, output_size, M, kernel_size, TAPS, conv_stride, padding, dilation,
     x_strides, w_strides, y_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_C: tl.constexpr, EVEN_N: tl.constexpr,
-    STORE_TRANSPOSED: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr, CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
+    EVEN_C: tl.constexpr, EVEN_N: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """y = activation(conv(x, w) + bias + residual) for one (BLOCK_M pixels) x (BLOCK_N channels)
