@@ -4,15 +4,16 @@ With fewer than 16 input channels per group, a matrix unit would pad each group'
 16 and waste most of its work (16x for depthwise). These kernels instead compute exactly the
 useful multiply-adds on CUDA cores.
 
-A tile is (groups) x (channels), channels innermost, so that channels-last tensors load in
-16-byte vectors along channels. A group is ``PIXELS`` consecutive pixels of one row along W,
+A tile is (pixel groups) x (channels), channels innermost, so that channels-last tensors load in
+16-byte vectors along channels. A pixel group (a "group" in the kernels: BLOCK_G, PIXEL_GROUPS)
+is ``PIXELS`` consecutive pixels of one row along W,
 all held by one thread: the taps of a filter row read overlapping input columns, and with the
-filter sizes, strides and dilations constexpr every (pixel, tap) pair's column is a constant
+filter sizes, convolution steps and dilations constexpr every (pixel, tap) pair's column is a constant
 offset, so each column is loaded once per row and shared by all the taps that read it (the
 compiler merges the identical loads). Coordinates are unravelled once per program, so the loops
-divide only by constexpr strides (shifts and multiplies), never by a runtime value.
+divide only by constexpr steps (shifts and multiplies), never by a runtime value.
 
-Channel k of the output belongs to group k // K_G and reads input channels
+Channel k of the output belongs to convolution group k // K_G and reads input channels
 (k // K_G) * C_G + c for c < C_G; K_G > 1 is a channel multiplier.
 """
 
@@ -473,12 +474,12 @@ def plan_direct_forward(
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
     d_out, h_out, w_out = spec.output_size
     cfg = _tile(spec, spec.out_channels, w_out, x)
-    w_groups = triton.cdiv(w_out, cfg.pixels)
-    groups = spec.batch * d_out * h_out * w_groups
-    grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
+    groups_per_row = triton.cdiv(w_out, cfg.pixels)
+    pixel_groups = spec.batch * d_out * h_out * groups_per_row
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
-    args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups)
+    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
     constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
     constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
@@ -496,15 +497,15 @@ def plan_direct_input_grad(
     activation(that + bias + residual): a transposed convolution."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
     d_in, h_in, w_in = spec.input_size
-    stride_w = spec.stride[2]
+    conv_stride_w = spec.stride[2]
     fused = epilogue.residual is not None or epilogue.pre_activation is not None
-    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, stride_w), dy, fused_transposed_epilogue=fused)
-    w_groups = triton.cdiv(w_in, cfg.pixels * stride_w)
-    groups = spec.batch * d_in * h_in * w_groups
-    grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
+    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, conv_stride_w), dy, fused_transposed_epilogue=fused)
+    groups_per_row = triton.cdiv(w_in, cfg.pixels * conv_stride_w)
+    pixel_groups = spec.batch * d_in * h_in * groups_per_row
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C=spec.in_channels, C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group)
-    args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups)
+    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
     constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
     constexprs |= dict(PAD_W=spec.pad_lo[2])
@@ -512,22 +513,22 @@ def plan_direct_input_grad(
 
 
 def _weight_grad_tiling(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> tuple[DirectConfig, int, int, int]:
-    """The weight gradient's tile, groups per output row, all groups, and programs per split."""
+    """The weight gradient's tile, pixel groups per output row, all pixel groups, and programs per split."""
     d_out, h_out, w_out = spec.output_size
     cfg = _tile(spec, spec.out_channels, w_out, as_3d(dy), as_3d(x))
     t, r, s = spec.kernel_size
-    w_groups = triton.cdiv(w_out, cfg.pixels)
-    groups = spec.batch * d_out * h_out * w_groups
+    groups_per_row = triton.cdiv(w_out, cfg.pixels)
+    pixel_groups = spec.batch * d_out * h_out * groups_per_row
     # At least one column, so that the bias gradient is computed even with no channels.
     columns = max(1, spec.in_channels_per_group) * t * r * triton.cdiv(s, cfg.taps_per_step)
     programs = triton.cdiv(spec.out_channels, cfg.block_c) * columns
-    return cfg, w_groups, groups, programs
+    return cfg, groups_per_row, pixel_groups, programs
 
 
 def direct_split_k(spec: ConvSpec, grad_output: torch.Tensor, input: torch.Tensor) -> int:
     """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 tiles."""
-    cfg, _, groups, programs = _weight_grad_tiling(spec, grad_output, input)
-    return split_k_for(programs, groups, cfg.block_g)
+    cfg, _, pixel_groups, programs = _weight_grad_tiling(spec, grad_output, input)
+    return split_k_for(programs, pixel_groups, cfg.block_g)
 
 
 def plan_direct_weight_grad(
@@ -540,14 +541,14 @@ def plan_direct_weight_grad(
     """The launch writing split partials of dw (and db); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
-    cfg, w_groups, groups, programs = _weight_grad_tiling(spec, dy, x)
-    chunk = triton.cdiv(triton.cdiv(groups, cfg.block_g), split_k) * cfg.block_g
+    cfg, groups_per_row, pixel_groups, programs = _weight_grad_tiling(spec, dy, x)
+    chunk = triton.cdiv(triton.cdiv(pixel_groups, cfg.block_g), split_k) * cfg.block_g
     columns = programs // triton.cdiv(spec.out_channels, cfg.block_c)
     grid = (triton.cdiv(spec.out_channels, cfg.block_c), columns, split_k)
     args = arguments.tensors(dy=dy, x=x) | arguments.sizes(spec)
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
     args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
-    args |= dict(GROUPS_PER_ROW=w_groups, PIXEL_GROUPS=groups, CHUNK=chunk)
+    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups, CHUNK=chunk)
     constexprs = _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(HAS_BIAS_GRAD=db_partial is not None)
     constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
