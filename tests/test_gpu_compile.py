@@ -8,12 +8,13 @@ import dataclasses
 
 import pytest
 import torch
+from triton.runtime.jit import JITFunction
 
 from triton_conv.kernels.common import Launch, accumulator_dtype
 from triton_conv.kernels.direct import plan_direct_forward, plan_direct_input_grad, plan_direct_weight_grad
 from triton_conv.kernels.epilogue import Epilogue, activation_grad_kernel
-from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, compile_launch
-from triton_conv.kernels.implicit_gemm_forward import plan_forward
+from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, _Request, _specialize, compile_launch
+from triton_conv.kernels.implicit_gemm_forward import implicit_gemm_forward_kernel, plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import plan_weight_grad, weight_grad_config
 from triton_conv.kernels.split_k import split_k_sum_kernel
@@ -83,6 +84,26 @@ def test_shipped_configs_compile(kind, variant, config, arch):
     assert info.spill_bytes == 0, f"register spills: {info}"
     if arch == 90 and dtype.itemsize == 2:
         assert info.uses_wgmma, f"no wgmma: {info}"
+
+
+def test_tuple_arguments_specialize_like_scalars():
+    """Each element of a tuple argument is specialised as Triton's launcher specialises a scalar:
+    1 becomes a constant, a multiple of 16 carries the divisibility hint, keyed by (parameter, element)."""
+    x = torch.empty(2, 32, 8, 8).to(memory_format=torch.channels_last)
+    w = torch.empty(16, 32, 3, 3)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    config = candidate_configs("forward", torch.float32, "ieee")[0]
+    launch = plan_forward(x, w, None, spec, torch.empty(spec.out_shape), config)
+    strides = launch.args["x_strides"]
+    assert 1 in strides and any(s > 1 and s % 16 == 0 for s in strides), strides  # both cases occur
+    fn = JITFunction(implicit_gemm_forward_kernel.fn)
+    signature, constants, attrs = _specialize(fn, _Request.of(launch, 90, False))
+    index = next(p.num for p in fn.params if p.name == "x_strides")
+    assert signature["x_strides"] == tuple("constexpr" if s == 1 else "i32" for s in strides)
+    for element, stride in enumerate(strides):
+        assert constants.get((index, element)) == (1 if stride == 1 else None)
+        hinted = attrs.get((index, element)) == [["tt.divisibility", 16]]
+        assert hinted == (stride != 1 and stride % 16 == 0), (element, stride)
 
 
 def test_dot_under_16_fails_to_compile():

@@ -83,20 +83,7 @@ def compile_launch(launch: Launch, arch: int = 90, assembly: bool = False) -> Co
     compiled from its module as imported afresh. Raises ``GPUCompileError`` if it does not compile.
     A request identical to an earlier one in this process is answered from memory.
     """
-    fn = launch.kernel
-    while not inspect.isfunction(fn):  # JITFunction, InterpretedFunction, Autotuner, Heuristics
-        fn = fn.fn
-    request = _Request(
-        module=fn.__module__,
-        qualname=fn.__qualname__,
-        args={name: _TensorArg.of(a) if isinstance(a, torch.Tensor) else a for name, a in launch.args.items()},
-        constexprs=launch.constexprs,
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
-        arch=arch,
-        assembly=assembly,
-    )
-    answer = _SERVER.ask(request)
+    answer = _SERVER.ask(_Request.of(launch, arch, assembly))
     if isinstance(answer, str):
         raise GPUCompileError(answer)
     return answer
@@ -128,6 +115,22 @@ class _Request:
     num_stages: int
     arch: int
     assembly: bool
+
+    @staticmethod
+    def of(launch: Launch, arch: int, assembly: bool) -> _Request:
+        fn = launch.kernel
+        while not inspect.isfunction(fn):  # JITFunction, InterpretedFunction, Autotuner, Heuristics
+            fn = fn.fn
+        return _Request(
+            module=fn.__module__,
+            qualname=fn.__qualname__,
+            args={name: _TensorArg.of(a) if isinstance(a, torch.Tensor) else a for name, a in launch.args.items()},
+            constexprs=launch.constexprs,
+            num_warps=launch.num_warps,
+            num_stages=launch.num_stages,
+            arch=arch,
+            assembly=assembly,
+        )
 
 
 class _Server:
