@@ -462,6 +462,13 @@ def _tile(
     return replace(cfg, taps_per_step=steps)
 
 
+def _pixel_groups(spec: ConvSpec, size: tuple[int, int, int], group_width: int) -> tuple[int, int]:
+    """Groups of ``group_width`` consecutive pixels per row of a (N, *size) grid, and in all."""
+    d, h, w = size
+    per_row = triton.cdiv(w, group_width)
+    return per_row, spec.batch * d * h * per_row
+
+
 def plan_direct_forward(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -472,10 +479,8 @@ def plan_direct_forward(
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
-    d_out, h_out, w_out = spec.output_size
-    cfg = _tile(spec, spec.out_channels, w_out, x)
-    groups_per_row = triton.cdiv(w_out, cfg.pixels)
-    pixel_groups = spec.batch * d_out * h_out * groups_per_row
+    cfg = _tile(spec, spec.out_channels, spec.output_size[2], x)
+    groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
@@ -496,29 +501,26 @@ def plan_direct_input_grad(
     """The launch writing d(loss)/d(input) into ``grad_input``; with ``bias`` and ``epilogue``,
     activation(that + bias + residual): a transposed convolution."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
-    d_in, h_in, w_in = spec.input_size
     conv_stride_w = spec.stride[2]
     fused = epilogue.residual is not None or epilogue.pre_activation is not None
-    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, conv_stride_w), dy, fused_transposed_epilogue=fused)
-    groups_per_row = triton.cdiv(w_in, cfg.pixels * conv_stride_w)
-    pixel_groups = spec.batch * d_in * h_in * groups_per_row
+    width = triton.cdiv(spec.input_size[2], conv_stride_w)
+    cfg = _tile(spec, spec.in_channels, width, dy, fused_transposed_epilogue=fused)
+    groups_per_row, pixel_groups = _pixel_groups(spec, spec.input_size, cfg.pixels * conv_stride_w)
     grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C=spec.in_channels, C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
-    constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | _tile_constexprs(cfg)
+    constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
-    constexprs |= dict(PAD_W=spec.pad_lo[2])
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
 def _weight_grad_tiling(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> tuple[DirectConfig, int, int, int]:
     """The weight gradient's tile, pixel groups per output row, all pixel groups, and programs per split."""
-    d_out, h_out, w_out = spec.output_size
-    cfg = _tile(spec, spec.out_channels, w_out, as_3d(dy), as_3d(x))
+    cfg = _tile(spec, spec.out_channels, spec.output_size[2], as_3d(dy), as_3d(x))
     t, r, s = spec.kernel_size
-    groups_per_row = triton.cdiv(w_out, cfg.pixels)
-    pixel_groups = spec.batch * d_out * h_out * groups_per_row
+    groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     # At least one column, so that the bias gradient is computed even with no channels.
     columns = max(1, spec.in_channels_per_group) * t * r * triton.cdiv(s, cfg.taps_per_step)
     programs = triton.cdiv(spec.out_channels, cfg.block_c) * columns
