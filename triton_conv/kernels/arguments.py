@@ -7,7 +7,9 @@ for activations, over (K, C_G, T, R, S) for weights. Geometry passes as (D, H, W
 shapes the output size) and, where they are runtime values, ``kernel_size`` (T, R, S),
 ``conv_stride`` (the convolution's step between output pixels, never a memory stride) and
 ``dilation``. Triton specialises each element of a tuple argument as it does a scalar argument:
-an element equal to 1 becomes a constant, one divisible by 16 carries that hint.
+an element equal to 1 becomes a constant, one divisible by 16 carries that hint. The direct
+kernels take the filter size, steps and dilation as scalar constexprs (T, R, S, CONV_STRIDE_D,
+...): Triton 3.6 and 3.9 do not keep the elements of a constexpr tuple constexpr once unpacked.
 
 Kernels list their pointers first, then sizes and geometry, then memory strides: the order the
 compiled code was tuned with (``ptxas`` allocated up to 8 more registers per thread with each
