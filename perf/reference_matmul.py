@@ -87,6 +87,8 @@ def plan_reference_matmul(
     c = torch.empty(m, n, dtype=dtype, device="meta")
     block_m, block_n, block_k = tile
     grid = (triton.cdiv(m, block_m) * triton.cdiv(n, block_n),)
-    args = (a, b, c, m, n, k, *a.stride(), *b.stride(), *c.stride())
+    (stride_am, stride_ak), (stride_bk, stride_bn), (stride_cm, stride_cn) = a.stride(), b.stride(), c.stride()
+    args = dict(a_ptr=a, b_ptr=b, c_ptr=c, M=m, N=n, K=k, stride_am=stride_am, stride_ak=stride_ak)
+    args |= dict(stride_bk=stride_bk, stride_bn=stride_bn, stride_cm=stride_cm, stride_cn=stride_cn)
     constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": GROUP_M}
     return Launch(reference_matmul_kernel, grid, args, constexprs, num_warps, num_stages)

@@ -247,7 +247,7 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
 
 
 def reference_steps(launch: Launch) -> Steps:
-    k = launch.args[5]
+    k = launch.args["K"]
     return Steps(triton.cdiv(k, launch.constexprs["BLOCK_K"]), 1)
 
 

@@ -54,8 +54,7 @@ def _issued_multiply_adds(launch) -> int:
     """Multiply-adds the launch issues, masked lanes included, from its grid and tile."""
     programs = math.prod(launch.grid)
     c = launch.constexprs
-    names = launch.kernel.arg_names if hasattr(launch.kernel, "arg_names") else launch.kernel.fn.arg_names
-    args = dict(zip(names, launch.args))
+    args = launch.args
     if "BLOCK_N" in c:  # implicit GEMM: every tap reduces C_G rounded up to BLOCK_K
         return (
             programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]

@@ -122,7 +122,6 @@ def test_default_layout_is_read_channels_last(ndim):
     dx = torch.empty_like(x)
     forward = plan_forward(x, w, None, spec, y)
     input_grad = plan_input_grad(y, w, spec, dx)
-    for launch, out_arg, out in ((forward, 3, y), (input_grad, 2, dx)):
-        read, weight = launch.args[:2]
-        assert read.stride(1) == 1 and weight.stride(1) == 1
-        assert launch.args[out_arg].data_ptr() == out.data_ptr() and out.is_contiguous()
+    for launch, read, written, out in ((forward, "x", "y", y), (input_grad, "dy", "dx", dx)):
+        assert launch.args[f"{read}_ptr"].stride(1) == 1 and launch.args["w_ptr"].stride(1) == 1
+        assert launch.args[f"{written}_ptr"].data_ptr() == out.data_ptr() and out.is_contiguous()

@@ -8,13 +8,14 @@ import dataclasses
 
 import pytest
 import torch
+from triton.runtime.jit import JITFunction
 
 from triton_conv.kernels.common import Launch, accumulator_dtype
 from triton_conv.kernels.direct import plan_direct_forward, plan_direct_input_grad, plan_direct_weight_grad
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.epilogue import Epilogue, activation_grad_kernel
-from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, compile_launch
-from triton_conv.kernels.implicit_gemm_forward import FORWARD, plan_forward
+from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, _Request, _specialize, compile_launch
+from triton_conv.kernels.implicit_gemm_forward import FORWARD, implicit_gemm_forward_kernel, plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import WEIGHT_GRAD, plan_weight_grad
 from triton_conv.kernels.split_k import split_k_sum_kernel
@@ -80,6 +81,26 @@ def test_shipped_configs_compile(kind, variant, config, arch):
         assert info.uses_wgmma, f"no wgmma: {info}"
 
 
+def test_tuple_arguments_specialize_like_scalars():
+    """Each element of a tuple argument is specialised as Triton's launcher specialises a scalar:
+    1 becomes a constant, a multiple of 16 carries the divisibility hint, keyed by (parameter, element)."""
+    x = torch.empty(2, 32, 8, 8).to(memory_format=torch.channels_last)
+    w = torch.empty(16, 32, 3, 3)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    config = candidate_configs(FORWARD, torch.float32, "ieee")[0]
+    launch = plan_forward(x, w, None, spec, torch.empty(spec.out_shape), config)
+    strides = launch.args["x_strides"]
+    assert 1 in strides and any(s > 1 and s % 16 == 0 for s in strides), strides  # both cases occur
+    fn = JITFunction(implicit_gemm_forward_kernel.fn)
+    signature, constants, attrs = _specialize(fn, _Request.of(launch, 90, False))
+    index = next(p.num for p in fn.params if p.name == "x_strides")
+    assert signature["x_strides"] == tuple("constexpr" if s == 1 else "i32" for s in strides)
+    for element, stride in enumerate(strides):
+        assert constants.get((index, element)) == (1 if stride == 1 else None)
+        hinted = attrs.get((index, element)) == [["tt.divisibility", 16]]
+        assert hinted == (stride != 1 and stride % 16 == 0), (element, stride)
+
+
 def test_dot_under_16_fails_to_compile():
     """The interpreter runs a BLOCK_K=8 fp16 tile; the compiler for sm_90 must reject it."""
     bad = KernelConfig(block_m=64, block_n=64, block_k=8, num_warps=4, num_stages=3)
@@ -113,12 +134,15 @@ def _other_launches(what: str, dtype: torch.dtype) -> Launch:
         return Launch(
             activation_grad_kernel,
             (1,),
-            (y, y, y, y.numel()),
+            {"grad_ptr": y, "saved_ptr": y, "out_ptr": y, "numel": y.numel()},
             {"ACTIVATION": "gelu", "ACC_DTYPE": accumulator_dtype(dtype), "INDEX_64": False, "BLOCK": 1024},
         )
     partial = torch.empty(3, 64, dtype=acc)
     return Launch(
-        split_k_sum_kernel, (1,), (partial, torch.empty(64, dtype=dtype), 64, 3), {"INDEX_64": False, "BLOCK": 1024}
+        split_k_sum_kernel,
+        (1,),
+        {"partial_ptr": partial, "out_ptr": torch.empty(64, dtype=dtype), "E": 64, "SPLIT_K": 3},
+        {"INDEX_64": False, "BLOCK": 1024},
     )
 
 

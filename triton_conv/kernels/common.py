@@ -71,13 +71,14 @@ def dot_operand(t):
 class Launch:
     """One kernel launch, fully decided: what the launchers build and what tests compile for GPUs.
 
-    ``args`` are the runtime arguments in the kernel's order (tensors and ints); ``constexprs``
-    the compile-time ones (block sizes and flags), ``num_warps``/``num_stages`` the launch options.
+    ``args`` are the runtime arguments by parameter name (tensors, ints and tuples of ints, built
+    by ``arguments.py``); ``constexprs`` the compile-time ones (block sizes and flags),
+    ``num_warps``/``num_stages`` the launch options.
     """
 
     kernel: Any
     grid: tuple[int, ...]
-    args: tuple[Any, ...]
+    args: dict[str, Any]
     constexprs: dict[str, Any] = field(default_factory=dict)
     num_warps: int = 4
     num_stages: int = 3
@@ -88,7 +89,7 @@ class Launch:
             recorded.append(self)
             return
         with launching():
-            self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)
+            self.kernel[self.grid](**self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)
 
 
 # Where this thread's launches go instead of running while ``recording_launches`` is active

@@ -4,15 +4,16 @@ With fewer than 16 input channels per group, a matrix unit would pad each group'
 16 and waste most of its work (16x for depthwise). These kernels instead compute exactly the
 useful multiply-adds on CUDA cores.
 
-A tile is (groups) x (channels), channels innermost, so that channels-last tensors load in
-16-byte vectors along channels. A group is ``PIXELS`` consecutive pixels of one row along W,
+A tile is (pixel groups) x (channels), channels innermost, so that channels-last tensors load in
+16-byte vectors along channels. A pixel group (a "group" in the kernels: BLOCK_G, PIXEL_GROUPS)
+is ``PIXELS`` consecutive pixels of one row along W,
 all held by one thread: the taps of a filter row read overlapping input columns, and with the
-filter sizes, strides and dilations constexpr every (pixel, tap) pair's column is a constant
+filter sizes, convolution steps and dilations constexpr every (pixel, tap) pair's column is a constant
 offset, so each column is loaded once per row and shared by all the taps that read it (the
 compiler merges the identical loads). Coordinates are unravelled once per program, so the loops
-divide only by constexpr strides (shifts and multiplies), never by a runtime value.
+divide only by constexpr steps (shifts and multiplies), never by a runtime value.
 
-Channel k of the output belongs to group k // K_G and reads input channels
+Channel k of the output belongs to convolution group k // K_G and reads input channels
 (k // K_G) * C_G + c for c < C_G; K_G > 1 is a channel multiplier.
 """
 
@@ -26,6 +27,7 @@ import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, split_k_for
+from . import arguments
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
@@ -64,19 +66,19 @@ def advance_groups(n, d, h, w, step_n, step_d, step_h, step_w, D, H, W):
 
 @triton.jit
 def forward_taps(
-    accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, first_s,
-    TAPS: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    accs, x_row, row_ok, iw0, W, x_channel, mask_out_ch, sx_w, w_row, sw_s, first_s,
+    TAPS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):  # fmt: skip
     """``accs`` (one (groups, channels) tile per pixel of the group) plus taps first_s .. first_s
-    + TAPS of a filter row: pixel p and tap s read column iw0 + p * STRIDE_W + s * DIL_W, so the
+    + TAPS of a filter row: pixel p and tap s read column iw0 + p * CONV_STRIDE_W + s * DIL_W, so the
     columns two pairs share are one load."""
     iw_step = iw0 + first_s * DIL_W
     for si in tl.static_range(TAPS):
-        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
+        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_out_ch, other=0.0).to(ACC_DTYPE)[None, :]
         updated = ()
         for p in tl.static_range(len(accs)):
             x = load_columns(
-                x_row, row_ok, iw_step + (p * STRIDE_W + si * DIL_W), W, x_channel, mask_k, sx_w, ACC_DTYPE
+                x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, mask_out_ch, sx_w, ACC_DTYPE
             )
             updated = updated + (tl.fma(x, w, accs[p]),)
         accs = updated
@@ -85,21 +87,21 @@ def forward_taps(
 
 @triton.jit
 def input_grad_taps(
-    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, first_s,
-    TAPS: tl.constexpr, STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_in_ch, sdy_w, w_row, sw_s, first_s,
+    TAPS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):  # fmt: skip
     """``accs`` (one tile per input column q of the group, whose first column is output column
     ow0 times the stride) plus taps first_s .. first_s + TAPS of a filter row. first_s * DIL_W
-    is a multiple of STRIDE_W, so whether tap first_s + si reaches column q, from output column
-    ow0 + (q + PAD_W - (first_s + si) * DIL_W) / STRIDE_W, is constexpr."""
-    ow_step = ow0 - first_s * DIL_W // STRIDE_W
+    is a multiple of CONV_STRIDE_W, so whether tap first_s + si reaches column q, from output column
+    ow0 + (q + PAD_W - (first_s + si) * DIL_W) / CONV_STRIDE_W, is constexpr."""
+    ow_step = ow0 - first_s * DIL_W // CONV_STRIDE_W
     for si in tl.static_range(TAPS):
-        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_in_ch, other=0.0).to(ACC_DTYPE)[None, :]
         updated = ()
         for q in tl.static_range(len(accs)):
-            if (q + PAD_W - si * DIL_W) % STRIDE_W == 0:
-                reached = ow_step + (q + PAD_W - si * DIL_W) // STRIDE_W
-                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, mask_c, sdy_w, ACC_DTYPE)
+            if (q + PAD_W - si * DIL_W) % CONV_STRIDE_W == 0:
+                reached = ow_step + (q + PAD_W - si * DIL_W) // CONV_STRIDE_W
+                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, mask_in_ch, sdy_w, ACC_DTYPE)
                 updated = updated + (tl.fma(dy, w, accs[q]),)
             else:
                 updated = updated + (accs[q],)
@@ -109,79 +111,39 @@ def input_grad_taps(
 
 @triton.jit
 def direct_forward_kernel(
-    x_ptr,
-    w_ptr,
-    bias_ptr,
-    y_ptr,
-    residual_ptr,
-    z_ptr,
-    C_G,
-    D,
-    H,
-    W,
-    K,
-    K_G,
-    D_OUT,
-    H_OUT,
-    W_OUT,
-    W_GROUPS,
-    GROUPS,
-    pad_d,
-    pad_h,
-    pad_w,
-    sx_n,
-    sx_c,
-    sx_d,
-    sx_h,
-    sx_w,
-    sw_k,
-    sw_c,
-    sw_t,
-    sw_r,
-    sw_s,
-    sy_n,
-    sy_k,
-    sy_d,
-    sy_h,
-    sy_w,
-    s_bias,
-    sr_n,
-    sr_k,
-    sr_d,
-    sr_h,
-    sr_w,
-    T: tl.constexpr,
-    R: tl.constexpr,
-    S: tl.constexpr,
-    STRIDE_D: tl.constexpr,
-    STRIDE_H: tl.constexpr,
-    STRIDE_W: tl.constexpr,
-    DIL_D: tl.constexpr,
-    DIL_H: tl.constexpr,
-    DIL_W: tl.constexpr,
-    TAPS_PER_STEP: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    PIXELS: tl.constexpr,
-    BLOCK_G: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    C_G, input_size, K, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
+    x_strides, w_strides, y_strides, bias_stride, residual_strides,
+    T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
+    CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
     """y = activation(z), z[n, k, o] = sum over c < C_G and taps of
     x[n, (k // K_G) * C_G + c, i(o, tap)] * w[k, c, tap] + bias[k] + residual[n, k, o].
 
     Args:
-        x_ptr: input (N, C, D, H, W), any strides (sx_*).
-        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
-        bias_ptr: bias (K,), stride s_bias; read only if HAS_BIAS.
-        y_ptr: output (N, K, D_OUT, H_OUT, W_OUT), any strides (sy_*).
-        residual_ptr: (N, K, D_OUT, H_OUT, W_OUT), any strides (sr_*); read only if HAS_RESIDUAL.
-        z_ptr: pre-activation z, y's strides; written only if STORE_PRE_ACTIVATION.
-        W_GROUPS: cdiv(W_OUT, PIXELS) groups per output row; GROUPS = N * D_OUT * H_OUT * W_GROUPS.
-        Grid: (cdiv(GROUPS, BLOCK_G), cdiv(K, BLOCK_C)).
+        x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements).
+        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5).
+        y_ptr, y_strides: output (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
+        bias_ptr, bias_stride: bias (K,) and its stride; read only if HAS_BIAS.
+        residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
+            read only if HAS_RESIDUAL.
+        z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
+        input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
+        C_G: input channels per group. K, K_G: output channels, in all and per group.
+        GROUPS_PER_ROW: cdiv(W_OUT, PIXELS) groups per output row;
+            PIXEL_GROUPS = N * D_OUT * H_OUT * GROUPS_PER_ROW.
+        T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
+        CONV_STRIDE_D/H/W: the convolution's step between output pixels (not a memory stride).
+        DIL_D/H/W: the spacing of the taps.
+        HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
+        HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
+        INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
+            groups by channels.
+        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(K, BLOCK_C)).
     """
     pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -189,41 +151,48 @@ def direct_forward_kernel(
         pid_g = pid_g.to(tl.int64)
         pid_c = pid_c.to(tl.int64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    offs_k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_g = groups < GROUPS
-    mask_k = offs_k < K
-    first_channel = (offs_k // K_G) * C_G
-    n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, W_GROUPS)
+    out_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_g = groups < PIXEL_GROUPS
+    mask_out_ch = out_ch < K
+    first_channel = (out_ch // K_G) * C_G
+    D, H, W = input_size
+    D_OUT, H_OUT, W_OUT = output_size
+    pad_d, pad_h, pad_w = padding
+    n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, GROUPS_PER_ROW)
     ow0 = group_w * PIXELS
-    iw0 = ow0 * STRIDE_W - pad_w
+    iw0 = ow0 * CONV_STRIDE_W - pad_w
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
 
     accs = ()
     for _ in tl.static_range(PIXELS):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
     for c in range(0, C_G):
         x_channel = (first_channel + c) * sx_c
-        w_channel = w_ptr + offs_k * sw_k + c * sw_c
+        w_channel = w_ptr + out_ch * sw_k + c * sw_c
         for kt in range(0, T):
-            id_ = od * STRIDE_D - pad_d + kt * DIL_D
+            id_ = od * CONV_STRIDE_D - pad_d + kt * DIL_D
             for kr in range(0, R):
-                ih = oh * STRIDE_H - pad_h + kr * DIL_H
+                ih = oh * CONV_STRIDE_H - pad_h + kr * DIL_H
                 row_ok = mask_g & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
                 x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
                 w_row = w_channel + kt * sw_t + kr * sw_r
                 # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
                 for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
                     accs = forward_taps(
-                        accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, first_s,
-                        TAPS_PER_STEP, STRIDE_W, DIL_W, ACC_DTYPE,
+                        accs, x_row, row_ok, iw0, W, x_channel, mask_out_ch, sx_w, w_row, sw_s, first_s,
+                        TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
                     )  # fmt: skip
                 if S % TAPS_PER_STEP > 0:
                     accs = forward_taps(
-                        accs, x_row, row_ok, iw0, W, x_channel, mask_k, sx_w, w_row, sw_s, S - S % TAPS_PER_STEP,
-                        S % TAPS_PER_STEP, STRIDE_W, DIL_W, ACC_DTYPE,
+                        accs, x_row, row_ok, iw0, W, x_channel, mask_out_ch, sx_w, w_row, sw_s, S - S % TAPS_PER_STEP,
+                        S % TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
                     )  # fmt: skip
 
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_k * s_bias, mask=mask_k, other=0.0).to(ACC_DTYPE)[None, :]
+        bias = tl.load(bias_ptr + out_ch * bias_stride, mask=mask_out_ch, other=0.0).to(ACC_DTYPE)[None, :]
+    sy_n, sy_k, sy_d, sy_h, sy_w = y_strides
+    sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
     y_row = n * sy_n + od * sy_d + oh * sy_h
     r_row = n * sr_n + od * sr_d + oh * sr_h
     for p in tl.static_range(PIXELS):
@@ -231,14 +200,14 @@ def direct_forward_kernel(
         if HAS_BIAS:
             acc += bias
         ow = ow0 + p
-        y_offs = (y_row + ow * sy_w)[:, None] + offs_k[None, :] * sy_k
-        r_offs = (r_row + ow * sr_w)[:, None] + offs_k[None, :] * sr_k
+        y_offs = (y_row + ow * sy_w)[:, None] + out_ch[None, :] * sy_k
+        r_offs = (r_row + ow * sr_w)[:, None] + out_ch[None, :] * sr_k
         finish_output(
             acc,
             y_ptr + y_offs,
             z_ptr + y_offs,
             residual_ptr + r_offs,
-            (mask_g & (ow < W_OUT))[:, None] & mask_k[None, :],
+            (mask_g & (ow < W_OUT))[:, None] & mask_out_ch[None, :],
             ACTIVATION,
             HAS_RESIDUAL,
             STORE_PRE_ACTIVATION,
@@ -247,80 +216,41 @@ def direct_forward_kernel(
 
 @triton.jit
 def direct_input_grad_kernel(
-    dy_ptr,
-    w_ptr,
-    dx_ptr,
-    bias_ptr,
-    residual_ptr,
-    z_ptr,
-    C,
-    C_G,
-    D,
-    H,
-    W,
-    K_G,
-    D_OUT,
-    H_OUT,
-    W_OUT,
-    W_GROUPS,
-    GROUPS,
-    pad_d,
-    pad_h,
-    sdy_n,
-    sdy_k,
-    sdy_d,
-    sdy_h,
-    sdy_w,
-    sw_k,
-    sw_c,
-    sw_t,
-    sw_r,
-    sw_s,
-    sdx_n,
-    sdx_c,
-    sdx_d,
-    sdx_h,
-    sdx_w,
-    s_bias,
-    sr_n,
-    sr_c,
-    sr_d,
-    sr_h,
-    sr_w,
-    T: tl.constexpr,
-    R: tl.constexpr,
-    S: tl.constexpr,
-    STRIDE_D: tl.constexpr,
-    STRIDE_H: tl.constexpr,
-    STRIDE_W: tl.constexpr,
-    DIL_D: tl.constexpr,
-    DIL_H: tl.constexpr,
-    DIL_W: tl.constexpr,
-    PAD_W: tl.constexpr,
-    TAPS_PER_STEP: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    PIXELS: tl.constexpr,
-    BLOCK_G: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
+    dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr,
+    C, C_G, input_size, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
+    dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
+    T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
+    CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
     """dx[n, ch, i] = sum over the K_G output channels k of ch's group and taps of dy[n, k, o] * w[k, ch % C_G, tap].
 
-    A group is PIXELS * STRIDE_W consecutive input columns starting at a multiple of STRIDE_W,
+    A group is PIXELS * CONV_STRIDE_W consecutive input columns starting at a multiple of CONV_STRIDE_W,
     so which tap reaches which of its columns, and from which output column, is constexpr.
 
     Args:
-        dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*).
-        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
-        dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*); all written.
-        bias_ptr, residual_ptr, z_ptr: the epilogue of a transposed convolution (whose forward this
-            is), as in direct_forward_kernel but over dx's (N, C, D, H, W); off by default.
-        W_GROUPS: cdiv(W, PIXELS * STRIDE_W) groups per input row; GROUPS = N * D * H * W_GROUPS.
-        Grid: (cdiv(GROUPS, BLOCK_G), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
+        dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
+        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5).
+        dx_ptr, dx_strides: input gradient (N, C, D, H, W); any strides (5); all written.
+        bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr: the epilogue of a transposed
+            convolution (whose forward this is), as in direct_forward_kernel but over dx's
+            (N, C, D, H, W); off by default.
+        input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
+        C, C_G: input channels, in all and per group. K_G: output channels per group.
+        GROUPS_PER_ROW: cdiv(W, PIXELS * CONV_STRIDE_W) groups per input row;
+            PIXEL_GROUPS = N * D * H * GROUPS_PER_ROW.
+        T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
+        CONV_STRIDE_D/H/W: the convolution's step between output pixels (not a memory stride).
+        DIL_D/H/W: the spacing of the taps.
+        PAD_W: padding[2] as a constexpr (which output column reaches which input column is then constant).
+        HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
+        HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
+        INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
+            groups by channels.
+        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
     """
     pid_g = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -328,61 +258,68 @@ def direct_input_grad_kernel(
         pid_g = pid_g.to(tl.int64)
         pid_c = pid_c.to(tl.int64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_g = groups < GROUPS
-    mask_c = offs_c < C
-    first_k = (offs_c // C_G) * K_G
-    c_local = offs_c % C_G
-    n, id_, ih, group_w = unravel_pixels(groups, D, H, W_GROUPS)
+    in_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_g = groups < PIXEL_GROUPS
+    mask_in_ch = in_ch < C
+    first_k = (in_ch // C_G) * K_G
+    c_local = in_ch % C_G
+    D, H, W = input_size
+    D_OUT, H_OUT, W_OUT = output_size
+    pad_d, pad_h, _ = padding
+    n, id_, ih, group_w = unravel_pixels(groups, D, H, GROUPS_PER_ROW)
     # The group's first input column is a multiple of the stride: output column ow0 reaches it.
     ow0 = group_w * PIXELS
 
     accs = ()
-    for _ in tl.static_range(PIXELS * STRIDE_W):
+    for _ in tl.static_range(PIXELS * CONV_STRIDE_W):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
+    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
+    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
     for j in range(0, K_G):
         dy_channel = (first_k + j) * sdy_k
         w_channel = w_ptr + (first_k + j) * sw_k + c_local * sw_c
         for kt in range(0, T):
             # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
             num_d = id_ + pad_d - kt * DIL_D
-            od = num_d // STRIDE_D
+            od = num_d // CONV_STRIDE_D
             for kr in range(0, R):
                 num_h = ih + pad_h - kr * DIL_H
-                oh = num_h // STRIDE_H
-                row_ok = mask_g & (num_d >= 0) & (num_d % STRIDE_D == 0) & (od < D_OUT)
-                row_ok = row_ok & (num_h >= 0) & (num_h % STRIDE_H == 0) & (oh < H_OUT)
+                oh = num_h // CONV_STRIDE_H
+                row_ok = mask_g & (num_d >= 0) & (num_d % CONV_STRIDE_D == 0) & (od < D_OUT)
+                row_ok = row_ok & (num_h >= 0) & (num_h % CONV_STRIDE_H == 0) & (oh < H_OUT)
                 dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
                 w_row = w_channel + kt * sw_t + kr * sw_r
                 # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
                 for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
                     accs = input_grad_taps(
-                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, first_s,
-                        TAPS_PER_STEP, STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_in_ch, sdy_w, w_row, sw_s, first_s,
+                        TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
                     )  # fmt: skip
                 if S % TAPS_PER_STEP > 0:
                     accs = input_grad_taps(
-                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_c, sdy_w, w_row, sw_s, S - S % TAPS_PER_STEP,
-                        S % TAPS_PER_STEP, STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_in_ch, sdy_w, w_row, sw_s, S - S % TAPS_PER_STEP,
+                        S % TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
                     )  # fmt: skip
 
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(ACC_DTYPE)[None, :]
+        bias = tl.load(bias_ptr + in_ch * bias_stride, mask=mask_in_ch, other=0.0).to(ACC_DTYPE)[None, :]
+    sdx_n, sdx_c, sdx_d, sdx_h, sdx_w = dx_strides
+    sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
     dx_row = n * sdx_n + id_ * sdx_d + ih * sdx_h
     r_row = n * sr_n + id_ * sr_d + ih * sr_h
-    for q in tl.static_range(PIXELS * STRIDE_W):
+    for q in tl.static_range(PIXELS * CONV_STRIDE_W):
         acc = accs[q]
         if HAS_BIAS:
             acc += bias
-        iw = ow0 * STRIDE_W + q
-        dx_offs = (dx_row + iw * sdx_w)[:, None] + offs_c[None, :] * sdx_c
-        r_offs = (r_row + iw * sr_w)[:, None] + offs_c[None, :] * sr_c
+        iw = ow0 * CONV_STRIDE_W + q
+        dx_offs = (dx_row + iw * sdx_w)[:, None] + in_ch[None, :] * sdx_c
+        r_offs = (r_row + iw * sr_w)[:, None] + in_ch[None, :] * sr_c
         finish_output(
             acc,
             dx_ptr + dx_offs,
             z_ptr + dx_offs,
             residual_ptr + r_offs,
-            (mask_g & (iw < W))[:, None] & mask_c[None, :],
+            (mask_g & (iw < W))[:, None] & mask_in_ch[None, :],
             ACTIVATION,
             HAS_RESIDUAL,
             STORE_PRE_ACTIVATION,
@@ -391,61 +328,35 @@ def direct_input_grad_kernel(
 
 @triton.jit
 def direct_weight_grad_kernel(
-    dy_ptr,
-    x_ptr,
-    dw_partial_ptr,
-    db_partial_ptr,
-    C_G,
-    D,
-    H,
-    W,
-    K,
-    K_G,
-    D_OUT,
-    H_OUT,
-    W_OUT,
-    W_GROUPS,
-    GROUPS,
-    CHUNK,
-    pad_d,
-    pad_h,
-    pad_w,
-    sdy_n,
-    sdy_k,
-    sdy_d,
-    sdy_h,
-    sdy_w,
-    sx_n,
-    sx_c,
-    sx_d,
-    sx_h,
-    sx_w,
-    T: tl.constexpr,
-    R: tl.constexpr,
-    S: tl.constexpr,
-    STRIDE_D: tl.constexpr,
-    STRIDE_H: tl.constexpr,
-    STRIDE_W: tl.constexpr,
-    DIL_D: tl.constexpr,
-    DIL_H: tl.constexpr,
-    DIL_W: tl.constexpr,
-    TAPS_PER_STEP: tl.constexpr,
-    HAS_BIAS_GRAD: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    PIXELS: tl.constexpr,
-    BLOCK_G: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    """Partial dw[k, c, tap] (and db[k]) of one split of the GROUPS groups of output pixels,
+    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
+    C_G, input_size, K, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, CHUNK, padding,
+    dy_strides, x_strides,
+    T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
+    CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Partial dw[k, c, tap] (and db[k]) of one split of the PIXEL_GROUPS groups of output pixels,
     for TAPS_PER_STEP consecutive taps of one filter row.
 
     Args:
-        dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*).
-        x_ptr: input (N, C, D, H, W), any strides (sx_*).
+        dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
+        x_ptr, x_strides: input (N, C, D, H, W); any strides (5).
         dw_partial_ptr: (SPLIT_K, K, C_G, T * R * S) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        W_GROUPS: cdiv(W_OUT, PIXELS) groups per output row; GROUPS = N * D_OUT * H_OUT * W_GROUPS.
+        input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
+        C_G: input channels per group. K, K_G: output channels, in all and per group.
+        GROUPS_PER_ROW: cdiv(W_OUT, PIXELS) groups per output row;
+            PIXEL_GROUPS = N * D_OUT * H_OUT * GROUPS_PER_ROW.
+        CHUNK: groups per split, a multiple of BLOCK_G.
+        T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
+        CONV_STRIDE_D/H/W: the convolution's step between output pixels (not a memory stride).
+        DIL_D/H/W: the spacing of the taps.
+        HAS_BIAS_GRAD: also sum dy into db.
+        INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
+            groups by channels.
         Grid: (cdiv(K, BLOCK_C), max(1, C_G) * T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
         split z reduces groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
     """
@@ -462,19 +373,24 @@ def direct_weight_grad_kernel(
     # Depthwise (C_G specialised to 1): c is the constant 0, which keeps x's channel loads
     # 16-byte vectors; the compiler folds the select away.
     c = tl.where(C_G == 1, 0, column // (tap_blocks * R * T))
-    offs_k = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_k = offs_k < K
+    out_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_out_ch = out_ch < K
     # Column c == 0 stands in when C_G == 0 (it still yields the bias gradient): no channel then.
     channels = tl.where(c < C_G, K, 0)
-    mask_kc = offs_k < channels
-    x_channel = ((offs_k // K_G) * C_G + c) * sx_c
-    dy_channel = offs_k * sdy_k
+    mask_x_ch = out_ch < channels
+    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    x_channel = ((out_ch // K_G) * C_G + c) * sx_c
+    dy_channel = out_ch * sdy_k
 
     g_start = split * CHUNK
-    g_end = tl.minimum(g_start + CHUNK, GROUPS)
+    g_end = tl.minimum(g_start + CHUNK, PIXEL_GROUPS)
     groups = g_start + tl.arange(0, BLOCK_G)
-    n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, W_GROUPS)
-    step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_G, D_OUT, H_OUT, W_GROUPS)
+    D, H, W = input_size
+    D_OUT, H_OUT, W_OUT = output_size
+    pad_d, pad_h, pad_w = padding
+    n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, GROUPS_PER_ROW)
+    step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_G, D_OUT, H_OUT, GROUPS_PER_ROW)
     accs = ()
     for _ in tl.static_range(TAPS_PER_STEP):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
@@ -482,21 +398,21 @@ def direct_weight_grad_kernel(
     for _ in range(g_start, g_end, BLOCK_G):
         mask_g = groups < g_end
         ow0 = group_w * PIXELS
-        id_ = od * STRIDE_D - pad_d + kt * DIL_D
-        ih = oh * STRIDE_H - pad_h + kr * DIL_H
+        id_ = od * CONV_STRIDE_D - pad_d + kt * DIL_D
+        ih = oh * CONV_STRIDE_H - pad_h + kr * DIL_H
         row_ok = mask_g & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
         dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
         x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
-        iw0 = ow0 * STRIDE_W - pad_w + first_s * DIL_W
+        iw0 = ow0 * CONV_STRIDE_W - pad_w + first_s * DIL_W
         dys = ()
         for p in tl.static_range(PIXELS):
-            dys = dys + (load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel, mask_k, sdy_w, ACC_DTYPE),)
+            dys = dys + (load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel, mask_out_ch, sdy_w, ACC_DTYPE),)
         updated = ()
         for s in tl.static_range(TAPS_PER_STEP):
             acc = accs[s]
             for p in tl.static_range(PIXELS):
                 x = load_columns(
-                    x_row, row_ok, iw0 + (p * STRIDE_W + s * DIL_W), W, x_channel, mask_kc, sx_w, ACC_DTYPE
+                    x_row, row_ok, iw0 + (p * CONV_STRIDE_W + s * DIL_W), W, x_channel, mask_x_ch, sx_w, ACC_DTYPE
                 )
                 acc = tl.fma(dys[p], x, acc)
             updated = updated + (acc,)
@@ -506,40 +422,51 @@ def direct_weight_grad_kernel(
                 for p in tl.static_range(PIXELS):
                     bias_acc += dys[p]
         groups += BLOCK_G
-        n, od, oh, group_w = advance_groups(n, od, oh, group_w, step_n, step_d, step_h, step_w, D_OUT, H_OUT, W_GROUPS)
+        n, od, oh, group_w = advance_groups(
+            n, od, oh, group_w, step_n, step_d, step_h, step_w, D_OUT, H_OUT, GROUPS_PER_ROW
+        )
 
     taps = T * R * S
-    dw_row = dw_partial_ptr + split * K * C_G * taps + offs_k * C_G * taps + c * taps + (kt * R + kr) * S + first_s
+    dw_row = dw_partial_ptr + split * K * C_G * taps + out_ch * C_G * taps + c * taps + (kt * R + kr) * S + first_s
     for s in tl.static_range(TAPS_PER_STEP):
         # Taps past the row's end (the last tap block's) are not stored: a limit of 0 channels.
         tap_channels = tl.where(first_s + s < S, channels, 0)
-        tl.store(dw_row + s, tl.sum(accs[s], axis=0), mask=offs_k < tap_channels)
+        tl.store(dw_row + s, tl.sum(accs[s], axis=0), mask=out_ch < tap_channels)
     if HAS_BIAS_GRAD:
         if column == 0:
-            tl.store(db_partial_ptr + split * K + offs_k, tl.sum(bias_acc, axis=0), mask=mask_k)
+            tl.store(db_partial_ptr + split * K + out_ch, tl.sum(bias_acc, axis=0), mask=mask_out_ch)
 
 
 def _geometry_constexprs(spec: ConvSpec) -> dict[str, int]:
-    """Filter sizes, strides and dilations as the kernels' constexprs."""
-    t, r, s = spec.kernel_size
-    stride_d, stride_h, stride_w = spec.stride
-    dil_d, dil_h, dil_w = spec.dilation
-    return dict(
-        T=t, R=r, S=s, STRIDE_D=stride_d, STRIDE_H=stride_h, STRIDE_W=stride_w, DIL_D=dil_d, DIL_H=dil_h, DIL_W=dil_w
-    )
+    """Filter sizes, convolution steps and dilations as the kernels' constexprs (the loops over
+    taps and pixels unroll and divide by constants)."""
+    return {
+        **dict(zip(("T", "R", "S"), spec.kernel_size)),
+        **dict(zip(("CONV_STRIDE_D", "CONV_STRIDE_H", "CONV_STRIDE_W"), spec.stride)),
+        **dict(zip(("DIL_D", "DIL_H", "DIL_W"), spec.dilation)),
+    }
 
 
 def _tile_constexprs(cfg: DirectConfig) -> dict[str, int]:
     return dict(PIXELS=cfg.pixels, TAPS_PER_STEP=cfg.taps_per_step, BLOCK_G=cfg.block_g, BLOCK_C=cfg.block_c)
 
 
-def _tile(spec: ConvSpec, channels: int, width: int, *loaded: torch.Tensor) -> DirectConfig:
+def _tile(
+    spec: ConvSpec, channels: int, width: int, *loaded: torch.Tensor, fused_transposed_epilogue: bool = False
+) -> DirectConfig:
     """The tile over ``channels`` channels and rows of ``width`` pixels reading the (N, C, D, H, W)
     tensors ``loaded``, its steps fitted to the filter."""
     contiguous = all(t.stride(1) == 1 for t in loaded)
-    cfg = direct_config(channels, width, loaded[0].dtype.itemsize, contiguous)
+    cfg = direct_config(channels, width, loaded[0].dtype.itemsize, contiguous, fused_transposed_epilogue)
     steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
     return replace(cfg, taps_per_step=steps)
+
+
+def _pixel_groups(spec: ConvSpec, size: tuple[int, int, int], group_width: int) -> tuple[int, int]:
+    """Groups of ``group_width`` consecutive pixels per row of a (N, *size) grid, and in all."""
+    d, h, w = size
+    per_row = triton.cdiv(w, group_width)
+    return per_row, spec.batch * d * h * per_row
 
 
 def plan_direct_forward(
@@ -552,41 +479,14 @@ def plan_direct_forward(
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
     x, w, y = as_3d(input), as_3d(weight), as_3d(out)
-    d_out, h_out, w_out = spec.output_size
-    cfg = _tile(spec, spec.out_channels, w_out, x)
-    w_groups = triton.cdiv(w_out, cfg.pixels)
-    groups = spec.batch * d_out * h_out * w_groups
-    grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
-    residual, pre_activation, *residual_strides = epilogue.args(y)
-    args = (
-        x,
-        w,
-        bias if bias is not None else x,
-        y,
-        residual,
-        pre_activation,
-        spec.in_channels_per_group,
-        *spec.input_size,
-        spec.out_channels,
-        spec.out_channels_per_group,
-        *spec.output_size,
-        w_groups,
-        groups,
-        *spec.pad_lo,
-        *x.stride(),
-        *w.stride(),
-        *y.stride(),
-        bias.stride(0) if bias is not None else 0,
-        *residual_strides,
-    )
-    constexprs = dict(
-        **_geometry_constexprs(spec),
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        INDEX_64=needs_int64(x, w, y, residual),
-        ACC_DTYPE=accumulator_dtype(x.dtype),
-        **_tile_constexprs(cfg),
-    )
+    cfg = _tile(spec, spec.out_channels, spec.output_size[2], x)
+    groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
+    args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
+    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
+    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
+    constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -601,67 +501,36 @@ def plan_direct_input_grad(
     """The launch writing d(loss)/d(input) into ``grad_input``; with ``bias`` and ``epilogue``,
     activation(that + bias + residual): a transposed convolution."""
     dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
-    d_in, h_in, w_in = spec.input_size
-    stride_w = spec.stride[2]
-    cfg = _tile(spec, spec.in_channels, triton.cdiv(w_in, stride_w), dy)
-    if epilogue.residual is not None or epilogue.pre_activation is not None:
-        # A thread holds PIXELS * STRIDE_W accumulators; the residual load and pre-activation
-        # store of a fused transposed convolution need registers beside them (they spilled).
-        cfg = replace(cfg, pixels=max(1, cfg.pixels // 2))
-    w_groups = triton.cdiv(w_in, cfg.pixels * stride_w)
-    groups = spec.batch * d_in * h_in * w_groups
-    grid = (triton.cdiv(groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
-    residual, pre_activation, *residual_strides = epilogue.args(dx)
-    args = (
-        dy,
-        w,
-        dx,
-        bias if bias is not None else dx,
-        residual,
-        pre_activation,
-        spec.in_channels,
-        spec.in_channels_per_group,
-        *spec.input_size,
-        spec.out_channels_per_group,
-        *spec.output_size,
-        w_groups,
-        groups,
-        *spec.pad_lo[:2],
-        *dy.stride(),
-        *w.stride(),
-        *dx.stride(),
-        bias.stride(0) if bias is not None else 0,
-        *residual_strides,
-    )
-    constexprs = dict(
-        **_geometry_constexprs(spec),
-        PAD_W=spec.pad_lo[2],
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        INDEX_64=needs_int64(dy, w, dx, residual),
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **_tile_constexprs(cfg),
-    )
+    conv_stride_w = spec.stride[2]
+    fused = epilogue.residual is not None or epilogue.pre_activation is not None
+    width = triton.cdiv(spec.input_size[2], conv_stride_w)
+    cfg = _tile(spec, spec.in_channels, width, dy, fused_transposed_epilogue=fused)
+    groups_per_row, pixel_groups = _pixel_groups(spec, spec.input_size, cfg.pixels * conv_stride_w)
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
+    args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
+    args |= dict(C=spec.in_channels, C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group)
+    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
+    constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | _tile_constexprs(cfg)
+    constexprs |= arguments.output_flags(bias, epilogue)
+    constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
 def _weight_grad_tiling(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> tuple[DirectConfig, int, int, int]:
-    """The weight gradient's tile, groups per output row, all groups, and programs per split."""
-    d_out, h_out, w_out = spec.output_size
-    cfg = _tile(spec, spec.out_channels, w_out, as_3d(dy), as_3d(x))
+    """The weight gradient's tile, pixel groups per output row, all pixel groups, and programs per split."""
+    cfg = _tile(spec, spec.out_channels, spec.output_size[2], as_3d(dy), as_3d(x))
     t, r, s = spec.kernel_size
-    w_groups = triton.cdiv(w_out, cfg.pixels)
-    groups = spec.batch * d_out * h_out * w_groups
+    groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     # At least one column, so that the bias gradient is computed even with no channels.
     columns = max(1, spec.in_channels_per_group) * t * r * triton.cdiv(s, cfg.taps_per_step)
     programs = triton.cdiv(spec.out_channels, cfg.block_c) * columns
-    return cfg, w_groups, groups, programs
+    return cfg, groups_per_row, pixel_groups, programs
 
 
 def direct_split_k(spec: ConvSpec, grad_output: torch.Tensor, input: torch.Tensor) -> int:
     """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 tiles."""
-    cfg, _, groups, programs = _weight_grad_tiling(spec, grad_output, input)
-    return split_k_for(programs, groups, cfg.block_g)
+    cfg, _, pixel_groups, programs = _weight_grad_tiling(spec, grad_output, input)
+    return split_k_for(programs, pixel_groups, cfg.block_g)
 
 
 def plan_direct_weight_grad(
@@ -674,34 +543,16 @@ def plan_direct_weight_grad(
     """The launch writing split partials of dw (and db); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
-    cfg, w_groups, groups, programs = _weight_grad_tiling(spec, dy, x)
-    chunk = triton.cdiv(triton.cdiv(groups, cfg.block_g), split_k) * cfg.block_g
+    cfg, groups_per_row, pixel_groups, programs = _weight_grad_tiling(spec, dy, x)
+    chunk = triton.cdiv(triton.cdiv(pixel_groups, cfg.block_g), split_k) * cfg.block_g
     columns = programs // triton.cdiv(spec.out_channels, cfg.block_c)
     grid = (triton.cdiv(spec.out_channels, cfg.block_c), columns, split_k)
-    args = (
-        dy,
-        x,
-        dw_partial,
-        db_partial if db_partial is not None else dw_partial,
-        spec.in_channels_per_group,
-        *spec.input_size,
-        spec.out_channels,
-        spec.out_channels_per_group,
-        *spec.output_size,
-        w_groups,
-        groups,
-        chunk,
-        *spec.pad_lo,
-        *dy.stride(),
-        *x.stride(),
-    )
-    constexprs = dict(
-        **_geometry_constexprs(spec),
-        HAS_BIAS_GRAD=db_partial is not None,
-        INDEX_64=needs_int64(dy, x, dw_partial),
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **_tile_constexprs(cfg),
-    )
+    args = arguments.tensors(dy=dy, x=x) | arguments.sizes(spec)
+    args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
+    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
+    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups, CHUNK=chunk)
+    constexprs = _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(HAS_BIAS_GRAD=db_partial is not None)
+    constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 

@@ -9,6 +9,7 @@ pre-activation where it is not (silu, gelu).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -47,15 +48,16 @@ class Epilogue:
     residual: torch.Tensor | None = None
     pre_activation: torch.Tensor | None = None
 
-    def args(self, fallback: torch.Tensor) -> tuple:
-        """The kernel arguments: residual (as a (N, C, D, H, W) view) and pre-activation tensors,
-        ``fallback`` where absent, then the residual's five strides."""
+    def args(self, fallback: torch.Tensor) -> dict[str, Any]:
+        """The kernel arguments ``residual_ptr``, ``residual_strides`` (of the residual's (N, C, D, H, W)
+        view) and ``z_ptr`` (the pre-activation, stored with the output's strides); ``fallback`` and
+        zero strides for what is absent."""
         residual = as_3d(self.residual) if self.residual is not None else None
-        return (
-            residual if residual is not None else fallback,
-            self.pre_activation if self.pre_activation is not None else fallback,
-            *(residual.stride() if residual is not None else (0,) * 5),
-        )
+        return {
+            "residual_ptr": residual if residual is not None else fallback,
+            "residual_strides": residual.stride() if residual is not None else (0,) * 5,
+            "z_ptr": self.pre_activation if self.pre_activation is not None else fallback,
+        }
 
     def constexprs(self) -> dict:
         return dict(
@@ -175,7 +177,7 @@ def activation_grad(grad_output: torch.Tensor, saved: torch.Tensor, activation: 
         Launch(
             activation_grad_kernel,
             (triton.cdiv(numel, block),),
-            (grad_output, saved, out, numel),
+            {"grad_ptr": grad_output, "saved_ptr": saved, "out_ptr": out, "numel": numel},
             {
                 "ACTIVATION": activation,
                 "ACC_DTYPE": accumulator_dtype(saved.dtype),

@@ -32,9 +32,10 @@ from typing import IO, Any
 
 import torch
 import triton
-from triton.backends.compiler import GPUTarget
+from triton._utils import find_paths_if, get_iterable_path
+from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.compiler import ASTSource, CompiledKernel
-from triton.runtime.jit import JITFunction
+from triton.runtime.jit import JITFunction, native_specialize_impl
 
 from .common import Launch
 
@@ -82,20 +83,7 @@ def compile_launch(launch: Launch, arch: int = 90, assembly: bool = False) -> Co
     compiled from its module as imported afresh. Raises ``GPUCompileError`` if it does not compile.
     A request identical to an earlier one in this process is answered from memory.
     """
-    fn = launch.kernel
-    while not inspect.isfunction(fn):  # JITFunction, InterpretedFunction, Autotuner, Heuristics
-        fn = fn.fn
-    request = _Request(
-        module=fn.__module__,
-        qualname=fn.__qualname__,
-        args=tuple(_TensorArg.of(a) if isinstance(a, torch.Tensor) else a for a in launch.args),
-        constexprs=launch.constexprs,
-        num_warps=launch.num_warps,
-        num_stages=launch.num_stages,
-        arch=arch,
-        assembly=assembly,
-    )
-    answer = _SERVER.ask(request)
+    answer = _SERVER.ask(_Request.of(launch, arch, assembly))
     if isinstance(answer, str):
         raise GPUCompileError(answer)
     return answer
@@ -103,26 +91,46 @@ def compile_launch(launch: Launch, arch: int = 90, assembly: bool = False) -> Co
 
 @dataclass(frozen=True)
 class _TensorArg:
-    """What compiling needs of a tensor argument: its element type and whether its address is 16-aligned."""
+    """What compiling needs of a tensor argument, standing in for it in Triton's specialisation:
+    its element type and its address modulo 16 (whether the address is 16-aligned)."""
 
     dtype: torch.dtype
-    aligned: bool
+    address_mod_16: int
 
     @staticmethod
     def of(t: torch.Tensor) -> _TensorArg:
-        return _TensorArg(t.dtype, t.data_ptr() % 16 == 0)
+        return _TensorArg(t.dtype, t.data_ptr() % 16)
+
+    def data_ptr(self) -> int:
+        return self.address_mod_16
 
 
 @dataclass(frozen=True)
 class _Request:
     module: str
     qualname: str
-    args: tuple[Any, ...]
+    args: dict[str, Any]
     constexprs: dict[str, Any]
     num_warps: int
     num_stages: int
     arch: int
     assembly: bool
+
+    @staticmethod
+    def of(launch: Launch, arch: int, assembly: bool) -> _Request:
+        fn = launch.kernel
+        while not inspect.isfunction(fn):  # JITFunction, InterpretedFunction, Autotuner, Heuristics
+            fn = fn.fn
+        return _Request(
+            module=fn.__module__,
+            qualname=fn.__qualname__,
+            args={name: _TensorArg.of(a) if isinstance(a, torch.Tensor) else a for name, a in launch.args.items()},
+            constexprs=launch.constexprs,
+            num_warps=launch.num_warps,
+            num_stages=launch.num_stages,
+            arch=arch,
+            assembly=assembly,
+        )
 
 
 class _Server:
@@ -256,69 +264,36 @@ def _compile(request: _Request) -> CompiledKernel:
     return triton.compile(source, target=GPUTarget("cuda", request.arch, 32), options=options)
 
 
-_POINTEE_TYPES: dict[torch.dtype, str] = {
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float32: "fp32",
-    torch.float64: "fp64",
-    torch.int8: "i8",
-    torch.int16: "i16",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.uint8: "u8",
-    torch.bool: "u1",
-}
-_DIVISIBLE_BY_16 = [["tt.divisibility", 16]]
-
-
 def _specialize(
     fn: JITFunction, request: _Request
-) -> tuple[dict[str, str], dict[tuple[int, ...], Any], dict[tuple[int, ...], list[list[Any]]]]:
+) -> tuple[dict[str, Any], dict[tuple[int, ...], Any], dict[tuple[int, ...], list[list[Any]]]]:
     """Signature, constants and attributes of ``request``'s arguments as Triton's launcher derives them.
 
-    Pointers get their element type and ints i32/i64/u64 by magnitude. Unless a parameter opts
-    out (``do_not_specialize``), an int equal to 1 becomes a constant, and ints divisible by 16
-    and pointers to addresses divisible by 16 carry that as a hint to the compiler.
+    Each argument goes through the launcher's own ``native_specialize_impl``: pointers get their
+    element type and ints i32/i64/u64 by magnitude; unless a parameter opts out
+    (``do_not_specialize``), an int equal to 1 becomes a constant, and ints divisible by 16 and
+    pointers to addresses divisible by 16 carry that as a hint to the compiler. A tuple argument's
+    signature is the tuple of its elements' types; its constants and hints are keyed by the path
+    (parameter index, element index).
     """
-    bound = inspect.signature(fn.fn).bind(*request.args, **request.constexprs)
+    bound = inspect.signature(fn.fn).bind(**request.args, **request.constexprs)
     bound.apply_defaults()
-    signature: dict[str, str] = {}
-    constants: dict[tuple[int, ...], Any] = {}
-    attrs: dict[tuple[int, ...], list[list[Any]]] = {}
-    for param, value in zip(fn.params, bound.arguments.values()):
-        key = (param.num,)
+    values = list(bound.arguments.values())
+    specialization = []
+    for param, value in zip(fn.params, values):
         if param.annotation_type:
             raise TypeError(f"{fn.__name__}: typed parameter {param.name!r} is not supported")
-        if param.is_constexpr or value is None or (_is_int(value) and value == 1 and not param.do_not_specialize):
-            signature[param.name] = "constexpr"
-            constants[key] = value
-        elif isinstance(value, _TensorArg):
-            signature[param.name] = "*" + _POINTEE_TYPES[value.dtype]
-            if value.aligned and not param.do_not_specialize and not param.do_not_specialize_on_alignment:
-                attrs[key] = _DIVISIBLE_BY_16
-        elif _is_int(value):
-            signature[param.name] = _int_type(value)
-            if value % 16 == 0 and not param.do_not_specialize:
-                attrs[key] = _DIVISIBLE_BY_16
-        elif isinstance(value, bool):
-            signature[param.name] = "u1"
-        elif isinstance(value, float):
-            signature[param.name] = "fp32"
+        if param.is_constexpr:
+            specialization.append(("constexpr", value))
         else:
-            raise TypeError(f"{fn.__name__}: cannot pass {type(value).__name__} as argument {param.name!r}")
+            specialize, align = not param.do_not_specialize, not param.do_not_specialize_on_alignment
+            specialization.append(native_specialize_impl(BaseBackend, value, param.is_const, specialize, align))
+    types = [kind for kind, _ in specialization]
+    signature = {param.name: kind for param, kind in zip(fn.params, types)}
+    constants = {path: get_iterable_path(values, path) for path in find_paths_if(types, lambda _, t: t == "constexpr")}
+    hints = ["" if kind == "constexpr" else hint for kind, hint in specialization]
+    attrs = {
+        path: BaseBackend.parse_attr(get_iterable_path(hints, path))
+        for path in find_paths_if(hints, lambda _, hint: isinstance(hint, str))
+    }
     return signature, constants, attrs
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_type(value: int) -> str:
-    """The narrowest of Triton's runtime integer types holding ``value``."""
-    if -(2**31) <= value < 2**31:
-        return "i32"
-    if -(2**63) <= value < 2**63:
-        return "i64"
-    if 0 <= value < 2**64:
-        return "u64"
-    raise ValueError(f"integer argument {value} does not fit in 64 bits")

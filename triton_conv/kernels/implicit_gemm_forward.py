@@ -16,6 +16,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import IMPLICIT_GEMM_CONFIGS, INTERPRETER_CONFIGS, KernelConfig
 from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
+from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
@@ -25,82 +26,33 @@ from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_in
 
 @triton.jit
 def implicit_gemm_forward_kernel(
-    x_ptr,
-    w_ptr,
-    bias_ptr,
-    y_ptr,
-    residual_ptr,
-    z_ptr,
-    C_G,
-    D,
-    H,
-    W,
-    K_G,
-    D_OUT,
-    H_OUT,
-    W_OUT,
-    M,
-    R,
-    S,
-    TAPS,
-    stride_d,
-    stride_h,
-    stride_w,
-    pad_d,
-    pad_h,
-    pad_w,
-    dil_d,
-    dil_h,
-    dil_w,
-    sx_n,
-    sx_c,
-    sx_d,
-    sx_h,
-    sx_w,
-    sw_k,
-    sw_c,
-    sw_t,
-    sw_r,
-    sw_s,
-    sy_n,
-    sy_k,
-    sy_d,
-    sy_h,
-    sy_w,
-    s_bias,
-    sr_n,
-    sr_k,
-    sr_d,
-    sr_h,
-    sr_w,
-    HAS_BIAS: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    STORE_PRE_ACTIVATION: tl.constexpr,
-    CHECK_D: tl.constexpr,
-    CHECK_H: tl.constexpr,
-    CHECK_W: tl.constexpr,
-    EVEN_C: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    STORE_TRANSPOSED: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    C_G, input_size, K_G, output_size, M, kernel_size, TAPS, conv_stride, padding, dilation,
+    x_strides, w_strides, y_strides, bias_stride, residual_strides,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr, CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
+    EVEN_C: tl.constexpr, EVEN_N: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     """y = activation(conv(x, w) + bias + residual) for one (BLOCK_M pixels) x (BLOCK_N channels)
-    tile of group axis 2.
+    tile of group axis 2. Grid: (cdiv(M, BLOCK_M), cdiv(K_G, BLOCK_N), groups).
 
     Args:
-        x_ptr: input (N, C, D, H, W), any strides (sx_*); C = groups * C_G.
-        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*); K = groups * K_G; TAPS = T*R*S.
-        bias_ptr: bias (K,), stride s_bias; read only if HAS_BIAS.
-        y_ptr: output (N, K, D_OUT, H_OUT, W_OUT), any strides (sy_*); M = N*D_OUT*H_OUT*W_OUT.
-        residual_ptr: (N, K, D_OUT, H_OUT, W_OUT), any strides (sr_*); read only if HAS_RESIDUAL.
-        z_ptr: pre-activation, y's strides; written only if STORE_PRE_ACTIVATION.
-        pad_*: leading padding per dimension (trailing padding only shapes D_OUT/H_OUT/W_OUT).
+        x_ptr, x_strides: input (N, C, D, H, W), C = groups * C_G; any strides (5, in elements).
+        w_ptr, w_strides: weight (K, C_G, T, R, S), K = groups * K_G; any strides (5).
+        y_ptr, y_strides: output (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
+        bias_ptr, bias_stride: bias (K,) and its stride; read only if HAS_BIAS.
+        residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
+            read only if HAS_RESIDUAL.
+        z_ptr: the pre-activation, y's shape and strides; written only if STORE_PRE_ACTIVATION.
+        input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT).
+        padding: leading padding (D, H, W); the trailing padding only shapes output_size.
+        kernel_size: filter size (T, R, S). conv_stride: the convolution's step (D, H, W) between
+            output pixels (not a memory stride). dilation: (D, H, W) spacing of the taps.
+        C_G, K_G: input and output channels per group.
+        M: output pixels, N * D_OUT * H_OUT * W_OUT. TAPS: T * R * S.
+        HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
+        HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         CHECK_D, CHECK_H, CHECK_W: whether taps can fall outside the input along D, H, W (padding
             there); where not, that dimension needs no bounds test (a 1x1 conv needs none: a plain GEMM).
         EVEN_C: C_G is a multiple of BLOCK_K, so no channel block needs a mask.
@@ -109,6 +61,7 @@ def implicit_gemm_forward_kernel(
         INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
         PRECISION: tl.dot input precision ("ieee" or "tf32").
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
+        BLOCK_M, BLOCK_N, BLOCK_K: the tile: output pixels, output channels, reduction channels per step.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -133,19 +86,25 @@ def implicit_gemm_forward_kernel(
     else:
         mask_n = offs_n < K_G
 
+    D_OUT, H_OUT, W_OUT = output_size
     n, od, oh, ow = unravel_pixels(offs_m, D_OUT, H_OUT, W_OUT)
     # Input coordinate of tap 0; tap (t, r, s) adds (t*dil_d, r*dil_h, s*dil_w).
-    id0 = od * stride_d - pad_d
-    ih0 = oh * stride_h - pad_h
-    iw0 = ow * stride_w - pad_w
+    id0 = od * conv_stride[0] - padding[0]
+    ih0 = oh * conv_stride[1] - padding[1]
+    iw0 = ow * conv_stride[2] - padding[2]
     # Element offsets of tap 0, channel 0; a step adds one scalar to every element. The base
     # pointers join only at the loads: 64-bit pointer tiles held across the loop take twice the
     # registers.
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
     x_rows = n * sx_n + group * C_G * sx_c + id0 * sx_d + ih0 * sx_h + iw0 * sx_w
     x_offs = x_rows[:, None] + offs_k[None, :] * sx_c
     w_offs = ((group * K_G + offs_n) * sw_k)[None, :] + offs_k[:, None] * sw_c
 
+    D, H, W = input_size
     id0, ih0, iw0 = fold_rows(mask_m, id0, ih0, iw0, D, H, W, CHECK_D, CHECK_H, CHECK_W)
+    _, R, S = kernel_size
+    dil_d, dil_h, dil_w = dilation
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     kt = zero_index(INDEX_64)
@@ -166,10 +125,12 @@ def implicit_gemm_forward_kernel(
         c0, kt, kr, ks = next_step(c0, kt, kr, ks, C_G, R, S, BLOCK_K)
 
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + (group * K_G + offs_n) * s_bias, mask=mask_n, other=0.0)
+        bias = tl.load(bias_ptr + (group * K_G + offs_n) * bias_stride, mask=mask_n, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
 
     k = group * K_G + offs_n
+    sy_n, sy_k, sy_d, sy_h, sy_w = y_strides
+    sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
     y_rows = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
     r_rows = n * sr_n + od * sr_d + oh * sr_h + ow * sr_w
     if STORE_TRANSPOSED:
@@ -232,43 +193,17 @@ def plan_forward(
         triton.cdiv(spec.out_channels_per_group, cfg.block_n),
         spec.groups,
     )
-    _, r, s = spec.kernel_size
-    residual, pre_activation, *residual_strides = epilogue.args(y)
-    args = (
-        x,
-        w,
-        bias if bias is not None else x,
-        y,
-        residual,
-        pre_activation,
-        spec.in_channels_per_group,
-        *spec.input_size,
-        spec.out_channels_per_group,
-        *spec.output_size,
-        spec.output_pixels,
-        r,
-        s,
-        spec.taps,
-        *spec.stride,
-        *spec.pad_lo,
-        *spec.dilation,
-        *x.stride(),
-        *w.stride(),
-        *y.stride(),
-        bias.stride(0) if bias is not None else 0,
-        *residual_strides,
-    )
-    constexprs = dict(
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded)),
+    args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
+    args |= arguments.filter_geometry(spec)
+    args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M=spec.output_pixels, TAPS=spec.taps)
+    constexprs = arguments.output_flags(bias, epilogue) | dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded))
+    constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
+    constexprs |= cfg.blocks()
+    constexprs |= dict(
         EVEN_C=spec.in_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.out_channels_per_group % cfg.block_n == 0,
         STORE_TRANSPOSED=store_transposed(y),
-        INDEX_64=needs_int64(x, w, y, residual),
         PRECISION=precision,
-        ACC_DTYPE=accumulator_dtype(x.dtype),
-        **cfg.blocks(),
     )
     return Launch(implicit_gemm_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 

@@ -23,6 +23,7 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import IMPLICIT_GEMM_CONFIGS, INTERPRETER_CONFIGS, KernelConfig
 from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
+from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import unravel_pixels
@@ -32,101 +33,47 @@ from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_ins
 
 @triton.jit
 def implicit_gemm_input_grad_kernel(
-    dy_ptr,
-    w_ptr,
-    dx_ptr,
-    bias_ptr,
-    residual_ptr,
-    z_ptr,
-    C_G,
-    D,
-    H,
-    W,
-    K_G,
-    D_OUT,
-    H_OUT,
-    W_OUT,
-    D_PH,
-    H_PH,
-    W_PH,
-    M_PH,
-    T,
-    R,
-    S,
-    GROUPS,
-    stride_d,
-    stride_h,
-    stride_w,
-    pad_d,
-    pad_h,
-    pad_w,
-    dil_d,
-    dil_h,
-    dil_w,
-    tap_step_d,
-    tap_step_h,
-    tap_step_w,
-    out_step_d,
-    out_step_h,
-    out_step_w,
-    sdy_n,
-    sdy_k,
-    sdy_d,
-    sdy_h,
-    sdy_w,
-    sw_k,
-    sw_c,
-    sw_t,
-    sw_r,
-    sw_s,
-    sdx_n,
-    sdx_c,
-    sdx_d,
-    sdx_h,
-    sdx_w,
-    s_bias,
-    sr_n,
-    sr_c,
-    sr_d,
-    sr_h,
-    sr_w,
-    HAS_BIAS: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    STORE_PRE_ACTIVATION: tl.constexpr,
-    CHECK_D: tl.constexpr,
-    CHECK_H: tl.constexpr,
-    CHECK_W: tl.constexpr,
-    EVEN_K: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    STORE_TRANSPOSED: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr,
+    C_G, input_size, K_G, output_size, phase_size, M_PH, kernel_size, GROUPS,
+    conv_stride, padding, dilation, phase_tap_step, phase_out_step,
+    dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     """dx for one (BLOCK_M input pixels of one phase) x (BLOCK_N input channels) tile.
+    Grid: (cdiv(M_PH, BLOCK_M), cdiv(C_G, BLOCK_N), GROUPS * phases), phases = the product of
+    conv_stride; group fastest on axis 2.
 
     Args:
-        dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*), K = GROUPS * K_G.
-        w_ptr: weight (K, C_G, T, R, S), any strides (sw_*).
-        dx_ptr: input gradient (N, C, D, H, W), any strides (sdx_*), C = GROUPS * C_G; every
-            element is written (zero, or the bias, where no tap reaches it).
-        bias_ptr: bias (C,), stride s_bias; read only if HAS_BIAS (a transposed convolution's).
-        residual_ptr: (N, C, D, H, W), any strides (sr_*); read only if HAS_RESIDUAL.
-        z_ptr: pre-activation, dx's strides; written only if STORE_PRE_ACTIVATION.
-        D_PH, H_PH, W_PH: pixels per phase along each dimension (ceil(D / stride_d), ...);
-            M_PH = N * D_PH * H_PH * W_PH.
-        pad_*: leading padding per dimension.
-        tap_step_*, out_step_*: the taps reaching one phase are every tap_step-th along each
-            dimension (stride / gcd(stride, dil)); between two of them the output pixel moves by
-            out_step (dil / gcd(stride, dil)).
+        dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT), K = GROUPS * K_G; any
+            strides (5, in elements).
+        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5).
+        dx_ptr, dx_strides: input gradient (N, C, D, H, W), C = GROUPS * C_G; any strides (5);
+            every element is written (zero, or the bias, where no tap reaches it).
+        bias_ptr, bias_stride: bias (C,) and its stride (a transposed convolution's); read only if HAS_BIAS.
+        residual_ptr, residual_strides: added before the activation, dx's shape, any strides (5);
+            read only if HAS_RESIDUAL.
+        z_ptr: the pre-activation, dx's shape and strides; written only if STORE_PRE_ACTIVATION.
+        input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
+        kernel_size: filter size (T, R, S). conv_stride: the convolution's step (D, H, W) between
+            output pixels (not a memory stride); an input pixel's phase is its coordinate modulo it.
+            dilation: (D, H, W) spacing of the taps.
+        phase_tap_step, phase_out_step: per dimension, the taps reaching one phase are every
+            phase_tap_step-th (stride / gcd(stride, dil)); between two of them the output pixel
+            moves by phase_out_step (dil / gcd(stride, dil)).
+        phase_size: input pixels per phase (D_PH, H_PH, W_PH) = (ceil(D / conv_stride_d), ...).
+        C_G, K_G: input and output channels per group. M_PH: N * D_PH * H_PH * W_PH. GROUPS: groups.
+        HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
+        HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         CHECK_D, CHECK_H, CHECK_W: whether a tap can reach outside the output along D, H, W.
         EVEN_K: K_G is a multiple of BLOCK_K; EVEN_N: C_G is a multiple of BLOCK_N (no masks).
         STORE_TRANSPOSED: store the tile as (channels x pixels) rather than (pixels x channels).
-        Grid axis 2 runs over GROUPS * stride_d * stride_h * stride_w (group fastest).
+        INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
+        PRECISION: tl.dot input precision ("ieee" or "tf32").
+        ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
+        BLOCK_M, BLOCK_N, BLOCK_K: the tile: input pixels, input channels, output channels per step.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -138,13 +85,18 @@ def implicit_gemm_input_grad_kernel(
         pid_z = pid_z.to(tl.int64)
     group = pid_z % GROUPS
     phase = pid_z // GROUPS
-    ph_w = phase % stride_w
-    ph_h = (phase // stride_w) % stride_h
-    ph_d = phase // (stride_w * stride_h)
+    conv_stride_d, conv_stride_h, conv_stride_w = conv_stride
+    ph_w = phase % conv_stride_w
+    ph_h = (phase // conv_stride_w) % conv_stride_h
+    ph_d = phase // (conv_stride_w * conv_stride_h)
     # The taps reaching this phase, last first, and the output pixel the last one reads.
-    last_t, count_t, shift_d = phase_taps(ph_d, pad_d, dil_d, stride_d, tap_step_d, T)
-    last_r, count_r, shift_h = phase_taps(ph_h, pad_h, dil_h, stride_h, tap_step_h, R)
-    last_s, count_s, shift_w = phase_taps(ph_w, pad_w, dil_w, stride_w, tap_step_w, S)
+    pad_d, pad_h, pad_w = padding
+    dil_d, dil_h, dil_w = dilation
+    tap_step_d, tap_step_h, tap_step_w = phase_tap_step
+    T, R, S = kernel_size
+    last_t, count_t, shift_d = phase_taps(ph_d, pad_d, dil_d, conv_stride_d, tap_step_d, T)
+    last_r, count_r, shift_h = phase_taps(ph_h, pad_h, dil_h, conv_stride_h, tap_step_h, R)
+    last_s, count_s, shift_w = phase_taps(ph_w, pad_w, dil_w, conv_stride_w, tap_step_w, S)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -159,22 +111,28 @@ def implicit_gemm_input_grad_kernel(
     else:
         mask_n = offs_n < C_G
 
+    D_PH, H_PH, W_PH = phase_size
     n, jd, jh, jw = unravel_pixels(offs_m, D_PH, H_PH, W_PH)
     # Input pixel (ph + stride * j) in each dimension.
-    id_ = ph_d + stride_d * jd
-    ih = ph_h + stride_h * jh
-    iw = ph_w + stride_w * jw
+    id_ = ph_d + conv_stride_d * jd
+    ih = ph_h + conv_stride_h * jh
+    iw = ph_w + conv_stride_w * jw
+    D, H, W = input_size
     mask_m = (offs_m < M_PH) & (id_ < D) & (ih < H) & (iw < W)
     # Output pixel read by the last tap; each earlier tap adds out_step.
     od0 = jd + shift_d
     oh0 = jh + shift_h
     ow0 = jw + shift_w
     # Element offsets at the last tap, output channel 0; a step adds one scalar to each element.
+    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
+    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
     dy_rows = n * sdy_n + group * K_G * sdy_k + od0 * sdy_d + oh0 * sdy_h + ow0 * sdy_w
     dy_offs = dy_rows[:, None] + offs_k[None, :] * sdy_k
     w_offs = (group * K_G * sw_k + last_t * sw_t + last_r * sw_r + last_s * sw_s + offs_n * sw_c)[None, :]
     w_offs += offs_k[:, None] * sw_k
+    D_OUT, H_OUT, W_OUT = output_size
     od0, oh0, ow0 = fold_rows(mask_m, od0, oh0, ow0, D_OUT, H_OUT, W_OUT, CHECK_D, CHECK_H, CHECK_W)
+    out_step_d, out_step_h, out_step_w = phase_out_step
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     it_t = zero_index(INDEX_64)
@@ -198,7 +156,9 @@ def implicit_gemm_input_grad_kernel(
 
     c = group * C_G + offs_n
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + c * s_bias, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
+        acc += tl.load(bias_ptr + c * bias_stride, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
+    sdx_n, sdx_c, sdx_d, sdx_h, sdx_w = dx_strides
+    sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
     dx_rows = n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
     r_rows = n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w
     if STORE_TRANSPOSED:
@@ -273,46 +233,18 @@ def plan_input_grad(
         triton.cdiv(spec.in_channels_per_group, cfg.block_n),
         spec.groups * phases,
     )
-    residual, pre_activation, *residual_strides = epilogue.args(dx)
-    args = (
-        dy,
-        w,
-        dx,
-        bias if bias is not None else dx,
-        residual,
-        pre_activation,
-        spec.in_channels_per_group,
-        *spec.input_size,
-        spec.out_channels_per_group,
-        *spec.output_size,
-        d_ph,
-        h_ph,
-        w_ph,
-        m_ph,
-        *spec.kernel_size,
-        spec.groups,
-        *spec.stride,
-        *spec.pad_lo,
-        *spec.dilation,
-        *spec.phase_tap_step,
-        *spec.phase_out_step,
-        *dy.stride(),
-        *w.stride(),
-        *dx.stride(),
-        bias.stride(0) if bias is not None else 0,
-        *residual_strides,
-    )
-    constexprs = dict(
-        HAS_BIAS=bias is not None,
-        **epilogue.constexprs(),
-        **dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds)),
+    args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
+    args |= arguments.filter_geometry(spec)
+    args |= dict(phase_tap_step=spec.phase_tap_step, phase_out_step=spec.phase_out_step, phase_size=(d_ph, h_ph, w_ph))
+    args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M_PH=m_ph, GROUPS=spec.groups)
+    constexprs = arguments.output_flags(bias, epilogue) | cfg.blocks()
+    constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
+    constexprs |= dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds))
+    constexprs |= dict(
         EVEN_K=spec.out_channels_per_group % cfg.block_k == 0,
         EVEN_N=spec.in_channels_per_group % cfg.block_n == 0,
         STORE_TRANSPOSED=store_transposed(dx),
-        INDEX_64=needs_int64(dy, w, dx, residual),
         PRECISION=precision,
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **cfg.blocks(),
     )
     return Launch(implicit_gemm_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 

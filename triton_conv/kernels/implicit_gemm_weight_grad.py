@@ -32,6 +32,7 @@ from ..tuning.configs import (
 from ..tuning.key import layout_of
 from ..tuning.kinds import GemmExtents, KernelKind
 from ..tuning.select import select_config
+from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .indexing import unravel_pixels, unravel_tap
 from .split_k import partial_buffers, partial_dtype, sum_splits
@@ -73,66 +74,15 @@ def _advance(digit, step, carry, extent):
 
 @triton.jit
 def implicit_gemm_weight_grad_kernel(
-    dy_ptr,
-    x_ptr,
-    dw_partial_ptr,
-    db_partial_ptr,
-    C_G,
-    D,
-    H,
-    W,
-    K,
-    K_G,
-    D_OUT,
-    H_OUT,
-    W_OUT,
-    P,
-    R,
-    S,
-    TAPS,
-    GROUPS,
-    SPLIT_K,
-    CHUNK,
-    stride_d,
-    stride_h,
-    stride_w,
-    pad_d,
-    pad_h,
-    pad_w,
-    dil_d,
-    dil_h,
-    dil_w,
-    sdy_n,
-    sdy_k,
-    sdy_d,
-    sdy_h,
-    sdy_w,
-    sx_n,
-    sx_c,
-    sx_d,
-    sx_h,
-    sx_w,
-    HAS_BIAS_GRAD: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
-    DY_LINEAR: tl.constexpr,
-    X_LINEAR: tl.constexpr,
-    MASK_D: tl.constexpr,
-    MASK_H: tl.constexpr,
-    MASK_W: tl.constexpr,
-    TRACK_N: tl.constexpr,
-    TRACK_D: tl.constexpr,
-    TRACK_H: tl.constexpr,
-    TRACK_W: tl.constexpr,
-    SWAP_AB: tl.constexpr,
-    W_RUNS: tl.constexpr,
-    EVEN_P: tl.constexpr,
-    HAS_COLUMNS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
+    C_G, input_size, K, K_G, output_size, P, kernel_size, TAPS, GROUPS, SPLIT_K, CHUNK, conv_stride, padding, dilation,
+    dy_strides, x_strides,
+    HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    DY_LINEAR: tl.constexpr, X_LINEAR: tl.constexpr, MASK_D: tl.constexpr, MASK_H: tl.constexpr, MASK_W: tl.constexpr,
+    TRACK_N: tl.constexpr, TRACK_D: tl.constexpr, TRACK_H: tl.constexpr, TRACK_W: tl.constexpr,
+    SWAP_AB: tl.constexpr, W_RUNS: tl.constexpr, EVEN_P: tl.constexpr, HAS_COLUMNS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     """Partial dw (and db) of one split for BLOCK_M out channels x BLOCK_N (tap, in channel) columns.
 
     Columns run over the TAPS * C_G (tap, input channel) pairs, tap-major: one tile spans several
@@ -140,7 +90,7 @@ def implicit_gemm_weight_grad_kernel(
     gathered per column at its tap's shift (a contiguous channel run per tap in channels-last).
     Pixel geometry is carried from step to step (no division in the loop), and only what the
     flags ask for: DY_LINEAR / X_LINEAR say a pixel's dy / x offset is p * sdy_w / p * sx_w
-    (pixel strides dense; for x also stride 1 and input size = output size); MASK_D/H/W say
+    (pixel strides dense; for x also conv_stride 1 and input size = output size); MASK_D/H/W say
     that dimension is padded (taps may fall outside the input); TRACK_N/D/H/W say which output
     coordinates the step needs (n, d, h, w), innermost first. SWAP_AB computes the transposed
     product (columns as the MMA's rows) for tiles with fewer than 64 out channels, which a
@@ -151,11 +101,22 @@ def implicit_gemm_weight_grad_kernel(
     or dilation along W). HAS_COLUMNS is false when C_G == 0: then only the bias gradient is computed.
 
     Args:
-        dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*); K = GROUPS * K_G;
-            P = N * D_OUT * H_OUT * W_OUT pixels, reduced in chunks of CHUNK (a multiple of BLOCK_K).
-        x_ptr: input (N, C, D, H, W), any strides (sx_*); C = GROUPS * C_G.
+        dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT), K = GROUPS * K_G; any
+            strides (5, in elements).
+        x_ptr, x_strides: input (N, C, D, H, W), C = GROUPS * C_G; any strides (5).
         dw_partial_ptr: (SPLIT_K, K, C_G, TAPS) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
+        input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
+        kernel_size: filter size (T, R, S). conv_stride: the convolution's step (D, H, W) between
+            output pixels (not a memory stride). dilation: (D, H, W) spacing of the taps.
+        C_G: input channels per group. K, K_G: output channels, in all and per group.
+        P: output pixels N * D_OUT * H_OUT * W_OUT, reduced in chunks of CHUNK (a multiple of
+            BLOCK_K), one per split. TAPS: T * R * S. GROUPS: groups. SPLIT_K: splits.
+        HAS_BIAS_GRAD: also sum dy's rows into db. INDEX_64: compute offsets in int64.
+        PRECISION: tl.dot input precision ("ieee" or "tf32"). ACC_DTYPE: float32, or float64 for float64.
+        DY_LINEAR, X_LINEAR, MASK_D, MASK_H, MASK_W, TRACK_N, TRACK_D, TRACK_H, TRACK_W, SWAP_AB,
+            W_RUNS, EVEN_P, HAS_COLUMNS: as above.
+        BLOCK_M, BLOCK_N, BLOCK_K: the tile: output channels, (tap, input channel) columns, pixels per step.
         Grid: (cdiv(K_G, BLOCK_M), max(1, cdiv(TAPS * C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
     """
     pid_m = tl.program_id(0)
@@ -187,24 +148,30 @@ def implicit_gemm_weight_grad_kernel(
     c_g = C_G if HAS_COLUMNS else 1
     tap = tl.minimum(cols // c_g, TAPS - 1)
     c = cols % c_g
+    _, R, S = kernel_size
     kt, kr, ks = unravel_tap(tap, R, S)
-    shift_d = kt * dil_d - pad_d
-    shift_h = kr * dil_h - pad_h
-    shift_w = ks * dil_w - pad_w
+    shift_d = kt * dilation[0] - padding[0]
+    shift_h = kr * dilation[1] - padding[1]
+    shift_w = ks * dilation[2] - padding[2]
     # Element offsets; the base pointers join only at the loads: 64-bit pointer tensors held
     # across the loop take twice the registers and made small tiles spill.
+    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
     dy_cols = k * sdy_k
     if W_RUNS:
         # The S taps along W of one (kt, kr) and their channels are one contiguous run of x:
         # written as a remainder, the compiler sees the run (and vectorizes it) even when C_G is small.
         run = S * c_g
         kt_kr = tl.minimum(cols // run, TAPS // S - 1)
-        x_cols = (kt_kr // R * dil_d - pad_d) * sx_d + (kt_kr % R * dil_h - pad_h) * sx_h + cols % run
+        shift_kt = kt_kr // R * dilation[0] - padding[0]
+        shift_kr = kt_kr % R * dilation[1] - padding[1]
+        x_cols = shift_kt * sx_d + shift_kr * sx_h + cols % run
     else:
         x_cols = (group * C_G + c) * sx_c + shift_d * sx_d + shift_h * sx_h + shift_w * sx_w
 
     p_start = split * CHUNK
     p_end = tl.minimum(p_start + CHUNK, P)
+    D_OUT, H_OUT, W_OUT = output_size
     n, od, oh, ow = unravel_pixels(p_start + offs_p, D_OUT, H_OUT, W_OUT)
     step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_K, D_OUT, H_OUT, W_OUT)
 
@@ -213,6 +180,8 @@ def implicit_gemm_weight_grad_kernel(
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
+    conv_stride_d, conv_stride_h, conv_stride_w = conv_stride
+    D, H, W = input_size
     for p0 in range(p_start, p_end, BLOCK_K):
         p = p0 + offs_p
         mask_p = None if EVEN_P else p < p_end
@@ -223,16 +192,16 @@ def implicit_gemm_weight_grad_kernel(
         if X_LINEAR:
             x_pix = p * sx_w
         else:
-            x_pix = n * sx_n + od * (stride_d * sx_d) + oh * (stride_h * sx_h) + ow * (stride_w * sx_w)
+            x_pix = n * sx_n + od * (conv_stride_d * sx_d) + oh * (conv_stride_h * sx_h) + ow * (conv_stride_w * sx_w)
         a = _load(dy_ptr + dy_cols[:, None] + dy_pix[None, :], None if EVEN_P else mask_p[None, :])
         if HAS_COLUMNS:
             mask_x = None if EVEN_P else mask_p[:, None]
             if MASK_D:
-                mask_x = _both(mask_x, _within((od * stride_d)[:, None] + shift_d[None, :], D))
+                mask_x = _both(mask_x, _within((od * conv_stride_d)[:, None] + shift_d[None, :], D))
             if MASK_H:
-                mask_x = _both(mask_x, _within((oh * stride_h)[:, None] + shift_h[None, :], H))
+                mask_x = _both(mask_x, _within((oh * conv_stride_h)[:, None] + shift_h[None, :], H))
             if MASK_W:
-                mask_x = _both(mask_x, _within((ow * stride_w)[:, None] + shift_w[None, :], W))
+                mask_x = _both(mask_x, _within((ow * conv_stride_w)[:, None] + shift_w[None, :], W))
             b = _load(x_ptr + x_pix[:, None] + x_cols[None, :], mask_x)
             if SWAP_AB:
                 acc = tl.dot(
@@ -360,33 +329,15 @@ def plan_weight_grad(
         max(1, triton.cdiv(spec.taps * spec.in_channels_per_group, config.block_n)),
         spec.groups * config.split_k,
     )
-    _, r, s = spec.kernel_size
-    args = (
-        dy,
-        x,
-        dw_partial,
-        db_partial if db_partial is not None else dw_partial,
-        spec.in_channels_per_group,
-        *spec.input_size,
-        spec.out_channels,
-        spec.out_channels_per_group,
-        *spec.output_size,
-        spec.output_pixels,
-        r,
-        s,
-        spec.taps,
-        spec.groups,
-        config.split_k,
-        blocks_per_split * config.block_k,
-        *spec.stride,
-        *spec.pad_lo,
-        *spec.dilation,
-        *dy.stride(),
-        *x.stride(),
-    )
-    constexprs = dict(
+    args = arguments.tensors(dy=dy, x=x) | arguments.sizes(spec) | arguments.filter_geometry(spec)
+    args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
+    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
+    args |= dict(P=spec.output_pixels, TAPS=spec.taps, GROUPS=spec.groups, SPLIT_K=config.split_k)
+    args |= dict(CHUNK=blocks_per_split * config.block_k)
+    constexprs = pixel_geometry_flags(spec, dy, x) | config.blocks()
+    constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
+    constexprs |= dict(
         HAS_BIAS_GRAD=db_partial is not None,
-        **pixel_geometry_flags(spec, dy, x),
         SWAP_AB=swaps_operands(config),
         W_RUNS=x.stride(1) == 1
         and x.stride(4) == spec.in_channels
@@ -395,10 +346,7 @@ def plan_weight_grad(
         and spec.pad_lo[2] == spec.pad_hi[2] == 0,
         EVEN_P=spec.output_pixels % config.block_k == 0,
         HAS_COLUMNS=spec.in_channels_per_group > 0,
-        INDEX_64=needs_int64(dy, x, dw_partial),
         PRECISION=dot_precision(dy),
-        ACC_DTYPE=accumulator_dtype(dy.dtype),
-        **config.blocks(),
     )
     return Launch(implicit_gemm_weight_grad_kernel, grid, args, constexprs, config.num_warps, config.num_stages)
 

@@ -32,7 +32,7 @@ def sum_splits(partial: torch.Tensor, out: torch.Tensor) -> None:
         Launch(
             split_k_sum_kernel,
             (triton.cdiv(elements, block),),
-            (partial, out, elements, partial.shape[0]),
+            {"partial_ptr": partial, "out_ptr": out, "E": elements, "SPLIT_K": partial.shape[0]},
             {"INDEX_64": needs_int64(partial), "BLOCK": block},
         )()
 

@@ -312,17 +312,32 @@ def direct_taps_per_step(most: int, taps: int, stride: int, dilation: int) -> in
     return max(phase, most // phase * phase)
 
 
-def direct_config(channels: int, width: int, itemsize: int, channels_contiguous: bool = True) -> DirectConfig:
+def direct_config(
+    channels: int,
+    width: int,
+    itemsize: int,
+    channels_contiguous: bool = True,
+    fused_transposed_epilogue: bool = False,
+) -> DirectConfig:
     """The tile for ``channels`` channels (the dimension a program's channel block runs over),
     rows of ``width`` pixels (the dimension its groups run along) and elements of ``itemsize``
     bytes; ``taps_per_step`` is the most a step may take (see ``direct_taps_per_step``).
 
     Without contiguous channels (the default NCHW layout) every element is a load of its own,
-    with its own address: one channel per thread then, not a vector, or the registers spill."""
+    with its own address: one channel per thread then, not a vector, or the registers spill.
+    ``fused_transposed_epilogue``: the input gradient of a transposed convolution with a fused
+    residual or pre-activation, where a thread holds PIXELS * CONV_STRIDE_W accumulators and
+    the residual load and pre-activation store need registers beside them: half the pixels
+    (with all of them the registers spilled)."""
     if not gpu_tiles():
         base = DIRECT_INTERPRETER_CONFIG
-        return replace(base, pixels=direct_pixels(width, base.pixels))
-    block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
-    vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
-    block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
-    return DirectConfig(block_g, direct_pixels(width, DIRECT_PIXELS), block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
+        cfg = replace(base, pixels=direct_pixels(width, base.pixels))
+    else:
+        block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
+        vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
+        block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
+        pixels = direct_pixels(width, DIRECT_PIXELS)
+        cfg = DirectConfig(block_g, pixels, block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
+    if fused_transposed_epilogue:
+        cfg = replace(cfg, pixels=max(1, cfg.pixels // 2))
+    return cfg
