@@ -125,6 +125,7 @@ def implicit_gemm_weight_grad_kernel(
     TRACK_W: tl.constexpr,
     SWAP_AB: tl.constexpr,
     W_RUNS: tl.constexpr,
+    X_VECTOR: tl.constexpr,
     EVEN_P: tl.constexpr,
     HAS_COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -146,7 +147,9 @@ def implicit_gemm_weight_grad_kernel(
     columns in place of those past the tile's edge (their results are not stored), so only pixels
     are masked: past P unless EVEN_P (P a multiple of BLOCK_K), and taps in the padding.
     W_RUNS says x's (w, c) pairs are one contiguous run (channels-last, one group, no padding
-    or dilation along W). HAS_COLUMNS is false when C_G == 0: then only the bias gradient is computed.
+    or dilation along W). X_VECTOR > 1 says more of those runs (W_RUNS only): aligned groups of
+    X_VECTOR columns are contiguous in x, and every x offset of a pixel is a multiple of X_VECTOR.
+    HAS_COLUMNS is false when C_G == 0: then only the bias gradient is computed.
 
     Args:
         dy_ptr: output gradient (N, K, D_OUT, H_OUT, W_OUT), any strides (sdy_*); K = GROUPS * K_G;
@@ -198,6 +201,9 @@ def implicit_gemm_weight_grad_kernel(
         run = S * c_g
         kt_kr = tl.minimum(cols // run, TAPS // S - 1)
         x_cols = (kt_kr // R * dil_d - pad_d) * sx_d + (kt_kr % R * dil_h - pad_h) * sx_h + cols % run
+        if X_VECTOR > 1:
+            # What the remainder by a run length known only at run time hides from the compiler.
+            x_cols = tl.max_contiguous(tl.multiple_of(x_cols, X_VECTOR), X_VECTOR)
     else:
         x_cols = (group * C_G + c) * sx_c + shift_d * sx_d + shift_h * sx_h + shift_w * sx_w
 
@@ -222,6 +228,8 @@ def implicit_gemm_weight_grad_kernel(
             x_pix = p * sx_w
         else:
             x_pix = n * sx_n + od * (stride_d * sx_d) + oh * (stride_h * sx_h) + ow * (stride_w * sx_w)
+        if X_VECTOR > 1:
+            x_pix = tl.multiple_of(x_pix, X_VECTOR)
         a = _load(dy_ptr + dy_cols[:, None] + dy_pix[None, :], None if EVEN_P else mask_p[None, :])
         if HAS_COLUMNS:
             mask_x = None if EVEN_P else mask_p[:, None]
@@ -316,6 +324,23 @@ def pixel_geometry_flags(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> d
     )
 
 
+def x_vector(spec: ConvSpec, x: torch.Tensor) -> int:
+    """X_VECTOR of a W_RUNS problem (one run of S x C_G elements of the 3-d view ``x`` per (t, r)).
+
+    Runs of channel blocks of 16 bytes the compiler sees by itself (strides divisible by 16 are
+    specialized); with fewer channels (a first layer's input padded to 4, ``dispatch.pads_input``)
+    the widest aligned vector, at most 16 bytes, that the run length and every pixel stride that
+    moves (a dimension longer than 1, or padded) is a multiple of."""
+    vector = 16 // x.element_size()
+    if spec.in_channels_per_group % vector == 0:
+        return 1
+    lengths = [spec.kernel_size[2] * spec.in_channels_per_group]
+    lengths += [x.stride(dim) for dim in (0, 2, 3, 4) if x.shape[dim] > 1 or (dim > 0 and spec.padded[dim - 2])]
+    while vector > 1 and any(n % vector for n in lengths):
+        vector //= 2
+    return vector
+
+
 def plan_weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -334,6 +359,13 @@ def plan_weight_grad(
         spec.groups * config.split_k,
     )
     _, r, s = spec.kernel_size
+    w_runs = (
+        x.stride(1) == 1
+        and x.stride(4) == spec.in_channels
+        and spec.groups == 1
+        and spec.dilation[2] == 1
+        and spec.pad_lo[2] == spec.pad_hi[2] == 0
+    )
     args = (
         dy,
         x,
@@ -361,11 +393,8 @@ def plan_weight_grad(
         HAS_BIAS_GRAD=db_partial is not None,
         **pixel_geometry_flags(spec, dy, x),
         SWAP_AB=swaps_operands(config),
-        W_RUNS=x.stride(1) == 1
-        and x.stride(4) == spec.in_channels
-        and spec.groups == 1
-        and spec.dilation[2] == 1
-        and spec.pad_lo[2] == spec.pad_hi[2] == 0,
+        W_RUNS=w_runs,
+        X_VECTOR=x_vector(spec, x) if w_runs else 1,
         EVEN_P=spec.output_pixels % config.block_k == 0,
         HAS_COLUMNS=spec.in_channels_per_group > 0,
         INDEX_64=needs_int64(dy, x, dw_partial),
