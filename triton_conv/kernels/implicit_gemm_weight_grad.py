@@ -126,6 +126,7 @@ def implicit_gemm_weight_grad_kernel(
     SWAP_AB: tl.constexpr,
     W_RUNS: tl.constexpr,
     X_VECTOR: tl.constexpr,
+    ROW_BLOCKS: tl.constexpr,
     EVEN_P: tl.constexpr,
     HAS_COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -149,6 +150,8 @@ def implicit_gemm_weight_grad_kernel(
     W_RUNS says x's (w, c) pairs are one contiguous run (channels-last, one group, no padding
     or dilation along W). X_VECTOR > 1 says more of those runs (W_RUNS only): aligned groups of
     X_VECTOR columns are contiguous in x, and every x offset of a pixel is a multiple of X_VECTOR.
+    ROW_BLOCKS says W_OUT is a multiple of BLOCK_K: every block of pixels is part of one output
+    row, so its n, d, h and first w are carried as scalars (one carry per step, not per pixel).
     HAS_COLUMNS is false when C_G == 0: then only the bias gradient is computed.
 
     Args:
@@ -209,7 +212,10 @@ def implicit_gemm_weight_grad_kernel(
 
     p_start = split * CHUNK
     p_end = tl.minimum(p_start + CHUNK, P)
-    n, od, oh, ow = unravel_pixels(p_start + offs_p, D_OUT, H_OUT, W_OUT)
+    if ROW_BLOCKS:
+        n, od, oh, ow = unravel_pixels(p_start, D_OUT, H_OUT, W_OUT)
+    else:
+        n, od, oh, ow = unravel_pixels(p_start + offs_p, D_OUT, H_OUT, W_OUT)
     step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_K, D_OUT, H_OUT, W_OUT)
 
     if SWAP_AB:
@@ -220,25 +226,31 @@ def implicit_gemm_weight_grad_kernel(
     for p0 in range(p_start, p_end, BLOCK_K):
         p = p0 + offs_p
         mask_p = None if EVEN_P else p < p_end
+        if ROW_BLOCKS:
+            # The block's pixels: one row's coordinates, w consecutive.
+            rows = tl.zeros_like(offs_p)
+            pn, pd, ph, pw = n + rows, od + rows, oh + rows, ow + offs_p
+        else:
+            pn, pd, ph, pw = n, od, oh, ow
         if DY_LINEAR:
             dy_pix = p * sdy_w
         else:
-            dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
+            dy_pix = pn * sdy_n + pd * sdy_d + ph * sdy_h + pw * sdy_w
         if X_LINEAR:
             x_pix = p * sx_w
         else:
-            x_pix = n * sx_n + od * (stride_d * sx_d) + oh * (stride_h * sx_h) + ow * (stride_w * sx_w)
+            x_pix = pn * sx_n + pd * (stride_d * sx_d) + ph * (stride_h * sx_h) + pw * (stride_w * sx_w)
         if X_VECTOR > 1:
             x_pix = tl.multiple_of(x_pix, X_VECTOR)
         a = _load(dy_ptr + dy_cols[:, None] + dy_pix[None, :], None if EVEN_P else mask_p[None, :])
         if HAS_COLUMNS:
             mask_x = None if EVEN_P else mask_p[:, None]
             if MASK_D:
-                mask_x = _both(mask_x, _within((od * stride_d)[:, None] + shift_d[None, :], D))
+                mask_x = _both(mask_x, _within((pd * stride_d)[:, None] + shift_d[None, :], D))
             if MASK_H:
-                mask_x = _both(mask_x, _within((oh * stride_h)[:, None] + shift_h[None, :], H))
+                mask_x = _both(mask_x, _within((ph * stride_h)[:, None] + shift_h[None, :], H))
             if MASK_W:
-                mask_x = _both(mask_x, _within((ow * stride_w)[:, None] + shift_w[None, :], W))
+                mask_x = _both(mask_x, _within((pw * stride_w)[:, None] + shift_w[None, :], W))
             b = _load(x_ptr + x_pix[:, None] + x_cols[None, :], mask_x)
             if SWAP_AB:
                 acc = tl.dot(
@@ -395,6 +407,7 @@ def plan_weight_grad(
         SWAP_AB=swaps_operands(config),
         W_RUNS=w_runs,
         X_VECTOR=x_vector(spec, x) if w_runs else 1,
+        ROW_BLOCKS=spec.output_size[2] % config.block_k == 0,
         EVEN_P=spec.output_pixels % config.block_k == 0,
         HAS_COLUMNS=spec.in_channels_per_group > 0,
         INDEX_64=needs_int64(dy, x, dw_partial),

@@ -1,8 +1,12 @@
-"""Weight gradients of few-channel inputs through a zero-padded channels-last copy (``dispatch.pads_input``)."""
+"""Weight-gradient paths the case table seldom takes: few-channel inputs through a zero-padded
+channels-last copy (``dispatch.pads_input``), and pixel blocks that are pieces of one output row
+(``ROW_BLOCKS``)."""
 
 import pytest
 import torch
 
+from triton_conv.kernels import dispatch
+from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.dispatch import pads_input
 from triton_conv.spec import conv_spec
 
@@ -54,3 +58,24 @@ def test_padded_input_weight_grad_gpu_tiles(gpu_tiles):
 )
 def test_inputs_left_unpadded(case):
     assert not pads_input(_spec(case))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # 8 out channels: the swapped-operand tile, 64 pixels deep; 64-wide output rows.
+        ConvCase(3, 1, 8, 8, (2, 3, 64), (3, 3, 3), padding=1),
+        # 64 out channels, 3 in channels (padded to 4); 32-wide output rows.
+        ConvCase(2, 1, 3, 64, (4, 32), (3, 3), padding=1, bias=False),
+    ],
+    ids=lambda c: c.id,
+)
+def test_row_blocks(case, gpu_tiles):
+    """Output rows a multiple of the GPU tile's pixel block: scalar row coordinates."""
+    x, w, _ = make_inputs(case, torch.float32)
+    spec = _spec(case)
+    y = torch.empty(spec.out_shape)
+    with recording_launches() as launches:
+        dispatch.weight_grad(y, x, spec, torch.empty_like(w), None)
+    assert [launch.constexprs.get("ROW_BLOCKS") for launch in launches if "ROW_BLOCKS" in launch.constexprs] == [True]
+    _check_backward(case, torch.float32, "channels_last")
