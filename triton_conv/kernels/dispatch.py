@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import ConvSpec
+from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
 from .direct import direct_forward, direct_input_grad, direct_weight_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import implicit_gemm_forward
 from .implicit_gemm_input_grad import implicit_gemm_input_grad
 from .implicit_gemm_weight_grad import implicit_gemm_weight_grad
+from .layout import gemm_operand
 from .pad_input import pad_input
 
 
@@ -101,11 +102,15 @@ def weight_grad(
     """d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
     if uses_direct_kernel(spec):
         direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
-    elif pads_input(spec):
+        return
+    # As in the forward and the input gradient, operands whose channels are strided (the default
+    # layout) are read from channels-last copies: the GEMM's loads then vectorize and pipeline.
+    dy = gemm_operand(as_3d(grad_output))
+    if pads_input(spec):
         x, padded = pad_input(input, spec, -(-spec.in_channels // PADDED_CHANNEL_RUN) * PADDED_CHANNEL_RUN)
         # The padded channels' gradients are computed and dropped.
         padded_grad = grad_weight.new_empty((spec.out_channels, padded.in_channels, *grad_weight.shape[2:]))
-        implicit_gemm_weight_grad(grad_output, x, padded, padded_grad, grad_bias)
+        implicit_gemm_weight_grad(dy, x, padded, padded_grad, grad_bias)
         grad_weight.copy_(padded_grad[:, : spec.in_channels])
     else:
-        implicit_gemm_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
+        implicit_gemm_weight_grad(dy, gemm_operand(as_3d(input)), spec, grad_weight, grad_bias)
