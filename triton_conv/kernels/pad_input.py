@@ -21,6 +21,11 @@ from .common import Launch
 def pad_input_kernel(
     x_ptr,
     out_ptr,
+    sx_n,
+    sx_c,
+    sx_d,
+    sx_h,
+    sx_w,
     C,
     D,
     H,
@@ -31,11 +36,6 @@ def pad_input_kernel(
     pad_d,
     pad_h,
     pad_w,
-    sx_n,
-    sx_c,
-    sx_d,
-    sx_h,
-    sx_w,
     INDEX_64: tl.constexpr,
     CHANNELS: tl.constexpr,
     BLOCK_W: tl.constexpr,
@@ -79,7 +79,7 @@ def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch
     Launch(
         pad_input_kernel,
         (spec.batch * d_pad * h_pad, triton.cdiv(w_pad, block_w)),
-        (x, out, spec.in_channels, *spec.input_size, *padded.input_size, *spec.pad_lo, *x.stride()),
+        (x, out, *x.stride(), spec.in_channels, *spec.input_size, *padded.input_size, *spec.pad_lo),
         {"INDEX_64": needs_int64(x, out), "CHANNELS": channels, "BLOCK_W": block_w},
         num_warps=4,
     )()
