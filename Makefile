@@ -49,7 +49,7 @@ test-triton36: $(STAMP36)
 	TRITON_INTERPRET=1 $(PY36) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-thorough: $(STAMP)
-	$(WHERE_KERNELS_RUN) TRITON_CONV_THOROUGH=1 $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(WHERE_KERNELS_RUN) $(PY) -m pytest -n 2 -q --thorough $(PYTEST_ARGS)
 
 # CUDA: the same suite on the GPU (for a machine with torch and triton already installed).
 test-gpu:

@@ -95,39 +95,26 @@ def _input_grad_rule(
     weight: torch.Tensor,
     input_shape: Sequence[int],
     channels_last: bool,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    *constants: Any,
 ) -> tuple[torch.Tensor, int]:
+    """A vmap dimension on the output gradient alone folds into the batch, one on the weight into
+    groups (as in ``_epilogue_rule``); the input's shape grows with it along the batch or the channels."""
+    *geometry, groups = constants
     size = info.batch_size
     grad_output_dim, weight_dim = in_dims[:2]
     shape = list(input_shape)
     if weight_dim is None:
+        into, out_of = _into_batch, _out_of_batch
         shape[0] *= size
-        grad_input = conv_input_grad(
-            _into_batch(grad_output, grad_output_dim, size),
-            weight,
-            shape,
-            channels_last,
-            stride,
-            padding,
-            dilation,
-            groups,
-        )
-        return _out_of_batch(grad_input, size), 0
-    shape[1] *= size
+    else:
+        into, out_of = _into_channels, _out_of_channels
+        weight = _stacked_filters(weight, weight_dim, size)
+        shape[1] *= size
+        groups *= size
     grad_input = conv_input_grad(
-        _into_channels(grad_output, grad_output_dim, size),
-        _stacked_filters(weight, weight_dim, size),
-        shape,
-        channels_last,
-        stride,
-        padding,
-        dilation,
-        groups * size,
+        into(grad_output, grad_output_dim, size), weight, shape, channels_last, *geometry, groups
     )
-    return _out_of_channels(grad_input, size), 0
+    return out_of(grad_input, size), 0
 
 
 def _weight_grad_rule(
@@ -136,21 +123,16 @@ def _weight_grad_rule(
     grad_output: torch.Tensor,
     input: torch.Tensor,
     weight_shape: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    bias_grad: bool,
+    *constants: Any,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[Dim, Dim]]:
+    *geometry, groups, bias_grad = constants
     size = info.batch_size
     grad_output_dim, input_dim = in_dims[:2]
     grad_weight, grad_bias = conv_weight_grad(
         _into_channels(grad_output, grad_output_dim, size),
         _into_channels(input, input_dim, size),
         [weight_shape[0] * size, *weight_shape[1:]],
-        stride,
-        padding,
-        dilation,
+        *geometry,
         groups * size,
         bias_grad,
     )

@@ -18,7 +18,7 @@ transforms call ``conv`` (or the ``differentiable_*`` entry points), not the raw
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -66,35 +66,22 @@ def _pad(input: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
     return F.pad(input, widths) if any(widths) else input
 
 
+def _aten_geometry(spec: ConvSpec) -> tuple[list[int], list[int], list[int], bool, list[int], int]:
+    """aten's convolution arguments on the input padded by ``_pad``: stride, padding, dilation,
+    transposed, output_padding and groups."""
+    no_padding = [0] * spec.ndim
+    return spec.spatial(spec.stride), no_padding, spec.spatial(spec.dilation), False, no_padding, spec.groups
+
+
 def _aten_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
-    return torch.ops.aten.convolution(
-        _pad(input, spec),
-        weight,
-        bias,
-        spec.spatial(spec.stride),
-        [0] * spec.ndim,
-        spec.spatial(spec.dilation),
-        False,
-        [0] * spec.ndim,
-        spec.groups,
-    )
+    return torch.ops.aten.convolution(_pad(input, spec), weight, bias, *_aten_geometry(spec))
 
 
 def _aten_backward(
     grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec, mask: list[bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad_output,
-        _pad(input, spec),
-        weight,
-        [spec.out_channels],
-        spec.spatial(spec.stride),
-        [0] * spec.ndim,
-        spec.spatial(spec.dilation),
-        False,
-        [0] * spec.ndim,
-        spec.groups,
-        mask,
+        grad_output, _pad(input, spec), weight, [spec.out_channels], *_aten_geometry(spec), mask
     )
     if grad_input is not None:
         # Back to the input's size: drop the padding, and zero-fill what negative padding cropped.
@@ -106,13 +93,43 @@ def _aten_backward(
 # conv_forward
 
 
-def _empty_pre_activation(
-    out_shape: Sequence[int], activation: str, like: torch.Tensor, memory_format: torch.memory_format
-) -> torch.Tensor:
-    """The saved pre-activation: output-shaped where the backward needs it, else empty."""
+def fused_outputs(
+    shape: Sequence[int], input: torch.Tensor, weight: torch.Tensor, activation: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs of a fused convolution op (``conv_forward``, ``conv_transpose_forward``) and of
+    its fake, unfilled: the output, of ``shape`` in the input's (or weight's) memory format, and
+    the saved pre-activation, output-shaped where the activation's derivative needs it, else empty."""
+    fmt = output_memory_format(input, weight)
     if activation in NEEDS_PRE_ACTIVATION:
-        return _empty(out_shape, like, memory_format)
-    return _empty([0], like, torch.contiguous_format)
+        return _empty(shape, input, fmt), _empty(shape, input, fmt)
+    return _empty(shape, input, fmt), _empty([0], input, torch.contiguous_format)
+
+
+def kernel_epilogue(activation: str, residual: torch.Tensor | None, pre_activation: torch.Tensor) -> Epilogue:
+    """The kernels' epilogue of a fused convolution op, saving the pre-activation where
+    ``fused_outputs`` allocated it."""
+    return Epilogue(activation, residual, pre_activation if pre_activation.numel() else None)
+
+
+def register_fused_fake(
+    op: Any, geometry: Callable[..., ConvSpec], output_shape: Callable[[ConvSpec], Sequence[int]]
+) -> None:
+    """Register the fake implementation of a fused convolution op, whose arguments are the input,
+    weight, bias and residual, then the geometry, then the activation: the ``fused_outputs`` of
+    shape ``output_shape(geometry(input.shape, weight.shape, *geometry arguments))``."""
+
+    def fake(
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor | None,
+        *constants: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        *geometry_arguments, activation = constants
+        shape = output_shape(geometry(input.shape, weight.shape, *geometry_arguments))
+        return fused_outputs(shape, input, weight, activation)
+
+    op.register_fake(fake)
 
 
 def saved_for_activation(activation: str, out: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor | None:
@@ -138,12 +155,9 @@ def conv_forward(
     format, and the pre-activation where the activation's derivative needs it (else empty)."""
     _refuse_tangents("conv_forward", input, weight, bias, residual)
     spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    fmt = output_memory_format(input, weight)
-    out = _empty(spec.out_shape, input, fmt)
-    pre_activation = _empty_pre_activation(spec.out_shape, activation, input, fmt)
+    out, pre_activation = fused_outputs(spec.out_shape, input, weight, activation)
     if _use_kernels(input):
-        saved = pre_activation if pre_activation.numel() else None
-        dispatch.forward(input, weight, bias, spec, out, Epilogue(activation, residual, saved))
+        dispatch.forward(input, weight, bias, spec, out, kernel_epilogue(activation, residual, pre_activation))
         return out, pre_activation
     return aten_epilogue(_aten_forward(input, weight, bias, spec), residual, activation, out, pre_activation)
 
@@ -160,21 +174,7 @@ def aten_epilogue(
     return out.copy_(TORCH_ACTIVATIONS[activation](z)), pre_activation
 
 
-@conv_forward.register_fake
-def _(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    activation: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    spec = op_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
-    fmt = output_memory_format(input, weight)
-    return _empty(spec.out_shape, input, fmt), _empty_pre_activation(spec.out_shape, activation, input, fmt)
+register_fused_fake(conv_forward, op_geometry, lambda spec: spec.out_shape)
 
 
 def conv(
@@ -260,14 +260,7 @@ def conv_input_grad(
 
 @conv_input_grad.register_fake
 def _(
-    grad_output: torch.Tensor,
-    weight: torch.Tensor,
-    input_shape: Sequence[int],
-    channels_last: bool,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
+    grad_output: torch.Tensor, weight: torch.Tensor, input_shape: Sequence[int], channels_last: bool, *geometry: Any
 ) -> torch.Tensor:
     return _empty(input_shape, grad_output, _input_grad_format(input_shape, channels_last))
 
@@ -313,15 +306,9 @@ def _weight_grad_format(grad_output: torch.Tensor, input: torch.Tensor) -> torch
 
 @conv_weight_grad.register_fake
 def _(
-    grad_output: torch.Tensor,
-    input: torch.Tensor,
-    weight_shape: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    bias_grad: bool,
+    grad_output: torch.Tensor, input: torch.Tensor, weight_shape: Sequence[int], *constants: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    *_, bias_grad = constants
     out_channels = weight_shape[0] if bias_grad else 0
     return (
         _empty(weight_shape, grad_output, _weight_grad_format(grad_output, input)),
@@ -347,10 +334,9 @@ def _save(ctx: Any, *tensors: torch.Tensor | None) -> None:
     ctx.save_for_forward(*tensors)
 
 
-def _save_geometry(
-    ctx: Any, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int
-) -> None:
-    ctx.geometry = (list(stride), list(padding), list(dilation), groups)
+def as_lists(*geometry: Sequence[int] | int) -> tuple[list[int] | int, ...]:
+    """An op's geometry arguments kept for its derivatives, sequences (a torch.Size, a tuple) as lists."""
+    return tuple(value if isinstance(value, int) else list(value) for value in geometry)
 
 
 def save_epilogue(
@@ -420,8 +406,8 @@ def epilogue_jvp(
 
 
 def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
-    _save_geometry(ctx, stride, padding, dilation, groups)
+    input, weight, _, _, *geometry, activation = inputs
+    ctx.geometry = as_lists(*geometry)
     save_epilogue(ctx, input, weight, output, activation, (differentiable_conv_forward, ctx.geometry))
     ctx.channels_last = output_memory_format(input, weight) != torch.contiguous_format
 
@@ -502,10 +488,10 @@ def _activation_grad_jvp(
 
 
 def _input_grad_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    grad_output, weight, input_shape, channels_last, stride, padding, dilation, groups = inputs
+    grad_output, weight, input_shape, channels_last, *geometry = inputs
     _save(ctx, grad_output, weight)
     ctx.layout = (list(input_shape), channels_last)
-    _save_geometry(ctx, stride, padding, dilation, groups)
+    ctx.geometry = as_lists(*geometry)
 
 
 def _input_grad_backward(ctx: Any, grad_grad_input: torch.Tensor) -> tuple[Any, ...]:
@@ -534,11 +520,11 @@ def _input_grad_jvp(
 
 
 def _weight_grad_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    grad_output, input, weight_shape, stride, padding, dilation, groups, bias_grad = inputs
+    grad_output, input, weight_shape, *geometry, bias_grad = inputs
     _save(ctx, grad_output, input)
     ctx.weight_shape = list(weight_shape)
     ctx.bias_grad = bias_grad
-    _save_geometry(ctx, stride, padding, dilation, groups)
+    ctx.geometry = as_lists(*geometry)
 
 
 def _weight_grad_backward(ctx: Any, grad_grad_weight: torch.Tensor, grad_grad_bias: torch.Tensor) -> tuple[Any, ...]:

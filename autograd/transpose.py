@@ -23,19 +23,19 @@ from typing import Any
 import torch
 
 from ..kernels import dispatch
-from ..kernels.epilogue import Epilogue
-from ..spec import output_memory_format, transposed_geometry
+from ..spec import transposed_geometry
 from .ops import (
     DifferentiableOp,
-    _empty,
-    _empty_pre_activation,
     _refuse_tangents,
     _use_kernels,
     aten_epilogue,
     differentiable_conv_forward,
     differentiable_conv_weight_grad,
     epilogue_jvp,
+    fused_outputs,
     grad_of_pre_activation,
+    kernel_epilogue,
+    register_fused_fake,
     save_epilogue,
 )
 
@@ -58,33 +58,15 @@ def conv_transpose_forward(
     Arguments as ``F.conv_transpose*`` takes them, batched, one entry per spatial dimension."""
     _refuse_tangents("conv_transpose_forward", input, weight, bias, residual)
     spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
-    fmt = output_memory_format(input, weight)
-    out = _empty(spec.in_shape, input, fmt)
-    pre_activation = _empty_pre_activation(spec.in_shape, activation, input, fmt)
+    out, pre_activation = fused_outputs(spec.in_shape, input, weight, activation)
     if _use_kernels(input):
-        saved = pre_activation if pre_activation.numel() else None
-        dispatch.input_grad(input, weight, spec, out, bias, Epilogue(activation, residual, saved))
+        dispatch.input_grad(input, weight, spec, out, bias, kernel_epilogue(activation, residual, pre_activation))
         return out, pre_activation
     z = torch.ops.aten.convolution(input, weight, bias, stride, padding, dilation, True, output_padding, groups)
     return aten_epilogue(z, residual, activation, out, pre_activation)
 
 
-@conv_transpose_forward.register_fake
-def _(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    output_padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    activation: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
-    fmt = output_memory_format(input, weight)
-    return _empty(spec.in_shape, input, fmt), _empty_pre_activation(spec.in_shape, activation, input, fmt)
+register_fused_fake(conv_transpose_forward, transposed_geometry, lambda spec: spec.in_shape)
 
 
 def conv_transpose(
@@ -107,12 +89,12 @@ def conv_transpose(
 
 
 def _setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    input, weight, _, _, stride, padding, output_padding, dilation, groups, activation = inputs
-    transposed = (list(stride), list(padding), list(output_padding), list(dilation), groups)
-    save_epilogue(ctx, input, weight, output, activation, (differentiable_conv_transpose_forward, transposed))
-    spec = transposed_geometry(input.shape, weight.shape, stride, padding, output_padding, dilation, groups)
+    input, weight, _, _, *transposed, activation = inputs
+    spec = transposed_geometry(input.shape, weight.shape, *transposed)
+    convolution = (differentiable_conv_transpose_forward, spec.transposed_arguments())
+    save_epilogue(ctx, input, weight, output, activation, convolution)
     # The convolution it transposes, as the ops of ops.py take it (trailing padding included).
-    ctx.geometry = (list(stride), spec.op_padding(), list(dilation), groups)
+    ctx.geometry = spec.op_arguments()
 
 
 def _backward(ctx: Any, grad_output: torch.Tensor | None, grad_pre_activation: torch.Tensor | None) -> tuple[Any, ...]:

@@ -23,13 +23,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import triton
 from triton_conv.autograd import conv as convolution_op
 from triton_conv.autograd import conv_input_grad, conv_weight_grad
 
-import triton_conv
 from triton_conv.spec import output_memory_format
+from triton_conv.testing import (
+    TORCH_CONV,
+    TORCH_CONV_TRANSPOSE,
+    TRITON_CONV,
+    TRITON_CONV_TRANSPOSE,
+    in_layout,
+    tolerance,
+)
+from triton_conv.testing import relative_error as tensor_relative_error
 
 from .suite import DTYPES, LAYOUTS, Ceilings, DtypeSpec, SuiteShape, pass_bytes, pass_flops, roofline_ms
 
@@ -39,14 +46,6 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_CSV = RESULTS_DIR / "results.csv"
 SMOKE_CSV = RESULTS_DIR / "smoke.csv"
 
-TRITON_CONV = {1: triton_conv.conv1d, 2: triton_conv.conv2d, 3: triton_conv.conv3d}
-TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-TRITON_CONV_TRANSPOSE = {
-    1: triton_conv.conv_transpose1d,
-    2: triton_conv.conv_transpose2d,
-    3: triton_conv.conv_transpose3d,
-}
-TORCH_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 Outputs = dict[str, torch.Tensor]
 
 
@@ -232,15 +231,6 @@ def measure_ceilings(device: torch.device, dtype_names: list[str], timer: Timer)
 # Inputs, references and the check
 
 
-def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
-    """The same values with channels innermost (any rank: NLC, NHWC, NDHWC), or contiguous."""
-    if layout == "contiguous" or t.dim() < 3:  # a bias has no channels-last form
-        return t.contiguous()
-    order = [0, *range(2, t.dim()), 1]
-    inverse = [order.index(i) for i in range(t.dim())]
-    return t.permute(order).contiguous().permute(inverse)
-
-
 @dataclass(frozen=True)
 class Operands:
     """Input x, weight w, bias b and output cotangent dy of one shape, in one dtype and layout.
@@ -292,7 +282,9 @@ def torch_conv(shape: SuiteShape) -> Callable[..., torch.Tensor]:
     return (TORCH_CONV_TRANSPOSE if shape.transposed else TORCH_CONV)[shape.dims]
 
 
-def _aten_backward(shape: SuiteShape, ops: Operands, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+def _torch_conv_backward(shape: SuiteShape, ops: Operands, mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+    """torch's convolution backward (aten's, cuDNN on CUDA): the gradients ``mask`` asks for, as
+    (input, weight, bias) with None for the others."""
     output_padding = list(shape.output_padding) if shape.transposed else [0] * shape.dims
     return torch.ops.aten.convolution_backward(
         ops.dy, ops.x, ops.w, None, list(shape.stride), list(shape.padding), list(shape.dilation),
@@ -310,25 +302,9 @@ def reference_outputs(shape: SuiteShape, ops: Operands, passes: tuple[str, ...])
     if "E" in passes:
         out["y_fused"] = torch.relu(torch_conv(shape)(ops.x, ops.w, ops.b, **conv_arguments(shape)) + ops.dy)
     if wanted_dx or wanted_dw:
-        dx, dw, _ = _aten_backward(shape, ops, [wanted_dx, wanted_dw, False])
+        dx, dw, _ = _torch_conv_backward(shape, ops, [wanted_dx, wanted_dw, False])
         out.update({k: v for k, v in (("dx", dx), ("dw", dw)) if v is not None})
     return out
-
-
-# Unit roundoff of the stored result, and of the products where the MMA rounds its inputs (TF32);
-# bf16 and fp16 products are exact, and every dtype accumulates in float32.
-_OUTPUT_ROUNDOFF = {"bfloat16": 2**-8, "float16": 2**-11, "tf32": 2**-24, "float32": 2**-24}
-_PRODUCT_ROUNDOFF = {"bfloat16": 0.0, "float16": 0.0, "tf32": 2**-11, "float32": 0.0}
-_ACCUMULATION_ROUNDOFF = 2**-24
-# The loosest any reduction may make it (the test suite's bounds).
-_CAP = {"bfloat16": 5e-2, "float16": 1e-2, "tf32": 1e-2, "float32": 1e-5}
-
-
-def tolerance(dtype: str, reduction: int) -> float:
-    """Bound on max |error| / max |reference|: rounding of the result and the products, plus
-    float32 accumulation error, which grows like sqrt(reduction length) for random signs."""
-    rounding = 8 * (_OUTPUT_ROUNDOFF[dtype] + _PRODUCT_ROUNDOFF[dtype])
-    return min(_CAP[dtype], rounding + 8 * _ACCUMULATION_ROUNDOFF * math.sqrt(max(reduction, 1)))
 
 
 def reduction_length(shape: SuiteShape, pass_: str) -> int:
@@ -351,9 +327,7 @@ def relative_error(actual: Outputs, expected: Outputs) -> float:
         ref = expected[key]
         if value.shape != ref.shape:
             raise AssertionError(f"{key}: shape {tuple(value.shape)}, expected {tuple(ref.shape)}")
-        scale = ref.abs().max().item() if ref.numel() else 0.0
-        diff = (value.double() - ref).abs().max().item() if ref.numel() else 0.0
-        worst = max(worst, diff / max(scale, 1e-30))
+        worst = max(worst, tensor_relative_error(value, ref))
     return worst
 
 
@@ -410,9 +384,9 @@ def torch_pass(shape: SuiteShape, pass_: str, ops: Operands) -> Callable[[], Out
     if pass_ == "E":
         return lambda: {"y_fused": torch.relu_(conv(ops.x, ops.w, ops.b, **args).add_(ops.dy))}
     if pass_ == "D":
-        return lambda: {"dx": _aten_backward(shape, ops, [True, False, False])[0]}
+        return lambda: {"dx": _torch_conv_backward(shape, ops, [True, False, False])[0]}
     if pass_ == "W":
-        return lambda: {"dw": _aten_backward(shape, ops, [False, True, False])[1]}
+        return lambda: {"dw": _torch_conv_backward(shape, ops, [False, True, False])[1]}
     return _forward_backward(shape, ops, lambda x, w: conv(x, w, None, **args))
 
 

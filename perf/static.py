@@ -48,10 +48,10 @@ from triton_conv.kernels import dispatch
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
 from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
+from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
 
 from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass
-from .harness import in_layout
 from .reference_matmul import plan_reference_matmul
 from .report import number_cell
 from .suite import DTYPES, LAYOUTS, SHAPES_BY_NUMBER, SuiteShape, pass_bytes, pass_flops

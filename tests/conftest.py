@@ -14,6 +14,20 @@ if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     raise pytest.UsageError("on a machine without CUDA, run the tests with TRITON_INTERPRET=1 (make test does)")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--thorough", action="store_true", help="also run the tests marked slow (make test-thorough)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the tests marked slow unless --thorough is given, or -m names the marker itself."""
+    if config.getoption("--thorough") or "slow" in config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

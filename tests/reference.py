@@ -1,33 +1,28 @@
-"""Shared test machinery: the case table type, inputs in every layout, tolerances, comparisons."""
+"""Shared test machinery: the case types, inputs in every layout, the reference convolution, and
+the comparison (its tolerance model is triton_conv.testing's, which the benchmark harness uses too)."""
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-import triton_conv
+from triton_conv.testing import TORCH_CONV, in_layout, relative_error, tolerance
 
-THOROUGH = os.environ.get("TRITON_CONV_THOROUGH") == "1"
 # TRITON_CONV_TEST_DEVICE=cuda collects the CUDA test set on a machine without one (gpu-check --dry-run).
 DEVICE = os.environ.get("TRITON_CONV_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 # bfloat16 runs through the interpreter too: its kernels widen bfloat16 dot operands to float32.
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 LAYOUTS = ["contiguous", "channels_last", "strided_view", "permuted"]
 
-TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-OUR_CONV = {1: triton_conv.conv1d, 2: triton_conv.conv2d, 3: triton_conv.conv3d}
-
-# Relative error bounds: the project's bars for float32 (IEEE) and float64; half types by their eps.
-_EPS = {torch.float64: 2.2e-16, torch.float32: 1.2e-7, torch.float16: 9.8e-4, torch.bfloat16: 7.8e-3}
-_CAP = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
-
 
 @dataclass(frozen=True)
-class ConvCase:
+class Case:
+    """One problem's sizes and geometry, shared by the convolution and the transposed convolution."""
+
     ndim: int
     batch: int
     in_channels: int
@@ -39,11 +34,16 @@ class ConvCase:
     dilation: int | tuple[int, ...] = 1
     groups: int = 1
     bias: bool = True
-    padding_mode: str = "zeros"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # A table's case has a name: its test id, and how tests pick it (tests/cases.py). A case made
+    # on the spot goes by its geometry.
+    name: str = ""
 
     @property
     def id(self) -> str:
+        return self.name or self.geometry()
+
+    def geometry(self) -> str:
+        """The sizes and every argument off its default, e.g. ``2d-n2-c3k4-9x10-f3x3-p1``."""
         parts = [
             f"{self.ndim}d",
             f"n{self.batch}",
@@ -51,15 +51,25 @@ class ConvCase:
             "x".join(map(str, self.size)),
             "f" + "x".join(map(str, self.kernel)),
         ]
-        for name in ("stride", "padding", "dilation", "groups"):
-            value = getattr(self, name)
-            if value not in (0, 1) or (name == "padding" and value != 0):
-                parts.append(f"{name[0]}{value}".replace(" ", ""))
+        defaults = dict(stride=1, padding=0, output_padding=0, dilation=1, groups=1)
+        for name, default in defaults.items():
+            value = getattr(self, name, default)
+            if value != default:
+                parts.append(f"{'op' if name == 'output_padding' else name[0]}{value}".replace(" ", ""))
         if not self.bias:
             parts.append("nobias")
-        if self.padding_mode != "zeros":
-            parts.append(self.padding_mode)
         return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class ConvCase(Case):
+    """One convolution: input (batch, in_channels, *size), weight (out_channels, in/groups, *kernel)."""
+
+    padding_mode: str = "zeros"
+
+    def geometry(self) -> str:
+        padding_mode = "" if self.padding_mode == "zeros" else f"-{self.padding_mode}"
+        return super().geometry() + padding_mode
 
     @property
     def reduction(self) -> int:
@@ -69,15 +79,27 @@ class ConvCase:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
 
-def tolerance(dtype: torch.dtype, reduction: int) -> float:
-    """Rounding error grows like sqrt(reduction length) in a float accumulation."""
-    return min(_CAP[dtype], 16 * _EPS[dtype] * math.sqrt(max(reduction, 1)))
+@dataclass(frozen=True)
+class TCase(Case):
+    """One transposed convolution: input (batch, in_channels, *size), weight (in, out/groups, *kernel)."""
 
+    output_padding: int | tuple[int, ...] = 0
 
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    diff = (actual.double() - expected.double()).abs().max().item() if actual.numel() else 0.0
-    scale = expected.double().abs().max().item() if expected.numel() else 0.0
-    return diff / max(scale, 1e-30)
+    def kwargs(self) -> dict:
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            groups=self.groups,
+            dilation=self.dilation,
+        )
+
+    @property
+    def reduction(self) -> int:
+        """The longest sum behind any element of the output or of a gradient."""
+        taps = math.prod(self.kernel)
+        pixels = self.batch * math.prod(self.size)
+        return max(self.in_channels // self.groups * taps, self.out_channels // self.groups * taps, pixels)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, reduction: int, what: str) -> None:
@@ -88,34 +110,6 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e} ({dtype}, reduction {reduction})"
 
 
-def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
-    """The same values as ``t`` in another memory layout (a view where the layout is a view)."""
-    if layout == "contiguous":
-        return t.contiguous()
-    if layout == "channels_last":
-        # Channels innermost, for any rank: what channels_last / channels_last_3d mean.
-        order = [0, *range(2, t.dim()), 1]
-        return t.permute(order).contiguous().permute(_inverse(order))
-    if layout == "strided_view":
-        # Every other element of a twice-as-wide buffer along the last dimension.
-        wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
-        view = wide[..., ::2]
-        view.copy_(t)
-        return view
-    if layout == "permuted":
-        # Spatial dims outermost, then batch, channels: a layout nobody asks for, still correct.
-        order = [*range(2, t.dim()), 0, 1]
-        return t.permute(order).contiguous().permute(_inverse(order))
-    raise ValueError(layout)
-
-
-def _inverse(order: list[int]) -> list[int]:
-    inv = [0] * len(order)
-    for i, o in enumerate(order):
-        inv[o] = i
-    return inv
-
-
 def make_inputs(case: ConvCase, dtype: torch.dtype, layout: str = "contiguous", requires_grad: bool = False):
     """Random input, weight and bias (values exactly representable in ``dtype``)."""
     x = torch.randn(case.batch, case.in_channels, *case.size, dtype=torch.float64)
@@ -123,6 +117,15 @@ def make_inputs(case: ConvCase, dtype: torch.dtype, layout: str = "contiguous", 
     w /= math.sqrt(max(case.reduction, 1))
     b = torch.randn(case.out_channels, dtype=torch.float64) if case.bias else None
     return as_test_inputs((x, w, b), dtype, layout, requires_grad)
+
+
+def make_transposed_inputs(case: TCase, dtype: torch.dtype, layout: str = "contiguous"):
+    """Random input, weight and bias of a transposed convolution (values exact in ``dtype``), requiring grad."""
+    x = torch.randn(case.batch, case.in_channels, *case.size, dtype=torch.float64)
+    w = torch.randn(case.in_channels, case.out_channels // case.groups, *case.kernel, dtype=torch.float64)
+    w /= math.sqrt(case.in_channels // case.groups * math.prod(case.kernel))
+    b = torch.randn(case.out_channels, dtype=torch.float64) if case.bias else None
+    return as_test_inputs((x, w, b), dtype, layout, requires_grad=True)
 
 
 def as_test_inputs(

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 import triton_conv
+from triton_conv.testing import relative_error, tolerance
 
-from .reference import DEVICE, relative_error, tolerance
+from .reference import DEVICE
 
 pytestmark = pytest.mark.amp
 

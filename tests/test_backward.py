@@ -8,87 +8,58 @@ import torch
 from triton_conv.kernels.implicit_gemm_forward import implicit_gemm_forward
 from triton_conv.kernels.implicit_gemm_input_grad import implicit_gemm_input_grad
 from triton_conv.spec import conv_spec
+from triton_conv.testing import TORCH_CONV, TRITON_CONV
 from triton_conv.tuning.configs import KernelConfig
 
-from .cases import CASES, GEMM_GROUPED, PATCHES, SUBSET
-from .reference import DEVICE, DTYPES, OUR_CONV, THOROUGH, ConvCase, assert_close, make_inputs, reference_forward
-from .test_forward import _check_forward
+from .cases import CASES, GEMM_GROUPED, PATCHES, SUBSET, named, params
+from .checks import check_backward, check_forward
+from .reference import DEVICE, DTYPES, ConvCase, assert_close, make_inputs, reference_forward
 
 pytestmark = pytest.mark.backward
 
 
-def _cotangent(shape, dtype, device, kind: str) -> torch.Tensor:
-    if kind == "expanded":
-        # What y.sum() sends back: one value broadcast with zero strides.
-        return torch.randn((), dtype=dtype, device=device).expand(shape)
-    g = torch.randn(shape, dtype=torch.float64).to(dtype).to(device)
-    if kind == "transposed":
-        # Spatial dims swapped in memory: neither contiguous nor channels-last.
-        return g.transpose(-1, -2).contiguous().transpose(-1, -2) if g.dim() > 3 else g.flip(-1).contiguous().flip(-1)
-    return g
-
-
-def _check_backward(case, dtype, layout="contiguous", cotangent="random"):
-    x, w, b = make_inputs(case, dtype, layout, requires_grad=True)
-    leaves = [t for t in (x, w, b) if t is not None]
-    y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), padding_mode=case.padding_mode)
-    g = _cotangent(y.shape, dtype, y.device, cotangent)
-    ours = torch.autograd.grad(y, leaves, g)
-
-    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
-    rx, rw = ref_leaves[:2]
-    rb = ref_leaves[2] if b is not None else None
-    expected = torch.autograd.grad(reference_forward(case, rx, rw, rb), ref_leaves, g.double())
-
-    # Reduction lengths: dx sums K/groups * taps terms, dw and db sum N * output pixels terms.
-    pixels = y.numel() // (y.shape[0] * y.shape[1]) * y.shape[0]
-    reductions = [case.out_channels // case.groups * w[0, 0].numel(), pixels, pixels]
-    for name, got, want, red in zip(("input", "weight", "bias"), ours, expected, reductions):
-        assert_close(got, want.to(dtype), dtype, red, f"grad {name} {case.id}")
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES))
 def test_backward_table(case, dtype):
-    _check_backward(case, dtype)
+    check_backward(case, dtype)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("case", PATCHES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(PATCHES))
 def test_patch_embedding_backward(case, layout):
-    _check_backward(case, torch.float32, layout)
+    check_backward(case, torch.float32, layout)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided_view", "permuted"])
-@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES, SUBSET))
 def test_backward_layouts(case, layout):
-    _check_backward(case, torch.float32, layout)
+    check_backward(case, torch.float32, layout)
 
 
 @pytest.mark.parametrize("cotangent", ["expanded", "transposed"])
-@pytest.mark.parametrize("case", SUBSET, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(SUBSET))
 def test_backward_cotangents(case, cotangent):
-    _check_backward(case, torch.float64, "contiguous", cotangent)
+    check_backward(case, torch.float64, "contiguous", cotangent)
 
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d.itemsize == 2], ids=str)
-@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES, SUBSET))
 def test_backward_half(case, dtype):
-    _check_backward(case, dtype, "channels_last")
+    check_backward(case, dtype, "channels_last")
 
 
-@pytest.mark.parametrize("case", SUBSET + GEMM_GROUPED, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(SUBSET + GEMM_GROUPED))
 def test_gpu_tiles(case, gpu_tiles):
     """The tiles a GPU runs split these problems over many programs along every grid axis."""
-    _check_forward(case, torch.float64, "channels_last")
-    _check_backward(case, torch.float64, "channels_last")
+    check_forward(case, torch.float64, "channels_last")
+    check_backward(case, torch.float64, "channels_last")
 
 
 def test_only_needed_gradients_are_computed():
-    case = CASES[10]
+    case = named("plain_2d")
     x, w, b = make_inputs(case, torch.float64)
     w.requires_grad_()
-    y = OUR_CONV[2](x, w, b, **case.kwargs())
+    y = TRITON_CONV[2](x, w, b, **case.kwargs())
     (gw,) = torch.autograd.grad(y.sum(), [w])
     assert x.grad is None and gw.shape == w.shape
 
@@ -97,7 +68,7 @@ def test_only_needed_gradients_are_computed():
 def test_weight_grad_split_k_is_exact_and_deterministic(split_k):
     """Several splits reduce to the same result as one, bit for bit across repeated runs."""
     module = importlib.import_module("triton_conv.kernels.implicit_gemm_weight_grad")
-    case = CASES[21]
+    case = named("grouped_dilated_3d")
     x, w, b = make_inputs(case, torch.float64)
     spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
     dy = torch.randn(spec.out_shape, dtype=torch.float64, device=x.device)
@@ -127,7 +98,7 @@ def test_weight_gradient_memory_format_is_torchs(ndim, formats):
     x = x.to(memory_format=channels_last) if formats in ("cl-input", "cl-both") else x
     w = w.to(memory_format=channels_last) if formats in ("cl-weight", "cl-both") else w
     grads = []
-    for conv in (getattr(torch.nn.functional, f"conv{ndim}d"), OUR_CONV[ndim]):
+    for conv in (TORCH_CONV[ndim], TRITON_CONV[ndim]):
         xg, wg = x.clone(memory_format=torch.preserve_format), w.clone(memory_format=torch.preserve_format)
         y = conv(xg.requires_grad_(), wg.requires_grad_(), None, 1, 1)
         grads.append(torch.autograd.grad(y, wg, torch.randn_like(y))[0])
@@ -164,8 +135,7 @@ def test_weight_grad_tile_edges(geometry, config, int64, monkeypatch):
     dw, db = torch.empty_like(w), torch.empty_like(b)
     module.implicit_gemm_weight_grad(dy, x, spec, dw, db, config)
     ref_w, ref_b = w.clone().requires_grad_(), b.clone().requires_grad_()
-    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[ndim]
-    ref = torch.autograd.grad(conv(x, ref_w, ref_b, stride=stride, padding=padding), [ref_w, ref_b], dy)
+    ref = torch.autograd.grad(TORCH_CONV[ndim](x, ref_w, ref_b, stride=stride, padding=padding), [ref_w, ref_b], dy)
     assert_close(dw, ref[0], torch.float64, spec.output_pixels, "weight grad")
     assert_close(db, ref[1], torch.float64, spec.output_pixels, "bias grad")
 
@@ -194,4 +164,4 @@ def test_input_grad_int64_indexing_path(monkeypatch):
     taps) computes the same result (forced on a small problem)."""
     module = importlib.import_module("triton_conv.kernels.implicit_gemm_input_grad")
     monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
-    _check_backward(CASES[11], torch.float64, "channels_last")
+    check_backward(named("mixed_stride_dilation_2d"), torch.float64, "channels_last")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from triton_conv.perf import cli, harness, report
-from triton_conv.perf.harness import ResultRow
 from triton_conv.perf.suite import (
     DTYPES,
     SHAPES_BY_NUMBER,
@@ -27,6 +26,10 @@ from triton_conv.perf.suite import (
     smoke_shape,
 )
 
+from triton_conv.testing import tolerance
+
+from .checks import result_row
+
 pytestmark = pytest.mark.bench
 
 # A smoke selection that covers 1x1 (torch.mm), grouped, depthwise with float16, strided 1-D and 3-D,
@@ -38,20 +41,6 @@ def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     return parser.parse_args(list(argv))
-
-
-def _row(shape: int, pass_: str, ratio: float, *, layout: str = "channels_last", **changes: object) -> ResultRow:
-    """A measured GPU row for suite shape ``shape`` with cuDNN ratio ``ratio`` (triton-conv takes 1 ms)."""
-    s = SHAPES_BY_NUMBER[shape]
-    row = ResultRow(
-        timestamp="2026-01-01T00:00:00+00:00", run_id="r", gpu="NVIDIA H100 80GB HBM3", torch_version="2.11.0",
-        triton_version="3.6.0", cuda_version="12.8", timing=harness.TIMING_CUDA, shape=shape, name=s.name,
-        dims=s.dims, dtype="bfloat16", layout=layout, pass_=pass_, flops=pass_flops(s, pass_),
-        min_bytes=pass_bytes(s, pass_, 2), check="ok", max_rel_error=1e-3, tolerance=5e-2, triton_ms=1.0,
-        cudnn_ms=ratio, tflops=pass_flops(s, pass_) / 1e9, gbps=pass_bytes(s, pass_, 2) / 1e6, roofline_pct=50.0,
-        ratio_cudnn=ratio, ceiling_tflops=798.0, ceiling_gbps=3000.0,
-    )  # fmt: skip
-    return dataclasses.replace(row, **changes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,10 +126,11 @@ def test_smoke_shapes_keep_what_the_harness_branches_on():
 
 
 def test_tolerance_grows_with_reduction_and_is_capped():
-    caps = {"bfloat16": 5e-2, "float16": 1e-2, "tf32": 1e-2, "float32": 1e-5}
+    caps = {"bfloat16": 5e-2, "float16": 1e-2, "tf32": 1e-2, "float32": 1e-5, "float64": 1e-10}
     for dtype, cap in caps.items():
-        assert harness.tolerance(dtype, 9) < harness.tolerance(dtype, 10**6) <= harness.tolerance(dtype, 10**20) == cap
-    assert harness.tolerance("float32", 9) < harness.tolerance("float16", 9) < harness.tolerance("bfloat16", 9)
+        assert tolerance(dtype, 9) < tolerance(dtype, 10**6) <= tolerance(dtype, 10**20) == cap
+    assert tolerance("float64", 9) < tolerance("float32", 9) < tolerance("float16", 9) < tolerance("bfloat16", 9)
+    assert tolerance(torch.float16, 9) == tolerance("float16", 9)
     s = SHAPES_BY_NUMBER[2]
     assert harness.reduction_length(s, "F") == 64 * 9
     assert harness.reduction_length(s, "W") == 128 * 56 * 56
@@ -152,9 +142,9 @@ def test_tolerance_grows_with_reduction_and_is_capped():
 
 def test_csv_append_and_read_back(tmp_path: Path):
     path = tmp_path / "results" / "results.csv"
-    first = [_row(2, "F", 0.8), _row(2, "D", 1.1, mm_ms=None)]
+    first = [result_row(2, "F", 0.8), result_row(2, "D", 1.1, mm_ms=None)]
     harness.append_rows(path, first)
-    second = [_row(3, "W", 0.95, check="wrong: relative error 1e-1 > 5e-2", triton_ms=None, ratio_cudnn=None)]
+    second = [result_row(3, "W", 0.95, check="wrong: relative error 1e-1 > 5e-2", triton_ms=None, ratio_cudnn=None)]
     harness.append_rows(path, second)
     back = harness.read_rows(path)
     assert len(back) == 3 and path.read_text().count("timestamp,") == 1  # one header
@@ -169,15 +159,15 @@ def test_csv_append_and_read_back(tmp_path: Path):
 
 
 def test_latest_keeps_the_newest_row_per_measurement():
-    old = _row(2, "F", 0.5, timestamp="2026-01-01T00:00:00+00:00")
-    new = _row(2, "F", 0.9, timestamp="2026-02-01T00:00:00+00:00")
-    other_layout = _row(2, "F", 0.7, layout="contiguous")
+    old = result_row(2, "F", 0.5, timestamp="2026-01-01T00:00:00+00:00")
+    new = result_row(2, "F", 0.9, timestamp="2026-02-01T00:00:00+00:00")
+    other_layout = result_row(2, "F", 0.7, layout="contiguous")
     assert report.latest([new, old, other_layout]) == [new, other_layout]
 
 
 def test_class_summary_geomean_and_shapes_under_target():
     ratios = {2: 1.0, 5: 0.7, 8: 1.2, 9: 0.9}
-    rows = [_row(n, "F", r) for n, r in ratios.items()]
+    rows = [result_row(n, "F", r) for n, r in ratios.items()]
     dense = next(s for s in report.class_summaries(rows, "bfloat16") if s.target.key == "dense_forward")
     assert dense.geomean == pytest.approx(math.prod(ratios.values()) ** (1 / 4))
     assert dense.under_must == ["5 r50_c4_3x3 F"]  # under 0.75x each
@@ -185,36 +175,36 @@ def test_class_summary_geomean_and_shapes_under_target():
     assert dense.verdict == "misses (4 of 10 measured)"
     assert dense.largest_compute_fraction[0] == "9 aspp_d12 F"  # the most FLOPs
 
-    good = [_row(n, "F", 1.0) for n in (2, 5, 8, 9, 18, 22, 23, 24, 27, 28)]
+    good = [result_row(n, "F", 1.0) for n in (2, 5, 8, 9, 18, 22, 23, 24, 27, 28)]
     dense = next(s for s in report.class_summaries(good, "bfloat16") if s.target.key == "dense_forward")
     assert dense.verdict == "meets" and dense.geomean == pytest.approx(1.0)
 
     # Geomean floor: every member over 0.75x, but the geometric mean under 0.9x.
-    low = [_row(n, "F", 0.8) for n in (2, 5, 8, 9, 18, 22, 23, 24, 27, 28)]
+    low = [result_row(n, "F", 0.8) for n in (2, 5, 8, 9, 18, 22, 23, 24, 27, 28)]
     dense = next(s for s in report.class_summaries(low, "bfloat16") if s.target.key == "dense_forward")
     assert not dense.under_must and dense.verdict == "misses"
 
     # Depthwise also needs 70% of the measured copy bandwidth.
-    slow_memory = [_row(12, "F", 1.2, gbps=1000.0)]
+    slow_memory = [result_row(12, "F", 1.2, gbps=1000.0)]
     depthwise = next(s for s in report.class_summaries(slow_memory, "bfloat16") if s.target.key == "depthwise")
     assert depthwise.under_bandwidth == ["12 mbv2_dw3 F"] and depthwise.verdict.startswith("misses")
 
     # The 1-D class is judged in the contiguous layout; wrong or other-dtype rows never count.
-    rows = [_row(18, "F", 2.0, layout="contiguous"), _row(18, "F", 0.1), _row(22, "F", 0.1, layout="contiguous",
-            check="wrong: x"), _row(23, "F", 0.1, layout="contiguous", dtype="float16")]  # fmt: skip
+    rows = [result_row(18, "F", 2.0, layout="contiguous"), result_row(18, "F", 0.1), result_row(22, "F", 0.1, layout="contiguous",
+            check="wrong: x"), result_row(23, "F", 0.1, layout="contiguous", dtype="float16")]  # fmt: skip
     ncl = next(s for s in report.class_summaries(rows, "bfloat16") if s.target.key == "conv1d_ncl")
     assert ncl.ratios == {"18 w2v2_fe1 F": 2.0}
 
 
 def test_markdown_report(tmp_path: Path):
     path = tmp_path / "r.csv"
-    harness.append_rows(path, [_row(3, "F", 1.25, mm_ms=1.1, ratio_mm=1.1), _row(2, "F", 0.8)])
+    harness.append_rows(path, [result_row(3, "F", 1.25, mm_ms=1.1, ratio_mm=1.1), result_row(2, "F", 0.8)])
     text = report.markdown_report(harness.read_rows(path))
     assert "NVIDIA H100 80GB HBM3: torch 2.11.0, Triton 3.6.0, CUDA 12.8" in text
     assert "| 3 | r50_c2_1x1 | F | bfloat16 | channels_last | 1.000 | 1.250 | 1.25x | 1.10x |" in text
     assert "| dense, compute-bound, forward | cuDNN, channels_last |" in text
     assert report.NOT_A_SPEED not in text
-    cpu = dataclasses.replace(_row(2, "F", 0.8), gpu="cpu", timing=harness.TIMING_CPU, dtype="float32")
+    cpu = dataclasses.replace(result_row(2, "F", 0.8), gpu="cpu", timing=harness.TIMING_CPU, dtype="float32")
     assert report.NOT_A_SPEED in report.markdown_report([cpu])
 
 
@@ -223,9 +213,9 @@ def test_plots_say_plainly_when_matplotlib_is_missing(tmp_path: Path):
         import matplotlib  # noqa: F401
     except ImportError:
         with pytest.raises(RuntimeError, match="matplotlib"):
-            report.write_plots([_row(2, "F", 0.8)], tmp_path)
+            report.write_plots([result_row(2, "F", 0.8)], tmp_path)
     else:
-        paths = report.write_plots([_row(2, "F", 0.8), _row(5, "F", 1.1)], tmp_path)
+        paths = report.write_plots([result_row(2, "F", 0.8), result_row(5, "F", 1.1)], tmp_path)
         assert [p.name for p in paths] == ["nvidia-h100-80gb-hbm3-ratio.png", "nvidia-h100-80gb-hbm3-roofline.png"]
 
 

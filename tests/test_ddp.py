@@ -116,7 +116,7 @@ def _free_port() -> int:
 
 
 def _check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    from .reference import relative_error
+    from triton_conv.testing import relative_error
 
     assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
     err = relative_error(actual, expected)

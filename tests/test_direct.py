@@ -19,10 +19,9 @@ from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.spec import channels_last_format, conv_spec
 
-from .cases import CASES
+from .cases import CASES, named, params
+from .checks import check_backward, check_forward
 from .reference import DEVICE, ConvCase
-from .test_backward import _check_backward
-from .test_forward import _check_forward
 
 pytestmark = pytest.mark.direct
 
@@ -38,12 +37,12 @@ def _spec(case: ConvCase):
 @pytest.mark.parametrize(
     ("case", "direct"),
     [
-        (ConvCase(2, 8, 144, 144, (56, 56), (3, 3), padding=1, groups=144), True),  # depthwise
-        (ConvCase(2, 8, 144, 288, (56, 56), (3, 3), padding=1, groups=144), True),  # channel multiplier 2
-        (ConvCase(2, 8, 128, 128, (56, 56), (3, 3), padding=1, groups=32), True),  # ResNeXt, 4 per group
-        (ConvCase(1, 8, 768, 768, (499,), (128,), padding=64, groups=16), False),  # 48 per group
-        (ConvCase(2, 8, 3, 64, (224, 224), (7, 7), stride=2, padding=3), False),  # first layer, 1 group
-        (ConvCase(2, 8, 64, 64, (56, 56), (3, 3), padding=1), False),
+        (ConvCase(2, 8, 144, 144, (56, 56), (3, 3), padding=1, groups=144, name="depthwise"), True),
+        (ConvCase(2, 8, 144, 288, (56, 56), (3, 3), padding=1, groups=144, name="channel_multiplier_2"), True),
+        (ConvCase(2, 8, 128, 128, (56, 56), (3, 3), padding=1, groups=32, name="resnext_4_per_group"), True),
+        (ConvCase(1, 8, 768, 768, (499,), (128,), padding=64, groups=16, name="48_per_group"), False),
+        (ConvCase(2, 8, 3, 64, (224, 224), (7, 7), stride=2, padding=3, name="first_layer"), False),
+        (ConvCase(2, 8, 64, 64, (56, 56), (3, 3), padding=1, name="dense"), False),
     ],
     ids=lambda v: v.id if isinstance(v, ConvCase) else str(v),
 )
@@ -79,17 +78,17 @@ def test_depthwise_work_equals_useful_work(gpu_tiles):
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "implicit_gemm"])
-@pytest.mark.parametrize("case", GROUPED, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(GROUPED))
 def test_both_algorithms_on_grouped_cases(case, direct, monkeypatch):
     """Every grouped case through each algorithm, whichever the rule would pick."""
     monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: direct)
-    _check_forward(case, torch.float64, "channels_last")
-    _check_backward(case, torch.float64, "channels_last")
+    check_forward(case, torch.float64, "channels_last")
+    check_backward(case, torch.float64, "channels_last")
 
 
 def test_direct_split_k_matches_single_split():
     module = importlib.import_module("triton_conv.kernels.direct")
-    case = next(c for c in CASES if c.groups == c.in_channels and c.ndim == 3)
+    case = named("depthwise_3d")
     spec, x, w = _spec(case)
     x, w = (torch.randn_like(t, dtype=torch.float64, device=DEVICE) for t in (x, w))
     dy = torch.randn(spec.out_shape, dtype=torch.float64, device=DEVICE)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from .reference import OUR_CONV, TORCH_CONV, relative_error
+from triton_conv.testing import TORCH_CONV, TRITON_CONV, relative_error
 
 pytestmark = pytest.mark.errors
 
@@ -406,7 +406,7 @@ def test_rejected_like_torch(case: Bad) -> None:
         TORCH_CONV[case.ndim](x, w, b, **case.kwargs)
     assert type(torch_error.value) is case.exc, f"torch raised {type(torch_error.value).__name__}: {torch_error.value}"
     with pytest.raises(case.exc, match=case.match) as ours:
-        OUR_CONV[case.ndim](x, w, b, **case.kwargs)
+        TRITON_CONV[case.ndim](x, w, b, **case.kwargs)
     assert type(ours.value) is case.exc, f"triton_conv raised {type(ours.value).__name__}: {ours.value}"
 
 
@@ -419,7 +419,7 @@ def test_unknown_padding_mode(ndim: int, mode: str) -> None:
         module(C, K, KSIZE, padding_mode=mode)
     x, w = torch.randn(N, C, *_sp(ndim, SIZE)), torch.randn(K, C, *_sp(ndim, KSIZE))
     with pytest.raises(ValueError, match=rf"padding_mode must be one of .*'zeros'.*but got padding_mode='{mode}'"):
-        OUR_CONV[ndim](x, w, padding_mode=mode)
+        TRITON_CONV[ndim](x, w, padding_mode=mode)
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -430,7 +430,7 @@ def test_reflect_padding_wider_than_input_like_module(ndim: int) -> None:
     with pytest.raises(RuntimeError):
         module(x)
     with pytest.raises(RuntimeError, match=r"[Pp]adding size should be less than the corresponding input dimension"):
-        OUR_CONV[ndim](x, module.weight.detach(), padding=3, padding_mode="reflect")
+        TRITON_CONV[ndim](x, module.weight.detach(), padding=3, padding_mode="reflect")
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool], ids=str)
@@ -443,7 +443,7 @@ def test_integer_dtype_rejected(ndim: int, dtype: torch.dtype) -> None:
     with pytest.raises(
         RuntimeError, match=rf"conv{ndim}d\(\): .*float.* but got input of dtype {re.escape(str(dtype))}"
     ):
-        OUR_CONV[ndim](x, w)
+        TRITON_CONV[ndim](x, w)
 
 
 @dataclass(frozen=True)
@@ -503,7 +503,7 @@ def test_valid_edge_case_matches_torch(case: Good) -> None:
     w = torch.randn(case.w, dtype=torch.float64)
     b = torch.randn(case.w[0], dtype=torch.float64) if case.bias else None
     expected = TORCH_CONV[case.ndim](x, w, b, **case.kwargs)
-    actual = OUR_CONV[case.ndim](x, w, b, **case.kwargs)
+    actual = TRITON_CONV[case.ndim](x, w, b, **case.kwargs)
     assert actual.shape == expected.shape
     assert actual.dtype == torch.float64
     assert relative_error(actual, expected) < 1e-10

@@ -8,52 +8,37 @@ import torch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.spec import conv_spec
+from triton_conv.testing import TORCH_CONV, TRITON_CONV
 
-from .cases import CASES, PATCHES, SUBSET
-from .reference import (
-    DEVICE,
-    DTYPES,
-    LAYOUTS,
-    OUR_CONV,
-    THOROUGH,
-    TORCH_CONV,
-    assert_close,
-    make_inputs,
-    reference_forward,
-)
+from .cases import CASES, PATCHES, SUBSET, named, params
+from .checks import check_forward
+from .reference import DEVICE, DTYPES, LAYOUTS, assert_close, make_inputs, reference_forward
 
 pytestmark = pytest.mark.forward
 
 
-def _check_forward(case, dtype, layout):
-    x, w, b = make_inputs(case, dtype, layout)
-    y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), padding_mode=case.padding_mode)
-    assert_close(y, reference_forward(case, x, w, b), dtype, case.reduction, f"forward {case.id}")
-    return x, w, y
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES))
 def test_forward_table(case, dtype):
-    _check_forward(case, dtype, "contiguous")
+    check_forward(case, dtype, "contiguous")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
-@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES, SUBSET))
 def test_forward_layouts(case, layout):
-    _check_forward(case, torch.float32, layout)
+    check_forward(case, torch.float32, layout)
 
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d.itemsize == 2], ids=str)
-@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES, SUBSET))
 def test_forward_half(case, dtype):
-    _check_forward(case, dtype, "channels_last")
+    check_forward(case, dtype, "channels_last")
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("case", PATCHES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(PATCHES))
 def test_patch_embedding(case, layout):
-    _check_forward(case, torch.float32, layout)
+    check_forward(case, torch.float32, layout)
 
 
 def test_patch_rows_fold_rule():
@@ -78,36 +63,36 @@ def test_patch_rows_fold_rule():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_output_memory_format_matches_torch(ndim, layout):
-    case = SUBSET[3] if ndim == 2 else SUBSET[6]
-    x, w, y = _check_forward(case, torch.float32, layout)
+    case = named({2: "mixed_stride_dilation_2d", 3: "grouped_dilated_3d"}[ndim])
+    x, w, y = check_forward(case, torch.float32, layout)
     # torch's float64 CPU path ignores channels-last; its float32 path follows the rule we keep.
     assert y.stride() == TORCH_CONV[ndim](x, w, None, **case.kwargs()).stride()
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
 def test_unbatched(ndim):
-    case = next(c for c in CASES if c.ndim == ndim and c.batch == 1)
+    case = named({1: "same_even_kernel_grouped_1d", 2: "mixed_stride_dilation_2d", 3: "plain_3d"}[ndim])
     x, w, b = make_inputs(case, torch.float64)
-    y = OUR_CONV[ndim](x[0], w, b, **case.kwargs(), padding_mode=case.padding_mode)
+    y = TRITON_CONV[ndim](x[0], w, b, **case.kwargs(), padding_mode=case.padding_mode)
     assert_close(y, reference_forward(case, x, w, b)[0], torch.float64, case.reduction, "unbatched")
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
 def test_zero_batch(ndim):
-    case = next(c for c in CASES if c.ndim == ndim)
+    case = named(f"plain_{ndim}d")
     x, w, b = make_inputs(case, torch.float32)
-    y = OUR_CONV[ndim](x[:0], w, b, **case.kwargs(), padding_mode=case.padding_mode)
+    y = TRITON_CONV[ndim](x[:0], w, b, **case.kwargs(), padding_mode=case.padding_mode)
     assert y.shape == reference_forward(case, x, w, b)[:0].shape
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="TF32 exists on CUDA only")
 def test_tf32_follows_cudnn_flag():
-    case = CASES[10]
+    case = named("plain_2d")
     x, w, b = make_inputs(case, torch.float32)
     saved = torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cudnn.allow_tf32 = False
-        _check_forward(case, torch.float32, "contiguous")
+        check_forward(case, torch.float32, "contiguous")
     finally:
         torch.backends.cudnn.allow_tf32 = saved
 
@@ -116,7 +101,7 @@ def test_int64_indexing_path(monkeypatch):
     """The 64-bit offset path computes the same result (forced on a small problem)."""
     module = importlib.import_module("triton_conv.kernels.implicit_gemm_forward")
     monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
-    _check_forward(CASES[21], torch.float64, "channels_last")
+    check_forward(named("grouped_dilated_3d"), torch.float64, "channels_last")
 
 
 def test_needs_int64_threshold():
@@ -130,7 +115,7 @@ def test_needs_int64_threshold():
 def test_default_layout_is_read_channels_last(ndim):
     """Contiguous (NCL/NCHW/NCDHW) inputs, cotangents and weights reach the GEMM kernels with
     their channels innermost, copied; the outputs are written in place in torch's layout."""
-    case = next(c for c in CASES if c.ndim == ndim and c.groups == 1 and c.in_channels > 1)
+    case = named(f"plain_{ndim}d")
     x, w, _ = make_inputs(case, torch.float32)
     spec = conv_spec(x, w, None, **case.kwargs(), ndim=ndim)
     y = torch.empty(spec.out_shape)

@@ -5,14 +5,15 @@ import torch
 
 import triton_conv
 from triton_conv.kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
+from triton_conv.testing import TRITON_CONV, in_layout
 
-from .cases import CASES
-from .reference import OUR_CONV, assert_close, in_layout, make_inputs, reference_forward
+from .cases import named, named_cases, params
+from .reference import assert_close, make_inputs, reference_forward
 
 pytestmark = pytest.mark.fused
 
 # One implicit-GEMM case and one direct (depthwise) case per dimensionality that has one.
-FUSED_CASES = [CASES[0], CASES[10], CASES[13], CASES[21], CASES[24]]
+FUSED_CASES = named_cases("plain_1d", "plain_2d", "depthwise_strided_2d", "grouped_dilated_3d", "depthwise_3d")
 
 
 def _run(case, activation, with_residual, layout="contiguous"):
@@ -21,7 +22,7 @@ def _run(case, activation, with_residual, layout="contiguous"):
     residual = None
     if with_residual:
         residual = in_layout(torch.randn(ref_out.shape, dtype=torch.float64, device=x.device), layout).requires_grad_()
-    y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), activation=activation, residual=residual)
+    y = TRITON_CONV[case.ndim](x, w, b, **case.kwargs(), activation=activation, residual=residual)
     expected = TORCH_ACTIVATIONS[activation or "none"](ref_out + residual if with_residual else ref_out)
     assert_close(y, expected, torch.float64, case.reduction, f"fused forward {activation}")
 
@@ -35,19 +36,19 @@ def _run(case, activation, with_residual, layout="contiguous"):
 
 @pytest.mark.parametrize("with_residual", [False, True], ids=["no_residual", "residual"])
 @pytest.mark.parametrize("activation", [None, *ACTIVATIONS])
-@pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(FUSED_CASES))
 def test_fused_epilogue_and_gradients(case, activation, with_residual):
     _run(case, activation, with_residual)
 
 
-@pytest.mark.parametrize("case", FUSED_CASES[1:3], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(named_cases("plain_2d", "depthwise_strided_2d")))
 def test_fused_channels_last_and_strided_residual(case):
     _run(case, "silu", True, "channels_last")
     _run(case, "relu", True, "strided_view")
 
 
 def test_fused_unbatched():
-    case = CASES[10]
+    case = named("plain_2d")
     x, w, b = make_inputs(case, torch.float64)
     r = torch.randn(reference_forward(case, x, w, b).shape[1:], dtype=torch.float64, device=x.device)
     y = triton_conv.conv2d(x[0], w, b, **case.kwargs(), activation="gelu", residual=r)

@@ -13,8 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 import triton_conv
-
-from .reference import relative_error
+from triton_conv.testing import relative_error
 
 pytestmark = pytest.mark.fusion
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from triton_conv.perf.harness import tolerance as tf32_tolerance
 
 import triton_conv
 from triton_conv.kernels import INTERPRETER
@@ -28,13 +27,13 @@ from triton_conv.kernels.implicit_gemm_forward import implicit_gemm_forward
 from triton_conv.kernels.implicit_gemm_input_grad import implicit_gemm_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import implicit_gemm_weight_grad
 from triton_conv.spec import conv_spec, needs_int64, output_memory_format
+from triton_conv.testing import relative_error, tolerance
 from triton_conv.tuning import cache, configs, select
 from triton_conv.tuning.configs import IMPLICIT_GEMM_CONFIGS, KernelConfig, fits
 
-from .cases import CASES
-from .reference import ConvCase, assert_close, make_inputs, reference_forward, relative_error, tolerance
-from .test_backward import _check_backward
-from .test_forward import _check_forward
+from .cases import CASES, named_cases, params
+from .checks import check_backward, check_forward
+from .reference import ConvCase, assert_close, make_inputs, reference_forward
 
 pytestmark = [
     pytest.mark.gpu,
@@ -51,21 +50,21 @@ BF16 = torch.bfloat16
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES))
 def test_bfloat16_forward_table(case, layout):
-    _check_forward(case, BF16, layout)
+    check_forward(case, BF16, layout)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(CASES))
 def test_bfloat16_gradients_table(case, layout):
-    _check_backward(case, BF16, layout)
+    check_backward(case, BF16, layout)
 
 
 # ---------------------------------------------------------------- TF32
 
 # A GEMM-path convolution (one group) with a reduction long enough for TF32 rounding to show.
-TF32_CASE = ConvCase(2, 2, 32, 48, (10, 9), (3, 3), padding=1)
+TF32_CASE = ConvCase(2, 2, 32, 48, (10, 9), (3, 3), padding=1, name="tf32_gemm_2d")
 
 
 @pytest.fixture
@@ -101,7 +100,7 @@ def test_tf32_follows_the_cudnn_convolution_flag(precision_flags):
     for i, (name, reduction) in enumerate(zip(("forward", "input grad", "weight grad"), reductions)):
         tf32, ieee, want = results[True][i], results[False][i], expected[i]
         assert relative_error(ieee, want) <= tolerance(torch.float32, reduction), f"{name} without TF32"
-        assert relative_error(tf32, want) <= tf32_tolerance("tf32", reduction), f"{name} with TF32"
+        assert relative_error(tf32, want) <= tolerance("tf32", reduction), f"{name} with TF32"
         # TF32 keeps 10 of float32's 23 mantissa bits: on random data some output must differ.
         assert not torch.equal(tf32, ieee), f"{name}: cudnn.allow_tf32 made no difference"
 
@@ -295,11 +294,11 @@ def test_cuda_graph_captures_a_training_step():
 
 # Several taps and channel blocks, stride and dilation, a 1x1 (the pointwise path), 1-D and 3-D.
 EIGHT_WARP_CASES = [
-    ConvCase(2, 2, 40, 72, (11, 10), (3, 3), padding=1),
-    ConvCase(2, 1, 24, 40, (13, 12), (3, 3), stride=2, padding=2, dilation=2),
-    ConvCase(2, 2, 64, 80, (9, 9), (1, 1)),
-    ConvCase(1, 2, 48, 64, (40,), (5,), stride=2, padding=2),
-    ConvCase(3, 1, 20, 36, (5, 6, 7), (3, 3, 3), padding=1),
+    ConvCase(2, 2, 40, 72, (11, 10), (3, 3), padding=1, name="eight_warp_2d"),
+    ConvCase(2, 1, 24, 40, (13, 12), (3, 3), stride=2, padding=2, dilation=2, name="eight_warp_strided_dilated_2d"),
+    ConvCase(2, 2, 64, 80, (9, 9), (1, 1), name="eight_warp_pointwise_2d"),
+    ConvCase(1, 2, 48, 64, (40,), (5,), stride=2, padding=2, name="eight_warp_1d"),
+    ConvCase(3, 1, 20, 36, (5, 6, 7), (3, 3, 3), padding=1, name="eight_warp_3d"),
 ]
 # Two tiles every dtype fits, and the shipped 8-warp tiles where they fit the dtype.
 EIGHT_WARP_BASE = [KernelConfig(64, 64, 32, 8, 2), KernelConfig(128, 32, 16, 8, 3)]
@@ -312,7 +311,7 @@ def eight_warp_tiles(kind: str, dtype: torch.dtype) -> list[KernelConfig]:
 
 
 @pytest.mark.parametrize("dtype", EIGHT_WARP_DTYPES, ids=str)
-@pytest.mark.parametrize("case", EIGHT_WARP_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(EIGHT_WARP_CASES))
 @pytest.mark.parametrize("kind", ["forward", "input_grad", "weight_grad"])
 def test_eight_warp_gemm_tiles(kind, case, dtype):
     """Each GEMM kernel run with explicit 8-warp tiles (a flat-loop miscompile with 8 warps is
@@ -340,12 +339,19 @@ def test_eight_warp_gemm_tiles(kind, case, dtype):
 
 
 # Depthwise and few-channel grouped cases of the table: the direct kernels.
-DIRECT_CASES = [c for c in CASES if c.groups > 1 and c.in_channels // c.groups < configs.MIN_DOT][:6]
+DIRECT_CASES = named_cases(
+    "same_even_kernel_grouped_1d",
+    "depthwise_same_1d",
+    "depthwise_multiplier_nobias_1d",
+    "same_grouped_2d",
+    "depthwise_strided_2d",
+    "grouped_dilated_3d",
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(DIRECT_CASES))
 def test_eight_warp_direct_kernels(case, dtype, monkeypatch):
     monkeypatch.setattr(configs, "DIRECT_NUM_WARPS", 8)
-    _check_forward(case, dtype, "channels_last")
-    _check_backward(case, dtype, "channels_last")
+    check_forward(case, dtype, "channels_last")
+    check_backward(case, dtype, "channels_last")

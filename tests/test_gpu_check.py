@@ -18,7 +18,7 @@ from triton_conv.perf import harness
 from triton_conv import gpu_check
 from triton_conv.cli import main
 
-from .test_bench import _row
+from .checks import result_row
 
 pytestmark = pytest.mark.gpu_check
 
@@ -157,8 +157,15 @@ def test_test_log_counts_and_failures():
 
 
 def test_summary_from_a_fake_run(tmp_path):
-    rows = [_row(2, "F", 0.8), _row(5, "F", 1.1), _row(3, "F", 1.0), _row(12, "F", 1.3, gbps=2900.0)]
-    rows.append(_row(2, "D", 1.0, check="wrong: relative error 1.00e-01 > 5.0e-02", triton_ms=None, ratio_cudnn=None))
+    rows = [
+        result_row(2, "F", 0.8),
+        result_row(5, "F", 1.1),
+        result_row(3, "F", 1.0),
+        result_row(12, "F", 1.3, gbps=2900.0),
+    ]
+    rows.append(
+        result_row(2, "D", 1.0, check="wrong: relative error 1.00e-01 > 5.0e-02", triton_ms=None, ratio_cudnn=None)
+    )
     harness.append_rows(tmp_path / "results.csv", rows)
     (tmp_path / "tests.log").write_text(TESTS_LOG)
     (tmp_path / "environment.json").write_text(json.dumps({"gpu": "NVIDIA H200", "torch": "2.11.0"}))

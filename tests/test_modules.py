@@ -12,8 +12,9 @@ from torch import nn
 
 import triton_conv
 from triton_conv.modules import _TritonConvMixin
+from triton_conv.testing import relative_error
 
-from .reference import DEVICE, relative_error
+from .reference import DEVICE
 
 pytestmark = pytest.mark.modules
 

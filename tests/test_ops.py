@@ -5,14 +5,16 @@ import torch
 
 import triton_conv
 from triton_conv import autograd as ops
+from triton_conv.testing import TORCH_CONV, TRITON_CONV
 
-from .cases import CASES
-from .reference import DEVICE, OUR_CONV, THOROUGH, ConvCase, make_inputs, reference_forward
+from .cases import GRADCHECK_CASES, named, named_cases, params
+from .checks import check_compile_matches_eager, check_double_backward, check_export_keeps_ops
+from .reference import DEVICE, make_inputs, reference_forward
 
 pytestmark = pytest.mark.ops
 
 # Small cases, one per feature: strides and dilation, groups, asymmetric 'same', 3-D.
-GRAD_CASES = [CASES[1], CASES[2], CASES[12], CASES[21]]
+GRAD_CASES = named_cases("strided_dilated_1d", "same_even_kernel_grouped_1d", "same_grouped_2d", "grouped_dilated_3d")
 
 
 def _op_args(case, dtype=torch.float64, requires_grad=False):
@@ -27,7 +29,7 @@ def _op_args(case, dtype=torch.float64, requires_grad=False):
     return x, w, b, spec, geometry
 
 
-@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(GRAD_CASES))
 def test_opcheck_every_op(case):
     x, w, b, spec, geometry = _op_args(case, requires_grad=True)
     dy = torch.randn(spec.out_shape, dtype=x.dtype, device=x.device, requires_grad=True)
@@ -39,24 +41,20 @@ def test_opcheck_every_op(case):
     torch.library.opcheck(ops.conv_weight_grad, (dy, x, list(w.shape), *geometry, True))
 
 
-# Finite differences launch the kernels twice per input element: keep these tiny.
-GRADCHECK_CASES = [
-    ConvCase(1, 1, 2, 2, (7,), (3,), stride=2, padding=1, dilation=2),
-    ConvCase(2, 1, 2, 2, (4, 5), (2, 3), padding="same", groups=2),
-    ConvCase(3, 1, 2, 2, (3, 4, 3), (2, 2, 1), stride=(1, 2, 1), padding=(1, 0, 0)),
-]
+# Fast mode checks random projections of the Jacobian; the exact mode (slow) checks every entry.
+GRADCHECK_MODES = [pytest.param(True, id="fast"), pytest.param(False, id="exact", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=lambda c: c.id)
-def test_gradcheck_and_gradgradcheck(case):
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+@pytest.mark.parametrize("case", params(GRADCHECK_CASES))
+def test_gradcheck_and_gradgradcheck(case, fast_mode):
     x, w, b, _, _ = _op_args(case, requires_grad=True)
 
     def conv(x, w, b):
-        return OUR_CONV[case.ndim](x, w, b, **case.kwargs(), padding_mode=case.padding_mode)
+        return TRITON_CONV[case.ndim](x, w, b, **case.kwargs(), padding_mode=case.padding_mode)
 
-    # Fast mode checks random projections of the Jacobian; thorough mode checks every entry.
-    assert torch.autograd.gradcheck(conv, (x, w, b), fast_mode=not THOROUGH)
-    assert torch.autograd.gradgradcheck(conv, (x, w, b), fast_mode=not THOROUGH)
+    assert torch.autograd.gradcheck(conv, (x, w, b), fast_mode=fast_mode)
+    assert torch.autograd.gradgradcheck(conv, (x, w, b), fast_mode=fast_mode)
 
 
 class _SmallNet(torch.nn.Module):
@@ -71,50 +69,27 @@ class _SmallNet(torch.nn.Module):
         return triton_conv.conv2d(y, self.w2, None, stride=2, padding="valid", groups=2)
 
 
-def _loss_and_grads(model, x):
-    loss = model(x).square().sum()
-    return loss, torch.autograd.grad(loss, [x, *model.parameters()])
-
-
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_compile_fullgraph_matches_eager(backend):
-    torch._dynamo.reset()
     model = _SmallNet().double().to(DEVICE)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    eager_loss, eager_grads = _loss_and_grads(model, x)
-    compiled = torch.compile(model, fullgraph=True, backend=backend)
-    loss, grads = _loss_and_grads(compiled, x)
-    torch.testing.assert_close(loss, eager_loss, rtol=1e-10, atol=1e-10)
-    for got, want in zip(grads, eager_grads):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    check_compile_matches_eager(model, x, backend)
 
 
 def test_export_keeps_ops():
-    model = _SmallNet().to(DEVICE)
-    x = torch.randn(2, 3, 8, 8, device=DEVICE)
-    exported = torch.export.export(model, (x,))
-    targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
-    assert sum("triton_conv.conv_forward" in t for t in targets) == 2, targets
-    torch.testing.assert_close(exported.module()(x), model(x))
+    check_export_keeps_ops(
+        _SmallNet().to(DEVICE), torch.randn(2, 3, 8, 8, device=DEVICE), "triton_conv.conv_forward", 2
+    )
 
 
 def test_double_backward_through_input_and_weight():
     """A gradient penalty (grad of a grad) equals torch's."""
-    case = CASES[12]
+    case = named("same_grouped_2d")
     x, w, b, _, _ = _op_args(case, requires_grad=True)
-
-    def penalty(conv, x, w, b):
-        y = conv(x, w, b, **case.kwargs())
-        (gx,) = torch.autograd.grad(y.square().sum(), [x], create_graph=True)
-        return gx.square().sum()
-
-    ours = torch.autograd.grad(penalty(triton_conv.conv2d, x, w, b), [x, w, b])
-    ref = torch.autograd.grad(penalty(torch.nn.functional.conv2d, x, w, b), [x, w, b])
-    for got, want in zip(ours, ref):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    check_double_backward(TRITON_CONV[2], TORCH_CONV[2], case, x, w, b)
 
 
-@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(GRAD_CASES))
 def test_aten_fallback_matches_kernels(case, monkeypatch):
     """CPU tensors without the interpreter run aten: the same values, gradients and layouts."""
     from triton_conv.autograd import ops as op_module
@@ -124,7 +99,7 @@ def test_aten_fallback_matches_kernels(case, monkeypatch):
         r = torch.randn(
             reference_forward(case, x, w, b).shape, dtype=torch.float64, device=x.device, requires_grad=True
         )
-        y = OUR_CONV[case.ndim](x, w, b, **case.kwargs(), activation="gelu", residual=r)
+        y = TRITON_CONV[case.ndim](x, w, b, **case.kwargs(), activation="gelu", residual=r)
         return (y, *torch.autograd.grad(y, [x, w, b, r], torch.ones_like(y)))
 
     torch.manual_seed(1)

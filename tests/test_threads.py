@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from triton_conv.testing import TRITON_CONV
 from triton_conv.tuning import cache as cache_module
 from triton_conv.tuning.configs import KernelConfig
 
-from .reference import OUR_CONV, ConvCase, assert_close, make_inputs, reference_forward
+from .reference import ConvCase, assert_close, make_inputs, reference_forward
 
 pytestmark = pytest.mark.threads
 
@@ -34,7 +35,7 @@ def _run(thread: int, call: int, start: threading.Barrier) -> None:
     x, w, b = make_inputs(case, torch.float32, requires_grad=call % 4 == 0)
     if call == 0:
         start.wait()  # every thread's first call at the same moment
-    y = OUR_CONV[case.ndim](x, w, b, **case.kwargs())
+    y = TRITON_CONV[case.ndim](x, w, b, **case.kwargs())
     assert_close(y, reference_forward(case, x, w, b).float(), torch.float32, case.reduction, f"{case.id} forward")
     if x.requires_grad:
         dy = torch.randn_like(y)

@@ -11,46 +11,42 @@ from torch import func
 import triton_conv
 from triton_conv import autograd as ops
 from triton_conv.kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
+from triton_conv.testing import TORCH_CONV, TORCH_CONV_TRANSPOSE, TRITON_CONV, TRITON_CONV_TRANSPOSE
 
-from .reference import DEVICE, OUR_CONV, THOROUGH, TORCH_CONV, ConvCase, make_inputs
-from .test_transpose import OUR_T, TORCH_T, TCase
-from .test_transpose import make_inputs as make_transposed_inputs
+from .cases import TRANSFORM_CASES, named, params
+from .reference import DEVICE, TCase, make_inputs, make_transposed_inputs
 
 pytestmark = pytest.mark.transforms
 
-# Every transform batches its work into a few convolutions, but the interpreter is slow: tiny.
-CASES = [
-    ConvCase(1, 2, 2, 3, (7,), (3,), stride=2, padding=1, dilation=2),
-    ConvCase(2, 1, 4, 4, (3, 4), (2, 3), padding="same", groups=2),  # the direct kernels
-    ConvCase(2, 2, 2, 2, (3, 4), (2, 2), padding=1),  # the implicit GEMM
-    ConvCase(3, 1, 2, 2, (3, 4, 3), (2, 2, 1), stride=(1, 2, 1), padding=(1, 0, 0)),
+# (case, fused activation, with a residual): the plain convolution on each case, every activation
+# once (on the cases in turn, every other one with a residual), and the transposed convolutions
+# plain and fused.
+CONV_CASES = [c for c in TRANSFORM_CASES if not isinstance(c, TCase)]
+VARIANTS = [(case, None, False) for case in CONV_CASES] + [
+    (CONV_CASES[i % len(CONV_CASES)], activation, i % 2 == 0) for i, activation in enumerate(ACTIVATIONS)
 ]
-# (case, fused activation, with a residual): every activation once, the plain convolution on each case.
-VARIANTS = [(case, None, False) for case in CASES] + [
-    (CASES[i % len(CASES)], activation, i % 2 == 0) for i, activation in enumerate(ACTIVATIONS)
+TRANSPOSED_VARIANTS = [(case, None, False) for case in TRANSFORM_CASES if isinstance(case, TCase)] + [
+    (named("tiny_gemm_transposed_2d"), "silu", True),
+    (named("tiny_direct_transposed_1d"), "relu6", False),
 ]
-
-
-# The transposed convolutions: the implicit GEMM (2-D, stride 2 with output_padding) and the
-# direct kernels (1-D, groups, dilation), plain and fused.
-TRANSPOSED_CASES = [
-    TCase(2, 1, 2, 3, (3, 3), (2, 2), stride=2, padding=1, output_padding=1),
-    TCase(1, 1, 4, 4, (4,), (3,), stride=2, dilation=2, groups=2),
-]
-TRANSPOSED_VARIANTS = [(case, None, False) for case in TRANSPOSED_CASES] + [
-    (TRANSPOSED_CASES[0], "silu", True),
-    (TRANSPOSED_CASES[1], "relu6", False),
-]
-# 1-D and 2-D, plain and fused: the transposed variants the slower tests run by default.
-TRANSPOSED_SUBSET = TRANSPOSED_VARIANTS if THOROUGH else TRANSPOSED_VARIANTS[1:3]
-
-# Jacobians and hessians are (output x input)-sized: the thorough mode runs every variant.
-JACOBIAN_VARIANTS = (VARIANTS if THOROUGH else VARIANTS[: len(CASES)] + VARIANTS[len(CASES) :: 3]) + TRANSPOSED_SUBSET
 
 
 def _id(variant) -> str:
     case, activation, residual = variant
-    return f"{case.id}-{activation}" + ("-residual" if residual else "")
+    return f"{case.id}-{activation or 'plain'}" + ("-residual" if residual else "")
+
+
+# What the slower tests run by default (make test-thorough runs every variant): the plain
+# convolutions, a few activations, a 1-D plain and a 2-D fused transposed convolution.
+TRANSPOSED_DEFAULT = [
+    (named("tiny_direct_transposed_1d"), None, False),
+    (named("tiny_gemm_transposed_2d"), "silu", True),
+]
+JACOBIAN_DEFAULT = [v for v in VARIANTS if v[1] in (None, "relu", "gelu")] + TRANSPOSED_DEFAULT
+# Jacobians and hessians are (output x input)-sized.
+JACOBIAN_VARIANTS = params(VARIANTS + TRANSPOSED_VARIANTS, JACOBIAN_DEFAULT, ids=_id)
+_VMAPPED = [v for v in VARIANTS if v[1] in (None, "relu", "silu", "sigmoid")]
+VMAP_VARIANTS = params(_VMAPPED + TRANSPOSED_VARIANTS, _VMAPPED + TRANSPOSED_DEFAULT, ids=_id)
 
 
 def _problem(variant):
@@ -58,10 +54,10 @@ def _problem(variant):
     case, activation, with_residual = variant
     if isinstance(case, TCase):
         x, w, b = (t.detach() for t in make_transposed_inputs(case, torch.float64))
-        our_conv, torch_conv = OUR_T[case.ndim], TORCH_T[case.ndim]
+        our_conv, torch_conv = TRITON_CONV_TRANSPOSE[case.ndim], TORCH_CONV_TRANSPOSE[case.ndim]
     else:
         x, w, b = make_inputs(case, torch.float64)
-        our_conv, torch_conv = OUR_CONV[case.ndim], TORCH_CONV[case.ndim]
+        our_conv, torch_conv = TRITON_CONV[case.ndim], TORCH_CONV[case.ndim]
     out_shape = torch_conv(x, w, b, **case.kwargs()).shape
     r = torch.randn(out_shape, dtype=torch.float64, device=DEVICE) if with_residual else torch.zeros(out_shape)
 
@@ -79,7 +75,7 @@ def _close(got, want) -> None:
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("variant", VARIANTS + TRANSPOSED_VARIANTS, ids=_id)
+@pytest.mark.parametrize("variant", params(VARIANTS + TRANSPOSED_VARIANTS, ids=_id))
 def test_jvp_and_forward_ad(variant):
     primals, ours, theirs = _problem(variant)
     tangents = tuple(torch.randn_like(p) for p in primals)
@@ -92,7 +88,7 @@ def test_jvp_and_forward_ad(variant):
         _close((got.primal, got.tangent), (want.primal, want.tangent))
 
 
-@pytest.mark.parametrize("variant", JACOBIAN_VARIANTS, ids=_id)
+@pytest.mark.parametrize("variant", JACOBIAN_VARIANTS)
 def test_jacfwd_jacrev_grad_vjp(variant):
     primals, ours, theirs = _problem(variant)
     argnums = (0, 1, 2, 3)
@@ -108,7 +104,7 @@ def test_jacfwd_jacrev_grad_vjp(variant):
     _close(ours_vjp(cotangent), theirs_vjp(cotangent))
 
 
-@pytest.mark.parametrize("variant", JACOBIAN_VARIANTS, ids=_id)
+@pytest.mark.parametrize("variant", JACOBIAN_VARIANTS)
 def test_hessian_and_double_backward(variant):
     """Second derivatives, fused activations included: hessian (forward over reverse) in the
     input and the weight, and a gradient penalty (reverse over reverse)."""
@@ -128,7 +124,7 @@ def test_hessian_and_double_backward(variant):
     _close(penalty(ours), penalty(theirs))
 
 
-@pytest.mark.parametrize("variant", VARIANTS[: len(CASES)] + VARIANTS[len(CASES) :: 2] + TRANSPOSED_SUBSET, ids=_id)
+@pytest.mark.parametrize("variant", VMAP_VARIANTS)
 def test_vmap(variant):
     """vmap over the input, over the weight and bias, over everything; and gradients under vmap."""
     (x, w, b, r), ours, theirs = _problem(variant)

@@ -3,9 +3,6 @@ against torch.nn.functional.conv_transpose* on a case table (forward and every g
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,124 +16,15 @@ from triton_conv.kernels.epilogue import Epilogue
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, compile_launch
 from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.spec import conv_transpose_spec
+from triton_conv.testing import TORCH_CONV_TRANSPOSE, TRITON_CONV_TRANSPOSE, relative_error
 from triton_conv.tuning.configs import candidate_configs
 
-from .reference import DEVICE, DTYPES, THOROUGH, as_test_inputs, in_layout, relative_error, tolerance
-from .test_ops import _loss_and_grads
+from .cases import TRANSPOSED_CASES, TRANSPOSED_GRADCHECK_CASES, TRANSPOSED_SUBSET, named, named_cases, params
+from .checks import check_compile_matches_eager, check_double_backward, check_export_keeps_ops, check_transposed
+from .reference import DEVICE, DTYPES, TCase
+from .reference import make_transposed_inputs as make_inputs
 
 pytestmark = pytest.mark.transpose
-
-TORCH_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-OUR_T = {1: triton_conv.conv_transpose1d, 2: triton_conv.conv_transpose2d, 3: triton_conv.conv_transpose3d}
-
-
-@dataclass(frozen=True)
-class TCase:
-    """One transposed convolution: input (batch, in_channels, *size), weight (in, out/groups, *kernel)."""
-
-    ndim: int
-    batch: int
-    in_channels: int
-    out_channels: int
-    size: tuple[int, ...]
-    kernel: tuple[int, ...]
-    stride: int | tuple[int, ...] = 1
-    padding: int | tuple[int, ...] = 0
-    output_padding: int | tuple[int, ...] = 0
-    dilation: int | tuple[int, ...] = 1
-    groups: int = 1
-    bias: bool = True
-
-    @property
-    def id(self) -> str:
-        parts = [f"{self.ndim}d-n{self.batch}-c{self.in_channels}k{self.out_channels}", "x".join(map(str, self.size))]
-        parts.append("f" + "x".join(map(str, self.kernel)))
-        for name in ("stride", "padding", "output_padding", "dilation", "groups"):
-            value = getattr(self, name)
-            if value != (0 if "padding" in name else 1):
-                parts.append(f"{name[:2] if name != 'output_padding' else 'op'}{value}".replace(" ", ""))
-        return "-".join(parts) + ("" if self.bias else "-nobias")
-
-    def kwargs(self) -> dict:
-        return dict(
-            stride=self.stride,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            groups=self.groups,
-            dilation=self.dilation,
-        )
-
-    @property
-    def reduction(self) -> int:
-        """The longest sum behind any element of the output or of a gradient."""
-        taps = math.prod(self.kernel)
-        pixels = self.batch * math.prod(self.size)
-        return max(self.in_channels // self.groups * taps, self.out_channels // self.groups * taps, pixels)
-
-
-CASES = [
-    # 1-D: stride, dilation, output_padding not smaller than the stride (allowed by the dilation),
-    # depthwise, a HiFi-GAN-like upsample (kernel 2*stride, padding stride/2).
-    TCase(1, 2, 3, 5, (7,), (3,)),
-    TCase(1, 2, 4, 6, (6,), (4,), stride=3, padding=2, output_padding=2, dilation=2),
-    TCase(1, 1, 3, 4, (7,), (3,), output_padding=1, dilation=2),
-    TCase(1, 2, 4, 4, (9,), (5,), stride=2, padding=2, output_padding=1, groups=4),
-    TCase(1, 1, 4, 3, (5,), (16,), stride=8, padding=4),
-    # 2-D: SD-VAE-like 3x3 s2 p1 op1, U-Net 2x2 s2, DCGAN 4x4 s2 p1, mixed per-dimension
-    # arguments with groups, depthwise, few channels per group, GEMM groups, 1x1 stride 3
-    # (phases no tap reaches: bias only), padding beyond the kernel.
-    TCase(2, 2, 4, 6, (5, 6), (3, 3), stride=2, padding=1, output_padding=1),
-    TCase(2, 2, 6, 4, (4, 5), (2, 2), stride=2),
-    TCase(2, 1, 4, 3, (4, 4), (4, 4), stride=2, padding=1, bias=False),
-    TCase(2, 2, 6, 4, (5, 4), (3, 2), stride=(2, 1), padding=(1, 0), output_padding=(1, 0), dilation=(1, 2), groups=2),
-    TCase(2, 1, 5, 5, (5, 5), (3, 3), stride=2, padding=1, groups=5),
-    TCase(2, 1, 4, 8, (4, 3), (3, 3), stride=2, groups=2),
-    TCase(2, 1, 32, 32, (3, 4), (3, 3), stride=2, padding=1, groups=2),
-    TCase(2, 1, 3, 4, (6, 5), (1, 1), stride=3),
-    TCase(2, 1, 3, 4, (5, 5), (3, 3), padding=3, dilation=2),
-    # 3-D: a video-decoder upsample, groups with output_padding, depthwise.
-    TCase(3, 1, 4, 6, (2, 4, 4), (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1)),
-    TCase(3, 2, 4, 4, (3, 3, 2), (2, 2, 2), stride=2, output_padding=1, groups=2, bias=False),
-    TCase(3, 1, 3, 3, (3, 3, 3), (3, 3, 3), stride=2, padding=1, output_padding=1, groups=3),
-]
-SUBSET = [CASES[i] for i in (1, 5, 9, 14)]
-
-
-def make_inputs(case: TCase, dtype: torch.dtype, layout: str = "contiguous"):
-    """Random input, weight, bias and output cotangent (values exact in ``dtype``), requiring grad."""
-    x = torch.randn(case.batch, case.in_channels, *case.size, dtype=torch.float64)
-    w = torch.randn(case.in_channels, case.out_channels // case.groups, *case.kernel, dtype=torch.float64)
-    w /= math.sqrt(case.in_channels // case.groups * math.prod(case.kernel))
-    b = torch.randn(case.out_channels, dtype=torch.float64) if case.bias else None
-    return as_test_inputs((x, w, b), dtype, layout, requires_grad=True)
-
-
-def check_case(case: TCase, dtype: torch.dtype, layout: str = "contiguous", **epilogue) -> None:
-    """Output and the gradients of input, weight, bias (and residual) against torch in float64."""
-    x, w, b = make_inputs(case, dtype, layout)
-    leaves = [t for t in (x, w, b) if t is not None]
-    reference = TORCH_T[case.ndim](*(t.double() if t is not None else None for t in (x, w, b)), **case.kwargs())
-    residual = None
-    if epilogue:
-        residual = torch.randn(reference.shape, dtype=torch.float64).to(dtype).to(DEVICE).requires_grad_(True)
-        leaves.append(residual)
-        activation = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}[epilogue["activation"]]
-        reference = activation(reference + residual.double())
-    y = OUR_T[case.ndim](x, w, b, **case.kwargs(), residual=residual, **epilogue)
-    # torch's rule: a channels-last output when the input or the weight is channels-last.
-    if layout == "channels_last" and case.ndim > 1:
-        expected_format = torch.channels_last if case.ndim == 2 else torch.channels_last_3d
-        assert y.is_contiguous(memory_format=expected_format)
-    dy = in_layout(torch.randn(reference.shape, dtype=torch.float64).to(dtype).to(DEVICE), layout)
-    ours = torch.autograd.grad(y, leaves, dy)
-    expected = torch.autograd.grad(reference, leaves, dy.double())
-    tol = tolerance(dtype, case.reduction)
-    for what, got, want in zip(
-        ["output", "input", "weight", "bias", "residual"][: len(leaves) + 1], [y, *ours], [reference, *expected]
-    ):
-        assert got.shape == want.shape and got.dtype == dtype, f"{what}: {got.shape} {got.dtype}"
-        err = relative_error(got, want)
-        assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
 
 
 def _ieee(fn):
@@ -149,26 +37,28 @@ def _ieee(fn):
         torch.backends.cudnn.allow_tf32 = saved
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(TRANSPOSED_CASES))
 def test_table_float64(case):
-    check_case(case, torch.float64)
+    check_transposed(case, torch.float64)
 
 
-@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(TRANSPOSED_CASES, TRANSPOSED_SUBSET))
 def test_table_float32_ieee(case):
-    _ieee(lambda: check_case(case, torch.float32))
+    _ieee(lambda: check_transposed(case, torch.float32))
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided_view", "permuted"])
-@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET[:2], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", params(TRANSPOSED_CASES, named_cases("strided_dilated_transposed_1d", "sdvae_upsample_2d"))
+)
 def test_layouts(case, layout):
-    check_case(case, torch.float64, layout)
+    check_transposed(case, torch.float64, layout)
 
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d.itemsize == 2], ids=str)
-@pytest.mark.parametrize("case", CASES if THOROUGH else SUBSET[1:3], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(TRANSPOSED_CASES, named_cases("sdvae_upsample_2d", "depthwise_transposed_2d")))
 def test_half(case, dtype):
-    check_case(case, dtype)
+    check_transposed(case, dtype)
 
 
 def test_complex_runs_torch_and_integers_are_rejected():
@@ -182,21 +72,21 @@ def test_complex_runs_torch_and_integers_are_rejected():
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
-@pytest.mark.parametrize("case", [CASES[5], CASES[9]], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(named_cases("sdvae_upsample_2d", "depthwise_transposed_2d")))
 def test_fused_epilogue(case, activation):
-    check_case(case, torch.float64, activation=activation)
+    check_transposed(case, torch.float64, activation=activation)
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
 def test_unbatched(ndim):
-    case = next(c for c in SUBSET if c.ndim == ndim) if ndim != 3 else CASES[-1]
+    case = named({1: "strided_dilated_transposed_1d", 2: "sdvae_upsample_2d", 3: "depthwise_transposed_3d"}[ndim])
     x, w, b = make_inputs(case, torch.float64)
-    ours = OUR_T[ndim](x[0], w, b, **case.kwargs())
-    torch.testing.assert_close(ours, TORCH_T[ndim](x[0], w, b, **case.kwargs()), rtol=1e-12, atol=1e-12)
+    ours = TRITON_CONV_TRANSPOSE[ndim](x[0], w, b, **case.kwargs())
+    torch.testing.assert_close(ours, TORCH_CONV_TRANSPOSE[ndim](x[0], w, b, **case.kwargs()), rtol=1e-12, atol=1e-12)
 
 
 def test_zero_batch():
-    case = CASES[5]
+    case = named("sdvae_upsample_2d")
     x, w, b = make_inputs(case, torch.float64)
     x0 = x[:0].detach().requires_grad_(True)
     ours = triton_conv.conv_transpose2d(x0, w, b, **case.kwargs())
@@ -221,7 +111,13 @@ def _op_args(case: TCase):
     return x, w, b, spec, geometry
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[9]] if THOROUGH else [CASES[1]], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case",
+    params(
+        named_cases("strided_dilated_transposed_1d", "depthwise_transposed_2d"),
+        named_cases("strided_dilated_transposed_1d"),
+    ),
+)
 def test_opcheck(case):
     x, w, b, spec, geometry = _op_args(case)
     torch.library.opcheck(ops.conv_transpose_forward, (x, w, b, None, *geometry, "none"))
@@ -229,21 +125,20 @@ def test_opcheck(case):
     torch.library.opcheck(ops.conv_transpose_forward, (x, w, b, residual, *geometry, "silu"))
 
 
-GRADCHECK_CASES = [
-    TCase(1, 1, 2, 2, (4,), (3,), stride=2, padding=1, output_padding=1, dilation=2),
-    TCase(2, 1, 2, 2, (3, 2), (2, 3), stride=(2, 1), groups=2),
-]
+# Fast mode checks random projections of the Jacobian; the exact mode (slow) checks every entry.
+GRADCHECK_MODES = [pytest.param(True, id="fast"), pytest.param(False, id="exact", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("case", GRADCHECK_CASES if THOROUGH else GRADCHECK_CASES[:1], ids=lambda c: c.id)
-def test_gradcheck_and_gradgradcheck(case):
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+@pytest.mark.parametrize("case", params(TRANSPOSED_GRADCHECK_CASES, named_cases("gradcheck_transposed_1d")))
+def test_gradcheck_and_gradgradcheck(case, fast_mode):
     x, w, b = make_inputs(case, torch.float64)
 
     def conv_transpose(x, w, b):
-        return OUR_T[case.ndim](x, w, b, **case.kwargs())
+        return TRITON_CONV_TRANSPOSE[case.ndim](x, w, b, **case.kwargs())
 
-    assert torch.autograd.gradcheck(conv_transpose, (x, w, b), fast_mode=not THOROUGH)
-    assert torch.autograd.gradgradcheck(conv_transpose, (x, w, b), fast_mode=not THOROUGH)
+    assert torch.autograd.gradcheck(conv_transpose, (x, w, b), fast_mode=fast_mode)
+    assert torch.autograd.gradgradcheck(conv_transpose, (x, w, b), fast_mode=fast_mode)
 
 
 class _Decoder(nn.Module):
@@ -258,44 +153,26 @@ class _Decoder(nn.Module):
         return triton_conv.conv_transpose2d(y, self.w2, None, stride=2)
 
 
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"] if THOROUGH else ["aot_eager"])
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_compile_fullgraph_matches_eager(backend):
-    torch._dynamo.reset()
     model = _Decoder().double().to(DEVICE)
     x = torch.randn(2, 4, 3, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    eager_loss, eager_grads = _loss_and_grads(model, x)
-    loss, grads = _loss_and_grads(torch.compile(model, fullgraph=True, backend=backend), x)
-    torch.testing.assert_close(loss, eager_loss, rtol=1e-10, atol=1e-10)
-    for got, want in zip(grads, eager_grads):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    check_compile_matches_eager(model, x, backend)
 
 
 def test_export_keeps_ops():
     model = _Decoder().to(DEVICE)
-    x = torch.randn(2, 4, 3, 4, device=DEVICE)
-    exported = torch.export.export(model, (x,))
-    targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
-    assert sum("triton_conv.conv_transpose_forward" in t for t in targets) == 2, targets
-    torch.testing.assert_close(exported.module()(x), model(x))
+    check_export_keeps_ops(model, torch.randn(2, 4, 3, 4, device=DEVICE), "triton_conv.conv_transpose_forward", 2)
 
 
 def test_double_backward_matches_torch():
     """A gradient penalty (grad of a grad) through the input and the weight equals torch's."""
-    case = CASES[8]
+    case = named("mixed_grouped_transposed_2d")
     x, w, b = make_inputs(case, torch.float64)
-
-    def penalty(conv, x, w, b):
-        y = conv(x, w, b, **case.kwargs())
-        (gx,) = torch.autograd.grad(y.square().sum(), [x], create_graph=True)
-        return gx.square().sum()
-
-    ours = torch.autograd.grad(penalty(triton_conv.conv_transpose2d, x, w, b), [x, w, b])
-    ref = torch.autograd.grad(penalty(F.conv_transpose2d, x, w, b), [x, w, b])
-    for got, want in zip(ours, ref):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    check_double_backward(TRITON_CONV_TRANSPOSE[2], TORCH_CONV_TRANSPOSE[2], case, x, w, b)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[8]], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", params(named_cases("strided_dilated_transposed_1d", "mixed_grouped_transposed_2d")))
 def test_aten_fallback_matches_kernels(case, monkeypatch):
     """CPU tensors without the interpreter run aten: the same values and gradients (negative
     trailing padding of the transposed convolution included: output_padding > padding)."""
@@ -304,7 +181,7 @@ def test_aten_fallback_matches_kernels(case, monkeypatch):
 
     def run():
         x, w, b = make_inputs(case, torch.float64)
-        y = OUR_T[case.ndim](x, w, b, **case.kwargs())
+        y = TRITON_CONV_TRANSPOSE[case.ndim](x, w, b, **case.kwargs())
         (gx,) = torch.autograd.grad(y.square().sum(), [x], create_graph=True)
         return (y, gx, *torch.autograd.grad(gx.square().sum(), [x, w, b]))
 
@@ -349,9 +226,9 @@ BAD = [pytest.param(ndim, *rest, id=f"{ndim}d-{name}") for ndim in (1, 2, 3) for
 def test_rejected_like_torch(ndim, shapes, kwargs):
     x, w, b = (torch.randn(shape) if shape is not None else None for shape in shapes)
     with pytest.raises(Exception) as torch_error:
-        TORCH_T[ndim](x, w, b, **kwargs)
+        TORCH_CONV_TRANSPOSE[ndim](x, w, b, **kwargs)
     with pytest.raises(type(torch_error.value)):
-        OUR_T[ndim](x, w, b, **kwargs)
+        TRITON_CONV_TRANSPOSE[ndim](x, w, b, **kwargs)
 
 
 def test_module_output_size_errors_like_torch():
@@ -457,8 +334,11 @@ def _fused_launch(direct: bool, dtype: torch.dtype):
 
 
 @pytest.mark.compile
-@pytest.mark.parametrize("arch", [90, 80] if THOROUGH else [90], ids=lambda a: f"sm{a}")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32] if THOROUGH else [torch.bfloat16], ids=str)
+@pytest.mark.parametrize("arch", [pytest.param(90, id="sm90"), pytest.param(80, id="sm80", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "dtype",
+    [pytest.param(torch.bfloat16, id="bfloat16"), pytest.param(torch.float32, id="float32", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize("direct", [False, True], ids=["implicit_gemm", "direct"])
 def test_fused_transposed_launch_compiles(direct, dtype, arch, gpu_tiles):
     info = compile_launch(_fused_launch(direct, dtype), arch)

@@ -13,6 +13,9 @@ Under ``torch.autocast`` the arguments are cast as torch casts a convolution's (
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import torch
 import torch.nn.functional as F
 
@@ -22,54 +25,22 @@ from .kernels.epilogue import ACTIVATIONS, TORCH_ACTIVATIONS
 from .runtime import warn_once
 from .spec import KERNEL_DTYPES, IntOrSeq, check_padding_mode, conv_spec
 
-_TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+DropIn = TypeVar("DropIn", bound=Callable[..., torch.Tensor])
+
+_SPATIAL_DIMS = {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}
 
 
-def _conv(
-    ndim: int,
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: IntOrSeq,
-    padding: IntOrSeq | str,
-    dilation: IntOrSeq,
-    groups: int,
-    padding_mode: str,
-    activation: str | None,
-    residual: torch.Tensor | None,
-) -> torch.Tensor:
-    input, weight, bias, residual = autocast_conv_arguments(input, weight, bias, residual)
-    check_padding_mode(padding_mode)
-    spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, ndim)
-    batched = input.dim() == ndim + 2
-    check_epilogue(f"conv{ndim}d", spec.out_shape if batched else spec.out_shape[1:], input, activation, residual)
-    if runs_torch(f"conv{ndim}d", input.dtype):
-        if padding_mode != "zeros":
-            input = F.pad(input, spec.pad_widths(), mode=padding_mode)
-            padding = 0
-        out = _TORCH_CONV[ndim](input, weight, bias, stride, padding, dilation, groups)
-        out = out + residual if residual is not None else out
-        return TORCH_ACTIVATIONS[activation or "none"](out)
-
-    x = input if batched else input.unsqueeze(0)
-    op_padding = spec.op_padding()
-    if padding_mode != "zeros":
-        x = F.pad(x, spec.pad_widths(), mode=padding_mode)
-        op_padding = [0] * (2 * ndim)
-    if residual is not None and not batched:
-        residual = residual.unsqueeze(0)
-    out = ops.conv(
-        x,
-        weight,
-        bias,
-        spec.spatial(spec.stride),
-        op_padding,
-        spec.spatial(spec.dilation),
-        spec.groups,
-        residual,
-        activation or "none",
+def drop_in(function: DropIn, torch_function: Callable[..., torch.Tensor], ndim: int, weight_dims: str) -> DropIn:
+    """``function`` named and documented as the drop-in for ``torch_function`` (an ``F.conv*``):
+    the docstring gives the shapes, ``weight_dims`` being the weight's two leading dimensions."""
+    name = torch_function.__name__
+    spatial = _SPATIAL_DIMS[ndim]
+    sizes, kernel = ", ".join(spatial), ", ".join(f"k{d}" for d in spatial)
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = (
+        f"Drop-in for ``F.{name}``: input (N, C, {sizes}) or (C, {sizes}), weight ({weight_dims}, {kernel})."
     )
-    return out if batched else out.squeeze(0)
+    return function
 
 
 def runs_torch(name: str, dtype: torch.dtype) -> bool:
@@ -81,24 +52,27 @@ def runs_torch(name: str, dtype: torch.dtype) -> bool:
         raise RuntimeError(
             f"{name}(): triton_conv supports float16, bfloat16, float32 and float64 inputs, but got input of dtype {dtype}"
         )
-    warn_once(dtype, f"triton_conv: {dtype} runs torch's convolution", stacklevel=4)
+    # The warning points at the caller of the drop-in (runs_torch, the drop-in, its caller).
+    warn_once(dtype, f"triton_conv: {dtype} runs torch's convolution", stacklevel=3)
     return True
 
 
 def check_epilogue(
     name: str,
-    expected: tuple[int, ...],
+    out_shape: tuple[int, ...],
     input: torch.Tensor,
     activation: str | None,
     residual: torch.Tensor | None,
 ) -> None:
-    """Validate the fused epilogue's arguments; ``expected`` is the output's shape (unbatched if the input is)."""
+    """Validate the fused epilogue's arguments; ``out_shape`` is the batched output's shape (the
+    residual has its unbatched shape where the input is unbatched)."""
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"{name}(): activation must be None or one of {list(ACTIVATIONS)}, but got '{activation}'")
     if residual is None:
         return
     if not isinstance(residual, torch.Tensor):
         raise TypeError(f"{name}(): argument 'residual' must be Tensor or None, not {type(residual).__name__}")
+    expected = out_shape if input.dim() == len(out_shape) else out_shape[1:]
     if tuple(residual.shape) != tuple(expected):
         raise RuntimeError(
             f"{name}(): residual must have the output's shape {list(expected)}, but got residual of size "
@@ -111,52 +85,65 @@ def check_epilogue(
         )
 
 
-def conv1d(
+def torch_epilogue(out: torch.Tensor, residual: torch.Tensor | None, activation: str | None) -> torch.Tensor:
+    """The fused epilogue after torch's convolution ``out`` (bias included): residual, then activation."""
+    out = out + residual if residual is not None else out
+    return TORCH_ACTIVATIONS[activation or "none"](out)
+
+
+def run_batched(
+    op: Callable[..., torch.Tensor],
+    ndim: int,
     input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: IntOrSeq = 1,
-    padding: IntOrSeq | str = 0,
-    dilation: IntOrSeq = 1,
-    groups: int = 1,
-    *,
-    padding_mode: str = "zeros",
-    activation: str | None = None,
-    residual: torch.Tensor | None = None,
+    *arguments: Any,
+    residual: torch.Tensor | None,
+    activation: str | None,
 ) -> torch.Tensor:
-    """Drop-in for ``F.conv1d``: input (N, C, L) or (C, L), weight (K, C/groups, kL)."""
-    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, activation, residual)
+    """``op(input, *arguments, residual, activation)``, a custom op's entry point, which takes batched
+    tensors: an unbatched input (and residual) runs as a batch of one."""
+    if input.dim() == ndim + 2:
+        return op(input, *arguments, residual, activation or "none")
+    residual = residual.unsqueeze(0) if residual is not None else None
+    return op(input.unsqueeze(0), *arguments, residual, activation or "none").squeeze(0)
 
 
-def conv2d(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: IntOrSeq = 1,
-    padding: IntOrSeq | str = 0,
-    dilation: IntOrSeq = 1,
-    groups: int = 1,
-    *,
-    padding_mode: str = "zeros",
-    activation: str | None = None,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Drop-in for ``F.conv2d``: input (N, C, H, W) or (C, H, W), weight (K, C/groups, kH, kW)."""
-    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, activation, residual)
+def _conv(ndim: int, torch_conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``conv{ndim}d``, the drop-in for ``torch_conv``, which runs the complex dtypes. A padding_mode
+    other than 'zeros' pads the input explicitly first, for torch's convolution and the kernels alike."""
+
+    def conv(
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        stride: IntOrSeq = 1,
+        padding: IntOrSeq | str = 0,
+        dilation: IntOrSeq = 1,
+        groups: int = 1,
+        *,
+        padding_mode: str = "zeros",
+        activation: str | None = None,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        name = torch_conv.__name__
+        input, weight, bias, residual = autocast_conv_arguments(input, weight, bias, residual)
+        check_padding_mode(padding_mode)
+        spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, ndim)
+        check_epilogue(name, spec.out_shape, input, activation, residual)
+        in_torch = runs_torch(name, input.dtype)
+        if padding_mode != "zeros":  # padded explicitly first, as torch does
+            input = F.pad(input, spec.pad_widths(), mode=padding_mode)
+            padding, spec = 0, spec.with_padded_input()
+        if in_torch:
+            return torch_epilogue(
+                torch_conv(input, weight, bias, stride, padding, dilation, groups), residual, activation
+            )
+        return run_batched(
+            ops.conv, ndim, input, weight, bias, *spec.op_arguments(), residual=residual, activation=activation
+        )
+
+    return drop_in(conv, torch_conv, ndim, "K, C/groups")
 
 
-def conv3d(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: IntOrSeq = 1,
-    padding: IntOrSeq | str = 0,
-    dilation: IntOrSeq = 1,
-    groups: int = 1,
-    *,
-    padding_mode: str = "zeros",
-    activation: str | None = None,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Drop-in for ``F.conv3d``: input (N, C, D, H, W) or (C, D, H, W), weight (K, C/groups, kD, kH, kW)."""
-    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, activation, residual)
+conv1d = _conv(1, F.conv1d)
+conv2d = _conv(2, F.conv2d)
+conv3d = _conv(3, F.conv3d)

@@ -183,6 +183,24 @@ class ConvSpec:
             widths += [lo, hi]
         return widths
 
+    def with_padded_input(self) -> ConvSpec:
+        """The same convolution on its input padded explicitly (``pad_widths``), so without padding."""
+        size = tuple(i + lo + hi for i, lo, hi in zip(self.input_size, self.pad_lo, self.pad_hi))
+        return replace(self, input_size=size, pad_lo=(0, 0, 0), pad_hi=(0, 0, 0))  # type: ignore[arg-type]
+
+    def op_arguments(self) -> tuple[list[int], list[int], list[int], int]:
+        """stride, padding, dilation and groups as the convolution ops take them (``op_geometry``'s inverse)."""
+        return self.spatial(self.stride), self.op_padding(), self.spatial(self.dilation), self.groups
+
+    def transposed_arguments(self) -> tuple[list[int], list[int], list[int], list[int], int]:
+        """stride, padding, output_padding, dilation and groups of the transposed convolution this
+        spec is the input gradient of, as ``conv_transpose_forward`` takes them (the inverse of
+        ``transposed_geometry``): the leading padding is its padding, and the trailing padding is
+        padding - output_padding."""
+        padding = self.spatial(self.pad_lo)
+        output_padding = [lo - hi for lo, hi in zip(padding, self.spatial(self.pad_hi))]
+        return self.spatial(self.stride), padding, output_padding, self.spatial(self.dilation), self.groups
+
 
 def _fmt(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
@@ -376,7 +394,7 @@ def conv_spec(
             f"{name}(): only zero batch or zero channel inputs are supported, but got input of "
             f"size {_fmt(input.shape)}, with an empty spatial dimension"
         )
-    output = [(p - e) // s + 1 for p, e, s in zip(padded, effective, stride_t)]
+    output = conv_output_size(spatial, kernel, stride_t, pad_lo, pad_hi, dilation_t)
 
     return ConvSpec(
         ndim=ndim,
@@ -399,18 +417,34 @@ def check_padding_mode(padding_mode: str) -> None:
         raise ValueError(f"padding_mode must be one of {list(PADDING_MODES)}, but got padding_mode='{padding_mode}'")
 
 
-def output_size(
+def conv_output_size(
+    input_size: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    pad_lo: Sequence[int],
+    pad_hi: Sequence[int],
+    dilation: Sequence[int],
+) -> list[int]:
+    """A convolution's spatial output size, one entry per spatial dimension (arguments validated)."""
+    return [
+        (i + lo + hi - d * (k - 1) - 1) // s + 1
+        for i, k, s, lo, hi, d in zip(input_size, kernel_size, stride, pad_lo, pad_hi, dilation)
+    ]
+
+
+def transposed_output_size(
     input_size: Sequence[int],
     kernel_size: Sequence[int],
     stride: Sequence[int],
     padding: Sequence[int],
+    output_padding: Sequence[int],
     dilation: Sequence[int],
 ) -> list[int]:
-    """Spatial output size from already-validated op arguments (padding: leading then trailing)."""
-    nd = len(input_size)
+    """A transposed convolution's spatial output size, one entry per spatial dimension (arguments
+    as ``F.conv_transpose*`` takes them, validated)."""
     return [
-        (input_size[i] + padding[i] + padding[nd + i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1
-        for i in range(nd)
+        (i - 1) * s - 2 * p + d * (k - 1) + 1 + op
+        for i, k, s, p, op, d in zip(input_size, kernel_size, stride, padding, output_padding, dilation)
     ]
 
 
@@ -424,7 +458,7 @@ def op_geometry(
 ) -> ConvSpec:
     """The spec of a custom-op call, whose batched arguments were validated by ``conv_spec``."""
     nd = len(input_shape) - 2
-    out = output_size(input_shape[2:], weight_shape[2:], stride, padding, dilation)
+    out = conv_output_size(input_shape[2:], weight_shape[2:], stride, padding[:nd], padding[nd:], dilation)
     return ConvSpec(
         ndim=nd,
         batch=input_shape[0],
@@ -495,10 +529,7 @@ def transposed_geometry(
     """
     nd = len(input_shape) - 2
     kernel = weight_shape[2:]
-    size = [
-        (i - 1) * s - 2 * p + d * (k - 1) + 1 + op
-        for i, s, p, d, k, op in zip(input_shape[2:], stride, padding, dilation, kernel, output_padding)
-    ]
+    size = transposed_output_size(input_shape[2:], kernel, stride, padding, output_padding, dilation)
     return ConvSpec(
         ndim=nd,
         batch=input_shape[0],
@@ -614,10 +645,8 @@ def transposed_output_padding(
             f"ConvTranspose{ndim}D: for {input.dim()}D input, output_size must have {ndim} "
             f"or {non_spatial + ndim} elements (got {len(size)})"
         )
-    smallest = [
-        (input.shape[non_spatial + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel_size[i] - 1) + 1
-        for i in range(ndim)
-    ]
+    spatial = [input.shape[non_spatial + i] for i in range(ndim)]
+    smallest = transposed_output_size(spatial, kernel_size, stride, padding, [0] * ndim, dilation)
     largest = [low + s - 1 for low, s in zip(smallest, stride)]
     if any(not low <= n <= high for n, low, high in zip(size, smallest, largest)):
         raise ValueError(
