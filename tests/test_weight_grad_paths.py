@@ -10,8 +10,8 @@ from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.dispatch import pads_input
 from triton_conv.spec import conv_spec
 
+from .checks import check_backward
 from .reference import ConvCase, make_inputs
-from .test_backward import _check_backward
 
 pytestmark = pytest.mark.backward
 
@@ -39,12 +39,12 @@ def _spec(case: ConvCase):
 @pytest.mark.parametrize("case", PADDED, ids=lambda c: c.id)
 def test_padded_input_weight_grad(case, dtype, layout):
     assert pads_input(_spec(case)), case.id
-    _check_backward(case, dtype, layout)
+    check_backward(case, dtype, layout)
 
 
 def test_padded_input_weight_grad_gpu_tiles(gpu_tiles):
     """The stem in small with the GPU tiles: 32-deep pixel blocks over several column blocks."""
-    _check_backward(PADDED[0], torch.float32, "channels_last")
+    check_backward(PADDED[0], torch.float32, "channels_last")
 
 
 @pytest.mark.parametrize(
@@ -78,4 +78,4 @@ def test_row_blocks(case, gpu_tiles):
     with recording_launches() as launches:
         dispatch.weight_grad(y, x, spec, torch.empty_like(w), None)
     assert [launch.constexprs.get("ROW_BLOCKS") for launch in launches if "ROW_BLOCKS" in launch.constexprs] == [True]
-    _check_backward(case, torch.float32, "channels_last")
+    check_backward(case, torch.float32, "channels_last")
