@@ -24,7 +24,7 @@ PADDED = [
     ConvCase(2, 1, 5, 4, (6, 7), (3, 3), padding=(1, 2), dilation=2),
     # padding="same" with an even kernel pads one more at the end.
     ConvCase(2, 1, 4, 3, (6, 6), (3, 2), padding="same"),
-    # No padding, and input rows and columns that no tap reads (the copy crops them).
+    # No padding (only the channels are padded); the last row and column are read by no tap.
     ConvCase(2, 1, 3, 4, (8, 8), (3, 3), stride=2),
 ]
 

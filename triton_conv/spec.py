@@ -108,20 +108,6 @@ class ConvSpec:
             stride=(sd, sh, 1),
         )
 
-    def read_extent(self) -> Triple:
-        """Per dimension, the input elements the taps read from the first padded position: the
-        last output pixel's last tap, plus one."""
-        return tuple(  # type: ignore[return-value]
-            (o - 1) * s + (k - 1) * d + 1
-            for o, s, k, d in zip(self.output_size, self.stride, self.kernel_size, self.dilation)
-        )
-
-    def pre_padded(self, in_channels: int) -> ConvSpec:
-        """The same convolution over an input already zero-padded to ``in_channels`` channels and
-        by its padding (one group): no padding left, the input exactly what the taps read."""
-        zero = (0, 0, 0)
-        return replace(self, in_channels=in_channels, input_size=self.read_extent(), pad_lo=zero, pad_hi=zero)
-
     @property
     def pixels_per_phase(self) -> Triple:
         """Input pixels per stride phase (i mod stride) along each dimension, rounded up."""

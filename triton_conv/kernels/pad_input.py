@@ -9,6 +9,8 @@ with no bounds test. The copy reads x once and writes the padded copy once (one 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import triton
 import triton.language as tl
@@ -69,9 +71,9 @@ def pad_input_kernel(
 
 def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch.Tensor, ConvSpec]:
     """``input`` copied channels-last with its channels zero-filled to ``channels`` (a power of two)
-    and its padding written out, cropped to what the taps read, and the geometry of the same
-    convolution over the copy (``ConvSpec.pre_padded``); one group."""
-    padded = spec.pre_padded(channels)
+    and its padding written out (``ConvSpec.with_padded_input``), and the geometry of the same
+    convolution over the copy; one group."""
+    padded = replace(spec.with_padded_input(), in_channels=channels)
     d_pad, h_pad, w_pad = padded.input_size
     out = input.new_empty((spec.batch, *padded.spatial(padded.input_size), channels))
     x = as_3d(input)
