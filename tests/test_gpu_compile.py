@@ -10,7 +10,8 @@ import pytest
 import torch
 from triton.runtime.jit import JITFunction
 
-from triton_conv.kernels.common import Launch, accumulator_dtype
+from triton_conv.kernels import dispatch
+from triton_conv.kernels.common import Launch, accumulator_dtype, recording_launches
 from triton_conv.kernels.direct import plan_direct_forward, plan_direct_input_grad, plan_direct_weight_grad
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.epilogue import Epilogue, activation_grad_kernel
@@ -216,3 +217,45 @@ def test_default_layout_compiles_like_channels_last(kind):
     stage_bytes = (config.block_m + config.block_n) * config.block_k * 2
     assert info.spill_bytes == 0 and info.uses_wgmma, info
     assert info.shared_bytes >= (config.num_stages - 1) * stage_bytes, info
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
+@pytest.mark.parametrize("what", ["forward", "forward_fused", "input_grad"])
+def test_tf32_tiles_of_64_accumulators_compile(what, arch):
+    """TF32's first forward and input-gradient tile holds 64 accumulators per thread: no spills on
+    a strided, padded 3-D problem (more registers for coordinates and masks than the 2-D one
+    above), nor with a fused epilogue; wgmma on Hopper."""
+    dtype = torch.float32
+    kind = FORWARD if what.startswith("forward") else INPUT_GRAD
+    config = candidate_configs(kind, dtype, "tf32")[0]
+    assert config.accumulators_per_thread() == 64, config
+    x = _channels_last_empty((2, 32, 6, 8, 8), dtype)
+    w = _channels_last_empty((64, 32, 3, 3, 3), dtype)
+    spec = conv_spec(x, w, None, stride=2, padding=1, dilation=1, groups=1, ndim=3)
+    y = _channels_last_empty(spec.out_shape, dtype)
+    if kind is INPUT_GRAD:
+        launch = plan_input_grad(y, w, spec, torch.empty_like(x), config)
+    else:
+        epilogue = Epilogue("gelu", torch.empty_like(y), torch.empty_like(y)) if what == "forward_fused" else None
+        launch = plan_forward(x, w, None, spec, y, config, *([epilogue] if epilogue else []))
+    info = compile_launch(dataclasses.replace(launch, constexprs={**launch.constexprs, "PRECISION": "tf32"}), arch)
+    assert info.spill_bytes == 0, info
+    assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], info
+    assert info.uses_wgmma or arch != 90, info
+
+
+def test_stem_weight_grad_reads_padded_vectors(gpu_tiles):
+    """A ResNet stem's weight gradient (3 channels, 7x7, stride 2, padding 3; bf16, full size) as
+    the ops plan it: a padded 4-channel copy, then the GEMM reading it in aligned 4-channel
+    vectors with no bounds test; wgmma, no spills."""
+    x = _channels_last_empty((128, 3, 224, 224), torch.bfloat16)
+    w = torch.empty(64, 3, 7, 7, dtype=torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=2, padding=3, dilation=1, groups=1, ndim=2)
+    with recording_launches() as launches:
+        dispatch.weight_grad(_channels_last_empty(spec.out_shape, torch.bfloat16), x, spec, torch.empty_like(w), None)
+    pad, gemm = launches[0], launches[1]
+    assert gemm.constexprs["X_VECTOR"] == 4 and not gemm.constexprs["MASK_W"], gemm.constexprs
+    for launch in (pad, gemm):
+        info = compile_launch(launch, 90)
+        assert info.spill_bytes == 0, info
+    assert info.uses_wgmma, info

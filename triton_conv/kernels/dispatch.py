@@ -12,6 +12,7 @@ from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, implicit_gemm_forward
 from .implicit_gemm_input_grad import INPUT_GRAD, implicit_gemm_input_grad
 from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
+from .pad_input import pad_input
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -80,6 +81,20 @@ def input_grad(
     return implicit_gemm_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)
 
 
+# Inputs of one group with fewer channels than this are padded for the weight gradient
+# (``pads_input``), to a multiple of PADDED_CHANNEL_RUN channels: 8-byte vectors in 16-bit dtypes.
+FEW_CHANNELS = 8
+PADDED_CHANNEL_RUN = 4
+
+
+def pads_input(spec: ConvSpec) -> bool:
+    """Whether the weight gradient reads a padded copy of the input (``kernels/pad_input.py``): one
+    group, fewer than ``FEW_CHANNELS`` channels (a network's first layer), not a patch embedding,
+    whose rows are contiguous runs already (``ConvSpec.patch_rows``). The copy reads x once and
+    writes it once; the kernel gathers each x element about taps / stride^2 times."""
+    return spec.groups == 1 and 0 < spec.in_channels < FEW_CHANNELS and not spec.patch_rows and spec.output_pixels > 0
+
+
 def weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -87,7 +102,15 @@ def weight_grad(
     grad_weight: torch.Tensor,
     grad_bias: torch.Tensor | None,
 ) -> None:
+    """d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
     if uses_direct_kernel(spec):
         direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
+        return
+    if pads_input(spec):
+        x, padded = pad_input(input, spec, -(-spec.in_channels // PADDED_CHANNEL_RUN) * PADDED_CHANNEL_RUN)
+        # The padded channels' gradients are computed and dropped.
+        padded_grad = grad_weight.new_empty((spec.out_channels, padded.in_channels, *grad_weight.shape[2:]))
+        implicit_gemm_weight_grad(grad_output, x, padded, padded_grad, grad_bias)
+        grad_weight.copy_(padded_grad[:, : spec.in_channels])
     else:
         implicit_gemm_weight_grad(grad_output, input, spec, grad_weight, grad_bias)

@@ -29,12 +29,12 @@ from ..tuning.configs import (
     occupancy_split_k,
     operand_class,
 )
-from ..tuning.key import layout_of
 from ..tuning.kinds import GemmExtents, KernelKind
 from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .indexing import unravel_pixels, unravel_tap
+from .layout import gemm_operand, gemm_operand_layout
 from .split_k import partial_buffers, partial_dtype, sum_splits
 
 
@@ -80,7 +80,8 @@ def implicit_gemm_weight_grad_kernel(
     HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     DY_LINEAR: tl.constexpr, X_LINEAR: tl.constexpr, MASK_D: tl.constexpr, MASK_H: tl.constexpr, MASK_W: tl.constexpr,
     TRACK_N: tl.constexpr, TRACK_D: tl.constexpr, TRACK_H: tl.constexpr, TRACK_W: tl.constexpr,
-    SWAP_AB: tl.constexpr, W_RUNS: tl.constexpr, EVEN_P: tl.constexpr, HAS_COLUMNS: tl.constexpr,
+    SWAP_AB: tl.constexpr, W_RUNS: tl.constexpr, X_VECTOR: tl.constexpr, ROW_BLOCKS: tl.constexpr,
+    EVEN_P: tl.constexpr, HAS_COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """Partial dw (and db) of one split for BLOCK_M out channels x BLOCK_N (tap, in channel) columns.
@@ -98,7 +99,11 @@ def implicit_gemm_weight_grad_kernel(
     columns in place of those past the tile's edge (their results are not stored), so only pixels
     are masked: past P unless EVEN_P (P a multiple of BLOCK_K), and taps in the padding.
     W_RUNS says x's (w, c) pairs are one contiguous run (channels-last, one group, no padding
-    or dilation along W). HAS_COLUMNS is false when C_G == 0: then only the bias gradient is computed.
+    or dilation along W). X_VECTOR > 1 says more of those runs (W_RUNS only): aligned groups of
+    X_VECTOR columns are contiguous in x, and every x offset of a pixel is a multiple of X_VECTOR.
+    ROW_BLOCKS says W_OUT is a multiple of BLOCK_K: every block of pixels is part of one output
+    row, so its n, d, h and first w are carried as scalars (one carry per step, not per pixel).
+    HAS_COLUMNS is false when C_G == 0: then only the bias gradient is computed.
 
     Args:
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT), K = GROUPS * K_G; any
@@ -115,7 +120,7 @@ def implicit_gemm_weight_grad_kernel(
         HAS_BIAS_GRAD: also sum dy's rows into db. INDEX_64: compute offsets in int64.
         PRECISION: tl.dot input precision ("ieee" or "tf32"). ACC_DTYPE: float32, or float64 for float64.
         DY_LINEAR, X_LINEAR, MASK_D, MASK_H, MASK_W, TRACK_N, TRACK_D, TRACK_H, TRACK_W, SWAP_AB,
-            W_RUNS, EVEN_P, HAS_COLUMNS: as above.
+            W_RUNS, X_VECTOR, ROW_BLOCKS, EVEN_P, HAS_COLUMNS: as above.
         BLOCK_M, BLOCK_N, BLOCK_K: the tile: output channels, (tap, input channel) columns, pixels per step.
         Grid: (cdiv(K_G, BLOCK_M), max(1, cdiv(TAPS * C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
     """
@@ -166,13 +171,19 @@ def implicit_gemm_weight_grad_kernel(
         shift_kt = kt_kr // R * dilation[0] - padding[0]
         shift_kr = kt_kr % R * dilation[1] - padding[1]
         x_cols = shift_kt * sx_d + shift_kr * sx_h + cols % run
+        if X_VECTOR > 1:
+            # What the remainder by a run length known only at run time hides from the compiler.
+            x_cols = tl.max_contiguous(tl.multiple_of(x_cols, X_VECTOR), X_VECTOR)
     else:
         x_cols = (group * C_G + c) * sx_c + shift_d * sx_d + shift_h * sx_h + shift_w * sx_w
 
     p_start = split * CHUNK
     p_end = tl.minimum(p_start + CHUNK, P)
     D_OUT, H_OUT, W_OUT = output_size
-    n, od, oh, ow = unravel_pixels(p_start + offs_p, D_OUT, H_OUT, W_OUT)
+    if ROW_BLOCKS:
+        n, od, oh, ow = unravel_pixels(p_start, D_OUT, H_OUT, W_OUT)
+    else:
+        n, od, oh, ow = unravel_pixels(p_start + offs_p, D_OUT, H_OUT, W_OUT)
     step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_K, D_OUT, H_OUT, W_OUT)
 
     if SWAP_AB:
@@ -185,23 +196,31 @@ def implicit_gemm_weight_grad_kernel(
     for p0 in range(p_start, p_end, BLOCK_K):
         p = p0 + offs_p
         mask_p = None if EVEN_P else p < p_end
+        if ROW_BLOCKS:
+            # The block's pixels: one row's coordinates, w consecutive.
+            rows = tl.zeros_like(offs_p)
+            pn, pd, ph, pw = n + rows, od + rows, oh + rows, ow + offs_p
+        else:
+            pn, pd, ph, pw = n, od, oh, ow
         if DY_LINEAR:
             dy_pix = p * sdy_w
         else:
-            dy_pix = n * sdy_n + od * sdy_d + oh * sdy_h + ow * sdy_w
+            dy_pix = pn * sdy_n + pd * sdy_d + ph * sdy_h + pw * sdy_w
         if X_LINEAR:
             x_pix = p * sx_w
         else:
-            x_pix = n * sx_n + od * (conv_stride_d * sx_d) + oh * (conv_stride_h * sx_h) + ow * (conv_stride_w * sx_w)
+            x_pix = pn * sx_n + pd * (conv_stride_d * sx_d) + ph * (conv_stride_h * sx_h) + pw * (conv_stride_w * sx_w)
+        if X_VECTOR > 1:
+            x_pix = tl.multiple_of(x_pix, X_VECTOR)
         a = _load(dy_ptr + dy_cols[:, None] + dy_pix[None, :], None if EVEN_P else mask_p[None, :])
         if HAS_COLUMNS:
             mask_x = None if EVEN_P else mask_p[:, None]
             if MASK_D:
-                mask_x = _both(mask_x, _within((od * conv_stride_d)[:, None] + shift_d[None, :], D))
+                mask_x = _both(mask_x, _within((pd * conv_stride_d)[:, None] + shift_d[None, :], D))
             if MASK_H:
-                mask_x = _both(mask_x, _within((oh * conv_stride_h)[:, None] + shift_h[None, :], H))
+                mask_x = _both(mask_x, _within((ph * conv_stride_h)[:, None] + shift_h[None, :], H))
             if MASK_W:
-                mask_x = _both(mask_x, _within((ow * conv_stride_w)[:, None] + shift_w[None, :], W))
+                mask_x = _both(mask_x, _within((pw * conv_stride_w)[:, None] + shift_w[None, :], W))
             b = _load(x_ptr + x_pix[:, None] + x_cols[None, :], mask_x)
             if SWAP_AB:
                 acc = tl.dot(
@@ -272,7 +291,7 @@ WEIGHT_GRAD = KernelKind(
     gemm_extents=_gemm_extents,
     dense_gemm=_gemm_extents,
     key_pixels=lambda spec: spec.output_pixels,
-    key_layout=lambda input, output: layout_of(input),
+    key_layout=lambda input, output: gemm_operand_layout(input),
     plan=lambda spec, x, w, b, y, tile: plan_weight_grad(
         y, x, spec, *partial_buffers(y, tile.split_k, w.numel(), None if b is None else b.numel()), tile
     ),
@@ -312,6 +331,23 @@ def pixel_geometry_flags(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> d
     )
 
 
+def x_vector(spec: ConvSpec, x: torch.Tensor) -> int:
+    """X_VECTOR of a W_RUNS problem (one run of S x C_G elements of the 3-d view ``x`` per (t, r)).
+
+    Runs of channel blocks of 16 bytes the compiler sees by itself (strides divisible by 16 are
+    specialized); with fewer channels (a first layer's input padded to 4, ``dispatch.pads_input``)
+    the widest aligned vector, at most 16 bytes, that the run length and every pixel stride that
+    moves (a dimension longer than 1, or padded) is a multiple of."""
+    vector = 16 // x.element_size()
+    if spec.in_channels_per_group % vector == 0:
+        return 1
+    lengths = [spec.kernel_size[2] * spec.in_channels_per_group]
+    lengths += [x.stride(dim) for dim in (0, 2, 3, 4) if x.shape[dim] > 1 or (dim > 0 and spec.padded[dim - 2])]
+    while vector > 1 and any(n % vector for n in lengths):
+        vector //= 2
+    return vector
+
+
 def plan_weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -336,14 +372,19 @@ def plan_weight_grad(
     args |= dict(CHUNK=blocks_per_split * config.block_k)
     constexprs = pixel_geometry_flags(spec, dy, x) | config.blocks()
     constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
-    constexprs |= dict(
-        HAS_BIAS_GRAD=db_partial is not None,
-        SWAP_AB=swaps_operands(config),
-        W_RUNS=x.stride(1) == 1
+    w_runs = (
+        x.stride(1) == 1
         and x.stride(4) == spec.in_channels
         and spec.groups == 1
         and spec.dilation[2] == 1
-        and spec.pad_lo[2] == spec.pad_hi[2] == 0,
+        and spec.pad_lo[2] == spec.pad_hi[2] == 0
+    )
+    constexprs |= dict(
+        HAS_BIAS_GRAD=db_partial is not None,
+        SWAP_AB=swaps_operands(config),
+        W_RUNS=w_runs,
+        X_VECTOR=x_vector(spec, x) if w_runs else 1,
+        ROW_BLOCKS=spec.output_size[2] % config.block_k == 0,
         EVEN_P=spec.output_pixels % config.block_k == 0,
         HAS_COLUMNS=spec.in_channels_per_group > 0,
         PRECISION=dot_precision(dy),
@@ -359,7 +400,11 @@ def implicit_gemm_weight_grad(
     grad_bias: torch.Tensor | None = None,
     config: KernelConfig | None = None,
 ) -> None:
-    """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
+    """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias).
+
+    As in the forward and the input gradient, operands whose channels are strided (the default
+    layout) are read from channels-last copies: the GEMM's loads then vectorize and pipeline."""
+    grad_output, input = gemm_operand(as_3d(grad_output)), gemm_operand(as_3d(input))
     bias_elements = spec.out_channels if grad_bias is not None else None
     precision = dot_precision(grad_output)
 

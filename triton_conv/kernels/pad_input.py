@@ -1,0 +1,86 @@
+"""A zero-padded channels-last copy of a convolution's input, for weight gradients of few channels.
+
+With 3 input channels and spatial padding, the weight-gradient GEMM gathers every x element
+on its own: an address, a bounds test and a 2-byte load per element, each element read about
+taps / stride^2 times. Over a copy with the channels zero-filled to a multiple of 4 and the
+padding written out, the same kernel reads aligned vectors of 4 channels, runs of S x 4 along W,
+with no bounds test. The copy reads x once and writes the padded copy once (one kernel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import triton
+import triton.language as tl
+
+from ..spec import ConvSpec, as_3d, needs_int64
+from . import arguments
+from .common import Launch
+
+
+@triton.jit
+def pad_input_kernel(
+    x_ptr, out_ptr, C, input_size, padded_size, padding, x_strides,
+    INDEX_64: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """BLOCK_W pixels of one padded row: out[n, d, h, w, c] = x[n, c, d - pad_d, h - pad_h, w - pad_w],
+    zero outside x and for c >= C. A thread writes whole pixels (CHANNELS contiguous elements).
+
+    Args:
+        x_ptr, x_strides: input (N, C, D, H, W), any strides (5, in elements).
+        out_ptr: (N, D_PAD, H_PAD, W_PAD, CHANNELS) contiguous.
+        C: x's channels (at most CHANNELS). input_size: (D, H, W). padded_size: (D_PAD, H_PAD,
+            W_PAD), the padded copy's. padding: the leading padding (D, H, W) written out.
+        INDEX_64: compute offsets in int64. CHANNELS: the copy's channels (a power of two).
+        BLOCK_W: pixels per program along W.
+        Grid: (N * D_PAD * H_PAD, cdiv(W_PAD, BLOCK_W)).
+    """
+    D, H, W = input_size
+    D_PAD, H_PAD, W_PAD = padded_size
+    pad_d, pad_h, pad_w = padding
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    row = tl.program_id(0)
+    if INDEX_64:
+        row = row.to(tl.int64)
+    h = row % H_PAD - pad_h
+    rest = row // H_PAD
+    d = rest % D_PAD - pad_d
+    n = rest // D_PAD
+    w_out = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    c = tl.arange(0, CHANNELS)
+    w = w_out - pad_w
+    # A row outside x reads nothing: no column is below an end of 0.
+    w_end = tl.where((d >= 0) & (d < D) & (h >= 0) & (h < H), W, 0)
+    inside = ((w >= 0) & (w < w_end))[:, None] & (c < C)[None, :]
+    x_offs = n * sx_n + d * sx_d + h * sx_h + (w * sx_w)[:, None] + (c * sx_c)[None, :]
+    values = tl.load(x_ptr + x_offs, mask=inside, other=0.0)
+    out_offs = ((row * W_PAD + w_out) * CHANNELS)[:, None] + c[None, :]
+    tl.store(out_ptr + out_offs, values, mask=(w_out < W_PAD)[:, None])
+
+
+def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch.Tensor, ConvSpec]:
+    """``input`` copied channels-last with its channels zero-filled to ``channels`` (a power of two)
+    and its padding written out (``ConvSpec.with_padded_input``), and the geometry of the same
+    convolution over the copy; one group."""
+    padded = replace(spec.with_padded_input(), in_channels=channels)
+    d_pad, h_pad, w_pad = padded.input_size
+    out = input.new_empty((spec.batch, *padded.spatial(padded.input_size), channels))
+    x = as_3d(input)
+    block_w = min(256, triton.next_power_of_2(w_pad))
+    Launch(
+        pad_input_kernel,
+        (spec.batch * d_pad * h_pad, triton.cdiv(w_pad, block_w)),
+        dict(
+            **arguments.tensors(x=x),
+            out_ptr=out,
+            C=spec.in_channels,
+            input_size=spec.input_size,
+            padded_size=padded.input_size,
+            padding=spec.pad_lo,
+        ),
+        {"INDEX_64": needs_int64(x, out), "CHANNELS": channels, "BLOCK_W": block_w},
+        num_warps=4,
+    )()
+    return out.movedim(-1, 1), padded
