@@ -9,6 +9,7 @@ from ..tuning.configs import MIN_DOT
 from .direct import direct_forward, direct_input_grad, direct_weight_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import implicit_gemm_forward
+from .implicit_gemm_forward_tma import implicit_gemm_forward_tma, tma_forward_applies
 from .implicit_gemm_input_grad import implicit_gemm_input_grad
 from .implicit_gemm_weight_grad import implicit_gemm_weight_grad
 
@@ -58,6 +59,8 @@ def forward(
         return direct_forward(input, weight, bias, spec, out, epilogue)
     if folds_patch_rows(input, spec):
         input, weight, spec = fold_patch_rows(input, weight, spec)
+    if tma_forward_applies(input, spec):
+        return implicit_gemm_forward_tma(input, weight, bias, spec, out, epilogue)
     return implicit_gemm_forward(input, weight, bias, spec, out, epilogue)
 
 

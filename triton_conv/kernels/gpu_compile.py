@@ -35,6 +35,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, CompiledKernel
 from triton.runtime.jit import JITFunction
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .common import Launch
 
@@ -88,7 +89,7 @@ def compile_launch(launch: Launch, arch: int = 90, assembly: bool = False) -> Co
     request = _Request(
         module=fn.__module__,
         qualname=fn.__qualname__,
-        args=tuple(_TensorArg.of(a) if isinstance(a, torch.Tensor) else a for a in launch.args),
+        args=tuple(_compile_arg(a) for a in launch.args),
         constexprs=launch.constexprs,
         num_warps=launch.num_warps,
         num_stages=launch.num_stages,
@@ -111,6 +112,24 @@ class _TensorArg:
     @staticmethod
     def of(t: torch.Tensor) -> _TensorArg:
         return _TensorArg(t.dtype, t.data_ptr() % 16 == 0)
+
+
+@dataclass(frozen=True)
+class _DescriptorArg:
+    """What compiling needs of a host-side tensor descriptor: its element type and block shape
+    (Triton's launcher specializes a descriptor on nothing else)."""
+
+    dtype: torch.dtype
+    block_shape: tuple[int, ...]
+
+
+def _compile_arg(arg: Any) -> Any:
+    """A launch argument as the compile request carries it: tensors and descriptors described."""
+    if isinstance(arg, torch.Tensor):
+        return _TensorArg.of(arg)
+    if isinstance(arg, TensorDescriptor):
+        return _DescriptorArg(arg.base.dtype, tuple(arg.block_shape))
+    return arg
 
 
 @dataclass(frozen=True)
@@ -276,7 +295,8 @@ def _specialize(
 ) -> tuple[dict[str, str], dict[tuple[int, ...], Any], dict[tuple[int, ...], list[list[Any]]]]:
     """Signature, constants and attributes of ``request``'s arguments as Triton's launcher derives them.
 
-    Pointers get their element type and ints i32/i64/u64 by magnitude. Unless a parameter opts
+    Pointers get their element type, tensor descriptors their element type and block shape
+    (``tensordesc<bf16[128, 64]>``), and ints i32/i64/u64 by magnitude. Unless a parameter opts
     out (``do_not_specialize``), an int equal to 1 becomes a constant, and ints divisible by 16
     and pointers to addresses divisible by 16 carry that as a hint to the compiler.
     """
@@ -296,6 +316,9 @@ def _specialize(
             signature[param.name] = "*" + _POINTEE_TYPES[value.dtype]
             if value.aligned and not param.do_not_specialize and not param.do_not_specialize_on_alignment:
                 attrs[key] = _DIVISIBLE_BY_16
+        elif isinstance(value, _DescriptorArg):
+            shape = ", ".join(str(size) for size in value.block_shape)
+            signature[param.name] = f"tensordesc<{_POINTEE_TYPES[value.dtype]}[{shape}]>"
         elif _is_int(value):
             signature[param.name] = _int_type(value)
             if value % 16 == 0 and not param.do_not_specialize:
