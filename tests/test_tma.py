@@ -9,7 +9,7 @@ from perf.compiled_code import dot_loop
 from triton_conv.kernels import dispatch
 from triton_conv.kernels import implicit_gemm_forward_tma as tma
 from triton_conv.kernels.common import recording_launches
-from triton_conv.kernels.epilogue import TORCH_ACTIVATIONS, Epilogue
+from triton_conv.kernels.epilogue import PLAIN, TORCH_ACTIVATIONS, Epilogue
 from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import KernelConfig
@@ -36,7 +36,7 @@ def _tma_on(monkeypatch):
     monkeypatch.setattr(tma, "ENABLED", True)
 
 
-def _conv_tma(x, w, b, case, config=None, epilogue=Epilogue(), out_layout="channels_last"):
+def _conv_tma(x, w, b, case, config=None, epilogue=PLAIN, out_layout="channels_last"):
     spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
     y = in_layout(torch.empty(spec.out_shape, dtype=x.dtype), out_layout)
     tma.implicit_gemm_forward_tma(x, w, b, spec, y, epilogue, config)

@@ -30,7 +30,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import MIN_DOT, KernelConfig, heuristic_config
 from .common import INTERPRETER, Launch, accumulator_dtype, dot_operand, dot_precision
-from .epilogue import PLAIN, Epilogue, finish_output
+from .epilogue import PLAIN, Epilogue, finish_tile
+from .indexing import unravel_pixels
 from .layout import store_transposed
 from .reduction import next_step, zero_index
 
@@ -126,12 +127,7 @@ def implicit_gemm_forward_tma_kernel(
     pid_n = tl.program_id(1)
     group = tl.program_id(2)
     # Boxes W fastest, then H, D, image: neighbouring programs share most of their input rows.
-    tile_w = pid_m % TILES_W
-    rest = pid_m // TILES_W
-    tile_h = rest % TILES_H
-    rest = rest // TILES_H
-    tile_d = rest % TILES_D
-    n = rest // TILES_D
+    n, tile_d, tile_h, tile_w = unravel_pixels(pid_m, TILES_D, TILES_H, TILES_W)
     od0 = tile_d * BLOCK_D
     oh0 = tile_h * BLOCK_H
     ow0 = tile_w * BLOCK_W
@@ -145,7 +141,11 @@ def implicit_gemm_forward_tma_kernel(
     c0 = zero_index(False)
     # The weight's column advances by BLOCK_K every step: taps x C_G columns, tap-major.
     for step in range(0, TAPS * (C_G // BLOCK_K)):
-        box = x_desc.load([n, od0 + kt * dil_d - pad_d, oh0 + kr * dil_h - pad_h, ow0 + ks * dil_w - pad_w, c_base + c0])
+        # The box of tap (kt, kr, ks): zero-filled where it leaves the input, as the padding is.
+        id0 = od0 + kt * dil_d - pad_d
+        ih0 = oh0 + kr * dil_h - pad_h
+        iw0 = ow0 + ks * dil_w - pad_w
+        box = x_desc.load([n, id0, ih0, iw0, c_base + c0])
         a = tl.reshape(box, (BLOCK_M, BLOCK_K))
         b = w_desc.load([k0, step * BLOCK_K])
         acc = tl.dot(dot_operand(a), dot_operand(tl.trans(b)), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
@@ -172,19 +172,10 @@ def implicit_gemm_forward_tma_kernel(
         k = k.to(tl.int64)
     y_rows = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
     r_rows = n * sr_n + od * sr_d + oh * sr_h + ow * sr_w
-    if STORE_TRANSPOSED:
-        out = tl.trans(acc)
-        y_offs = k[:, None] * sy_k + y_rows[None, :]
-        r_offs = k[:, None] * sr_k + r_rows[None, :]
-        mask = mask_n[:, None] & mask_m[None, :]
-    else:
-        out = acc
-        y_offs = y_rows[:, None] + k[None, :] * sy_k
-        r_offs = r_rows[:, None] + k[None, :] * sr_k
-        mask = mask_m[:, None] & mask_n[None, :]
-    finish_output(
-        out, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION
-    )
+    finish_tile(
+        acc, y_ptr, z_ptr, residual_ptr, y_rows, r_rows, k, sy_k, sr_k, mask_m, mask_n,
+        STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+    )  # fmt: skip
 
 
 def box_use(block_m: int, output_size: tuple[int, int, int]) -> float:
@@ -220,8 +211,9 @@ def tma_forward_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> Ke
     """The forward heuristic tile with its rows clipped to one image (a box never spans two) and
     its reduction block the largest power of two dividing C/groups (a block never spans two
     groups or two taps)."""
+    pixels_per_image = math.prod(spec.output_size)
     cfg = heuristic_config(
-        "forward", dtype, precision, math.prod(spec.output_size), spec.out_channels_per_group, spec.in_channels_per_group
+        "forward", dtype, precision, pixels_per_image, spec.out_channels_per_group, spec.in_channels_per_group
     )
     block_k = cfg.block_k
     while spec.in_channels_per_group % block_k:
