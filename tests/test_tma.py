@@ -3,10 +3,11 @@ where the dispatch runs it, and its sm_90 compile."""
 
 import pytest
 import torch
+from triton.runtime.jit import JITFunction, mangle_type
+from triton_conv.perf.compiled_code import dot_loop
 
 import triton_conv
-from perf.compiled_code import dot_loop
-from triton_conv.kernels import dispatch
+from triton_conv.kernels import dispatch, gpu_compile
 from triton_conv.kernels import implicit_gemm_forward_tma as tma
 from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.epilogue import PLAIN, TORCH_ACTIVATIONS, Epilogue
@@ -14,7 +15,7 @@ from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import KernelConfig
 
-from .reference import ConvCase, assert_close, in_layout, make_inputs, reference_forward
+from .reference import DEVICE, ConvCase, assert_close, in_layout, make_inputs, reference_forward
 
 pytestmark = pytest.mark.forward
 
@@ -38,7 +39,7 @@ def _tma_on(monkeypatch):
 
 def _conv_tma(x, w, b, case, config=None, epilogue=PLAIN, out_layout="channels_last"):
     spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
-    y = in_layout(torch.empty(spec.out_shape, dtype=x.dtype), out_layout)
+    y = in_layout(torch.empty(spec.out_shape, dtype=x.dtype, device=x.device), out_layout)
     tma.implicit_gemm_forward_tma(x, w, b, spec, y, epilogue, config)
     return y
 
@@ -78,7 +79,7 @@ def test_tma_epilogue(activation, out_layout):
 
 def _planned_kernel(x, w, **kwargs):
     spec = conv_spec(x, w, None, **{"stride": 1, "padding": 1, "dilation": 1, "groups": 1, **kwargs}, ndim=x.dim() - 2)
-    y = torch.empty(spec.out_shape, dtype=x.dtype, memory_format=output_memory_format(x, w))
+    y = torch.empty(spec.out_shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, w))
     with recording_launches() as launches:
         dispatch.forward(x, w, None, spec, y)
     (launch,) = launches
@@ -86,7 +87,7 @@ def _planned_kernel(x, w, **kwargs):
 
 
 def _channels_last(*shape, dtype=torch.float32):
-    return in_layout(torch.randn(*shape, dtype=dtype), "channels_last")
+    return in_layout(torch.randn(*shape, dtype=dtype, device=DEVICE), "channels_last")
 
 
 def test_dispatch_runs_tma_where_it_applies():
@@ -102,7 +103,7 @@ def test_dispatch_runs_tma_where_it_applies():
     "why, x, w, kwargs",
     [
         ("stride 2", _channels_last(2, 16, 8, 16), torch.randn(8, 16, 3, 3), {"stride": 2}),
-        ("NCHW input", torch.randn(2, 16, 4, 8), torch.randn(8, 16, 3, 3), {}),
+        ("NCHW input", torch.randn(2, 16, 4, 8, device=DEVICE), torch.randn(8, 16, 3, 3), {}),
         ("channels not a multiple of 16", _channels_last(2, 24, 4, 8), torch.randn(8, 24, 3, 3), {}),
         ("no padding", _channels_last(2, 16, 4, 8), torch.randn(8, 16, 1, 1), {"padding": 0}),
         ("boxes waste 45% of their pixels", _channels_last(2, 16, 5, 7), torch.randn(8, 16, 3, 3), {}),
@@ -114,7 +115,7 @@ def test_dispatch_keeps_pointer_kernel(why, x, w, kwargs):
 
 
 def test_dispatch_keeps_pointer_kernel_for_misaligned_input():
-    storage = torch.randn(2 * 16 * 4 * 8 + 1)
+    storage = torch.randn(2 * 16 * 4 * 8 + 1, device=DEVICE)
     x = storage[1:].view(2, 4, 8, 16).permute(0, 3, 1, 2)
     assert x.stride(1) == 1 and x.data_ptr() % 16 != 0
     assert _planned_kernel(x, torch.randn(8, 16, 3, 3)) == "implicit_gemm_forward_kernel"
@@ -153,3 +154,18 @@ def test_tma_compiles_for_sm90(gpu_tiles):
     assert "async_tma_copy_global_to_local" in info.assembly.ttgir
     loop = dot_loop(info.assembly.ttgir)
     assert loop is not None and loop.verdict == "across taps"
+
+
+def test_compile_signature_of_descriptors_is_tritons():
+    """``gpu_compile`` types a descriptor argument as Triton's own launcher does."""
+    x = _channels_last(2, 16, 4, 8, dtype=torch.bfloat16)
+    w = torch.randn(8, 16, 3, 3, dtype=torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    launch = tma.plan_forward_tma(x, w, None, spec, torch.empty(spec.out_shape, dtype=x.dtype))
+    request = gpu_compile._Request(
+        "m", "f", tuple(gpu_compile._compile_arg(a) for a in launch.args), launch.constexprs, 4, 1, 90, False
+    )
+    kernel = JITFunction(tma.implicit_gemm_forward_tma_kernel.fn)  # as the compile process sees it
+    signature, _, _ = gpu_compile._specialize(kernel, request)
+    for name, descriptor in (("x_desc", launch.args[0]), ("w_desc", launch.args[1])):
+        assert signature[name] == mangle_type(descriptor)
