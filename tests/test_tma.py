@@ -91,6 +91,8 @@ def _channels_last(*shape, dtype=torch.float32):
 
 
 def test_dispatch_runs_tma_where_it_applies():
+    if not tma.has_tma(torch.device(DEVICE)):
+        pytest.skip(f"{DEVICE} has no tensor-memory accelerator: the pointer kernel runs")
     # 4x8 output images: one box each, nothing wasted.
     assert _planned_kernel(_channels_last(2, 16, 4, 8), torch.randn(8, 16, 3, 3)) == "implicit_gemm_forward_tma_kernel"
     grouped = _planned_kernel(_channels_last(2, 32, 4, 8), torch.randn(8, 16, 3, 3), groups=2)
@@ -104,7 +106,8 @@ def test_dispatch_runs_tma_where_it_applies():
     [
         ("stride 2", _channels_last(2, 16, 8, 16), torch.randn(8, 16, 3, 3), {"stride": 2}),
         ("NCHW input", torch.randn(2, 16, 4, 8, device=DEVICE), torch.randn(8, 16, 3, 3), {}),
-        ("channels not a multiple of 16", _channels_last(2, 24, 4, 8), torch.randn(8, 24, 3, 3), {}),
+        ("24 channels, 32-deep blocks", _channels_last(2, 24, 4, 8), torch.randn(8, 24, 3, 3), {}),
+        ("48 channels, 64-deep blocks", _channels_last(2, 48, 4, 8), torch.randn(8, 48, 3, 3), {}),
         ("no padding", _channels_last(2, 16, 4, 8), torch.randn(8, 16, 1, 1), {"padding": 0}),
         ("boxes waste 45% of their pixels", _channels_last(2, 16, 5, 7), torch.randn(8, 16, 3, 3), {}),
     ],
@@ -121,13 +124,20 @@ def test_dispatch_keeps_pointer_kernel_for_misaligned_input():
     assert _planned_kernel(x, torch.randn(8, 16, 3, 3)) == "implicit_gemm_forward_kernel"
 
 
+def test_reduction_block_must_divide_channels():
+    case = CASES[0]
+    x, w, b = make_inputs(case, torch.float32, "channels_last")
+    with pytest.raises(ValueError, match="not a multiple of BLOCK_K"):
+        _conv_tma(x, w, b, case, KernelConfig(16, 8, 32, 4, 1))
+
+
 def test_kill_switch(monkeypatch):
     monkeypatch.setattr(tma, "ENABLED", False)
     assert _planned_kernel(_channels_last(2, 16, 4, 8), torch.randn(8, 16, 3, 3)) == "implicit_gemm_forward_kernel"
 
 
 def test_conv2d_through_tma():
-    """The public function reaches the TMA kernel (the dispatch test's shape) and matches torch."""
+    """The public function (through the TMA kernel on the dispatch test's shape) matches torch."""
     case = ConvCase(2, 2, 16, 8, (4, 8), (3, 3), padding=1)
     x, w, b = make_inputs(case, torch.float32, "channels_last")
     y = triton_conv.conv2d(x, w, b, padding=1)

@@ -11,16 +11,18 @@ reduction is the flat loop over taps x channel blocks of ``reduction.py``, so th
 the copies of the next taps in flight while the current tap multiplies.
 
 Hopper's copy engine is what makes this cheap on a GPU; Triton's interpreter runs the same loads
-(zero fill included) on the CPU. ``tma_forward_applies`` says where the kernel applies; other
-problems, and every problem while ``ENABLED`` is off, run the pointer kernel
-(``implicit_gemm_forward.py``).
+(zero fill included) on the CPU. A box of several rows reaches the tensor cores through registers
+(Triton does not view a 5-D shared tile as a 2-D one), a single-row box straight from shared
+memory (perf/NOTES.md, "Tensor descriptors"). ``tma_forward_applies`` says where the kernel
+applies; other problems, and every problem while ``ENABLED`` is off, run the pointer kernel
+(``implicit_gemm_forward.py``). The tile is the forward heuristic's; autotuning does not cover
+this kernel yet.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import replace
 
 import torch
 import triton
@@ -28,7 +30,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import MIN_DOT, KernelConfig, heuristic_config
+from ..tuning.configs import KernelConfig, heuristic_config
 from .common import INTERPRETER, Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import unravel_pixels
@@ -208,17 +210,11 @@ def box_shape(block_m: int, output_size: tuple[int, int, int]) -> tuple[int, int
 
 
 def tma_forward_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    """The forward heuristic tile with its rows clipped to one image (a box never spans two) and
-    its reduction block the largest power of two dividing C/groups (a block never spans two
-    groups or two taps)."""
+    """The forward heuristic tile with its rows clipped to one image (a box never spans two)."""
     pixels_per_image = math.prod(spec.output_size)
-    cfg = heuristic_config(
+    return heuristic_config(
         "forward", dtype, precision, pixels_per_image, spec.out_channels_per_group, spec.in_channels_per_group
     )
-    block_k = cfg.block_k
-    while spec.in_channels_per_group % block_k:
-        block_k //= 2
-    return replace(cfg, block_k=block_k)
 
 
 def input_boxes(input: torch.Tensor) -> torch.Tensor:
@@ -226,25 +222,35 @@ def input_boxes(input: torch.Tensor) -> torch.Tensor:
     return as_3d(input).permute(0, 2, 3, 4, 1)
 
 
+def has_tma(device: torch.device) -> bool:
+    """Whether kernels on ``device`` get a copy engine for tensor descriptors: Hopper or newer,
+    meta tensors (planned for an H100 by ``perf/static.py``) and the interpreter. An sm_80
+    compile of this kernel emulates the copies with scalar loads (1324 instructions per step)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 9
+    return device.type == "meta" or INTERPRETER
+
+
 def tma_forward_applies(input: torch.Tensor, spec: ConvSpec) -> bool:
-    """Whether the forward convolution of ``input`` runs this kernel: while ``ENABLED``, on CUDA
-    (or meta tensors planned for it) and under the interpreter, where
+    """Whether the forward convolution of ``input`` runs this kernel: while ``ENABLED``, where
+    ``has_tma(input.device)``, and where
 
     - the stride is 1 (an output box then reads an input box) and some dimension is padded
       (without padding the pointer kernel tests no bounds and is as short as a plain GEMM);
     - the input is dense channels-last at a 16-byte aligned address;
-    - C/groups is a multiple of 16, the smallest reduction block (blocks never span two groups
-      or two taps, every descriptor stride is 16-byte aligned);
+    - C/groups is a multiple of the heuristic tile's reduction block (16 to 64): blocks never
+      span two groups or two taps, every descriptor stride is 16-byte aligned. A smaller block
+      than the heuristic's lost to the pointer kernel's masked one (perf/NOTES.md);
     - the boxes waste at most 1/8 of the pixels they compute (``MIN_BOX_USE``).
     """
-    if not (ENABLED and (input.device.type in ("cuda", "meta") or INTERPRETER)):
+    if not (ENABLED and has_tma(input.device)):
         return False
-    if spec.stride != (1, 1, 1) or not any(spec.padded) or spec.in_channels_per_group % MIN_DOT:
+    if spec.stride != (1, 1, 1) or not any(spec.padded):
         return False
     if input.numel() == 0 or not input_boxes(input).is_contiguous() or input.data_ptr() % TMA_ALIGNMENT:
         return False
-    block_m = tma_forward_config(spec, input.dtype, dot_precision(input)).block_m
-    return box_use(block_m, spec.output_size) >= MIN_BOX_USE
+    config = tma_forward_config(spec, input.dtype, dot_precision(input))
+    return spec.in_channels_per_group % config.block_k == 0 and box_use(config.block_m, spec.output_size) >= MIN_BOX_USE
 
 
 def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
@@ -275,13 +281,15 @@ def plan_forward_tma(
     epilogue: Epilogue = PLAIN,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` (any
-    strides) where ``tma_forward_applies``; ``config`` (a KernelConfig whose rows are a power of
-    two) overrides the heuristic tile."""
+    strides) where ``tma_forward_applies``; ``config`` (rows a power of two, a reduction block
+    dividing C/groups) overrides the heuristic tile."""
     boxes = input_boxes(input)
     w = weight_matrix(weight)
     y = as_3d(out)
     precision = dot_precision(input)
     cfg = config or tma_forward_config(spec, input.dtype, precision)
+    if spec.in_channels_per_group % cfg.block_k:
+        raise ValueError(f"C/groups = {spec.in_channels_per_group} is not a multiple of BLOCK_K = {cfg.block_k}")
     block_d, block_h, block_w = box_shape(cfg.block_m, spec.output_size)
     box = [1, block_d, block_h, block_w, cfg.block_k]
     x_desc = TensorDescriptor(boxes, list(boxes.shape), dense_strides(list(boxes.shape)), box)
