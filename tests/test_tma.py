@@ -101,20 +101,22 @@ def test_dispatch_runs_tma_where_it_applies():
     assert volume == "implicit_gemm_forward_tma_kernel"
 
 
-@pytest.mark.parametrize(
-    "why, x, w, kwargs",
-    [
-        ("stride 2", _channels_last(2, 16, 8, 16), torch.randn(8, 16, 3, 3), {"stride": 2}),
-        ("NCHW input", torch.randn(2, 16, 4, 8, device=DEVICE), torch.randn(8, 16, 3, 3), {}),
-        ("24 channels, 32-deep blocks", _channels_last(2, 24, 4, 8), torch.randn(8, 24, 3, 3), {}),
-        ("48 channels, 64-deep blocks", _channels_last(2, 48, 4, 8), torch.randn(8, 48, 3, 3), {}),
-        ("no padding", _channels_last(2, 16, 4, 8), torch.randn(8, 16, 1, 1), {"padding": 0}),
-        ("boxes waste 45% of their pixels", _channels_last(2, 16, 5, 7), torch.randn(8, 16, 3, 3), {}),
-    ],
-    ids=lambda v: v if isinstance(v, str) else "",
-)
-def test_dispatch_keeps_pointer_kernel(why, x, w, kwargs):
-    assert _planned_kernel(x, w, **kwargs) == "implicit_gemm_forward_kernel", why
+# Why the pointer kernel runs: the input layout and shape, the weight shape, conv arguments.
+POINTER_CASES = {
+    "stride 2": ("channels_last", (2, 16, 8, 16), (8, 16, 3, 3), {"stride": 2}),
+    "NCHW input": ("contiguous", (2, 16, 4, 8), (8, 16, 3, 3), {}),
+    "24 channels, 32-deep blocks": ("channels_last", (2, 24, 4, 8), (8, 24, 3, 3), {}),
+    "48 channels, 64-deep blocks": ("channels_last", (2, 48, 4, 8), (8, 48, 3, 3), {}),
+    "no padding": ("channels_last", (2, 16, 4, 8), (8, 16, 1, 1), {"padding": 0}),
+    "boxes waste 45% of their pixels": ("channels_last", (2, 16, 5, 7), (8, 16, 3, 3), {}),
+}
+
+
+@pytest.mark.parametrize("why", POINTER_CASES)
+def test_dispatch_keeps_pointer_kernel(why):
+    layout, x_shape, w_shape, kwargs = POINTER_CASES[why]
+    x = in_layout(torch.randn(x_shape, device=DEVICE), layout)
+    assert _planned_kernel(x, torch.randn(w_shape), **kwargs) == "implicit_gemm_forward_kernel", why
 
 
 def test_dispatch_keeps_pointer_kernel_for_misaligned_input():
