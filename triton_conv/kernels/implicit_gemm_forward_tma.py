@@ -187,13 +187,15 @@ def box_use(block_m: int, output_size: tuple[int, int, int]) -> float:
 
 
 def boxes_per_image(output_size: tuple[int, int, int], box: tuple[int, int, int]) -> int:
+    """How many (D, H, W) boxes cover an image of ``output_size``."""
     return math.prod(triton.cdiv(size, side) for size, side in zip(output_size, box))
 
 
 def box_shape(block_m: int, output_size: tuple[int, int, int]) -> tuple[int, int, int]:
     """The (BLOCK_D, BLOCK_H, BLOCK_W) box of ``block_m`` (a power of two) output pixels that
-    covers an image of ``output_size`` (D, H, W) with the fewest pixels computed, W widest on a
-    tie (longer contiguous rows per copy); each side at most ``MAX_BOX``."""
+    covers an image of ``output_size`` (D, H, W) in the fewest boxes (the fewest pixels
+    computed), W widest on a tie (longer contiguous rows per copy; a single-row box also feeds
+    wgmma straight from shared memory); each side at most ``MAX_BOX``."""
     best: tuple[int, tuple[int, int, int]] | None = None  # (boxes per image, box)
     sides = [2**i for i in range(int(math.log2(block_m)) + 1) if 2**i <= MAX_BOX]
     for block_w in reversed(sides):
