@@ -10,6 +10,7 @@ from ..tuning.kinds import KernelKind
 from .direct import direct_forward, direct_input_grad, direct_weight_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, implicit_gemm_forward
+from .implicit_gemm_forward_tma import implicit_gemm_forward_tma, tma_forward_applies
 from .implicit_gemm_input_grad import INPUT_GRAD, implicit_gemm_input_grad
 from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .pad_input import pad_input
@@ -63,6 +64,8 @@ def forward(
         return direct_forward(input, weight, bias, spec, out, epilogue)
     if folds_patch_rows(input, spec):
         input, weight, spec = fold_patch_rows(input, weight, spec)
+    if tma_forward_applies(input, spec):
+        return implicit_gemm_forward_tma(input, weight, bias, spec, out, epilogue)
     return implicit_gemm_forward(input, weight, bias, spec, out, epilogue)
 
 

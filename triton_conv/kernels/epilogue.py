@@ -124,6 +124,43 @@ def finish_output(
 
 
 @triton.jit
+def finish_tile(
+    acc,
+    y_ptr,
+    z_ptr,
+    residual_ptr,
+    y_rows,
+    r_rows,
+    channels,
+    sy_c,
+    sr_c,
+    mask_m,
+    mask_n,
+    STORE_TRANSPOSED: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_PRE_ACTIVATION: tl.constexpr,
+):
+    """``finish_output`` for a (pixels x channels) accumulator: row i at element offset y_rows[i]
+    of the output and pre-activation (r_rows[i] of the residual), column j at channel
+    channels[j] (strides sy_c, sr_c); rows where mask_m, columns where mask_n. Stored as
+    (channels x pixels) if STORE_TRANSPOSED (``layout.store_transposed``)."""
+    if STORE_TRANSPOSED:
+        out = tl.trans(acc)
+        y_offs = channels[:, None] * sy_c + y_rows[None, :]
+        r_offs = channels[:, None] * sr_c + r_rows[None, :]
+        mask = mask_n[:, None] & mask_m[None, :]
+    else:
+        out = acc
+        y_offs = y_rows[:, None] + channels[None, :] * sy_c
+        r_offs = r_rows[:, None] + channels[None, :] * sr_c
+        mask = mask_m[:, None] & mask_n[None, :]
+    finish_output(
+        out, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION
+    )
+
+
+@triton.jit
 def activation_grad_kernel(
     grad_ptr,
     saved_ptr,

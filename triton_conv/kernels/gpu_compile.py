@@ -36,6 +36,7 @@ from triton._utils import find_paths_if, get_iterable_path
 from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.compiler import ASTSource, CompiledKernel
 from triton.runtime.jit import JITFunction, native_specialize_impl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .common import Launch
 
@@ -106,6 +107,28 @@ class _TensorArg:
 
 
 @dataclass(frozen=True)
+class _DescriptorArg:
+    """A host-side tensor descriptor as compiling needs it: the type Triton's launcher gives it
+    (element type and block shape, e.g. ``tensordesc<bf16[1, 8, 64]>``), worked out where the
+    descriptor exists."""
+
+    type: str
+
+    @staticmethod
+    def of(descriptor: TensorDescriptor) -> _DescriptorArg:
+        return _DescriptorArg(native_specialize_impl(BaseBackend, descriptor, False, True, True)[0])
+
+
+def _compile_arg(arg: Any) -> Any:
+    """A launch argument as the compile request carries it: tensors and descriptors described."""
+    if isinstance(arg, torch.Tensor):
+        return _TensorArg.of(arg)
+    if isinstance(arg, TensorDescriptor):
+        return _DescriptorArg.of(arg)
+    return arg
+
+
+@dataclass(frozen=True)
 class _Request:
     module: str
     qualname: str
@@ -124,7 +147,7 @@ class _Request:
         return _Request(
             module=fn.__module__,
             qualname=fn.__qualname__,
-            args={name: _TensorArg.of(a) if isinstance(a, torch.Tensor) else a for name, a in launch.args.items()},
+            args={name: _compile_arg(a) for name, a in launch.args.items()},
             constexprs=launch.constexprs,
             num_warps=launch.num_warps,
             num_stages=launch.num_stages,
@@ -274,7 +297,7 @@ def _specialize(
     (``do_not_specialize``), an int equal to 1 becomes a constant, and ints divisible by 16 and
     pointers to addresses divisible by 16 carry that as a hint to the compiler. A tuple argument's
     signature is the tuple of its elements' types; its constants and hints are keyed by the path
-    (parameter index, element index).
+    (parameter index, element index). A tensor descriptor's type was derived when the request was made.
     """
     bound = inspect.signature(fn.fn).bind(**request.args, **request.constexprs)
     bound.apply_defaults()
@@ -285,6 +308,8 @@ def _specialize(
             raise TypeError(f"{fn.__name__}: typed parameter {param.name!r} is not supported")
         if param.is_constexpr:
             specialization.append(("constexpr", value))
+        elif isinstance(value, _DescriptorArg):
+            specialization.append((value.type, None))
         else:
             specialize, align = not param.do_not_specialize, not param.do_not_specialize_on_alignment
             specialization.append(native_specialize_impl(BaseBackend, value, param.is_const, specialize, align))

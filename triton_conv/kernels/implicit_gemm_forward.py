@@ -18,7 +18,7 @@ from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
-from .epilogue import PLAIN, Epilogue, finish_output
+from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import unravel_pixels
 from .layout import gemm_operand, gemm_operand_layout, store_transposed
 from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_index
@@ -133,20 +133,10 @@ def implicit_gemm_forward_kernel(
     sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
     y_rows = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
     r_rows = n * sr_n + od * sr_d + oh * sr_h + ow * sr_w
-    if STORE_TRANSPOSED:
-        # (channels x pixels): see layout.store_transposed.
-        out = tl.trans(acc)
-        y_offs = k[:, None] * sy_k + y_rows[None, :]
-        r_offs = k[:, None] * sr_k + r_rows[None, :]
-        mask = mask_n[:, None] & mask_m[None, :]
-    else:
-        out = acc
-        y_offs = y_rows[:, None] + k[None, :] * sy_k
-        r_offs = r_rows[:, None] + k[None, :] * sr_k
-        mask = mask_m[:, None] & mask_n[None, :]
-    finish_output(
-        out, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION
-    )
+    finish_tile(
+        acc, y_ptr, z_ptr, residual_ptr, y_rows, r_rows, k, sy_k, sr_k, mask_m, mask_n,
+        STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+    )  # fmt: skip
 
 
 # Rows are output pixels, columns the group's output channels; each tap's reduction runs over

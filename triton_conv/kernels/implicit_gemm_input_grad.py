@@ -25,7 +25,7 @@ from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
-from .epilogue import PLAIN, Epilogue, finish_output
+from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import unravel_pixels
 from .layout import gemm_operand, gemm_operand_layout, store_transposed
 from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_inside, zero_index
@@ -161,27 +161,10 @@ def implicit_gemm_input_grad_kernel(
     sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
     dx_rows = n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
     r_rows = n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w
-    if STORE_TRANSPOSED:
-        # (channels x pixels): see layout.store_transposed.
-        out = tl.trans(acc)
-        dx_offs = c[:, None] * sdx_c + dx_rows[None, :]
-        r_offs = c[:, None] * sr_c + r_rows[None, :]
-        mask = mask_n[:, None] & mask_m[None, :]
-    else:
-        out = acc
-        dx_offs = dx_rows[:, None] + c[None, :] * sdx_c
-        r_offs = r_rows[:, None] + c[None, :] * sr_c
-        mask = mask_m[:, None] & mask_n[None, :]
-    finish_output(
-        out,
-        dx_ptr + dx_offs,
-        z_ptr + dx_offs,
-        residual_ptr + r_offs,
-        mask,
-        ACTIVATION,
-        HAS_RESIDUAL,
-        STORE_PRE_ACTIVATION,
-    )
+    finish_tile(
+        acc, dx_ptr, z_ptr, residual_ptr, dx_rows, r_rows, c, sdx_c, sr_c, mask_m, mask_n,
+        STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+    )  # fmt: skip
 
 
 # Rows are the input pixels of one stride phase (programs cover one phase at a time), columns

@@ -1,0 +1,182 @@
+"""The forward convolution through tensor descriptors (TMA): results against torch.nn.functional,
+where the dispatch runs it, and its sm_90 compile."""
+
+import pytest
+import torch
+from triton.runtime.jit import JITFunction, mangle_type
+from triton_conv.perf.compiled_code import dot_loop
+
+import triton_conv
+from triton_conv.kernels import dispatch, gpu_compile
+from triton_conv.kernels import implicit_gemm_forward_tma as tma
+from triton_conv.kernels.common import recording_launches
+from triton_conv.kernels.epilogue import PLAIN, TORCH_ACTIVATIONS, Epilogue
+from triton_conv.kernels.gpu_compile import compile_launch
+from triton_conv.spec import conv_spec, output_memory_format
+from triton_conv.tuning.configs import KernelConfig
+
+from .reference import DEVICE, ConvCase, assert_close, in_layout, make_inputs, reference_forward
+
+pytestmark = pytest.mark.forward
+
+# Odd sizes, padding beyond the filter's reach (boxes wholly outside the input), dilation,
+# groups whose channels start mid-tensor, output channels that no block divides, 1-D and 3-D.
+CASES = [
+    ConvCase(2, 2, 16, 8, (5, 7), (3, 3), padding=1),
+    ConvCase(2, 1, 32, 12, (6, 9), (3, 3), padding=(3, 2), dilation=(2, 1)),
+    ConvCase(2, 2, 32, 24, (5, 5), (3, 1), padding=(1, 0), groups=2),
+    ConvCase(3, 1, 16, 8, (3, 4, 5), (3, 3, 3), padding=1),
+    ConvCase(1, 2, 16, 8, (13,), (4,), padding="same", dilation=2),
+]
+# Few pixels and channels per block: several boxes per image and channel blocks per tap.
+SMALL_TILE = KernelConfig(block_m=16, block_n=8, block_k=16, num_warps=4, num_stages=1)
+
+
+@pytest.fixture(autouse=True)
+def _tma_on(monkeypatch):
+    monkeypatch.setattr(tma, "ENABLED", True)
+
+
+def _conv_tma(x, w, b, case, config=None, epilogue=PLAIN, out_layout="channels_last"):
+    spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
+    y = in_layout(torch.empty(spec.out_shape, dtype=x.dtype, device=x.device), out_layout)
+    tma.implicit_gemm_forward_tma(x, w, b, spec, y, epilogue, config)
+    return y
+
+
+@pytest.mark.parametrize("config", [None, SMALL_TILE], ids=["heuristic", "small"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_tma_forward_matches_torch(case, dtype, config):
+    x, w, b = make_inputs(case, dtype, "channels_last")
+    y = _conv_tma(x, w, b, case, config)
+    assert_close(y, reference_forward(case, x, w, b), dtype, case.reduction, f"tma forward {case.id}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_tma_forward_half(dtype):
+    case = CASES[1]
+    x, w, b = make_inputs(case, dtype, "channels_last")
+    y = _conv_tma(x, w, b, case, SMALL_TILE)
+    assert_close(y, reference_forward(case, x, w, b), dtype, case.reduction, f"tma forward {case.id}")
+
+
+@pytest.mark.parametrize("out_layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("activation", ["silu", "relu"])
+def test_tma_epilogue(activation, out_layout):
+    """Bias, residual, saved pre-activation and activation, into either output layout."""
+    case = CASES[0]
+    x, w, b = make_inputs(case, torch.float64, "channels_last")
+    reference = reference_forward(case, x, w, b)
+    residual = torch.randn_like(reference)
+    pre_activation = in_layout(torch.empty_like(reference), out_layout)
+    epilogue = Epilogue(activation, residual, pre_activation)
+    y = _conv_tma(x, w, b, case, SMALL_TILE, epilogue, out_layout)
+    expected = reference + residual
+    assert_close(pre_activation, expected, torch.float64, case.reduction, "pre-activation")
+    assert_close(y, TORCH_ACTIVATIONS[activation](expected), torch.float64, case.reduction, "output")
+
+
+def _planned_kernel(x, w, **kwargs):
+    spec = conv_spec(x, w, None, **{"stride": 1, "padding": 1, "dilation": 1, "groups": 1, **kwargs}, ndim=x.dim() - 2)
+    y = torch.empty(spec.out_shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, w))
+    with recording_launches() as launches:
+        dispatch.forward(x, w, None, spec, y)
+    (launch,) = launches
+    return launch.kernel.fn.__name__
+
+
+def _channels_last(*shape, dtype=torch.float32):
+    return in_layout(torch.randn(*shape, dtype=dtype, device=DEVICE), "channels_last")
+
+
+def test_dispatch_runs_tma_where_it_applies():
+    if not tma.has_tma(torch.device(DEVICE)):
+        pytest.skip(f"{DEVICE} has no tensor-memory accelerator: the pointer kernel runs")
+    # 4x8 output images: one box each, nothing wasted.
+    assert _planned_kernel(_channels_last(2, 16, 4, 8), torch.randn(8, 16, 3, 3)) == "implicit_gemm_forward_tma_kernel"
+    grouped = _planned_kernel(_channels_last(2, 32, 4, 8), torch.randn(8, 16, 3, 3), groups=2)
+    assert grouped == "implicit_gemm_forward_tma_kernel"
+    volume = _planned_kernel(_channels_last(1, 16, 2, 4, 4), torch.randn(8, 16, 3, 3, 3))
+    assert volume == "implicit_gemm_forward_tma_kernel"
+
+
+# Why the pointer kernel runs: the input layout and shape, the weight shape, conv arguments.
+POINTER_CASES = {
+    "stride 2": ("channels_last", (2, 16, 8, 16), (8, 16, 3, 3), {"stride": 2}),
+    "NCHW input": ("contiguous", (2, 16, 4, 8), (8, 16, 3, 3), {}),
+    "24 channels, 32-deep blocks": ("channels_last", (2, 24, 4, 8), (8, 24, 3, 3), {}),
+    "48 channels, 64-deep blocks": ("channels_last", (2, 48, 4, 8), (8, 48, 3, 3), {}),
+    "no padding": ("channels_last", (2, 16, 4, 8), (8, 16, 1, 1), {"padding": 0}),
+    "boxes waste 45% of their pixels": ("channels_last", (2, 16, 5, 7), (8, 16, 3, 3), {}),
+}
+
+
+@pytest.mark.parametrize("why", POINTER_CASES)
+def test_dispatch_keeps_pointer_kernel(why):
+    layout, x_shape, w_shape, kwargs = POINTER_CASES[why]
+    x = in_layout(torch.randn(x_shape, device=DEVICE), layout)
+    assert _planned_kernel(x, torch.randn(w_shape), **kwargs) == "implicit_gemm_forward_kernel", why
+
+
+def test_dispatch_keeps_pointer_kernel_for_misaligned_input():
+    storage = torch.randn(2 * 16 * 4 * 8 + 1, device=DEVICE)
+    x = storage[1:].view(2, 4, 8, 16).permute(0, 3, 1, 2)
+    assert x.stride(1) == 1 and x.data_ptr() % 16 != 0
+    assert _planned_kernel(x, torch.randn(8, 16, 3, 3)) == "implicit_gemm_forward_kernel"
+
+
+def test_reduction_block_must_divide_channels():
+    case = CASES[0]
+    x, w, b = make_inputs(case, torch.float32, "channels_last")
+    with pytest.raises(ValueError, match="not a multiple of BLOCK_K"):
+        _conv_tma(x, w, b, case, KernelConfig(16, 8, 32, 4, 1))
+
+
+def test_kill_switch(monkeypatch):
+    monkeypatch.setattr(tma, "ENABLED", False)
+    assert _planned_kernel(_channels_last(2, 16, 4, 8), torch.randn(8, 16, 3, 3)) == "implicit_gemm_forward_kernel"
+
+
+def test_conv2d_through_tma():
+    """The public function (through the TMA kernel on the dispatch test's shape) matches torch."""
+    case = ConvCase(2, 2, 16, 8, (4, 8), (3, 3), padding=1)
+    x, w, b = make_inputs(case, torch.float32, "channels_last")
+    y = triton_conv.conv2d(x, w, b, padding=1)
+    assert_close(y, reference_forward(case, x, w, b), torch.float32, case.reduction, "conv2d")
+
+
+@pytest.mark.parametrize(
+    "size, box",
+    [((1, 56, 56), (1, 2, 64)), ((16, 56, 56), (2, 8, 8)), ((1, 14, 14), (1, 8, 16)), ((1, 1, 600), (1, 1, 128))],
+)
+def test_box_shape(size, box):
+    """Fewest boxes per image for 128-pixel tiles, the widest W among equals."""
+    assert tma.box_shape(128, size) == box
+
+
+def test_tma_compiles_for_sm90(gpu_tiles):
+    """wgmma fed by TMA copies in one loop over taps x channel blocks, pipelined, no spills."""
+    x = torch.empty(2, 64, 8, 16, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = torch.empty(64, 64, 3, 3, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    y = torch.empty(spec.out_shape, dtype=x.dtype, memory_format=torch.channels_last)
+    info = compile_launch(tma.plan_forward_tma(x, w, None, spec, y), 90, assembly=True)
+    assert info.uses_wgmma and info.spill_bytes == 0
+    assert "async_tma_copy_global_to_local" in info.assembly.ttgir
+    loop = dot_loop(info.assembly.ttgir)
+    assert loop is not None and loop.verdict == "across taps"
+
+
+def test_compile_signature_of_descriptors_is_tritons():
+    """``gpu_compile`` types a descriptor argument as Triton's own launcher does."""
+    x = _channels_last(2, 16, 4, 8, dtype=torch.bfloat16)
+    w = torch.randn(8, 16, 3, 3, dtype=torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    launch = tma.plan_forward_tma(x, w, None, spec, torch.empty(spec.out_shape, dtype=x.dtype))
+    request = gpu_compile._Request.of(launch, 90, False)
+    kernel = JITFunction(tma.implicit_gemm_forward_tma_kernel.fn)  # as the compile process sees it
+    signature, _, _ = gpu_compile._specialize(kernel, request)
+    for name in ("x_desc", "w_desc"):
+        descriptor = launch.args[name]
+        assert signature[name] == mangle_type(descriptor)
