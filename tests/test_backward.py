@@ -5,8 +5,8 @@ import importlib
 import pytest
 import torch
 
-from triton_conv.kernels.implicit_gemm_forward import implicit_gemm_forward
-from triton_conv.kernels.implicit_gemm_input_grad import implicit_gemm_input_grad
+from triton_conv.kernels.implicit_gemm_forward import plan_forward
+from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.spec import conv_spec
 from triton_conv.testing import TORCH_CONV, TRITON_CONV
 from triton_conv.tuning.configs import KernelConfig
@@ -149,12 +149,14 @@ def test_reduction_loop_over_channel_blocks_and_taps(channels):
     x, w, b = make_inputs(case, torch.float64, "channels_last")
     spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
     config = KernelConfig(16, 16, 16, 2, 2)
-    y = implicit_gemm_forward(x, w, b, spec, torch.empty(spec.out_shape, dtype=x.dtype), config=config)
+    y = torch.empty(spec.out_shape, dtype=x.dtype)
+    plan_forward(x, w, b, spec, y, config)()
     rx, rw, rb = (t.clone().requires_grad_() for t in (x, w, b))
     ref = reference_forward(case, rx, rw, rb)
     assert_close(y, ref.detach(), torch.float64, case.reduction, "forward")
     dy = torch.randn(spec.out_shape, dtype=torch.float64)
-    dx = implicit_gemm_input_grad(dy, w, spec, torch.empty_like(x), config)
+    dx = torch.empty_like(x)
+    plan_input_grad(dy, w, spec, dx, config)()
     (want,) = torch.autograd.grad(ref, [rx], dy)
     assert_close(dx, want, torch.float64, channels * w[0, 0].numel(), "input grad")
 

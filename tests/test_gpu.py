@@ -23,8 +23,8 @@ from torch import nn
 
 import triton_conv
 from triton_conv.kernels import INTERPRETER
-from triton_conv.kernels.implicit_gemm_forward import implicit_gemm_forward
-from triton_conv.kernels.implicit_gemm_input_grad import implicit_gemm_input_grad
+from triton_conv.kernels.implicit_gemm_forward import plan_forward
+from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import implicit_gemm_weight_grad
 from triton_conv.spec import conv_spec, needs_int64, output_memory_format
 from triton_conv.testing import relative_error, tolerance
@@ -326,11 +326,11 @@ def test_eight_warp_gemm_tiles(kind, case, dtype):
         what = f"{kind} {case.id} {dtype} {config}"
         if kind == "forward":
             y = torch.empty(spec.out_shape, dtype=dtype, device=x.device, memory_format=output_memory_format(x, w))
-            implicit_gemm_forward(x, w, None, spec, y, config=config)
+            plan_forward(x, w, None, spec, y, config)()
             assert_close(y, y64.detach(), dtype, case.reduction, what)
         elif kind == "input_grad":
             dx = torch.empty_like(x)
-            implicit_gemm_input_grad(dy, w, spec, dx, config)
+            plan_input_grad(dy, w, spec, dx, config)()
             assert_close(dx, dx64, dtype, spec.out_channels_per_group * spec.taps, what)
         else:
             dw = torch.empty(w.shape, dtype=dtype, device=w.device)

@@ -40,7 +40,7 @@ def _tma_on(monkeypatch):
 def _conv_tma(x, w, b, case, config=None, epilogue=PLAIN, out_layout="channels_last"):
     spec = conv_spec(x, w, b, **case.kwargs(), ndim=case.ndim)
     y = in_layout(torch.empty(spec.out_shape, dtype=x.dtype, device=x.device), out_layout)
-    tma.implicit_gemm_forward_tma(x, w, b, spec, y, epilogue, config)
+    tma.plan_forward_tma(x, w, b, spec, y, config, epilogue)()
     return y
 
 

@@ -30,7 +30,7 @@ from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, 
 from . import arguments
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import unravel_pixels
+from .indexing import program_ids, unravel_pixels
 from .split_k import partial_buffers, sum_splits
 
 
@@ -145,11 +145,7 @@ def direct_forward_kernel(
             groups by channels.
         Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(K, BLOCK_C)).
     """
-    pid_g = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    if INDEX_64:
-        pid_g = pid_g.to(tl.int64)
-        pid_c = pid_c.to(tl.int64)
+    pid_g, pid_c, _ = program_ids(INDEX_64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     out_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_g = groups < PIXEL_GROUPS
@@ -252,11 +248,7 @@ def direct_input_grad_kernel(
             groups by channels.
         Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
     """
-    pid_g = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    if INDEX_64:
-        pid_g = pid_g.to(tl.int64)
-        pid_c = pid_c.to(tl.int64)
+    pid_g, pid_c, _ = program_ids(INDEX_64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     in_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_g = groups < PIXEL_GROUPS
@@ -360,12 +352,7 @@ def direct_weight_grad_kernel(
         Grid: (cdiv(K, BLOCK_C), max(1, C_G) * T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
         split z reduces groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
     """
-    pid_c = tl.program_id(0)
-    column = tl.program_id(1)
-    split = tl.program_id(2)
-    if INDEX_64:
-        pid_c = pid_c.to(tl.int64)
-        split = split.to(tl.int64)
+    pid_c, column, split = program_ids(INDEX_64)
     tap_blocks = tl.cdiv(S, TAPS_PER_STEP)
     first_s = (column % tap_blocks) * TAPS_PER_STEP
     kr = (column // tap_blocks) % R
@@ -554,32 +541,6 @@ def plan_direct_weight_grad(
     constexprs = _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(HAS_BIAS_GRAD=db_partial is not None)
     constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
-
-
-def direct_forward(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    spec: ConvSpec,
-    out: torch.Tensor,
-    epilogue: Epilogue = PLAIN,
-) -> torch.Tensor:
-    if out.numel() > 0:
-        plan_direct_forward(input, weight, bias, spec, out, epilogue)()
-    return out
-
-
-def direct_input_grad(
-    grad_output: torch.Tensor,
-    weight: torch.Tensor,
-    spec: ConvSpec,
-    grad_input: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    epilogue: Epilogue = PLAIN,
-) -> torch.Tensor:
-    if grad_input.numel() > 0:
-        plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
-    return grad_input
 
 
 def direct_weight_grad(

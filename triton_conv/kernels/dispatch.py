@@ -7,11 +7,11 @@ import torch
 from ..spec import ConvSpec
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
-from .direct import direct_forward, direct_input_grad, direct_weight_grad
+from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
-from .implicit_gemm_forward import FORWARD, implicit_gemm_forward
-from .implicit_gemm_forward_tma import implicit_gemm_forward_tma, tma_forward_applies
-from .implicit_gemm_input_grad import INPUT_GRAD, implicit_gemm_input_grad
+from .implicit_gemm_forward import FORWARD, plan_forward
+from .implicit_gemm_forward_tma import plan_forward_tma, tma_forward_applies
+from .implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .pad_input import pad_input
 
@@ -60,13 +60,18 @@ def forward(
     out: torch.Tensor,
     epilogue: Epilogue = PLAIN,
 ) -> torch.Tensor:
+    """activation(conv(input, weight) + bias + residual) into ``out``, by the kernel that fits."""
+    if out.numel() == 0:
+        return out
     if uses_direct_kernel(spec):
-        return direct_forward(input, weight, bias, spec, out, epilogue)
-    if folds_patch_rows(input, spec):
-        input, weight, spec = fold_patch_rows(input, weight, spec)
-    if tma_forward_applies(input, spec):
-        return implicit_gemm_forward_tma(input, weight, bias, spec, out, epilogue)
-    return implicit_gemm_forward(input, weight, bias, spec, out, epilogue)
+        launch = plan_direct_forward(input, weight, bias, spec, out, epilogue)
+    else:
+        if folds_patch_rows(input, spec):
+            input, weight, spec = fold_patch_rows(input, weight, spec)
+        plan = plan_forward_tma if tma_forward_applies(input, spec) else plan_forward
+        launch = plan(input, weight, bias, spec, out, epilogue=epilogue)
+    launch()
+    return out
 
 
 def input_grad(
@@ -79,9 +84,13 @@ def input_grad(
 ) -> torch.Tensor:
     """d(loss)/d(input); with ``bias`` and ``epilogue`` it is the transposed convolution of
     ``grad_output`` (``spec`` from ``transposed_geometry``): activation(that + bias + residual)."""
+    if grad_input.numel() == 0:
+        return grad_input
     if uses_direct_kernel(spec):
-        return direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)
-    return implicit_gemm_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)
+        plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
+    else:
+        plan_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)()
+    return grad_input
 
 
 # Inputs of one group with fewer channels than this are padded for the weight gradient

@@ -125,26 +125,22 @@ def finish_output(
 
 @triton.jit
 def finish_tile(
-    acc,
-    y_ptr,
-    z_ptr,
-    residual_ptr,
-    y_rows,
-    r_rows,
-    channels,
-    sy_c,
-    sr_c,
-    mask_m,
-    mask_n,
-    STORE_TRANSPOSED: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    STORE_PRE_ACTIVATION: tl.constexpr,
-):
-    """``finish_output`` for a (pixels x channels) accumulator: row i at element offset y_rows[i]
-    of the output and pre-activation (r_rows[i] of the residual), column j at channel
-    channels[j] (strides sy_c, sr_c); rows where mask_m, columns where mask_n. Stored as
-    (channels x pixels) if STORE_TRANSPOSED (``layout.store_transposed``)."""
+    acc, bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
+    n, d, h, w, channels, mask_m, mask_n,
+    HAS_BIAS: tl.constexpr, STORE_TRANSPOSED: tl.constexpr, ACTIVATION: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+):  # fmt: skip
+    """Bias, then ``finish_output``, for a (pixels x channels) accumulator: row i is pixel
+    (n[i], d[i], h[i], w[i]) of the (N, C, D, H, W) output, pre-activation and residual (strides
+    y_strides, residual_strides; z has y's), column j channel channels[j] (the bias's element
+    channels[j] * bias_stride); rows where mask_m, columns where mask_n. Stored as (channels x
+    pixels) if STORE_TRANSPOSED (``layout.store_transposed``)."""
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + channels * bias_stride, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    sy_n, sy_c, sy_d, sy_h, sy_w = y_strides
+    sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
+    y_rows = n * sy_n + d * sy_d + h * sy_h + w * sy_w
+    r_rows = n * sr_n + d * sr_d + h * sr_h + w * sr_w
     if STORE_TRANSPOSED:
         out = tl.trans(acc)
         y_offs = channels[:, None] * sy_c + y_rows[None, :]

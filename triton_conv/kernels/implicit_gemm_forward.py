@@ -19,7 +19,7 @@ from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
-from .indexing import unravel_pixels
+from .indexing import program_ids, unravel_pixels
 from .layout import gemm_operand, gemm_operand_layout, store_transposed
 from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_index
 
@@ -63,14 +63,7 @@ def implicit_gemm_forward_kernel(
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
         BLOCK_M, BLOCK_N, BLOCK_K: the tile: output pixels, output channels, reduction channels per step.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2)
-    if INDEX_64:
-        # Before any product with a block size or a stride, which would wrap in int32.
-        pid_m = pid_m.to(tl.int64)
-        pid_n = pid_n.to(tl.int64)
-        group = group.to(tl.int64)
+    pid_m, pid_n, group = program_ids(INDEX_64)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -124,18 +117,10 @@ def implicit_gemm_forward_kernel(
         acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         c0, kt, kr, ks = next_step(c0, kt, kr, ks, C_G, R, S, BLOCK_K)
 
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + (group * K_G + offs_n) * bias_stride, mask=mask_n, other=0.0)
-        acc += bias.to(ACC_DTYPE)[None, :]
-
-    k = group * K_G + offs_n
-    sy_n, sy_k, sy_d, sy_h, sy_w = y_strides
-    sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
-    y_rows = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
-    r_rows = n * sr_n + od * sr_d + oh * sr_h + ow * sr_w
     finish_tile(
-        acc, y_ptr, z_ptr, residual_ptr, y_rows, r_rows, k, sy_k, sr_k, mask_m, mask_n,
-        STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+        acc, bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
+        n, od, oh, ow, group * K_G + offs_n, mask_m, mask_n,
+        HAS_BIAS, STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
     )  # fmt: skip
 
 
@@ -196,18 +181,3 @@ def plan_forward(
         PRECISION=precision,
     )
     return Launch(implicit_gemm_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
-
-
-def implicit_gemm_forward(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    spec: ConvSpec,
-    out: torch.Tensor,
-    epilogue: Epilogue = PLAIN,
-    config: KernelConfig | None = None,
-) -> torch.Tensor:
-    """Write activation(conv(input, weight) + bias + residual) into ``out`` and return it."""
-    if out.numel() > 0:
-        plan_forward(input, weight, bias, spec, out, config, epilogue)()
-    return out

@@ -126,10 +126,6 @@ def implicit_gemm_forward_tma_kernel(
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < K_G
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + (group * K_G + offs_n) * bias_stride, mask=mask_n, other=0.0)
-        acc += bias.to(ACC_DTYPE)[None, :]
-
     # Row i of the tile is box element (i // (BLOCK_H * BLOCK_W), i // BLOCK_W % BLOCK_H, i % BLOCK_W).
     offs_m = tl.arange(0, BLOCK_M)
     od = od0 + offs_m // (BLOCK_H * BLOCK_W)
@@ -143,13 +139,10 @@ def implicit_gemm_forward_tma_kernel(
         oh = oh.to(tl.int64)
         ow = ow.to(tl.int64)
         k = k.to(tl.int64)
-    sy_n, sy_k, sy_d, sy_h, sy_w = y_strides
-    sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
-    y_rows = n * sy_n + od * sy_d + oh * sy_h + ow * sy_w
-    r_rows = n * sr_n + od * sr_d + oh * sr_h + ow * sr_w
     finish_tile(
-        acc, y_ptr, z_ptr, residual_ptr, y_rows, r_rows, k, sy_k, sr_k, mask_m, mask_n,
-        STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+        acc, bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
+        n, od, oh, ow, k, mask_m, mask_n,
+        HAS_BIAS, STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
     )  # fmt: skip
 
 
@@ -280,19 +273,3 @@ def plan_forward_tma(
     constexprs |= dict(STORE_TRANSPOSED=store_transposed(y), PRECISION=precision)
     constexprs |= dict(BLOCK_M=cfg.block_m, BLOCK_D=block_d, BLOCK_H=block_h, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
     return Launch(implicit_gemm_forward_tma_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
-
-
-def implicit_gemm_forward_tma(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    spec: ConvSpec,
-    out: torch.Tensor,
-    epilogue: Epilogue = PLAIN,
-    config: KernelConfig | None = None,
-) -> torch.Tensor:
-    """Write activation(conv(input, weight) + bias + residual) into ``out`` and return it
-    (``tma_forward_applies(input, spec)`` must hold)."""
-    if out.numel() > 0:
-        plan_forward_tma(input, weight, bias, spec, out, config, epilogue)()
-    return out

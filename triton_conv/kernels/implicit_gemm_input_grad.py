@@ -26,7 +26,7 @@ from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
-from .indexing import unravel_pixels
+from .indexing import program_ids, unravel_pixels
 from .layout import gemm_operand, gemm_operand_layout, store_transposed
 from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_inside, zero_index
 
@@ -75,14 +75,7 @@ def implicit_gemm_input_grad_kernel(
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
         BLOCK_M, BLOCK_N, BLOCK_K: the tile: input pixels, input channels, output channels per step.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_z = tl.program_id(2)
-    if INDEX_64:
-        # Before any product with a block size or a stride, which would wrap in int32.
-        pid_m = pid_m.to(tl.int64)
-        pid_n = pid_n.to(tl.int64)
-        pid_z = pid_z.to(tl.int64)
+    pid_m, pid_n, pid_z = program_ids(INDEX_64)
     group = pid_z % GROUPS
     phase = pid_z // GROUPS
     conv_stride_d, conv_stride_h, conv_stride_w = conv_stride
@@ -154,16 +147,10 @@ def implicit_gemm_input_grad_kernel(
         acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         k0, it_t, it_r, it_s = next_step(k0, it_t, it_r, it_s, K_G, count_r, count_s, BLOCK_K)
 
-    c = group * C_G + offs_n
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + c * bias_stride, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
-    sdx_n, sdx_c, sdx_d, sdx_h, sdx_w = dx_strides
-    sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
-    dx_rows = n * sdx_n + id_ * sdx_d + ih * sdx_h + iw * sdx_w
-    r_rows = n * sr_n + id_ * sr_d + ih * sr_h + iw * sr_w
     finish_tile(
-        acc, dx_ptr, z_ptr, residual_ptr, dx_rows, r_rows, c, sdx_c, sr_c, mask_m, mask_n,
-        STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+        acc, bias_ptr, bias_stride, dx_ptr, dx_strides, z_ptr, residual_ptr, residual_strides,
+        n, id_, ih, iw, group * C_G + offs_n, mask_m, mask_n,
+        HAS_BIAS, STORE_TRANSPOSED, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
     )  # fmt: skip
 
 
@@ -230,19 +217,3 @@ def plan_input_grad(
         PRECISION=precision,
     )
     return Launch(implicit_gemm_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
-
-
-def implicit_gemm_input_grad(
-    grad_output: torch.Tensor,
-    weight: torch.Tensor,
-    spec: ConvSpec,
-    grad_input: torch.Tensor,
-    config: KernelConfig | None = None,
-    bias: torch.Tensor | None = None,
-    epilogue: Epilogue = PLAIN,
-) -> torch.Tensor:
-    """Write d(loss)/d(input) (with ``bias`` and ``epilogue``, a transposed convolution) into
-    ``grad_input`` and return it."""
-    if grad_input.numel() > 0:
-        plan_input_grad(grad_output, weight, spec, grad_input, config, bias, epilogue)()
-    return grad_input

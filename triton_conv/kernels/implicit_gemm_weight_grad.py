@@ -33,7 +33,7 @@ from ..tuning.kinds import GemmExtents, KernelKind
 from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
-from .indexing import unravel_pixels, unravel_tap
+from .indexing import program_ids, unravel_pixels, unravel_tap
 from .layout import gemm_operand, gemm_operand_layout
 from .split_k import partial_buffers, partial_dtype, sum_splits
 
@@ -124,14 +124,7 @@ def implicit_gemm_weight_grad_kernel(
         BLOCK_M, BLOCK_N, BLOCK_K: the tile: output channels, (tap, input channel) columns, pixels per step.
         Grid: (cdiv(K_G, BLOCK_M), max(1, cdiv(TAPS * C_G, BLOCK_N)), GROUPS * SPLIT_K), group fastest on axis 2.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_z = tl.program_id(2)
-    if INDEX_64:
-        # Before any product with a block size or a stride, which would wrap in int32.
-        pid_m = pid_m.to(tl.int64)
-        pid_n = pid_n.to(tl.int64)
-        pid_z = pid_z.to(tl.int64)
+    pid_m, pid_n, pid_z = program_ids(INDEX_64)
     group = pid_z % GROUPS
     split = pid_z // GROUPS
 

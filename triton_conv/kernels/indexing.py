@@ -5,6 +5,20 @@ import triton.language as tl  # noqa: F401  (the interpreter patches tl in every
 
 
 @triton.jit
+def program_ids(INDEX_64: tl.constexpr):
+    """The program's ids along grid axes 0, 1 and 2; int64 if INDEX_64, before any product with
+    a block size or a stride, which would wrap in int32."""
+    pid_0 = tl.program_id(0)
+    pid_1 = tl.program_id(1)
+    pid_2 = tl.program_id(2)
+    if INDEX_64:
+        pid_0 = pid_0.to(tl.int64)
+        pid_1 = pid_1.to(tl.int64)
+        pid_2 = pid_2.to(tl.int64)
+    return pid_0, pid_1, pid_2
+
+
+@triton.jit
 def unravel_pixels(offs, D, H, W):
     """Split flat pixel indices over (N, D, H, W), W fastest, into their four coordinates."""
     w = offs % W
