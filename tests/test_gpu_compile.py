@@ -18,7 +18,7 @@ from triton_conv.kernels.epilogue import Epilogue, activation_grad_kernel
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError, _Request, _specialize, compile_launch
 from triton_conv.kernels.implicit_gemm_forward import FORWARD, implicit_gemm_forward_kernel, plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
-from triton_conv.kernels.implicit_gemm_weight_grad import WEIGHT_GRAD, plan_weight_grad
+from triton_conv.kernels.implicit_gemm_weight_grad import ROW_BLOCKS_FOR_FEW_CHANNELS, WEIGHT_GRAD, plan_weight_grad
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
@@ -255,6 +255,8 @@ def test_stem_weight_grad_reads_padded_vectors(gpu_tiles):
         dispatch.weight_grad(_channels_last_empty(spec.out_shape, torch.bfloat16), x, spec, torch.empty_like(w), None)
     pad, gemm = launches[0], launches[1]
     assert gemm.constexprs["X_VECTOR"] == 4 and not gemm.constexprs["MASK_W"], gemm.constexprs
+    # 16-pixel blocks of the 112-wide rows under Triton before 3.9 (scalar row offsets).
+    assert gemm.constexprs["ROW_BLOCKS"] == ROW_BLOCKS_FOR_FEW_CHANNELS, gemm.constexprs
     for launch in (pad, gemm):
         info = compile_launch(launch, 90)
         assert info.spill_bytes == 0, info

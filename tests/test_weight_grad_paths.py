@@ -67,6 +67,9 @@ def test_inputs_left_unpadded(case):
         ConvCase(3, 1, 8, 8, (2, 3, 64), (3, 3, 3), padding=1),
         # 64 out channels, 3 in channels (padded to 4); 32-wide output rows.
         ConvCase(2, 1, 3, 64, (4, 32), (3, 3), padding=1, bias=False),
+        # The same in 3-D and 1-D: the carried x offset wraps into d, and straight into n.
+        ConvCase(3, 2, 3, 64, (2, 3, 32), (3, 3, 3), padding=1, bias=False),
+        ConvCase(1, 2, 3, 64, (64,), (3,), padding=1, bias=False),
     ],
     ids=lambda c: c.id,
 )

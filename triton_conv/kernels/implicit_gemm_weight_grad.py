@@ -73,6 +73,12 @@ def _advance(digit, step, carry, extent):
 
 
 @triton.jit
+def _carry_offset(offset, carry, wrap):
+    """``offset`` plus ``wrap`` where ``carry`` (0 or 1) is set: a select, not a multiply."""
+    return tl.where(carry != 0, offset + wrap, offset)
+
+
+@triton.jit
 def implicit_gemm_weight_grad_kernel(
     dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
     C_G, input_size, K, K_G, output_size, P, kernel_size, TAPS, GROUPS, SPLIT_K, CHUNK, conv_stride, padding, dilation,
@@ -186,6 +192,20 @@ def implicit_gemm_weight_grad_kernel(
     bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
     conv_stride_d, conv_stride_h, conv_stride_w = conv_stride
     D, H, W = input_size
+    # x's offset of a pixel moves by these per output step along each dimension.
+    xs_d, xs_h, xs_w = conv_stride_d * sx_d, conv_stride_h * sx_h, conv_stride_w * sx_w
+    carries_x: tl.constexpr = ROW_BLOCKS and not X_LINEAR
+    if carries_x:
+        # The x offset of the block's first pixel is carried from step to step with its digits (a
+        # scalar add and select per digit, no multiply): x_step per step, and wrap_* more where a
+        # digit carries out, to the next tracked digit (an untracked one has extent 1).
+        x_row = n * sx_n + od * xs_d + oh * xs_h + ow * xs_w
+        x_along_row = offs_p * xs_w
+        x_step = step_n * sx_n + step_d * xs_d + step_h * xs_h + step_w * xs_w
+        next_of_h = xs_d if TRACK_D else sx_n
+        wrap_d = sx_n - D_OUT * xs_d
+        wrap_h = next_of_h - H_OUT * xs_h
+        wrap_w = (xs_h if TRACK_H else next_of_h) - W_OUT * xs_w
     for p0 in range(p_start, p_end, BLOCK_K):
         p = p0 + offs_p
         mask_p = None if EVEN_P else p < p_end
@@ -201,8 +221,10 @@ def implicit_gemm_weight_grad_kernel(
             dy_pix = pn * sdy_n + pd * sdy_d + ph * sdy_h + pw * sdy_w
         if X_LINEAR:
             x_pix = p * sx_w
+        elif ROW_BLOCKS:
+            x_pix = x_row + x_along_row
         else:
-            x_pix = pn * sx_n + pd * (conv_stride_d * sx_d) + ph * (conv_stride_h * sx_h) + pw * (conv_stride_w * sx_w)
+            x_pix = pn * sx_n + pd * xs_d + ph * xs_h + pw * xs_w
         if X_VECTOR > 1:
             x_pix = tl.multiple_of(x_pix, X_VECTOR)
         a = _load(dy_ptr + dy_cols[:, None] + dy_pix[None, :], None if EVEN_P else mask_p[None, :])
@@ -229,12 +251,20 @@ def implicit_gemm_weight_grad_kernel(
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
         # The next block's coordinates: BLOCK_K pixels later, one carry per digit.
         carry = 0
+        if carries_x:
+            x_row += x_step
         if TRACK_W:
             ow, carry = _advance(ow, step_w, carry, W_OUT)
+            if carries_x:
+                x_row = _carry_offset(x_row, carry, wrap_w)
         if TRACK_H:
             oh, carry = _advance(oh, step_h, carry, H_OUT)
+            if carries_x:
+                x_row = _carry_offset(x_row, carry, wrap_h)
         if TRACK_D:
             od, carry = _advance(od, step_d, carry, D_OUT)
+            if carries_x:
+                x_row = _carry_offset(x_row, carry, wrap_d)
         if TRACK_N:
             n += step_n + carry
 
@@ -268,6 +298,32 @@ def _swapped_tile(spec: ConvSpec, dtype: torch.dtype, precision: str, cfg: Kerne
     return cfg
 
 
+# Triton 3.6's LLVM recomputes each pixel row's x offset of a few-channel (padded) input every
+# step, about twice 3.9's SASS per step for the stem (read from sm_90 compiles); a pixel block
+# that divides the output rows (ROW_BLOCKS) makes those offsets one scalar per step. 3.9 keeps
+# the deeper step, which does more per wgmma. 3.7 and 3.8 were not checked; either is correct.
+ROW_BLOCKS_FOR_FEW_CHANNELS = tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 9)
+ROW_BLOCK_DEPTH = 16
+
+
+def _first_tile(spec: ConvSpec, dtype: torch.dtype, precision: str, cfg: KernelConfig) -> KernelConfig:
+    """The swapped tile where operands swap; under Triton before 3.9, a few-channel input's
+    pixel block shortened to ROW_BLOCK_DEPTH where that divides the output rows and BLOCK_K does not."""
+    cfg = _swapped_tile(spec, dtype, precision, cfg)
+    row = spec.output_size[2]
+    few_channels = spec.in_channels_per_group % (16 // dtype.itemsize) != 0
+    if (
+        ROW_BLOCKS_FOR_FEW_CHANNELS
+        and gpu_tiles()
+        and few_channels
+        and cfg.block_k > ROW_BLOCK_DEPTH
+        and row % cfg.block_k != 0
+        and row % ROW_BLOCK_DEPTH == 0
+    ):
+        cfg = replace(cfg, block_k=ROW_BLOCK_DEPTH)
+    return cfg
+
+
 def _split_k(spec: ConvSpec, dtype: torch.dtype, cfg: KernelConfig, tiles: int) -> int:
     """Split-K sized so that the programs of ``tiles`` output tiles fill the GPU."""
     _, columns, pixels = _gemm_extents(spec)
@@ -288,7 +344,7 @@ WEIGHT_GRAD = KernelKind(
     plan=lambda spec, x, w, b, y, tile: plan_weight_grad(
         y, x, spec, *partial_buffers(y, tile.split_k, w.numel(), None if b is None else b.numel()), tile
     ),
-    adjust_tile=_swapped_tile,
+    adjust_tile=_first_tile,
     split_k=_split_k,
 )
 
