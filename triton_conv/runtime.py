@@ -5,8 +5,12 @@ import os
 import threading
 import warnings
 
+import triton
+
 # Triton reads this when a kernel is decorated, so it must be set before triton_conv is imported.
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# (major, minor) of the Triton in use, for choices the compiled code showed to differ by version.
+TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
 
 _warned: set[object] = set()
 _warned_lock = threading.Lock()

@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..runtime import TRITON_VERSION
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     IMPLICIT_GEMM_CONFIGS,
@@ -302,7 +303,7 @@ def _swapped_tile(spec: ConvSpec, dtype: torch.dtype, precision: str, cfg: Kerne
 # step, about twice 3.9's SASS per step for the stem (read from sm_90 compiles); a pixel block
 # that divides the output rows (ROW_BLOCKS) makes those offsets one scalar per step. 3.9 keeps
 # the deeper step, which does more per wgmma. 3.7 and 3.8 were not checked; either is correct.
-ROW_BLOCKS_FOR_FEW_CHANNELS = tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 9)
+ROW_BLOCKS_FOR_FEW_CHANNELS = TRITON_VERSION < (3, 9)
 ROW_BLOCK_DEPTH = 16
 
 

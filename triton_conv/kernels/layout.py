@@ -10,13 +10,14 @@ channels-last first, which costs one read and one write of the tensor.
 from __future__ import annotations
 
 import torch
-import triton
+
+from ..runtime import TRITON_VERSION
 
 # Triton's coalescing lays a stored tile out along its contiguous direction; where neither is
 # contiguous as far as the compiler can tell (an output in the default layout), it breaks the
 # tie by spreading each warp along the tile's first dimension in 3.6 and along its last in 3.9
 # (read from sm_90 compiles). 3.7 and 3.8 were not checked; either choice stays correct.
-_TIE_TO_LAST_DIMENSION = tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9)
+_TIE_TO_LAST_DIMENSION = TRITON_VERSION >= (3, 9)
 
 
 def gemm_operand(t: torch.Tensor) -> torch.Tensor:
