@@ -7,6 +7,7 @@ import torch
 from ..spec import ConvSpec
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
+from .banded import plan_banded_forward, plan_banded_input_grad
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
@@ -28,6 +29,35 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
     output channels fill the matrix unit's other dimension, which pays for the padding.
     """
     return spec.groups > 1 and spec.in_channels_per_group < MIN_DOT
+
+
+# Filter rows at least this wide, of a depthwise convolution in 16-bit floats read along W, run as
+# a GEMM against a band matrix (``kernels/banded.py``). A 5-wide row costs the matrix unit about
+# 10x the useful products (16-deep steps over the row's reach and alignment), still less time
+# than the direct kernel's 2-4 instructions per FMA on CUDA cores, which have 1/16 of its rate.
+BANDED_MIN_WIDTH = 5
+BANDED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """Depthwise (one input channel per group), a unit step along W, a filter row at least
+    BANDED_MIN_WIDTH wide, 16-bit floats, and rows contiguous along W in ``input`` (the default
+    layout; channels-last rows are strided gathers there)."""
+    return (
+        spec.groups > 1
+        and spec.in_channels_per_group == 1
+        and spec.stride[2] == 1
+        and spec.kernel_size[2] >= BANDED_MIN_WIDTH
+        and input.dtype in BANDED_DTYPES
+        and input.stride(-1) == 1
+    )
+
+
+def uses_banded_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
+    """``uses_banded_kernel`` for the input gradient, read from ``grad_output``: also one output
+    channel per group and unit steps in every dimension, where it is the forward of the flipped
+    filter (``banded.flipped_forward_spec``)."""
+    return uses_banded_kernel(grad_output, spec) and spec.out_channels_per_group == 1 and spec.stride == (1, 1, 1)
 
 
 def folds_patch_rows(input: torch.Tensor, spec: ConvSpec) -> bool:
@@ -63,7 +93,9 @@ def forward(
     """activation(conv(input, weight) + bias + residual) into ``out``, by the kernel that fits."""
     if out.numel() == 0:
         return out
-    if uses_direct_kernel(spec):
+    if uses_banded_kernel(input, spec):
+        launch = plan_banded_forward(input, weight, bias, spec, out, epilogue)
+    elif uses_direct_kernel(spec):
         launch = plan_direct_forward(input, weight, bias, spec, out, epilogue)
     else:
         if folds_patch_rows(input, spec):
@@ -86,7 +118,9 @@ def input_grad(
     ``grad_output`` (``spec`` from ``transposed_geometry``): activation(that + bias + residual)."""
     if grad_input.numel() == 0:
         return grad_input
-    if uses_direct_kernel(spec):
+    if uses_banded_input_grad(grad_output, spec):
+        plan_banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
+    elif uses_direct_kernel(spec):
         plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
     else:
         plan_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)()

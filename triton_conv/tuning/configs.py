@@ -20,6 +20,7 @@ import torch
 from ..runtime import INTERPRETER
 
 if TYPE_CHECKING:
+    from ..spec import ConvSpec
     from .kinds import KernelKind
 
 # Every tl.dot needs at least 16 along its reduction when compiled for a GPU.
@@ -317,6 +318,57 @@ def direct_taps_per_step(most: int, taps: int, stride: int, dilation: int) -> in
         return taps
     phase = stride // math.gcd(stride, dilation)
     return max(phase, most // phase * phase)
+
+
+@dataclass(frozen=True)
+class BandedConfig:
+    """A band-matrix tile (``kernels/banded.py``): ``block_m`` rows of one channel by ``block_w``
+    output columns, reducing ``block_j`` input columns per step."""
+
+    block_m: int
+    block_w: int
+    block_j: int
+    num_warps: int
+    num_stages: int
+
+
+# Output columns per row segment, from which the heuristic picks the least wasteful (below).
+BANDED_BLOCK_W = (64, 32, 16)
+# 128 rows by at most 64 columns: 64 float32 accumulators per thread on 4 warps, two wgmma
+# row blocks; the reduction step is the bf16 wgmma's 16, the finest band the matrix unit takes.
+BANDED_CONFIG = BandedConfig(block_m=128, block_w=64, block_j=MIN_DOT, num_warps=4, num_stages=3)
+# Under the interpreter: small tiles, so that the tests' short rows take several segments.
+BANDED_INTERPRETER_CONFIG = BandedConfig(block_m=32, block_w=16, block_j=MIN_DOT, num_warps=4, num_stages=1)
+
+
+def banded_lead(padding: int, vector: int) -> int:
+    """Input columns a segment reads before its first output column: the padding rounded up to a
+    multiple of ``vector``, so that aligned rows load in whole vectors."""
+    return -(-padding // vector) * vector
+
+
+def banded_columns(spec: ConvSpec, block_w: int, vector: int) -> int:
+    """Input columns a segment of ``block_w`` output columns reads (``kernels/banded.py``): its
+    filter row's reach, and the lead from rounding the padding up to ``vector``."""
+    _, _, taps = spec.kernel_size
+    pad = spec.pad_lo[2]
+    return block_w + (taps - 1) * spec.dilation[2] + banded_lead(pad, vector) - pad
+
+
+def banded_config(spec: ConvSpec, vector: int) -> BandedConfig:
+    """The band tile for a depthwise ``spec`` (unit step along W) whose loads take ``vector``
+    elements: the segment width whose matrix-unit work per useful output is least, counting the
+    band's zeros (its BLOCK_J-deep steps over the segment's input columns) and the masked
+    columns past each row's end."""
+    if not gpu_tiles():
+        return BANDED_INTERPRETER_CONFIG
+    width = spec.output_size[2]
+
+    def work_per_output(block_w: int) -> float:
+        depth = -(-banded_columns(spec, block_w, vector) // BANDED_CONFIG.block_j) * BANDED_CONFIG.block_j
+        return depth / block_w * (-(-width // block_w) * block_w) / width
+
+    return replace(BANDED_CONFIG, block_w=min(BANDED_BLOCK_W, key=work_per_output))
 
 
 def direct_config(
