@@ -45,6 +45,7 @@ import torch
 import triton
 
 from triton_conv.kernels import dispatch
+from triton_conv.kernels.banded import banded_forward_kernel
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
@@ -231,8 +232,12 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     if loop is None:  # no multiply in a loop (an elementwise kernel): every instruction once
         row.executed = float(len(instructions) * launch.num_warps * programs)
     else:
-        if loop.mma:
-            steps = reference_steps(launch) if reference else gemm_steps(case, spec, launch)
+        if loop.mma and reference:
+            steps = reference_steps(launch)
+        elif loop.mma and is_band(launch):
+            steps = band_steps(launch)
+        elif loop.mma:
+            steps = gemm_steps(case, spec, launch)
         else:
             steps = fma_steps(case, launch, loop)
         looped = steps.hot * loop.body + steps.enclosing * loop.enclosing_body
@@ -240,10 +245,25 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
         row.hot_body = loop.body
         row.per_k_step = looped / steps.hot if steps.hot else None
         row.tensor_core_share = loop.tensor_core_share if loop.mma else None
-        row.per_fma = row.per_k_step / loop.fma_lanes if row.per_k_step and loop.fma_lanes and not loop.mma else None
+        if is_band(launch) and row.per_k_step:
+            # Per 32 of the useful multiply-adds (a warp's FMA), the band's zeros not counted.
+            useful_per_step = pass_flops(case.shape, case.pass_) / 2 / programs / steps.hot
+            row.per_fma = row.per_k_step * launch.num_warps / (useful_per_step / 32)
+        elif row.per_k_step and loop.fma_lanes and not loop.mma:
+            row.per_fma = row.per_k_step / loop.fma_lanes
         row.executed = (looped + rest) * launch.num_warps * programs
     row.issue_us = row.executed / (SMS * SCHEDULERS_PER_SM * CLOCK_HZ) * 1e6
     return row
+
+
+def is_band(launch: Launch) -> bool:
+    """Whether ``launch`` runs the band-matrix depthwise kernel (``kernels/banded.py``)."""
+    return kernel_name(launch) == kernel_name(Launch(banded_forward_kernel, (), {}))
+
+
+def band_steps(launch: Launch) -> Steps:
+    """Steps per program of the band kernel: one per leading filter tap and BLOCK_J-deep chunk."""
+    return Steps(launch.args["TAP_ROWS"] * launch.constexprs["CHUNKS"], 1)
 
 
 def reference_steps(launch: Launch) -> Steps:

@@ -15,9 +15,9 @@ BLOCK_J * CHUNKS products the matrix unit computes, a waste of 2-5x on wide filt
 the matrix unit's 16x more multiply-adds per clock than FP32 FMAs pay for, where a direct kernel
 on CUDA cores is bound by its instruction issue.
 
-Loads along W are contiguous; with rows whose starts are 16-byte aligned (``ALIGNED``: the input's
-row strides and W multiples of a vector, the segment start moved back from PAD_W to LEAD, a
-multiple of a vector) they are 16-byte vectors.
+Loads along W are contiguous and, where every row starts at a multiple of a vector of up to 16
+bytes (``row_unit``), vectors: each segment's first column is moved back from PAD_W to LEAD, a
+multiple of the vector, so that whole vectors are inside or outside the row.
 
 The input gradient of a depthwise convolution with unit steps is the same product against the
 flipped filter (``plan_banded_input_grad``).
@@ -37,43 +37,45 @@ from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import program_ids, unravel_pixels
+from .reduction import in_range, zero_index
 
 
 @triton.jit
 def banded_forward_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
-    K_G, input_size, output_size, SEGMENTS, ROWS, padding,
-    x_strides, w_strides, y_strides, bias_stride, residual_strides,
-    T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
-    CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, DIL_D: tl.constexpr, DIL_H: tl.constexpr,
-    DIL_W: tl.constexpr, PAD_W: tl.constexpr, LEAD: tl.constexpr, CHUNKS: tl.constexpr,
-    X_ALIGNED: tl.constexpr, Y_ALIGNED: tl.constexpr, VECTOR: tl.constexpr,
+    x_ptr, band_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    K_G, TAP_ROWS, input_size, output_size, SEGMENTS, ROWS, padding,
+    x_strides, band_strides, y_strides, bias_stride, residual_strides,
+    R: tl.constexpr, CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, LEAD: tl.constexpr, CHUNKS: tl.constexpr,
+    X_UNIT: tl.constexpr, Y_UNIT: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
     """y = activation(z), z[n, k, o] = sum over taps of x[n, k // K_G, i(o, tap)] * w[k, 0, tap]
     + bias[k] + residual[n, k, o], for one input channel per group (depthwise) and a unit
-    convolution step along W.
+    convolution step along W, with w's filter rows given as band matrices (``band_matrices``).
 
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements).
-        w_ptr, w_strides: weight (K, 1, T, R, S); any strides (5).
+        band_ptr, band_strides: (K, T * R * CHUNKS * BLOCK_J, BLOCK_W): filter row (t, r) of
+            channel k as its band matrix, rows (t * R + r) * CHUNKS * BLOCK_J onwards; any strides
+            (3), BLOCK_W's 1 for vector loads.
         y_ptr, y_strides: output (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
         bias_ptr, bias_stride: bias (K,) and its stride; read only if HAS_BIAS.
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
-        K_G: output channels per group. input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT).
-        padding: leading padding (D, H, W); PAD_W is its W entry, as a constexpr.
+        K_G: output channels per group. TAP_ROWS: T * R, the filter rows.
+        input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         SEGMENTS: cdiv(W_OUT, BLOCK_W) segments per output row; ROWS = N * D_OUT * H_OUT * SEGMENTS.
-        T, R, S: filter size. CONV_STRIDE_D/H: the convolution's steps along D and H (1 along W).
-        DIL_D/H/W: the spacing of the taps.
-        LEAD: input columns read before a segment's first output column (at least PAD_W, a
-            multiple of VECTOR). CHUNKS: BLOCK_J-deep reduction steps per filter row, covering
-            the segment's BLOCK_W + (S - 1) * DIL_W + LEAD - PAD_W input columns.
-        X_ALIGNED, Y_ALIGNED: every row of x (y) starts at a multiple of VECTOR elements and W
-            (W_OUT) is one: loads (stores) along W are VECTOR-element vectors.
+        R: the filter's height. CONV_STRIDE_D/H: the convolution's steps along D and H (1 along W).
+        DIL_D/H: the spacing of the taps along D and H.
+        LEAD: input columns read before a segment's first output column (the padding along W
+            rounded up to a multiple of X_UNIT). CHUNKS: BLOCK_J-deep reduction steps per filter row, covering
+            the segment's input columns (``banded_columns``).
+        X_UNIT, Y_UNIT: every row of x (y) starts at a multiple of this many elements and W
+            (W_OUT) is one (``row_unit``): loads (stores) along W are vectors of it.
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
@@ -86,60 +88,67 @@ def banded_forward_kernel(
     D_OUT, H_OUT, W_OUT = output_size
     pad_d, pad_h, _ = padding
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
-    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
+    sb_k, sb_j, sb_i = band_strides
 
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = rows < ROWS
     n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
     ow0 = segment * BLOCK_W
-    first_col = ow0 - LEAD
-    x_base = n * sx_n + (k // K_G) * sx_c + first_col * sx_w
+    id0 = od * CONV_STRIDE_D - pad_d
+    # Rows past the last start below the input, where no tap (offsets >= 0) brings them inside.
+    ih0 = tl.where(mask_m, oh * CONV_STRIDE_H - pad_h, H)
     j = tl.arange(0, BLOCK_J)
     i = tl.arange(0, BLOCK_W)
-    # Band offsets of chunk 0: element (j, i) holds tap (j - i - (LEAD - PAD_W)) / DIL_W.
-    band_offs = j[:, None] - i[None, :] - (LEAD - PAD_W)
-    w_channel = w_ptr + k * sw_k
-    if X_ALIGNED:
-        W = tl.multiple_of(W, VECTOR)
+    # Everything per row and column is computed once; a step adds scalars. Offsets are counted
+    # in units and scaled at the end, which is how Triton sees they are multiples of one.
+    x_unit: tl.constexpr = X_UNIT
+    x_rows = (
+        n * (sx_n // x_unit) + (k // K_G) * (sx_c // x_unit) + id0 * (sx_d // x_unit) + ih0 * (sx_h // x_unit)
+        + (ow0 - LEAD) // x_unit * sx_w
+    ) * x_unit  # fmt: skip
+    # Columns in x_unit blocks: with whole vectors in or out of the row, the bounds test is then
+    # constant along a vector.
+    cols = ((ow0 - LEAD) // x_unit)[:, None] + (j // x_unit)[None, :]
+    x_offs = x_rows[:, None] + j[None, :] * sx_w
+    band_ptrs = band_ptr + k * sb_k + j[:, None] * sb_j + i[None, :] * sb_i
 
     acc = tl.zeros((BLOCK_M, BLOCK_W), dtype=ACC_DTYPE)
-    # One flat loop over (leading tap, chunk), so that the loads of the next filter rows are in
-    # flight while this one's products run.
-    for step in range(0, T * R * CHUNKS):
-        tap_row = step // CHUNKS
-        chunk = step % CHUNKS
-        kt = tap_row // R
-        kr = tap_row % R
-        id_ = od * CONV_STRIDE_D - pad_d + kt * DIL_D
-        ih = oh * CONV_STRIDE_H - pad_h + kr * DIL_H
-        row_ok = mask_m & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
-        x_rows = x_base + id_ * sx_d + ih * sx_h + chunk * BLOCK_J * sx_w
-        cols = first_col + chunk * BLOCK_J
-        if X_ALIGNED:
-            x_rows = tl.multiple_of(x_rows, VECTOR)
-            cols = tl.multiple_of(cols, VECTOR)
-        cols_2d = cols[:, None] + j[None, :]
-        a = tl.load(
-            x_ptr + x_rows[:, None] + j[None, :] * sx_w,
-            mask=row_ok[:, None] & (cols_2d >= 0) & (cols_2d < W),
-            other=0.0,
-        )
-        tap_offs = band_offs + chunk * BLOCK_J
-        in_band = (tap_offs >= 0) & (tap_offs < S * DIL_W) & (tap_offs % DIL_W == 0)
-        band = tl.load(w_channel + kt * sw_t + kr * sw_r + (tap_offs // DIL_W) * sw_s, mask=in_band, other=0.0)
+    kt = zero_index(INDEX_64)
+    kr = zero_index(INDEX_64)
+    chunk = zero_index(INDEX_64)
+    # One flat loop over (filter row, chunk), so that the loads of the next filter rows are in
+    # flight while this one's products run. (A runtime trip count: Triton 3.9 did not pipeline
+    # the loop with a constant one.)
+    for _ in range(0, TAP_ROWS * CHUNKS):
+        dd = kt * DIL_D
+        dh = kr * DIL_H
+        row_ok = in_range(id0 + dd, D, INDEX_64) & in_range(ih0 + dh, H, INDEX_64)
+        in_row = in_range(cols + chunk * (BLOCK_J // x_unit), W // x_unit, INDEX_64)
+        x_step = (dd * (sx_d // x_unit) + dh * (sx_h // x_unit) + chunk * (BLOCK_J // x_unit) * sx_w) * x_unit
+        a = tl.load(x_ptr + x_step + x_offs, mask=row_ok[:, None] & in_row, other=0.0, cache_modifier=".ca")
+        band = tl.load(band_ptrs)
         acc = tl.dot(dot_operand(a), dot_operand(band), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        band_ptrs += BLOCK_J * sb_j
+        chunk += 1
+        row_done = chunk == CHUNKS
+        chunk = tl.where(row_done, 0, chunk)
+        kr = tl.where(row_done, kr + 1, kr)
+        plane_done = kr == R
+        kr = tl.where(plane_done, 0, kr)
+        kt = tl.where(plane_done, kt + 1, kt)
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + k * bias_stride).to(ACC_DTYPE)
     sy_n, sy_k, sy_d, sy_h, sy_w = y_strides
     sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
-    y_rows = n * sy_n + k * sy_k + od * sy_d + oh * sy_h + ow0 * sy_w
+    y_unit: tl.constexpr = Y_UNIT
+    y_rows = (
+        n * (sy_n // y_unit) + k * (sy_k // y_unit) + od * (sy_d // y_unit) + oh * (sy_h // y_unit)
+        + ow0 // y_unit * sy_w
+    ) * y_unit  # fmt: skip
     r_rows = n * sr_n + k * sr_k + od * sr_d + oh * sr_h + ow0 * sr_w
-    ow = ow0[:, None] + i[None, :]
-    if Y_ALIGNED:
-        y_rows = tl.multiple_of(y_rows, VECTOR)
-        W_OUT = tl.multiple_of(W_OUT, VECTOR)
-    mask = mask_m[:, None] & (ow < W_OUT)
+    out_cols = (ow0 // y_unit)[:, None] + (i // y_unit)[None, :]
+    mask = mask_m[:, None] & (out_cols < W_OUT // y_unit)
     finish_output(
         acc,
         y_ptr + y_rows[:, None] + i[None, :] * sy_w,
@@ -152,16 +161,39 @@ def banded_forward_kernel(
     )
 
 
-def _rows_aligned(t: torch.Tensor, vector: int) -> bool:
-    """Whether every W row of the (N, C, D, H, W) ``t`` starts at a multiple of ``vector``
-    elements and is dense: its start, its strides other than W's, and its width are multiples of
-    ``vector``, and W's stride is 1."""
-    return (
-        t.stride(-1) == 1
-        and t.data_ptr() % (vector * t.element_size()) == 0
-        and all(stride % vector == 0 for stride in t.stride()[:-1])
-        and t.shape[-1] % vector == 0
+def row_unit(t: torch.Tensor) -> int:
+    """The most elements, up to 16 bytes, that every W row of the (N, C, D, H, W) ``t`` starts at a
+    multiple of and spans a multiple of: 1 unless W's stride is 1."""
+    if t.stride(-1) != 1:
+        return 1
+    unit = 16 // t.element_size()
+    while unit > 1 and not (
+        t.data_ptr() % (unit * t.element_size()) == 0
+        and all(stride % unit == 0 for stride in t.stride()[:-1])
+        and t.shape[-1] % unit == 0
+    ):
+        unit //= 2
+    return unit
+
+
+def band_matrices(weight: torch.Tensor, spec: ConvSpec, block_w: int, depth: int, lead: int) -> torch.Tensor:
+    """Each filter row of the depthwise ``weight`` (K, 1, T, R, S) as its band matrix, stacked: (K,
+    T * R * depth, block_w), element (j, i) of row (t, r) the tap s with s * DIL_W = j - i - (lead -
+    PAD_W), zero where there is none. Input column ow0 - lead + j times it adds to output column
+    ow0 + i. A copy of depth * block_w elements per filter row, built by one gather."""
+    k = weight.shape[0]
+    _, _, s = spec.kernel_size
+    dil_w = spec.dilation[2]
+    taps = (
+        torch.arange(depth, device=weight.device)[:, None]
+        - torch.arange(block_w, device=weight.device)[None, :]
+        - (lead - spec.pad_lo[2])
     )
+    in_band = (taps >= 0) & (taps < s * dil_w) & (taps % dil_w == 0)
+    rows = as_3d(weight).reshape(k, -1, s)
+    # Index s (one past the row) reads the zero appended to every row.
+    padded = torch.cat([rows, rows.new_zeros((k, rows.shape[1], 1))], dim=2)
+    return padded[:, :, torch.where(in_band, taps // dil_w, s)].reshape(k, -1, block_w)
 
 
 def plan_banded_forward(
@@ -175,25 +207,25 @@ def plan_banded_forward(
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` for a
     depthwise ``spec`` with a unit step along W (``banded_applies``)."""
-    x, w, y = as_3d(input), as_3d(weight), as_3d(out)
+    x, y = as_3d(input), as_3d(out)
+    t, r, _ = spec.kernel_size
     pad_w = spec.pad_lo[2]
-    vector = 16 // x.element_size()
-    cfg = cfg or banded_config(spec, vector)
-    lead = banded_lead(pad_w, vector)
-    columns = banded_columns(spec, cfg.block_w, vector)
+    x_unit = row_unit(x)
+    cfg = cfg or banded_config(spec, x_unit)
+    lead = banded_lead(pad_w, x_unit)
+    chunks = triton.cdiv(banded_columns(spec, cfg.block_w, x_unit), cfg.block_j)
+    band = band_matrices(weight, spec, cfg.block_w, chunks * cfg.block_j, lead)
     d_out, h_out, w_out = spec.output_size
     segments = triton.cdiv(w_out, cfg.block_w)
     rows = spec.batch * d_out * h_out * segments
-    args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
-    args |= dict(K_G=spec.out_channels_per_group, SEGMENTS=segments, ROWS=rows)
-    constexprs = dict(zip(("T", "R", "S"), spec.kernel_size))
-    constexprs |= dict(CONV_STRIDE_D=spec.stride[0], CONV_STRIDE_H=spec.stride[1])
-    constexprs |= dict(zip(("DIL_D", "DIL_H", "DIL_W"), spec.dilation))
-    constexprs |= dict(PAD_W=pad_w, LEAD=lead, CHUNKS=triton.cdiv(columns, cfg.block_j), VECTOR=vector)
-    constexprs |= dict(X_ALIGNED=_rows_aligned(x, vector), Y_ALIGNED=_rows_aligned(y, vector))
+    args = arguments.tensors(x=x, band=band) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
+    args |= dict(K_G=spec.out_channels_per_group, TAP_ROWS=t * r, SEGMENTS=segments, ROWS=rows)
+    constexprs = dict(R=r, CONV_STRIDE_D=spec.stride[0], CONV_STRIDE_H=spec.stride[1])
+    constexprs |= dict(DIL_D=spec.dilation[0], DIL_H=spec.dilation[1], LEAD=lead, CHUNKS=chunks)
+    constexprs |= dict(X_UNIT=x_unit, Y_UNIT=row_unit(y))
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(
-        INDEX_64=needs_int64(x, w, y, args["residual_ptr"]),
+        INDEX_64=needs_int64(x, band, y, args["residual_ptr"]),
         ACC_DTYPE=accumulator_dtype(x.dtype),
         PRECISION=dot_precision(x),
         BLOCK_M=cfg.block_m,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import ConvSpec
+from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
-from .banded import plan_banded_forward, plan_banded_input_grad
+from .banded import plan_banded_forward, plan_banded_input_grad, row_unit
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
@@ -34,22 +34,23 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
 # Filter rows at least this wide, of a depthwise convolution in 16-bit floats read along W, run as
 # a GEMM against a band matrix (``kernels/banded.py``). A 5-wide row costs the matrix unit about
 # 10x the useful products (16-deep steps over the row's reach and alignment), still less time
-# than the direct kernel's 2-4 instructions per FMA on CUDA cores, which have 1/16 of its rate.
+# than the direct kernel's 2-5 instructions per FMA on CUDA cores, which have 1/16 of its rate.
 BANDED_MIN_WIDTH = 5
 BANDED_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Depthwise (one input channel per group), a unit step along W, a filter row at least
-    BANDED_MIN_WIDTH wide, 16-bit floats, and rows contiguous along W in ``input`` (the default
-    layout; channels-last rows are strided gathers there)."""
+    BANDED_MIN_WIDTH wide, 16-bit floats, and rows of ``input`` that load in vectors of at least
+    two elements along W (``banded.row_unit``): the default layout with an even width. Narrower
+    loads cannot be asynchronous copies, and channels-last rows are strided gathers."""
     return (
         spec.groups > 1
         and spec.in_channels_per_group == 1
         and spec.stride[2] == 1
         and spec.kernel_size[2] >= BANDED_MIN_WIDTH
         and input.dtype in BANDED_DTYPES
-        and input.stride(-1) == 1
+        and row_unit(as_3d(input)) > 1
     )
 
 

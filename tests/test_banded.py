@@ -1,0 +1,143 @@
+"""The band-matrix depthwise kernel (wide filter rows on the matrix unit) and the rule that picks it."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from triton_conv.kernels import dispatch
+from triton_conv.kernels.banded import band_matrices, plan_banded_forward, plan_banded_input_grad, row_unit
+from triton_conv.spec import as_3d, conv_spec
+from triton_conv.tuning.configs import BandedConfig
+
+from .checks import check_backward, check_forward, check_transposed
+from .reference import DEVICE, ConvCase, TCase
+
+pytestmark = pytest.mark.direct
+
+TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+# Depthwise geometries the kernel takes: odd and even widths (rows that load in vectors of 8,
+# 4, 2 and 1 float64 or 16-bit elements), padding below, at and beyond the filter's reach,
+# 'same' with an even filter, dilation along every dimension, steps along D and H, a channel
+# multiplier, and 1-D, 2-D and 3-D.
+BANDED = [
+    ConvCase(1, 2, 3, 3, (40,), (7,), padding=3, groups=3, name="1d_k7"),
+    ConvCase(1, 2, 4, 4, (37,), (31,), padding=15, groups=4, name="1d_k31_odd_width"),
+    ConvCase(1, 1, 2, 2, (24,), (5,), padding=0, groups=2, name="1d_valid"),
+    ConvCase(1, 2, 2, 2, (20,), (6,), padding="same", groups=2, name="1d_same_even"),
+    ConvCase(1, 2, 2, 4, (33,), (5,), padding=2, groups=2, name="1d_multiplier_2"),
+    ConvCase(1, 1, 2, 2, (30,), (5,), padding=9, dilation=3, groups=2, name="1d_dilated_pad_past_reach"),
+    ConvCase(2, 2, 4, 4, (9, 16), (3, 7), padding=(1, 3), groups=4, name="2d_3x7"),
+    ConvCase(2, 2, 3, 3, (10, 14), (7, 7), padding=3, groups=3, name="2d_7x7_width_14"),
+    ConvCase(2, 1, 2, 2, (11, 13), (5, 5), stride=(2, 1), padding=2, dilation=(2, 1), groups=2, name="2d_strided_h"),
+    ConvCase(3, 1, 2, 2, (3, 5, 24), (3, 3, 9), padding=(1, 1, 4), groups=2, name="3d"),
+]
+
+
+def _spec(case: ConvCase, x: torch.Tensor, w: torch.Tensor):
+    return conv_spec(x, w, None, **case.kwargs(), ndim=case.ndim)
+
+
+def _inputs(case: ConvCase, dtype: torch.dtype):
+    x = torch.randn(case.batch, case.in_channels, *case.size, dtype=torch.float64)
+    w = torch.randn(case.out_channels, 1, *case.kernel, dtype=torch.float64)
+    b = torch.randn(case.out_channels, dtype=torch.float64)
+    return x.to(dtype), w.to(dtype), b.to(dtype)
+
+
+@pytest.mark.parametrize("case", BANDED, ids=lambda c: c.id)
+def test_forward_exact_in_float64(case):
+    """The kernel itself, whatever the dispatch rule: float64 products are exact, so only the
+    summation order differs from torch's."""
+    x, w, b = _inputs(case, torch.float64)
+    expected = TORCH_CONV[case.ndim](x, w, b, **case.kwargs())
+    out = torch.empty_like(expected)
+    plan_banded_forward(x.to(DEVICE), w.to(DEVICE), b.to(DEVICE), _spec(case, x, w), out.to(DEVICE))()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [c for c in BANDED if c.in_channels == c.out_channels], ids=lambda c: c.id)
+def test_input_grad_exact_in_float64(case):
+    """dx as the forward of the flipped filter, for unit steps (the cases with a step along H
+    take the direct kernel in the ops, and check the flipped spec here with steps of 1)."""
+    x, w, _ = _inputs(case, torch.float64)
+    kwargs = case.kwargs() | {"stride": 1}
+    x.requires_grad_()
+    y = TORCH_CONV[case.ndim](x, w, None, **kwargs)
+    dy = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(y, x, dy)
+    spec = conv_spec(x, w, None, **kwargs, ndim=case.ndim)
+    dx = torch.empty_like(x)
+    plan_banded_input_grad(dy.to(DEVICE), w.to(DEVICE), spec, dx.detach().to(DEVICE))()
+    torch.testing.assert_close(dx, expected, rtol=0, atol=1e-12)
+
+
+def test_band_matrix_holds_the_filter_row():
+    """Band element (j, i) is tap j - i - (lead - padding): every filter tap once per output column."""
+    case = BANDED[0]
+    x, w, _ = _inputs(case, torch.float64)
+    spec = _spec(case, x, w)
+    band = band_matrices(w, spec, block_w=16, depth=32, lead=4).reshape(3, 32, 16)
+    for i in range(16):
+        column = band[:, i + 1 : i + 8, i]  # lead 4 - padding 3: tap s sits at row i + 1 + s
+        torch.testing.assert_close(column, w[:, 0])
+        assert band[:, :, i].count_nonzero() == w[:, 0].count_nonzero()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", BANDED, ids=lambda c: c.id)
+def test_ops_match_torch_in_16_bit(case, dtype):
+    """Through the ops in bf16/fp16, where the dispatch rule picks the band kernel for every case
+    with even rows and unit steps along W: forward, then all three gradients."""
+    x, w, _ = _inputs(case, dtype)
+    spec = _spec(case, x, w)
+    assert dispatch.uses_banded_kernel(x, spec) is (case.size[-1] % 2 == 0)
+    check_forward(case, dtype, "contiguous")
+    check_backward(case, dtype, "contiguous")
+
+
+def test_transposed_depthwise_uses_the_band_kernel():
+    """A depthwise transposed convolution with unit steps runs its forward (an input gradient)
+    through the band kernel, with bias: against torch."""
+    check_transposed(TCase(2, 2, 4, 4, (9, 16), (5, 7), padding=(2, 3), groups=4), torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    ("layout", "width", "dtype", "banded"),
+    [
+        ("contiguous", 56, torch.bfloat16, True),
+        ("contiguous", 7, torch.bfloat16, False),  # odd rows: 2-byte loads, not asynchronous
+        ("channels_last", 56, torch.bfloat16, False),  # rows strided by C
+        ("contiguous", 56, torch.float32, False),
+    ],
+)
+def test_dispatch_rule(layout, width, dtype, banded):
+    x = torch.empty(2, 8, 16, width, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.empty(8, 1, 7, 7, dtype=dtype)
+    spec = conv_spec(x, w, None, 1, 3, 1, 8, 2)
+    assert dispatch.uses_banded_kernel(x, spec) is banded
+    narrow = conv_spec(x, torch.empty(8, 1, 3, 3, dtype=dtype), None, 1, 1, 1, 8, 2)
+    assert not dispatch.uses_banded_kernel(x, narrow)
+
+
+def test_row_unit():
+    assert row_unit(as_3d(torch.empty(2, 3, 4, 56, dtype=torch.bfloat16))) == 8
+    assert row_unit(as_3d(torch.empty(2, 3, 4, 28, dtype=torch.bfloat16))) == 4
+    assert row_unit(as_3d(torch.empty(2, 3, 4, 14, dtype=torch.bfloat16))) == 2
+    assert row_unit(as_3d(torch.empty(2, 3, 4, 56, dtype=torch.float64))) == 2
+    assert row_unit(as_3d(torch.empty(2, 3, 4, 56, dtype=torch.bfloat16)[..., 1:])) == 1
+    assert row_unit(as_3d(torch.empty(2, 3, 4, 56, dtype=torch.bfloat16).to(memory_format=torch.channels_last))) == 1
+
+
+def test_gpu_tile_runs_in_the_interpreter(gpu_tiles):
+    """The GPU tile (256 rows, several segments per row) on a problem larger than one program."""
+    case = ConvCase(2, 2, 4, 4, (50, 70), (5, 7), padding=(2, 3), groups=4)
+    x, w, b = _inputs(case, torch.float64)
+    expected = F.conv2d(x, w, b, padding=(2, 3), groups=4)
+    out = torch.empty_like(expected)
+    launch = plan_banded_forward(x, w, b, _spec(case, x, w), out, cfg=BandedConfig(256, 32, 16, 4, 3))
+    assert launch.grid[0] > 1
+    launch()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
