@@ -45,7 +45,7 @@ import torch
 import triton
 
 from triton_conv.kernels import dispatch
-from triton_conv.kernels.banded import banded_forward_kernel
+from triton_conv.kernels.banded import banded_forward_kernel, banded_weight_grad_kernel
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
@@ -256,14 +256,20 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     return row
 
 
+BAND_KERNELS = tuple(kernel_name(Launch(k, (), {})) for k in (banded_forward_kernel, banded_weight_grad_kernel))
+
+
 def is_band(launch: Launch) -> bool:
     """Whether ``launch`` runs the band-matrix depthwise kernel (``kernels/banded.py``)."""
-    return kernel_name(launch) == kernel_name(Launch(banded_forward_kernel, (), {}))
+    return kernel_name(launch) in BAND_KERNELS
 
 
 def band_steps(launch: Launch) -> Steps:
-    """Steps per program of the band kernel: one per leading filter tap and BLOCK_J-deep chunk."""
-    return Steps(launch.args["TAP_ROWS"] * launch.constexprs["CHUNKS"], 1)
+    """Steps per program of a band kernel: the forward's, one per filter row and BLOCK_J-deep
+    chunk; the weight gradient's, one per BLOCK_M rows of its split (all chunks in a step)."""
+    if "TAP_ROWS" in launch.args:
+        return Steps(launch.args["TAP_ROWS"] * launch.constexprs["CHUNKS"], 1)
+    return Steps(launch.args["SPLIT_ROWS"] / launch.constexprs["BLOCK_M"], 1)
 
 
 def reference_steps(launch: Launch) -> Steps:

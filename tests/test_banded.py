@@ -5,7 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from triton_conv.kernels import dispatch
-from triton_conv.kernels.banded import band_matrices, plan_banded_forward, plan_banded_input_grad, row_unit
+from triton_conv.kernels.banded import (
+    band_matrices,
+    banded_weight_grad,
+    plan_banded_forward,
+    plan_banded_input_grad,
+    row_unit,
+)
 from triton_conv.spec import as_3d, conv_spec
 from triton_conv.tuning.configs import BandedConfig
 
@@ -72,6 +78,22 @@ def test_input_grad_exact_in_float64(case):
     torch.testing.assert_close(dx, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("split_k", [1, 3])
+@pytest.mark.parametrize("case", BANDED, ids=lambda c: c.id)
+def test_weight_grad_exact_in_float64(case, split_k):
+    """dw as diagonal sums of a GEMM over the rows, and db, whole or in splits of the rows."""
+    x, w, b = _inputs(case, torch.float64)
+    w.requires_grad_()
+    b.requires_grad_()
+    y = TORCH_CONV[case.ndim](x, w, b, **case.kwargs())
+    dy = torch.randn_like(y)
+    expected_w, expected_b = torch.autograd.grad(y, (w, b), dy)
+    dw, db = torch.empty_like(expected_w), torch.empty_like(expected_b)
+    banded_weight_grad(dy.to(DEVICE), x.to(DEVICE), _spec(case, x, w), dw, db, split_k=split_k)
+    torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
+    torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
+
+
 def test_band_matrix_holds_the_filter_row():
     """Band element (j, i) is tap j - i - (lead - padding): every filter tap once per output column."""
     case = BANDED[0]
@@ -91,7 +113,10 @@ def test_ops_match_torch_in_16_bit(case, dtype):
     with even rows and unit steps along W: forward, then all three gradients."""
     x, w, _ = _inputs(case, dtype)
     spec = _spec(case, x, w)
-    assert dispatch.uses_banded_kernel(x, spec) is (case.size[-1] % 2 == 0)
+    even = case.size[-1] % 2 == 0
+    assert dispatch.uses_banded_kernel(x, spec) is even
+    y = torch.empty(spec.out_shape, dtype=dtype)
+    assert dispatch.uses_banded_weight_grad(y, x, spec) is (even and spec.output_size[2] % 2 == 0)
     check_forward(case, dtype, "contiguous")
     check_backward(case, dtype, "contiguous")
 

@@ -32,12 +32,13 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import BandedConfig, banded_columns, banded_config, banded_lead
+from ..tuning.configs import BandedConfig, banded_columns, banded_config, banded_lead, split_k_for
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import program_ids, unravel_pixels
 from .reduction import in_range, zero_index
+from .split_k import partial_buffers, sum_splits
 
 
 @triton.jit
@@ -161,6 +162,118 @@ def banded_forward_kernel(
     )
 
 
+@triton.jit
+def banded_weight_grad_kernel(
+    x_ptr, dy_ptr, dw_partial_ptr, db_partial_ptr,
+    K_G, input_size, output_size, SEGMENTS, ROWS, SPLIT_ROWS, padding,
+    x_strides, dy_strides,
+    R: tl.constexpr, S: tl.constexpr, TAPS_PAD: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
+    CONV_STRIDE_H: tl.constexpr, DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    PAD_W: tl.constexpr, LEAD: tl.constexpr,
+    CHUNKS: tl.constexpr, X_UNIT: tl.constexpr, DY_UNIT: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """Partial dw[k, 0, t, r, s] (and db[k]) over one split of the rows: for filter row (t, r) of
+    channel k, G[i, j] = sum over rows of dy[row, ow0 + i] * x[row', ow0 - LEAD + j], a GEMM over
+    the rows, then dw[s] = the sum of G along the diagonal j - i = s * DIL_W + LEAD - PAD_W.
+
+    Args:
+        x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements).
+        dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
+        dw_partial_ptr: (SPLIT_K, K, T * R * S) contiguous, ACC_DTYPE; split z writes slice z.
+        db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
+        K_G: output channels per group. input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT).
+        padding: leading padding (D, H, W); PAD_W is its W entry, as a constexpr.
+        SEGMENTS: cdiv(W_OUT, BLOCK_W) segments per output row; ROWS = N * D_OUT * H_OUT * SEGMENTS.
+        SPLIT_ROWS: rows per split, a multiple of BLOCK_M.
+        R, S: the filter's height and width; TAPS_PAD: S rounded up to a power of 2.
+        CONV_STRIDE_D/H: the convolution's steps along D
+            and H (1 along W). DIL_D/H/W: the spacing of the taps.
+        LEAD, CHUNKS, X_UNIT: as in ``banded_forward_kernel``; DY_UNIT: dy's (``row_unit``).
+        HAS_BIAS_GRAD: filter row 0's programs also sum dy into db.
+        INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        PRECISION: tl.dot input precision ("ieee" or "tf32").
+        BLOCK_M, BLOCK_W, BLOCK_J: rows per step, output columns of a segment, input columns of
+            a chunk.
+        Grid: (K, T * R, SPLIT_K).
+    """
+    k, tap_row, split = program_ids(INDEX_64)
+    D, H, W = input_size
+    D_OUT, H_OUT, W_OUT = output_size
+    pad_d, pad_h, _ = padding
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
+    x_unit: tl.constexpr = X_UNIT
+    dy_unit: tl.constexpr = DY_UNIT
+    dd = (tap_row // R) * DIL_D
+    dh = (tap_row % R) * DIL_H
+    j = tl.arange(0, BLOCK_J)
+    i = tl.arange(0, BLOCK_W)
+
+    accs = ()
+    for _ in tl.static_range(CHUNKS):
+        accs = accs + (tl.zeros((BLOCK_W, BLOCK_J), dtype=ACC_DTYPE),)
+    bias_acc = tl.zeros((BLOCK_M, BLOCK_W), dtype=ACC_DTYPE)
+    first = split * SPLIT_ROWS
+    for start in range(first, tl.minimum(first + SPLIT_ROWS, ROWS), BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
+        mask_m = rows < ROWS
+        n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
+        ow0 = segment * BLOCK_W
+        id_ = od * CONV_STRIDE_D - pad_d + dd
+        ih = oh * CONV_STRIDE_H - pad_h + dh
+        row_ok = mask_m & in_range(id_, D, INDEX_64) & in_range(ih, H, INDEX_64)
+        dy_rows = (
+            n * (sdy_n // dy_unit) + k * (sdy_k // dy_unit) + od * (sdy_d // dy_unit) + oh * (sdy_h // dy_unit)
+            + ow0 // dy_unit * sdy_w
+        ) * dy_unit  # fmt: skip
+        dy_cols = (ow0 // dy_unit)[:, None] + (i // dy_unit)[None, :]
+        dy = tl.load(
+            dy_ptr + dy_rows[:, None] + i[None, :] * sdy_w,
+            mask=mask_m[:, None] & (dy_cols < W_OUT // dy_unit),
+            other=0.0,
+        )
+        if HAS_BIAS_GRAD:
+            bias_acc += dy.to(ACC_DTYPE)
+        dy_t = dot_operand(tl.trans(dy))
+        x_rows = (
+            n * (sx_n // x_unit) + (k // K_G) * (sx_c // x_unit) + id_ * (sx_d // x_unit) + ih * (sx_h // x_unit)
+            + (ow0 - LEAD) // x_unit * sx_w
+        ) * x_unit  # fmt: skip
+        cols = ((ow0 - LEAD) // x_unit)[:, None] + (j // x_unit)[None, :]
+        updated = ()
+        for q in tl.static_range(CHUNKS):
+            in_row = in_range(cols + q * (BLOCK_J // x_unit), W // x_unit, INDEX_64)
+            a = tl.load(
+                x_ptr + x_rows[:, None] + (q * BLOCK_J + j)[None, :] * sx_w,
+                mask=row_ok[:, None] & in_row,
+                other=0.0,
+                cache_modifier=".ca",
+            )
+            updated = updated + (
+                tl.dot(dy_t, dot_operand(a), accs[q], input_precision=PRECISION, out_dtype=ACC_DTYPE),
+            )
+        accs = updated
+
+    # dw[s]: the diagonal j - i = s * DIL_W + LEAD - PAD_W of the chunks' products, chunk q's
+    # columns j being input columns q * BLOCK_J + j.
+    taps = tl.arange(0, TAPS_PAD)
+    dw = tl.zeros((TAPS_PAD,), dtype=ACC_DTYPE)
+    for q in tl.static_range(CHUNKS):
+        diagonal = q * BLOCK_J + j[None, :] - i[:, None] - (LEAD - PAD_W)
+        for s in tl.static_range(S):
+            on_tap = tl.sum(tl.sum(tl.where(diagonal == s * DIL_W, accs[q], 0.0), axis=1), axis=0)
+            dw = tl.where(taps == s, dw + on_tap, dw)
+    K = tl.num_programs(0)
+    TAP_ROWS = tl.num_programs(1)
+    dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
+    tl.store(dw_row + taps, dw, mask=taps < S)
+    if HAS_BIAS_GRAD:
+        if tap_row == 0:
+            tl.store(db_partial_ptr + split * K + k, tl.sum(tl.sum(bias_acc, axis=1), axis=0))
+
+
 def row_unit(t: torch.Tensor) -> int:
     """The most elements, up to 16 bytes, that every W row of the (N, C, D, H, W) ``t`` starts at a
     multiple of and spans a multiple of: 1 unless W's stride is 1."""
@@ -264,3 +377,69 @@ def plan_banded_input_grad(
     elements)."""
     flipped = weight.flip(tuple(range(2, weight.dim())))
     return plan_banded_forward(grad_output, flipped, bias, flipped_forward_spec(spec), grad_input, epilogue)
+
+
+def plan_banded_weight_grad(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    spec: ConvSpec,
+    dw_partial: torch.Tensor,
+    db_partial: torch.Tensor | None,
+    cfg: BandedConfig | None = None,
+) -> Launch:
+    """The launch writing split partials of dw (and db) for a depthwise ``spec`` with a unit step
+    along W; ``dw_partial`` is (SPLIT_K, K * T * R * S)."""
+    dy, x = as_3d(grad_output), as_3d(input)
+    t, r, s = spec.kernel_size
+    pad_w = spec.pad_lo[2]
+    x_unit = row_unit(x)
+    cfg = cfg or banded_config(spec, x_unit)
+    lead = banded_lead(pad_w, x_unit)
+    chunks = triton.cdiv(banded_columns(spec, cfg.block_w, x_unit), cfg.block_j)
+    d_out, h_out, w_out = spec.output_size
+    segments = triton.cdiv(w_out, cfg.block_w)
+    rows = spec.batch * d_out * h_out * segments
+    split_k = dw_partial.shape[0]
+    split_rows = triton.cdiv(triton.cdiv(rows, cfg.block_m), split_k) * cfg.block_m
+    args = arguments.tensors(x=x, dy=dy) | arguments.sizes(spec)
+    args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
+    args |= dict(K_G=spec.out_channels_per_group, SEGMENTS=segments, ROWS=rows, SPLIT_ROWS=split_rows)
+    constexprs = dict(R=r, S=s, TAPS_PAD=triton.next_power_of_2(s), CONV_STRIDE_D=spec.stride[0])
+    constexprs |= dict(CONV_STRIDE_H=spec.stride[1], PAD_W=pad_w, LEAD=lead, CHUNKS=chunks)
+    constexprs |= dict(zip(("DIL_D", "DIL_H", "DIL_W"), spec.dilation))
+    constexprs |= dict(X_UNIT=x_unit, DY_UNIT=row_unit(dy), HAS_BIAS_GRAD=db_partial is not None)
+    constexprs |= dict(
+        INDEX_64=needs_int64(x, dy, dw_partial),
+        ACC_DTYPE=accumulator_dtype(x.dtype),
+        PRECISION=dot_precision(x),
+        BLOCK_M=cfg.block_m,
+        BLOCK_W=cfg.block_w,
+        BLOCK_J=cfg.block_j,
+    )
+    grid = (spec.out_channels, t * r, split_k)
+    return Launch(banded_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
+
+
+def banded_weight_grad(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    spec: ConvSpec,
+    grad_weight: torch.Tensor,
+    grad_bias: torch.Tensor | None = None,
+    split_k: int | None = None,
+) -> None:
+    """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias), for
+    a depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_weight_grad``). Rows
+    are split between programs only where the channels' filter rows leave SMs idle."""
+    t, r, _ = spec.kernel_size
+    if split_k is None:
+        cfg = banded_config(spec, row_unit(as_3d(input)))
+        d_out, h_out, w_out = spec.output_size
+        rows = spec.batch * d_out * h_out * triton.cdiv(w_out, cfg.block_w)
+        split_k = split_k_for(spec.out_channels * t * r, rows, cfg.block_m)
+    bias_elements = spec.out_channels if grad_bias is not None else None
+    dw_partial, db_partial = partial_buffers(grad_output, split_k, grad_weight.numel(), bias_elements)
+    plan_banded_weight_grad(grad_output, input, spec, dw_partial, db_partial)()
+    sum_splits(dw_partial, grad_weight)
+    if grad_bias is not None:
+        sum_splits(db_partial, grad_bias)

@@ -7,7 +7,7 @@ import torch
 from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
-from .banded import plan_banded_forward, plan_banded_input_grad, row_unit
+from .banded import banded_weight_grad, plan_banded_forward, plan_banded_input_grad, row_unit
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
@@ -59,6 +59,11 @@ def uses_banded_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
     channel per group and unit steps in every dimension, where it is the forward of the flipped
     filter (``banded.flipped_forward_spec``)."""
     return uses_banded_kernel(grad_output, spec) and spec.out_channels_per_group == 1 and spec.stride == (1, 1, 1)
+
+
+def uses_banded_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, spec: ConvSpec) -> bool:
+    """``uses_banded_kernel`` for the weight gradient: ``grad_output``'s rows load in vectors too."""
+    return uses_banded_kernel(input, spec) and row_unit(as_3d(grad_output)) > 1
 
 
 def folds_patch_rows(input: torch.Tensor, spec: ConvSpec) -> bool:
@@ -150,6 +155,9 @@ def weight_grad(
     grad_bias: torch.Tensor | None,
 ) -> None:
     """d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
+    if uses_banded_weight_grad(grad_output, input, spec):
+        banded_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
+        return
     if uses_direct_kernel(spec):
         direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
         return
