@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.banded import (
+    aligned_input,
     band_matrices,
     banded_weight_grad,
     plan_banded_forward,
@@ -109,14 +110,12 @@ def test_band_matrix_holds_the_filter_row():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", BANDED, ids=lambda c: c.id)
 def test_ops_match_torch_in_16_bit(case, dtype):
-    """Through the ops in bf16/fp16, where the dispatch rule picks the band kernel for every case
-    with even rows and unit steps along W: forward, then all three gradients."""
+    """Through the ops in bf16/fp16, where the dispatch rule picks the band kernels for every case
+    (odd widths read widened copies): forward, then all three gradients."""
     x, w, _ = _inputs(case, dtype)
     spec = _spec(case, x, w)
-    even = case.size[-1] % 2 == 0
-    assert dispatch.uses_banded_kernel(x, spec) is even
-    y = torch.empty(spec.out_shape, dtype=dtype)
-    assert dispatch.uses_banded_weight_grad(y, x, spec) is (even and spec.output_size[2] % 2 == 0)
+    assert dispatch.uses_banded_kernel(x, spec)
+    assert dispatch.uses_banded_weight_grad(torch.empty(spec.out_shape, dtype=dtype), x, spec)
     check_forward(case, dtype, "contiguous")
     check_backward(case, dtype, "contiguous")
 
@@ -131,7 +130,8 @@ def test_transposed_depthwise_uses_the_band_kernel():
     ("layout", "width", "dtype", "banded"),
     [
         ("contiguous", 56, torch.bfloat16, True),
-        ("contiguous", 7, torch.bfloat16, False),  # odd rows: 2-byte loads, not asynchronous
+        ("contiguous", 13, torch.bfloat16, True),  # odd rows: read from a widened copy
+        ("contiguous", 7, torch.bfloat16, False),  # rows of 7 leave most of a segment empty
         ("channels_last", 56, torch.bfloat16, False),  # rows strided by C
         ("contiguous", 56, torch.float32, False),
     ],
@@ -145,6 +145,19 @@ def test_dispatch_rule(layout, width, dtype, banded):
     assert dispatch.uses_banded_kernel(x, spec) is banded
     narrow = conv_spec(x, torch.empty(8, 1, 3, 3, dtype=dtype), None, 1, 1, 1, 8, 2)
     assert not dispatch.uses_banded_kernel(x, narrow)
+
+
+def test_widened_rows_match_in_float64():
+    """Rows of 13 float64 (8-byte loads) are read as they are; rows of 13 in bf16 (2 bytes) from a
+    copy widened to 16: both exact against torch through the kernels' entry points."""
+    case = ConvCase(2, 2, 3, 3, (9, 13), (5, 7), padding=(2, 3), groups=3)
+    x, w, b = _inputs(case, torch.float64)
+    spec = _spec(case, x, w)
+    wide, wide_spec = aligned_input(as_3d(x.to(torch.bfloat16)), spec)
+    assert wide.shape[-1] == 16 and wide_spec.input_size[2] == 16
+    torch.testing.assert_close(wide[..., :13], as_3d(x.to(torch.bfloat16)), rtol=0, atol=0)
+    assert wide[..., 13:].count_nonzero() == 0
+    assert aligned_input(as_3d(x), spec)[0].shape[-1] == 13
 
 
 def test_row_unit():

@@ -32,10 +32,21 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import BandedConfig, banded_columns, banded_config, banded_lead, split_k_for
+from ..tuning.configs import (
+    BANDED_WEIGHT_GRAD_ROWS,
+    WGMMA_ROWS,
+    BandedConfig,
+    banded_columns,
+    banded_config,
+    banded_lead,
+    gpu_tiles,
+    split_k_for,
+)
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
+from .pad_input import widen_rows
+from .direct import advance_groups as advance_rows
 from .indexing import program_ids, unravel_pixels
 from .reduction import in_range, zero_index
 from .split_k import partial_buffers, sum_splits
@@ -170,12 +181,12 @@ def banded_weight_grad_kernel(
     R: tl.constexpr, S: tl.constexpr, TAPS_PAD: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
     CONV_STRIDE_H: tl.constexpr, DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     PAD_W: tl.constexpr, LEAD: tl.constexpr,
-    CHUNKS: tl.constexpr, X_UNIT: tl.constexpr, DY_UNIT: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
+    X_UNIT: tl.constexpr, DY_UNIT: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_J: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, COLUMNS: tl.constexpr,
 ):  # fmt: skip
     """Partial dw[k, 0, t, r, s] (and db[k]) over one split of the rows: for filter row (t, r) of
-    channel k, G[i, j] = sum over rows of dy[row, ow0 + i] * x[row', ow0 - LEAD + j], a GEMM over
+    channel k, G[j, i] = sum over rows of x[row', ow0 - LEAD + j] * dy[row, ow0 + i], a GEMM over
     the rows, then dw[s] = the sum of G along the diagonal j - i = s * DIL_W + LEAD - PAD_W.
 
     Args:
@@ -183,19 +194,21 @@ def banded_weight_grad_kernel(
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
         dw_partial_ptr: (SPLIT_K, K, T * R * S) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        K_G: output channels per group. input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT).
+        K_G: output channels per group. input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT),
+            W_OUT dy's row width (a widened copy's is more than the output's: zeros).
         padding: leading padding (D, H, W); PAD_W is its W entry, as a constexpr.
-        SEGMENTS: cdiv(W_OUT, BLOCK_W) segments per output row; ROWS = N * D_OUT * H_OUT * SEGMENTS.
+        SEGMENTS: segments of BLOCK_W per output row; ROWS = N * D_OUT * H_OUT * SEGMENTS.
         SPLIT_ROWS: rows per split, a multiple of BLOCK_M.
         R, S: the filter's height and width; TAPS_PAD: S rounded up to a power of 2.
         CONV_STRIDE_D/H: the convolution's steps along D
             and H (1 along W). DIL_D/H/W: the spacing of the taps.
-        LEAD, CHUNKS, X_UNIT: as in ``banded_forward_kernel``; DY_UNIT: dy's (``row_unit``).
+        LEAD, X_UNIT: as in ``banded_forward_kernel``; DY_UNIT: dy's (``row_unit``).
         HAS_BIAS_GRAD: filter row 0's programs also sum dy into db.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         PRECISION: tl.dot input precision ("ieee" or "tf32").
-        BLOCK_M, BLOCK_W, BLOCK_J: rows per step, output columns of a segment, input columns of
-            a chunk.
+        BLOCK_M, BLOCK_W: rows per step, output columns of a segment. COLUMNS: the input columns
+            a segment reads (``banded_columns``) rounded up to a power of 2: G's rows, at least
+            the 64 of a wgmma.
         Grid: (K, T * R, SPLIT_K).
     """
     k, tap_row, split = program_ids(INDEX_64)
@@ -208,18 +221,18 @@ def banded_weight_grad_kernel(
     dy_unit: tl.constexpr = DY_UNIT
     dd = (tap_row // R) * DIL_D
     dh = (tap_row % R) * DIL_H
-    j = tl.arange(0, BLOCK_J)
+    j = tl.arange(0, COLUMNS)
     i = tl.arange(0, BLOCK_W)
 
-    accs = ()
-    for _ in tl.static_range(CHUNKS):
-        accs = accs + (tl.zeros((BLOCK_W, BLOCK_J), dtype=ACC_DTYPE),)
-    bias_acc = tl.zeros((BLOCK_M, BLOCK_W), dtype=ACC_DTYPE)
+    acc = tl.zeros((COLUMNS, BLOCK_W), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_W,), dtype=ACC_DTYPE)
     first = split * SPLIT_ROWS
-    for start in range(first, tl.minimum(first + SPLIT_ROWS, ROWS), BLOCK_M):
-        rows = start + tl.arange(0, BLOCK_M)
+    rows = first + tl.arange(0, BLOCK_M)
+    n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
+    # Steps move the rows on by BLOCK_M with carries (no division in the loop).
+    step_n, step_d, step_h, step_segment = unravel_pixels(BLOCK_M, D_OUT, H_OUT, SEGMENTS)
+    for _ in range(0, tl.cdiv(tl.minimum(SPLIT_ROWS, ROWS - first), BLOCK_M)):
         mask_m = rows < ROWS
-        n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
         ow0 = segment * BLOCK_W
         id_ = od * CONV_STRIDE_D - pad_d + dd
         ih = oh * CONV_STRIDE_H - pad_h + dh
@@ -235,43 +248,35 @@ def banded_weight_grad_kernel(
             other=0.0,
         )
         if HAS_BIAS_GRAD:
-            bias_acc += dy.to(ACC_DTYPE)
-        dy_t = dot_operand(tl.trans(dy))
+            bias_acc += tl.sum(dy.to(ACC_DTYPE), axis=0)
         x_rows = (
             n * (sx_n // x_unit) + (k // K_G) * (sx_c // x_unit) + id_ * (sx_d // x_unit) + ih * (sx_h // x_unit)
             + (ow0 - LEAD) // x_unit * sx_w
         ) * x_unit  # fmt: skip
         cols = ((ow0 - LEAD) // x_unit)[:, None] + (j // x_unit)[None, :]
-        updated = ()
-        for q in tl.static_range(CHUNKS):
-            in_row = in_range(cols + q * (BLOCK_J // x_unit), W // x_unit, INDEX_64)
-            a = tl.load(
-                x_ptr + x_rows[:, None] + (q * BLOCK_J + j)[None, :] * sx_w,
-                mask=row_ok[:, None] & in_row,
-                other=0.0,
-                cache_modifier=".ca",
-            )
-            updated = updated + (
-                tl.dot(dy_t, dot_operand(a), accs[q], input_precision=PRECISION, out_dtype=ACC_DTYPE),
-            )
-        accs = updated
+        a = tl.load(
+            x_ptr + x_rows[:, None] + j[None, :] * sx_w,
+            mask=row_ok[:, None] & in_range(cols, W // x_unit, INDEX_64),
+            other=0.0,
+        )
+        acc = tl.dot(dot_operand(tl.trans(a)), dot_operand(dy), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        rows += BLOCK_M
+        n, od, oh, segment = advance_rows(n, od, oh, segment, step_n, step_d, step_h, step_segment, D_OUT, H_OUT, SEGMENTS)
 
-    # dw[s]: the diagonal j - i = s * DIL_W + LEAD - PAD_W of the chunks' products, chunk q's
-    # columns j being input columns q * BLOCK_J + j.
+    # dw[s]: G's diagonal j - i = s * DIL_W + LEAD - PAD_W.
+    diagonal = j[:, None] - i[None, :] - (LEAD - PAD_W)
     taps = tl.arange(0, TAPS_PAD)
     dw = tl.zeros((TAPS_PAD,), dtype=ACC_DTYPE)
-    for q in tl.static_range(CHUNKS):
-        diagonal = q * BLOCK_J + j[None, :] - i[:, None] - (LEAD - PAD_W)
-        for s in tl.static_range(S):
-            on_tap = tl.sum(tl.sum(tl.where(diagonal == s * DIL_W, accs[q], 0.0), axis=1), axis=0)
-            dw = tl.where(taps == s, dw + on_tap, dw)
+    for s in tl.static_range(S):
+        on_tap = tl.sum(tl.sum(tl.where(diagonal == s * DIL_W, acc, 0.0), axis=1), axis=0)
+        dw = tl.where(taps == s, on_tap, dw)
     K = tl.num_programs(0)
     TAP_ROWS = tl.num_programs(1)
     dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
     tl.store(dw_row + taps, dw, mask=taps < S)
     if HAS_BIAS_GRAD:
         if tap_row == 0:
-            tl.store(db_partial_ptr + split * K + k, tl.sum(tl.sum(bias_acc, axis=1), axis=0))
+            tl.store(db_partial_ptr + split * K + k, tl.sum(bias_acc, axis=0))
 
 
 def row_unit(t: torch.Tensor) -> int:
@@ -287,6 +292,31 @@ def row_unit(t: torch.Tensor) -> int:
     ):
         unit //= 2
     return unit
+
+
+# Rows whose loads along W would be narrower than this many bytes are copied into wider rows
+# first (``pad_input.widen_rows``): an asynchronous copy takes 4, 8 or 16 bytes, and with 4 the
+# kernels' address arithmetic per load outweighed the copy's one read and write of the tensor
+# (suite shapes 31 and 32, rows of 14).
+MIN_LOAD_BYTES = 8
+# What the copy aligns rows to: 16-byte vectors.
+WIDE_LOAD_BYTES = 16
+
+
+def aligned_input(x: torch.Tensor, spec: ConvSpec) -> tuple[torch.Tensor, ConvSpec]:
+    """The (N, C, D, H, W) input as the band kernels read it (``aligned_rows``), and the problem
+    over it: a wider input's extra zeros are more right padding."""
+    wide = aligned_rows(x)
+    return wide, replace(spec, input_size=(*spec.input_size[:2], wide.shape[-1]))
+
+
+def aligned_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or where its rows load in vectors under MIN_LOAD_BYTES a copy with rows
+    zero-filled to 16-byte multiples (for the output gradient the weight gradient reads, whose
+    extra zeros are output columns adding nothing)."""
+    if row_unit(t) * t.element_size() >= MIN_LOAD_BYTES:
+        return t
+    return widen_rows(t, WIDE_LOAD_BYTES // t.element_size())
 
 
 def band_matrices(weight: torch.Tensor, spec: ConvSpec, block_w: int, depth: int, lead: int) -> torch.Tensor:
@@ -321,6 +351,7 @@ def plan_banded_forward(
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` for a
     depthwise ``spec`` with a unit step along W (``banded_applies``)."""
     x, y = as_3d(input), as_3d(out)
+    x, spec = aligned_input(x, spec)
     t, r, _ = spec.kernel_size
     pad_w = spec.pad_lo[2]
     x_unit = row_unit(x)
@@ -379,6 +410,13 @@ def plan_banded_input_grad(
     return plan_banded_forward(grad_output, flipped, bias, flipped_forward_spec(spec), grad_input, epilogue)
 
 
+def weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
+    """The forward's segment width, steps of BANDED_WEIGHT_GRAD_ROWS rows (under the interpreter,
+    its own small tile)."""
+    cfg = banded_config(spec, unit)
+    return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS) if gpu_tiles() else cfg
+
+
 def plan_banded_weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -390,22 +428,24 @@ def plan_banded_weight_grad(
     """The launch writing split partials of dw (and db) for a depthwise ``spec`` with a unit step
     along W; ``dw_partial`` is (SPLIT_K, K * T * R * S)."""
     dy, x = as_3d(grad_output), as_3d(input)
+    x, spec = aligned_input(x, spec)
+    dy = aligned_rows(dy)
     t, r, s = spec.kernel_size
     pad_w = spec.pad_lo[2]
     x_unit = row_unit(x)
-    cfg = cfg or banded_config(spec, x_unit)
+    cfg = cfg or weight_grad_config(spec, x_unit)
     lead = banded_lead(pad_w, x_unit)
-    chunks = triton.cdiv(banded_columns(spec, cfg.block_w, x_unit), cfg.block_j)
+    columns = triton.next_power_of_2(max(banded_columns(spec, cfg.block_w, x_unit), WGMMA_ROWS))
     d_out, h_out, w_out = spec.output_size
     segments = triton.cdiv(w_out, cfg.block_w)
     rows = spec.batch * d_out * h_out * segments
     split_k = dw_partial.shape[0]
     split_rows = triton.cdiv(triton.cdiv(rows, cfg.block_m), split_k) * cfg.block_m
-    args = arguments.tensors(x=x, dy=dy) | arguments.sizes(spec)
+    args = arguments.tensors(x=x, dy=dy) | arguments.sizes(spec) | dict(output_size=(d_out, h_out, dy.shape[-1]))
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
     args |= dict(K_G=spec.out_channels_per_group, SEGMENTS=segments, ROWS=rows, SPLIT_ROWS=split_rows)
     constexprs = dict(R=r, S=s, TAPS_PAD=triton.next_power_of_2(s), CONV_STRIDE_D=spec.stride[0])
-    constexprs |= dict(CONV_STRIDE_H=spec.stride[1], PAD_W=pad_w, LEAD=lead, CHUNKS=chunks)
+    constexprs |= dict(CONV_STRIDE_H=spec.stride[1], PAD_W=pad_w, LEAD=lead)
     constexprs |= dict(zip(("DIL_D", "DIL_H", "DIL_W"), spec.dilation))
     constexprs |= dict(X_UNIT=x_unit, DY_UNIT=row_unit(dy), HAS_BIAS_GRAD=db_partial is not None)
     constexprs |= dict(
@@ -414,7 +454,7 @@ def plan_banded_weight_grad(
         PRECISION=dot_precision(x),
         BLOCK_M=cfg.block_m,
         BLOCK_W=cfg.block_w,
-        BLOCK_J=cfg.block_j,
+        COLUMNS=columns,
     )
     grid = (spec.out_channels, t * r, split_k)
     return Launch(banded_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
@@ -433,7 +473,7 @@ def banded_weight_grad(
     are split between programs only where the channels' filter rows leave SMs idle."""
     t, r, _ = spec.kernel_size
     if split_k is None:
-        cfg = banded_config(spec, row_unit(as_3d(input)))
+        cfg = weight_grad_config(spec, row_unit(as_3d(input)))
         d_out, h_out, w_out = spec.output_size
         rows = spec.batch * d_out * h_out * triton.cdiv(w_out, cfg.block_w)
         split_k = split_k_for(spec.out_channels * t * r, rows, cfg.block_m)

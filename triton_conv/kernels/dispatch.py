@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import ConvSpec, as_3d
+from ..spec import ConvSpec
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
-from .banded import banded_weight_grad, plan_banded_forward, plan_banded_input_grad, row_unit
+from .banded import banded_weight_grad, plan_banded_forward, plan_banded_input_grad
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
@@ -36,21 +36,24 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
 # 10x the useful products (16-deep steps over the row's reach and alignment), still less time
 # than the direct kernel's 2-5 instructions per FMA on CUDA cores, which have 1/16 of its rate.
 BANDED_MIN_WIDTH = 5
+# Output rows narrower than this leave most of the narrowest segment (16 columns) empty: suite
+# shape 16's rows of 7 compiled to more issue time than the direct kernel's.
+BANDED_MIN_OUTPUT_WIDTH = 8
 BANDED_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Depthwise (one input channel per group), a unit step along W, a filter row at least
-    BANDED_MIN_WIDTH wide, 16-bit floats, and rows of ``input`` that load in vectors of at least
-    two elements along W (``banded.row_unit``): the default layout with an even width. Narrower
-    loads cannot be asynchronous copies, and channels-last rows are strided gathers."""
+    BANDED_MIN_WIDTH wide, output rows at least BANDED_MIN_OUTPUT_WIDTH, 16-bit floats, and
+    ``input`` in the default layout, contiguous along W (channels-last rows are strided gathers)."""
     return (
         spec.groups > 1
         and spec.in_channels_per_group == 1
         and spec.stride[2] == 1
         and spec.kernel_size[2] >= BANDED_MIN_WIDTH
+        and spec.output_size[2] >= BANDED_MIN_OUTPUT_WIDTH
         and input.dtype in BANDED_DTYPES
-        and row_unit(as_3d(input)) > 1
+        and input.stride(-1) == 1
     )
 
 
@@ -62,8 +65,8 @@ def uses_banded_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
 
 
 def uses_banded_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, spec: ConvSpec) -> bool:
-    """``uses_banded_kernel`` for the weight gradient: ``grad_output``'s rows load in vectors too."""
-    return uses_banded_kernel(input, spec) and row_unit(as_3d(grad_output)) > 1
+    """``uses_banded_kernel`` for the weight gradient, ``grad_output`` contiguous along W too."""
+    return uses_banded_kernel(input, spec) and grad_output.stride(-1) == 1
 
 
 def folds_patch_rows(input: torch.Tensor, spec: ConvSpec) -> bool:

@@ -1,10 +1,16 @@
-"""A zero-padded channels-last copy of a convolution's input, for weight gradients of few channels.
+"""Zero-padded copies that let kernels read aligned vectors.
+
+``pad_input``: a channels-last copy of a convolution's input, for weight gradients of few channels.
 
 With 3 input channels and spatial padding, the weight-gradient GEMM gathers every x element
 on its own: an address, a bounds test and a 2-byte load per element, each element read about
 taps / stride^2 times. Over a copy with the channels zero-filled to a multiple of 4 and the
 padding written out, the same kernel reads aligned vectors of 4 channels, runs of S x 4 along W,
 with no bounds test. The copy reads x once and writes the padded copy once (one kernel).
+
+``widen_rows``: a copy whose rows along W are zero-filled to a multiple of a vector, for the band
+kernels (``kernels/banded.py``), whose loads along W are whole vectors only where every row
+starts at a multiple of one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from . import arguments
 from .common import Launch
+from .indexing import program_ids, unravel_pixels
 
 
 @triton.jit
@@ -84,3 +91,49 @@ def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch
         num_warps=4,
     )()
     return out.movedim(-1, 1), padded
+
+
+@triton.jit
+def widen_rows_kernel(
+    x_ptr, out_ptr, sizes, ROWS, W, W_WIDE, x_strides,
+    INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """out[n, c, d, h, w] = x[n, c, d, h, w] for w < W, zero for W <= w < W_WIDE.
+
+    Args:
+        x_ptr, x_strides: (N, C, D, H, W), any strides (5, in elements).
+        out_ptr: (N, C, D, H, W_WIDE) contiguous.
+        sizes: (C, D, H). ROWS: N * C * D * H. W, W_WIDE: the widths of x's rows and out's.
+        INDEX_64: compute offsets in int64. BLOCK_R, BLOCK_W: rows and columns per program.
+        Grid: (cdiv(ROWS, BLOCK_R), cdiv(W_WIDE, BLOCK_W)).
+    """
+    pid_r, pid_w, _ = program_ids(INDEX_64)
+    C, D, H = sizes
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    n, c, d, h = unravel_pixels(rows, C, D, H)
+    cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
+    x_offs = (n * sx_n + c * sx_c + d * sx_d + h * sx_h)[:, None] + cols[None, :] * sx_w
+    in_rows = (rows < ROWS)[:, None]
+    values = tl.load(x_ptr + x_offs, mask=in_rows & (cols < W)[None, :], other=0.0)
+    tl.store(out_ptr + rows[:, None] * W_WIDE + cols[None, :], values, mask=in_rows & (cols < W_WIDE)[None, :])
+
+
+def widen_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    """The (N, C, D, H, W) ``t`` copied contiguous with each row zero-filled to a multiple of
+    ``multiple`` elements, so that every row starts at a multiple of it (one kernel)."""
+    n, c, d, h, w = t.shape
+    wide = -(-w // multiple) * multiple
+    out = t.new_empty((n, c, d, h, wide))
+    rows = n * c * d * h
+    block_w = min(128, triton.next_power_of_2(wide))
+    block_r = max(1, 2048 // block_w)
+    if rows:
+        Launch(
+            widen_rows_kernel,
+            (triton.cdiv(rows, block_r), triton.cdiv(wide, block_w)),
+            dict(**arguments.tensors(x=t), out_ptr=out, sizes=(c, d, h), ROWS=rows, W=w, W_WIDE=wide),
+            {"INDEX_64": needs_int64(t, out), "BLOCK_R": block_r, "BLOCK_W": block_w},
+            num_warps=4,
+        )()
+    return out

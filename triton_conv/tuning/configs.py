@@ -340,6 +340,10 @@ BANDED_BLOCK_W = (64, 32, 16)
 # 32 by 20-30%, with no spills; 8 warps on the same tile do not. The reduction step is the bf16
 # wgmma's 16, the finest band the matrix unit takes.
 BANDED_CONFIG = BandedConfig(block_m=256, block_w=64, block_j=MIN_DOT, num_warps=4, num_stages=3)
+# The weight gradient's steps take 64 rows: its operands are the input columns a segment reads
+# (up to 128) by the rows, and the output gradient, three stages deep; 256 rows needed 288 KiB of
+# shared memory, 128 spilled on sm_90 (suite shapes 15 and 20).
+BANDED_WEIGHT_GRAD_ROWS = 64
 # Under the interpreter: small tiles, so that the tests' short rows take several segments.
 BANDED_INTERPRETER_CONFIG = BandedConfig(block_m=32, block_w=16, block_j=MIN_DOT, num_warps=4, num_stages=1)
 
