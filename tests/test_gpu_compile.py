@@ -261,3 +261,42 @@ def test_stem_weight_grad_reads_padded_vectors(gpu_tiles):
         info = compile_launch(launch, 90)
         assert info.spill_bytes == 0, info
     assert info.uses_wgmma, info
+
+
+# Band-kernel launches of suite-like shapes with the GPU tiles: ConvNeXt's 7x7 on rows of 56
+# (segments of 64, the largest accumulator) with the whole fused epilogue, RepLKNet's 31x31 on
+# rows of 14 (a widened copy, segments of 16), and Conformer's 1-D 31 taps.
+BAND_SHAPES = {
+    "convnext_dw7": ((4, 96, 56, 56), (7, 7), 3),
+    "replk_dw31": ((2, 64, 14, 14), (31, 31), 15),
+    "conformer_dw31": ((2, 128, 1000), (31,), 15),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", BAND_SHAPES)
+def test_band_kernels_compile(name, dtype, arch, gpu_tiles):
+    """Forward with bias, activation, residual and pre-activation, the input gradient, the weight
+    gradient with the bias gradient, and the widening copy: no spills, shared memory within the
+    limit; on sm_90, wgmma."""
+    size, kernel, padding = BAND_SHAPES[name]
+    ndim = len(kernel)
+    x = torch.empty(size, dtype=dtype)
+    w = torch.empty(size[1], 1, *kernel, dtype=dtype)
+    spec = conv_spec(x, w, None, stride=1, padding=padding, dilation=1, groups=size[1], ndim=ndim)
+    y = torch.empty(spec.out_shape, dtype=dtype)
+    bias = torch.empty(size[1], dtype=dtype)
+    assert dispatch.uses_banded_kernel(x, spec) and dispatch.uses_banded_weight_grad(y, x, spec)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, bias, spec, y, Epilogue("silu", torch.empty_like(y), torch.empty_like(y)))
+        dispatch.input_grad(y, w, spec, torch.empty_like(x))
+        dispatch.weight_grad(y, x, spec, torch.empty_like(w), torch.empty_like(bias))
+    kernels = {kernel_name for kernel_name in (launch.kernel.fn.__name__ for launch in launches)}
+    assert {"banded_forward_kernel", "banded_weight_grad_kernel"} <= kernels, kernels
+    for launch in launches:
+        info = compile_launch(launch, arch)
+        assert info.spill_bytes == 0, (launch.kernel.fn.__name__, info)
+        assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], (launch.kernel.fn.__name__, info)
+        if arch == 90 and launch.kernel.fn.__name__.startswith("banded_"):
+            assert info.uses_wgmma, (launch.kernel.fn.__name__, info)

@@ -125,3 +125,21 @@ def test_static_report_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[s
     assert ours["grid"] == [-(-128 * 56 * 56 // ours["config"]["BLOCK_M"]), 256 // ours["config"]["BLOCK_N"], 1]
     depthwise = rows[(12, "direct_forward_kernel", False)]
     assert depthwise["per_fma"] > 0 and depthwise["tensor_core_share"] is None
+
+
+@pytest.mark.parametrize("pass_", ["F", "D", "W"])
+def test_conformer_depthwise_runs_on_the_matrix_unit(pass_, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    """Suite shape 20 (1-D depthwise, 31 taps, NCL) in bf16, as an H100 would run it: the band
+    kernels, pipelined, on wgmma, no spills, at most 4 instructions per useful FMA, and an
+    issue-bound time within 1.5x of the memory roofline (the split-K sum included)."""
+    argv = ("--static", "--shapes", "20", "--passes", pass_, "--layout", "contiguous", "--dump", str(tmp_path))
+    assert cli.run(_args(*argv)) == 0
+    capfd.readouterr()
+    rows = json.loads((tmp_path / "index.json").read_text())
+    band = rows[0]
+    assert band["kernel"].startswith("banded_"), band["kernel"]
+    assert band["uses_wgmma"] and band["spill_bytes"] == 0 and band["pipelined"] == "across taps", band
+    if band["per_fma"] is not None:  # the forward's loop unrolls completely (one filter row)
+        assert band["per_fma"] <= 4, band["per_fma"]
+    issue = sum(r["issue_us"] for r in rows)
+    assert issue <= 1.5 * band["roofline_us"], (issue, band["roofline_us"])

@@ -355,7 +355,8 @@ def plan_banded_forward(
     t, r, _ = spec.kernel_size
     pad_w = spec.pad_lo[2]
     x_unit = row_unit(x)
-    cfg = cfg or banded_config(spec, x_unit)
+    fused = epilogue.residual is not None or epilogue.pre_activation is not None
+    cfg = cfg or banded_config(spec, x_unit, fused)
     lead = banded_lead(pad_w, x_unit)
     chunks = triton.cdiv(banded_columns(spec, cfg.block_w, x_unit), cfg.block_j)
     band = band_matrices(weight, spec, cfg.block_w, chunks * cfg.block_j, lead)

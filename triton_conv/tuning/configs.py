@@ -363,20 +363,23 @@ def banded_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
     return block_w + (taps - 1) * spec.dilation[2] + banded_lead(pad, unit) - pad
 
 
-def banded_config(spec: ConvSpec, unit: int) -> BandedConfig:
+def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> BandedConfig:
     """The band tile for a depthwise ``spec`` (unit step along W) whose loads take ``unit``
     elements: the segment width whose matrix-unit work per useful output is least, counting the
     band's zeros (its BLOCK_J-deep steps over the segment's input columns) and the masked
-    columns past each row's end."""
+    columns past each row's end. ``fused_epilogue``: a residual to add or a pre-activation to
+    store, whose loads and stores need registers beside the accumulators: half the rows (with all
+    of them 64-column segments spilled on sm_90)."""
     if not gpu_tiles():
         return BANDED_INTERPRETER_CONFIG
+    base = replace(BANDED_CONFIG, block_m=BANDED_CONFIG.block_m // 2) if fused_epilogue else BANDED_CONFIG
     width = spec.output_size[2]
 
     def work_per_output(block_w: int) -> float:
         depth = -(-banded_columns(spec, block_w, unit) // BANDED_CONFIG.block_j) * BANDED_CONFIG.block_j
         return depth / block_w * (-(-width // block_w) * block_w) / width
 
-    return replace(BANDED_CONFIG, block_w=min(BANDED_BLOCK_W, key=work_per_output))
+    return replace(base, block_w=min(BANDED_BLOCK_W, key=work_per_output))
 
 
 def direct_config(
