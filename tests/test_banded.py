@@ -143,7 +143,7 @@ def test_dispatch_rule(layout, width, dtype, banded):
     w = torch.empty(8, 1, 7, 7, dtype=dtype)
     spec = conv_spec(x, w, None, 1, 3, 1, 8, 2)
     assert dispatch.uses_banded_kernel(x, spec) is banded
-    narrow = conv_spec(x, torch.empty(8, 1, 3, 3, dtype=dtype), None, 1, 1, 1, 8, 2)
+    narrow = conv_spec(x, torch.empty(8, 1, 3, 2, dtype=dtype), None, 1, 1, 1, 8, 2)
     assert not dispatch.uses_banded_kernel(x, narrow)
 
 

@@ -32,10 +32,11 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
 
 
 # Filter rows at least this wide, of a depthwise convolution in 16-bit floats read along W, run as
-# a GEMM against a band matrix (``kernels/banded.py``). A 5-wide row costs the matrix unit about
-# 10x the useful products (16-deep steps over the row's reach and alignment), still less time
-# than the direct kernel's 2-5 instructions per FMA on CUDA cores, which have 1/16 of its rate.
-BANDED_MIN_WIDTH = 5
+# a GEMM against a band matrix (``kernels/banded.py``). A 3-wide row costs the matrix unit about
+# 27x the useful products (16-deep steps over the segment's reach and alignment), still less
+# issue time than the direct kernels' 4-10 instructions per FMA on CUDA cores in this layout
+# (suite shape 12 compiled for sm_90: 42 against 126 us forward, 84 against 147 us weight gradient).
+BANDED_MIN_WIDTH = 3
 # Output rows narrower than this leave most of the narrowest segment (16 columns) empty: suite
 # shape 16's rows of 7 compiled to more issue time than the direct kernel's.
 BANDED_MIN_OUTPUT_WIDTH = 8
