@@ -11,16 +11,18 @@ output columns starting at ow0 (convolution step 1 along W),
 with row' the input row a leading tap (t, r) reads. Rows of one channel (batch, D, H and the
 segments along W) are the GEMM's M, the segment's columns its N and the input columns its
 reduction, taken BLOCK_J at a time. The band is mostly zeros: each column holds S of the
-BLOCK_J * CHUNKS products the matrix unit computes, a waste of 2-5x on wide filter rows that
-the matrix unit's 16x more multiply-adds per clock than FP32 FMAs pay for, where a direct kernel
-on CUDA cores is bound by its instruction issue.
+BLOCK_J * CHUNKS products the matrix unit computes (a waste of 1.5x for 31 taps, 11x for 7,
+27x for 3), which its 16x more multiply-adds per clock than FP32 FMAs pay for where a direct
+kernel on CUDA cores is bound by instruction issue (``perf/NOTES.md``, "Band kernels").
 
 Loads along W are contiguous and, where every row starts at a multiple of a vector of up to 16
 bytes (``row_unit``), vectors: each segment's first column is moved back from PAD_W to LEAD, a
-multiple of the vector, so that whole vectors are inside or outside the row.
+multiple of the vector, so that whole vectors are inside or outside the row. Rows that would load
+in vectors under 8 bytes are read from a copy widened to 16-byte multiples (``aligned_rows``).
 
 The input gradient of a depthwise convolution with unit steps is the same product against the
-flipped filter (``plan_banded_input_grad``).
+flipped filter (``plan_banded_input_grad``). The weight gradient is, per channel and filter row,
+one GEMM over the rows whose diagonals are the taps (``banded_weight_grad_kernel``).
 """
 
 from __future__ import annotations
@@ -45,9 +47,8 @@ from ..tuning.configs import (
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
+from .indexing import advance_coordinates, program_ids, unravel_pixels
 from .pad_input import widen_rows
-from .direct import advance_groups as advance_rows
-from .indexing import program_ids, unravel_pixels
 from .reduction import in_range, zero_index
 from .split_k import partial_buffers, sum_splits
 
@@ -137,6 +138,8 @@ def banded_forward_kernel(
         row_ok = in_range(id0 + dd, D, INDEX_64) & in_range(ih0 + dh, H, INDEX_64)
         in_row = in_range(cols + chunk * (BLOCK_J // x_unit), W // x_unit, INDEX_64)
         x_step = (dd * (sx_d // x_unit) + dh * (sx_h // x_unit) + chunk * (BLOCK_J // x_unit) * sx_w) * x_unit
+        # Cached in L1 (".ca"; Triton's 16-byte copies bypass it otherwise): the next filter rows
+        # read the same input rows, one row down.
         a = tl.load(x_ptr + x_step + x_offs, mask=row_ok[:, None] & in_row, other=0.0, cache_modifier=".ca")
         band = tl.load(band_ptrs)
         acc = tl.dot(dot_operand(a), dot_operand(band), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
@@ -261,7 +264,9 @@ def banded_weight_grad_kernel(
         )
         acc = tl.dot(dot_operand(tl.trans(a)), dot_operand(dy), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         rows += BLOCK_M
-        n, od, oh, segment = advance_rows(n, od, oh, segment, step_n, step_d, step_h, step_segment, D_OUT, H_OUT, SEGMENTS)
+        n, od, oh, segment = advance_coordinates(
+            n, od, oh, segment, step_n, step_d, step_h, step_segment, D_OUT, H_OUT, SEGMENTS
+        )
 
     # dw[s]: G's diagonal j - i = s * DIL_W + LEAD - PAD_W.
     diagonal = j[:, None] - i[None, :] - (LEAD - PAD_W)

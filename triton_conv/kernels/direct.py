@@ -30,7 +30,7 @@ from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, 
 from . import arguments
 from .common import Launch, accumulator_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import program_ids, unravel_pixels
+from .indexing import advance_coordinates, program_ids, unravel_pixels
 from .split_k import partial_buffers, sum_splits
 
 
@@ -44,24 +44,6 @@ def load_columns(row_ptrs, row_ok, cols, W, channel_offs, mask_c, s_col, ACC_DTY
     ok = row_ok & (cols >= 0) & (cols < W)
     ptrs = (row_ptrs + cols * s_col)[:, None] + channel_offs[None, :]
     return tl.load(ptrs, mask=ok[:, None] & mask_c[None, :], other=0.0).to(ACC_DTYPE)
-
-
-@triton.jit
-def advance_groups(n, d, h, w, step_n, step_d, step_h, step_w, D, H, W):
-    """Coordinates (n, d, h, w) over (N, D, H, W), W fastest, moved on by the index whose
-    coordinates are (step_n, step_d, step_h, step_w), each step under its dimension: an addition
-    with carries, no division."""
-    w += step_w
-    carry = w >= W
-    w = tl.where(carry, w - W, w)
-    h += step_h + carry.to(h.dtype)
-    carry = h >= H
-    h = tl.where(carry, h - H, h)
-    d += step_d + carry.to(d.dtype)
-    carry = d >= D
-    d = tl.where(carry, d - D, d)
-    n += step_n + carry.to(n.dtype)
-    return n, d, h, w
 
 
 @triton.jit
@@ -409,7 +391,7 @@ def direct_weight_grad_kernel(
                 for p in tl.static_range(PIXELS):
                     bias_acc += dys[p]
         groups += BLOCK_G
-        n, od, oh, group_w = advance_groups(
+        n, od, oh, group_w = advance_coordinates(
             n, od, oh, group_w, step_n, step_d, step_h, step_w, D_OUT, H_OUT, GROUPS_PER_ROW
         )
 

@@ -31,6 +31,24 @@ def unravel_pixels(offs, D, H, W):
 
 
 @triton.jit
+def advance_coordinates(n, d, h, w, step_n, step_d, step_h, step_w, D, H, W):
+    """Coordinates (n, d, h, w) over (N, D, H, W), W fastest, moved on by the index whose
+    coordinates are (step_n, step_d, step_h, step_w), each step under its dimension: an addition
+    with carries, no division."""
+    w += step_w
+    carry = w >= W
+    w = tl.where(carry, w - W, w)
+    h += step_h + carry.to(h.dtype)
+    carry = h >= H
+    h = tl.where(carry, h - H, h)
+    d += step_d + carry.to(d.dtype)
+    carry = d >= D
+    d = tl.where(carry, d - D, d)
+    n += step_n + carry.to(n.dtype)
+    return n, d, h, w
+
+
+@triton.jit
 def unravel_tap(tap, R, S):
     """Split a flat filter tap index over (T, R, S) into (t, r, s)."""
     s = tap % S
