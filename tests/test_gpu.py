@@ -355,3 +355,21 @@ def test_eight_warp_direct_kernels(case, dtype, monkeypatch):
     monkeypatch.setattr(configs, "DIRECT_NUM_WARPS", 8)
     check_forward(case, dtype, "channels_last")
     check_backward(case, dtype, "channels_last")
+
+
+# ---------------------------------------------------------------- band kernels at suite sizes
+
+# Suite shapes 15, 20 and 32 cut in batch: several programs per channel, segments of 64 and 16,
+# rows of 14 read from a widened copy. Forward and the three gradients against float64 torch.
+BAND_CASES = [
+    ConvCase(2, 4, 96, 96, (56, 56), (7, 7), padding=3, groups=96, name="convnext_dw7"),
+    ConvCase(1, 4, 256, 256, (1000,), (31,), padding=15, groups=256, name="conformer_dw31"),
+    ConvCase(2, 2, 64, 64, (14, 14), (31, 31), padding=15, groups=64, name="replk_dw31"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: c.id)
+def test_band_kernels_at_suite_sizes(case, dtype):
+    check_forward(case, dtype, "contiguous")
+    check_backward(case, dtype, "contiguous")

@@ -354,7 +354,7 @@ def plan_banded_forward(
     cfg: BandedConfig | None = None,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` for a
-    depthwise ``spec`` with a unit step along W (``banded_applies``)."""
+    depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_kernel``)."""
     x, y = as_3d(input), as_3d(out)
     x, spec = aligned_input(x, spec)
     t, r, _ = spec.kernel_size
@@ -410,7 +410,7 @@ def plan_banded_input_grad(
 ) -> Launch:
     """The launch writing d(loss)/d(input) into ``grad_input`` (with ``bias`` and ``epilogue``,
     a transposed convolution's output) for a depthwise ``spec`` with unit steps, one output
-    channel per group (``banded_input_grad_applies``). The flipped filter is a copy (K x taps
+    channel per group (``dispatch.uses_banded_input_grad``). The flipped filter is a copy (K x taps
     elements)."""
     flipped = weight.flip(tuple(range(2, weight.dim())))
     return plan_banded_forward(grad_output, flipped, bias, flipped_forward_spec(spec), grad_input, epilogue)
