@@ -14,6 +14,7 @@ from triton_conv.kernels.banded import (
     row_unit,
 )
 from triton_conv.spec import as_3d, conv_spec
+from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import BandedConfig
 
 from .checks import check_backward, check_forward, check_transposed
@@ -35,6 +36,7 @@ BANDED = [
     ConvCase(1, 2, 2, 4, (33,), (5,), padding=2, groups=2, name="1d_multiplier_2"),
     ConvCase(1, 1, 2, 2, (30,), (5,), padding=9, dilation=3, groups=2, name="1d_dilated_pad_past_reach"),
     ConvCase(2, 2, 4, 4, (9, 16), (3, 7), padding=(1, 3), groups=4, name="2d_3x7"),
+    ConvCase(2, 1, 3, 3, (6, 20), (3, 17), padding=(1, 8), groups=3, name="2d_3x17"),
     ConvCase(2, 2, 3, 3, (10, 14), (7, 7), padding=3, groups=3, name="2d_7x7_width_14"),
     ConvCase(2, 1, 2, 2, (11, 13), (5, 5), stride=(2, 1), padding=2, dilation=(2, 1), groups=2, name="2d_strided_h"),
     ConvCase(3, 1, 2, 2, (3, 5, 24), (3, 3, 9), padding=(1, 1, 4), groups=2, name="3d"),
@@ -120,6 +122,16 @@ def test_ops_match_torch_in_16_bit(case, dtype):
     check_backward(case, dtype, "contiguous")
 
 
+@pytest.mark.parametrize("case", [c for c in BANDED if c.kernel[-1] >= 15], ids=lambda c: c.id)
+def test_wide_filters_in_channels_last(case):
+    """Filter rows of 15 or more take the band kernels in channels-last too (rows read through a
+    contiguous copy, outputs stored element by element): forward and gradients in bf16."""
+    x, w, _ = _inputs(case, torch.bfloat16)
+    assert dispatch.uses_banded_kernel(in_layout(x, "channels_last"), _spec(case, x, w))
+    check_forward(case, torch.bfloat16, "channels_last")
+    check_backward(case, torch.bfloat16, "channels_last")
+
+
 def test_transposed_depthwise_uses_the_band_kernel():
     """A depthwise transposed convolution with unit steps runs its forward (an input gradient)
     through the band kernel, with bias: against torch."""
@@ -132,7 +144,7 @@ def test_transposed_depthwise_uses_the_band_kernel():
         ("contiguous", 56, torch.bfloat16, True),
         ("contiguous", 13, torch.bfloat16, True),  # odd rows: read from a widened copy
         ("contiguous", 7, torch.bfloat16, False),  # rows of 7 leave most of a segment empty
-        ("channels_last", 56, torch.bfloat16, False),  # rows strided by C
+        ("channels_last", 56, torch.bfloat16, False),  # rows strided by C, a 7-wide filter
         ("contiguous", 56, torch.float32, False),
     ],
 )
@@ -145,6 +157,8 @@ def test_dispatch_rule(layout, width, dtype, banded):
     assert dispatch.uses_banded_kernel(x, spec) is banded
     narrow = conv_spec(x, torch.empty(8, 1, 3, 2, dtype=dtype), None, 1, 1, 1, 8, 2)
     assert not dispatch.uses_banded_kernel(x, narrow)
+    wide = conv_spec(x, torch.empty(8, 1, 3, 15, dtype=dtype), None, 1, 7, 1, 8, 2)
+    assert dispatch.uses_banded_kernel(x, wide) is (dtype != torch.float32 and width >= 8)
 
 
 def test_widened_rows_match_in_float64():

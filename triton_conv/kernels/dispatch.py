@@ -41,20 +41,27 @@ BANDED_MIN_WIDTH = 3
 # shape 16's rows of 7 compiled to more issue time than the direct kernel's.
 BANDED_MIN_OUTPUT_WIDTH = 8
 BANDED_DTYPES = (torch.float16, torch.bfloat16)
+# Filter rows at least this wide take the band kernels in channels-last too, whose rows along W
+# are strided by C: read through a copy with contiguous rows (``banded.aligned_rows``) and
+# stored element by element. Against the direct kernels, whose work grows with the filter, that
+# pays for wide filters only.
+BANDED_STRIDED_MIN_WIDTH = 15
 
 
 def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Depthwise (one input channel per group), a unit step along W, a filter row at least
     BANDED_MIN_WIDTH wide, output rows at least BANDED_MIN_OUTPUT_WIDTH, 16-bit floats, and
-    ``input`` in the default layout, contiguous along W (channels-last rows are strided gathers)."""
+    ``input`` contiguous along W (the default layout), or a filter row at least
+    BANDED_STRIDED_MIN_WIDTH wide."""
+    filter_width = spec.kernel_size[2]
     return (
         spec.groups > 1
         and spec.in_channels_per_group == 1
         and spec.stride[2] == 1
-        and spec.kernel_size[2] >= BANDED_MIN_WIDTH
+        and filter_width >= BANDED_MIN_WIDTH
         and spec.output_size[2] >= BANDED_MIN_OUTPUT_WIDTH
         and input.dtype in BANDED_DTYPES
-        and input.stride(-1) == 1
+        and (input.stride(-1) == 1 or filter_width >= BANDED_STRIDED_MIN_WIDTH)
     )
 
 
@@ -66,8 +73,8 @@ def uses_banded_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
 
 
 def uses_banded_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, spec: ConvSpec) -> bool:
-    """``uses_banded_kernel`` for the weight gradient, ``grad_output`` contiguous along W too."""
-    return uses_banded_kernel(input, spec) and grad_output.stride(-1) == 1
+    """``uses_banded_kernel`` for the weight gradient, whose ``grad_output`` is read like the input."""
+    return uses_banded_kernel(input, spec) and uses_banded_kernel(grad_output, spec)
 
 
 def folds_patch_rows(input: torch.Tensor, spec: ConvSpec) -> bool:

@@ -24,7 +24,7 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from . import arguments
 from .common import Launch
-from .indexing import program_ids, unravel_pixels
+from .indexing import program_ids
 
 
 @triton.jit
@@ -95,28 +95,33 @@ def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch
 
 @triton.jit
 def widen_rows_kernel(
-    x_ptr, out_ptr, sizes, ROWS, W, W_WIDE, x_strides,
-    INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
+    x_ptr, out_ptr, sizes, W, W_WIDE, x_strides,
+    INDEX_64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
-    """out[n, c, d, h, w] = x[n, c, d, h, w] for w < W, zero for W <= w < W_WIDE.
+    """out[n, c, d, h, w] = x[n, c, d, h, w] for w < W, zero for W <= w < W_WIDE: a (channels x
+    columns) tile of one (n, d, h) per program, so that it reads along whichever of C and W is
+    contiguous in x (the default layout or channels-last) and writes along W.
 
     Args:
         x_ptr, x_strides: (N, C, D, H, W), any strides (5, in elements).
         out_ptr: (N, C, D, H, W_WIDE) contiguous.
-        sizes: (C, D, H). ROWS: N * C * D * H. W, W_WIDE: the widths of x's rows and out's.
-        INDEX_64: compute offsets in int64. BLOCK_R, BLOCK_W: rows and columns per program.
-        Grid: (cdiv(ROWS, BLOCK_R), cdiv(W_WIDE, BLOCK_W)).
+        sizes: (C, D, H). W, W_WIDE: the widths of x's rows and out's.
+        INDEX_64: compute offsets in int64. BLOCK_C, BLOCK_W: channels and columns per program.
+        Grid: (N * D * H, cdiv(C, BLOCK_C), cdiv(W_WIDE, BLOCK_W)).
     """
-    pid_r, pid_w, _ = program_ids(INDEX_64)
+    line, pid_c, pid_w = program_ids(INDEX_64)
     C, D, H = sizes
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
-    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    n, c, d, h = unravel_pixels(rows, C, D, H)
-    cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
-    x_offs = (n * sx_n + c * sx_c + d * sx_d + h * sx_h)[:, None] + cols[None, :] * sx_w
-    in_rows = (rows < ROWS)[:, None]
-    values = tl.load(x_ptr + x_offs, mask=in_rows & (cols < W)[None, :], other=0.0)
-    tl.store(out_ptr + rows[:, None] * W_WIDE + cols[None, :], values, mask=in_rows & (cols < W_WIDE)[None, :])
+    h = line % H
+    d = line // H % D
+    n = line // (H * D)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    w = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
+    x_offs = (n * sx_n + d * sx_d + h * sx_h + c * sx_c)[:, None] + (w * sx_w)[None, :]
+    mask_c = (c < C)[:, None]
+    values = tl.load(x_ptr + x_offs, mask=mask_c & (w < W)[None, :], other=0.0)
+    out_offs = (((n * C + c) * D + d) * H + h)[:, None] * W_WIDE + w[None, :]
+    tl.store(out_ptr + out_offs, values, mask=mask_c & (w < W_WIDE)[None, :])
 
 
 def widen_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -125,15 +130,14 @@ def widen_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
     n, c, d, h, w = t.shape
     wide = -(-w // multiple) * multiple
     out = t.new_empty((n, c, d, h, wide))
-    rows = n * c * d * h
-    block_w = min(128, triton.next_power_of_2(wide))
-    block_r = max(1, 2048 // block_w)
-    if rows:
+    block_w = min(64, triton.next_power_of_2(wide))
+    block_c = min(64, triton.next_power_of_2(c))
+    if out.numel():
         Launch(
             widen_rows_kernel,
-            (triton.cdiv(rows, block_r), triton.cdiv(wide, block_w)),
-            dict(**arguments.tensors(x=t), out_ptr=out, sizes=(c, d, h), ROWS=rows, W=w, W_WIDE=wide),
-            {"INDEX_64": needs_int64(t, out), "BLOCK_R": block_r, "BLOCK_W": block_w},
+            (n * d * h, triton.cdiv(c, block_c), triton.cdiv(wide, block_w)),
+            dict(**arguments.tensors(x=t), out_ptr=out, sizes=(c, d, h), W=w, W_WIDE=wide),
+            {"INDEX_64": needs_int64(t, out), "BLOCK_C": block_c, "BLOCK_W": block_w},
             num_warps=4,
         )()
     return out
