@@ -266,10 +266,11 @@ def is_band(launch: Launch) -> bool:
 
 def band_steps(launch: Launch) -> Steps:
     """Steps per program of a band kernel: the forward's, one per filter row and BLOCK_J-deep
-    chunk; the weight gradient's, one per BLOCK_M rows of its split (all chunks in a step)."""
+    chunk; the weight gradient's, one per walk position of its split (all lines of its block)."""
     if "TAP_ROWS" in launch.args:
         return Steps(launch.args["TAP_ROWS"] * launch.constexprs["CHUNKS"], 1)
-    return Steps(launch.args["SPLIT_ROWS"] / launch.constexprs["BLOCK_M"], 1)
+    walk, split = launch.args["WALK"], launch.args["SPLIT_WALK"]
+    return Steps(walk / triton.cdiv(walk, split), 1)
 
 
 def reference_steps(launch: Launch) -> Steps:

@@ -81,10 +81,10 @@ def test_input_grad_exact_in_float64(case):
     torch.testing.assert_close(dx, expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("split_k", [1, 3])
+@pytest.mark.parametrize("walk_splits", [1, 3])
 @pytest.mark.parametrize("case", BANDED, ids=lambda c: c.id)
-def test_weight_grad_exact_in_float64(case, split_k):
-    """dw as diagonal sums of a GEMM over the rows, and db, whole or in splits of the rows."""
+def test_weight_grad_exact_in_float64(case, walk_splits):
+    """dw as diagonal sums of a GEMM over the rows, and db, the walk whole or split."""
     x, w, b = _inputs(case, torch.float64)
     w.requires_grad_()
     b.requires_grad_()
@@ -92,7 +92,7 @@ def test_weight_grad_exact_in_float64(case, split_k):
     dy = torch.randn_like(y)
     expected_w, expected_b = torch.autograd.grad(y, (w, b), dy)
     dw, db = torch.empty_like(expected_w), torch.empty_like(expected_b)
-    banded_weight_grad(dy.to(DEVICE), x.to(DEVICE), _spec(case, x, w), dw, db, split_k=split_k)
+    banded_weight_grad(dy.to(DEVICE), x.to(DEVICE), _spec(case, x, w), dw, db, walk_splits=walk_splits)
     torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
     torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
 

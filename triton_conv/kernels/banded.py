@@ -36,6 +36,7 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     BANDED_WEIGHT_GRAD_ROWS,
+    MIN_DOT,
     WGMMA_ROWS,
     BandedConfig,
     banded_columns,
@@ -47,7 +48,7 @@ from ..tuning.configs import (
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
-from .indexing import advance_coordinates, program_ids, unravel_pixels
+from .indexing import program_ids, unravel_pixels
 from .pad_input import widen_rows
 from .reduction import in_range, zero_index
 from .split_k import partial_buffers, sum_splits
@@ -179,7 +180,7 @@ def banded_forward_kernel(
 @triton.jit
 def banded_weight_grad_kernel(
     x_ptr, dy_ptr, dw_partial_ptr, db_partial_ptr,
-    K_G, input_size, output_size, SEGMENTS, ROWS, SPLIT_ROWS, padding,
+    K_G, input_size, output_size, SEGMENTS, LINES, WALK, SPLIT_WALK, padding,
     x_strides, dy_strides,
     R: tl.constexpr, S: tl.constexpr, TAPS_PAD: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
     CONV_STRIDE_H: tl.constexpr, DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
@@ -188,31 +189,38 @@ def banded_weight_grad_kernel(
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, COLUMNS: tl.constexpr,
 ):  # fmt: skip
-    """Partial dw[k, 0, t, r, s] (and db[k]) over one split of the rows: for filter row (t, r) of
-    channel k, G[j, i] = sum over rows of x[row', ow0 - LEAD + j] * dy[row, ow0 + i], a GEMM over
-    the rows, then dw[s] = the sum of G along the diagonal j - i = s * DIL_W + LEAD - PAD_W.
+    """Partial dw[k, 0, t, r, s] (and db[k]) over a block of lines and a stretch of the walk: for
+    filter row (t, r) of channel k, G[j, i] = sum over rows of x[row', ow0 - LEAD + j] *
+    dy[row, ow0 + i], a GEMM over the rows, then dw[s] = the sum of G along the diagonal
+    j - i = s * DIL_W + LEAD - PAD_W.
+
+    A row is a line (n, od) at a walk position (oh, segment). A step takes BLOCK_M lines at one
+    walk position, so everything that changes from step to step (the output row, the input row
+    and whether it is inside, the segment) is one scalar for all of them; the lines' offsets are
+    computed once.
 
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements).
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
-        dw_partial_ptr: (SPLIT_K, K, T * R * S) contiguous, ACC_DTYPE; split z writes slice z.
+        dw_partial_ptr: (SPLIT_K, K, T * R * S) contiguous, ACC_DTYPE; program (k, tap row, z)
+            writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
         K_G: output channels per group. input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT),
             W_OUT dy's row width (a widened copy's is more than the output's: zeros).
         padding: leading padding (D, H, W); PAD_W is its W entry, as a constexpr.
-        SEGMENTS: segments of BLOCK_W per output row; ROWS = N * D_OUT * H_OUT * SEGMENTS.
-        SPLIT_ROWS: rows per split, a multiple of BLOCK_M.
+        SEGMENTS: segments of BLOCK_W per output row. LINES: N * D_OUT. WALK: H_OUT * SEGMENTS
+            positions, SPLIT_WALK of them per program (the last program's fewer).
         R, S: the filter's height and width; TAPS_PAD: S rounded up to a power of 2.
-        CONV_STRIDE_D/H: the convolution's steps along D
-            and H (1 along W). DIL_D/H/W: the spacing of the taps.
+        CONV_STRIDE_D/H: the convolution's steps along D and H (1 along W). DIL_D/H/W: the
+            spacing of the taps.
         LEAD, X_UNIT: as in ``banded_forward_kernel``; DY_UNIT: dy's (``row_unit``).
         HAS_BIAS_GRAD: filter row 0's programs also sum dy into db.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         PRECISION: tl.dot input precision ("ieee" or "tf32").
-        BLOCK_M, BLOCK_W: rows per step, output columns of a segment. COLUMNS: the input columns
-            a segment reads (``banded_columns``) rounded up to a power of 2: G's rows, at least
-            the 64 of a wgmma.
-        Grid: (K, T * R, SPLIT_K).
+        BLOCK_M: lines per step. BLOCK_W: output columns of a segment. COLUMNS: the input
+            columns a segment reads (``banded_columns``) rounded up to a power of 2: G's rows, at
+            least the 64 of a wgmma.
+        Grid: (K, T * R, cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)), axis 2 line block major.
     """
     k, tap_row, split = program_ids(INDEX_64)
     D, H, W = input_size
@@ -222,51 +230,50 @@ def banded_weight_grad_kernel(
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
     x_unit: tl.constexpr = X_UNIT
     dy_unit: tl.constexpr = DY_UNIT
+    walk_splits = tl.cdiv(WALK, SPLIT_WALK)
+    line_block = split // walk_splits
     dd = (tap_row // R) * DIL_D
     dh = (tap_row % R) * DIL_H
     j = tl.arange(0, COLUMNS)
     i = tl.arange(0, BLOCK_W)
 
+    lines = line_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_l = lines < LINES
+    n = lines // D_OUT
+    od = lines % D_OUT
+    id_ = od * CONV_STRIDE_D - pad_d + dd
+    line_ok = mask_l & in_range(id_, D, INDEX_64)
+    x_lines = (n * (sx_n // x_unit) + (k // K_G) * (sx_c // x_unit) + id_ * (sx_d // x_unit)) * x_unit
+    dy_lines = (n * (sdy_n // dy_unit) + k * (sdy_k // dy_unit) + od * (sdy_d // dy_unit)) * dy_unit
+    x_offs = x_lines[:, None] + j[None, :] * sx_w
+    dy_offs = dy_lines[:, None] + i[None, :] * sdy_w
+
     acc = tl.zeros((COLUMNS, BLOCK_W), dtype=ACC_DTYPE)
     bias_acc = tl.zeros((BLOCK_W,), dtype=ACC_DTYPE)
-    first = split * SPLIT_ROWS
-    rows = first + tl.arange(0, BLOCK_M)
-    n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
-    # Steps move the rows on by BLOCK_M with carries (no division in the loop).
-    step_n, step_d, step_h, step_segment = unravel_pixels(BLOCK_M, D_OUT, H_OUT, SEGMENTS)
-    for _ in range(0, tl.cdiv(tl.minimum(SPLIT_ROWS, ROWS - first), BLOCK_M)):
-        mask_m = rows < ROWS
+    first = (split % walk_splits) * SPLIT_WALK
+    oh = first // SEGMENTS
+    segment = first % SEGMENTS
+    for _ in range(0, tl.minimum(SPLIT_WALK, WALK - first)):
         ow0 = segment * BLOCK_W
-        id_ = od * CONV_STRIDE_D - pad_d + dd
         ih = oh * CONV_STRIDE_H - pad_h + dh
-        row_ok = mask_m & in_range(id_, D, INDEX_64) & in_range(ih, H, INDEX_64)
-        dy_rows = (
-            n * (sdy_n // dy_unit) + k * (sdy_k // dy_unit) + od * (sdy_d // dy_unit) + oh * (sdy_h // dy_unit)
-            + ow0 // dy_unit * sdy_w
-        ) * dy_unit  # fmt: skip
-        dy_cols = (ow0 // dy_unit)[:, None] + (i // dy_unit)[None, :]
+        dy_step = (oh * (sdy_h // dy_unit) + ow0 // dy_unit * sdy_w) * dy_unit
+        dy_cols = ow0 // dy_unit + i // dy_unit
         dy = tl.load(
-            dy_ptr + dy_rows[:, None] + i[None, :] * sdy_w,
-            mask=mask_m[:, None] & (dy_cols < W_OUT // dy_unit),
-            other=0.0,
+            dy_ptr + dy_step + dy_offs, mask=mask_l[:, None] & (dy_cols < W_OUT // dy_unit)[None, :], other=0.0
         )
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(dy.to(ACC_DTYPE), axis=0)
-        x_rows = (
-            n * (sx_n // x_unit) + (k // K_G) * (sx_c // x_unit) + id_ * (sx_d // x_unit) + ih * (sx_h // x_unit)
-            + (ow0 - LEAD) // x_unit * sx_w
-        ) * x_unit  # fmt: skip
-        cols = ((ow0 - LEAD) // x_unit)[:, None] + (j // x_unit)[None, :]
-        a = tl.load(
-            x_ptr + x_rows[:, None] + j[None, :] * sx_w,
-            mask=row_ok[:, None] & in_range(cols, W // x_unit, INDEX_64),
-            other=0.0,
-        )
+        x_step = (ih * (sx_h // x_unit) + (ow0 - LEAD) // x_unit * sx_w) * x_unit
+        cols = (ow0 - LEAD) // x_unit + j // x_unit
+        # (The input row test as a vector: the interpreter turns bool vector & bool scalar into int32.)
+        rows_ok = line_ok & in_range(ih + 0 * lines, H, INDEX_64)
+        in_row = (cols >= 0) & (cols < W // x_unit)
+        a = tl.load(x_ptr + x_step + x_offs, mask=rows_ok[:, None] & in_row[None, :], other=0.0)
         acc = tl.dot(dot_operand(tl.trans(a)), dot_operand(dy), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        rows += BLOCK_M
-        n, od, oh, segment = advance_coordinates(
-            n, od, oh, segment, step_n, step_d, step_h, step_segment, D_OUT, H_OUT, SEGMENTS
-        )
+        segment += 1
+        row_done = segment == SEGMENTS
+        segment = tl.where(row_done, 0, segment)
+        oh = tl.where(row_done, oh + 1, oh)
 
     # dw[s]: G's diagonal j - i = s * DIL_W + LEAD - PAD_W.
     diagonal = j[:, None] - i[None, :] - (LEAD - PAD_W)
@@ -313,6 +320,13 @@ def aligned_input(x: torch.Tensor, spec: ConvSpec) -> tuple[torch.Tensor, ConvSp
     over it: a wider input's extra zeros are more right padding."""
     wide = aligned_rows(x)
     return wide, replace(spec, input_size=(*spec.input_size[:2], wide.shape[-1]))
+
+
+def read_unit(t: torch.Tensor) -> int:
+    """The vector the band kernels read ``t``'s rows in: its ``row_unit``, or 16 bytes' worth where
+    that is under MIN_LOAD_BYTES and they read a widened copy (``aligned_rows``)."""
+    unit = row_unit(t)
+    return unit if unit * t.element_size() >= MIN_LOAD_BYTES else WIDE_LOAD_BYTES // t.element_size()
 
 
 def aligned_rows(t: torch.Tensor) -> torch.Tensor:
@@ -416,11 +430,18 @@ def plan_banded_input_grad(
     return plan_banded_forward(grad_output, flipped, bias, flipped_forward_spec(spec), grad_input, epilogue)
 
 
-def weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
-    """The forward's segment width, steps of BANDED_WEIGHT_GRAD_ROWS rows (under the interpreter,
-    its own small tile)."""
+def weight_grad_tiling(spec: ConvSpec, unit: int, walk_splits: int) -> tuple[BandedConfig, int, int, int]:
+    """The weight gradient's tile (the forward's segment width, at most BANDED_WEIGHT_GRAD_ROWS
+    lines per step, at least 16), walk positions, positions per program, and programs per
+    (channel, filter row): line blocks times walk splits, one partial each."""
     cfg = banded_config(spec, unit)
-    return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS) if gpu_tiles() else cfg
+    d_out, h_out, w_out = spec.output_size
+    lines = spec.batch * d_out
+    most = BANDED_WEIGHT_GRAD_ROWS if gpu_tiles() else cfg.block_m
+    cfg = replace(cfg, block_m=min(most, max(MIN_DOT, triton.next_power_of_2(lines))))
+    walk = h_out * triton.cdiv(w_out, cfg.block_w)
+    split_walk = triton.cdiv(walk, walk_splits)
+    return cfg, walk, split_walk, triton.cdiv(lines, cfg.block_m) * triton.cdiv(walk, split_walk)
 
 
 def plan_banded_weight_grad(
@@ -429,27 +450,26 @@ def plan_banded_weight_grad(
     spec: ConvSpec,
     dw_partial: torch.Tensor,
     db_partial: torch.Tensor | None,
-    cfg: BandedConfig | None = None,
+    walk_splits: int = 1,
 ) -> Launch:
-    """The launch writing split partials of dw (and db) for a depthwise ``spec`` with a unit step
-    along W; ``dw_partial`` is (SPLIT_K, K * T * R * S)."""
+    """The launch writing partials of dw (and db) for a depthwise ``spec`` with a unit step along
+    W, the walk split ``walk_splits`` ways; ``dw_partial`` is (partials, K * T * R * S) with the
+    partials ``weight_grad_tiling`` counts."""
     dy, x = as_3d(grad_output), as_3d(input)
     x, spec = aligned_input(x, spec)
     dy = aligned_rows(dy)
     t, r, s = spec.kernel_size
     pad_w = spec.pad_lo[2]
     x_unit = row_unit(x)
-    cfg = cfg or weight_grad_config(spec, x_unit)
+    cfg, walk, split_walk, partials = weight_grad_tiling(spec, x_unit, walk_splits)
+    assert dw_partial.shape[0] == partials, (dw_partial.shape, partials)
     lead = banded_lead(pad_w, x_unit)
     columns = triton.next_power_of_2(max(banded_columns(spec, cfg.block_w, x_unit), WGMMA_ROWS))
     d_out, h_out, w_out = spec.output_size
-    segments = triton.cdiv(w_out, cfg.block_w)
-    rows = spec.batch * d_out * h_out * segments
-    split_k = dw_partial.shape[0]
-    split_rows = triton.cdiv(triton.cdiv(rows, cfg.block_m), split_k) * cfg.block_m
     args = arguments.tensors(x=x, dy=dy) | arguments.sizes(spec) | dict(output_size=(d_out, h_out, dy.shape[-1]))
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
-    args |= dict(K_G=spec.out_channels_per_group, SEGMENTS=segments, ROWS=rows, SPLIT_ROWS=split_rows)
+    args |= dict(K_G=spec.out_channels_per_group, SEGMENTS=triton.cdiv(w_out, cfg.block_w))
+    args |= dict(LINES=spec.batch * d_out, WALK=walk, SPLIT_WALK=split_walk)
     constexprs = dict(R=r, S=s, TAPS_PAD=triton.next_power_of_2(s), CONV_STRIDE_D=spec.stride[0])
     constexprs |= dict(CONV_STRIDE_H=spec.stride[1], PAD_W=pad_w, LEAD=lead)
     constexprs |= dict(zip(("DIL_D", "DIL_H", "DIL_W"), spec.dilation))
@@ -462,7 +482,7 @@ def plan_banded_weight_grad(
         BLOCK_W=cfg.block_w,
         COLUMNS=columns,
     )
-    grid = (spec.out_channels, t * r, split_k)
+    grid = (spec.out_channels, t * r, partials)
     return Launch(banded_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
@@ -472,20 +492,21 @@ def banded_weight_grad(
     spec: ConvSpec,
     grad_weight: torch.Tensor,
     grad_bias: torch.Tensor | None = None,
-    split_k: int | None = None,
+    walk_splits: int | None = None,
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias), for
-    a depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_weight_grad``). Rows
-    are split between programs only where the channels' filter rows leave SMs idle."""
+    a depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_weight_grad``). The walk
+    is split between programs only where the channels' filter rows and line blocks leave SMs idle;
+    the partials are summed in a fixed order (deterministic)."""
     t, r, _ = spec.kernel_size
-    if split_k is None:
-        cfg = weight_grad_config(spec, row_unit(as_3d(input)))
-        d_out, h_out, w_out = spec.output_size
-        rows = spec.batch * d_out * h_out * triton.cdiv(w_out, cfg.block_w)
-        split_k = split_k_for(spec.out_channels * t * r, rows, cfg.block_m)
+    unit = read_unit(as_3d(input))
+    _, walk, _, line_blocks = weight_grad_tiling(spec, unit, 1)
+    if walk_splits is None:
+        walk_splits = split_k_for(spec.out_channels * t * r * line_blocks, walk, 1)
+    _, _, _, partials = weight_grad_tiling(spec, unit, walk_splits)
     bias_elements = spec.out_channels if grad_bias is not None else None
-    dw_partial, db_partial = partial_buffers(grad_output, split_k, grad_weight.numel(), bias_elements)
-    plan_banded_weight_grad(grad_output, input, spec, dw_partial, db_partial)()
+    dw_partial, db_partial = partial_buffers(grad_output, partials, grad_weight.numel(), bias_elements)
+    plan_banded_weight_grad(grad_output, input, spec, dw_partial, db_partial, walk_splits)()
     sum_splits(dw_partial, grad_weight)
     if grad_bias is not None:
         sum_splits(db_partial, grad_bias)
