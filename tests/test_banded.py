@@ -193,3 +193,14 @@ def test_gpu_tile_runs_in_the_interpreter(gpu_tiles):
     assert launch.grid[0] > 1
     launch()
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_band_matrices_stay_small(gpu_tiles):
+    """A 3x3x3 depthwise filter over 432 channels (X3D) would build 38 MiB of band matrices for a
+    41 MiB input: the direct kernels run it; at batch 64 the band is a small share of the input."""
+    w = torch.empty(432, 1, 3, 3, 3, dtype=torch.bfloat16, device="meta")
+    for batch, banded in ((1, False), (64, True)):
+        x = torch.empty(batch, 432, 16, 56, 56, dtype=torch.bfloat16, device="meta")
+        spec = conv_spec(x, w, None, 1, 1, 1, 432, 3)
+        assert dispatch.uses_banded_kernel(x, spec)
+        assert dispatch.band_fits(x, spec) is banded

@@ -338,6 +338,15 @@ def aligned_rows(t: torch.Tensor) -> torch.Tensor:
     return widen_rows(t, WIDE_LOAD_BYTES // t.element_size())
 
 
+def band_bytes(spec: ConvSpec, x: torch.Tensor) -> int:
+    """Bytes of the band matrices the forward of ``spec`` over the (N, C, D, H, W) ``x`` builds."""
+    t, r, _ = spec.kernel_size
+    unit = read_unit(x)
+    cfg = banded_config(spec, unit)
+    depth = triton.cdiv(banded_columns(spec, cfg.block_w, unit), cfg.block_j) * cfg.block_j
+    return spec.out_channels * t * r * depth * cfg.block_w * x.element_size()
+
+
 def band_matrices(weight: torch.Tensor, spec: ConvSpec, block_w: int, depth: int, lead: int) -> torch.Tensor:
     """Each filter row of the depthwise ``weight`` (K, 1, T, R, S) as its band matrix, stacked: (K,
     T * R * depth, block_w), element (j, i) of row (t, r) the tap s with s * DIL_W = j - i - (lead -

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import ConvSpec
+from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
-from .banded import banded_weight_grad, plan_banded_forward, plan_banded_input_grad
+from .banded import band_bytes, banded_weight_grad, flipped_forward_spec, plan_banded_forward, plan_banded_input_grad
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
@@ -65,11 +65,31 @@ def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
     )
 
 
+# The band matrices, built for every call, may take this many bytes, or at most this share of
+# the input's beyond that: short filter rows of many 3-D filter rows (a 3x3x3 filter over 432
+# channels: 38 MiB, for one 41 MiB video clip) would otherwise spend about as much memory and
+# traffic on zeros as on the input.
+BAND_BYTES_FLOOR = 32 * 2**20
+BAND_BYTES_SHARE = 0.25
+
+
+def band_fits(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """Whether the forward's band matrices (``banded.band_bytes``) stay within BAND_BYTES_FLOOR,
+    or BAND_BYTES_SHARE of ``input``'s bytes."""
+    limit = max(BAND_BYTES_FLOOR, BAND_BYTES_SHARE * input.numel() * input.element_size())
+    return band_bytes(spec, as_3d(input)) <= limit
+
+
 def uses_banded_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
     """``uses_banded_kernel`` for the input gradient, read from ``grad_output``: also one output
     channel per group and unit steps in every dimension, where it is the forward of the flipped
     filter (``banded.flipped_forward_spec``)."""
-    return uses_banded_kernel(grad_output, spec) and spec.out_channels_per_group == 1 and spec.stride == (1, 1, 1)
+    return (
+        uses_banded_kernel(grad_output, spec)
+        and spec.out_channels_per_group == 1
+        and spec.stride == (1, 1, 1)
+        and band_fits(grad_output, flipped_forward_spec(spec))
+    )
 
 
 def uses_banded_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, spec: ConvSpec) -> bool:
@@ -110,7 +130,7 @@ def forward(
     """activation(conv(input, weight) + bias + residual) into ``out``, by the kernel that fits."""
     if out.numel() == 0:
         return out
-    if uses_banded_kernel(input, spec):
+    if uses_banded_kernel(input, spec) and band_fits(input, spec):
         launch = plan_banded_forward(input, weight, bias, spec, out, epilogue)
     elif uses_direct_kernel(spec):
         launch = plan_direct_forward(input, weight, bias, spec, out, epilogue)
