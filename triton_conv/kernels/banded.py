@@ -306,6 +306,8 @@ def row_unit(t: torch.Tensor) -> int:
     return unit
 
 
+# Band elements a program of ``band_matrix_kernel`` writes: 16 per thread of 4 warps.
+BAND_ELEMENTS_PER_PROGRAM = 2048
 # Rows whose loads along W would be narrower than this many bytes are copied into wider rows
 # first (``pad_input.widen_rows``): an asynchronous copy takes 4, 8 or 16 bytes, and with 4 the
 # kernels' address arithmetic per load outweighed the copy's one read and write of the tensor
@@ -347,24 +349,64 @@ def band_bytes(spec: ConvSpec, x: torch.Tensor) -> int:
     return spec.out_channels * t * r * depth * cfg.block_w * x.element_size()
 
 
-def band_matrices(weight: torch.Tensor, spec: ConvSpec, block_w: int, depth: int, lead: int) -> torch.Tensor:
+@triton.jit
+def band_matrix_kernel(
+    w_ptr, band_ptr, BAND_ROWS, DEPTH, w_strides,
+    T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, DIL_W: tl.constexpr, SHIFT: tl.constexpr,
+    FLIP: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """band[k, g, i] for g = row * DEPTH + j: w[k, 0, t, r, s] with s * DIL_W = j - i - SHIFT, zero
+    where there is none: filter row (t, r) = divmod(row, R) of channel k as its band matrix; of
+    the filter flipped along every dimension if FLIP. BLOCK_ROWS band rows per program.
+
+    Args:
+        w_ptr, w_strides: the weight (K, 1, T, R, S); any strides (5, in elements).
+        band_ptr: (K, BAND_ROWS, BLOCK_W) contiguous. BAND_ROWS: T * R * DEPTH. DEPTH: the band
+            rows per filter row.
+        T, R, S: the filter's size. DIL_W: the taps' spacing along W. SHIFT: LEAD - PAD_W
+            (``banded_forward_kernel``). FLIP: read w[k, 0, T-1-t, R-1-r, S-1-s] instead.
+        INDEX_64: compute offsets in int64. BLOCK_ROWS: band rows per program. BLOCK_W: the
+            band's columns (a segment's width).
+        Grid: (K, cdiv(BAND_ROWS, BLOCK_ROWS)).
+    """
+    k, block, _ = program_ids(INDEX_64)
+    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
+    g = block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    i = tl.arange(0, BLOCK_W)
+    row = g // DEPTH
+    reach = (g % DEPTH)[:, None] - i[None, :] - SHIFT
+    in_band = (reach >= 0) & (reach < S * DIL_W) & (reach % DIL_W == 0) & (g < BAND_ROWS)[:, None]
+    tap = reach // DIL_W
+    if FLIP:
+        row = T * R - 1 - row
+        tap = S - 1 - tap
+    w_rows = w_ptr + k * sw_k + (row // R) * sw_t + (row % R) * sw_r
+    band = tl.load(w_rows[:, None] + tap * sw_s, mask=in_band, other=0.0)
+    tl.store(band_ptr + (k * BAND_ROWS + g)[:, None] * BLOCK_W + i[None, :], band, mask=(g < BAND_ROWS)[:, None])
+
+
+def band_matrices(
+    weight: torch.Tensor, spec: ConvSpec, block_w: int, depth: int, lead: int, flip: bool = False
+) -> torch.Tensor:
     """Each filter row of the depthwise ``weight`` (K, 1, T, R, S) as its band matrix, stacked: (K,
     T * R * depth, block_w), element (j, i) of row (t, r) the tap s with s * DIL_W = j - i - (lead -
     PAD_W), zero where there is none. Input column ow0 - lead + j times it adds to output column
-    ow0 + i. A copy of depth * block_w elements per filter row, built by one gather."""
-    k = weight.shape[0]
-    _, _, s = spec.kernel_size
-    dil_w = spec.dilation[2]
-    taps = (
-        torch.arange(depth, device=weight.device)[:, None]
-        - torch.arange(block_w, device=weight.device)[None, :]
-        - (lead - spec.pad_lo[2])
-    )
-    in_band = (taps >= 0) & (taps < s * dil_w) & (taps % dil_w == 0)
-    rows = as_3d(weight).reshape(k, -1, s)
-    # Index s (one past the row) reads the zero appended to every row.
-    padded = torch.cat([rows, rows.new_zeros((k, rows.shape[1], 1))], dim=2)
-    return padded[:, :, torch.where(in_band, taps // dil_w, s)].reshape(k, -1, block_w)
+    ow0 + i; with ``flip``, of the filter flipped along every dimension. One kernel writes them."""
+    w = as_3d(weight)
+    k = w.shape[0]
+    t, r, s = spec.kernel_size
+    band_rows = t * r * depth
+    band = weight.new_empty((k, band_rows, block_w))
+    block_rows = max(MIN_DOT, BAND_ELEMENTS_PER_PROGRAM // block_w)
+    if band.numel():
+        Launch(
+            band_matrix_kernel,
+            (k, triton.cdiv(band_rows, block_rows)),
+            dict(**arguments.tensors(w=w), band_ptr=band, BAND_ROWS=band_rows, DEPTH=depth),
+            dict(T=t, R=r, S=s, DIL_W=spec.dilation[2], SHIFT=lead - spec.pad_lo[2], FLIP=flip)
+            | {"INDEX_64": needs_int64(w, band), "BLOCK_ROWS": block_rows, "BLOCK_W": block_w},
+        )()
+    return band
 
 
 def plan_banded_forward(
@@ -375,9 +417,11 @@ def plan_banded_forward(
     out: torch.Tensor,
     epilogue: Epilogue = PLAIN,
     cfg: BandedConfig | None = None,
+    flip_filter: bool = False,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` for a
-    depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_kernel``)."""
+    depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_kernel``); with
+    ``flip_filter``, of ``weight`` flipped along every spatial dimension."""
     x, y = as_3d(input), as_3d(out)
     x, spec = aligned_input(x, spec)
     t, r, _ = spec.kernel_size
@@ -387,7 +431,7 @@ def plan_banded_forward(
     cfg = cfg or banded_config(spec, x_unit, fused)
     lead = banded_lead(pad_w, x_unit)
     chunks = triton.cdiv(banded_columns(spec, cfg.block_w, x_unit), cfg.block_j)
-    band = band_matrices(weight, spec, cfg.block_w, chunks * cfg.block_j, lead)
+    band = band_matrices(weight, spec, cfg.block_w, chunks * cfg.block_j, lead, flip_filter)
     d_out, h_out, w_out = spec.output_size
     segments = triton.cdiv(w_out, cfg.block_w)
     rows = spec.batch * d_out * h_out * segments
@@ -433,10 +477,9 @@ def plan_banded_input_grad(
 ) -> Launch:
     """The launch writing d(loss)/d(input) into ``grad_input`` (with ``bias`` and ``epilogue``,
     a transposed convolution's output) for a depthwise ``spec`` with unit steps, one output
-    channel per group (``dispatch.uses_banded_input_grad``). The flipped filter is a copy (K x taps
-    elements)."""
-    flipped = weight.flip(tuple(range(2, weight.dim())))
-    return plan_banded_forward(grad_output, flipped, bias, flipped_forward_spec(spec), grad_input, epilogue)
+    channel per group (``dispatch.uses_banded_input_grad``)."""
+    spec = flipped_forward_spec(spec)
+    return plan_banded_forward(grad_output, weight, bias, spec, grad_input, epilogue, flip_filter=True)
 
 
 def weight_grad_tiling(spec: ConvSpec, unit: int, walk_splits: int) -> tuple[BandedConfig, int, int, int]:
