@@ -174,6 +174,15 @@ def test_widened_rows_match_in_float64():
     assert aligned_input(as_3d(x), spec)[0].shape[-1] == 13
 
 
+def test_kill_switch(monkeypatch):
+    """TRITON_CONV_BAND_KERNELS=0 (the module attribute it sets) keeps depthwise on the direct kernels."""
+    x = torch.empty(2, 8, 16, 56, dtype=torch.bfloat16)
+    spec = conv_spec(x, torch.empty(8, 1, 7, 7, dtype=torch.bfloat16), None, 1, 3, 1, 8, 2)
+    assert dispatch.uses_banded_kernel(x, spec)
+    monkeypatch.setattr(dispatch, "BAND_KERNELS_ENABLED", False)
+    assert not dispatch.uses_banded_kernel(x, spec)
+
+
 def test_row_unit():
     assert row_unit(as_3d(torch.empty(2, 3, 4, 56, dtype=torch.bfloat16))) == 8
     assert row_unit(as_3d(torch.empty(2, 3, 4, 28, dtype=torch.bfloat16))) == 4

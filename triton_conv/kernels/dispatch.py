@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..spec import ConvSpec, as_3d
@@ -31,6 +33,10 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
     return spec.groups > 1 and spec.in_channels_per_group < MIN_DOT
 
 
+# The kill switch: TRITON_CONV_BAND_KERNELS=0 sends every depthwise convolution to the direct
+# kernels (the default, 1, lets the rules below pick the band kernels). Read at import; tests flip
+# the module attribute.
+BAND_KERNELS_ENABLED = os.environ.get("TRITON_CONV_BAND_KERNELS", "1") == "1"
 # Filter rows at least this wide, of a depthwise convolution in 16-bit floats read along W, run as
 # a GEMM against a band matrix (``kernels/banded.py``). A 3-wide row costs the matrix unit about
 # 27x the useful products (16-deep steps over the segment's reach and alignment), still less
@@ -52,10 +58,11 @@ def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Depthwise (one input channel per group), a unit step along W, a filter row at least
     BANDED_MIN_WIDTH wide, output rows at least BANDED_MIN_OUTPUT_WIDTH, 16-bit floats, and
     ``input`` contiguous along W (the default layout), or a filter row at least
-    BANDED_STRIDED_MIN_WIDTH wide."""
+    BANDED_STRIDED_MIN_WIDTH wide; unless BAND_KERNELS_ENABLED is off."""
     filter_width = spec.kernel_size[2]
     return (
-        spec.groups > 1
+        BAND_KERNELS_ENABLED
+        and spec.groups > 1
         and spec.in_channels_per_group == 1
         and spec.stride[2] == 1
         and filter_width >= BANDED_MIN_WIDTH
