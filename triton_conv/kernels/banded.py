@@ -50,7 +50,7 @@ from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import program_ids, unravel_pixels
 from .pad_input import widen_rows
-from .reduction import in_range, zero_index
+from .reduction import in_range, next_step, zero_index
 from .split_k import partial_buffers, sum_splits
 
 
@@ -145,13 +145,8 @@ def banded_forward_kernel(
         band = tl.load(band_ptrs)
         acc = tl.dot(dot_operand(a), dot_operand(band), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         band_ptrs += BLOCK_J * sb_j
-        chunk += 1
-        row_done = chunk == CHUNKS
-        chunk = tl.where(row_done, 0, chunk)
-        kr = tl.where(row_done, kr + 1, kr)
-        plane_done = kr == R
-        kr = tl.where(plane_done, 0, kr)
-        kt = tl.where(plane_done, kt + 1, kt)
+        # The chunk counts like the GEMMs' channel block, the filter row's (t, r) like their taps.
+        chunk, _, kt, kr = next_step(chunk, 0, kt, kr, CHUNKS, TAP_ROWS // R, R, 1)
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + k * bias_stride).to(ACC_DTYPE)
