@@ -86,8 +86,8 @@ def banded_forward_kernel(
         R: the filter's height. CONV_STRIDE_D/H: the convolution's steps along D and H (1 along W).
         DIL_D/H: the spacing of the taps along D and H.
         LEAD: input columns read before a segment's first output column (the padding along W
-            rounded up to a multiple of X_UNIT). CHUNKS: BLOCK_J-deep reduction steps per filter row, covering
-            the segment's input columns (``banded_columns``).
+            rounded up to a multiple of X_UNIT). CHUNKS: BLOCK_J-deep reduction steps per filter
+            row, covering the segment's input columns (``banded_columns``).
         X_UNIT, Y_UNIT: every row of x (y) starts at a multiple of this many elements and W
             (W_OUT) is one (``row_unit``): loads (stores) along W are vectors of it.
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
@@ -109,7 +109,7 @@ def banded_forward_kernel(
     n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
     ow0 = segment * BLOCK_W
     id0 = od * CONV_STRIDE_D - pad_d
-    # Rows past the last start below the input, where no tap (offsets >= 0) brings them inside.
+    # Rows past the last start at the input's height, where no tap (offsets >= 0) brings them inside.
     ih0 = tl.where(mask_m, oh * CONV_STRIDE_H - pad_h, H)
     j = tl.arange(0, BLOCK_J)
     i = tl.arange(0, BLOCK_W)
