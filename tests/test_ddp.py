@@ -11,7 +11,6 @@ had it: the kernels read that variable when they are imported.
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
@@ -82,15 +81,16 @@ def _wrap(model: nn.Module, strategy: str, device: str) -> nn.Module:
     return fully_shard(model)
 
 
-def _worker(rank: int, port: int, interpret: str | None, device: str, out_dir: str, strategy: str) -> None:
+def _worker(rank: int, interpret: str | None, device: str, out_dir: str, strategy: str) -> None:
     if interpret is not None:
         os.environ["TRITON_INTERPRET"] = interpret
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
     import triton_conv
     from triton_conv.kernels import INTERPRETER
 
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    # The ranks meet through a file in the test's own directory, not a TCP port: concurrent tests
+    # (pytest-xdist) could pick the same free port between probing it and binding it.
+    store = os.path.join(out_dir, "rendezvous")
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
     try:
         model = triton_conv.convert_model(_make_model(device))
         assert all(isinstance(m, triton_conv.Conv2d) for m in model if isinstance(m, nn.Conv2d))
@@ -107,12 +107,6 @@ def _worker(rank: int, port: int, interpret: str | None, device: str, out_dir: s
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -135,7 +129,7 @@ def test_two_processes_match_single_process(tmp_path, strategy):
     # Start the workers first: the single-process reference runs while they start up.
     context = mp.spawn(
         _worker,
-        args=(_free_port(), os.environ.get("TRITON_INTERPRET"), DEVICE, str(tmp_path), strategy),
+        args=(os.environ.get("TRITON_INTERPRET"), DEVICE, str(tmp_path), strategy),
         nprocs=WORLD_SIZE,
         join=False,
     )
