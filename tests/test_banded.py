@@ -174,6 +174,12 @@ def test_widened_rows_match_in_float64():
     assert aligned_input(as_3d(x), spec)[0].shape[-1] == 13
 
 
+def test_channels_beyond_the_grid_limit_take_the_direct_kernels():
+    x = torch.empty(1, 70000, 64, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(70000, 1, 7, dtype=torch.bfloat16, device="meta")
+    assert not dispatch.uses_banded_kernel(x, conv_spec(x, w, None, 1, 3, 1, 70000, 1))
+
+
 def test_kill_switch(monkeypatch):
     """TRITON_CONV_BAND_KERNELS=0 (the module attribute it sets) keeps depthwise on the direct kernels."""
     x = torch.empty(2, 8, 16, 56, dtype=torch.bfloat16)

@@ -52,11 +52,15 @@ BANDED_DTYPES = (torch.float16, torch.bfloat16)
 # stored element by element. Against the direct kernels, whose work grows with the filter, that
 # pays for wide filters only.
 BANDED_STRIDED_MIN_WIDTH = 15
+# The band forward launches one program column per output channel, on the grid's second axis,
+# which CUDA caps at 65535.
+BANDED_MAX_CHANNELS = 65535
 
 
 def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Depthwise (one input channel per group), a unit step along W, a filter row at least
-    BANDED_MIN_WIDTH wide, output rows at least BANDED_MIN_OUTPUT_WIDTH, 16-bit floats, and
+    BANDED_MIN_WIDTH wide, output rows at least BANDED_MIN_OUTPUT_WIDTH, at most
+    BANDED_MAX_CHANNELS channels, 16-bit floats, and
     ``input`` contiguous along W (the default layout), or a filter row at least
     BANDED_STRIDED_MIN_WIDTH wide; unless BAND_KERNELS_ENABLED is off."""
     filter_width = spec.kernel_size[2]
@@ -67,6 +71,7 @@ def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
         and spec.stride[2] == 1
         and filter_width >= BANDED_MIN_WIDTH
         and spec.output_size[2] >= BANDED_MIN_OUTPUT_WIDTH
+        and spec.out_channels <= BANDED_MAX_CHANNELS
         and input.dtype in BANDED_DTYPES
         and (input.stride(-1) == 1 or filter_width >= BANDED_STRIDED_MIN_WIDTH)
     )
