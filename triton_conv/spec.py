@@ -175,6 +175,19 @@ class ConvSpec:
             widths += [lo, hi]
         return widths
 
+    def input_grad_as_forward(self) -> ConvSpec:
+        """The forward problem whose output is this convolution's input gradient, for unit steps
+        and one channel per group: dy convolved with the filter flipped along every dimension,
+        each side padded by the filter's reach minus this one's padding on the other side."""
+        reach = tuple(d * (k - 1) for d, k in zip(self.dilation, self.kernel_size))
+        return replace(
+            self,
+            input_size=self.output_size,
+            output_size=self.input_size,
+            pad_lo=tuple(r - p for r, p in zip(reach, self.pad_lo)),  # type: ignore[arg-type]
+            pad_hi=tuple(r - p for r, p in zip(reach, self.pad_hi)),  # type: ignore[arg-type]
+        )
+
     def with_padded_input(self) -> ConvSpec:
         """The same convolution on its input padded explicitly (``pad_widths``), so without padding."""
         size = tuple(i + lo + hi for i, lo, hi in zip(self.input_size, self.pad_lo, self.pad_hi))

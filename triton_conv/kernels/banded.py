@@ -39,6 +39,7 @@ from ..tuning.configs import (
     MIN_DOT,
     WGMMA_ROWS,
     BandedConfig,
+    banded_chunks,
     banded_columns,
     banded_config,
     banded_lead,
@@ -330,9 +331,8 @@ def aligned_rows(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself, or where its rows load in vectors under MIN_LOAD_BYTES a copy with rows
     zero-filled to 16-byte multiples (for the output gradient the weight gradient reads, whose
     extra zeros are output columns adding nothing)."""
-    if row_unit(t) * t.element_size() >= MIN_LOAD_BYTES:
-        return t
-    return widen_rows(t, WIDE_LOAD_BYTES // t.element_size())
+    unit = read_unit(t)
+    return t if unit == row_unit(t) else widen_rows(t, unit)
 
 
 def band_bytes(spec: ConvSpec, x: torch.Tensor) -> int:
@@ -340,7 +340,7 @@ def band_bytes(spec: ConvSpec, x: torch.Tensor) -> int:
     t, r, _ = spec.kernel_size
     unit = read_unit(x)
     cfg = banded_config(spec, unit)
-    depth = triton.cdiv(banded_columns(spec, cfg.block_w, unit), cfg.block_j) * cfg.block_j
+    depth = banded_chunks(spec, cfg, unit) * cfg.block_j
     return spec.out_channels * t * r * depth * cfg.block_w * x.element_size()
 
 
@@ -425,7 +425,7 @@ def plan_banded_forward(
     fused = epilogue.residual is not None or epilogue.pre_activation is not None
     cfg = cfg or banded_config(spec, x_unit, fused)
     lead = banded_lead(pad_w, x_unit)
-    chunks = triton.cdiv(banded_columns(spec, cfg.block_w, x_unit), cfg.block_j)
+    chunks = banded_chunks(spec, cfg, x_unit)
     band = band_matrices(weight, spec, cfg.block_w, chunks * cfg.block_j, lead, flip_filter)
     d_out, h_out, w_out = spec.output_size
     segments = triton.cdiv(w_out, cfg.block_w)
@@ -448,20 +448,6 @@ def plan_banded_forward(
     return Launch(banded_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
-def flipped_forward_spec(spec: ConvSpec) -> ConvSpec:
-    """The forward problem whose output is the input gradient of a depthwise ``spec`` with unit
-    steps: dy convolved with the flipped filter, each side padded by the filter's reach minus
-    the original padding on the other side."""
-    reach = tuple(d * (k - 1) for d, k in zip(spec.dilation, spec.kernel_size))
-    return replace(
-        spec,
-        input_size=spec.output_size,
-        output_size=spec.input_size,
-        pad_lo=tuple(r - p for r, p in zip(reach, spec.pad_lo)),
-        pad_hi=tuple(r - p for r, p in zip(reach, spec.pad_hi)),
-    )
-
-
 def plan_banded_input_grad(
     grad_output: torch.Tensor,
     weight: torch.Tensor,
@@ -473,8 +459,8 @@ def plan_banded_input_grad(
     """The launch writing d(loss)/d(input) into ``grad_input`` (with ``bias`` and ``epilogue``,
     a transposed convolution's output) for a depthwise ``spec`` with unit steps, one output
     channel per group (``dispatch.uses_banded_input_grad``)."""
-    spec = flipped_forward_spec(spec)
-    return plan_banded_forward(grad_output, weight, bias, spec, grad_input, epilogue, flip_filter=True)
+    forward = spec.input_grad_as_forward()
+    return plan_banded_forward(grad_output, weight, bias, forward, grad_input, epilogue, flip_filter=True)
 
 
 def weight_grad_tiling(spec: ConvSpec, unit: int, walk_splits: int) -> tuple[BandedConfig, int, int, int]:

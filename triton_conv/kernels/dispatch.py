@@ -9,7 +9,7 @@ import torch
 from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
-from .banded import band_bytes, banded_weight_grad, flipped_forward_spec, plan_banded_forward, plan_banded_input_grad
+from .banded import band_bytes, banded_weight_grad, plan_banded_forward, plan_banded_input_grad
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
@@ -95,12 +95,12 @@ def band_fits(input: torch.Tensor, spec: ConvSpec) -> bool:
 def uses_banded_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
     """``uses_banded_kernel`` for the input gradient, read from ``grad_output``: also one output
     channel per group and unit steps in every dimension, where it is the forward of the flipped
-    filter (``banded.flipped_forward_spec``)."""
+    filter (``ConvSpec.input_grad_as_forward``)."""
     return (
         uses_banded_kernel(grad_output, spec)
         and spec.out_channels_per_group == 1
         and spec.stride == (1, 1, 1)
-        and band_fits(grad_output, flipped_forward_spec(spec))
+        and band_fits(grad_output, spec.input_grad_as_forward())
     )
 
 

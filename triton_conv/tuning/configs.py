@@ -363,6 +363,11 @@ def banded_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
     return block_w + (taps - 1) * spec.dilation[2] + banded_lead(pad, unit) - pad
 
 
+def banded_chunks(spec: ConvSpec, cfg: BandedConfig, unit: int) -> int:
+    """Reduction steps of ``cfg.block_j`` input columns per filter row: the columns a segment reads."""
+    return -(-banded_columns(spec, cfg.block_w, unit) // cfg.block_j)
+
+
 def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> BandedConfig:
     """The band tile for a depthwise ``spec`` (unit step along W) whose loads take ``unit``
     elements: the segment width whose matrix-unit work per useful output is least, counting the
@@ -376,7 +381,7 @@ def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> Ba
     width = spec.output_size[2]
 
     def work_per_output(block_w: int) -> float:
-        depth = -(-banded_columns(spec, block_w, unit) // BANDED_CONFIG.block_j) * BANDED_CONFIG.block_j
+        depth = banded_chunks(spec, replace(base, block_w=block_w), unit) * base.block_j
         return depth / block_w * (-(-width // block_w) * block_w) / width
 
     return replace(base, block_w=min(BANDED_BLOCK_W, key=work_per_output))
