@@ -8,6 +8,7 @@ import torch
 from triton_conv.perf.suite import SHAPES_BY_NUMBER
 
 import triton_conv
+from triton_conv.kernels import direct as direct_module
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.direct import (
     direct_split_k,
@@ -83,6 +84,29 @@ def test_both_algorithms_on_grouped_cases(case, direct, monkeypatch):
     monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: direct)
     check_forward(case, torch.float64, "channels_last")
     check_backward(case, torch.float64, "channels_last")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+@pytest.mark.parametrize("case", params(GROUPED))
+def test_channel_major_filter(case, dtype, monkeypatch):
+    """The forward and input gradient reading the filter from its channel-major float copy
+    (on a GPU only for launches of at least CHANNEL_MAJOR_FILTER_MIN_FMAS multiply-adds):
+    forced here for every grouped case, channels-last."""
+    monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: True)
+    monkeypatch.setattr(direct_module, "CHANNEL_MAJOR_FILTER_MIN_FMAS", 0)
+    copies = []
+    monkeypatch.setattr(direct_module, "channel_major_filter", _recorded(direct_module.channel_major_filter, copies))
+    check_forward(case, dtype, "channels_last")
+    check_backward(case, dtype, "channels_last")
+    assert copies, "the channel-major filter was not used"
+
+
+def _recorded(fn, calls: list):
+    def recorded(*args):
+        calls.append(args)
+        return fn(*args)
+
+    return recorded
 
 
 def test_direct_split_k_matches_single_split():

@@ -36,6 +36,11 @@ def accumulator_dtype(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def accumulator_torch_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``accumulator_dtype`` as a torch dtype: for buffers the kernels read or write in it."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def dot_precision(t: torch.Tensor) -> str:
     """The tl.dot precision of a launch reading ``t``: ``dot_precision_on(t.dtype, t.device.type)``."""
     return dot_precision_on(t.dtype, t.device.type)

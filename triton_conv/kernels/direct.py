@@ -26,9 +26,15 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import DirectConfig, direct_config, direct_taps_per_step, split_k_for
+from ..tuning.configs import (
+    CHANNEL_MAJOR_FILTER_MIN_FMAS,
+    DirectConfig,
+    direct_config,
+    direct_taps_per_step,
+    split_k_for,
+)
 from . import arguments
-from .common import Launch, accumulator_dtype
+from .common import Launch, accumulator_dtype, accumulator_torch_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import advance_coordinates, program_ids, unravel_pixels
 from .split_k import partial_buffers, sum_splits
@@ -107,7 +113,7 @@ def direct_forward_kernel(
 
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements).
-        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5).
+        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5) (``kernel_filter``).
         y_ptr, y_strides: output (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
         bias_ptr, bias_stride: bias (K,) and its stride; read only if HAS_BIAS.
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
@@ -210,7 +216,7 @@ def direct_input_grad_kernel(
 
     Args:
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
-        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5).
+        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5) (``kernel_filter``).
         dx_ptr, dx_strides: input gradient (N, C, D, H, W); any strides (5); all written.
         bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr: the epilogue of a transposed
             convolution (whose forward this is), as in direct_forward_kernel but over dx's
@@ -420,15 +426,43 @@ def _tile_constexprs(cfg: DirectConfig) -> dict[str, int]:
     return dict(PIXELS=cfg.pixels, TAPS_PER_STEP=cfg.taps_per_step, BLOCK_G=cfg.block_g, BLOCK_C=cfg.block_c)
 
 
+def channels_contiguous(*loaded: torch.Tensor) -> bool:
+    """Whether the (N, C, D, H, W) tensors a kernel loads pixels from hold channels contiguously
+    (channels-last): threads then load vectors of channels."""
+    return all(t.stride(1) == 1 for t in loaded)
+
+
 def _tile(
     spec: ConvSpec, channels: int, width: int, *loaded: torch.Tensor, fused_transposed_epilogue: bool = False
 ) -> DirectConfig:
     """The tile over ``channels`` channels and rows of ``width`` pixels reading the (N, C, D, H, W)
     tensors ``loaded``, its steps fitted to the filter."""
-    contiguous = all(t.stride(1) == 1 for t in loaded)
-    cfg = direct_config(channels, width, loaded[0].dtype.itemsize, contiguous, fused_transposed_epilogue)
+    cfg = direct_config(
+        channels, width, loaded[0].dtype.itemsize, channels_contiguous(*loaded), fused_transposed_epilogue
+    )
     steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
     return replace(cfg, taps_per_step=steps)
+
+
+def kernel_filter(weight: torch.Tensor, spec: ConvSpec, vector_of_channels: bool) -> torch.Tensor:
+    """The (K, C_G, T, R, S) filter the forward and input-gradient kernels read: where a thread
+    loads a ``vector_of_channels`` whose weights are consecutive and the launch is large enough
+    to pay for the copy (``CHANNEL_MAJOR_FILTER_MIN_FMAS``), ``channel_major_filter``; else the
+    weight itself."""
+    if vector_of_channels and spec.flops // 2 >= CHANNEL_MAJOR_FILTER_MIN_FMAS:
+        return channel_major_filter(weight)
+    return as_3d(weight)
+
+
+def channel_major_filter(weight: torch.Tensor) -> torch.Tensor:
+    """The (K, C_G, T, R, S) ``weight`` as a view of a dense (C_G, T, R, S, K) copy in the
+    accumulator's type (``accumulator_torch_dtype``). Where a thread holds a vector of channels
+    (channels-last activations), their weights for one tap are then one vector load, with no
+    conversion in the loop (a scalar load and a conversion per channel and tap otherwise)."""
+    w = as_3d(weight)
+    filters = w.new_empty((*w.shape[1:], w.shape[0]), dtype=accumulator_torch_dtype(w.dtype))
+    filters.copy_(w.permute(1, 2, 3, 4, 0))
+    return filters.permute(4, 0, 1, 2, 3)
 
 
 def _pixel_groups(spec: ConvSpec, size: tuple[int, int, int], group_width: int) -> tuple[int, int]:
@@ -447,8 +481,9 @@ def plan_direct_forward(
     epilogue: Epilogue = PLAIN,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
-    x, w, y = as_3d(input), as_3d(weight), as_3d(out)
+    x, y = as_3d(input), as_3d(out)
     cfg = _tile(spec, spec.out_channels, spec.output_size[2], x)
+    w = kernel_filter(weight, spec, channels_contiguous(x))
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
@@ -469,11 +504,15 @@ def plan_direct_input_grad(
 ) -> Launch:
     """The launch writing d(loss)/d(input) into ``grad_input``; with ``bias`` and ``epilogue``,
     activation(that + bias + residual): a transposed convolution."""
-    dy, w, dx = as_3d(grad_output), as_3d(weight), as_3d(grad_input)
+    dy, dx = as_3d(grad_output), as_3d(grad_input)
     conv_stride_w = spec.stride[2]
     fused = epilogue.residual is not None or epilogue.pre_activation is not None
     width = triton.cdiv(spec.input_size[2], conv_stride_w)
     cfg = _tile(spec, spec.in_channels, width, dy, fused_transposed_epilogue=fused)
+    # Consecutive input channels read consecutive output channels' weights only in a depthwise
+    # convolution (one channel in and out per group).
+    depthwise = spec.in_channels_per_group == spec.out_channels_per_group == 1
+    w = kernel_filter(weight, spec, channels_contiguous(dy) and depthwise)
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.input_size, cfg.pixels * conv_stride_w)
     grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)

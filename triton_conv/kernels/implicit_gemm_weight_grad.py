@@ -33,10 +33,10 @@ from ..tuning.configs import (
 from ..tuning.kinds import GemmExtents, KernelKind
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, accumulator_dtype, dot_operand, dot_precision
+from .common import Launch, accumulator_dtype, accumulator_torch_dtype, dot_operand, dot_precision
 from .indexing import program_ids, unravel_pixels, unravel_tap
 from .layout import gemm_operand, gemm_operand_layout
-from .split_k import partial_buffers, partial_dtype, sum_splits
+from .split_k import partial_buffers, sum_splits
 
 
 @triton.jit
@@ -329,7 +329,7 @@ def _split_k(spec: ConvSpec, dtype: torch.dtype, cfg: KernelConfig, tiles: int) 
     """Split-K sized so that the programs of ``tiles`` output tiles fill the GPU."""
     _, columns, pixels = _gemm_extents(spec)
     input_bytes = (spec.output_pixels * spec.out_channels + spec.input_pixels * spec.in_channels) * dtype.itemsize
-    partial_bytes = spec.out_channels * columns * partial_dtype(dtype).itemsize
+    partial_bytes = spec.out_channels * columns * accumulator_torch_dtype(dtype).itemsize
     return occupancy_split_k(cfg, dtype.itemsize, tiles, pixels, input_bytes, partial_bytes)
 
 

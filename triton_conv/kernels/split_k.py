@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ..spec import needs_int64
-from .common import Launch
+from .common import Launch, accumulator_torch_dtype
 
 
 @triton.jit
@@ -37,16 +37,11 @@ def sum_splits(partial: torch.Tensor, out: torch.Tensor) -> None:
         )()
 
 
-def partial_dtype(dtype: torch.dtype) -> torch.dtype:
-    """What split-K partials accumulate in: float64 for float64, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def partial_buffers(
     grad_output: torch.Tensor, split_k: int, weight_elements: int, bias_elements: int | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-split float32 (float64 for float64) partials of the weight and, if wanted, bias gradients."""
-    acc = partial_dtype(grad_output.dtype)
+    acc = accumulator_torch_dtype(grad_output.dtype)
     dw_partial = grad_output.new_empty((split_k, weight_elements), dtype=acc)
     db_partial = grad_output.new_empty((split_k, bias_elements), dtype=acc) if bias_elements is not None else None
     return dw_partial, db_partial

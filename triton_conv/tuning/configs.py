@@ -294,6 +294,12 @@ DIRECT_TAPS_PER_STEP = 8
 # Each thread owns one 16-byte vector of channels of one group.
 DIRECT_VECTOR_BYTES = 16
 DIRECT_NUM_WARPS = 4
+# Channels-last forward and input-gradient launches doing at least this many multiply-adds read
+# the filter from a float32 copy with channels contiguous (``kernels/direct.channel_major_filter``):
+# compiled for sm_90 that saves about 0.27 SASS instructions per FMA (a tap's weights become two
+# 16-byte loads instead of 8 scalar loads and conversions), about 2 us of issue time per 250M
+# FMAs on an H200, against the copy's launch of a few microseconds (not yet measured).
+CHANNEL_MAJOR_FILTER_MIN_FMAS = 300_000_000
 # Under the interpreter: few programs, each a large tile; steps of 2 taps, so that the tests'
 # small filters take several steps.
 DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_warps=4, taps_per_step=2)
