@@ -13,7 +13,10 @@ reported with:
 - the hot loop (``compiled_code.hot_loop``): SASS instructions per K step and the tensor-core
   share of them, or for FMA kernels instructions per FMA;
 - an issue-bound time: the instructions the whole launch executes over the rate at which an
-  H200 can issue them, next to the roofline time of the pass.
+  H200 can issue them, next to the roofline time of the pass;
+- for kernels whose hot loop multiplies on the matrix unit, its time (``matrix_us``): the
+  multiply-adds the launch's dots issue, tiles as launched (masked rows, a band's zeros), at
+  the unit's dense peak. A kernel takes at least the larger of the two.
 
 Issue-bound estimate, per program (every warp of a program runs the same instruction stream):
 ``executed = S * hot + T * enclosing + rest``, where ``hot`` is the hot loop's static length,
@@ -65,6 +68,8 @@ SMS = 132
 SCHEDULERS_PER_SM = 4
 CLOCK_HZ = 1.98e9
 DENSE_16BIT_FLOPS = 989e12
+# The matrix unit's dense peak by operand size: 16-bit types, and float32 as TF32 at half rate.
+MATRIX_FLOPS_BY_ITEMSIZE = {2: DENSE_16BIT_FLOPS, 4: DENSE_16BIT_FLOPS / 2}
 BANDWIDTH_BYTES = 4.8e12
 STATIC_PASSES = ("F", "D", "W")
 
@@ -204,6 +209,7 @@ class KernelRow:
     per_fma: float | None = None
     executed: float | None = None
     issue_us: float | None = None
+    matrix_us: float | None = None
     ratio_to_reference: float | None = None
     error: str = ""
     assembly: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
@@ -252,6 +258,10 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
         elif row.per_k_step and loop.fma_lanes and not loop.mma:
             row.per_fma = row.per_k_step / loop.fma_lanes
         row.executed = (looped + rest) * launch.num_warps * programs
+        if loop.mma:
+            row.matrix_us = matrix_us(case, launch, steps.hot * programs)
+    if row.matrix_us is None and is_band(launch):  # a hot loop the parser did not find
+        row.matrix_us = matrix_us(case, launch, band_steps(launch).hot * programs)
     row.issue_us = row.executed / (SMS * SCHEDULERS_PER_SM * CLOCK_HZ) * 1e6
     return row
 
@@ -271,6 +281,26 @@ def band_steps(launch: Launch) -> Steps:
         return Steps(launch.args["TAP_ROWS"] * launch.constexprs["CHUNKS"], 1)
     walk, split = launch.args["WALK"], launch.args["SPLIT_WALK"]
     return Steps(walk / triton.cdiv(walk, split), 1)
+
+
+def step_multiply_adds(launch: Launch) -> int:
+    """The multiply-adds one K step of a program's dots issues, masked rows and a band's zeros
+    included: the band forward's rows x segment x chunk, the band weight gradient's segment's
+    columns x segment x lines, a GEMM's tile."""
+    c = launch.constexprs
+    if "BLOCK_J" in c:
+        return c["BLOCK_M"] * c["BLOCK_W"] * c["BLOCK_J"]
+    if "COLUMNS" in c:
+        return c["COLUMNS"] * c["BLOCK_W"] * c["BLOCK_M"]
+    return c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"]
+
+
+def matrix_us(case: StaticCase, launch: Launch, steps: float) -> float:
+    """The matrix unit's time for ``steps`` K steps (all programs) at its dense peak: a floor
+    beside the issue-bound time, which it exceeds where the tiles compute mostly zeros (the band
+    kernels' bands, masked rows)."""
+    peak = MATRIX_FLOPS_BY_ITEMSIZE[DTYPES[case.dtype].dtype.itemsize]
+    return 2 * step_multiply_adds(launch) * steps / peak * 1e6
 
 
 def reference_steps(launch: Launch) -> Steps:
@@ -364,8 +394,9 @@ def static_table(rows: list[KernelRow]) -> str:
     """A Markdown table: one line per kernel, the reference matmul under the kernels of its case."""
     lines = [
         "| # | shape | pass | layout | kernel | tile (M x N x K, warps, stages) | grid | regs | spill B | smem KiB "
-        "| wgmma | pipelined | SASS / K step | TC share | SASS / FMA | x ref | issue us | roofline us | problems |",
-        "|---:|---|---|---|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| wgmma | pipelined | SASS / K step | TC share | SASS / FMA | x ref | issue us | matrix us | roofline us "
+        "| problems |",
+        "|---:|---|---|---|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         c = r.config
@@ -380,7 +411,8 @@ def static_table(rows: list[KernelRow]) -> str:
             f"| {r.case.shape.number} | {r.case.shape.name} | {r.case.pass_} | {r.case.layout} | {kernel} | {tile} "
             f"| {'x'.join(map(str, r.grid))} | {number_cell(r.registers, 0)} | {number_cell(r.spill_bytes, 0)} | {smem} | {wgmma} "
             f"| {r.pipelined} | {number_cell(r.per_k_step, 0)} | {share} | {number_cell(r.per_fma, 1)} | {ratio} "
-            f"| {number_cell(r.issue_us, 1)} | {number_cell(roofline_us(r.case), 1)} | {'; '.join(problems(r)) or 'none'} |"
+            f"| {number_cell(r.issue_us, 1)} | {number_cell(r.matrix_us, 1)} | {number_cell(roofline_us(r.case), 1)} "
+            f"| {'; '.join(problems(r)) or 'none'} |"
         )
     return "\n".join(lines)
 

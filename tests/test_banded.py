@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_conv.perf.suite import SHAPES_BY_NUMBER
 
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.banded import (
@@ -11,7 +12,9 @@ from triton_conv.kernels.banded import (
     banded_weight_grad,
     plan_banded_forward,
     plan_banded_input_grad,
+    read_unit,
     row_unit,
+    weight_grad_tiling,
 )
 from triton_conv.spec import as_3d, conv_spec
 from triton_conv.testing import in_layout
@@ -219,3 +222,14 @@ def test_band_matrices_stay_small(gpu_tiles):
         spec = conv_spec(x, w, None, 1, 1, 1, 432, 3)
         assert dispatch.uses_banded_kernel(x, spec)
         assert dispatch.band_fits(x, spec) is banded
+
+
+@pytest.mark.parametrize(("number", "block_w"), [(12, 32), (14, 32), (15, 32), (20, 32), (31, 16), (32, 16)])
+def test_weight_grad_segment_width(number, block_w, gpu_tiles):
+    """Suite shapes' band weight gradient segments (compiled for sm_90, the width with the least
+    larger of issue and matrix-unit time, perf/NOTES.md): 32 columns where the forward's 64 would
+    keep the matrix unit busier than the issue (12, 15, 20)."""
+    shape = SHAPES_BY_NUMBER[number]
+    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, device="meta")
+    cfg, *_ = weight_grad_tiling(shape.geometry(), read_unit(as_3d(x)), 1)
+    assert cfg.block_w == block_w

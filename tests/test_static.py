@@ -122,6 +122,11 @@ def test_static_report_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[s
     assert ours["uses_wgmma"] and reference["uses_wgmma"]
     assert ours["pipelined"] == reference["pipelined"] == "across taps"  # a 1x1 filter: no tap loop
     assert 0 < ours["tensor_core_share"] < 1 and ours["ratio_to_reference"] > 0
+    # The matrix unit's time: the tiles' multiply-adds (256 output channels, 64 deep, so only the
+    # pixels' last tile is padded) at the dense peak, above the roofline's compute time.
+    flops = 2 * 128 * 56 * 56 * 64 * 256
+    assert flops / 989e12 * 1e6 <= ours["matrix_us"] <= 1.01 * flops / 989e12 * 1e6
+    assert rows[(12, "direct_forward_kernel", False)]["matrix_us"] is None  # CUDA cores only
     assert ours["grid"] == [-(-128 * 56 * 56 // ours["config"]["BLOCK_M"]), 256 // ours["config"]["BLOCK_N"], 1]
     depthwise = rows[(12, "direct_forward_kernel", False)]
     assert depthwise["per_fma"] > 0 and depthwise["tensor_core_share"] is None
@@ -142,3 +147,5 @@ def test_conformer_depthwise_runs_on_the_matrix_unit(pass_, tmp_path: Path, capf
         assert band["per_fma"] <= 4, band["per_fma"]
     issue = sum(r["issue_us"] for r in rows)
     assert issue <= 1.5 * band["roofline_us"], (issue, band["roofline_us"])
+    # The band's zeros included, the matrix unit is not what bounds it either.
+    assert 0 < band["matrix_us"] <= band["roofline_us"], band

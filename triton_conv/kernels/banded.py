@@ -37,12 +37,12 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     BANDED_WEIGHT_GRAD_ROWS,
     MIN_DOT,
-    WGMMA_ROWS,
     BandedConfig,
     banded_chunks,
-    banded_columns,
     banded_config,
     banded_lead,
+    banded_weight_grad_columns,
+    banded_weight_grad_config,
     gpu_tiles,
     split_k_for,
 )
@@ -213,9 +213,9 @@ def banded_weight_grad_kernel(
         HAS_BIAS_GRAD: filter row 0's programs also sum dy into db.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         PRECISION: tl.dot input precision ("ieee" or "tf32").
-        BLOCK_M: lines per step. BLOCK_W: output columns of a segment. COLUMNS: the input
-            columns a segment reads (``banded_columns``) rounded up to a power of 2: G's rows, at
-            least the 64 of a wgmma.
+        BLOCK_M: lines per step. BLOCK_W: output columns of a segment. COLUMNS: G's rows, the
+            input columns a segment reads rounded up to a power of 2, at least the 64 of a
+            wgmma (``banded_weight_grad_columns``).
         Grid: (K, T * R, cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)), axis 2 line block major.
     """
     k, tap_row, split = program_ids(INDEX_64)
@@ -464,10 +464,10 @@ def plan_banded_input_grad(
 
 
 def weight_grad_tiling(spec: ConvSpec, unit: int, walk_splits: int) -> tuple[BandedConfig, int, int, int]:
-    """The weight gradient's tile (the forward's segment width, at most BANDED_WEIGHT_GRAD_ROWS
+    """The weight gradient's tile (``banded_weight_grad_config``, at most BANDED_WEIGHT_GRAD_ROWS
     lines per step, at least 16), walk positions, positions per program, and programs per
     (channel, filter row): line blocks times walk splits, one partial each."""
-    cfg = banded_config(spec, unit)
+    cfg = banded_weight_grad_config(spec, unit)
     d_out, h_out, w_out = spec.output_size
     lines = spec.batch * d_out
     most = BANDED_WEIGHT_GRAD_ROWS if gpu_tiles() else cfg.block_m
@@ -497,7 +497,7 @@ def plan_banded_weight_grad(
     cfg, walk, split_walk, partials = weight_grad_tiling(spec, x_unit, walk_splits)
     assert dw_partial.shape[0] == partials, (dw_partial.shape, partials)
     lead = banded_lead(pad_w, x_unit)
-    columns = triton.next_power_of_2(max(banded_columns(spec, cfg.block_w, x_unit), WGMMA_ROWS))
+    columns = banded_weight_grad_columns(spec, cfg.block_w, x_unit)
     d_out, h_out, w_out = spec.output_size
     args = arguments.tensors(x=x, dy=dy) | arguments.sizes(spec) | dict(output_size=(d_out, h_out, dy.shape[-1]))
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)

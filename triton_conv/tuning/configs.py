@@ -350,6 +350,15 @@ BANDED_CONFIG = BandedConfig(block_m=256, block_w=64, block_j=MIN_DOT, num_warps
 # (up to 128) by the rows, and the output gradient, three stages deep; 256 rows needed 288 KiB of
 # shared memory, 128 spilled on sm_90 (suite shapes 15 and 20).
 BANDED_WEIGHT_GRAD_ROWS = 64
+# The weight gradient's segment width is the one whose estimated time per line and filter row is
+# least: per segment, the larger of a step's issue (about 130 SASS instructions per warp compiled
+# for sm_90, 4 warps on an SM's 4 schedulers: 130 cycles) and its matrix-unit time (columns x
+# width x BANDED_WEIGHT_GRAD_ROWS multiply-adds at an H200's dense bf16 peak, about 1890 per
+# cycle per SM). Picked so, suite shapes 12, 15 and 20 take 32 columns where the forward takes
+# 64 (the forward's G of 128 columns by 64 kept the matrix unit busier than the issue:
+# 5-15% lower estimates), and 14, 31, 32 keep the forward's.
+BANDED_WEIGHT_GRAD_STEP_CYCLES = 130
+MATRIX_MACS_PER_CYCLE = 1890
 # Under the interpreter: small tiles, so that the tests' short rows take several segments.
 BANDED_INTERPRETER_CONFIG = BandedConfig(block_m=32, block_w=16, block_j=MIN_DOT, num_warps=4, num_stages=1)
 
@@ -372,6 +381,31 @@ def banded_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
 def banded_chunks(spec: ConvSpec, cfg: BandedConfig, unit: int) -> int:
     """Reduction steps of ``cfg.block_j`` input columns per filter row: the columns a segment reads."""
     return -(-banded_columns(spec, cfg.block_w, unit) // cfg.block_j)
+
+
+def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
+    """The rows of the weight gradient's G (``kernels/banded.banded_weight_grad_kernel``): the
+    input columns a segment reads, rounded up to a power of 2, at least the 64 of a wgmma."""
+    columns = max(banded_columns(spec, block_w, unit), WGMMA_ROWS)
+    return 1 << (columns - 1).bit_length()
+
+
+def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
+    """The band weight gradient's tile: the forward's, with the segment width of the least
+    estimated time (``BANDED_WEIGHT_GRAD_STEP_CYCLES``), the least matrix work on a tie; its
+    rows are set by ``kernels/banded.weight_grad_tiling``."""
+    cfg = banded_config(spec, unit)
+    if not gpu_tiles():
+        return cfg
+    width = spec.output_size[2]
+
+    def cost(block_w: int) -> tuple[float, int]:
+        columns = banded_weight_grad_columns(spec, block_w, unit)
+        segments = -(-width // block_w)
+        matrix_cycles = columns * block_w * BANDED_WEIGHT_GRAD_ROWS / MATRIX_MACS_PER_CYCLE
+        return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
+
+    return replace(cfg, block_w=min(BANDED_BLOCK_W, key=cost))
 
 
 def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> BandedConfig:
