@@ -5,10 +5,13 @@ import torch
 import torch.nn.functional as F
 from triton_conv.perf.suite import SHAPES_BY_NUMBER
 
+import triton_conv
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.banded import (
+    BANDED_FORWARD,
     aligned_input,
     band_matrices,
+    banded_forward_kernel,
     banded_weight_grad,
     plan_banded_forward,
     plan_banded_input_grad,
@@ -16,8 +19,12 @@ from triton_conv.kernels.banded import (
     row_unit,
     weight_grad_tiling,
 )
+from triton_conv.kernels.common import recording_launches
+from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, compile_launch
 from triton_conv.spec import as_3d, conv_spec
 from triton_conv.testing import in_layout
+from triton_conv.tune import ConvProblem, problem_keys
+from triton_conv.tuning import cache, select
 from triton_conv.tuning.configs import BandedConfig
 
 from .checks import check_backward, check_forward, check_transposed
@@ -233,3 +240,56 @@ def test_weight_grad_segment_width(number, block_w, gpu_tiles):
     x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, device="meta")
     cfg, *_ = weight_grad_tiling(shape.geometry(), read_unit(as_3d(x)), 1)
     assert cfg.block_w == block_w
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("number", [14, 15])
+def test_tuning_space_compiles_for_sm90(number, gpu_tiles):
+    """Every tile the band forward's exhaustive tuning would time on suite shapes 14 (rows of 28:
+    the 64-column tiles clip to 32) and 15 compiles for sm_90: wgmma, no spills, within shared
+    memory."""
+    shape = SHAPES_BY_NUMBER[number]
+    spec = shape.geometry()
+    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, device="meta")
+    w = torch.empty(shape.weight_shape(), dtype=torch.bfloat16, device="meta")
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16, device="meta")
+    heuristic = BandedConfig(256, 64, 16, 4, 3).tile()
+    space = select.search_space(BANDED_FORWARD, spec, torch.bfloat16, "ieee", heuristic, exhaustive=True)
+    assert len(space) >= 6
+    with recording_launches() as launches:
+        for tile in space:
+            BANDED_FORWARD.plan(spec, x, w, None, y, tile)()
+    band_launches = [launch for launch in launches if launch.kernel is banded_forward_kernel]
+    assert len(band_launches) == len(space)
+    for launch in band_launches:
+        info = compile_launch(launch, 90)
+        assert info.uses_wgmma and info.spill_bytes == 0, info
+        assert info.shared_bytes <= SHARED_MEMORY_LIMIT[90], info
+
+
+@pytest.fixture
+def timing_on_cpu(tmp_path, monkeypatch):
+    """CPU tensors treated as timeable, every config timed equal (the heuristic wins), an empty cache."""
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(select.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setattr(select, "can_time", lambda device: True)
+    monkeypatch.setattr(select, "time_ms", lambda run: 1.0)
+
+
+@pytest.mark.parametrize("padding", [(1, 2), (0, 0)], ids=["same_size", "valid"])
+def test_tuning_keys(timing_on_cpu, padding):
+    """A depthwise layer on the band kernels: its forward and input gradient are tuned under the
+    keys ``tune --dry-run`` lists (the weight gradient, like the direct kernels, is not); a
+    second call finds them cached."""
+    problem = ConvProblem((2, 4, 6, 20), (4, 1, 3, 5), (1, 1), padding, (1, 1), 4, torch.bfloat16, False)
+    x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
+    with select.autotuning("first_use") as records:
+        y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+        y.backward(torch.randn_like(y))
+    keys = problem_keys(problem, backward=True)
+    assert set(keys) == {"banded_forward", "banded_forward (input_grad)", "direct"}
+    assert {record.key for record in records} == {keys["banded_forward"], keys["banded_forward (input_grad)"]}
+    assert all(record.key.startswith("banded_forward:bfloat16:ieee:nc:") and ":w" in record.key for record in records)
+    with select.autotuning("first_use") as again:
+        triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+    assert again == []

@@ -31,6 +31,8 @@ from torch import nn
 
 from . import functional
 from .cli import one_line
+from .kernels import dispatch
+from .kernels.banded import BANDED_FORWARD
 from .kernels.common import dot_precision_on
 from .kernels.dispatch import KERNEL_KINDS, uses_direct_kernel
 from .runtime import INTERPRETER
@@ -80,14 +82,26 @@ class ConvProblem:
 
 
 def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
-    """Kernel kind -> the autotune key its launch on a GPU uses; ``direct`` for problems that run
-    the (untuned) direct kernels."""
+    """Pass and kernel kind -> the autotune key its launch on a GPU uses (``forward``,
+    ``input_grad``, ``weight_grad`` for the GEMMs; ``banded_forward`` for a band forward and, as
+    ``banded_forward (input_grad)``, the band input gradient, its forward of the flipped filter);
+    ``direct`` for passes on the (untuned) direct and band weight-gradient kernels."""
     spec = problem.spec()
-    if uses_direct_kernel(spec):
-        return {"direct": "not tuned (direct kernel)"}
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
     precision = dot_precision_on(problem.dtype, "cuda")
+    if uses_direct_kernel(spec):
+        keys = {}
+        if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
+            keys[BANDED_FORWARD.name] = autotune_key(BANDED_FORWARD, spec, problem.dtype, precision, layout_of(x))
+        if backward and dispatch.uses_banded_input_grad(y, spec):
+            forward = spec.input_grad_as_forward()
+            keys[f"{BANDED_FORWARD.name} (input_grad)"] = autotune_key(
+                BANDED_FORWARD, forward, problem.dtype, precision, layout_of(y)
+            )
+        # The direct kernels and the band weight gradient take the heuristic's tile.
+        untuned = backward or not keys
+        return keys | {"direct": "not tuned (direct kernel)"} if untuned else keys
     return {
         kind.name: autotune_key(kind, spec, problem.dtype, precision, kind.key_layout(x, y))
         for kind in KERNEL_KINDS

@@ -35,6 +35,9 @@ import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
+    BANDED_FORWARD_TILES,
+    BANDED_FUSED_ROWS,
+    BANDED_INTERPRETER_CONFIG,
     BANDED_WEIGHT_GRAD_ROWS,
     MIN_DOT,
     BandedConfig,
@@ -43,9 +46,13 @@ from ..tuning.configs import (
     banded_lead,
     banded_weight_grad_columns,
     banded_weight_grad_config,
+    bucket_row_width,
     gpu_tiles,
     split_k_for,
 )
+from ..tuning.key import layout_of
+from ..tuning.kinds import KernelKind
+from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
@@ -404,6 +411,27 @@ def band_matrices(
     return band
 
 
+# The band forward (and the input gradient, its forward of the flipped filter) as tuning sees
+# it: per channel, rows (lines and segments) by the row's output columns, over the columns a
+# segment reads; keyed by the row width too, which decides the segment.
+BANDED_FORWARD = KernelKind(
+    name="banded_forward",
+    pass_="F",
+    tiles=BANDED_FORWARD_TILES,
+    interpreter_tile=BANDED_INTERPRETER_CONFIG.tile(),
+    gemm_extents=lambda spec: (
+        spec.batch * spec.output_size[0] * spec.output_size[1],
+        spec.output_size[2],
+        spec.output_size[2] + (spec.kernel_size[2] - 1) * spec.dilation[2],
+    ),
+    dense_gemm=lambda spec: (spec.output_pixels, 1, spec.taps),
+    key_pixels=lambda spec: spec.output_pixels,
+    key_layout=lambda input, output: layout_of(input),
+    plan=lambda spec, x, w, b, y, tile: plan_banded_forward(x, w, b, spec, y, cfg=BandedConfig.of(tile)),
+    key_fields=lambda spec: (f"w{bucket_row_width(spec.output_size[2])}",),
+)
+
+
 def plan_banded_forward(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -416,14 +444,29 @@ def plan_banded_forward(
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` for a
     depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_kernel``); with
-    ``flip_filter``, of ``weight`` flipped along every spatial dimension."""
+    ``flip_filter``, of ``weight`` flipped along every spatial dimension. ``cfg`` overrides the
+    tile that ``select_config`` picks (the heuristic's, ``banded_config``, unless tuned)."""
     x, y = as_3d(input), as_3d(out)
-    x, spec = aligned_input(x, spec)
+    x, wide_spec = aligned_input(x, spec)
+    x_unit = row_unit(x)
+    if cfg is None:
+        fused = epilogue.residual is not None or epilogue.pre_activation is not None
+        tile = select_config(
+            BANDED_FORWARD,
+            spec,
+            x.dtype,
+            dot_precision(x),
+            BANDED_FORWARD.key_layout(input, out),
+            lambda c: plan_banded_forward(input, weight, bias, spec, out, epilogue, BandedConfig.of(c), flip_filter),
+            banded_config(wide_spec, x_unit, fused).tile(),
+            x.device,
+        )
+        cfg = BandedConfig.of(tile)
+        if fused:  # a tuned tile too: the key does not tell fused epilogues apart
+            cfg = replace(cfg, block_m=min(cfg.block_m, BANDED_FUSED_ROWS))
+    spec = wide_spec
     t, r, _ = spec.kernel_size
     pad_w = spec.pad_lo[2]
-    x_unit = row_unit(x)
-    fused = epilogue.residual is not None or epilogue.pre_activation is not None
-    cfg = cfg or banded_config(spec, x_unit, fused)
     lead = banded_lead(pad_w, x_unit)
     chunks = banded_chunks(spec, cfg, x_unit)
     band = band_matrices(weight, spec, cfg.block_w, chunks * cfg.block_j, lead, flip_filter)

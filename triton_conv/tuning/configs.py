@@ -53,9 +53,11 @@ SHARED_MEMORY_BUDGET = 166_912
 # 64x128x32, 4 warps, 4 stages) compile without spills in the forward and the input gradient,
 # 128-232 registers on sm_90 and sm_80, under Triton 3.6 and 3.9.
 ACCUMULATOR_BUDGET = {"tensor_core": 64, "tf32": 64, "fp32_ieee": 16, "fp64": 16}
-# Kernel kinds whose tiles hold less (same measurement): the TF32 weight gradient's tiles of 64
-# reach 239-255 registers (128x128x32 on 8 warps spilled 12 bytes on sm_90 with Triton 3.9).
-KIND_ACCUMULATOR_BUDGET = {("weight_grad", "tf32"): 32}
+# Kernel kinds whose tiles hold less or more (same measurement): the TF32 weight gradient's tiles
+# of 64 reach 239-255 registers (128x128x32 on 8 warps spilled 12 bytes on sm_90 with Triton 3.9);
+# the band forward's 256 x 64 tiles hold 128 (219-240 registers, no spills: a band step loads
+# little beside the accumulators).
+KIND_ACCUMULATOR_BUDGET = {("weight_grad", "tf32"): 32, ("banded_forward", "tensor_core"): 128}
 # The deepest reduction block whose register-held operands fit beside those accumulators: a
 # 32-deep float64 input-gradient tile with the transposed-convolution epilogue spilled on sm_80.
 REGISTER_OPERAND_DEPTH = {"fp64": 16}
@@ -337,6 +339,15 @@ class BandedConfig:
     num_warps: int
     num_stages: int
 
+    @staticmethod
+    def of(tile: KernelConfig) -> BandedConfig:
+        """The band tile a tuning tile stands for: its N the segment's columns, its K the step."""
+        return BandedConfig(tile.block_m, tile.block_n, tile.block_k, tile.num_warps, tile.num_stages)
+
+    def tile(self) -> KernelConfig:
+        """This tile as tuning handles it (``of``'s inverse)."""
+        return KernelConfig(self.block_m, self.block_w, self.block_j, self.num_warps, self.num_stages)
+
 
 # Output columns per row segment, from which the heuristic picks the least wasteful (below).
 BANDED_BLOCK_W = (64, 32, 16)
@@ -346,6 +357,9 @@ BANDED_BLOCK_W = (64, 32, 16)
 # 32 by 20-30%, with no spills; 8 warps on the same tile do not. The reduction step is the bf16
 # wgmma's 16, the finest band the matrix unit takes.
 BANDED_CONFIG = BandedConfig(block_m=256, block_w=64, block_j=MIN_DOT, num_warps=4, num_stages=3)
+# With a residual to add or a pre-activation to store, at most this many rows: the epilogue's
+# loads and stores need registers beside the accumulators (256 rows spilled 228 bytes on sm_90).
+BANDED_FUSED_ROWS = 128
 # The weight gradient's steps take 64 rows: its operands are the input columns a segment reads
 # (up to 128) by the rows, and the output gradient, three stages deep; 256 rows needed 288 KiB of
 # shared memory, 128 spilled on sm_90 (suite shapes 15 and 20).
@@ -359,8 +373,27 @@ BANDED_WEIGHT_GRAD_ROWS = 64
 # 5-15% lower estimates), and 14, 31, 32 keep the forward's.
 BANDED_WEIGHT_GRAD_STEP_CYCLES = 130
 MATRIX_MACS_PER_CYCLE = 1890
+# What the band forward's autotuning times (``kernels/banded.BANDED_FORWARD``), as rows x
+# segment columns x reduction step: the heuristic's 256 rows at each segment width, 128 rows,
+# deeper pipelines and a 32-deep step. All compile for sm_90 without spills
+# (tests/test_banded.py); the band's 128 accumulators per thread fit where a GEMM's would not.
+BANDED_FORWARD_TILES = (
+    KernelConfig(256, 64, 16, 4, 3),
+    KernelConfig(256, 32, 16, 4, 3),
+    KernelConfig(256, 16, 16, 4, 3),
+    KernelConfig(128, 64, 16, 4, 3),
+    KernelConfig(256, 64, 16, 4, 4),
+    KernelConfig(256, 64, 32, 4, 3),
+    KernelConfig(128, 32, 16, 4, 3),
+    KernelConfig(128, 64, 16, 4, 2),
+)
 # Under the interpreter: small tiles, so that the tests' short rows take several segments.
 BANDED_INTERPRETER_CONFIG = BandedConfig(block_m=32, block_w=16, block_j=MIN_DOT, num_warps=4, num_stages=1)
+
+
+def bucket_row_width(width: int) -> int:
+    """The band kernels' row-width autotune bucket: the next power of two, at least 8."""
+    return max(8, 1 << max(0, width - 1).bit_length())
 
 
 def banded_lead(padding: int, unit: int) -> int:
@@ -417,7 +450,7 @@ def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> Ba
     of them 64-column segments spilled on sm_90)."""
     if not gpu_tiles():
         return BANDED_INTERPRETER_CONFIG
-    base = replace(BANDED_CONFIG, block_m=BANDED_CONFIG.block_m // 2) if fused_epilogue else BANDED_CONFIG
+    base = replace(BANDED_CONFIG, block_m=BANDED_FUSED_ROWS) if fused_epilogue else BANDED_CONFIG
     width = spec.output_size[2]
 
     def work_per_output(block_w: int) -> float:

@@ -48,7 +48,8 @@ def autotune_key(kind: KernelKind, spec: ConvSpec, dtype: torch.dtype, precision
     """E.g. ``forward:float16:ieee:cl:m65536:n64:k64:t9:g0:s1`` for the GEMM of ``kind`` on ``spec``.
 
     M is the kind's ``key_pixels`` (input pixels for the input gradient, output pixels
-    otherwise); N and K are the output and input channels per group.
+    otherwise); N and K are the output and input channels per group; the kind's ``key_fields``
+    follow, if it has any.
     """
     fields = (
         kind.name,
@@ -62,4 +63,6 @@ def autotune_key(kind: KernelKind, spec: ConvSpec, dtype: torch.dtype, precision
         f"g{int(spec.groups > 1)}",
         f"s{int(max(spec.stride) > 1)}",
     )
+    if kind.key_fields is not None:
+        fields += kind.key_fields(spec)
     return ":".join(fields)

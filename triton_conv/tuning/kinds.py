@@ -46,6 +46,8 @@ class KernelKind:
         adjust_tile: what the kind changes in the clipped first tile, if anything.
         split_k: the heuristic's split count of a reduction shared by ``tiles`` output tiles of a
             tile (``(spec, dtype, tile, tiles)``); None for kernels without split-K.
+        key_fields: more of the geometry that decides its winner, as autotune-key fields
+            (the band kernels' row width); None for none.
     """
 
     name: str
@@ -59,6 +61,7 @@ class KernelKind:
     plan: Callable[[ConvSpec, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, KernelConfig], Any]
     adjust_tile: Callable[[ConvSpec, torch.dtype, str, KernelConfig], KernelConfig] | None = None
     split_k: Callable[[ConvSpec, torch.dtype, KernelConfig, int], int] | None = None
+    key_fields: Callable[[ConvSpec], tuple[str, ...]] | None = None
 
     def output_tiles(self, spec: ConvSpec, tile: KernelConfig) -> int:
         """The (M x N) output tiles of every group: the programs of one split (at least one
