@@ -28,6 +28,8 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     CHANNEL_MAJOR_FILTER_MIN_FMAS,
+    DIRECT_PIXELS,
+    DIRECT_WEIGHT_GRAD_PIXELS,
     DirectConfig,
     direct_config,
     direct_taps_per_step,
@@ -433,13 +435,18 @@ def channels_contiguous(*loaded: torch.Tensor) -> bool:
 
 
 def _tile(
-    spec: ConvSpec, channels: int, width: int, *loaded: torch.Tensor, fused_transposed_epilogue: bool = False
+    spec: ConvSpec,
+    channels: int,
+    width: int,
+    *loaded: torch.Tensor,
+    fused_transposed_epilogue: bool = False,
+    most_pixels: int = DIRECT_PIXELS,
 ) -> DirectConfig:
     """The tile over ``channels`` channels and rows of ``width`` pixels reading the (N, C, D, H, W)
     tensors ``loaded``, its steps fitted to the filter."""
-    cfg = direct_config(
-        channels, width, loaded[0].dtype.itemsize, channels_contiguous(*loaded), fused_transposed_epilogue
-    )
+    itemsize = loaded[0].dtype.itemsize
+    contiguous = channels_contiguous(*loaded)
+    cfg = direct_config(channels, width, itemsize, contiguous, fused_transposed_epilogue, most_pixels)
     steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
     return replace(cfg, taps_per_step=steps)
 
@@ -526,7 +533,9 @@ def plan_direct_input_grad(
 
 def _weight_grad_tiling(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> tuple[DirectConfig, int, int, int]:
     """The weight gradient's tile, pixel groups per output row, all pixel groups, and programs per split."""
-    cfg = _tile(spec, spec.out_channels, spec.output_size[2], as_3d(dy), as_3d(x))
+    cfg = _tile(
+        spec, spec.out_channels, spec.output_size[2], as_3d(dy), as_3d(x), most_pixels=DIRECT_WEIGHT_GRAD_PIXELS
+    )
     t, r, s = spec.kernel_size
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     # At least one column, so that the bias gradient is computed even with no channels.
