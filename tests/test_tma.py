@@ -1,6 +1,8 @@
 """The forward convolution through tensor descriptors (TMA): results against torch.nn.functional,
 where the dispatch runs it, and its sm_90 compile."""
 
+import math
+
 import pytest
 import torch
 from triton.runtime.jit import JITFunction, mangle_type
@@ -75,6 +77,75 @@ def test_tma_epilogue(activation, out_layout):
     expected = reference + residual
     assert_close(pre_activation, expected, torch.float64, case.reduction, "pre-activation")
     assert_close(y, TORCH_ACTIVATIONS[activation](expected), torch.float64, case.reduction, "output")
+
+
+# Input gradients as the forward of the flipped filter: K/groups (the reduction) a multiple of 16;
+# padding beyond the filter's reach (the flipped problem's leading padding negative), dilation,
+# groups, asymmetric 'same' padding, 1-D and 3-D.
+INPUT_GRAD_CASES = [
+    ConvCase(2, 2, 8, 16, (5, 7), (3, 3), padding=1),
+    ConvCase(2, 1, 12, 32, (6, 9), (3, 3), padding=(5, 2), dilation=(2, 1)),
+    ConvCase(2, 2, 24, 32, (5, 5), (3, 1), padding=(1, 0), groups=2),
+    ConvCase(3, 1, 8, 16, (3, 4, 5), (3, 3, 3), padding=1),
+    ConvCase(1, 2, 8, 16, (13,), (4,), padding="same", dilation=2),
+]
+
+
+def _tma_input_grad(dy, w, case, config=None, epilogue=PLAIN, bias=None):
+    """dx through the TMA forward kernel, as ``dispatch.input_grad`` runs it."""
+    x = torch.empty(case.batch, case.in_channels, *case.size, dtype=w.dtype)
+    spec = conv_spec(x, w, None, **case.kwargs(), ndim=case.ndim)
+    dx = in_layout(torch.empty(spec.in_shape, dtype=dy.dtype, device=dy.device), "channels_last")
+    forward = spec.input_grad_as_forward()
+    tma.plan_forward_tma(dy, tma.input_grad_filter(w, spec.groups), bias, forward, dx, config, epilogue)()
+    return dx
+
+
+@pytest.mark.parametrize("config", [None, SMALL_TILE], ids=["heuristic", "small"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", INPUT_GRAD_CASES, ids=lambda c: c.id)
+def test_tma_input_grad_matches_torch(case, dtype, config):
+    x, w, b = make_inputs(case, dtype, "channels_last", requires_grad=True)
+    y = reference_forward(case, x, w, b)
+    dy = in_layout(torch.randn(y.shape, dtype=torch.float64, device=DEVICE).to(dtype), "channels_last")
+    (expected,) = torch.autograd.grad(y, x, dy.double())
+    dx = _tma_input_grad(dy, w.detach(), case, config)
+    reduction = case.out_channels // case.groups * math.prod(case.kernel)
+    assert_close(dx, expected.to(dtype), dtype, reduction, f"tma input grad {case.id}")
+
+
+def test_transposed_conv_epilogue_through_tma():
+    """A stride-1 transposed convolution is this input gradient with bias, residual and activation."""
+    case = INPUT_GRAD_CASES[2]
+    x, w, b = make_inputs(case, torch.float64, "channels_last", requires_grad=True)
+    y = reference_forward(case, x, w, b)
+    dy = in_layout(torch.randn(y.shape, dtype=torch.float64, device=DEVICE), "channels_last")
+    (plain,) = torch.autograd.grad(y, x, dy)
+    bias = torch.randn(case.in_channels, dtype=torch.float64, device=DEVICE)
+    residual = torch.randn_like(plain)
+    expected = TORCH_ACTIVATIONS["silu"](plain + bias[:, None, None] + residual)
+    dx = _tma_input_grad(dy, w.detach(), case, SMALL_TILE, Epilogue("silu", residual, None), bias)
+    assert_close(dx, expected, torch.float64, case.reduction, "transposed conv")
+
+
+def test_dispatch_runs_tma_for_the_input_grad():
+    """Where the flipped forward qualifies (unit steps, channels-last dy, K/groups a multiple of
+    the block): the TMA kernel; a step of 2 keeps the input-gradient kernel. Both match torch."""
+    if not tma.has_tma(torch.device(DEVICE)):
+        pytest.skip(f"{DEVICE} has no tensor-memory accelerator: the pointer kernel runs")
+    for stride, kernel in ((1, "implicit_gemm_forward_tma_kernel"), (2, "implicit_gemm_input_grad_kernel")):
+        case = ConvCase(2, 2, 16, 16, (4, 8), (3, 3), stride=stride, padding=1)
+        x, w, b = make_inputs(case, torch.float32, "channels_last", requires_grad=True)
+        spec = conv_spec(x, w, b, **case.kwargs(), ndim=2)
+        y = reference_forward(case, x, w, b)
+        dy = in_layout(torch.randn(y.shape, device=DEVICE), "channels_last")
+        dx = in_layout(torch.empty_like(x), "channels_last")
+        with recording_launches() as launches:
+            dispatch.input_grad(dy, w.detach(), spec, dx)
+        assert [launch.kernel.fn.__name__ for launch in launches] == [kernel]
+        launches[0]()
+        (expected,) = torch.autograd.grad(y, x, dy.double())
+        assert_close(dx, expected.float(), torch.float32, case.reduction, f"stride {stride}")
 
 
 def _planned_kernel(x, w, **kwargs):

@@ -176,12 +176,15 @@ class ConvSpec:
         return widths
 
     def input_grad_as_forward(self) -> ConvSpec:
-        """The forward problem whose output is this convolution's input gradient, for unit steps
-        and one channel per group: dy convolved with the filter flipped along every dimension,
-        each side padded by the filter's reach minus this one's padding on the other side."""
+        """The forward problem whose output is this convolution's input gradient, for unit steps:
+        dy convolved with the filter flipped along every dimension and its input and output
+        channels swapped within each group, each side padded by the filter's reach minus this
+        one's padding on the other side."""
         reach = tuple(d * (k - 1) for d, k in zip(self.dilation, self.kernel_size))
         return replace(
             self,
+            in_channels=self.out_channels,
+            out_channels=self.in_channels,
             input_size=self.output_size,
             output_size=self.input_size,
             pad_lo=tuple(r - p for r, p in zip(reach, self.pad_lo)),  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from .banded import band_bytes, banded_weight_grad, plan_banded_forward, plan_ba
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
-from .implicit_gemm_forward_tma import plan_forward_tma, tma_forward_applies
+from .implicit_gemm_forward_tma import input_grad_filter, plan_forward_tma, tma_forward_applies
 from .implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .pad_input import pad_input
@@ -171,9 +171,20 @@ def input_grad(
         plan_banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
     elif uses_direct_kernel(spec):
         plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
+    elif tma_input_grad_applies(grad_output, spec):
+        forward = spec.input_grad_as_forward()
+        flipped = input_grad_filter(weight, spec.groups)
+        plan_forward_tma(grad_output, flipped, bias, forward, grad_input, epilogue=epilogue)()
     else:
         plan_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)()
     return grad_input
+
+
+def tma_input_grad_applies(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
+    """Whether the input gradient runs the TMA forward kernel, as the forward of the flipped
+    filter over ``grad_output`` (``ConvSpec.input_grad_as_forward``): unit steps (no stride
+    phases), and ``tma_forward_applies`` to that forward problem."""
+    return spec.stride == (1, 1, 1) and tma_forward_applies(grad_output, spec.input_grad_as_forward())
 
 
 # Inputs of one group with fewer channels than this are padded for the weight gradient

@@ -15,8 +15,9 @@ Hopper's copy engine is what makes this cheap on a GPU; Triton's interpreter run
 (Triton does not view a 5-D shared tile as a 2-D one), a single-row box straight from shared
 memory (perf/NOTES.md, "Tensor descriptors"). ``tma_forward_applies`` says where the kernel
 applies; other problems, and every problem while ``ENABLED`` is off, run the pointer kernel
-(``implicit_gemm_forward.py``). The tile is the forward heuristic's; autotuning does not cover
-this kernel yet.
+(``implicit_gemm_forward.py``). The input gradient with unit steps runs this kernel too, as the
+forward of the flipped filter (``input_grad_filter``, ``dispatch.tma_input_grad_applies``). The
+tile is the forward heuristic's; autotuning does not cover this kernel yet.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from .indexing import unravel_pixels
 from .layout import store_transposed
 from .reduction import next_step, zero_index
 
-# The kill switch: TRITON_CONV_TMA_FORWARD=0 sends every forward convolution to the pointer
-# kernel (the default, 1, lets the dispatch use this one where it applies). Read at import;
-# tests flip the module attribute.
+# The kill switch: TRITON_CONV_TMA_FORWARD=0 sends every forward convolution and input gradient
+# to the pointer kernels (the default, 1, lets the dispatch use this one where it applies). Read
+# at import; tests flip the module attribute.
 ENABLED = os.environ.get("TRITON_CONV_TMA_FORWARD", "1") == "1"
 # The copy engine's limits: boxes of at most 256 elements along each dimension, addresses and
 # strides (but the innermost) 16-byte aligned.
@@ -228,6 +229,20 @@ def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
     if not w.is_contiguous() or w.data_ptr() % TMA_ALIGNMENT:
         w = w.clone(memory_format=torch.contiguous_format)
     return w
+
+
+def input_grad_filter(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The filter of ``ConvSpec.input_grad_as_forward``: the (K, C_G, T, R, S) ``weight`` with
+    input and output channels swapped within each group and flipped along every spatial
+    dimension, (C, K_G, T, R, S), stored channels-last (so ``weight_matrix`` takes it as it is):
+    one copy, of the weight's size."""
+    w = as_3d(weight)
+    k, c_g, t, r, s = w.shape
+    k_g = k // groups
+    # (groups, C_G, T, R, S, K_G): each group's transpose, channels innermost, then the flip.
+    per_group = w.reshape(groups, k_g, c_g, t, r, s).permute(0, 2, 3, 4, 5, 1).flip(2, 3, 4)
+    flipped = per_group.reshape(groups * c_g, t, r, s, k_g)
+    return flipped.permute(0, 4, 1, 2, 3).reshape(groups * c_g, k_g, t, r, s)
 
 
 def dense_strides(shape: list[int]) -> list[int]:
