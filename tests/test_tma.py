@@ -129,23 +129,29 @@ def test_transposed_conv_epilogue_through_tma():
 
 
 def test_dispatch_runs_tma_for_the_input_grad():
-    """Where the flipped forward qualifies (unit steps, channels-last dy, K/groups a multiple of
-    the block): the TMA kernel; a step of 2 keeps the input-gradient kernel. Both match torch."""
+    """Where the flipped forward qualifies (unit steps, K/groups a multiple of the block; a
+    default-layout dy through its channels-last copy): the TMA kernel; a step of 2 keeps the
+    input-gradient kernel. Both match torch."""
     if not tma.has_tma(torch.device(DEVICE)):
         pytest.skip(f"{DEVICE} has no tensor-memory accelerator: the pointer kernel runs")
-    for stride, kernel in ((1, "implicit_gemm_forward_tma_kernel"), (2, "implicit_gemm_input_grad_kernel")):
+    tma_kernel, pointer_kernel = "implicit_gemm_forward_tma_kernel", "implicit_gemm_input_grad_kernel"
+    for stride, layout, kernel in (
+        (1, "channels_last", tma_kernel),
+        (1, "contiguous", tma_kernel),
+        (2, "channels_last", pointer_kernel),
+    ):
         case = ConvCase(2, 2, 16, 16, (4, 8), (3, 3), stride=stride, padding=1)
-        x, w, b = make_inputs(case, torch.float32, "channels_last", requires_grad=True)
+        x, w, b = make_inputs(case, torch.float32, layout, requires_grad=True)
         spec = conv_spec(x, w, b, **case.kwargs(), ndim=2)
         y = reference_forward(case, x, w, b)
-        dy = in_layout(torch.randn(y.shape, device=DEVICE), "channels_last")
-        dx = in_layout(torch.empty_like(x), "channels_last")
+        dy = in_layout(torch.randn(y.shape, device=DEVICE), layout)
+        dx = in_layout(torch.empty_like(x), layout)
         with recording_launches() as launches:
             dispatch.input_grad(dy, w.detach(), spec, dx)
         assert [launch.kernel.fn.__name__ for launch in launches] == [kernel]
         launches[0]()
         (expected,) = torch.autograd.grad(y, x, dy.double())
-        assert_close(dx, expected.float(), torch.float32, case.reduction, f"stride {stride}")
+        assert_close(dx, expected.float(), torch.float32, case.reduction, f"stride {stride}, {layout}")
 
 
 def _planned_kernel(x, w, **kwargs):
@@ -170,12 +176,14 @@ def test_dispatch_runs_tma_where_it_applies():
     assert grouped == "implicit_gemm_forward_tma_kernel"
     volume = _planned_kernel(_channels_last(1, 16, 2, 4, 4), torch.randn(8, 16, 3, 3, 3))
     assert volume == "implicit_gemm_forward_tma_kernel"
+    # The default layout too, through the channels-last copy the pointer kernel would read.
+    nchw = _planned_kernel(torch.randn(2, 16, 4, 8, device=DEVICE), torch.randn(8, 16, 3, 3))
+    assert nchw == "implicit_gemm_forward_tma_kernel"
 
 
 # Why the pointer kernel runs: the input layout and shape, the weight shape, conv arguments.
 POINTER_CASES = {
     "stride 2": ("channels_last", (2, 16, 8, 16), (8, 16, 3, 3), {"stride": 2}),
-    "NCHW input": ("contiguous", (2, 16, 4, 8), (8, 16, 3, 3), {}),
     "24 channels, 32-deep blocks": ("channels_last", (2, 24, 4, 8), (8, 24, 3, 3), {}),
     "48 channels, 64-deep blocks": ("channels_last", (2, 48, 4, 8), (8, 48, 3, 3), {}),
     "no padding": ("channels_last", (2, 16, 4, 8), (8, 16, 1, 1), {"padding": 0}),

@@ -16,6 +16,7 @@ from .implicit_gemm_forward import FORWARD, plan_forward
 from .implicit_gemm_forward_tma import input_grad_filter, plan_forward_tma, tma_forward_applies
 from .implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
+from .layout import gemm_operand
 from .pad_input import pad_input
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
@@ -149,6 +150,9 @@ def forward(
     else:
         if folds_patch_rows(input, spec):
             input, weight, spec = fold_patch_rows(input, weight, spec)
+        # The channels-last operand both GEMM kernels read (a copy of a default-layout input,
+        # which the pointer kernel would make anyway): TMA then applies in either layout.
+        input = gemm_operand(as_3d(input))
         plan = plan_forward_tma if tma_forward_applies(input, spec) else plan_forward
         launch = plan(input, weight, bias, spec, out, epilogue=epilogue)
     launch()
@@ -171,12 +175,14 @@ def input_grad(
         plan_banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
     elif uses_direct_kernel(spec):
         plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
-    elif tma_input_grad_applies(grad_output, spec):
-        forward = spec.input_grad_as_forward()
-        flipped = input_grad_filter(weight, spec.groups)
-        plan_forward_tma(grad_output, flipped, bias, forward, grad_input, epilogue=epilogue)()
     else:
-        plan_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)()
+        grad_output = gemm_operand(as_3d(grad_output))  # as in ``forward``
+        if tma_input_grad_applies(grad_output, spec):
+            forward = spec.input_grad_as_forward()
+            flipped = input_grad_filter(weight, spec.groups)
+            plan_forward_tma(grad_output, flipped, bias, forward, grad_input, epilogue=epilogue)()
+        else:
+            plan_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)()
     return grad_input
 
 
