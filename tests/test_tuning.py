@@ -401,6 +401,16 @@ def test_dry_run_lists_problems_and_keys(capsys):
     assert out.strip().endswith("4 problems, 10 keys")
 
 
+def test_dry_run_marks_the_passes_the_tma_kernel_runs(gpu_tiles):
+    """A padded stride-1 3x3 layer (ResNet stage 2): its forward and input gradient run the TMA
+    kernel's heuristic tile on Hopper (in either layout), only its weight gradient is tuned."""
+    for channels_last in (True, False):
+        problem = ConvProblem((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1, torch.bfloat16, channels_last)
+        keys = problem_keys(problem, backward=True)
+        assert keys["forward"] == keys["input_grad"] == "not tuned (TMA kernel)", keys
+        assert keys["weight_grad"].startswith("weight_grad:bfloat16:ieee:")
+
+
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
 def test_dry_run_reads_a_shapes_file(tmp_path, capsys, suffix):
     path = tmp_path / f"shapes{suffix}"

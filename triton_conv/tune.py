@@ -35,8 +35,9 @@ from .kernels import dispatch
 from .kernels.banded import BANDED_FORWARD
 from .kernels.common import dot_precision_on
 from .kernels.dispatch import KERNEL_KINDS, uses_direct_kernel
+from .kernels.layout import gemm_operand
 from .runtime import INTERPRETER
-from .spec import ConvSpec, conv_spec, output_memory_format
+from .spec import ConvSpec, as_3d, conv_spec, output_memory_format
 from .tuning.key import autotune_key, layout_of
 from .tuning.select import TuningRecord, autotuning
 
@@ -85,7 +86,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     """Pass and kernel kind -> the autotune key its launch on a GPU uses (``forward``,
     ``input_grad``, ``weight_grad`` for the GEMMs; ``banded_forward`` for a band forward and, as
     ``banded_forward (input_grad)``, the band input gradient, its forward of the flipped filter);
-    ``direct`` for passes on the (untuned) direct and band weight-gradient kernels."""
+    ``direct`` for passes on the (untuned) direct and band weight-gradient kernels; "not tuned
+    (TMA kernel)" for passes the TMA kernel runs."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
@@ -102,8 +104,16 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
         # The direct kernels and the band weight gradient take the heuristic's tile.
         untuned = backward or not keys
         return keys | {"direct": "not tuned (direct kernel)"} if untuned else keys
+    # Passes on the TMA kernel take its heuristic tile (on Hopper, which a meta tensor stands for).
+    on_tma = {
+        "F": dispatch.tma_forward_applies(gemm_operand(as_3d(x)), spec),
+        "D": dispatch.tma_input_grad_applies(gemm_operand(as_3d(y)), spec),
+        "W": False,
+    }
     return {
-        kind.name: autotune_key(kind, spec, problem.dtype, precision, kind.key_layout(x, y))
+        kind.name: "not tuned (TMA kernel)"
+        if on_tma[kind.pass_]
+        else autotune_key(kind, spec, problem.dtype, precision, kind.key_layout(x, y))
         for kind in KERNEL_KINDS
         if backward or kind.pass_ == "F"
     }
