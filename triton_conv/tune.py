@@ -34,7 +34,6 @@ from .cli import one_line
 from .kernels import dispatch
 from .kernels.banded import BANDED_FORWARD
 from .kernels.common import dot_precision_on
-from .kernels.dispatch import KERNEL_KINDS, uses_direct_kernel
 from .kernels.layout import gemm_operand
 from .runtime import INTERPRETER
 from .spec import ConvSpec, as_3d, conv_spec, output_memory_format
@@ -82,17 +81,23 @@ class ConvProblem:
         )
 
 
+# What ``problem_keys`` lists for a pass that is not tuned, by the kernel that runs it.
+NOT_TUNED_DIRECT = "not tuned (direct kernel)"
+NOT_TUNED_TMA = "not tuned (TMA kernel, sm_90 and newer)"
+
+
 def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     """Pass and kernel kind -> the autotune key its launch on a GPU uses (``forward``,
     ``input_grad``, ``weight_grad`` for the GEMMs; ``banded_forward`` for a band forward and, as
     ``banded_forward (input_grad)``, the band input gradient, its forward of the flipped filter);
-    ``direct`` for passes on the (untuned) direct and band weight-gradient kernels; "not tuned
-    (TMA kernel)" for passes the TMA kernel runs."""
+    ``direct`` (NOT_TUNED_DIRECT) for passes on the direct and band weight-gradient kernels, which
+    take heuristic tiles; NOT_TUNED_TMA for the passes the TMA kernel runs on Hopper (a meta
+    tensor plans for one), which takes the forward heuristic's tile."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
     precision = dot_precision_on(problem.dtype, "cuda")
-    if uses_direct_kernel(spec):
+    if dispatch.uses_direct_kernel(spec):
         keys = {}
         if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
             keys[BANDED_FORWARD.name] = autotune_key(BANDED_FORWARD, spec, problem.dtype, precision, layout_of(x))
@@ -101,22 +106,23 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             keys[f"{BANDED_FORWARD.name} (input_grad)"] = autotune_key(
                 BANDED_FORWARD, forward, problem.dtype, precision, layout_of(y)
             )
-        # The direct kernels and the band weight gradient take the heuristic's tile.
-        untuned = backward or not keys
-        return keys | {"direct": "not tuned (direct kernel)"} if untuned else keys
-    # Passes on the TMA kernel take its heuristic tile (on Hopper, which a meta tensor stands for).
+        if backward or not keys:
+            keys["direct"] = NOT_TUNED_DIRECT
+        return keys
+    # The forward of a patch embedding runs on its folded problem (``dispatch.fold_patch_rows``).
+    forward_spec = spec.fold_patch_rows() if dispatch.folds_patch_rows(x, spec) else spec
+    spec_of = {"F": forward_spec, "D": spec, "W": spec}
     on_tma = {
-        "F": dispatch.tma_forward_applies(gemm_operand(as_3d(x)), spec),
+        "F": dispatch.tma_forward_applies(gemm_operand(as_3d(x)), forward_spec),
         "D": dispatch.tma_input_grad_applies(gemm_operand(as_3d(y)), spec),
         "W": False,
     }
-    return {
-        kind.name: "not tuned (TMA kernel)"
-        if on_tma[kind.pass_]
-        else autotune_key(kind, spec, problem.dtype, precision, kind.key_layout(x, y))
-        for kind in KERNEL_KINDS
-        if backward or kind.pass_ == "F"
-    }
+    keys = {}
+    for kind in dispatch.KERNEL_KINDS:
+        if backward or kind.pass_ == "F":
+            key = autotune_key(kind, spec_of[kind.pass_], problem.dtype, precision, kind.key_layout(x, y))
+            keys[kind.name] = NOT_TUNED_TMA if on_tma[kind.pass_] else key
+    return keys
 
 
 def collect_model_problems(model: nn.Module, input_shape: tuple[int, ...], channels_last: bool) -> list[ConvProblem]:
@@ -326,7 +332,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         rows = [(p.describe(), kind, key) for p in problems for kind, key in problem_keys(p, args.backward).items()]
         print(_table(rows, ("problem", "kernel", "key")))
-        print(f"{len(problems)} problems, {len({row[2] for row in rows})} keys")
+        keys = {row[2] for row in rows} - {NOT_TUNED_DIRECT, NOT_TUNED_TMA}
+        print(f"{len(problems)} problems, {len(keys)} keys")
         return 0
     if INTERPRETER or not torch.cuda.is_available():
         print(

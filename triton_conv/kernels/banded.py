@@ -36,7 +36,6 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     BANDED_FORWARD_TILES,
-    BANDED_FUSED_ROWS,
     BANDED_INTERPRETER_CONFIG,
     BANDED_WEIGHT_GRAD_ROWS,
     MIN_DOT,
@@ -413,7 +412,8 @@ def band_matrices(
 
 # The band forward (and the input gradient, its forward of the flipped filter) as tuning sees
 # it: per channel, rows (lines and segments) by the row's output columns, over the columns a
-# segment reads; keyed by the row width too, which decides the segment.
+# segment reads; keyed by the row width and the filter row's reach too, which decide the
+# segment. Launches with a fused residual or pre-activation are not timed.
 BANDED_FORWARD = KernelKind(
     name="banded_forward",
     pass_="F",
@@ -428,7 +428,10 @@ BANDED_FORWARD = KernelKind(
     key_pixels=lambda spec: spec.output_pixels,
     key_layout=lambda input, output: layout_of(input),
     plan=lambda spec, x, w, b, y, tile: plan_banded_forward(x, w, b, spec, y, cfg=BandedConfig.of(tile)),
-    key_fields=lambda spec: (f"w{bucket_row_width(spec.output_size[2])}",),
+    key_fields=lambda spec: (
+        f"w{bucket_row_width(spec.output_size[2])}",
+        f"r{(spec.kernel_size[2] - 1) * spec.dilation[2]}",
+    ),
 )
 
 
@@ -445,12 +448,17 @@ def plan_banded_forward(
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` for a
     depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_kernel``); with
     ``flip_filter``, of ``weight`` flipped along every spatial dimension. ``cfg`` overrides the
-    tile that ``select_config`` picks (the heuristic's, ``banded_config``, unless tuned)."""
+    tile that ``select_config`` picks (the heuristic's, ``banded_config``, unless tuned; always
+    the heuristic's with a residual or a stored pre-activation)."""
     x, y = as_3d(input), as_3d(out)
     x, wide_spec = aligned_input(x, spec)
     x_unit = row_unit(x)
-    if cfg is None:
-        fused = epilogue.residual is not None or epilogue.pre_activation is not None
+    fused = epilogue.residual is not None or epilogue.pre_activation is not None
+    if cfg is None and fused:
+        # A residual or a stored pre-activation needs registers of its own: the heuristic's tile
+        # with fewer rows, not timed (the key does not tell fused epilogues apart).
+        cfg = banded_config(wide_spec, x_unit, fused_epilogue=True)
+    elif cfg is None:
         tile = select_config(
             BANDED_FORWARD,
             spec,
@@ -458,12 +466,10 @@ def plan_banded_forward(
             dot_precision(x),
             BANDED_FORWARD.key_layout(input, out),
             lambda c: plan_banded_forward(input, weight, bias, spec, out, epilogue, BandedConfig.of(c), flip_filter),
-            banded_config(wide_spec, x_unit, fused).tile(),
+            banded_config(wide_spec, x_unit).tile(),
             x.device,
         )
         cfg = BandedConfig.of(tile)
-        if fused:  # a tuned tile too: the key does not tell fused epilogues apart
-            cfg = replace(cfg, block_m=min(cfg.block_m, BANDED_FUSED_ROWS))
     spec = wide_spec
     t, r, _ = spec.kernel_size
     pad_w = spec.pad_lo[2]

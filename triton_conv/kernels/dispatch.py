@@ -88,7 +88,8 @@ BAND_BYTES_SHARE = 0.25
 
 def band_fits(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Whether the forward's band matrices (``banded.band_bytes``) stay within BAND_BYTES_FLOOR,
-    or BAND_BYTES_SHARE of ``input``'s bytes."""
+    or BAND_BYTES_SHARE of ``input``'s bytes. Sized with the heuristic's tile: a tuned one's
+    (other segment widths, 32-deep steps) can be up to about a fifth larger."""
     limit = max(BAND_BYTES_FLOOR, BAND_BYTES_SHARE * input.numel() * input.element_size())
     return band_bytes(spec, as_3d(input)) <= limit
 
@@ -159,6 +160,14 @@ def forward(
     return out
 
 
+def tma_input_grad_applies(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
+    """Whether the input gradient runs the TMA forward kernel, as the forward of the flipped
+    filter over ``grad_output`` (``ConvSpec.input_grad_as_forward``, which holds for unit steps
+    only: strided input gradients are split by phase instead), where ``tma_forward_applies`` to
+    that forward problem."""
+    return spec.stride == (1, 1, 1) and tma_forward_applies(grad_output, spec.input_grad_as_forward())
+
+
 def input_grad(
     grad_output: torch.Tensor,
     weight: torch.Tensor,
@@ -184,13 +193,6 @@ def input_grad(
         else:
             plan_input_grad(grad_output, weight, spec, grad_input, bias=bias, epilogue=epilogue)()
     return grad_input
-
-
-def tma_input_grad_applies(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
-    """Whether the input gradient runs the TMA forward kernel, as the forward of the flipped
-    filter over ``grad_output`` (``ConvSpec.input_grad_as_forward``): unit steps (no stride
-    phases), and ``tma_forward_applies`` to that forward problem."""
-    return spec.stride == (1, 1, 1) and tma_forward_applies(grad_output, spec.input_grad_as_forward())
 
 
 # Inputs of one group with fewer channels than this are padded for the weight gradient

@@ -238,11 +238,13 @@ def input_grad_filter(weight: torch.Tensor, groups: int) -> torch.Tensor:
     one copy, of the weight's size."""
     w = as_3d(weight)
     k, c_g, t, r, s = w.shape
-    k_g = k // groups
-    # (groups, C_G, T, R, S, K_G): each group's transpose, channels innermost, then the flip.
-    per_group = w.reshape(groups, k_g, c_g, t, r, s).permute(0, 2, 3, 4, 5, 1).flip(2, 3, 4)
-    flipped = per_group.reshape(groups * c_g, t, r, s, k_g)
-    return flipped.permute(0, 4, 1, 2, 3).reshape(groups * c_g, k_g, t, r, s)
+    k_g, taps = k // groups, t * r * s
+    # (groups, C_G, taps, K_G): each group's transpose, channels innermost. Flipping T, R and S
+    # reverses the taps' order; index_select writes a new dense tensor (torch.flip would keep
+    # the permuted strides, and making them channels-last would copy again).
+    per_group = w.reshape(groups, k_g, c_g, taps).permute(0, 2, 3, 1)
+    flipped = per_group.index_select(2, torch.arange(taps - 1, -1, -1, device=w.device))
+    return flipped.reshape(groups * c_g, t, r, s, k_g).permute(0, 4, 1, 2, 3)
 
 
 def dense_strides(shape: list[int]) -> list[int]:

@@ -24,7 +24,7 @@ GemmExtents = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class KernelKind:
-    """One implicit-GEMM kernel as tuning sees it.
+    """One kernel as tuning sees it: an implicit GEMM, or the band forward (``kernels/banded.py``).
 
     Attributes:
         name: the autotune key's first field (and so part of every cached entry's key).
