@@ -1,6 +1,7 @@
 """What only a CUDA GPU can check: bfloat16 on the whole table, TF32, 64-bit offsets on a real
 tensor past 2^31 elements, the tuning cache across processes, ``torch.compile`` with inductor,
-CUDA-graph capture of a converted model's training step, and 8-warp tiles.
+CUDA-graph capture of a converted model's training step, 8-warp tiles, and the newer paths at
+suite sizes (band kernels, the TMA input gradient, the channel-major filter, band tuning).
 
 Without CUDA (or under Triton's interpreter, which never compiles anything) every test here is
 collected and skipped. ``triton-conv gpu-check`` runs them.
@@ -26,7 +27,7 @@ from triton_conv.kernels import INTERPRETER
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import implicit_gemm_weight_grad
-from triton_conv.spec import conv_spec, needs_int64, output_memory_format
+from triton_conv.spec import as_3d, conv_spec, needs_int64, output_memory_format
 from triton_conv.testing import relative_error, tolerance
 from triton_conv.tuning import cache, configs, select
 from triton_conv.tuning.configs import IMPLICIT_GEMM_CONFIGS, KernelConfig, fits
@@ -373,3 +374,52 @@ BAND_CASES = [
 def test_band_kernels_at_suite_sizes(case, dtype):
     check_forward(case, dtype, "contiguous")
     check_backward(case, dtype, "contiguous")
+
+
+# ---------------------------------------------------------------- TMA input gradient, channel-major filter, band tuning
+
+# Suite shapes 2 and 24 cut in batch: stride 1, padded, 64 channels, so that the forward and the
+# input gradient both run the TMA kernel (in either layout, through the channels-last copy).
+TMA_CASES = [
+    ConvCase(2, 4, 64, 64, (56, 56), (3, 3), padding=1, name="r50_c2_3x3"),
+    ConvCase(3, 1, 64, 128, (8, 28, 28), (3, 3, 3), padding=1, name="c3d_conv2a"),
+]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("case", TMA_CASES, ids=lambda c: c.id)
+def test_tma_forward_and_input_grad_at_suite_sizes(case, layout):
+    """On Hopper both passes run the TMA kernel here; elsewhere the pointer kernels."""
+    from triton_conv.kernels import dispatch
+
+    x, w, _ = make_inputs(case, BF16, layout)
+    spec = conv_spec(x, w, None, **case.kwargs(), ndim=case.ndim)
+    dy = torch.empty(spec.out_shape, dtype=BF16, device=x.device, memory_format=output_memory_format(x, w))
+    on_hopper = torch.cuda.get_device_capability(x.device)[0] >= 9
+    assert dispatch.tma_forward_applies(dispatch.gemm_operand(as_3d(x)), spec) is on_hopper
+    assert dispatch.tma_input_grad_applies(dispatch.gemm_operand(as_3d(dy)), spec) is on_hopper
+    check_forward(case, BF16, layout)
+    check_backward(case, BF16, layout)
+
+
+def test_channel_major_filter_at_suite_size(monkeypatch):
+    """Suite shape 14 cut in batch, channels-last, with the filter copy forced on."""
+    from triton_conv.kernels import direct
+
+    monkeypatch.setattr(direct, "CHANNEL_MAJOR_FILTER_MIN_FMAS", 0)
+    case = ConvCase(2, 8, 240, 240, (28, 28), (5, 5), padding=2, groups=240, name="effnet_dw5")
+    check_forward(case, BF16, "channels_last")
+    check_backward(case, BF16, "channels_last")
+
+
+def test_band_forward_tunes_and_caches(tmp_path, monkeypatch):
+    """First use times the band forward's tiles (suite shape 15 cut in batch) and caches the
+    winner; the result matches torch whichever tile won."""
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
+    case = ConvCase(2, 2, 96, 96, (56, 56), (7, 7), padding=3, groups=96, name="convnext_dw7")
+    x, w, b = make_inputs(case, BF16, "contiguous")
+    with select.autotuning("first_use") as records:
+        y = triton_conv.conv2d(x, w, b, padding=3, groups=96)
+    assert [record.key.split(":")[0] for record in records] == ["banded_forward"]
+    assert records[0].timed >= 2
+    assert_close(y, reference_forward(case, x, w, b), BF16, case.reduction, "tuned band forward")
