@@ -15,6 +15,8 @@ from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.epilogue import PLAIN, TORCH_ACTIVATIONS, Epilogue
 from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.spec import conv_spec, output_memory_format
+from triton_conv.tune import ConvProblem, problem_keys
+from triton_conv.tuning import cache, select
 from triton_conv.tuning.configs import KernelConfig
 
 from .reference import DEVICE, ConvCase, assert_close, in_layout, make_inputs, reference_forward
@@ -259,3 +261,47 @@ def test_compile_signature_of_descriptors_is_tritons():
     for name in ("x_desc", "w_desc"):
         descriptor = launch.args[name]
         assert signature[name] == mangle_type(descriptor)
+
+
+@pytest.fixture
+def timing_on_cpu(tmp_path, monkeypatch):
+    """CPU tensors treated as timeable, every config timed equal (the heuristic wins), an empty cache."""
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(select.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setattr(select, "can_time", lambda device: True)
+    monkeypatch.setattr(select, "time_ms", lambda run: 1.0)
+
+
+def test_tuning_keys_and_space(timing_on_cpu):
+    """The forward and the input gradient on the TMA kernel are tuned under its kind, by the keys
+    ``tune --dry-run`` lists; only tiles whose reduction block divides C/groups are timed."""
+    if not tma.has_tma(torch.device(DEVICE)):
+        pytest.skip(f"{DEVICE} has no tensor-memory accelerator: the pointer kernel runs")
+    problem = ConvProblem((2, 16, 4, 8), (16, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1, torch.float32, True)
+    x, w = (t.requires_grad_() for t in problem.tensors(DEVICE))
+    with select.autotuning("exhaustive") as records:
+        y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+        y.backward(torch.randn_like(y))
+    keys = problem_keys(problem, backward=True)
+    assert list(keys) == ["forward_tma", "forward_tma (input_grad)", "weight_grad"]
+    assert {record.key for record in records} == set(keys.values())
+    spec = conv_spec(x, w, None, 1, 1, 1, 1, ndim=2)
+    space = select.search_space(tma.FORWARD_TMA, spec, torch.float32, "ieee", SMALL_TILE, exhaustive=True)
+    assert all(16 % tile.block_k == 0 for tile in space)
+
+
+@pytest.mark.compile
+def test_tuning_space_compiles_for_sm90(gpu_tiles):
+    """Every tile exhaustive tuning would time on suite shape 2 (bf16, channels-last): wgmma, no
+    spills, within shared memory."""
+    x = torch.empty(128, 64, 56, 56, dtype=torch.bfloat16, device="meta").to(memory_format=torch.channels_last)
+    w = torch.empty(64, 64, 3, 3, dtype=torch.bfloat16, device="meta")
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=torch.channels_last)
+    heuristic = tma.tma_forward_config(spec, x.dtype, "ieee")
+    space = select.search_space(tma.FORWARD_TMA, spec, x.dtype, "ieee", heuristic, exhaustive=True)
+    assert len(space) >= 3
+    for tile in space:
+        info = compile_launch(tma.FORWARD_TMA.plan(spec, x, w, None, y, tile), 90)
+        assert info.uses_wgmma and info.spill_bytes == 0, (tile, info)
+        assert info.shared_bytes <= gpu_compile.SHARED_MEMORY_LIMIT[90], (tile, info)

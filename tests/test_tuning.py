@@ -26,7 +26,7 @@ from triton_conv.kernels.implicit_gemm_forward import FORWARD
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD
 from triton_conv.kernels.implicit_gemm_weight_grad import WEIGHT_GRAD
 from triton_conv.spec import ConvSpec, conv_spec
-from triton_conv.tune import NOT_TUNED_TMA, ConvProblem, collect_model_problems, problem_keys
+from triton_conv.tune import ConvProblem, collect_model_problems, problem_keys
 from triton_conv.tuning import cache, configs, select
 from triton_conv.tuning.cache import ConfigCache, TunedEntry
 from triton_conv.tuning.configs import KernelConfig
@@ -398,17 +398,19 @@ def test_dry_run_lists_problems_and_keys(capsys):
     assert "forward:float16:ieee:cl:m1024:n16:k16:t9:g0:s0" in out
     assert "weight_grad:float16:ieee:cl:m256:n32:k16:t9:g0:s1" in out
     assert "not tuned (direct kernel)" in out
-    assert out.strip().endswith("4 problems, 8 keys")  # the two "not tuned" passes are not keys
+    assert out.strip().endswith("4 problems, 9 keys")  # the "not tuned" direct passes are not keys
 
 
-def test_dry_run_marks_the_passes_the_tma_kernel_runs(gpu_tiles):
+def test_dry_run_lists_the_tma_kernels_keys(gpu_tiles):
     """A padded stride-1 3x3 layer (ResNet stage 2): its forward and input gradient run the TMA
-    kernel's heuristic tile on Hopper (in either layout), only its weight gradient is tuned."""
+    kernel on Hopper (in either layout), tuned under its own keys; the input gradient's is that
+    of its forward of the flipped filter (here the same geometry, so the same key)."""
     for channels_last in (True, False):
         problem = ConvProblem((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1, torch.bfloat16, channels_last)
         keys = problem_keys(problem, backward=True)
-        assert keys["forward"] == keys["input_grad"] == NOT_TUNED_TMA, keys
-        assert keys["weight_grad"].startswith("weight_grad:bfloat16:ieee:")
+        assert list(keys) == ["forward_tma", "forward_tma (input_grad)", "weight_grad"], keys
+        assert keys["forward_tma"].startswith("forward_tma:bfloat16:ieee:cl:")
+        assert keys["forward_tma (input_grad)"] == keys["forward_tma"]
 
 
 @pytest.mark.parametrize("suffix", [".json", ".csv"])

@@ -34,10 +34,15 @@ from .cli import one_line
 from .kernels import dispatch
 from .kernels.banded import BANDED_FORWARD
 from .kernels.common import dot_precision_on
+from .kernels.implicit_gemm_forward import FORWARD
+from .kernels.implicit_gemm_forward_tma import FORWARD_TMA
+from .kernels.implicit_gemm_input_grad import INPUT_GRAD
+from .kernels.implicit_gemm_weight_grad import WEIGHT_GRAD
 from .kernels.layout import gemm_operand
 from .runtime import INTERPRETER
 from .spec import ConvSpec, as_3d, conv_spec, output_memory_format
 from .tuning.key import autotune_key, layout_of
+from .tuning.kinds import KernelKind
 from .tuning.select import TuningRecord, autotuning
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -81,47 +86,49 @@ class ConvProblem:
         )
 
 
-# What ``problem_keys`` lists for a pass that is not tuned, by the kernel that runs it.
+# What ``problem_keys`` lists for the passes no kernel tunes.
 NOT_TUNED_DIRECT = "not tuned (direct kernel)"
-NOT_TUNED_TMA = "not tuned (TMA kernel, sm_90 and newer)"
 
 
 def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
-    """Pass and kernel kind -> the autotune key its launch on a GPU uses (``forward``,
-    ``input_grad``, ``weight_grad`` for the GEMMs; ``banded_forward`` for a band forward and, as
-    ``banded_forward (input_grad)``, the band input gradient, its forward of the flipped filter);
-    ``direct`` (NOT_TUNED_DIRECT) for passes on the direct and band weight-gradient kernels, which
-    take heuristic tiles; NOT_TUNED_TMA for the passes the TMA kernel runs on Hopper (a meta
-    tensor plans for one), which takes the forward heuristic's tile."""
+    """Pass and kernel kind -> the autotune key its launch on a GPU uses: ``forward``,
+    ``input_grad``, ``weight_grad`` for the GEMM kernels; ``forward_tma`` where the TMA kernel
+    runs the forward on Hopper (a meta tensor plans for one) and, as ``forward_tma (input_grad)``,
+    the input gradient, its forward of the flipped filter; ``banded_forward`` and ``banded_forward
+    (input_grad)`` likewise for the band kernels; ``direct`` (NOT_TUNED_DIRECT) for passes on the
+    direct and band weight-gradient kernels, which take heuristic tiles."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
     precision = dot_precision_on(problem.dtype, "cuda")
+
+    def key(kind: KernelKind, kind_spec: ConvSpec, layout: str) -> str:
+        return autotune_key(kind, kind_spec, problem.dtype, precision, layout)
+
     if dispatch.uses_direct_kernel(spec):
         keys = {}
         if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
-            keys[BANDED_FORWARD.name] = autotune_key(BANDED_FORWARD, spec, problem.dtype, precision, layout_of(x))
+            keys[BANDED_FORWARD.name] = key(BANDED_FORWARD, spec, layout_of(x))
         if backward and dispatch.uses_banded_input_grad(y, spec):
-            forward = spec.input_grad_as_forward()
-            keys[f"{BANDED_FORWARD.name} (input_grad)"] = autotune_key(
-                BANDED_FORWARD, forward, problem.dtype, precision, layout_of(y)
+            keys[f"{BANDED_FORWARD.name} (input_grad)"] = key(
+                BANDED_FORWARD, spec.input_grad_as_forward(), layout_of(y)
             )
         if backward or not keys:
             keys["direct"] = NOT_TUNED_DIRECT
         return keys
     # The forward of a patch embedding runs on its folded problem (``dispatch.fold_patch_rows``).
-    forward_spec = spec.fold_patch_rows() if dispatch.folds_patch_rows(x, spec) else spec
-    spec_of = {"F": forward_spec, "D": spec, "W": spec}
-    on_tma = {
-        "F": dispatch.tma_forward_applies(gemm_operand(as_3d(x)), forward_spec),
-        "D": dispatch.tma_input_grad_applies(gemm_operand(as_3d(y)), spec),
-        "W": False,
-    }
+    forward = spec.fold_patch_rows() if dispatch.folds_patch_rows(x, spec) else spec
     keys = {}
-    for kind in dispatch.KERNEL_KINDS:
-        if backward or kind.pass_ == "F":
-            key = autotune_key(kind, spec_of[kind.pass_], problem.dtype, precision, kind.key_layout(x, y))
-            keys[kind.name] = NOT_TUNED_TMA if on_tma[kind.pass_] else key
+    if dispatch.tma_forward_applies(gemm_operand(as_3d(x)), forward):
+        keys[FORWARD_TMA.name] = key(FORWARD_TMA, forward, "cl")
+    else:
+        keys[FORWARD.name] = key(FORWARD, forward, FORWARD.key_layout(x, y))
+    if backward:
+        if dispatch.tma_input_grad_applies(gemm_operand(as_3d(y)), spec):
+            keys[f"{FORWARD_TMA.name} (input_grad)"] = key(FORWARD_TMA, spec.input_grad_as_forward(), "cl")
+        else:
+            keys[INPUT_GRAD.name] = key(INPUT_GRAD, spec, INPUT_GRAD.key_layout(x, y))
+        keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, spec, WEIGHT_GRAD.key_layout(x, y))
     return keys
 
 
@@ -332,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         rows = [(p.describe(), kind, key) for p in problems for kind, key in problem_keys(p, args.backward).items()]
         print(_table(rows, ("problem", "kernel", "key")))
-        keys = {row[2] for row in rows} - {NOT_TUNED_DIRECT, NOT_TUNED_TMA}
+        keys = {row[2] for row in rows} - {NOT_TUNED_DIRECT}
         print(f"{len(problems)} problems, {len(keys)} keys")
         return 0
     if INTERPRETER or not torch.cuda.is_available():

@@ -16,8 +16,9 @@ Hopper's copy engine is what makes this cheap on a GPU; Triton's interpreter run
 memory (perf/NOTES.md, "Tensor descriptors"). ``tma_forward_applies`` says where the kernel
 applies; other problems, and every problem while ``ENABLED`` is off, run the pointer kernel
 (``implicit_gemm_forward.py``). The input gradient with unit steps runs this kernel too, as the
-forward of the flipped filter (``input_grad_filter``, ``dispatch.tma_input_grad_applies``). The
-tile is the forward heuristic's; autotuning does not cover this kernel yet.
+forward of the flipped filter (``input_grad_filter``, ``dispatch.tma_input_grad_applies``). Its
+tiles are the forward's, rows clipped to one image; autotuning times those it ``admits``
+(``FORWARD_TMA``), the heuristic's first.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import KernelConfig, heuristic_config
+from ..tuning.kinds import KernelKind
+from ..tuning.select import select_config
 from . import arguments
 from .common import INTERPRETER, Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
@@ -147,6 +150,12 @@ def implicit_gemm_forward_tma_kernel(
     )  # fmt: skip
 
 
+def admits(spec: ConvSpec, tile: KernelConfig) -> bool:
+    """Whether ``tile`` can run ``spec`` on this kernel and waste at most 1/8 of its boxes'
+    pixels: its reduction block divides C/groups (blocks never span two groups or two taps)."""
+    return spec.in_channels_per_group % tile.block_k == 0 and box_use(tile.block_m, spec.output_size) >= MIN_BOX_USE
+
+
 def box_use(block_m: int, output_size: tuple[int, int, int]) -> float:
     """The share of the pixels that ``box_shape``'s boxes compute that are output pixels."""
     box = box_shape(block_m, output_size)
@@ -180,10 +189,24 @@ def box_shape(block_m: int, output_size: tuple[int, int, int]) -> tuple[int, int
 
 def tma_forward_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
     """The forward heuristic tile with its rows clipped to one image (a box never spans two)."""
-    pixels_per_image = math.prod(spec.output_size)
-    return heuristic_config(
-        FORWARD, dtype, precision, pixels_per_image, spec.out_channels_per_group, spec.in_channels_per_group
-    )
+    return heuristic_config(FORWARD, dtype, precision, *FORWARD_TMA.gemm_extents(spec))
+
+
+# The kernel as tuning sees it: the forward's tiles, rows clipped to one image, those whose
+# reduction block divides C/groups and whose boxes waste at most 1/8 (``admits``). The input
+# gradient it runs (the forward of the flipped filter) is keyed by that forward problem.
+FORWARD_TMA = KernelKind(
+    name="forward_tma",
+    pass_="F",
+    tiles=FORWARD.tiles,
+    interpreter_tile=FORWARD.interpreter_tile,
+    gemm_extents=lambda spec: (math.prod(spec.output_size), spec.out_channels_per_group, spec.in_channels_per_group),
+    dense_gemm=FORWARD.dense_gemm,
+    key_pixels=FORWARD.key_pixels,
+    key_layout=lambda input, output: "cl",
+    plan=lambda spec, x, w, b, y, tile: plan_forward_tma(x, w, b, spec, y, tile),
+    admits=admits,
+)
 
 
 def input_boxes(input: torch.Tensor) -> torch.Tensor:
@@ -218,8 +241,7 @@ def tma_forward_applies(input: torch.Tensor, spec: ConvSpec) -> bool:
         return False
     if input.numel() == 0 or not input_boxes(input).is_contiguous() or input.data_ptr() % TMA_ALIGNMENT:
         return False
-    config = tma_forward_config(spec, input.dtype, dot_precision(input))
-    return spec.in_channels_per_group % config.block_k == 0 and box_use(config.block_m, spec.output_size) >= MIN_BOX_USE
+    return admits(spec, tma_forward_config(spec, input.dtype, dot_precision(input)))
 
 
 def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
@@ -272,7 +294,16 @@ def plan_forward_tma(
     w = weight_matrix(weight)
     y = as_3d(out)
     precision = dot_precision(input)
-    cfg = config or tma_forward_config(spec, input.dtype, precision)
+    cfg = config or select_config(
+        FORWARD_TMA,
+        spec,
+        input.dtype,
+        precision,
+        FORWARD_TMA.key_layout(input, out),
+        lambda c: plan_forward_tma(input, weight, bias, spec, out, c, epilogue),
+        tma_forward_config(spec, input.dtype, precision),
+        input.device,
+    )
     if spec.in_channels_per_group % cfg.block_k:
         raise ValueError(f"C/groups = {spec.in_channels_per_group} is not a multiple of BLOCK_K = {cfg.block_k}")
     block_d, block_h, block_w = box_shape(cfg.block_m, spec.output_size)

@@ -48,6 +48,8 @@ class KernelKind:
             tile (``(spec, dtype, tile, tiles)``); None for kernels without split-K.
         key_fields: more of the geometry that decides its winner, as autotune-key fields
             (the band kernels' row width); None for none.
+        admits: whether a (clipped) tile can run the problem at all (the TMA kernel's reduction
+            block must divide C/groups); None: every tile can.
     """
 
     name: str
@@ -62,6 +64,7 @@ class KernelKind:
     adjust_tile: Callable[[ConvSpec, torch.dtype, str, KernelConfig], KernelConfig] | None = None
     split_k: Callable[[ConvSpec, torch.dtype, KernelConfig, int], int] | None = None
     key_fields: Callable[[ConvSpec], tuple[str, ...]] | None = None
+    admits: Callable[[ConvSpec, KernelConfig], bool] | None = None
 
     def output_tiles(self, spec: ConvSpec, tile: KernelConfig) -> int:
         """The (M x N) output tiles of every group: the programs of one split (at least one

@@ -136,12 +136,15 @@ def split_k_choices(kind: KernelKind, spec: ConvSpec, tile: KernelConfig, exhaus
 def search_space(
     kind: KernelKind, spec: ConvSpec, dtype: torch.dtype, precision: str, heuristic: KernelConfig, exhaustive: bool
 ) -> list[KernelConfig]:
-    """The heuristic first, then the fitting tiles clipped to the problem (no tile wider than it)."""
+    """The heuristic first, then the fitting tiles clipped to the problem (no tile wider than it)
+    that the kind admits."""
     m, n, k = kind.gemm_extents(spec)
     tiles = candidate_configs(kind, dtype, precision)
     space = [heuristic]
     for base in tiles if exhaustive else tiles[:FIRST_USE_TILES]:
         tile = clip_config(base, m, n, k)
+        if kind.admits is not None and not kind.admits(spec, tile):
+            continue
         splits = split_k_choices(kind, spec, tile, exhaustive) if kind.split_k is not None else [1]
         space += [c for c in (replace(tile, split_k=s) for s in splits) if c not in space]
     return space
