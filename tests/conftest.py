@@ -40,3 +40,15 @@ def gpu_tiles():
 
     with planning_gpu_tiles():
         yield
+
+
+@pytest.fixture
+def tied_timing(tmp_path, monkeypatch):
+    """Selection times on CPU tensors, every config in the same time (so the heuristic, timed
+    first, wins), into an empty cache: which keys are tuned, without a GPU."""
+    from triton_conv.tuning import cache, select
+
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(select.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setattr(select, "can_time", lambda device: True)
+    monkeypatch.setattr(select, "time_ms", lambda run: 1.0)

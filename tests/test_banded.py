@@ -24,7 +24,7 @@ from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, compile_launch
 from triton_conv.spec import as_3d, conv_spec
 from triton_conv.testing import in_layout
 from triton_conv.tune import ConvProblem, problem_keys
-from triton_conv.tuning import cache, select
+from triton_conv.tuning import select
 from triton_conv.tuning.configs import BandedConfig
 
 from .checks import check_backward, check_forward, check_transposed
@@ -267,17 +267,8 @@ def test_tuning_space_compiles_for_sm90(number, gpu_tiles):
         assert info.shared_bytes <= SHARED_MEMORY_LIMIT[90], info
 
 
-@pytest.fixture
-def timing_on_cpu(tmp_path, monkeypatch):
-    """CPU tensors treated as timeable, every config timed equal (the heuristic wins), an empty cache."""
-    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
-    monkeypatch.delenv(select.AUTOTUNE_ENV, raising=False)
-    monkeypatch.setattr(select, "can_time", lambda device: True)
-    monkeypatch.setattr(select, "time_ms", lambda run: 1.0)
-
-
 @pytest.mark.parametrize("padding", [(1, 2), (0, 0)], ids=["same_size", "valid"])
-def test_tuning_keys(timing_on_cpu, padding):
+def test_tuning_keys(tied_timing, padding):
     """A depthwise layer on the band kernels: its forward and input gradient are tuned under the
     keys ``tune --dry-run`` lists (the weight gradient, like the direct kernels, is not); a
     second call finds them cached."""

@@ -16,7 +16,7 @@ from triton_conv.kernels.epilogue import PLAIN, TORCH_ACTIVATIONS, Epilogue
 from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tune import ConvProblem, problem_keys
-from triton_conv.tuning import cache, select
+from triton_conv.tuning import select
 from triton_conv.tuning.configs import KernelConfig
 
 from .reference import DEVICE, ConvCase, assert_close, in_layout, make_inputs, reference_forward
@@ -263,16 +263,7 @@ def test_compile_signature_of_descriptors_is_tritons():
         assert signature[name] == mangle_type(descriptor)
 
 
-@pytest.fixture
-def timing_on_cpu(tmp_path, monkeypatch):
-    """CPU tensors treated as timeable, every config timed equal (the heuristic wins), an empty cache."""
-    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
-    monkeypatch.delenv(select.AUTOTUNE_ENV, raising=False)
-    monkeypatch.setattr(select, "can_time", lambda device: True)
-    monkeypatch.setattr(select, "time_ms", lambda run: 1.0)
-
-
-def test_tuning_keys_and_space(timing_on_cpu):
+def test_tuning_keys_and_space(tied_timing):
     """The forward and the input gradient on the TMA kernel are tuned under its kind, by the keys
     ``tune --dry-run`` lists; only tiles whose reduction block divides C/groups are timed."""
     if not tma.has_tma(torch.device(DEVICE)):
