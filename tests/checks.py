@@ -31,6 +31,9 @@ def _cotangent(shape, dtype, device, kind: str) -> torch.Tensor:
     if kind == "transposed":
         # Spatial dims swapped in memory: neither contiguous nor channels-last.
         return g.transpose(-1, -2).contiguous().transpose(-1, -2) if g.dim() > 3 else g.flip(-1).contiguous().flip(-1)
+    if kind == "channels_last":
+        # What a channels-last model sends back (channels innermost in memory, NLC in 1-D).
+        return in_layout(g, "channels_last")
     return g
 
 

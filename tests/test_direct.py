@@ -60,8 +60,9 @@ def _issued_multiply_adds(launch) -> int:
         return (
             programs * args["TAPS"] * math.ceil(args["C_G"] / c["BLOCK_K"]) * c["BLOCK_K"] * c["BLOCK_M"] * c["BLOCK_N"]
         )
+    # direct forward: each (pixel, channel slot) of the tile takes every tap for MULTIPLIERS multipliers
     taps = c["T"] * c["R"] * c["S"]
-    return programs * taps * args["C_G"] * c["BLOCK_G"] * c["PIXELS"] * c["BLOCK_C"]
+    return programs * taps * c["MULTIPLIERS"] * c["BLOCK_G"] * c["PIXELS"] * c["BLOCK_C"]
 
 
 def test_depthwise_work_equals_useful_work(gpu_tiles):
@@ -88,17 +89,17 @@ def test_both_algorithms_on_grouped_cases(case, direct, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
 @pytest.mark.parametrize("case", params(GROUPED))
-def test_channel_major_filter(case, dtype, monkeypatch):
-    """The forward and input gradient reading the filter from its channel-major float copy
-    (on a GPU only for launches of at least CHANNEL_MAJOR_FILTER_MIN_FMAS multiply-adds):
-    forced here for every grouped case, channels-last."""
+def test_tap_major_filter(case, dtype, monkeypatch):
+    """The forward and input gradient reading the filter from its tap-major float copy (on a GPU
+    only for launches of at least CHANNEL_MAJOR_FILTER_MIN_FMAS multiply-adds): forced here for
+    every grouped case, channels-last; each pass makes its own layout of the copy."""
     monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: True)
     monkeypatch.setattr(direct_module, "CHANNEL_MAJOR_FILTER_MIN_FMAS", 0)
     copies = []
-    monkeypatch.setattr(direct_module, "channel_major_filter", _recorded(direct_module.channel_major_filter, copies))
+    monkeypatch.setattr(direct_module, "tap_major_filter", _recorded(direct_module.tap_major_filter, copies))
     check_forward(case, dtype, "channels_last")
-    check_backward(case, dtype, "channels_last")
-    assert copies, "the channel-major filter was not used"
+    check_backward(case, dtype, "channels_last", cotangent="channels_last")
+    assert {forward for _, forward in copies} == {True, False}, "the tap-major filter was not used by both passes"
 
 
 def _recorded(fn, calls: list):

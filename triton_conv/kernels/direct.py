@@ -19,7 +19,7 @@ Channel k of the output belongs to convolution group k // K_G and reads input ch
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -28,6 +28,7 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     CHANNEL_MAJOR_FILTER_MIN_FMAS,
+    DIRECT_MULTIPLIERS,
     DIRECT_PIXELS,
     DIRECT_WEIGHT_GRAD_PIXELS,
     DirectConfig,
@@ -55,46 +56,123 @@ def load_columns(row_ptrs, row_ok, cols, W, channel_offs, mask_c, s_col, ACC_DTY
 
 
 @triton.jit
-def forward_taps(
-    accs, x_row, row_ok, iw0, W, x_channel, mask_out_ch, sx_w, w_row, sw_s, first_s,
-    TAPS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+def group_slots(pid_c, CHANNELS, PER_GROUP: tl.constexpr, GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr,
+                BLOCK_C: tl.constexpr):  # fmt: skip
+    """The BLOCK_C channel slots of program ``pid_c``: slot s is channel s % GROUP_SLOTS of group
+    s // GROUP_SLOTS, a group's PER_GROUP channels padded to GROUP_SLOTS (a power of two).
+    Returns the slots, their channels of the CHANNELS, and which slots hold one (all of them if
+    FULL_SLOTS, with no comparison)."""
+    slots = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    # Written group by group even where it equals ``slots``: Triton then sees runs of
+    # GROUP_SLOTS contiguous channels, and gives each thread one group's.
+    channels = slots // GROUP_SLOTS * PER_GROUP + slots % GROUP_SLOTS
+    if FULL_SLOTS:
+        used = tl.full((BLOCK_C,), True, tl.int1)
+    else:
+        used = (slots % GROUP_SLOTS < PER_GROUP) & (channels < CHANNELS)
+    return slots, channels, used
+
+
+@triton.jit
+def store_group_sums(
+    accs, pid_c, GROUPS, OUT_PER_GROUP, first_j, mask_g, n, d, h, first_col, WIDTH,
+    bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, MULTIPLIERS: tl.constexpr, GROUP_SLOTS: tl.constexpr, BLOCK_G: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """``accs`` (one (groups, channels) tile per pixel of the group) plus taps first_s .. first_s
-    + TAPS of a filter row: pixel p and tap s read column iw0 + p * CONV_STRIDE_W + s * DIL_W, so the
-    columns two pairs share are one load."""
+    """Sum each group's slots of ``accs`` (a (groups, slots) tile per column q and multiplier j,
+    at q * MULTIPLIERS + j) and finish the output: channel g * OUT_PER_GROUP + first_j + j of
+    pixel (n, d, h, first_col + q), columns below WIDTH, bias and epilogue as ``finish_output``."""
+    GROUPS_PER_BLOCK: tl.constexpr = BLOCK_C // GROUP_SLOTS
+    conv_groups = pid_c * GROUPS_PER_BLOCK + tl.arange(0, GROUPS_PER_BLOCK)
+    mask_ch = conv_groups < GROUPS
+    sy_n, sy_c, sy_d, sy_h, sy_w = y_strides
+    sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
+    y_row = n * sy_n + d * sy_d + h * sy_h
+    r_row = n * sr_n + d * sr_d + h * sr_h
+    for j in tl.static_range(MULTIPLIERS):
+        channel = conv_groups * OUT_PER_GROUP + first_j + j
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + channel * bias_stride, mask=mask_ch, other=0.0).to(ACC_DTYPE)[None, :]
+        for q in tl.static_range(len(accs) // MULTIPLIERS):
+            acc = accs[q * MULTIPLIERS + j]
+            if GROUP_SLOTS > 1:
+                acc = tl.sum(tl.reshape(acc, (BLOCK_G, GROUPS_PER_BLOCK, GROUP_SLOTS)), axis=2)
+            if HAS_BIAS:
+                acc += bias
+            col = first_col + q
+            y_offs = (y_row + col * sy_w)[:, None] + channel[None, :] * sy_c
+            r_offs = (r_row + col * sr_w)[:, None] + channel[None, :] * sr_c
+            finish_output(
+                acc,
+                y_ptr + y_offs,
+                z_ptr + y_offs,
+                residual_ptr + r_offs,
+                (mask_g & (col < WIDTH))[:, None] & mask_ch[None, :],
+                ACTIVATION,
+                HAS_RESIDUAL,
+                STORE_PRE_ACTIVATION,
+            )
+
+
+@triton.jit
+def load_weights(w_tap, used, sw_j, MULTIPLIERS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """One tap's weights for each of MULTIPLIERS multipliers, w_tap + j * sw_j: (1, slots) rows."""
+    ws = ()
+    for j in tl.static_range(MULTIPLIERS):
+        ws = ws + (tl.load(w_tap + j * sw_j, mask=used, other=0.0).to(ACC_DTYPE)[None, :],)
+    return ws
+
+
+@triton.jit
+def forward_taps(
+    accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, first_s,
+    TAPS: tl.constexpr, MULTIPLIERS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+):  # fmt: skip
+    """``accs`` (a (groups, slots) tile per pixel p of the group and multiplier j, at
+    p * MULTIPLIERS + j) plus taps first_s .. first_s + TAPS of a filter row: pixel p and tap s
+    read column iw0 + p * CONV_STRIDE_W + s * DIL_W, so the columns two pairs share are one load
+    (the compiler merges the identical loads), and each column serves all MULTIPLIERS multipliers."""
     iw_step = iw0 + first_s * DIL_W
     for si in tl.static_range(TAPS):
-        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_out_ch, other=0.0).to(ACC_DTYPE)[None, :]
+        ws = load_weights(w_row + (first_s + si) * sw_s, used, sw_j, MULTIPLIERS, ACC_DTYPE)
         updated = ()
-        for p in tl.static_range(len(accs)):
+        for p in tl.static_range(len(accs) // MULTIPLIERS):
             x = load_columns(
-                x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, mask_out_ch, sx_w, ACC_DTYPE
+                x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE
             )
-            updated = updated + (tl.fma(x, w, accs[p]),)
+            for j in tl.static_range(MULTIPLIERS):
+                updated = updated + (tl.fma(x, ws[j], accs[p * MULTIPLIERS + j]),)
         accs = updated
     return accs
 
 
 @triton.jit
 def input_grad_taps(
-    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_in_ch, sdy_w, w_row, sw_s, first_s,
-    TAPS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
+    TAPS: tl.constexpr, MULTIPLIERS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
+    PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):  # fmt: skip
-    """``accs`` (one tile per input column q of the group, whose first column is output column
-    ow0 times the stride) plus taps first_s .. first_s + TAPS of a filter row. first_s * DIL_W
-    is a multiple of CONV_STRIDE_W, so whether tap first_s + si reaches column q, from output column
+    """``accs`` (a (groups, slots) tile per input column q of the group and multiplier c, at
+    q * MULTIPLIERS + c; the group's first column is output column ow0 times the stride) plus
+    taps first_s .. first_s + TAPS of a filter row. first_s * DIL_W is a multiple of
+    CONV_STRIDE_W, so whether tap first_s + si reaches column q, from output column
     ow0 + (q + PAD_W - (first_s + si) * DIL_W) / CONV_STRIDE_W, is constexpr."""
     ow_step = ow0 - first_s * DIL_W // CONV_STRIDE_W
     for si in tl.static_range(TAPS):
-        w = tl.load(w_row + (first_s + si) * sw_s, mask=mask_in_ch, other=0.0).to(ACC_DTYPE)[None, :]
+        ws = load_weights(w_row + (first_s + si) * sw_s, used, sw_c, MULTIPLIERS, ACC_DTYPE)
         updated = ()
-        for q in tl.static_range(len(accs)):
+        for q in tl.static_range(len(accs) // MULTIPLIERS):
             if (q + PAD_W - si * DIL_W) % CONV_STRIDE_W == 0:
                 reached = ow_step + (q + PAD_W - si * DIL_W) // CONV_STRIDE_W
-                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, mask_in_ch, sdy_w, ACC_DTYPE)
-                updated = updated + (tl.fma(dy, w, accs[q]),)
+                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, used, sdy_w, ACC_DTYPE)
+                for c in tl.static_range(MULTIPLIERS):
+                    updated = updated + (tl.fma(dy, ws[c], accs[q * MULTIPLIERS + c]),)
             else:
-                updated = updated + (accs[q],)
+                for c in tl.static_range(MULTIPLIERS):
+                    updated = updated + (accs[q * MULTIPLIERS + c],)
         accs = updated
     return accs
 
@@ -102,27 +180,37 @@ def input_grad_taps(
 @triton.jit
 def direct_forward_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
-    C_G, input_size, K, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
+    C, GROUPS, input_size, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
     x_strides, w_strides, y_strides, bias_stride, residual_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
+    FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
+    PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """y = activation(z), z[n, k, o] = sum over c < C_G and taps of
-    x[n, (k // K_G) * C_G + c, i(o, tap)] * w[k, c, tap] + bias[k] + residual[n, k, o].
+    """y = activation(z), z[n, g * K_G + j, o] = sum over c < C_G and taps of
+    x[n, g * C_G + c, i(o, tap)] * w[g * K_G + j, c, tap] + bias + residual[n, g * K_G + j, o].
+
+    The tile's channels are input channels, in slots (``group_slots``): a thread loads a group's
+    channels as one vector and multiplies each by the weights of MULTIPLIERS of the group's
+    output channels j, with an accumulator per slot, multiplier and pixel; the sum over a group's
+    slots (the reduction over channels) is left to the end. Depthwise (C_G = K_G = 1) is the
+    case of one slot per group and one multiplier.
 
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements).
-        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5) (``kernel_filter``).
+        w_ptr, w_strides: weight (``grouped_filter``): w[g * K_G + j, c, t, r, s] at
+            g * sw_g + (g * C_G + c) * sw_c + j * sw_j + t * sw_t + r * sw_r + s * sw_s, i.e.
+            addressed by input channel plus a correction per group (none if GROUP_SLOTS == 1).
         y_ptr, y_strides: output (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
         bias_ptr, bias_stride: bias (K,) and its stride; read only if HAS_BIAS.
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
-        C_G: input channels per group. K, K_G: output channels, in all and per group.
+        C, GROUPS: input channels and groups. K_G: output channels per group.
         GROUPS_PER_ROW: cdiv(W_OUT, PIXELS) groups per output row;
             PIXEL_GROUPS = N * D_OUT * H_OUT * GROUPS_PER_ROW.
         T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
@@ -131,16 +219,17 @@ def direct_forward_kernel(
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        C_G: input channels per group; GROUP_SLOTS: the power of two >= C_G (slots per group).
+        FULL_SLOTS: every slot of every program is a channel (C_G == GROUP_SLOTS, BLOCK_C divides C).
+        MULTIPLIERS: output channels of a group per program, dividing K_G; MULTIPLIER_BLOCKS: K_G // MULTIPLIERS.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
-            groups by channels.
-        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(K, BLOCK_C)).
+            pixel groups by channel slots.
+        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(GROUPS * GROUP_SLOTS, BLOCK_C), MULTIPLIER_BLOCKS).
     """
-    pid_g, pid_c, _ = program_ids(INDEX_64)
+    pid_g, pid_c, pid_j = program_ids(INDEX_64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    out_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_g = groups < PIXEL_GROUPS
-    mask_out_ch = out_ch < K
-    first_channel = (out_ch // K_G) * C_G
+    slots, in_ch, used = group_slots(pid_c, C, C_G, GROUP_SLOTS, FULL_SLOTS, BLOCK_C)
     D, H, W = input_size
     D_OUT, H_OUT, W_OUT = output_size
     pad_d, pad_h, pad_w = padding
@@ -148,83 +237,75 @@ def direct_forward_kernel(
     ow0 = group_w * PIXELS
     iw0 = ow0 * CONV_STRIDE_W - pad_w
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
-    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
+    sw_g, sw_j, sw_c, sw_t, sw_r, sw_s = w_strides
+    x_channel = in_ch * sx_c
+    # With one block of multipliers, a constant 0: the output channels stay aligned for vector stores.
+    first_j = 0
+    if MULTIPLIER_BLOCKS > 1:
+        first_j = pid_j * MULTIPLIERS
+    w_slot = w_ptr + in_ch * sw_c + first_j * sw_j
+    if GROUP_SLOTS > 1:
+        w_slot += (slots // GROUP_SLOTS) * sw_g
 
     accs = ()
-    for _ in tl.static_range(PIXELS):
+    for _ in tl.static_range(PIXELS * MULTIPLIERS):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
-    for c in range(0, C_G):
-        x_channel = (first_channel + c) * sx_c
-        w_channel = w_ptr + out_ch * sw_k + c * sw_c
-        for kt in range(0, T):
-            id_ = od * CONV_STRIDE_D - pad_d + kt * DIL_D
-            for kr in range(0, R):
-                ih = oh * CONV_STRIDE_H - pad_h + kr * DIL_H
-                row_ok = mask_g & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
-                x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
-                w_row = w_channel + kt * sw_t + kr * sw_r
-                # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
-                for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
-                    accs = forward_taps(
-                        accs, x_row, row_ok, iw0, W, x_channel, mask_out_ch, sx_w, w_row, sw_s, first_s,
-                        TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
-                    )  # fmt: skip
-                if S % TAPS_PER_STEP > 0:
-                    accs = forward_taps(
-                        accs, x_row, row_ok, iw0, W, x_channel, mask_out_ch, sx_w, w_row, sw_s, S - S % TAPS_PER_STEP,
-                        S % TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
-                    )  # fmt: skip
+    for kt in range(0, T):
+        id_ = od * CONV_STRIDE_D - pad_d + kt * DIL_D
+        for kr in range(0, R):
+            ih = oh * CONV_STRIDE_H - pad_h + kr * DIL_H
+            row_ok = mask_g & (id_ >= 0) & (id_ < D) & (ih >= 0) & (ih < H)
+            x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
+            w_row = w_slot + kt * sw_t + kr * sw_r
+            # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+            for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                accs = forward_taps(
+                    accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, first_s,
+                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
+                )  # fmt: skip
+            if S % TAPS_PER_STEP > 0:
+                accs = forward_taps(
+                    accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, S - S % TAPS_PER_STEP,
+                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
+                )  # fmt: skip
 
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + out_ch * bias_stride, mask=mask_out_ch, other=0.0).to(ACC_DTYPE)[None, :]
-    sy_n, sy_k, sy_d, sy_h, sy_w = y_strides
-    sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
-    y_row = n * sy_n + od * sy_d + oh * sy_h
-    r_row = n * sr_n + od * sr_d + oh * sr_h
-    for p in tl.static_range(PIXELS):
-        acc = accs[p]
-        if HAS_BIAS:
-            acc += bias
-        ow = ow0 + p
-        y_offs = (y_row + ow * sy_w)[:, None] + out_ch[None, :] * sy_k
-        r_offs = (r_row + ow * sr_w)[:, None] + out_ch[None, :] * sr_k
-        finish_output(
-            acc,
-            y_ptr + y_offs,
-            z_ptr + y_offs,
-            residual_ptr + r_offs,
-            (mask_g & (ow < W_OUT))[:, None] & mask_out_ch[None, :],
-            ACTIVATION,
-            HAS_RESIDUAL,
-            STORE_PRE_ACTIVATION,
-        )
+    store_group_sums(
+        accs, pid_c, GROUPS, K_G, first_j, mask_g, n, od, oh, ow0, W_OUT,
+        bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
+        HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION, ACC_DTYPE, MULTIPLIERS, GROUP_SLOTS, BLOCK_G, BLOCK_C,
+    )  # fmt: skip
 
 
 @triton.jit
 def direct_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr,
-    C, C_G, input_size, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
+    K, C_G, GROUPS, input_size, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
     dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
+    FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
+    PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """dx[n, ch, i] = sum over the K_G output channels k of ch's group and taps of dy[n, k, o] * w[k, ch % C_G, tap].
+    """dx[n, g * C_G + c, i] = sum over j < K_G and taps of dy[n, g * K_G + j, o(i, tap)] * w[g * K_G + j, c, tap].
 
-    A group is PIXELS * CONV_STRIDE_W consecutive input columns starting at a multiple of CONV_STRIDE_W,
-    so which tap reaches which of its columns, and from which output column, is constexpr.
+    The forward's scheme with the roles of the channels swapped: the tile's slots are dy's
+    channels (a group's K_G), the multipliers are MULTIPLIERS of the group's input channels c,
+    and the sum over a group's slots is left to the end. A group of pixels is
+    PIXELS * CONV_STRIDE_W consecutive input columns starting at a multiple of CONV_STRIDE_W, so
+    which tap reaches which of its columns, and from which output column, is constexpr.
 
     Args:
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
-        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5) (``kernel_filter``).
+        w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5) (``grouped_filter``).
         dx_ptr, dx_strides: input gradient (N, C, D, H, W); any strides (5); all written.
         bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr: the epilogue of a transposed
             convolution (whose forward this is), as in direct_forward_kernel but over dx's
             (N, C, D, H, W); off by default.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
-        C, C_G: input channels, in all and per group. K_G: output channels per group.
+        K, C_G, GROUPS: output channels, input channels per group, groups.
         GROUPS_PER_ROW: cdiv(W, PIXELS * CONV_STRIDE_W) groups per input row;
             PIXEL_GROUPS = N * D * H * GROUPS_PER_ROW.
         T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
@@ -234,78 +315,63 @@ def direct_input_grad_kernel(
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        K_G: output channels per group; GROUP_SLOTS: the power of two >= K_G (slots per group).
+        FULL_SLOTS: every slot of every program is a channel (K_G == GROUP_SLOTS, BLOCK_C divides K).
+        MULTIPLIERS: input channels of a group per program, dividing C_G; MULTIPLIER_BLOCKS: C_G // MULTIPLIERS.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
-            groups by channels.
-        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(C, BLOCK_C)); BLOCK_C runs over input channels here.
+            pixel groups by channel slots.
+        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(GROUPS * GROUP_SLOTS, BLOCK_C), MULTIPLIER_BLOCKS).
     """
-    pid_g, pid_c, _ = program_ids(INDEX_64)
+    pid_g, pid_c, pid_j = program_ids(INDEX_64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    in_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_g = groups < PIXEL_GROUPS
-    mask_in_ch = in_ch < C
-    first_k = (in_ch // C_G) * K_G
-    c_local = in_ch % C_G
+    slots, out_ch, used = group_slots(pid_c, K, K_G, GROUP_SLOTS, FULL_SLOTS, BLOCK_C)
     D, H, W = input_size
     D_OUT, H_OUT, W_OUT = output_size
     pad_d, pad_h, _ = padding
     n, id_, ih, group_w = unravel_pixels(groups, D, H, GROUPS_PER_ROW)
     # The group's first input column is a multiple of the stride: output column ow0 reaches it.
     ow0 = group_w * PIXELS
-
-    accs = ()
-    for _ in tl.static_range(PIXELS * CONV_STRIDE_W):
-        accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
     sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
-    for j in range(0, K_G):
-        dy_channel = (first_k + j) * sdy_k
-        w_channel = w_ptr + (first_k + j) * sw_k + c_local * sw_c
-        for kt in range(0, T):
-            # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
-            num_d = id_ + pad_d - kt * DIL_D
-            od = num_d // CONV_STRIDE_D
-            for kr in range(0, R):
-                num_h = ih + pad_h - kr * DIL_H
-                oh = num_h // CONV_STRIDE_H
-                row_ok = mask_g & (num_d >= 0) & (num_d % CONV_STRIDE_D == 0) & (od < D_OUT)
-                row_ok = row_ok & (num_h >= 0) & (num_h % CONV_STRIDE_H == 0) & (oh < H_OUT)
-                dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
-                w_row = w_channel + kt * sw_t + kr * sw_r
-                # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
-                for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
-                    accs = input_grad_taps(
-                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_in_ch, sdy_w, w_row, sw_s, first_s,
-                        TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
-                    )  # fmt: skip
-                if S % TAPS_PER_STEP > 0:
-                    accs = input_grad_taps(
-                        accs, dy_row, row_ok, ow0, W_OUT, dy_channel, mask_in_ch, sdy_w, w_row, sw_s, S - S % TAPS_PER_STEP,
-                        S % TAPS_PER_STEP, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
-                    )  # fmt: skip
+    dy_channel = out_ch * sdy_k
+    # With one block of multipliers, a constant 0: the input channels stay aligned for vector stores.
+    first_c = 0
+    if MULTIPLIER_BLOCKS > 1:
+        first_c = pid_j * MULTIPLIERS
+    w_slot = w_ptr + out_ch * sw_k + first_c * sw_c
 
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + in_ch * bias_stride, mask=mask_in_ch, other=0.0).to(ACC_DTYPE)[None, :]
-    sdx_n, sdx_c, sdx_d, sdx_h, sdx_w = dx_strides
-    sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
-    dx_row = n * sdx_n + id_ * sdx_d + ih * sdx_h
-    r_row = n * sr_n + id_ * sr_d + ih * sr_h
-    for q in tl.static_range(PIXELS * CONV_STRIDE_W):
-        acc = accs[q]
-        if HAS_BIAS:
-            acc += bias
-        iw = ow0 * CONV_STRIDE_W + q
-        dx_offs = (dx_row + iw * sdx_w)[:, None] + in_ch[None, :] * sdx_c
-        r_offs = (r_row + iw * sr_w)[:, None] + in_ch[None, :] * sr_c
-        finish_output(
-            acc,
-            dx_ptr + dx_offs,
-            z_ptr + dx_offs,
-            residual_ptr + r_offs,
-            (mask_g & (iw < W))[:, None] & mask_in_ch[None, :],
-            ACTIVATION,
-            HAS_RESIDUAL,
-            STORE_PRE_ACTIVATION,
-        )
+    accs = ()
+    for _ in tl.static_range(PIXELS * CONV_STRIDE_W * MULTIPLIERS):
+        accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
+    for kt in range(0, T):
+        # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
+        num_d = id_ + pad_d - kt * DIL_D
+        od = num_d // CONV_STRIDE_D
+        for kr in range(0, R):
+            num_h = ih + pad_h - kr * DIL_H
+            oh = num_h // CONV_STRIDE_H
+            row_ok = mask_g & (num_d >= 0) & (num_d % CONV_STRIDE_D == 0) & (od < D_OUT)
+            row_ok = row_ok & (num_h >= 0) & (num_h % CONV_STRIDE_H == 0) & (oh < H_OUT)
+            dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
+            w_row = w_slot + kt * sw_t + kr * sw_r
+            # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+            for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                accs = input_grad_taps(
+                    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
+                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                )  # fmt: skip
+            if S % TAPS_PER_STEP > 0:
+                accs = input_grad_taps(
+                    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, S - S % TAPS_PER_STEP,
+                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                )  # fmt: skip
+
+    store_group_sums(
+        accs, pid_c, GROUPS, C_G, first_c, mask_g, n, id_, ih, ow0 * CONV_STRIDE_W, W,
+        bias_ptr, bias_stride, dx_ptr, dx_strides, z_ptr, residual_ptr, residual_strides,
+        HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION, ACC_DTYPE, MULTIPLIERS, GROUP_SLOTS, BLOCK_G, BLOCK_C,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -441,35 +507,75 @@ def _tile(
     *loaded: torch.Tensor,
     fused_transposed_epilogue: bool = False,
     most_pixels: int = DIRECT_PIXELS,
+    group_slots: int = 1,
+    multipliers: int = 1,
 ) -> DirectConfig:
-    """The tile over ``channels`` channels and rows of ``width`` pixels reading the (N, C, D, H, W)
-    tensors ``loaded``, its steps fitted to the filter."""
+    """The tile over ``channels`` channels (slots) and rows of ``width`` pixels reading the
+    (N, C, D, H, W) tensors ``loaded``, its steps fitted to the filter."""
     itemsize = loaded[0].dtype.itemsize
     contiguous = channels_contiguous(*loaded)
-    cfg = direct_config(channels, width, itemsize, contiguous, fused_transposed_epilogue, most_pixels)
+    cfg = direct_config(
+        channels, width, itemsize, contiguous, fused_transposed_epilogue, most_pixels, group_slots, multipliers
+    )
     steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
     return replace(cfg, taps_per_step=steps)
 
 
-def kernel_filter(weight: torch.Tensor, spec: ConvSpec, vector_of_channels: bool) -> torch.Tensor:
-    """The (K, C_G, T, R, S) filter the forward and input-gradient kernels read: where a thread
-    loads a ``vector_of_channels`` whose weights are consecutive and the launch is large enough
-    to pay for the copy (``CHANNEL_MAJOR_FILTER_MIN_FMAS``), ``channel_major_filter``; else the
-    weight itself."""
+@dataclass(frozen=True)
+class _Slots:
+    """How a forward or input-gradient launch lays a group's channels out (see the kernels):
+    ``per_group`` channels a group reduces over, in ``group_slots`` slots; ``multipliers`` of
+    the group's other channels per program, in ``blocks`` programs."""
+
+    per_group: int
+    group_slots: int
+    multipliers: int
+    blocks: int
+
+    @staticmethod
+    def of(per_group: int, multiplied: int) -> _Slots:
+        # The most multipliers up to DIRECT_MULTIPLIERS that divide the group's: no partial block.
+        multipliers = max(j for j in range(1, DIRECT_MULTIPLIERS + 1) if multiplied % j == 0)
+        return _Slots(per_group, triton.next_power_of_2(max(per_group, 1)), multipliers, multiplied // multipliers)
+
+    def constexprs(self, channels: int, cfg: DirectConfig) -> dict[str, int | bool]:
+        full = self.per_group == self.group_slots and channels % cfg.block_c == 0
+        blocks = dict(MULTIPLIERS=self.multipliers, MULTIPLIER_BLOCKS=self.blocks)
+        return dict(GROUP_SLOTS=self.group_slots, FULL_SLOTS=full, **blocks)
+
+
+def grouped_filter(weight: torch.Tensor, spec: ConvSpec, vector_of_channels: bool, forward: bool) -> torch.Tensor:
+    """The weight as a (GROUPS, K_G, C_G, T, R, S) view for the forward (``forward``) or the
+    input-gradient kernel: where a thread loads a ``vector_of_channels`` and the launch is
+    large enough to pay for the copy (``CHANNEL_MAJOR_FILTER_MIN_FMAS``), ``tap_major_filter``;
+    else the weight itself."""
+    w = as_3d(weight).unflatten(0, (spec.groups, spec.out_channels_per_group))
     if vector_of_channels and spec.flops // 2 >= CHANNEL_MAJOR_FILTER_MIN_FMAS:
-        return channel_major_filter(weight)
-    return as_3d(weight)
+        return tap_major_filter(w, forward)
+    return w
 
 
-def channel_major_filter(weight: torch.Tensor) -> torch.Tensor:
-    """The (K, C_G, T, R, S) ``weight`` as a view of a dense (C_G, T, R, S, K) copy in the
-    accumulator's type (``accumulator_torch_dtype``). Where a thread holds a vector of channels
-    (channels-last activations), their weights for one tap are then one vector load, with no
-    conversion in the loop (a scalar load and a conversion per channel and tap otherwise)."""
-    w = as_3d(weight)
-    filters = w.new_empty((*w.shape[1:], w.shape[0]), dtype=accumulator_torch_dtype(w.dtype))
-    filters.copy_(w.permute(1, 2, 3, 4, 0))
-    return filters.permute(4, 0, 1, 2, 3)
+def tap_major_filter(w: torch.Tensor, forward: bool) -> torch.Tensor:
+    """The (GROUPS, K_G, C_G, T, R, S) filter ``w`` as a view of a dense copy in the accumulator's
+    type (``accumulator_torch_dtype``) whose weights for one multiplier and tap are consecutive
+    over a kernel's slots: (K_G, T, R, S, GROUPS, C_G) for the forward (slots are input
+    channels), (C_G, T, R, S, GROUPS, K_G) for the input gradient (slots are output channels).
+    Where a thread holds a vector of slots (channels-last activations), their weights are one
+    vector load, with no conversion in the loop (a scalar load and a conversion each otherwise)."""
+    order = (1, 3, 4, 5, 0, 2) if forward else (2, 3, 4, 5, 0, 1)
+    filters = w.new_empty([w.shape[d] for d in order], dtype=accumulator_torch_dtype(w.dtype))
+    filters.copy_(w.permute(order))
+    return filters.permute([order.index(d) for d in range(6)])
+
+
+def _addressed_by_input_channel(w: torch.Tensor) -> tuple[int, ...]:
+    """The forward kernel's strides of the (GROUPS, K_G, C_G, T, R, S) filter ``w``: its own, but
+    the group's less the channels it spans, which the kernel adds per group to an offset by input
+    channel (with one channel per group, the group's stride is the channel's)."""
+    group, multiplier, channel, *taps = w.stride()
+    if w.shape[2] <= 1:
+        return (0, multiplier, group, *taps)
+    return (group - w.shape[2] * channel, multiplier, channel, *taps)
 
 
 def _pixel_groups(spec: ConvSpec, size: tuple[int, int, int], group_width: int) -> tuple[int, int]:
@@ -489,14 +595,17 @@ def plan_direct_forward(
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
     x, y = as_3d(input), as_3d(out)
-    cfg = _tile(spec, spec.out_channels, spec.output_size[2], x)
-    w = kernel_filter(weight, spec, channels_contiguous(x))
+    slots = _Slots.of(spec.in_channels_per_group, spec.out_channels_per_group)
+    all_slots = spec.groups * slots.group_slots
+    cfg = _tile(spec, all_slots, spec.output_size[2], x, group_slots=slots.group_slots, multipliers=slots.multipliers)
+    w = grouped_filter(weight, spec, channels_contiguous(x), forward=True)
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
-    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.out_channels, cfg.block_c))
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(all_slots, cfg.block_c), slots.blocks)
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
-    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
-    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
+    args |= dict(w_strides=_addressed_by_input_channel(w), C=spec.in_channels, GROUPS=spec.groups)
+    args |= dict(K_G=spec.out_channels_per_group, GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
     constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs |= dict(C_G=spec.in_channels_per_group, **slots.constexprs(spec.in_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
@@ -515,18 +624,21 @@ def plan_direct_input_grad(
     conv_stride_w = spec.stride[2]
     fused = epilogue.residual is not None or epilogue.pre_activation is not None
     width = triton.cdiv(spec.input_size[2], conv_stride_w)
-    cfg = _tile(spec, spec.in_channels, width, dy, fused_transposed_epilogue=fused)
-    # Consecutive input channels read consecutive output channels' weights only in a depthwise
-    # convolution (one channel in and out per group).
-    depthwise = spec.in_channels_per_group == spec.out_channels_per_group == 1
-    w = kernel_filter(weight, spec, channels_contiguous(dy) and depthwise)
+    slots = _Slots.of(spec.out_channels_per_group, spec.in_channels_per_group)
+    all_slots = spec.groups * slots.group_slots
+    cfg = _tile(
+        spec, all_slots, width, dy, fused_transposed_epilogue=fused,
+        group_slots=slots.group_slots, multipliers=slots.multipliers,
+    )  # fmt: skip
+    w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False).flatten(0, 1)
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.input_size, cfg.pixels * conv_stride_w)
-    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(spec.in_channels, cfg.block_c))
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(all_slots, cfg.block_c), slots.blocks)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
-    args |= dict(C=spec.in_channels, C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group)
+    args |= dict(K=spec.out_channels, C_G=spec.in_channels_per_group, GROUPS=spec.groups)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
     constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | _tile_constexprs(cfg)
     constexprs |= arguments.output_flags(bias, epilogue)
+    constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 

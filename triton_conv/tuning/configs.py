@@ -293,6 +293,10 @@ DIRECT_BLOCK_C = (64, 32, 16)
 # weights fit in 255 registers (measured by compiling suite shapes 12-16, 20, 31, 32 for sm_90).
 DIRECT_PIXELS = 8
 DIRECT_TAPS_PER_STEP = 8
+# Channels of a group a forward or input-gradient program multiplies each loaded column by (a
+# grouped forward's output channels, say; ``kernels/direct.py``): up to this many, each with its
+# own accumulators, so the pixels per thread shrink by as much (``direct_config``).
+DIRECT_MULTIPLIERS = 4
 # The weight gradient holds a step's taps' accumulators, not the pixels': up to 16 pixels per
 # thread share each loaded input column among more taps. Compiled for sm_90 (bf16, channels-last),
 # no spills, 94-182 registers; issue-bound estimate 14 W 51.0 -> 46.8 us, 15 W 67.1 -> 62.1, 31 W
@@ -473,6 +477,8 @@ def direct_config(
     channels_contiguous: bool = True,
     fused_transposed_epilogue: bool = False,
     most_pixels: int = DIRECT_PIXELS,
+    group_slots: int = 1,
+    multipliers: int = 1,
 ) -> DirectConfig:
     """The tile for ``channels`` channels (the dimension a program's channel block runs over),
     rows of ``width`` pixels (the dimension its groups run along) and elements of ``itemsize``
@@ -484,15 +490,19 @@ def direct_config(
     residual or pre-activation, where a thread holds PIXELS * CONV_STRIDE_W accumulators and
     the residual load and pre-activation store need registers beside them: half the pixels
     (with all of them the registers spilled). ``most_pixels``: at most this many pixels per
-    thread (``DIRECT_WEIGHT_GRAD_PIXELS`` for the weight gradient)."""
+    thread (``DIRECT_WEIGHT_GRAD_PIXELS`` for the weight gradient). ``group_slots``: the slots
+    of one convolution group (a power of two), which a thread then holds whole rather than a
+    full vector of several groups; ``multipliers``: accumulators per slot and pixel. Both trade
+    pixels, so that a thread's accumulators stay at ``most_pixels`` full vectors."""
     if not gpu_tiles():
         base = DIRECT_INTERPRETER_CONFIG
         cfg = replace(base, pixels=direct_pixels(width, base.pixels))
     else:
         block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
-        vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
+        full_vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
+        vector = min(full_vector, group_slots) if group_slots > 1 else full_vector
         block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
-        pixels = direct_pixels(width, most_pixels)
+        pixels = direct_pixels(width, max(1, most_pixels * full_vector // (vector * multipliers)))
         cfg = DirectConfig(block_g, pixels, block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
     if fused_transposed_epilogue:
         cfg = replace(cfg, pixels=max(1, cfg.pixels // 2))
