@@ -137,12 +137,22 @@ def test_zero_channels_per_group_backward():
 @pytest.mark.compile
 @pytest.mark.parametrize(
     ("number", "pass_", "layout"),
-    [(15, "D", "channels_last"), (32, "F", "channels_last"), (15, "F", "contiguous"), (15, "W", "contiguous")],
+    [
+        (15, "D", "channels_last"),
+        (32, "F", "channels_last"),
+        (15, "F", "contiguous"),
+        (15, "W", "contiguous"),
+        (10, "F", "channels_last"),
+        (10, "D", "channels_last"),
+        (10, "W", "channels_last"),
+        (10, "W", "contiguous"),
+    ],
 )
-def test_large_filter_suite_launches_fit_registers(number, pass_, layout, gpu_tiles):
-    """The launches the ops make for suite shapes with 7x7 and 31x31 filters (bf16) compile for
-    sm_90 without spills: the unrolled window of a step of taps fits 255 registers, also with
-    the default layout's one load per element."""
+def test_suite_launches_fit_registers(number, pass_, layout, gpu_tiles):
+    """The launches the ops make for suite shapes with 7x7 and 31x31 filters, and for 4 channels
+    per group (bf16), compile for sm_90 without spills: the unrolled window of a step of taps,
+    with every multiplier's accumulators, fits 255 registers, also with the default layout's one
+    load per element."""
     shape = SHAPES_BY_NUMBER[number]
     spec = shape.geometry()
     memory_format = channels_last_format(4) if layout == "channels_last" else torch.contiguous_format

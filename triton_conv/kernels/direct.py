@@ -377,16 +377,24 @@ def direct_input_grad_kernel(
 @triton.jit
 def direct_weight_grad_kernel(
     dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
-    C_G, input_size, K, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, CHUNK, padding,
+    C, GROUPS, K_G, input_size, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, CHUNK, padding,
     dy_strides, x_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr,
+    MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Partial dw[k, c, tap] (and db[k]) of one split of the PIXEL_GROUPS groups of output pixels,
-    for TAPS_PER_STEP consecutive taps of one filter row.
+    """Partial dw[g * K_G + j, c, tap] (and db) of one split of the PIXEL_GROUPS groups of output
+    pixels, for TAPS_PER_STEP consecutive taps of one filter row and MULTIPLIERS of each group's
+    output channels j.
+
+    The forward's slots: the tile's channels are input channels, a group's C_G in GROUP_SLOTS
+    slots held by one thread; dy's value for a group and multiplier is loaded once per thread and
+    multiplies all its slots. An accumulator per tap and multiplier; the sum over pixels is left
+    to the end.
 
     Args:
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
@@ -394,7 +402,7 @@ def direct_weight_grad_kernel(
         dw_partial_ptr: (SPLIT_K, K, C_G, T * R * S) contiguous, ACC_DTYPE; split z writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
-        C_G: input channels per group. K, K_G: output channels, in all and per group.
+        C, GROUPS: input channels and groups. K_G: output channels per group.
         GROUPS_PER_ROW: cdiv(W_OUT, PIXELS) groups per output row;
             PIXEL_GROUPS = N * D_OUT * H_OUT * GROUPS_PER_ROW.
         CHUNK: groups per split, a multiple of BLOCK_G.
@@ -403,28 +411,33 @@ def direct_weight_grad_kernel(
         DIL_D/H/W: the spacing of the taps.
         HAS_BIAS_GRAD: also sum dy into db.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        C_G, GROUP_SLOTS, FULL_SLOTS, MULTIPLIERS, MULTIPLIER_BLOCKS: as in direct_forward_kernel.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
-            groups by channels.
-        Grid: (cdiv(K, BLOCK_C), max(1, C_G) * T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
-        split z reduces groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
+            pixel groups by channel slots.
+        Grid: (cdiv(GROUPS * GROUP_SLOTS, BLOCK_C), MULTIPLIER_BLOCKS * T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
+        split z reduces pixel groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
     """
     pid_c, column, split = program_ids(INDEX_64)
     tap_blocks = tl.cdiv(S, TAPS_PER_STEP)
     first_s = (column % tap_blocks) * TAPS_PER_STEP
     kr = (column // tap_blocks) % R
     kt = (column // (tap_blocks * R)) % T
-    # Depthwise (C_G specialised to 1): c is the constant 0, which keeps x's channel loads
-    # 16-byte vectors; the compiler folds the select away.
-    c = tl.where(C_G == 1, 0, column // (tap_blocks * R * T))
-    out_ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_out_ch = out_ch < K
-    # Column c == 0 stands in when C_G == 0 (it still yields the bias gradient): no channel then.
-    channels = tl.where(c < C_G, K, 0)
-    mask_x_ch = out_ch < channels
+    # The program of a block of multipliers that also sums dy into the bias gradient.
+    first_tap = column % (tap_blocks * R * T) == 0
+    # With one block of multipliers, a constant 0.
+    first_j = 0
+    if MULTIPLIER_BLOCKS > 1:
+        first_j = column // (tap_blocks * R * T) * MULTIPLIERS
+    slots, in_ch, used = group_slots(pid_c, C, C_G, GROUP_SLOTS, FULL_SLOTS, BLOCK_C)
+    GROUPS_PER_BLOCK: tl.constexpr = BLOCK_C // GROUP_SLOTS
+    conv_groups = pid_c * GROUPS_PER_BLOCK + tl.arange(0, GROUPS_PER_BLOCK)
+    # dy's channels by group, not by slot: one load per thread, broadcast over its group's slots
+    # (a load per slot would repeat it GROUP_SLOTS times).
+    groups_used = conv_groups < GROUPS
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
-    x_channel = ((out_ch // K_G) * C_G + c) * sx_c
-    dy_channel = out_ch * sdy_k
+    dy_channel = (conv_groups * K_G + first_j) * sdy_k
+    x_channel = in_ch * sx_c
 
     g_start = split * CHUNK
     g_end = tl.minimum(g_start + CHUNK, PIXEL_GROUPS)
@@ -435,9 +448,11 @@ def direct_weight_grad_kernel(
     n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, GROUPS_PER_ROW)
     step_n, step_d, step_h, step_w = unravel_pixels(BLOCK_G, D_OUT, H_OUT, GROUPS_PER_ROW)
     accs = ()
-    for _ in tl.static_range(TAPS_PER_STEP):
+    for _ in tl.static_range(TAPS_PER_STEP * MULTIPLIERS):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
-    bias_acc = tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE)
+    bias_accs = ()
+    for _ in tl.static_range(MULTIPLIERS):
+        bias_accs = bias_accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
     for _ in range(g_start, g_end, BLOCK_G):
         mask_g = groups < g_end
         ow0 = group_w * PIXELS
@@ -449,35 +464,55 @@ def direct_weight_grad_kernel(
         iw0 = ow0 * CONV_STRIDE_W - pad_w + first_s * DIL_W
         dys = ()
         for p in tl.static_range(PIXELS):
-            dys = dys + (load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel, mask_out_ch, sdy_w, ACC_DTYPE),)
+            for j in tl.static_range(MULTIPLIERS):
+                dy = load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel + j * sdy_k, groups_used, sdy_w, ACC_DTYPE)
+                if GROUP_SLOTS > 1:
+                    dy = tl.reshape(
+                        tl.broadcast_to(dy[:, :, None], (BLOCK_G, GROUPS_PER_BLOCK, GROUP_SLOTS)), (BLOCK_G, BLOCK_C)
+                    )
+                dys = dys + (dy,)
         updated = ()
         for s in tl.static_range(TAPS_PER_STEP):
-            acc = accs[s]
-            for p in tl.static_range(PIXELS):
-                x = load_columns(
-                    x_row, row_ok, iw0 + (p * CONV_STRIDE_W + s * DIL_W), W, x_channel, mask_x_ch, sx_w, ACC_DTYPE
-                )
-                acc = tl.fma(dys[p], x, acc)
-            updated = updated + (acc,)
+            for j in tl.static_range(MULTIPLIERS):
+                acc = accs[s * MULTIPLIERS + j]
+                for p in tl.static_range(PIXELS):
+                    x = load_columns(
+                        x_row, row_ok, iw0 + (p * CONV_STRIDE_W + s * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE
+                    )
+                    acc = tl.fma(dys[p * MULTIPLIERS + j], x, acc)
+                updated = updated + (acc,)
         accs = updated
         if HAS_BIAS_GRAD:
-            if column == 0:
-                for p in tl.static_range(PIXELS):
-                    bias_acc += dys[p]
+            if first_tap:
+                summed = ()
+                for j in tl.static_range(MULTIPLIERS):
+                    bias_acc = bias_accs[j]
+                    for p in tl.static_range(PIXELS):
+                        bias_acc += dys[p * MULTIPLIERS + j]
+                    summed = summed + (bias_acc,)
+                bias_accs = summed
         groups += BLOCK_G
         n, od, oh, group_w = advance_coordinates(
             n, od, oh, group_w, step_n, step_d, step_h, step_w, D_OUT, H_OUT, GROUPS_PER_ROW
         )
 
     taps = T * R * S
-    dw_row = dw_partial_ptr + split * K * C_G * taps + out_ch * C_G * taps + c * taps + (kt * R + kr) * S + first_s
-    for s in tl.static_range(TAPS_PER_STEP):
-        # Taps past the row's end (the last tap block's) are not stored: a limit of 0 channels.
-        tap_channels = tl.where(first_s + s < S, channels, 0)
-        tl.store(dw_row + s, tl.sum(accs[s], axis=0), mask=out_ch < tap_channels)
-    if HAS_BIAS_GRAD:
-        if column == 0:
-            tl.store(db_partial_ptr + split * K + out_ch, tl.sum(bias_acc, axis=0), mask=mask_out_ch)
+    K = GROUPS * K_G
+    c_local = slots % GROUP_SLOTS
+    slot_groups = slots // GROUP_SLOTS
+    for j in tl.static_range(MULTIPLIERS):
+        out_ch = slot_groups * K_G + first_j + j
+        dw_row = dw_partial_ptr + split * K * C_G * taps + out_ch * C_G * taps + c_local * taps
+        dw_row += (kt * R + kr) * S + first_s
+        for s in tl.static_range(TAPS_PER_STEP):
+            # Taps past the row's end (the last tap block's) are not stored.
+            tap_used = used & (slots * 0 + first_s + s < S)  # a block: the interpreter takes no scalar in a mask
+            tl.store(dw_row + s, tl.sum(accs[s * MULTIPLIERS + j], axis=0), mask=tap_used)
+        if HAS_BIAS_GRAD:
+            if first_tap:
+                # Every slot of a group holds its sum: the first stores it.
+                bias_ok = (slot_groups < GROUPS) & (c_local == 0)
+                tl.store(db_partial_ptr + split * K + out_ch, tl.sum(bias_accs[j], axis=0), mask=bias_ok)
 
 
 def _geometry_constexprs(spec: ConvSpec) -> dict[str, int]:
@@ -533,9 +568,9 @@ class _Slots:
     blocks: int
 
     @staticmethod
-    def of(per_group: int, multiplied: int) -> _Slots:
-        # The most multipliers up to DIRECT_MULTIPLIERS that divide the group's: no partial block.
-        multipliers = max(j for j in range(1, DIRECT_MULTIPLIERS + 1) if multiplied % j == 0)
+    def of(per_group: int, multiplied: int, most: int = DIRECT_MULTIPLIERS) -> _Slots:
+        # The most multipliers up to ``most`` that divide the group's: no partial block.
+        multipliers = max(j for j in range(1, most + 1) if multiplied % j == 0)
         return _Slots(per_group, triton.next_power_of_2(max(per_group, 1)), multipliers, multiplied // multipliers)
 
     def constexprs(self, channels: int, cfg: DirectConfig) -> dict[str, int | bool]:
@@ -643,22 +678,30 @@ def plan_direct_input_grad(
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
-def _weight_grad_tiling(spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor) -> tuple[DirectConfig, int, int, int]:
-    """The weight gradient's tile, pixel groups per output row, all pixel groups, and programs per split."""
+def _weight_grad_tiling(
+    spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor
+) -> tuple[DirectConfig, _Slots, int, int, int]:
+    """The weight gradient's tile and slots, pixel groups per output row, all pixel groups, and
+    programs per split."""
+    # Each multiplier's dy values stay in registers for all the step's taps: worth it where a
+    # thread's slots share them (a group of several channels), not for a depthwise multiplier.
+    c_g = spec.in_channels_per_group
+    slots = _Slots.of(c_g, spec.out_channels_per_group, most=DIRECT_MULTIPLIERS if c_g > 1 else 1)
     cfg = _tile(
-        spec, spec.out_channels, spec.output_size[2], as_3d(dy), as_3d(x), most_pixels=DIRECT_WEIGHT_GRAD_PIXELS
-    )
+        spec, spec.groups * slots.group_slots, spec.output_size[2], as_3d(dy), as_3d(x),
+        most_pixels=DIRECT_WEIGHT_GRAD_PIXELS, group_slots=slots.group_slots, multipliers=slots.multipliers,
+    )  # fmt: skip
     t, r, s = spec.kernel_size
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     # At least one column, so that the bias gradient is computed even with no channels.
-    columns = max(1, spec.in_channels_per_group) * t * r * triton.cdiv(s, cfg.taps_per_step)
-    programs = triton.cdiv(spec.out_channels, cfg.block_c) * columns
-    return cfg, groups_per_row, pixel_groups, programs
+    columns = max(1, slots.blocks) * t * r * triton.cdiv(s, cfg.taps_per_step)
+    programs = triton.cdiv(spec.groups * slots.group_slots, cfg.block_c) * columns
+    return cfg, slots, groups_per_row, pixel_groups, programs
 
 
 def direct_split_k(spec: ConvSpec, grad_output: torch.Tensor, input: torch.Tensor) -> int:
     """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 tiles."""
-    cfg, _, pixel_groups, programs = _weight_grad_tiling(spec, grad_output, input)
+    cfg, _, _, pixel_groups, programs = _weight_grad_tiling(spec, grad_output, input)
     return split_k_for(programs, pixel_groups, cfg.block_g)
 
 
@@ -672,15 +715,16 @@ def plan_direct_weight_grad(
     """The launch writing split partials of dw (and db); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
-    cfg, groups_per_row, pixel_groups, programs = _weight_grad_tiling(spec, dy, x)
+    cfg, slots, groups_per_row, pixel_groups, programs = _weight_grad_tiling(spec, dy, x)
     chunk = triton.cdiv(triton.cdiv(pixel_groups, cfg.block_g), split_k) * cfg.block_g
-    columns = programs // triton.cdiv(spec.out_channels, cfg.block_c)
-    grid = (triton.cdiv(spec.out_channels, cfg.block_c), columns, split_k)
+    slot_blocks = triton.cdiv(spec.groups * slots.group_slots, cfg.block_c)
+    grid = (slot_blocks, programs // slot_blocks, split_k)
     args = arguments.tensors(dy=dy, x=x) | arguments.sizes(spec)
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
-    args |= dict(C_G=spec.in_channels_per_group, K=spec.out_channels, K_G=spec.out_channels_per_group)
+    args |= dict(C=spec.in_channels, GROUPS=spec.groups, K_G=spec.out_channels_per_group)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups, CHUNK=chunk)
     constexprs = _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(HAS_BIAS_GRAD=db_partial is not None)
+    constexprs |= dict(C_G=spec.in_channels_per_group, **slots.constexprs(spec.in_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 

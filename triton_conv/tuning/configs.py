@@ -492,8 +492,9 @@ def direct_config(
     (with all of them the registers spilled). ``most_pixels``: at most this many pixels per
     thread (``DIRECT_WEIGHT_GRAD_PIXELS`` for the weight gradient). ``group_slots``: the slots
     of one convolution group (a power of two), which a thread then holds whole rather than a
-    full vector of several groups; ``multipliers``: accumulators per slot and pixel. Both trade
-    pixels, so that a thread's accumulators stay at ``most_pixels`` full vectors."""
+    full vector of several groups; ``multipliers``: accumulators per slot and pixel. With
+    contiguous channels both trade pixels, so that a thread's accumulators stay at
+    ``most_pixels`` full vectors."""
     if not gpu_tiles():
         base = DIRECT_INTERPRETER_CONFIG
         cfg = replace(base, pixels=direct_pixels(width, base.pixels))
@@ -502,7 +503,9 @@ def direct_config(
         full_vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
         vector = min(full_vector, group_slots) if group_slots > 1 else full_vector
         block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
-        pixels = direct_pixels(width, max(1, most_pixels * full_vector // (vector * multipliers)))
+        # One channel per thread (no vector) leaves registers for every multiplier's pixels.
+        budget = most_pixels * full_vector // (vector * multipliers) if channels_contiguous else most_pixels
+        pixels = direct_pixels(width, max(1, budget))
         cfg = DirectConfig(block_g, pixels, block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
     if fused_transposed_epilogue:
         cfg = replace(cfg, pixels=max(1, cfg.pixels // 2))
