@@ -1,7 +1,7 @@
 """What only a CUDA GPU can check: bfloat16 on the whole table, TF32, 64-bit offsets on a real
 tensor past 2^31 elements, the tuning cache across processes, ``torch.compile`` with inductor,
 CUDA-graph capture of a converted model's training step, 8-warp tiles, and the newer paths at
-suite sizes (band kernels, the TMA input gradient, the channel-major filter, band tuning).
+suite sizes (band kernels, the TMA input gradient, the tap-major filter, band tuning).
 
 Without CUDA (or under Triton's interpreter, which never compiles anything) every test here is
 collected and skipped. ``triton-conv gpu-check`` runs them.
@@ -376,7 +376,7 @@ def test_band_kernels_at_suite_sizes(case, dtype):
     check_backward(case, dtype, "contiguous")
 
 
-# ---------------------------------------------------------------- TMA input gradient, channel-major filter, band tuning
+# ---------------------------------------------------------------- TMA input gradient, tap-major filter, band tuning
 
 # Suite shapes 2 and 24 cut in batch: stride 1, padded, 64 channels, so that the forward and the
 # input gradient both run the TMA kernel (in either layout, through the channels-last copy).
@@ -402,14 +402,21 @@ def test_tma_forward_and_input_grad_at_suite_sizes(case, layout):
     check_backward(case, BF16, layout)
 
 
-def test_channel_major_filter_at_suite_size(monkeypatch):
-    """Suite shape 14 cut in batch, channels-last, with the filter copy forced on."""
+@pytest.mark.parametrize(
+    "case",
+    [
+        ConvCase(2, 8, 240, 240, (28, 28), (5, 5), padding=2, groups=240, name="effnet_dw5"),
+        ConvCase(2, 8, 128, 128, (56, 56), (3, 3), padding=1, groups=32, name="resnext_g32"),
+    ],
+    ids=lambda c: c.name,
+)
+def test_tap_major_filter_at_suite_size(case, monkeypatch):
+    """Suite shapes 14 and 10 cut in batch, channels-last, with the filter copy forced on."""
     from triton_conv.kernels import direct
 
     monkeypatch.setattr(direct, "CHANNEL_MAJOR_FILTER_MIN_FMAS", 0)
-    case = ConvCase(2, 8, 240, 240, (28, 28), (5, 5), padding=2, groups=240, name="effnet_dw5")
     check_forward(case, BF16, "channels_last")
-    check_backward(case, BF16, "channels_last")
+    check_backward(case, BF16, "channels_last", cotangent="channels_last")
 
 
 def test_band_forward_tunes_and_caches(tmp_path, monkeypatch):

@@ -302,12 +302,12 @@ DIRECT_MULTIPLIERS = 4
 # no spills, 94-182 registers; issue-bound estimate 14 W 51.0 -> 46.8 us, 15 W 67.1 -> 62.1, 31 W
 # 17.8 -> 14.0, 12 W unchanged. (32 pixels spilled on 14.)
 DIRECT_WEIGHT_GRAD_PIXELS = 16
-# Each thread owns one 16-byte vector of channels of one group.
+# A thread owns one 16-byte vector of channels (of one group, or of whole groups of few channels).
 DIRECT_VECTOR_BYTES = 16
 DIRECT_NUM_WARPS = 4
-# Channels-last forward and depthwise input-gradient launches doing at least this many
-# multiply-adds read the filter from a copy in the accumulator's type (float32; float64 for
-# float64) with channels contiguous (``kernels/direct.kernel_filter``):
+# Channels-last forward and input-gradient launches doing at least this many multiply-adds read
+# the filter from a copy in the accumulator's type (float32; float64 for float64) with the
+# kernel's channel slots contiguous (``kernels/direct.tap_major_filter``):
 # compiled for sm_90 that saves about 0.27 SASS instructions per FMA (a tap's weights become two
 # 16-byte loads instead of 8 scalar loads and conversions), about 2 us of issue time per 250M
 # FMAs on an H200, against the copy's launch of a few microseconds (not yet measured).
