@@ -5,12 +5,15 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from triton_conv.perf.suite import SHAPES_BY_NUMBER
 
 import triton_conv
 from triton_conv.kernels import direct as direct_module
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.direct import (
+    DIRECT_FORWARD,
+    DIRECT_INPUT_GRAD,
     direct_split_k,
     plan_direct_forward,
     plan_direct_input_grad,
@@ -19,6 +22,10 @@ from triton_conv.kernels.direct import (
 from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.spec import channels_last_format, conv_spec
+from triton_conv.testing import in_layout
+from triton_conv.tune import ConvProblem, problem_keys
+from triton_conv.tuning import select
+from triton_conv.tuning.configs import DIRECT_TILES
 
 from .cases import CASES, named, params
 from .checks import check_backward, check_forward
@@ -134,6 +141,16 @@ def test_zero_channels_per_group_backward():
     torch.testing.assert_close(gb, torch.full((4,), 18.0, dtype=torch.float64))
 
 
+def _suite_tensors(number: int, layout: str):
+    """Suite shape ``number``'s spec and empty bf16 input, weight and output in ``layout``."""
+    shape = SHAPES_BY_NUMBER[number]
+    spec = shape.geometry()
+    memory_format = channels_last_format(4) if layout == "channels_last" else torch.contiguous_format
+    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, memory_format=memory_format)
+    w = torch.empty(shape.weight_shape(), dtype=torch.bfloat16)
+    return spec, x, w, torch.empty(spec.out_shape, dtype=torch.bfloat16, memory_format=memory_format)
+
+
 @pytest.mark.compile
 @pytest.mark.parametrize(
     ("number", "pass_", "layout"),
@@ -153,12 +170,7 @@ def test_suite_launches_fit_registers(number, pass_, layout, gpu_tiles):
     per group (bf16), compile for sm_90 without spills: the unrolled window of a step of taps,
     with every multiplier's accumulators, fits 255 registers, also with the default layout's one
     load per element."""
-    shape = SHAPES_BY_NUMBER[number]
-    spec = shape.geometry()
-    memory_format = channels_last_format(4) if layout == "channels_last" else torch.contiguous_format
-    x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, memory_format=memory_format)
-    w = torch.empty(shape.weight_shape(), dtype=torch.bfloat16)
-    y = torch.empty(spec.out_shape, dtype=torch.bfloat16, memory_format=memory_format)
+    spec, x, w, y = _suite_tensors(number, layout)
     if pass_ == "F":
         launch = plan_direct_forward(x, w, None, spec, y)
     elif pass_ == "D":
@@ -168,3 +180,60 @@ def test_suite_launches_fit_registers(number, pass_, layout, gpu_tiles):
         launch = plan_direct_weight_grad(y, x, spec, partial, None)
     info = compile_launch(launch, 90)
     assert info.spill_bytes == 0, info
+
+
+# ---------------------------------------------------------------- tuning
+
+
+@pytest.mark.parametrize("knobs", DIRECT_TILES, ids=str)
+def test_every_tuned_tile_is_correct(knobs, gpu_tiles):
+    """Each tile the autotuning may pick, forward and input gradient of a grouped convolution with
+    4 channels per group, channels-last, strided: the same results as torch."""
+    x = in_layout(torch.randn(2, 16, 9, 13, dtype=torch.float64, device=DEVICE), "channels_last")
+    w = torch.randn(16, 4, 3, 3, dtype=torch.float64, device=DEVICE)
+    b = torch.randn(16, dtype=torch.float64, device=DEVICE)
+    spec = conv_spec(x, w, b, stride=(1, 2), padding=1, dilation=1, groups=4, ndim=2)
+    expected = F.conv2d(x, w, b, stride=(1, 2), padding=1, groups=4)
+    y = in_layout(torch.empty_like(expected), "channels_last")
+    plan_direct_forward(x, w, b, spec, y, knobs=knobs)()
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+    dy = in_layout(torch.randn_like(expected), "channels_last")
+    dx = in_layout(torch.empty_like(x), "channels_last")
+    plan_direct_input_grad(dy, w, spec, dx, knobs=knobs)()
+    expected_dx = torch.nn.grad.conv2d_input(x.shape, w, dy, stride=(1, 2), padding=1, groups=4)
+    torch.testing.assert_close(dx, expected_dx, rtol=0, atol=1e-12)
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("number", [10, 15])
+def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
+    """Every tile the exhaustive tuning of the direct forward and input gradient would time on
+    suite shapes 10 (4 channels per group) and 15 (7x7 depthwise) compiles for sm_90 without
+    spills (bf16)."""
+    spec, x, w, y = _suite_tensors(number, layout)
+    for kind in (DIRECT_FORWARD, DIRECT_INPUT_GRAD):
+        heuristic = kind.tiles[0]
+        space = select.search_space(kind, spec, torch.bfloat16, "ieee", heuristic, exhaustive=True)
+        assert len(space) == len(DIRECT_TILES)
+        for knobs in space:
+            info = compile_launch(kind.plan(spec, x, w, None, y, knobs), 90)
+            assert info.spill_bytes == 0, (kind.name, knobs, info)
+
+
+def test_tuning_keys(tied_timing):
+    """A grouped layer with 4 channels per group: its direct forward and input gradient are
+    tuned under the keys ``tune --dry-run`` lists (its weight gradient is not); a second call
+    finds them cached."""
+    problem = ConvProblem((2, 16, 6, 20), (16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 4, torch.bfloat16, True)
+    x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
+    with select.autotuning("first_use") as records:
+        y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+        y.backward(in_layout(torch.randn_like(y), "channels_last"))
+    keys = problem_keys(problem, backward=True)
+    assert set(keys) == {"direct_forward", "direct_input_grad", "direct_weight_grad"}
+    assert [record.key for record in records] == [keys["direct_forward"], keys["direct_input_grad"]]
+    assert all(":cg4:kg4:" in record.key and record.timed > 1 for record in records)
+    with select.autotuning("first_use") as again:
+        triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+    assert again == []

@@ -430,3 +430,21 @@ def test_band_forward_tunes_and_caches(tmp_path, monkeypatch):
     assert [record.key.split(":")[0] for record in records] == ["banded_forward"]
     assert records[0].timed >= 2
     assert_close(y, reference_forward(case, x, w, b), BF16, case.reduction, "tuned band forward")
+
+
+def test_direct_kernels_tune_and_cache(tmp_path, monkeypatch):
+    """First use times the direct forward's and input gradient's tiles (suite shape 10 cut in
+    batch, channels-last) and caches the winners; the results match torch whichever tiles won."""
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
+    case = ConvCase(2, 4, 128, 128, (56, 56), (3, 3), padding=1, groups=32, name="resnext_g32")
+    x, w, b = make_inputs(case, BF16, "channels_last")
+    x.requires_grad_(True)
+    with select.autotuning("first_use") as records:
+        y = triton_conv.conv2d(x, w, b, padding=1, groups=32)
+        g = torch.randn_like(y)
+        (dx,) = torch.autograd.grad(y, x, g)
+    assert [record.key.split(":")[0] for record in records] == ["direct_forward", "direct_input_grad"]
+    assert all(record.timed >= 2 for record in records)
+    assert_close(y, reference_forward(case, x, w, b), BF16, case.reduction, "tuned direct forward")
+    expected_dx = torch.nn.grad.conv2d_input(x.shape, w.double(), g.double(), padding=1, groups=32)
+    assert_close(dx, expected_dx.to(BF16), BF16, 4 * 9, "tuned direct input gradient")

@@ -397,8 +397,10 @@ def test_dry_run_lists_problems_and_keys(capsys):
     out = capsys.readouterr().out
     assert "forward:float16:ieee:cl:m1024:n16:k16:t9:g0:s0" in out
     assert "weight_grad:float16:ieee:cl:m256:n32:k16:t9:g0:s1" in out
-    assert "not tuned (direct kernel)" in out
-    assert out.strip().endswith("4 problems, 9 keys")  # the "not tuned" direct passes are not keys
+    assert "direct_forward:float16:ieee:cl:m256:n16:k16:t9:g1:s0:cg1:kg1:c32:w8" in out
+    assert "direct_input_grad:float16:ieee:cl:" in out
+    assert "not tuned (heuristic tile)" in out
+    assert out.strip().endswith("4 problems, 11 keys")  # the depthwise weight gradient is not a key
 
 
 def test_dry_run_lists_the_tma_kernels_keys(gpu_tiles):

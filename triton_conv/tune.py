@@ -34,6 +34,7 @@ from .cli import one_line
 from .kernels import dispatch
 from .kernels.banded import BANDED_FORWARD
 from .kernels.common import dot_precision_on
+from .kernels.direct import DIRECT_FORWARD, DIRECT_INPUT_GRAD
 from .kernels.implicit_gemm_forward import FORWARD
 from .kernels.implicit_gemm_forward_tma import FORWARD_TMA
 from .kernels.implicit_gemm_input_grad import INPUT_GRAD
@@ -87,7 +88,7 @@ class ConvProblem:
 
 
 # What ``problem_keys`` lists for the passes no kernel tunes.
-NOT_TUNED_DIRECT = "not tuned (direct kernel)"
+NOT_TUNED = "not tuned (heuristic tile)"
 
 
 def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
@@ -95,8 +96,9 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     ``input_grad``, ``weight_grad`` for the GEMM kernels; ``forward_tma`` where the TMA kernel
     runs the forward on Hopper (a meta tensor plans for one) and, as ``forward_tma (input_grad)``,
     the input gradient, its forward of the flipped filter; ``banded_forward`` and ``banded_forward
-    (input_grad)`` likewise for the band kernels; ``direct`` (NOT_TUNED_DIRECT) for passes on the
-    direct and band weight-gradient kernels, which take heuristic tiles."""
+    (input_grad)`` likewise for the band kernels; ``direct_forward`` and ``direct_input_grad`` for
+    the direct kernels; ``direct_weight_grad`` or ``banded_weight_grad`` (NOT_TUNED) for the
+    weight gradients of grouped few-channel convolutions, which take heuristic tiles."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
@@ -109,12 +111,16 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
         keys = {}
         if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
             keys[BANDED_FORWARD.name] = key(BANDED_FORWARD, spec, layout_of(x))
-        if backward and dispatch.uses_banded_input_grad(y, spec):
-            keys[f"{BANDED_FORWARD.name} (input_grad)"] = key(
-                BANDED_FORWARD, spec.input_grad_as_forward(), layout_of(y)
-            )
-        if backward or not keys:
-            keys["direct"] = NOT_TUNED_DIRECT
+        else:
+            keys[DIRECT_FORWARD.name] = key(DIRECT_FORWARD, spec, DIRECT_FORWARD.key_layout(x, y))
+        if backward:
+            if dispatch.uses_banded_input_grad(y, spec):
+                forward = spec.input_grad_as_forward()
+                keys[f"{BANDED_FORWARD.name} (input_grad)"] = key(BANDED_FORWARD, forward, layout_of(y))
+            else:
+                keys[DIRECT_INPUT_GRAD.name] = key(DIRECT_INPUT_GRAD, spec, DIRECT_INPUT_GRAD.key_layout(x, y))
+            banded = dispatch.uses_banded_weight_grad(y, x, spec)
+            keys["banded_weight_grad" if banded else "direct_weight_grad"] = NOT_TUNED
         return keys
     # The forward of a patch embedding runs on its folded problem (``dispatch.fold_patch_rows``).
     forward = spec.fold_patch_rows() if dispatch.folds_patch_rows(x, spec) else spec
@@ -339,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         rows = [(p.describe(), kind, key) for p in problems for kind, key in problem_keys(p, args.backward).items()]
         print(_table(rows, ("problem", "kernel", "key")))
-        keys = {row[2] for row in rows} - {NOT_TUNED_DIRECT}
+        keys = {row[2] for row in rows} - {NOT_TUNED}
         print(f"{len(problems)} problems, {len(keys)} keys")
         return 0
     if INTERPRETER or not torch.cuda.is_available():

@@ -19,6 +19,7 @@ Channel k of the output belongs to convolution group k // K_G and reads input ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -28,14 +29,22 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     CHANNEL_MAJOR_FILTER_MIN_FMAS,
+    DIRECT_INTERPRETER_CONFIG,
     DIRECT_MULTIPLIERS,
     DIRECT_PIXELS,
+    DIRECT_TILES,
     DIRECT_WEIGHT_GRAD_PIXELS,
     DirectConfig,
+    KernelConfig,
+    bucket_row_width,
     direct_config,
+    direct_knobs,
     direct_taps_per_step,
     split_k_for,
 )
+from ..tuning.key import bucket_channels, layout_of
+from ..tuning.kinds import KernelKind
+from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, accumulator_torch_dtype
 from .epilogue import PLAIN, Epilogue, finish_output
@@ -540,17 +549,17 @@ def _tile(
     channels: int,
     width: int,
     *loaded: torch.Tensor,
+    knobs: KernelConfig,
     fused_transposed_epilogue: bool = False,
-    most_pixels: int = DIRECT_PIXELS,
     group_slots: int = 1,
     multipliers: int = 1,
 ) -> DirectConfig:
-    """The tile over ``channels`` channels (slots) and rows of ``width`` pixels reading the
-    (N, C, D, H, W) tensors ``loaded``, its steps fitted to the filter."""
+    """The tile with ``knobs`` (``direct_knobs``) over ``channels`` channels (slots) and rows of
+    ``width`` pixels reading the (N, C, D, H, W) tensors ``loaded``, its steps fitted to the filter."""
     itemsize = loaded[0].dtype.itemsize
     contiguous = channels_contiguous(*loaded)
     cfg = direct_config(
-        channels, width, itemsize, contiguous, fused_transposed_epilogue, most_pixels, group_slots, multipliers
+        channels, width, itemsize, contiguous, fused_transposed_epilogue, knobs, group_slots, multipliers
     )
     steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
     return replace(cfg, taps_per_step=steps)
@@ -620,6 +629,77 @@ def _pixel_groups(spec: ConvSpec, size: tuple[int, int, int], group_width: int) 
     return per_row, spec.batch * d * h * per_row
 
 
+def _heuristic_knobs(spec: ConvSpec, per_group: int, most_pixels: int, most_multipliers: int) -> KernelConfig:
+    """``direct_knobs`` for a launch whose slots are ``per_group`` channels of each group."""
+    return direct_knobs(spec.groups * triton.next_power_of_2(max(per_group, 1)), most_pixels, most_multipliers)
+
+
+def _direct_key_fields(spec: ConvSpec, width: int) -> tuple[str, ...]:
+    """What decides a direct kernel's knobs beyond the GEMM key: the exact channels per group
+    (its slots and multipliers; the key's buckets start at 16), the channels in all (the
+    channel block) and the row width (the pixels per thread)."""
+    return (
+        f"cg{spec.in_channels_per_group}",
+        f"kg{spec.out_channels_per_group}",
+        f"c{bucket_channels(spec.in_channels)}",
+        f"w{bucket_row_width(width)}",
+    )
+
+
+def _interpreter_knobs() -> KernelConfig:
+    c = DIRECT_INTERPRETER_CONFIG
+    return KernelConfig(c.pixels, c.block_c, DIRECT_MULTIPLIERS, c.num_warps, 1)
+
+
+def _direct_kind(input_grad: bool, plan: Callable[..., Launch]) -> KernelKind:
+    """The direct forward or input gradient as tuning sees it: its knobs (``direct_knobs``) are
+    not GEMM blocks, and every launch is timed, fused epilogues included (the epilogue runs after
+    the loop and changes little). Its GEMM is over the pixels it writes, per group."""
+
+    def extents(spec: ConvSpec) -> tuple[int, int, int]:
+        if input_grad:
+            return spec.input_pixels, spec.in_channels_per_group, spec.taps * spec.out_channels_per_group
+        return spec.output_pixels, spec.out_channels_per_group, spec.taps * spec.in_channels_per_group
+
+    return KernelKind(
+        name="direct_input_grad" if input_grad else "direct_forward",
+        pass_="D" if input_grad else "F",
+        tiles=DIRECT_TILES,
+        interpreter_tile=_interpreter_knobs(),
+        gemm_extents=extents,
+        dense_gemm=extents,
+        key_pixels=lambda spec: extents(spec)[0],
+        key_layout=lambda input, output: layout_of(output if input_grad else input),
+        plan=plan,
+        key_fields=lambda spec: _direct_key_fields(spec, (spec.input_size if input_grad else spec.output_size)[2]),
+        gemm_blocks=False,
+    )
+
+
+DIRECT_FORWARD = _direct_kind(False, lambda spec, x, w, b, y, knobs: plan_direct_forward(x, w, b, spec, y, knobs=knobs))
+DIRECT_INPUT_GRAD = _direct_kind(
+    True, lambda spec, x, w, b, y, knobs: plan_direct_input_grad(y, w, spec, x, knobs=knobs)
+)
+
+
+def _selected_knobs(
+    kind: KernelKind,
+    spec: ConvSpec,
+    input: torch.Tensor,
+    output: torch.Tensor,
+    per_group: int,
+    build_launch: Callable[[KernelConfig], Launch],
+) -> KernelConfig:
+    """The knobs ``select_config`` picks for ``kind`` on the convolution of ``input`` into
+    ``output`` (the heuristic's, ``direct_knobs`` over slots of ``per_group`` channels, unless
+    tuned)."""
+    read = output if kind is DIRECT_INPUT_GRAD else input
+    heuristic = _heuristic_knobs(spec, per_group, DIRECT_PIXELS, DIRECT_MULTIPLIERS)
+    return select_config(
+        kind, spec, read.dtype, "ieee", kind.key_layout(input, output), build_launch, heuristic, read.device
+    )
+
+
 def plan_direct_forward(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -627,12 +707,27 @@ def plan_direct_forward(
     spec: ConvSpec,
     out: torch.Tensor,
     epilogue: Epilogue = PLAIN,
+    knobs: KernelConfig | None = None,
 ) -> Launch:
-    """The launch writing activation(conv(input, weight) + bias + residual) into ``out``."""
+    """The launch writing activation(conv(input, weight) + bias + residual) into ``out``.
+    ``knobs`` override what ``select_config`` picks (the heuristic's, unless tuned)."""
+    if knobs is None:
+        knobs = _selected_knobs(
+            DIRECT_FORWARD, spec, input, out, spec.in_channels_per_group,
+            lambda k: plan_direct_forward(input, weight, bias, spec, out, epilogue, k),
+        )  # fmt: skip
     x, y = as_3d(input), as_3d(out)
-    slots = _Slots.of(spec.in_channels_per_group, spec.out_channels_per_group)
+    slots = _Slots.of(spec.in_channels_per_group, spec.out_channels_per_group, most=knobs.block_k)
     all_slots = spec.groups * slots.group_slots
-    cfg = _tile(spec, all_slots, spec.output_size[2], x, group_slots=slots.group_slots, multipliers=slots.multipliers)
+    cfg = _tile(
+        spec,
+        all_slots,
+        spec.output_size[2],
+        x,
+        knobs=knobs,
+        group_slots=slots.group_slots,
+        multipliers=slots.multipliers,
+    )
     w = grouped_filter(weight, spec, channels_contiguous(x), forward=True)
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(all_slots, cfg.block_c), slots.blocks)
@@ -652,17 +747,24 @@ def plan_direct_input_grad(
     grad_input: torch.Tensor,
     bias: torch.Tensor | None = None,
     epilogue: Epilogue = PLAIN,
+    knobs: KernelConfig | None = None,
 ) -> Launch:
     """The launch writing d(loss)/d(input) into ``grad_input``; with ``bias`` and ``epilogue``,
-    activation(that + bias + residual): a transposed convolution."""
+    activation(that + bias + residual): a transposed convolution. ``knobs`` as in
+    ``plan_direct_forward``."""
+    if knobs is None:
+        knobs = _selected_knobs(
+            DIRECT_INPUT_GRAD, spec, grad_input, grad_output, spec.out_channels_per_group,
+            lambda k: plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue, k),
+        )  # fmt: skip
     dy, dx = as_3d(grad_output), as_3d(grad_input)
     conv_stride_w = spec.stride[2]
     fused = epilogue.residual is not None or epilogue.pre_activation is not None
     width = triton.cdiv(spec.input_size[2], conv_stride_w)
-    slots = _Slots.of(spec.out_channels_per_group, spec.in_channels_per_group)
+    slots = _Slots.of(spec.out_channels_per_group, spec.in_channels_per_group, most=knobs.block_k)
     all_slots = spec.groups * slots.group_slots
     cfg = _tile(
-        spec, all_slots, width, dy, fused_transposed_epilogue=fused,
+        spec, all_slots, width, dy, knobs=knobs, fused_transposed_epilogue=fused,
         group_slots=slots.group_slots, multipliers=slots.multipliers,
     )  # fmt: skip
     w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False).flatten(0, 1)
@@ -686,10 +788,11 @@ def _weight_grad_tiling(
     # Each multiplier's dy values stay in registers for all the step's taps: worth it where a
     # thread's slots share them (a group of several channels), not for a depthwise multiplier.
     c_g = spec.in_channels_per_group
-    slots = _Slots.of(c_g, spec.out_channels_per_group, most=DIRECT_MULTIPLIERS if c_g > 1 else 1)
+    knobs = _heuristic_knobs(spec, c_g, DIRECT_WEIGHT_GRAD_PIXELS, DIRECT_MULTIPLIERS if c_g > 1 else 1)
+    slots = _Slots.of(c_g, spec.out_channels_per_group, most=knobs.block_k)
     cfg = _tile(
         spec, spec.groups * slots.group_slots, spec.output_size[2], as_3d(dy), as_3d(x),
-        most_pixels=DIRECT_WEIGHT_GRAD_PIXELS, group_slots=slots.group_slots, multipliers=slots.multipliers,
+        knobs=knobs, group_slots=slots.group_slots, multipliers=slots.multipliers,
     )  # fmt: skip
     t, r, s = spec.kernel_size
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)

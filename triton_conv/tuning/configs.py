@@ -177,8 +177,9 @@ def fits(config: KernelConfig, dtype: torch.dtype, precision: str, kernel: str |
 
 
 def candidate_configs(kind: KernelKind, dtype: torch.dtype, precision: str) -> list[KernelConfig]:
-    """The shipped tiles of ``kind`` that fit ``dtype`` (never empty)."""
-    configs = [c for c in kind.tiles if fits(c, dtype, precision, kind.name)]
+    """The shipped tiles of ``kind`` that fit ``dtype`` (never empty; all of them where they are
+    not GEMM blocks, ``KernelKind.gemm_blocks``)."""
+    configs = [c for c in kind.tiles if not kind.gemm_blocks or fits(c, dtype, precision, kind.name)]
     return configs or [kind.tiles[-1]]
 
 
@@ -315,6 +316,32 @@ CHANNEL_MAJOR_FILTER_MIN_FMAS = 300_000_000
 # Under the interpreter: few programs, each a large tile; steps of 2 taps, so that the tests'
 # small filters take several steps.
 DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_warps=4, taps_per_step=2)
+# What the direct forward's and input gradient's autotuning times (``kernels/direct.DIRECT_FORWARD``,
+# ``DIRECT_INPUT_GRAD``), as knobs (``direct_knobs``): the heuristic's 8 pixels and 4 multipliers
+# over 64 channels, then fewer pixels (more programs, fewer registers: occupancy), narrower
+# channel blocks, fewer multipliers (more programs per group) and 8 warps. All compile for sm_90
+# without spills on suite shapes 10 and 15 (tests/test_direct.py).
+DIRECT_TILES = (
+    KernelConfig(8, 64, 4, 4, 1),
+    KernelConfig(4, 64, 4, 4, 1),
+    KernelConfig(8, 32, 4, 4, 1),
+    KernelConfig(8, 64, 2, 4, 1),
+    KernelConfig(8, 64, 4, 8, 1),
+    KernelConfig(4, 32, 4, 4, 1),
+    KernelConfig(8, 16, 4, 4, 1),
+    KernelConfig(4, 64, 1, 4, 1),
+)
+
+
+def direct_knobs(
+    channels: int, most_pixels: int = DIRECT_PIXELS, most_multipliers: int = DIRECT_MULTIPLIERS
+) -> KernelConfig:
+    """A direct kernel's tunable knobs as a ``KernelConfig``: ``block_m`` the most pixels per
+    thread, ``block_n`` the channel block, ``block_k`` the most multipliers, ``num_warps``; the
+    heuristic's for ``channels`` channels: the widest block in DIRECT_BLOCK_C that divides them
+    (no masked lanes)."""
+    block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
+    return KernelConfig(most_pixels, block_c, most_multipliers, DIRECT_NUM_WARPS, 1)
 
 
 def direct_pixels(width: int, most: int) -> int:
@@ -476,7 +503,7 @@ def direct_config(
     itemsize: int,
     channels_contiguous: bool = True,
     fused_transposed_epilogue: bool = False,
-    most_pixels: int = DIRECT_PIXELS,
+    knobs: KernelConfig | None = None,
     group_slots: int = 1,
     multipliers: int = 1,
 ) -> DirectConfig:
@@ -489,24 +516,26 @@ def direct_config(
     ``fused_transposed_epilogue``: the input gradient of a transposed convolution with a fused
     residual or pre-activation, where a thread holds PIXELS * CONV_STRIDE_W accumulators and
     the residual load and pre-activation store need registers beside them: half the pixels
-    (with all of them the registers spilled). ``most_pixels``: at most this many pixels per
-    thread (``DIRECT_WEIGHT_GRAD_PIXELS`` for the weight gradient). ``group_slots``: the slots
+    (with all of them the registers spilled). ``knobs`` (``direct_knobs``, the heuristic's by
+    default): at most ``block_m`` pixels per thread (``DIRECT_WEIGHT_GRAD_PIXELS`` for the weight
+    gradient), ``block_n`` channels per program, ``num_warps``. ``group_slots``: the slots
     of one convolution group (a power of two), which a thread then holds whole rather than a
     full vector of several groups; ``multipliers``: accumulators per slot and pixel. With
-    contiguous channels both trade pixels, so that a thread's accumulators stay at
-    ``most_pixels`` full vectors."""
+    contiguous channels both trade pixels, so that a thread's accumulators stay at ``block_m``
+    full vectors."""
     if not gpu_tiles():
         base = DIRECT_INTERPRETER_CONFIG
         cfg = replace(base, pixels=direct_pixels(width, base.pixels))
     else:
-        block_c = next((b for b in DIRECT_BLOCK_C if channels % b == 0), DIRECT_BLOCK_C[-1])
+        knobs = knobs or direct_knobs(channels)
+        most_pixels, block_c, num_warps = knobs.block_m, max(knobs.block_n, group_slots), knobs.num_warps
         full_vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
         vector = min(full_vector, group_slots) if group_slots > 1 else full_vector
-        block_g = max(1, 32 * DIRECT_NUM_WARPS * vector // block_c)
+        block_g = max(1, 32 * num_warps * vector // block_c)
         # One channel per thread (no vector) leaves registers for every multiplier's pixels.
         budget = most_pixels * full_vector // (vector * multipliers) if channels_contiguous else most_pixels
         pixels = direct_pixels(width, max(1, budget))
-        cfg = DirectConfig(block_g, pixels, block_c, DIRECT_NUM_WARPS, DIRECT_TAPS_PER_STEP)
+        cfg = DirectConfig(block_g, pixels, block_c, num_warps, DIRECT_TAPS_PER_STEP)
     if fused_transposed_epilogue:
         cfg = replace(cfg, pixels=max(1, cfg.pixels // 2))
     return cfg

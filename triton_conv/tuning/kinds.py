@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..spec import ConvSpec
-from .configs import KernelConfig, heuristic_config
+from .configs import KernelConfig, clip_config, heuristic_config
 
 # (M, N, K): the GEMM rows and columns a kernel tiles with BLOCK_M and BLOCK_N, and the
 # reduction it takes BLOCK_K at a time.
@@ -50,6 +50,9 @@ class KernelKind:
             (the band kernels' row width); None for none.
         admits: whether a (clipped) tile can run the problem at all (the TMA kernel's reduction
             block must divide C/groups); None: every tile can.
+        gemm_blocks: its tiles are blocks of a GEMM on the matrix unit, so the register,
+            shared-memory and wgmma budget (``configs.fits``) applies and a tile is clipped to
+            the GEMM. False for the direct kernels, whose tiles are CUDA-core knobs used as given.
     """
 
     name: str
@@ -65,12 +68,17 @@ class KernelKind:
     split_k: Callable[[ConvSpec, torch.dtype, KernelConfig, int], int] | None = None
     key_fields: Callable[[ConvSpec], tuple[str, ...]] | None = None
     admits: Callable[[ConvSpec, KernelConfig], bool] | None = None
+    gemm_blocks: bool = True
 
     def output_tiles(self, spec: ConvSpec, tile: KernelConfig) -> int:
         """The (M x N) output tiles of every group: the programs of one split (at least one
         column block, as the weight gradient's bias rides along in the first)."""
         m, n, _ = self.gemm_extents(spec)
         return -(-m // tile.block_m) * max(1, -(-n // tile.block_n)) * spec.groups
+
+    def clipped(self, spec: ConvSpec, tile: KernelConfig) -> KernelConfig:
+        """``tile`` fitted to the problem ``spec``: clipped to its GEMM (see ``gemm_blocks``)."""
+        return clip_config(tile, *self.gemm_extents(spec)) if self.gemm_blocks else tile
 
     def heuristic(self, spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
         """What runs without tuning: the first fitting tile clipped to the GEMM, adjusted by the

@@ -27,7 +27,7 @@ from triton.errors import TritonError
 from ..runtime import INTERPRETER
 from ..spec import ConvSpec
 from .cache import TunedEntry, cache_for
-from .configs import TARGET_PROGRAMS, KernelConfig, candidate_configs, clip_config
+from .configs import TARGET_PROGRAMS, KernelConfig, candidate_configs
 from .key import autotune_key
 from .kinds import KernelKind
 
@@ -136,13 +136,12 @@ def split_k_choices(kind: KernelKind, spec: ConvSpec, tile: KernelConfig, exhaus
 def search_space(
     kind: KernelKind, spec: ConvSpec, dtype: torch.dtype, precision: str, heuristic: KernelConfig, exhaustive: bool
 ) -> list[KernelConfig]:
-    """The heuristic first, then the fitting tiles clipped to the problem (no tile wider than it)
-    that the kind admits."""
-    m, n, k = kind.gemm_extents(spec)
+    """The heuristic first, then the fitting tiles clipped to the problem (no tile wider than it,
+    ``KernelKind.clipped``) that the kind admits."""
     tiles = candidate_configs(kind, dtype, precision)
     space = [heuristic]
     for base in tiles if exhaustive else tiles[:FIRST_USE_TILES]:
-        tile = clip_config(base, m, n, k)
+        tile = kind.clipped(spec, base)
         if kind.admits is not None and not kind.admits(spec, tile):
             continue
         splits = split_k_choices(kind, spec, tile, exhaustive) if kind.split_k is not None else [1]
