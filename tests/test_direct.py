@@ -14,6 +14,7 @@ from triton_conv.kernels import dispatch
 from triton_conv.kernels.direct import (
     DIRECT_FORWARD,
     DIRECT_INPUT_GRAD,
+    DIRECT_WEIGHT_GRAD,
     direct_split_k,
     plan_direct_forward,
     plan_direct_input_grad,
@@ -25,7 +26,7 @@ from triton_conv.spec import channels_last_format, conv_spec
 from triton_conv.testing import in_layout
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import DIRECT_TILES
+from triton_conv.tuning.configs import DIRECT_TILES, DIRECT_WEIGHT_GRAD_TILES
 
 from .cases import CASES, named, params
 from .checks import check_backward, check_forward
@@ -204,27 +205,42 @@ def test_every_tuned_tile_is_correct(knobs, gpu_tiles):
     torch.testing.assert_close(dx, expected_dx, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("knobs", DIRECT_WEIGHT_GRAD_TILES, ids=str)
+def test_every_tuned_weight_grad_tile_is_correct(knobs, gpu_tiles):
+    """Each weight-gradient tile the autotuning may pick, with its own split count, on a grouped
+    convolution with 4 channels per group and a depthwise one with a channel multiplier of 2
+    (channels-last, strided, with bias): the same gradients as torch."""
+    for groups, c_g, k_g in ((4, 4, 4), (8, 1, 2)):
+        x = in_layout(torch.randn(2, groups * c_g, 9, 13, dtype=torch.float64, device=DEVICE), "channels_last")
+        w = torch.randn(groups * k_g, c_g, 3, 3, dtype=torch.float64, device=DEVICE)
+        spec = conv_spec(x, w, None, stride=(1, 2), padding=1, dilation=1, groups=groups, ndim=2)
+        dy = in_layout(torch.randn(spec.out_shape, dtype=torch.float64, device=DEVICE), "channels_last")
+        dw, db = torch.empty_like(w), torch.empty(groups * k_g, dtype=torch.float64, device=DEVICE)
+        direct_module.direct_weight_grad(dy, x, spec, dw, db, knobs=knobs)
+        expected = torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=(1, 2), padding=1, groups=groups)
+        torch.testing.assert_close(dw, expected, rtol=0, atol=1e-11)
+        torch.testing.assert_close(db, dy.sum((0, 2, 3)), rtol=0, atol=1e-11)
+
+
 @pytest.mark.compile
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
 @pytest.mark.parametrize("number", [10, 15])
 def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
-    """Every tile the exhaustive tuning of the direct forward and input gradient would time on
-    suite shapes 10 (4 channels per group) and 15 (7x7 depthwise) compiles for sm_90 without
-    spills (bf16)."""
+    """Every tile the exhaustive tuning of the direct kernels would time on suite shapes 10 (4
+    channels per group) and 15 (7x7 depthwise) compiles for sm_90 without spills (bf16)."""
     spec, x, w, y = _suite_tensors(number, layout)
-    for kind in (DIRECT_FORWARD, DIRECT_INPUT_GRAD):
+    for kind in (DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD):
         heuristic = kind.tiles[0]
         space = select.search_space(kind, spec, torch.bfloat16, "ieee", heuristic, exhaustive=True)
-        assert len(space) == len(DIRECT_TILES)
+        assert len(space) == len(kind.tiles)
         for knobs in space:
             info = compile_launch(kind.plan(spec, x, w, None, y, knobs), 90)
             assert info.spill_bytes == 0, (kind.name, knobs, info)
 
 
 def test_tuning_keys(tied_timing):
-    """A grouped layer with 4 channels per group: its direct forward and input gradient are
-    tuned under the keys ``tune --dry-run`` lists (its weight gradient is not); a second call
-    finds them cached."""
+    """A grouped layer with 4 channels per group: its direct forward, input gradient and weight
+    gradient are tuned under the keys ``tune --dry-run`` lists; a second call finds them cached."""
     problem = ConvProblem((2, 16, 6, 20), (16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 4, torch.bfloat16, True)
     x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
     with select.autotuning("first_use") as records:
@@ -232,7 +248,9 @@ def test_tuning_keys(tied_timing):
         y.backward(in_layout(torch.randn_like(y), "channels_last"))
     keys = problem_keys(problem, backward=True)
     assert set(keys) == {"direct_forward", "direct_input_grad", "direct_weight_grad"}
-    assert [record.key for record in records] == [keys["direct_forward"], keys["direct_input_grad"]]
+    assert [record.key for record in records] == [
+        keys[name] for name in ("direct_forward", "direct_input_grad", "direct_weight_grad")
+    ]
     assert all(":cg4:kg4:" in record.key and record.timed > 1 for record in records)
     with select.autotuning("first_use") as again:
         triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)

@@ -399,8 +399,8 @@ def test_dry_run_lists_problems_and_keys(capsys):
     assert "weight_grad:float16:ieee:cl:m256:n32:k16:t9:g0:s1" in out
     assert "direct_forward:float16:ieee:cl:m256:n16:k16:t9:g1:s0:cg1:kg1:c32:w8" in out
     assert "direct_input_grad:float16:ieee:cl:" in out
-    assert "not tuned (heuristic tile)" in out
-    assert out.strip().endswith("4 problems, 11 keys")  # the depthwise weight gradient is not a key
+    assert "direct_weight_grad:float16:ieee:cl:" in out
+    assert out.strip().endswith("4 problems, 12 keys")
 
 
 def test_dry_run_lists_the_tma_kernels_keys(gpu_tiles):

@@ -34,7 +34,7 @@ from .cli import one_line
 from .kernels import dispatch
 from .kernels.banded import BANDED_FORWARD
 from .kernels.common import dot_precision_on
-from .kernels.direct import DIRECT_FORWARD, DIRECT_INPUT_GRAD
+from .kernels.direct import DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD
 from .kernels.implicit_gemm_forward import FORWARD
 from .kernels.implicit_gemm_forward_tma import FORWARD_TMA
 from .kernels.implicit_gemm_input_grad import INPUT_GRAD
@@ -96,9 +96,9 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     ``input_grad``, ``weight_grad`` for the GEMM kernels; ``forward_tma`` where the TMA kernel
     runs the forward on Hopper (a meta tensor plans for one) and, as ``forward_tma (input_grad)``,
     the input gradient, its forward of the flipped filter; ``banded_forward`` and ``banded_forward
-    (input_grad)`` likewise for the band kernels; ``direct_forward`` and ``direct_input_grad`` for
-    the direct kernels; ``direct_weight_grad`` or ``banded_weight_grad`` (NOT_TUNED) for the
-    weight gradients of grouped few-channel convolutions, which take heuristic tiles."""
+    (input_grad)`` likewise for the band kernels; ``direct_forward``, ``direct_input_grad`` and
+    ``direct_weight_grad`` for the direct kernels; ``banded_weight_grad`` (NOT_TUNED) for the band
+    weight gradient, which takes heuristic tiles."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
@@ -119,8 +119,10 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
                 keys[f"{BANDED_FORWARD.name} (input_grad)"] = key(BANDED_FORWARD, forward, layout_of(y))
             else:
                 keys[DIRECT_INPUT_GRAD.name] = key(DIRECT_INPUT_GRAD, spec, DIRECT_INPUT_GRAD.key_layout(x, y))
-            banded = dispatch.uses_banded_weight_grad(y, x, spec)
-            keys["banded_weight_grad" if banded else "direct_weight_grad"] = NOT_TUNED
+            if dispatch.uses_banded_weight_grad(y, x, spec):
+                keys["banded_weight_grad"] = NOT_TUNED
+            else:
+                keys[DIRECT_WEIGHT_GRAD.name] = key(DIRECT_WEIGHT_GRAD, spec, DIRECT_WEIGHT_GRAD.key_layout(x, y))
         return keys
     # The forward of a patch embedding runs on its folded problem (``dispatch.fold_patch_rows``).
     forward = spec.fold_patch_rows() if dispatch.folds_patch_rows(x, spec) else spec

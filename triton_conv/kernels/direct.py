@@ -19,6 +19,7 @@ Channel k of the output belongs to convolution group k // K_G and reads input ch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -34,6 +35,7 @@ from ..tuning.configs import (
     DIRECT_PIXELS,
     DIRECT_TILES,
     DIRECT_WEIGHT_GRAD_PIXELS,
+    DIRECT_WEIGHT_GRAD_TILES,
     DirectConfig,
     KernelConfig,
     bucket_row_width,
@@ -780,16 +782,21 @@ def plan_direct_input_grad(
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
-def _weight_grad_tiling(
-    spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor
-) -> tuple[DirectConfig, _Slots, int, int, int]:
-    """The weight gradient's tile and slots, pixel groups per output row, all pixel groups, and
-    programs per split."""
-    # Each multiplier's dy values stay in registers for all the step's taps: worth it where a
-    # thread's slots share them (a group of several channels), not for a depthwise multiplier.
+def _weight_grad_knobs(spec: ConvSpec) -> KernelConfig:
+    """The weight gradient's heuristic knobs: up to 16 pixels per thread; multipliers only for
+    groups of several channels, whose slots share each multiplier's dy values (a depthwise
+    channel multiplier's dy values are not shared, and 2 of them spill)."""
     c_g = spec.in_channels_per_group
-    knobs = _heuristic_knobs(spec, c_g, DIRECT_WEIGHT_GRAD_PIXELS, DIRECT_MULTIPLIERS if c_g > 1 else 1)
-    slots = _Slots.of(c_g, spec.out_channels_per_group, most=knobs.block_k)
+    return _heuristic_knobs(spec, c_g, DIRECT_WEIGHT_GRAD_PIXELS, DIRECT_MULTIPLIERS if c_g > 1 else 1)
+
+
+def _weight_grad_tiling(
+    spec: ConvSpec, dy: torch.Tensor, x: torch.Tensor, knobs: KernelConfig
+) -> tuple[DirectConfig, _Slots, int, int, int]:
+    """The weight gradient's tile and slots with ``knobs``, pixel groups per output row, all pixel
+    groups, and programs per split."""
+    c_g = spec.in_channels_per_group
+    slots = _Slots.of(c_g, spec.out_channels_per_group, most=knobs.block_k if c_g > 1 else 1)
     cfg = _tile(
         spec, spec.groups * slots.group_slots, spec.output_size[2], as_3d(dy), as_3d(x),
         knobs=knobs, group_slots=slots.group_slots, multipliers=slots.multipliers,
@@ -802,9 +809,13 @@ def _weight_grad_tiling(
     return cfg, slots, groups_per_row, pixel_groups, programs
 
 
-def direct_split_k(spec: ConvSpec, grad_output: torch.Tensor, input: torch.Tensor) -> int:
-    """Splits of the pixel reduction: enough programs to fill the GPU, chunks of at least 16 tiles."""
-    cfg, _, _, pixel_groups, programs = _weight_grad_tiling(spec, grad_output, input)
+def direct_split_k(
+    spec: ConvSpec, grad_output: torch.Tensor, input: torch.Tensor, knobs: KernelConfig | None = None
+) -> int:
+    """Splits of the pixel reduction with ``knobs`` (the heuristic's by default): enough programs
+    to fill the GPU, chunks of at least 16 tiles."""
+    knobs = knobs or _weight_grad_knobs(spec)
+    cfg, _, _, pixel_groups, programs = _weight_grad_tiling(spec, grad_output, input, knobs)
     return split_k_for(programs, pixel_groups, cfg.block_g)
 
 
@@ -814,11 +825,15 @@ def plan_direct_weight_grad(
     spec: ConvSpec,
     dw_partial: torch.Tensor,
     db_partial: torch.Tensor | None,
+    knobs: KernelConfig | None = None,
 ) -> Launch:
-    """The launch writing split partials of dw (and db); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
+    """The launch writing split partials of dw (and db) with ``knobs`` (the heuristic's by
+    default); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
-    cfg, slots, groups_per_row, pixel_groups, programs = _weight_grad_tiling(spec, dy, x)
+    cfg, slots, groups_per_row, pixel_groups, programs = _weight_grad_tiling(
+        spec, dy, x, knobs or _weight_grad_knobs(spec)
+    )
     chunk = triton.cdiv(triton.cdiv(pixel_groups, cfg.block_g), split_k) * cfg.block_g
     slot_blocks = triton.cdiv(spec.groups * slots.group_slots, cfg.block_c)
     grid = (slot_blocks, programs // slot_blocks, split_k)
@@ -832,6 +847,37 @@ def plan_direct_weight_grad(
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
+def _plan_weight_grad_with_knobs(
+    spec: ConvSpec, x: torch.Tensor, y: torch.Tensor, with_bias: bool, knobs: KernelConfig
+) -> Launch:
+    """The weight gradient's launch with ``knobs`` and its own split partials (what compile checks build)."""
+    splits = direct_split_k(spec, y, x, knobs)
+    bias_elements = spec.out_channels if with_bias else None
+    dw_partial, db_partial = partial_buffers(
+        y, splits, spec.out_channels * spec.in_channels_per_group * spec.taps, bias_elements
+    )
+    return plan_direct_weight_grad(y, x, spec, dw_partial, db_partial, knobs)
+
+
+# The direct weight gradient as tuning sees it: the forward's knobs (``direct_knobs``; at most
+# 16 pixels per thread, ``DIRECT_WEIGHT_GRAD_TILES``), each with the split count of the
+# heuristic's rule for its tile, the split sums timed with it. Its GEMM: the group's output
+# channels by its input channels and taps, reduced over the output pixels.
+DIRECT_WEIGHT_GRAD = KernelKind(
+    name="direct_weight_grad",
+    pass_="W",
+    tiles=DIRECT_WEIGHT_GRAD_TILES,
+    interpreter_tile=_interpreter_knobs(),
+    gemm_extents=lambda spec: (spec.out_channels_per_group, spec.taps * spec.in_channels_per_group, spec.output_pixels),
+    dense_gemm=lambda spec: (spec.out_channels_per_group, spec.taps * spec.in_channels_per_group, spec.output_pixels),
+    key_pixels=lambda spec: spec.output_pixels,
+    key_layout=lambda input, output: "cl" if layout_of(input) == layout_of(output) == "cl" else "nc",
+    plan=lambda spec, x, w, b, y, knobs: _plan_weight_grad_with_knobs(spec, x, y, b is not None, knobs),
+    key_fields=lambda spec: _direct_key_fields(spec, spec.output_size[2]),
+    gemm_blocks=False,
+)
+
+
 def direct_weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -839,12 +885,21 @@ def direct_weight_grad(
     grad_weight: torch.Tensor,
     grad_bias: torch.Tensor | None = None,
     split_k: int | None = None,
+    knobs: KernelConfig | None = None,
 ) -> None:
-    """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
-    splits = split_k or direct_split_k(spec, grad_output, input)
+    """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias).
+    ``knobs`` override what ``select_config`` picks (the heuristic's, unless tuned); ``split_k``
+    the split count of their tile's rule."""
+    if knobs is None:
+        knobs = select_config(
+            DIRECT_WEIGHT_GRAD, spec, grad_output.dtype, "ieee", DIRECT_WEIGHT_GRAD.key_layout(input, grad_output),
+            lambda k: functools.partial(direct_weight_grad, grad_output, input, spec, grad_weight, grad_bias, split_k, k),
+            _weight_grad_knobs(spec), grad_output.device,
+        )  # fmt: skip
+    splits = split_k or direct_split_k(spec, grad_output, input, knobs)
     bias_elements = spec.out_channels if grad_bias is not None else None
     dw_partial, db_partial = partial_buffers(grad_output, splits, grad_weight.numel(), bias_elements)
-    plan_direct_weight_grad(grad_output, input, spec, dw_partial, db_partial)()
+    plan_direct_weight_grad(grad_output, input, spec, dw_partial, db_partial, knobs)()
     sum_splits(dw_partial, grad_weight)
     if grad_bias is not None:
         sum_splits(db_partial, grad_bias)

@@ -332,6 +332,20 @@ DIRECT_TILES = (
     KernelConfig(4, 64, 1, 4, 1),
 )
 
+# The weight gradient's (``kernels/direct.DIRECT_WEIGHT_GRAD``): its accumulators are a step's
+# taps, not its pixels, so the heuristic's 16 pixels per thread, then 8, narrower channel blocks,
+# fewer multipliers and 8 warps. All compile for sm_90 without spills on suite shapes 10 and 15.
+DIRECT_WEIGHT_GRAD_TILES = (
+    KernelConfig(16, 64, 4, 4, 1),
+    KernelConfig(8, 64, 4, 4, 1),
+    KernelConfig(16, 32, 4, 4, 1),
+    KernelConfig(16, 64, 2, 4, 1),
+    KernelConfig(16, 64, 4, 8, 1),
+    KernelConfig(8, 32, 4, 4, 1),
+    KernelConfig(16, 16, 4, 4, 1),
+    KernelConfig(16, 64, 1, 4, 1),
+)
+
 
 def direct_knobs(
     channels: int, most_pixels: int = DIRECT_PIXELS, most_multipliers: int = DIRECT_MULTIPLIERS
