@@ -99,10 +99,10 @@ def test_both_algorithms_on_grouped_cases(case, direct, monkeypatch):
 @pytest.mark.parametrize("case", params(GROUPED))
 def test_tap_major_filter(case, dtype, monkeypatch):
     """The forward and input gradient reading the filter from its tap-major float copy (on a GPU
-    only for launches of at least CHANNEL_MAJOR_FILTER_MIN_FMAS multiply-adds): forced here for
+    only for launches of at least TAP_MAJOR_FILTER_MIN_FMAS multiply-adds): forced here for
     every grouped case, channels-last; each pass makes its own layout of the copy."""
     monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: True)
-    monkeypatch.setattr(direct_module, "CHANNEL_MAJOR_FILTER_MIN_FMAS", 0)
+    monkeypatch.setattr(direct_module, "TAP_MAJOR_FILTER_MIN_FMAS", 0)
     copies = []
     monkeypatch.setattr(direct_module, "tap_major_filter", _recorded(direct_module.tap_major_filter, copies))
     check_forward(case, dtype, "channels_last")
@@ -255,3 +255,62 @@ def test_tuning_keys(tied_timing):
     with select.autotuning("first_use") as again:
         triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
     assert again == []
+
+
+# ---------------------------------------------------------------- slots and multipliers
+
+TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+TRITON_CONV = {1: triton_conv.conv1d, 2: triton_conv.conv2d, 3: triton_conv.conv3d}
+
+
+def _check_against_torch(c_g, k_g, groups, size, kernel, layout, weight_grad=True, **kwargs) -> None:
+    """Forward and the gradients of input, weight and bias (or only the input's) of a grouped
+    convolution with ``c_g`` input and ``k_g`` output channels per group, against torch in float64."""
+    x = in_layout(torch.randn(2, c_g * groups, *size, dtype=torch.float64, device=DEVICE), layout).requires_grad_()
+    w = torch.randn(k_g * groups, c_g, *kernel, dtype=torch.float64, device=DEVICE, requires_grad=weight_grad)
+    b = torch.randn(k_g * groups, dtype=torch.float64, device=DEVICE, requires_grad=weight_grad)
+    ndim = len(size)
+    y = TRITON_CONV[ndim](x, w, b, groups=groups, **kwargs)
+    expected = TORCH_CONV[ndim](x, w, b, groups=groups, **kwargs)
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-10)
+    g = in_layout(torch.randn_like(expected), layout)
+    leaves = (x, w, b) if weight_grad else (x,)
+    for got, want in zip(torch.autograd.grad(y, leaves, g), torch.autograd.grad(expected, leaves, g)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("c_g", "k_g", "groups", "layout"),
+    [
+        (3, 2, 23, "channels_last"),  # slots padded to 4, a partial second block of 64 slots
+        (3, 2, 23, "contiguous"),
+        (5, 6, 13, "channels_last"),  # 3 multipliers, 2 blocks of them in the forward
+        (2, 9, 9, "channels_last"),  # 3 blocks of 3 multipliers
+        (7, 3, 10, "contiguous"),  # 8 slots, the input gradient's 3 slots of dy padded to 4
+        (1, 5, 20, "contiguous"),  # a depthwise multiplier of 5: one multiplier, 5 blocks
+        (1, 2, 40, "channels_last"),  # its weight gradient's bias over 2 multiplier blocks
+    ],
+    ids=lambda v: str(v),
+)
+def test_slots_and_multipliers_2d(c_g, k_g, groups, layout, gpu_tiles):
+    """The GPU tiles on groups of every kind of slot and multiplier layout, strided and dilated."""
+    _check_against_torch(c_g, k_g, groups, (5, 9), (3, 3), layout, stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+
+
+def test_groups_wider_than_a_tile():
+    """A depthwise multiplier of 65: the input gradient's 128 slots per group are wider than the
+    interpreter's channel block (its weight gradient, 65 blocks of one multiplier, is the (1, 5)
+    case's above)."""
+    _check_against_torch(1, 65, 2, (3, 4), (3, 3), "channels_last", weight_grad=False, padding=1)
+
+
+def test_slots_and_multipliers_1d_3d(gpu_tiles):
+    _check_against_torch(3, 5, 11, (17,), (5,), "channels_last", stride=3, padding=2)
+    _check_against_torch(2, 3, 7, (3, 4, 5), (2, 3, 3), "channels_last", stride=(1, 2, 1), padding=1)
+
+
+def test_int64_offsets(monkeypatch):
+    """The direct kernels' 64-bit offsets (taken for tensors of 2^31 elements or more), forced on
+    a small grouped convolution."""
+    monkeypatch.setattr(direct_module, "needs_int64", lambda *tensors: True)
+    _check_against_torch(4, 4, 3, (5, 9), (3, 3), "channels_last", padding=1)

@@ -146,9 +146,13 @@ def test_int64_offsets_gemm_forward_and_gradients():
     assert_close(dw, want.view_as(dw), BF16, x2.shape[1], "weight gradient")
 
 
-def test_int64_offsets_direct_forward():
-    """A depthwise 3x3 convolution (the direct kernel) of a bfloat16 tensor past 2^31 elements:
-    the first and last output rows against torch."""
+def test_int64_offsets_direct_forward(monkeypatch):
+    """A depthwise 3x3 convolution of a bfloat16 tensor past 2^31 elements on the direct kernel
+    (the band kernels, which this layout would take, switched off): the first and last output
+    rows against torch."""
+    from triton_conv.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "BAND_KERNELS_ENABLED", False)
     _require_free_memory(2)
     channels = 16
     x = torch.randn(1, channels, INT64_ROWS, INT64_WIDTH // 2, device="cuda", dtype=BF16)
@@ -414,7 +418,7 @@ def test_tap_major_filter_at_suite_size(case, monkeypatch):
     """Suite shapes 14 and 10 cut in batch, channels-last, with the filter copy forced on."""
     from triton_conv.kernels import direct
 
-    monkeypatch.setattr(direct, "CHANNEL_MAJOR_FILTER_MIN_FMAS", 0)
+    monkeypatch.setattr(direct, "TAP_MAJOR_FILTER_MIN_FMAS", 0)
     check_forward(case, BF16, "channels_last")
     check_backward(case, BF16, "channels_last", cotangent="channels_last")
 

@@ -20,6 +20,7 @@ Channel k of the output belongs to convolution group k // K_G and reads input ch
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -29,13 +30,13 @@ import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
-    CHANNEL_MAJOR_FILTER_MIN_FMAS,
     DIRECT_INTERPRETER_CONFIG,
     DIRECT_MULTIPLIERS,
     DIRECT_PIXELS,
     DIRECT_TILES,
     DIRECT_WEIGHT_GRAD_PIXELS,
     DIRECT_WEIGHT_GRAD_TILES,
+    TAP_MAJOR_FILTER_MIN_FMAS,
     DirectConfig,
     KernelConfig,
     bucket_row_width,
@@ -75,7 +76,7 @@ def group_slots(pid_c, CHANNELS, PER_GROUP: tl.constexpr, GROUP_SLOTS: tl.conste
     FULL_SLOTS, with no comparison)."""
     slots = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     # Written group by group even where it equals ``slots``: Triton then sees runs of
-    # GROUP_SLOTS contiguous channels, and gives each thread one group's.
+    # GROUP_SLOTS contiguous channels, and gives each thread one group's (up to a 16-byte vector).
     channels = slots // GROUP_SLOTS * PER_GROUP + slots % GROUP_SLOTS
     if FULL_SLOTS:
         used = tl.full((BLOCK_C,), True, tl.int1)
@@ -425,20 +426,22 @@ def direct_weight_grad_kernel(
         C_G, GROUP_SLOTS, FULL_SLOTS, MULTIPLIERS, MULTIPLIER_BLOCKS: as in direct_forward_kernel.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
             pixel groups by channel slots.
-        Grid: (cdiv(GROUPS * GROUP_SLOTS, BLOCK_C), MULTIPLIER_BLOCKS * T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
+        Grid: (cdiv(GROUPS * GROUP_SLOTS, BLOCK_C) * MULTIPLIER_BLOCKS, T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
         split z reduces pixel groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
     """
-    pid_c, column, split = program_ids(INDEX_64)
+    block, column, split = program_ids(INDEX_64)
     tap_blocks = tl.cdiv(S, TAPS_PER_STEP)
     first_s = (column % tap_blocks) * TAPS_PER_STEP
     kr = (column // tap_blocks) % R
     kt = (column // (tap_blocks * R)) % T
-    # The program of a block of multipliers that also sums dy into the bias gradient.
-    first_tap = column % (tap_blocks * R * T) == 0
+    # The program of each block of multipliers that also sums dy into the bias gradient.
+    first_tap = column == 0
     # With one block of multipliers, a constant 0.
+    pid_c = block
     first_j = 0
     if MULTIPLIER_BLOCKS > 1:
-        first_j = column // (tap_blocks * R * T) * MULTIPLIERS
+        pid_c = block // MULTIPLIER_BLOCKS
+        first_j = block % MULTIPLIER_BLOCKS * MULTIPLIERS
     slots, in_ch, used = group_slots(pid_c, C, C_G, GROUP_SLOTS, FULL_SLOTS, BLOCK_C)
     GROUPS_PER_BLOCK: tl.constexpr = BLOCK_C // GROUP_SLOTS
     conv_groups = pid_c * GROUPS_PER_BLOCK + tl.arange(0, GROUPS_PER_BLOCK)
@@ -463,7 +466,7 @@ def direct_weight_grad_kernel(
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
     bias_accs = ()
     for _ in tl.static_range(MULTIPLIERS):
-        bias_accs = bias_accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
+        bias_accs = bias_accs + (tl.zeros((BLOCK_G, GROUPS_PER_BLOCK), dtype=ACC_DTYPE),)
     for _ in range(g_start, g_end, BLOCK_G):
         mask_g = groups < g_end
         ow0 = group_w * PIXELS
@@ -474,9 +477,11 @@ def direct_weight_grad_kernel(
         x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
         iw0 = ow0 * CONV_STRIDE_W - pad_w + first_s * DIL_W
         dys = ()
+        by_group = ()
         for p in tl.static_range(PIXELS):
             for j in tl.static_range(MULTIPLIERS):
                 dy = load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel + j * sdy_k, groups_used, sdy_w, ACC_DTYPE)
+                by_group = by_group + (dy,)
                 if GROUP_SLOTS > 1:
                     dy = tl.reshape(
                         tl.broadcast_to(dy[:, :, None], (BLOCK_G, GROUPS_PER_BLOCK, GROUP_SLOTS)), (BLOCK_G, BLOCK_C)
@@ -499,7 +504,7 @@ def direct_weight_grad_kernel(
                 for j in tl.static_range(MULTIPLIERS):
                     bias_acc = bias_accs[j]
                     for p in tl.static_range(PIXELS):
-                        bias_acc += dys[p * MULTIPLIERS + j]
+                        bias_acc += by_group[p * MULTIPLIERS + j]
                     summed = summed + (bias_acc,)
                 bias_accs = summed
         groups += BLOCK_G
@@ -521,9 +526,8 @@ def direct_weight_grad_kernel(
             tl.store(dw_row + s, tl.sum(accs[s * MULTIPLIERS + j], axis=0), mask=tap_used)
         if HAS_BIAS_GRAD:
             if first_tap:
-                # Every slot of a group holds its sum: the first stores it.
-                bias_ok = (slot_groups < GROUPS) & (c_local == 0)
-                tl.store(db_partial_ptr + split * K + out_ch, tl.sum(bias_accs[j], axis=0), mask=bias_ok)
+                bias_ch = conv_groups * K_G + first_j + j
+                tl.store(db_partial_ptr + split * K + bias_ch, tl.sum(bias_accs[j], axis=0), mask=groups_used)
 
 
 def _geometry_constexprs(spec: ConvSpec) -> dict[str, int]:
@@ -593,10 +597,10 @@ class _Slots:
 def grouped_filter(weight: torch.Tensor, spec: ConvSpec, vector_of_channels: bool, forward: bool) -> torch.Tensor:
     """The weight as a (GROUPS, K_G, C_G, T, R, S) view for the forward (``forward``) or the
     input-gradient kernel: where a thread loads a ``vector_of_channels`` and the launch is
-    large enough to pay for the copy (``CHANNEL_MAJOR_FILTER_MIN_FMAS``), ``tap_major_filter``;
+    large enough to pay for the copy (``TAP_MAJOR_FILTER_MIN_FMAS``), ``tap_major_filter``;
     else the weight itself."""
     w = as_3d(weight).unflatten(0, (spec.groups, spec.out_channels_per_group))
-    if vector_of_channels and spec.flops // 2 >= CHANNEL_MAJOR_FILTER_MIN_FMAS:
+    if vector_of_channels and spec.flops // 2 >= TAP_MAJOR_FILTER_MIN_FMAS:
         return tap_major_filter(w, forward)
     return w
 
@@ -680,7 +684,7 @@ def _direct_kind(input_grad: bool, plan: Callable[..., Launch]) -> KernelKind:
 
 DIRECT_FORWARD = _direct_kind(False, lambda spec, x, w, b, y, knobs: plan_direct_forward(x, w, b, spec, y, knobs=knobs))
 DIRECT_INPUT_GRAD = _direct_kind(
-    True, lambda spec, x, w, b, y, knobs: plan_direct_input_grad(y, w, spec, x, knobs=knobs)
+    True, lambda spec, x, w, b, y, knobs: plan_direct_input_grad(y, w, spec, torch.empty_like(x), knobs=knobs)
 )
 
 
@@ -734,11 +738,17 @@ def plan_direct_forward(
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(all_slots, cfg.block_c), slots.blocks)
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
-    args |= dict(w_strides=_addressed_by_input_channel(w), C=spec.in_channels, GROUPS=spec.groups)
+    w_strides = _addressed_by_input_channel(w)
+    args |= dict(w_strides=w_strides, C=spec.in_channels, GROUPS=spec.groups)
     args |= dict(K_G=spec.out_channels_per_group, GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
     constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
     constexprs |= dict(C_G=spec.in_channels_per_group, **slots.constexprs(spec.in_channels, cfg))
-    constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
+    # The offsets by input channel reach further than the filter's own where its channels are
+    # not innermost (a view): 64-bit where they could pass 2^31.
+    extents = (spec.groups, spec.out_channels_per_group, spec.in_channels, *spec.kernel_size)
+    filter_reach = sum((n - 1) * abs(stride) for n, stride in zip(extents, w_strides))
+    index_64 = needs_int64(x, w, y, args["residual_ptr"]) or filter_reach >= 2**31
+    constexprs |= dict(INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(x.dtype))
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -803,9 +813,9 @@ def _weight_grad_tiling(
     )  # fmt: skip
     t, r, s = spec.kernel_size
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
-    # At least one column, so that the bias gradient is computed even with no channels.
-    columns = max(1, slots.blocks) * t * r * triton.cdiv(s, cfg.taps_per_step)
-    programs = triton.cdiv(spec.groups * slots.group_slots, cfg.block_c) * columns
+    columns = t * r * triton.cdiv(s, cfg.taps_per_step)
+    # At least one block, so that the bias gradient is computed even with no channels.
+    programs = triton.cdiv(spec.groups * slots.group_slots, cfg.block_c) * max(1, slots.blocks) * columns
     return cfg, slots, groups_per_row, pixel_groups, programs
 
 
@@ -835,8 +845,10 @@ def plan_direct_weight_grad(
         spec, dy, x, knobs or _weight_grad_knobs(spec)
     )
     chunk = triton.cdiv(triton.cdiv(pixel_groups, cfg.block_g), split_k) * cfg.block_g
-    slot_blocks = triton.cdiv(spec.groups * slots.group_slots, cfg.block_c)
-    grid = (slot_blocks, programs // slot_blocks, split_k)
+    # Slot blocks times multiplier blocks on the first axis, which has room for 2^31 (a depthwise
+    # channel multiplier makes K_G blocks); the filter's taps on the second.
+    columns = math.prod(spec.kernel_size[:2]) * triton.cdiv(spec.kernel_size[2], cfg.taps_per_step)
+    grid = (programs // columns, columns, split_k)
     args = arguments.tensors(dy=dy, x=x) | arguments.sizes(spec)
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
     args |= dict(C=spec.in_channels, GROUPS=spec.groups, K_G=spec.out_channels_per_group)

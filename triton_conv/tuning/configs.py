@@ -312,7 +312,7 @@ DIRECT_NUM_WARPS = 4
 # compiled for sm_90 that saves about 0.27 SASS instructions per FMA (a tap's weights become two
 # 16-byte loads instead of 8 scalar loads and conversions), about 2 us of issue time per 250M
 # FMAs on an H200, against the copy's launch of a few microseconds (not yet measured).
-CHANNEL_MAJOR_FILTER_MIN_FMAS = 300_000_000
+TAP_MAJOR_FILTER_MIN_FMAS = 300_000_000
 # Under the interpreter: few programs, each a large tile; steps of 2 taps, so that the tests'
 # small filters take several steps.
 DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_warps=4, taps_per_step=2)
@@ -539,16 +539,22 @@ def direct_config(
     full vectors."""
     if not gpu_tiles():
         base = DIRECT_INTERPRETER_CONFIG
-        cfg = replace(base, pixels=direct_pixels(width, base.pixels))
+        cfg = replace(base, pixels=direct_pixels(width, base.pixels), block_c=max(base.block_c, group_slots))
     else:
         knobs = knobs or direct_knobs(channels)
         most_pixels, block_c, num_warps = knobs.block_m, max(knobs.block_n, group_slots), knobs.num_warps
         full_vector = DIRECT_VECTOR_BYTES // itemsize if channels_contiguous else 1
         vector = min(full_vector, group_slots) if group_slots > 1 else full_vector
         block_g = max(1, 32 * num_warps * vector // block_c)
-        # One channel per thread (no vector) leaves registers for every multiplier's pixels.
-        budget = most_pixels * full_vector // (vector * multipliers) if channels_contiguous else most_pixels
-        pixels = direct_pixels(width, max(1, budget))
+        # A group wider than a program's threads' vectors (many slots) gives each thread more.
+        per_thread = max(vector, block_c // (32 * num_warps))
+        # One channel per thread (no vector) leaves registers for every multiplier's pixels; never
+        # more pixels than ``block_m`` (the filter row's window of input columns grows with them).
+        if channels_contiguous:
+            budget = most_pixels * full_vector // (per_thread * multipliers)
+        else:
+            budget = most_pixels // per_thread
+        pixels = direct_pixels(width, max(1, min(budget, most_pixels)))
         cfg = DirectConfig(block_g, pixels, block_c, num_warps, DIRECT_TAPS_PER_STEP)
     if fused_transposed_epilogue:
         cfg = replace(cfg, pixels=max(1, cfg.pixels // 2))

@@ -24,7 +24,8 @@ GemmExtents = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class KernelKind:
-    """One kernel as tuning sees it: an implicit GEMM, or the band forward (``kernels/banded.py``).
+    """One kernel as tuning sees it: an implicit GEMM, the band forward (``kernels/banded.py``) or
+    a direct kernel (``kernels/direct.py``, whose tiles are CUDA-core knobs: ``gemm_blocks``).
 
     Attributes:
         name: the autotune key's first field (and so part of every cached entry's key).
@@ -82,7 +83,7 @@ class KernelKind:
 
     def heuristic(self, spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
         """What runs without tuning: the first fitting tile clipped to the GEMM, adjusted by the
-        kind, with its split-K count."""
+        kind, with its split-K count (GEMM kinds; the direct kernels compute their own)."""
         tile = heuristic_config(self, dtype, precision, *self.gemm_extents(spec))
         if self.adjust_tile is not None:
             tile = self.adjust_tile(spec, dtype, precision, tile)

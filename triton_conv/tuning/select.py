@@ -1,10 +1,11 @@
-"""Which config a GEMM launch uses: the heuristic, a cached winner, or one timed on first use.
+"""Which config a launch uses: the heuristic, a cached winner, or one timed on first use.
 
 ``TRITON_CONV_AUTOTUNE`` picks the mode:
 
 - ``heuristic``: never time anything; the kind's heuristic (``KernelKind.heuristic``).
 - ``first_use`` (default): on a CUDA tensor, a key missing from the cache times the first few
-  fitting tiles, clipped to the problem (and, for kinds with split-K, a few split counts);
+  fitting tiles, clipped to the problem where they are GEMM blocks (and, for kinds with split-K,
+  a few split counts);
   the winner goes to the in-memory and the on-disk cache.
 - ``exhaustive``: as ``first_use``, over every fitting tile and every power-of-two split-K.
 
