@@ -552,20 +552,18 @@ def channels_contiguous(*loaded: torch.Tensor) -> bool:
 
 def _tile(
     spec: ConvSpec,
-    channels: int,
+    slots: _Slots,
     width: int,
     *loaded: torch.Tensor,
     knobs: KernelConfig,
     fused_transposed_epilogue: bool = False,
-    group_slots: int = 1,
-    multipliers: int = 1,
 ) -> DirectConfig:
-    """The tile with ``knobs`` (``direct_knobs``) over ``channels`` channels (slots) and rows of
-    ``width`` pixels reading the (N, C, D, H, W) tensors ``loaded``, its steps fitted to the filter."""
+    """The tile with ``knobs`` (``direct_knobs``) over ``slots`` and rows of ``width`` pixels
+    reading the (N, C, D, H, W) tensors ``loaded``, its steps fitted to the filter."""
     itemsize = loaded[0].dtype.itemsize
     contiguous = channels_contiguous(*loaded)
     cfg = direct_config(
-        channels, width, itemsize, contiguous, fused_transposed_epilogue, knobs, group_slots, multipliers
+        slots.count, width, itemsize, contiguous, fused_transposed_epilogue, knobs, slots.group_slots, slots.multipliers
     )
     steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
     return replace(cfg, taps_per_step=steps)
@@ -574,19 +572,21 @@ def _tile(
 @dataclass(frozen=True)
 class _Slots:
     """How a forward or input-gradient launch lays a group's channels out (see the kernels):
-    ``per_group`` channels a group reduces over, in ``group_slots`` slots; ``multipliers`` of
-    the group's other channels per program, in ``blocks`` programs."""
+    ``per_group`` channels a group reduces over, in ``group_slots`` slots (``count`` in all);
+    ``multipliers`` of the group's other channels per program, in ``blocks`` programs."""
 
     per_group: int
     group_slots: int
+    count: int
     multipliers: int
     blocks: int
 
     @staticmethod
-    def of(per_group: int, multiplied: int, most: int = DIRECT_MULTIPLIERS) -> _Slots:
+    def of(groups: int, per_group: int, multiplied: int, most: int) -> _Slots:
         # The most multipliers up to ``most`` that divide the group's: no partial block.
         multipliers = max(j for j in range(1, most + 1) if multiplied % j == 0)
-        return _Slots(per_group, triton.next_power_of_2(max(per_group, 1)), multipliers, multiplied // multipliers)
+        group_slots = triton.next_power_of_2(max(per_group, 1))
+        return _Slots(per_group, group_slots, groups * group_slots, multipliers, multiplied // multipliers)
 
     def constexprs(self, channels: int, cfg: DirectConfig) -> dict[str, int | bool]:
         full = self.per_group == self.group_slots and channels % cfg.block_c == 0
@@ -723,20 +723,11 @@ def plan_direct_forward(
             lambda k: plan_direct_forward(input, weight, bias, spec, out, epilogue, k),
         )  # fmt: skip
     x, y = as_3d(input), as_3d(out)
-    slots = _Slots.of(spec.in_channels_per_group, spec.out_channels_per_group, most=knobs.block_k)
-    all_slots = spec.groups * slots.group_slots
-    cfg = _tile(
-        spec,
-        all_slots,
-        spec.output_size[2],
-        x,
-        knobs=knobs,
-        group_slots=slots.group_slots,
-        multipliers=slots.multipliers,
-    )
+    slots = _Slots.of(spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, knobs.block_k)
+    cfg = _tile(spec, slots, spec.output_size[2], x, knobs=knobs)
     w = grouped_filter(weight, spec, channels_contiguous(x), forward=True)
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
-    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(all_slots, cfg.block_c), slots.blocks)
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     w_strides = _addressed_by_input_channel(w)
     args |= dict(w_strides=w_strides, C=spec.in_channels, GROUPS=spec.groups)
@@ -773,15 +764,11 @@ def plan_direct_input_grad(
     conv_stride_w = spec.stride[2]
     fused = epilogue.residual is not None or epilogue.pre_activation is not None
     width = triton.cdiv(spec.input_size[2], conv_stride_w)
-    slots = _Slots.of(spec.out_channels_per_group, spec.in_channels_per_group, most=knobs.block_k)
-    all_slots = spec.groups * slots.group_slots
-    cfg = _tile(
-        spec, all_slots, width, dy, knobs=knobs, fused_transposed_epilogue=fused,
-        group_slots=slots.group_slots, multipliers=slots.multipliers,
-    )  # fmt: skip
+    slots = _Slots.of(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, knobs.block_k)
+    cfg = _tile(spec, slots, width, dy, knobs=knobs, fused_transposed_epilogue=fused)
     w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False).flatten(0, 1)
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.input_size, cfg.pixels * conv_stride_w)
-    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(all_slots, cfg.block_c), slots.blocks)
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(K=spec.out_channels, C_G=spec.in_channels_per_group, GROUPS=spec.groups)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
@@ -806,16 +793,13 @@ def _weight_grad_tiling(
     """The weight gradient's tile and slots with ``knobs``, pixel groups per output row, all pixel
     groups, and programs per split."""
     c_g = spec.in_channels_per_group
-    slots = _Slots.of(c_g, spec.out_channels_per_group, most=knobs.block_k if c_g > 1 else 1)
-    cfg = _tile(
-        spec, spec.groups * slots.group_slots, spec.output_size[2], as_3d(dy), as_3d(x),
-        knobs=knobs, group_slots=slots.group_slots, multipliers=slots.multipliers,
-    )  # fmt: skip
+    slots = _Slots.of(spec.groups, c_g, spec.out_channels_per_group, knobs.block_k if c_g > 1 else 1)
+    cfg = _tile(spec, slots, spec.output_size[2], as_3d(dy), as_3d(x), knobs=knobs)
     t, r, s = spec.kernel_size
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     columns = t * r * triton.cdiv(s, cfg.taps_per_step)
     # At least one block, so that the bias gradient is computed even with no channels.
-    programs = triton.cdiv(spec.groups * slots.group_slots, cfg.block_c) * max(1, slots.blocks) * columns
+    programs = triton.cdiv(slots.count, cfg.block_c) * max(1, slots.blocks) * columns
     return cfg, slots, groups_per_row, pixel_groups, programs
 
 
