@@ -447,7 +447,10 @@ def direct_weight_grad_kernel(
     conv_groups = pid_c * GROUPS_PER_BLOCK + tl.arange(0, GROUPS_PER_BLOCK)
     # dy's channels by group, not by slot: one load per thread, broadcast over its group's slots
     # (a load per slot would repeat it GROUP_SLOTS times).
-    groups_used = conv_groups < GROUPS
+    if FULL_SLOTS:
+        groups_used = tl.full((GROUPS_PER_BLOCK,), True, tl.int1)
+    else:
+        groups_used = conv_groups < GROUPS
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
     dy_channel = (conv_groups * K_G + first_j) * sdy_k
