@@ -75,6 +75,13 @@ def sass_loops(instructions: list[Instruction]) -> list[Loop]:
     return [Loop(start, end) for start, end in sorted(ends.items())]
 
 
+def local_memory_in_loops(instructions: list[Instruction]) -> int:
+    """Spill traffic that repeats: local loads and stores (``LDL``, ``STL``) inside any loop. A
+    few registers spilled before a loop and reloaded after it cost nothing measurable."""
+    in_loops = {i.address for loop in sass_loops(instructions) for i in loop.body(instructions)}
+    return sum(1 for i in instructions if i.base in ("LDL", "STL") and i.address in in_loops)
+
+
 def is_mma(i: Instruction) -> bool:
     return i.base in MMA_OPCODES
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_conv.perf.compiled_code import local_memory_in_loops, parse_sass
 from triton_conv.perf.suite import SHAPES_BY_NUMBER
 
 import triton_conv
@@ -227,15 +228,21 @@ def test_every_tuned_weight_grad_tile_is_correct(knobs, gpu_tiles):
 @pytest.mark.parametrize("number", [10, 15])
 def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
     """Every tile the exhaustive tuning of the direct kernels would time on suite shapes 10 (4
-    channels per group) and 15 (7x7 depthwise) compiles for sm_90 without spills (bf16)."""
+    channels per group) and 15 (7x7 depthwise) compiles for sm_90 with no spill traffic in its
+    loops (bf16): ptxas may keep a value or two for the epilogue in local memory, one store
+    and one load per thread."""
     spec, x, w, y = _suite_tensors(number, layout)
     for kind in (DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD):
         heuristic = kind.tiles[0]
         space = select.search_space(kind, spec, torch.bfloat16, "ieee", heuristic, exhaustive=True)
         assert len(space) == len(kind.tiles)
         for knobs in space:
-            info = compile_launch(kind.plan(spec, x, w, None, y, knobs), 90)
-            assert info.spill_bytes == 0, (kind.name, knobs, info)
+            info = compile_launch(kind.plan(spec, x, w, None, y, knobs), 90, assembly=True)
+            assert info.spill_bytes == 0 or local_memory_in_loops(parse_sass(info.assembly.sass)) == 0, (
+                kind.name,
+                knobs,
+                info,
+            )
 
 
 def test_tuning_keys(tied_timing):

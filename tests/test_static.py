@@ -130,6 +130,9 @@ def test_static_report_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[s
     assert ours["grid"] == [-(-128 * 56 * 56 // ours["config"]["BLOCK_M"]), 256 // ours["config"]["BLOCK_N"], 1]
     depthwise = rows[(12, "direct_forward_kernel", False)]
     assert depthwise["per_fma"] > 0 and depthwise["tensor_core_share"] is None
+    # Its bfloat16 vectors widen at one instruction per element: no byte permutes in the loop.
+    loop = hot_loop(parse_sass((tmp_path / depthwise["sass"]).read_text()))
+    assert loop is not None and "PRMT" not in loop.opcodes, loop.opcodes
 
 
 @pytest.mark.parametrize("pass_", ["F", "D", "W"])

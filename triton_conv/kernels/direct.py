@@ -33,6 +33,7 @@ from ..tuning.configs import (
     DIRECT_INTERPRETER_CONFIG,
     DIRECT_MULTIPLIERS,
     DIRECT_PIXELS,
+    DIRECT_TAPS_PER_STEP,
     DIRECT_TILES,
     DIRECT_WEIGHT_GRAD_PIXELS,
     DIRECT_WEIGHT_GRAD_TILES,
@@ -49,22 +50,30 @@ from ..tuning.key import bucket_channels, layout_of
 from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, accumulator_dtype, accumulator_torch_dtype
+from .common import Launch, accumulator_dtype, accumulator_torch_dtype, widened_pairs
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import advance_coordinates, program_ids, unravel_pixels
 from .split_k import partial_buffers, sum_splits
 
 
 @triton.jit
-def load_columns(row_ptrs, row_ok, cols, W, channel_offs, mask_c, s_col, ACC_DTYPE: tl.constexpr):
-    """The (groups, channels) tile at column ``cols`` of each group's row, zero outside [0, W).
+def load_columns(
+    row_ptrs, row_ok, cols, W, channel_offs, mask_c, s_col, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr
+):  # fmt: skip
+    """The (groups, channels) tile at column ``cols`` of each group's row, zero outside [0, W), in
+    ACC_DTYPE.
 
     row_ptrs: (BLOCK_G,) pointers to each group's row; row_ok: (BLOCK_G,) rows inside the tensor;
     channel_offs: (BLOCK_C,) channel offsets in elements; s_col: the column stride in elements.
+    CHANNEL_VECTORS: a thread's channels are consecutive in memory (one vector load), so its
+    elements widen in pairs (``widened_pairs``).
     """
     ok = row_ok & (cols >= 0) & (cols < W)
     ptrs = (row_ptrs + cols * s_col)[:, None] + channel_offs[None, :]
-    return tl.load(ptrs, mask=ok[:, None] & mask_c[None, :], other=0.0).to(ACC_DTYPE)
+    loaded = tl.load(ptrs, mask=ok[:, None] & mask_c[None, :], other=0.0)
+    if CHANNEL_VECTORS:
+        return widened_pairs(loaded, ACC_DTYPE)
+    return loaded.to(ACC_DTYPE)
 
 
 @triton.jit
@@ -141,7 +150,7 @@ def load_weights(w_tap, used, sw_j, MULTIPLIERS: tl.constexpr, ACC_DTYPE: tl.con
 def forward_taps(
     accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, first_s,
     TAPS: tl.constexpr, MULTIPLIERS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
 ):  # fmt: skip
     """``accs`` (a (groups, slots) tile per pixel p of the group and multiplier j, at
     p * MULTIPLIERS + j) plus taps first_s .. first_s + TAPS of a filter row: pixel p and tap s
@@ -153,8 +162,9 @@ def forward_taps(
         updated = ()
         for p in tl.static_range(len(accs) // MULTIPLIERS):
             x = load_columns(
-                x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE
-            )
+                x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE,
+                CHANNEL_VECTORS,
+            )  # fmt: skip
             for j in tl.static_range(MULTIPLIERS):
                 updated = updated + (tl.fma(x, ws[j], accs[p * MULTIPLIERS + j]),)
         accs = updated
@@ -165,7 +175,7 @@ def forward_taps(
 def input_grad_taps(
     accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
     TAPS: tl.constexpr, MULTIPLIERS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
-    PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
 ):  # fmt: skip
     """``accs`` (a (groups, slots) tile per input column q of the group and multiplier c, at
     q * MULTIPLIERS + c; the group's first column is output column ow0 times the stride) plus
@@ -179,7 +189,7 @@ def input_grad_taps(
         for q in tl.static_range(len(accs) // MULTIPLIERS):
             if (q + PAD_W - si * DIL_W) % CONV_STRIDE_W == 0:
                 reached = ow_step + (q + PAD_W - si * DIL_W) // CONV_STRIDE_W
-                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, used, sdy_w, ACC_DTYPE)
+                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, used, sdy_w, ACC_DTYPE, CHANNEL_VECTORS)
                 for c in tl.static_range(MULTIPLIERS):
                     updated = updated + (tl.fma(dy, ws[c], accs[q * MULTIPLIERS + c]),)
             else:
@@ -198,7 +208,8 @@ def direct_forward_kernel(
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, C_G: tl.constexpr,
+    GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -231,6 +242,7 @@ def direct_forward_kernel(
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        CHANNEL_VECTORS: a thread's channels of x are one vector load (channels-last).
         C_G: input channels per group; GROUP_SLOTS: the power of two >= C_G (slots per group).
         FULL_SLOTS: every slot of every program is a channel (C_G == GROUP_SLOTS, BLOCK_C divides C).
         MULTIPLIERS: output channels of a group per program, dividing K_G; MULTIPLIER_BLOCKS: K_G // MULTIPLIERS.
@@ -273,12 +285,12 @@ def direct_forward_kernel(
             for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
                 accs = forward_taps(
                     accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, first_s,
-                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
+                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE, CHANNEL_VECTORS,
                 )  # fmt: skip
             if S % TAPS_PER_STEP > 0:
                 accs = forward_taps(
                     accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, S - S % TAPS_PER_STEP,
-                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE,
+                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE, CHANNEL_VECTORS,
                 )  # fmt: skip
 
     store_group_sums(
@@ -297,7 +309,8 @@ def direct_input_grad_kernel(
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, K_G: tl.constexpr,
+    GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -327,6 +340,7 @@ def direct_input_grad_kernel(
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        CHANNEL_VECTORS: a thread's channels of dy are one vector load (channels-last).
         K_G: output channels per group; GROUP_SLOTS: the power of two >= K_G (slots per group).
         FULL_SLOTS: every slot of every program is a channel (K_G == GROUP_SLOTS, BLOCK_C divides K).
         MULTIPLIERS: input channels of a group per program, dividing C_G; MULTIPLIER_BLOCKS: C_G // MULTIPLIERS.
@@ -371,12 +385,12 @@ def direct_input_grad_kernel(
             for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
                 accs = input_grad_taps(
                     accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
-                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE, CHANNEL_VECTORS,
                 )  # fmt: skip
             if S % TAPS_PER_STEP > 0:
                 accs = input_grad_taps(
                     accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, S - S % TAPS_PER_STEP,
-                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE,
+                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE, CHANNEL_VECTORS,
                 )  # fmt: skip
 
     store_group_sums(
@@ -394,7 +408,7 @@ def direct_weight_grad_kernel(
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
-    HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
     C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr,
     MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -423,6 +437,7 @@ def direct_weight_grad_kernel(
         DIL_D/H/W: the spacing of the taps.
         HAS_BIAS_GRAD: also sum dy into db.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        CHANNEL_VECTORS: a thread's channels of x are one vector load (channels-last).
         C_G, GROUP_SLOTS, FULL_SLOTS, MULTIPLIERS, MULTIPLIER_BLOCKS: as in direct_forward_kernel.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
             pixel groups by channel slots.
@@ -483,7 +498,11 @@ def direct_weight_grad_kernel(
         by_group = ()
         for p in tl.static_range(PIXELS):
             for j in tl.static_range(MULTIPLIERS):
-                dy = load_columns(dy_row, mask_g, ow0 + p, W_OUT, dy_channel + j * sdy_k, groups_used, sdy_w, ACC_DTYPE)
+                # By group: a vector of channels only where a group is one channel.
+                dy = load_columns(
+                    dy_row, mask_g, ow0 + p, W_OUT, dy_channel + j * sdy_k, groups_used, sdy_w, ACC_DTYPE,
+                    CHANNEL_VECTORS and GROUP_SLOTS == 1,
+                )  # fmt: skip
                 by_group = by_group + (dy,)
                 if GROUP_SLOTS > 1:
                     dy = tl.reshape(
@@ -496,8 +515,9 @@ def direct_weight_grad_kernel(
                 acc = accs[s * MULTIPLIERS + j]
                 for p in tl.static_range(PIXELS):
                     x = load_columns(
-                        x_row, row_ok, iw0 + (p * CONV_STRIDE_W + s * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE
-                    )
+                        x_row, row_ok, iw0 + (p * CONV_STRIDE_W + s * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE,
+                        CHANNEL_VECTORS,
+                    )  # fmt: skip
                     acc = tl.fma(dys[p * MULTIPLIERS + j], x, acc)
                 updated = updated + (acc,)
         accs = updated
@@ -560,16 +580,20 @@ def _tile(
     *loaded: torch.Tensor,
     knobs: KernelConfig,
     fused_transposed_epilogue: bool = False,
+    holds_filter_row: bool = True,
 ) -> DirectConfig:
     """The tile with ``knobs`` (``direct_knobs``) over ``slots`` and rows of ``width`` pixels
-    reading the (N, C, D, H, W) tensors ``loaded``, its steps fitted to the filter."""
+    reading the (N, C, D, H, W) tensors ``loaded``, its steps fitted to the filter; whether a
+    thread ``holds_filter_row``: a step's weights and input columns (not the weight gradient)."""
     itemsize = loaded[0].dtype.itemsize
     contiguous = channels_contiguous(*loaded)
+    row = (spec.kernel_size[2], spec.stride[2], spec.dilation[2])
+    taps_held = direct_taps_per_step(DIRECT_TAPS_PER_STEP, *row) if holds_filter_row else 0
     cfg = direct_config(
-        slots.count, width, itemsize, contiguous, fused_transposed_epilogue, knobs, slots.group_slots, slots.multipliers
-    )
-    steps = direct_taps_per_step(cfg.taps_per_step, spec.kernel_size[2], spec.stride[2], spec.dilation[2])
-    return replace(cfg, taps_per_step=steps)
+        slots.count, width, itemsize, contiguous, fused_transposed_epilogue, knobs, slots.group_slots,
+        slots.multipliers, taps_held,
+    )  # fmt: skip
+    return replace(cfg, taps_per_step=direct_taps_per_step(cfg.taps_per_step, *row))
 
 
 @dataclass(frozen=True)
@@ -742,7 +766,7 @@ def plan_direct_forward(
     extents = (spec.groups, spec.out_channels_per_group, spec.in_channels, *spec.kernel_size)
     filter_reach = sum((n - 1) * abs(stride) for n, stride in zip(extents, w_strides))
     index_64 = needs_int64(x, w, y, args["residual_ptr"]) or filter_reach >= 2**31
-    constexprs |= dict(INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(x.dtype))
+    constexprs |= dict(INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(x.dtype), CHANNEL_VECTORS=channels_contiguous(x))
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -779,6 +803,7 @@ def plan_direct_input_grad(
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
+    constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy))
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -797,7 +822,7 @@ def _weight_grad_tiling(
     groups, and programs per split."""
     c_g = spec.in_channels_per_group
     slots = _Slots.of(spec.groups, c_g, spec.out_channels_per_group, knobs.block_k if c_g > 1 else 1)
-    cfg = _tile(spec, slots, spec.output_size[2], as_3d(dy), as_3d(x), knobs=knobs)
+    cfg = _tile(spec, slots, spec.output_size[2], as_3d(dy), as_3d(x), knobs=knobs, holds_filter_row=False)
     t, r, s = spec.kernel_size
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     columns = t * r * triton.cdiv(s, cfg.taps_per_step)
@@ -843,6 +868,7 @@ def plan_direct_weight_grad(
     constexprs = _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(HAS_BIAS_GRAD=db_partial is not None)
     constexprs |= dict(C_G=spec.in_channels_per_group, **slots.constexprs(spec.in_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
+    constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy, x))
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 

@@ -306,6 +306,11 @@ DIRECT_WEIGHT_GRAD_PIXELS = 16
 # A thread owns one 16-byte vector of channels (of one group, or of whole groups of few channels).
 DIRECT_VECTOR_BYTES = 16
 DIRECT_NUM_WARPS = 4
+# A forward or input-gradient thread holds a step's input columns (pixels + taps - 1 vectors) and
+# its taps' weights beside its accumulators, so pixels + taps stay at most this many with
+# vectors of channels. Compiled for sm_90 (bf16, channels-last): 8 pixels with 7 taps (suite
+# shape 15) spilled, 7 with 7 (shapes 16, 31) and 7 with 5 (14) did not.
+DIRECT_PIXELS_PLUS_TAPS = 14
 # Channels-last forward and input-gradient launches doing at least this many multiply-adds read
 # the filter from a copy in the accumulator's type (float32; float64 for float64) with the
 # kernel's channel slots contiguous (``kernels/direct.tap_major_filter``):
@@ -520,6 +525,7 @@ def direct_config(
     knobs: KernelConfig | None = None,
     group_slots: int = 1,
     multipliers: int = 1,
+    taps_held: int = 0,
 ) -> DirectConfig:
     """The tile for ``channels`` channels (the dimension a program's channel block runs over),
     rows of ``width`` pixels (the dimension its groups run along) and elements of ``itemsize``
@@ -536,7 +542,8 @@ def direct_config(
     of one convolution group (a power of two), which a thread then holds whole rather than a
     full vector of several groups; ``multipliers``: accumulators per slot and pixel. With
     contiguous channels both trade pixels, so that a thread's accumulators stay at ``block_m``
-    full vectors."""
+    full vectors. ``taps_held``: the taps of a step whose weights and input columns a thread
+    holds beside its accumulators (forward, input gradient; see DIRECT_PIXELS_PLUS_TAPS)."""
     if not gpu_tiles():
         base = DIRECT_INTERPRETER_CONFIG
         cfg = replace(base, pixels=direct_pixels(width, base.pixels), block_c=max(base.block_c, group_slots))
@@ -552,6 +559,8 @@ def direct_config(
         # more pixels than ``block_m`` (the filter row's window of input columns grows with them).
         if channels_contiguous:
             budget = most_pixels * full_vector // (per_thread * multipliers)
+            if taps_held:
+                budget = min(budget, max(1, DIRECT_PIXELS_PLUS_TAPS - taps_held))
         else:
             budget = most_pixels // per_thread
         pixels = direct_pixels(width, max(1, min(budget, most_pixels)))
