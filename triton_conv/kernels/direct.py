@@ -482,9 +482,8 @@ def direct_weight_grad_kernel(
     accs = ()
     for _ in tl.static_range(TAPS_PER_STEP * MULTIPLIERS):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
-    bias_accs = ()
-    for _ in tl.static_range(MULTIPLIERS):
-        bias_accs = bias_accs + (tl.zeros((BLOCK_G, GROUPS_PER_BLOCK), dtype=ACC_DTYPE),)
+    # By group: a vector of channels only where a group is one channel.
+    DY_VECTORS: tl.constexpr = CHANNEL_VECTORS and GROUP_SLOTS == 1
     for _ in range(g_start, g_end, BLOCK_G):
         mask_g = groups < g_end
         ow0 = group_w * PIXELS
@@ -495,15 +494,11 @@ def direct_weight_grad_kernel(
         x_row = x_ptr + n * sx_n + id_ * sx_d + ih * sx_h
         iw0 = ow0 * CONV_STRIDE_W - pad_w + first_s * DIL_W
         dys = ()
-        by_group = ()
         for p in tl.static_range(PIXELS):
             for j in tl.static_range(MULTIPLIERS):
-                # By group: a vector of channels only where a group is one channel.
                 dy = load_columns(
-                    dy_row, mask_g, ow0 + p, W_OUT, dy_channel + j * sdy_k, groups_used, sdy_w, ACC_DTYPE,
-                    CHANNEL_VECTORS and GROUP_SLOTS == 1,
-                )  # fmt: skip
-                by_group = by_group + (dy,)
+                    dy_row, mask_g, ow0 + p, W_OUT, dy_channel + j * sdy_k, groups_used, sdy_w, ACC_DTYPE, DY_VECTORS
+                )
                 if GROUP_SLOTS > 1:
                     dy = tl.reshape(
                         tl.broadcast_to(dy[:, :, None], (BLOCK_G, GROUPS_PER_BLOCK, GROUP_SLOTS)), (BLOCK_G, BLOCK_C)
@@ -521,15 +516,6 @@ def direct_weight_grad_kernel(
                     acc = tl.fma(dys[p * MULTIPLIERS + j], x, acc)
                 updated = updated + (acc,)
         accs = updated
-        if HAS_BIAS_GRAD:
-            if first_tap:
-                summed = ()
-                for j in tl.static_range(MULTIPLIERS):
-                    bias_acc = bias_accs[j]
-                    for p in tl.static_range(PIXELS):
-                        bias_acc += by_group[p * MULTIPLIERS + j]
-                    summed = summed + (bias_acc,)
-                bias_accs = summed
         groups += BLOCK_G
         n, od, oh, group_w = advance_coordinates(
             n, od, oh, group_w, step_n, step_d, step_h, step_w, D_OUT, H_OUT, GROUPS_PER_ROW
@@ -547,8 +533,33 @@ def direct_weight_grad_kernel(
             # Taps past the row's end (the last tap block's) are not stored.
             tap_used = used & (slots * 0 + first_s + s < S)  # a block: the interpreter takes no scalar in a mask
             tl.store(dw_row + s, tl.sum(accs[s * MULTIPLIERS + j], axis=0), mask=tap_used)
-        if HAS_BIAS_GRAD:
-            if first_tap:
+    if HAS_BIAS_GRAD:
+        if first_tap:
+            # The bias gradient, dy summed over the split's pixels, in a pass of its own by the
+            # first tap's programs: the loop above holds no bias accumulators (suite shape 31's
+            # spilled with them), and the pass is one filter tap's share of the work.
+            groups = g_start + tl.arange(0, BLOCK_G)
+            n, od, oh, group_w = unravel_pixels(groups, D_OUT, H_OUT, GROUPS_PER_ROW)
+            bias_accs = ()
+            for _ in tl.static_range(MULTIPLIERS):
+                bias_accs = bias_accs + (tl.zeros((BLOCK_G, GROUPS_PER_BLOCK), dtype=ACC_DTYPE),)
+            for _ in range(g_start, g_end, BLOCK_G):
+                dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
+                summed = ()
+                for j in tl.static_range(MULTIPLIERS):
+                    bias_acc = bias_accs[j]
+                    for p in tl.static_range(PIXELS):
+                        bias_acc += load_columns(
+                            dy_row, groups < g_end, group_w * PIXELS + p, W_OUT, dy_channel + j * sdy_k, groups_used,
+                            sdy_w, ACC_DTYPE, DY_VECTORS,
+                        )  # fmt: skip
+                    summed = summed + (bias_acc,)
+                bias_accs = summed
+                groups += BLOCK_G
+                n, od, oh, group_w = advance_coordinates(
+                    n, od, oh, group_w, step_n, step_d, step_h, step_w, D_OUT, H_OUT, GROUPS_PER_ROW
+                )
+            for j in tl.static_range(MULTIPLIERS):
                 bias_ch = conv_groups * K_G + first_j + j
                 tl.store(db_partial_ptr + split * K + bias_ch, tl.sum(bias_accs[j], axis=0), mask=groups_used)
 
