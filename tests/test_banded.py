@@ -9,10 +9,12 @@ import triton_conv
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.banded import (
     BANDED_FORWARD,
+    BANDED_WEIGHT_GRAD,
     aligned_input,
     band_matrices,
     banded_forward_kernel,
     banded_weight_grad,
+    banded_weight_grad_kernel,
     plan_banded_forward,
     plan_banded_input_grad,
     read_unit,
@@ -25,7 +27,7 @@ from triton_conv.spec import as_3d, conv_spec
 from triton_conv.testing import in_layout
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import BandedConfig
+from triton_conv.tuning.configs import BandedConfig, banded_weight_grad_config
 
 from .checks import check_backward, check_forward, check_transposed
 from .reference import DEVICE, ConvCase, TCase
@@ -238,28 +240,34 @@ def test_weight_grad_segment_width(number, block_w, gpu_tiles):
     keep the matrix unit busier than the issue (12, 15, 20)."""
     shape = SHAPES_BY_NUMBER[number]
     x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, device="meta")
-    cfg, *_ = weight_grad_tiling(shape.geometry(), read_unit(as_3d(x)), 1)
+    spec, unit = shape.geometry(), read_unit(as_3d(x))
+    cfg, *_ = weight_grad_tiling(spec, unit, 1, banded_weight_grad_config(spec, unit))
     assert cfg.block_w == block_w
 
 
 @pytest.mark.compile
 @pytest.mark.parametrize("number", [14, 15])
-def test_tuning_space_compiles_for_sm90(number, gpu_tiles):
-    """Every tile the band forward's exhaustive tuning would time on suite shapes 14 (rows of 28:
-    the 64-column tiles clip to 32) and 15 compiles for sm_90: wgmma, no spills, within shared
-    memory."""
+@pytest.mark.parametrize("pass_", ["F", "W"])
+def test_tuning_space_compiles_for_sm90(pass_, number, gpu_tiles):
+    """Every tile the exhaustive tuning of the band forward (rows of 28 on shape 14: its 64-column
+    tiles clip to 32) and weight gradient (with a bias gradient) would time on suite shapes 14
+    and 15 compiles for sm_90: wgmma, no spills, within shared memory."""
     shape = SHAPES_BY_NUMBER[number]
     spec = shape.geometry()
     x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, device="meta")
     w = torch.empty(shape.weight_shape(), dtype=torch.bfloat16, device="meta")
+    b = torch.empty(spec.out_channels, dtype=torch.bfloat16, device="meta") if pass_ == "W" else None
     y = torch.empty(spec.out_shape, dtype=torch.bfloat16, device="meta")
-    heuristic = BandedConfig(256, 64, 16, 4, 3).tile()
-    space = select.search_space(BANDED_FORWARD, spec, torch.bfloat16, "ieee", heuristic, exhaustive=True)
+    kind, kernel = (
+        (BANDED_FORWARD, banded_forward_kernel) if pass_ == "F" else (BANDED_WEIGHT_GRAD, banded_weight_grad_kernel)
+    )
+    heuristic = kind.tiles[0]
+    space = select.search_space(kind, spec, torch.bfloat16, "ieee", heuristic, exhaustive=True)
     assert len(space) >= 6
     with recording_launches() as launches:
         for tile in space:
-            BANDED_FORWARD.plan(spec, x, w, None, y, tile)()
-    band_launches = [launch for launch in launches if launch.kernel is banded_forward_kernel]
+            kind.plan(spec, x, w, b, y, tile)()
+    band_launches = [launch for launch in launches if launch.kernel is kernel]
     assert len(band_launches) == len(space)
     for launch in band_launches:
         info = compile_launch(launch, 90)
@@ -267,11 +275,27 @@ def test_tuning_space_compiles_for_sm90(number, gpu_tiles):
         assert info.shared_bytes <= SHARED_MEMORY_LIMIT[90], info
 
 
+def test_weight_grad_tiles_in_the_interpreter(gpu_tiles):
+    """Every tile of the band weight gradient's tuning space, walk split by its own rule, against
+    torch (float64): lines fewer than a step's, several segments and walk positions."""
+    case = ConvCase(2, 3, 4, 4, (9, 70), (3, 7), padding=(1, 3), groups=4)
+    x, w, b = _inputs(case, torch.float64)
+    w.requires_grad_()
+    b.requires_grad_()
+    y = F.conv2d(x, w, b, padding=(1, 3), groups=4)
+    dy = torch.randn_like(y)
+    expected_w, expected_b = torch.autograd.grad(y, (w, b), dy)
+    for tile in BANDED_WEIGHT_GRAD.tiles:
+        dw, db = torch.empty_like(expected_w), torch.empty_like(expected_b)
+        banded_weight_grad(dy, x.detach(), _spec(case, x, w), dw, db, cfg=BandedConfig.of(tile))
+        torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12, msg=str(tile))
+        torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12, msg=str(tile))
+
+
 @pytest.mark.parametrize("padding", [(1, 2), (0, 0)], ids=["same_size", "valid"])
 def test_tuning_keys(tied_timing, padding):
-    """A depthwise layer on the band kernels: its forward and input gradient are tuned under the
-    keys ``tune --dry-run`` lists (the weight gradient, like the direct kernels, is not); a
-    second call finds them cached."""
+    """A depthwise layer on the band kernels: its forward, input gradient and weight gradient are
+    tuned under the keys ``tune --dry-run`` lists; a second call finds them cached."""
     problem = ConvProblem((2, 4, 6, 20), (4, 1, 3, 5), (1, 1), padding, (1, 1), 4, torch.bfloat16, False)
     x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
     with select.autotuning("first_use") as records:
@@ -279,8 +303,9 @@ def test_tuning_keys(tied_timing, padding):
         y.backward(torch.randn_like(y))
     keys = problem_keys(problem, backward=True)
     assert set(keys) == {"banded_forward", "banded_forward (input_grad)", "banded_weight_grad"}
-    assert {record.key for record in records} == {keys["banded_forward"], keys["banded_forward (input_grad)"]}
-    assert all(record.key.startswith("banded_forward:bfloat16:ieee:nc:") and ":w" in record.key for record in records)
+    assert {record.key for record in records} == set(keys.values())
+    assert all(record.key.startswith("banded_") and ":bfloat16:ieee:nc:" in record.key for record in records)
+    assert all(":w" in record.key and ":r" in record.key for record in records)
     with select.autotuning("first_use") as again:
         triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
     assert again == []

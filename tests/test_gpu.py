@@ -436,6 +436,26 @@ def test_band_forward_tunes_and_caches(tmp_path, monkeypatch):
     assert_close(y, reference_forward(case, x, w, b), BF16, case.reduction, "tuned band forward")
 
 
+def test_band_weight_grad_tunes_and_caches(tmp_path, monkeypatch):
+    """First use times the band weight gradient's tiles with their split counts (suite shape 15
+    cut in batch) and caches the winner; dw and db match torch whichever tile won."""
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
+    case = ConvCase(2, 2, 96, 96, (56, 56), (7, 7), padding=3, groups=96, name="convnext_dw7")
+    x, w, b = make_inputs(case, BF16, "contiguous")
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    y = triton_conv.conv2d(x, w, b, padding=3, groups=96)
+    g = torch.randn_like(y)
+    with select.autotuning("first_use") as records:
+        dw, db = torch.autograd.grad(y, (w, b), g)
+    assert [record.key.split(":")[0] for record in records] == ["banded_weight_grad"]
+    assert records[0].timed >= 2
+    pixels = 2 * 56 * 56
+    expected_dw = torch.nn.grad.conv2d_weight(x.double(), w.shape, g.double(), padding=3, groups=96)
+    assert_close(dw, expected_dw.to(BF16), BF16, pixels, "tuned band weight gradient")
+    assert_close(db, g.double().sum((0, 2, 3)).to(BF16), BF16, pixels, "tuned band bias gradient")
+
+
 def test_direct_kernels_tune_and_cache(tmp_path, monkeypatch):
     """First use times the direct forward's and input gradient's tiles (suite shape 10 cut in
     batch, channels-last) and caches the winners; the results match torch whichever tiles won."""

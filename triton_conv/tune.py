@@ -32,7 +32,7 @@ from torch import nn
 from . import functional
 from .cli import one_line
 from .kernels import dispatch
-from .kernels.banded import BANDED_FORWARD
+from .kernels.banded import BANDED_FORWARD, BANDED_WEIGHT_GRAD
 from .kernels.common import dot_precision_on
 from .kernels.direct import DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD
 from .kernels.implicit_gemm_forward import FORWARD
@@ -87,18 +87,13 @@ class ConvProblem:
         )
 
 
-# What ``problem_keys`` lists for the passes no kernel tunes.
-NOT_TUNED = "not tuned (heuristic tile)"
-
-
 def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     """Pass and kernel kind -> the autotune key its launch on a GPU uses: ``forward``,
     ``input_grad``, ``weight_grad`` for the GEMM kernels; ``forward_tma`` where the TMA kernel
     runs the forward on Hopper (a meta tensor plans for one) and, as ``forward_tma (input_grad)``,
     the input gradient, its forward of the flipped filter; ``banded_forward`` and ``banded_forward
-    (input_grad)`` likewise for the band kernels; ``direct_forward``, ``direct_input_grad`` and
-    ``direct_weight_grad`` for the direct kernels; ``banded_weight_grad`` (NOT_TUNED) for the band
-    weight gradient, which takes heuristic tiles."""
+    (input_grad)`` likewise for the band kernels, and ``banded_weight_grad``; ``direct_forward``,
+    ``direct_input_grad`` and ``direct_weight_grad`` for the direct kernels."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
@@ -120,7 +115,7 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             else:
                 keys[DIRECT_INPUT_GRAD.name] = key(DIRECT_INPUT_GRAD, spec, DIRECT_INPUT_GRAD.key_layout(x, y))
             if dispatch.uses_banded_weight_grad(y, x, spec):
-                keys["banded_weight_grad"] = NOT_TUNED
+                keys[BANDED_WEIGHT_GRAD.name] = key(BANDED_WEIGHT_GRAD, spec, BANDED_WEIGHT_GRAD.key_layout(x, y))
             else:
                 keys[DIRECT_WEIGHT_GRAD.name] = key(DIRECT_WEIGHT_GRAD, spec, DIRECT_WEIGHT_GRAD.key_layout(x, y))
         return keys
@@ -347,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         rows = [(p.describe(), kind, key) for p in problems for kind, key in problem_keys(p, args.backward).items()]
         print(_table(rows, ("problem", "kernel", "key")))
-        keys = {row[2] for row in rows} - {NOT_TUNED}
+        keys = {row[2] for row in rows}
         print(f"{len(problems)} problems, {len(keys)} keys")
         return 0
     if INTERPRETER or not torch.cuda.is_available():

@@ -27,6 +27,7 @@ one GEMM over the rows whose diagonals are the taps (``banded_weight_grad_kernel
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import torch
@@ -37,16 +38,16 @@ from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     BANDED_FORWARD_TILES,
     BANDED_INTERPRETER_CONFIG,
-    BANDED_WEIGHT_GRAD_ROWS,
+    BANDED_WEIGHT_GRAD_TILES,
     MIN_DOT,
     BandedConfig,
+    KernelConfig,
     banded_chunks,
     banded_config,
     banded_lead,
     banded_weight_grad_columns,
     banded_weight_grad_config,
     bucket_row_width,
-    gpu_tiles,
     split_k_for,
 )
 from ..tuning.key import layout_of
@@ -512,15 +513,15 @@ def plan_banded_input_grad(
     return plan_banded_forward(grad_output, weight, bias, forward, grad_input, epilogue, flip_filter=True)
 
 
-def weight_grad_tiling(spec: ConvSpec, unit: int, walk_splits: int) -> tuple[BandedConfig, int, int, int]:
-    """The weight gradient's tile (``banded_weight_grad_config``, at most BANDED_WEIGHT_GRAD_ROWS
-    lines per step, at least 16), walk positions, positions per program, and programs per
-    (channel, filter row): line blocks times walk splits, one partial each."""
-    cfg = banded_weight_grad_config(spec, unit)
+def weight_grad_tiling(
+    spec: ConvSpec, unit: int, walk_splits: int, cfg: BandedConfig
+) -> tuple[BandedConfig, int, int, int]:
+    """The weight gradient's tile ``cfg`` with its lines per step cut to the problem's (at least
+    16), walk positions, positions per program, and programs per (channel, filter row): line
+    blocks times walk splits, one partial each."""
     d_out, h_out, w_out = spec.output_size
     lines = spec.batch * d_out
-    most = BANDED_WEIGHT_GRAD_ROWS if gpu_tiles() else cfg.block_m
-    cfg = replace(cfg, block_m=min(most, max(MIN_DOT, triton.next_power_of_2(lines))))
+    cfg = replace(cfg, block_m=min(cfg.block_m, max(MIN_DOT, triton.next_power_of_2(lines))))
     walk = h_out * triton.cdiv(w_out, cfg.block_w)
     split_walk = triton.cdiv(walk, walk_splits)
     return cfg, walk, split_walk, triton.cdiv(lines, cfg.block_m) * triton.cdiv(walk, split_walk)
@@ -532,18 +533,19 @@ def plan_banded_weight_grad(
     spec: ConvSpec,
     dw_partial: torch.Tensor,
     db_partial: torch.Tensor | None,
-    walk_splits: int = 1,
+    walk_splits: int,
+    cfg: BandedConfig,
 ) -> Launch:
     """The launch writing partials of dw (and db) for a depthwise ``spec`` with a unit step along
-    W, the walk split ``walk_splits`` ways; ``dw_partial`` is (partials, K * T * R * S) with the
-    partials ``weight_grad_tiling`` counts."""
+    W, with the tile ``cfg``, the walk split ``walk_splits`` ways; ``dw_partial`` is (partials,
+    K * T * R * S) with the partials ``weight_grad_tiling`` counts."""
     dy, x = as_3d(grad_output), as_3d(input)
     x, spec = aligned_input(x, spec)
     dy = aligned_rows(dy)
     t, r, s = spec.kernel_size
     pad_w = spec.pad_lo[2]
     x_unit = row_unit(x)
-    cfg, walk, split_walk, partials = weight_grad_tiling(spec, x_unit, walk_splits)
+    cfg, walk, split_walk, partials = weight_grad_tiling(spec, x_unit, walk_splits, cfg)
     assert dw_partial.shape[0] == partials, (dw_partial.shape, partials)
     lead = banded_lead(pad_w, x_unit)
     columns = banded_weight_grad_columns(spec, cfg.block_w, x_unit)
@@ -568,6 +570,60 @@ def plan_banded_weight_grad(
     return Launch(banded_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
+def _weight_grad_partials(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    spec: ConvSpec,
+    cfg: BandedConfig,
+    walk_splits: int | None,
+    with_bias: bool,
+) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+    """The walk split for the tile ``cfg`` (``walk_splits`` if given; else split only where the
+    channels' filter rows and line blocks leave SMs idle) and the partial buffers of dw (and db)."""
+    t, r, _ = spec.kernel_size
+    unit = read_unit(as_3d(input))
+    if walk_splits is None:
+        _, walk, _, line_blocks = weight_grad_tiling(spec, unit, 1, cfg)
+        walk_splits = split_k_for(spec.out_channels * t * r * line_blocks, walk, 1)
+    _, _, _, partials = weight_grad_tiling(spec, unit, walk_splits, cfg)
+    weights = spec.out_channels * spec.taps
+    dw_partial, db_partial = partial_buffers(grad_output, partials, weights, spec.out_channels if with_bias else None)
+    return walk_splits, dw_partial, db_partial
+
+
+def _plan_weight_grad_with_tile(
+    spec: ConvSpec, x: torch.Tensor, dy: torch.Tensor, with_bias: bool, tile: KernelConfig
+) -> Launch:
+    """The weight gradient's launch with ``tile`` and its own walk split and partials (what
+    compile checks build)."""
+    cfg = BandedConfig.of(tile)
+    walk_splits, dw_partial, db_partial = _weight_grad_partials(dy, x, spec, cfg, None, with_bias)
+    return plan_banded_weight_grad(dy, x, spec, dw_partial, db_partial, walk_splits, cfg)
+
+
+# The band weight gradient as tuning sees it: lines per step by segment columns, each tile with
+# the walk split of the heuristic's rule for it and its split sums timed with it; keyed like the
+# forward (row width, filter row's reach). Its GEMM per channel and filter row: G, the columns a
+# segment reads by its outputs, reduced over the lines and walk positions.
+BANDED_WEIGHT_GRAD = KernelKind(
+    name="banded_weight_grad",
+    pass_="W",
+    tiles=BANDED_WEIGHT_GRAD_TILES,
+    interpreter_tile=BANDED_INTERPRETER_CONFIG.tile(),
+    gemm_extents=lambda spec: (
+        spec.output_size[2] + (spec.kernel_size[2] - 1) * spec.dilation[2],
+        spec.output_size[2],
+        spec.batch * spec.output_size[0] * spec.output_size[1],
+    ),
+    dense_gemm=lambda spec: (1, spec.taps, spec.output_pixels),
+    key_pixels=lambda spec: spec.output_pixels,
+    key_layout=lambda input, output: layout_of(input),
+    plan=lambda spec, x, w, b, y, tile: _plan_weight_grad_with_tile(spec, x, y, b is not None, tile),
+    key_fields=BANDED_FORWARD.key_fields,
+    gemm_blocks=False,
+)
+
+
 def banded_weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -575,20 +631,26 @@ def banded_weight_grad(
     grad_weight: torch.Tensor,
     grad_bias: torch.Tensor | None = None,
     walk_splits: int | None = None,
+    cfg: BandedConfig | None = None,
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias), for
-    a depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_weight_grad``). The walk
-    is split between programs only where the channels' filter rows and line blocks leave SMs idle;
-    the partials are summed in a fixed order (deterministic)."""
-    t, r, _ = spec.kernel_size
-    unit = read_unit(as_3d(input))
-    _, walk, _, line_blocks = weight_grad_tiling(spec, unit, 1)
-    if walk_splits is None:
-        walk_splits = split_k_for(spec.out_channels * t * r * line_blocks, walk, 1)
-    _, _, _, partials = weight_grad_tiling(spec, unit, walk_splits)
-    bias_elements = spec.out_channels if grad_bias is not None else None
-    dw_partial, db_partial = partial_buffers(grad_output, partials, grad_weight.numel(), bias_elements)
-    plan_banded_weight_grad(grad_output, input, spec, dw_partial, db_partial, walk_splits)()
+    a depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_weight_grad``). ``cfg``
+    overrides the tile ``select_config`` picks (the heuristic's, ``banded_weight_grad_config``,
+    unless tuned); ``walk_splits`` the split of its rule. The partials are summed in a fixed
+    order (deterministic)."""
+    if cfg is None:
+        tile = select_config(
+            BANDED_WEIGHT_GRAD, spec, input.dtype, dot_precision(input), BANDED_WEIGHT_GRAD.key_layout(input, grad_output),
+            lambda c: functools.partial(
+                banded_weight_grad, grad_output, input, spec, grad_weight, grad_bias, walk_splits, BandedConfig.of(c)
+            ),
+            banded_weight_grad_config(spec, read_unit(as_3d(input))).tile(), input.device,
+        )  # fmt: skip
+        cfg = BandedConfig.of(tile)
+    walk_splits, dw_partial, db_partial = _weight_grad_partials(
+        grad_output, input, spec, cfg, walk_splits, grad_bias is not None
+    )
+    plan_banded_weight_grad(grad_output, input, spec, dw_partial, db_partial, walk_splits, cfg)()
     sum_splits(dw_partial, grad_weight)
     if grad_bias is not None:
         sum_splits(db_partial, grad_bias)

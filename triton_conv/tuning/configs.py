@@ -443,6 +443,22 @@ BANDED_FORWARD_TILES = (
     KernelConfig(128, 32, 16, 4, 3),
     KernelConfig(128, 64, 16, 4, 2),
 )
+# What the band weight gradient's autotuning times (``kernels/banded.BANDED_WEIGHT_GRAD``), as
+# lines per step x segment columns (its G is the columns a segment reads by these; the third
+# field, the forward's reduction step, is unused): 64 lines at each segment width, 32 lines
+# (twice the programs where lines are few), a deeper and a shallower pipeline. Each with the
+# walk split of the heuristic's rule for its tile, the sums timed with it. All compile for sm_90
+# on wgmma without spills (tests/test_banded.py).
+BANDED_WEIGHT_GRAD_TILES = (
+    KernelConfig(BANDED_WEIGHT_GRAD_ROWS, 32, MIN_DOT, 4, 3),
+    KernelConfig(BANDED_WEIGHT_GRAD_ROWS, 64, MIN_DOT, 4, 3),
+    KernelConfig(BANDED_WEIGHT_GRAD_ROWS, 16, MIN_DOT, 4, 3),
+    KernelConfig(32, 32, MIN_DOT, 4, 3),
+    KernelConfig(BANDED_WEIGHT_GRAD_ROWS, 32, MIN_DOT, 4, 4),
+    KernelConfig(32, 64, MIN_DOT, 4, 3),
+    KernelConfig(32, 16, MIN_DOT, 4, 3),
+    KernelConfig(BANDED_WEIGHT_GRAD_ROWS, 32, MIN_DOT, 4, 2),
+)
 # Under the interpreter: small tiles, so that the tests' short rows take several segments.
 BANDED_INTERPRETER_CONFIG = BandedConfig(block_m=32, block_w=16, block_j=MIN_DOT, num_warps=4, num_stages=1)
 
@@ -480,9 +496,10 @@ def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
 
 
 def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
-    """The band weight gradient's tile: the forward's, with the segment width of the least
-    estimated time (``BANDED_WEIGHT_GRAD_STEP_CYCLES``), the least matrix work on a tie; its
-    rows are set by ``kernels/banded.weight_grad_tiling``."""
+    """The band weight gradient's heuristic tile: BANDED_WEIGHT_GRAD_ROWS lines per step (fewer
+    where the problem has fewer, ``kernels/banded.weight_grad_tiling``), the forward's pipeline,
+    and the segment width of the least estimated time (``BANDED_WEIGHT_GRAD_STEP_CYCLES``), the
+    least matrix work on a tie."""
     cfg = banded_config(spec, unit)
     if not gpu_tiles():
         return cfg
@@ -494,7 +511,7 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
         matrix_cycles = columns * block_w * BANDED_WEIGHT_GRAD_ROWS / MATRIX_MACS_PER_CYCLE
         return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
 
-    return replace(cfg, block_w=min(BANDED_BLOCK_W, key=cost))
+    return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS, block_w=min(BANDED_BLOCK_W, key=cost))
 
 
 def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> BandedConfig:
