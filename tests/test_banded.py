@@ -109,6 +109,30 @@ def test_weight_grad_exact_in_float64(case, walk_splits):
     torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_non_finite_input_spreads_within_the_segments_reading_it():
+    """The documented difference from torch (docs/guide.md): the band's zeros multiply input
+    columns outside each output's taps, so an infinity read by a segment makes NaN of all its
+    outputs, where torch's are finite but for the taps reaching it. Every output torch makes
+    non-finite is non-finite here too, the spread stays within the segments that read the
+    column, and everything else matches torch."""
+    x = torch.randn(1, 2, 200, dtype=torch.float64).to(torch.bfloat16)
+    x[0, 0, 100] = float("inf")
+    w = torch.randn(2, 1, 7, dtype=torch.float64).to(torch.bfloat16)
+    spec = conv_spec(x, w, None, 1, 3, 1, 2, 1)
+    assert dispatch.uses_banded_kernel(x, spec)
+    expected = F.conv1d(x.double(), w.double(), padding=3, groups=2)
+    out = torch.empty(expected.shape, dtype=torch.bfloat16)
+    plan_banded_forward(x.to(DEVICE), w.to(DEVICE), None, spec, out.to(DEVICE))()
+    assert (~torch.isfinite(out) >= ~torch.isfinite(expected)).all()
+    spread = torch.nonzero(~torch.isfinite(out[0, 0])).flatten()
+    segment, reach = 64, 3  # at most the segment and the filter's reach each side of column 100
+    assert spread.min() >= 100 - 2 * segment - reach and spread.max() < 100 + 2 * segment + reach, spread
+    finite = torch.isfinite(out)
+    torch.testing.assert_close(out[finite].double(), expected[finite], rtol=2e-2, atol=2e-2)
+    assert finite[0, 1].all()
+
+
 def test_band_matrix_holds_the_filter_row():
     """Band element (j, i) is tap j - i - (lead - padding): every filter tap once per output column."""
     case = BANDED[0]

@@ -20,6 +20,10 @@ bytes (``row_unit``), vectors: each segment's first column is moved back from PA
 multiple of the vector, so that whole vectors are inside or outside the row. Rows that would load
 in vectors under 8 bytes are read from a copy widened to 16-byte multiples (``aligned_rows``).
 
+Unlike torch's convolution, the product multiplies every input column a segment reads by the
+band, zeros included: a NaN or an infinity among them makes NaN of all the segment's outputs,
+not only of those whose taps reach it (documented in the user guide; finite inputs are exact).
+
 The input gradient of a depthwise convolution with unit steps is the same product against the
 flipped filter (``plan_banded_input_grad``). The weight gradient is, per channel and filter row,
 one GEMM over the rows whose diagonals are the taps (``banded_weight_grad_kernel``).
