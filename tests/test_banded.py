@@ -19,7 +19,6 @@ from triton_conv.kernels.banded import (
     plan_banded_input_grad,
     read_unit,
     row_unit,
-    weight_grad_tiling,
 )
 from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, compile_launch
@@ -264,9 +263,7 @@ def test_weight_grad_segment_width(number, block_w, gpu_tiles):
     keep the matrix unit busier than the issue (12, 15, 20)."""
     shape = SHAPES_BY_NUMBER[number]
     x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, device="meta")
-    spec, unit = shape.geometry(), read_unit(as_3d(x))
-    cfg, *_ = weight_grad_tiling(spec, unit, 1, banded_weight_grad_config(spec, unit))
-    assert cfg.block_w == block_w
+    assert banded_weight_grad_config(shape.geometry(), read_unit(as_3d(x))).block_w == block_w
 
 
 @pytest.mark.compile
@@ -297,6 +294,17 @@ def test_tuning_space_compiles_for_sm90(pass_, number, gpu_tiles):
         info = compile_launch(launch, 90)
         assert info.uses_wgmma and info.spill_bytes == 0, info
         assert info.shared_bytes <= SHARED_MEMORY_LIMIT[90], info
+
+
+def test_weight_grad_tiles_cut_to_the_lines(gpu_tiles):
+    """With 2 lines (N x D_OUT) a step of 64 lines and one of 32 are the same launch: the
+    search space holds each launch once, at 16 lines."""
+    x = torch.empty(2, 4, 6, 20, dtype=torch.bfloat16, device="meta")
+    spec = conv_spec(x, torch.empty(4, 1, 3, 5, dtype=torch.bfloat16, device="meta"), None, 1, (1, 2), 1, 4, 2)
+    heuristic = BANDED_WEIGHT_GRAD.clipped(spec, BANDED_WEIGHT_GRAD.tiles[0])
+    space = select.search_space(BANDED_WEIGHT_GRAD, spec, torch.bfloat16, "ieee", heuristic, exhaustive=True)
+    assert all(tile.block_m == 16 for tile in space) and len(set(space)) == len(space)
+    assert len(space) < len(BANDED_WEIGHT_GRAD.tiles)
 
 
 def test_weight_grad_tiles_in_the_interpreter(gpu_tiles):

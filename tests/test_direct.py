@@ -229,8 +229,8 @@ def test_every_tuned_weight_grad_tile_is_correct(knobs, gpu_tiles):
 def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
     """Every tile the exhaustive tuning of the direct kernels would time on suite shapes 10 (4
     channels per group) and 15 (7x7 depthwise) compiles for sm_90 with no spill traffic in its
-    loops (bf16): ptxas may keep a value or two for the epilogue in local memory, one store
-    and one load per thread."""
+    loops (bf16): ptxas may keep a value or two for the epilogue in local memory (at most 8
+    bytes), stored before the loops and loaded after them."""
     spec, x, w, y = _suite_tensors(number, layout)
     for kind in (DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD):
         heuristic = kind.tiles[0]
@@ -238,11 +238,8 @@ def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
         assert len(space) == len(kind.tiles)
         for knobs in space:
             info = compile_launch(kind.plan(spec, x, w, None, y, knobs), 90, assembly=True)
-            assert info.spill_bytes == 0 or local_memory_in_loops(parse_sass(info.assembly.sass)) == 0, (
-                kind.name,
-                knobs,
-                info,
-            )
+            in_loops = local_memory_in_loops(parse_sass(info.assembly.sass))
+            assert info.spill_bytes <= 8 and in_loops == 0, (kind.name, knobs, info)
 
 
 def test_tuning_keys(tied_timing):

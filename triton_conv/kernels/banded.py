@@ -51,6 +51,7 @@ from ..tuning.configs import (
     banded_lead,
     banded_weight_grad_columns,
     banded_weight_grad_config,
+    banded_weight_grad_lines,
     bucket_row_width,
     split_k_for,
 )
@@ -517,15 +518,13 @@ def plan_banded_input_grad(
     return plan_banded_forward(grad_output, weight, bias, forward, grad_input, epilogue, flip_filter=True)
 
 
-def weight_grad_tiling(
-    spec: ConvSpec, unit: int, walk_splits: int, cfg: BandedConfig
-) -> tuple[BandedConfig, int, int, int]:
-    """The weight gradient's tile ``cfg`` with its lines per step cut to the problem's (at least
-    16), walk positions, positions per program, and programs per (channel, filter row): line
-    blocks times walk splits, one partial each."""
+def weight_grad_tiling(spec: ConvSpec, walk_splits: int, cfg: BandedConfig) -> tuple[BandedConfig, int, int, int]:
+    """The weight gradient's tile ``cfg`` with its lines per step cut to the problem's
+    (``banded_weight_grad_lines``), walk positions, positions per program, and programs per
+    (channel, filter row): line blocks times walk splits, one partial each."""
     d_out, h_out, w_out = spec.output_size
     lines = spec.batch * d_out
-    cfg = replace(cfg, block_m=min(cfg.block_m, max(MIN_DOT, triton.next_power_of_2(lines))))
+    cfg = replace(cfg, block_m=banded_weight_grad_lines(spec, cfg.block_m))
     walk = h_out * triton.cdiv(w_out, cfg.block_w)
     split_walk = triton.cdiv(walk, walk_splits)
     return cfg, walk, split_walk, triton.cdiv(lines, cfg.block_m) * triton.cdiv(walk, split_walk)
@@ -549,7 +548,7 @@ def plan_banded_weight_grad(
     t, r, s = spec.kernel_size
     pad_w = spec.pad_lo[2]
     x_unit = row_unit(x)
-    cfg, walk, split_walk, partials = weight_grad_tiling(spec, x_unit, walk_splits, cfg)
+    cfg, walk, split_walk, partials = weight_grad_tiling(spec, walk_splits, cfg)
     assert dw_partial.shape[0] == partials, (dw_partial.shape, partials)
     lead = banded_lead(pad_w, x_unit)
     columns = banded_weight_grad_columns(spec, cfg.block_w, x_unit)
@@ -585,11 +584,10 @@ def _weight_grad_partials(
     """The walk split for the tile ``cfg`` (``walk_splits`` if given; else split only where the
     channels' filter rows and line blocks leave SMs idle) and the partial buffers of dw (and db)."""
     t, r, _ = spec.kernel_size
-    unit = read_unit(as_3d(input))
     if walk_splits is None:
-        _, walk, _, line_blocks = weight_grad_tiling(spec, unit, 1, cfg)
+        _, walk, _, line_blocks = weight_grad_tiling(spec, 1, cfg)
         walk_splits = split_k_for(spec.out_channels * t * r * line_blocks, walk, 1)
-    _, _, _, partials = weight_grad_tiling(spec, unit, walk_splits, cfg)
+    _, _, _, partials = weight_grad_tiling(spec, walk_splits, cfg)
     weights = spec.out_channels * spec.taps
     dw_partial, db_partial = partial_buffers(grad_output, partials, weights, spec.out_channels if with_bias else None)
     return walk_splits, dw_partial, db_partial
@@ -625,6 +623,7 @@ BANDED_WEIGHT_GRAD = KernelKind(
     plan=lambda spec, x, w, b, y, tile: _plan_weight_grad_with_tile(spec, x, y, b is not None, tile),
     key_fields=BANDED_FORWARD.key_fields,
     gemm_blocks=False,
+    fit=lambda spec, tile: replace(tile, block_m=banded_weight_grad_lines(spec, tile.block_m)),
 )
 
 
@@ -648,7 +647,8 @@ def banded_weight_grad(
             lambda c: functools.partial(
                 banded_weight_grad, grad_output, input, spec, grad_weight, grad_bias, walk_splits, BandedConfig.of(c)
             ),
-            banded_weight_grad_config(spec, read_unit(as_3d(input))).tile(), input.device,
+            BANDED_WEIGHT_GRAD.clipped(spec, banded_weight_grad_config(spec, read_unit(as_3d(input))).tile()),
+            input.device,
         )  # fmt: skip
         cfg = BandedConfig.of(tile)
     walk_splits, dw_partial, db_partial = _weight_grad_partials(

@@ -437,7 +437,8 @@ def direct_weight_grad_kernel(
         DIL_D/H/W: the spacing of the taps.
         HAS_BIAS_GRAD: also sum dy into db.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
-        CHANNEL_VECTORS: a thread's channels of x are one vector load (channels-last).
+        CHANNEL_VECTORS: x and dy are channels-last: a thread's channels of x are one vector load,
+            and of dy where a group is one channel without a multiplier.
         C_G, GROUP_SLOTS, FULL_SLOTS, MULTIPLIERS, MULTIPLIER_BLOCKS: as in direct_forward_kernel.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
             pixel groups by channel slots.
@@ -482,8 +483,8 @@ def direct_weight_grad_kernel(
     accs = ()
     for _ in tl.static_range(TAPS_PER_STEP * MULTIPLIERS):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
-    # By group: a vector of channels only where a group is one channel.
-    DY_VECTORS: tl.constexpr = CHANNEL_VECTORS and GROUP_SLOTS == 1
+    # dy by group: consecutive channels only where a group is one channel with no multiplier.
+    DY_VECTORS: tl.constexpr = CHANNEL_VECTORS and GROUP_SLOTS == 1 and MULTIPLIER_BLOCKS == 1
     for _ in range(g_start, g_end, BLOCK_G):
         mask_g = groups < g_end
         ow0 = group_w * PIXELS

@@ -291,7 +291,8 @@ class DirectConfig:
 # Channels per tile, largest first: the first that divides the channel count wastes no lanes.
 DIRECT_BLOCK_C = (64, 32, 16)
 # Pixels per thread along W, and taps per step: 8 x 8 accumulators, a step's input columns and
-# weights fit in 255 registers (measured by compiling suite shapes 12-16, 20, 31, 32 for sm_90).
+# weights fit in 255 registers (measured by compiling suite shapes 12-16, 20, 31, 32 for sm_90;
+# with vectors of channels the forward and input gradient also keep DIRECT_PIXELS_PLUS_TAPS).
 DIRECT_PIXELS = 8
 DIRECT_TAPS_PER_STEP = 8
 # Channels of a group a forward or input-gradient program multiplies each loaded column by (a
@@ -309,7 +310,8 @@ DIRECT_NUM_WARPS = 4
 # A forward or input-gradient thread holds a step's input columns (pixels + taps - 1 vectors) and
 # its taps' weights beside its accumulators, so pixels + taps stay at most this many with
 # vectors of channels. Compiled for sm_90 (bf16, channels-last): 8 pixels with 7 taps (suite
-# shape 15) spilled, 7 with 7 (shapes 16, 31) and 7 with 5 (14) did not.
+# shape 15) spilled, 7 with 7 (shapes 16, 31) and 7 with 5 (14) did not. (With a convolution step
+# above 1 a thread holds (pixels - 1) x step + taps columns: the count is the stride-1 one.)
 DIRECT_PIXELS_PLUS_TAPS = 14
 # Channels-last forward and input-gradient launches doing at least this many multiply-adds read
 # the filter from a copy in the accumulator's type (float32; float64 for float64) with the
@@ -325,7 +327,7 @@ DIRECT_INTERPRETER_CONFIG = DirectConfig(block_g=256, pixels=4, block_c=64, num_
 # ``DIRECT_INPUT_GRAD``), as knobs (``direct_knobs``): the heuristic's 8 pixels and 4 multipliers
 # over 64 channels, then fewer pixels (more programs, fewer registers: occupancy), narrower
 # channel blocks, fewer multipliers (more programs per group) and 8 warps. All compile for sm_90
-# without spills on suite shapes 10 and 15 (tests/test_direct.py).
+# with no spill traffic in their loops on suite shapes 10 and 15 (tests/test_direct.py).
 DIRECT_TILES = (
     KernelConfig(8, 64, 4, 4, 1),
     KernelConfig(4, 64, 4, 4, 1),
@@ -339,7 +341,8 @@ DIRECT_TILES = (
 
 # The weight gradient's (``kernels/direct.DIRECT_WEIGHT_GRAD``): its accumulators are a step's
 # taps, not its pixels, so the heuristic's 16 pixels per thread, then 8, narrower channel blocks,
-# fewer multipliers and 8 warps. All compile for sm_90 without spills on suite shapes 10 and 15.
+# fewer multipliers and 8 warps. All compile for sm_90 with no spill traffic in their loops on
+# suite shapes 10 and 15.
 DIRECT_WEIGHT_GRAD_TILES = (
     KernelConfig(16, 64, 4, 4, 1),
     KernelConfig(8, 64, 4, 4, 1),
@@ -497,7 +500,7 @@ def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
 
 def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
     """The band weight gradient's heuristic tile: BANDED_WEIGHT_GRAD_ROWS lines per step (fewer
-    where the problem has fewer, ``kernels/banded.weight_grad_tiling``), the forward's pipeline,
+    where the problem has fewer, ``banded_weight_grad_lines``), the forward's pipeline,
     and the segment width of the least estimated time (``BANDED_WEIGHT_GRAD_STEP_CYCLES``), the
     least matrix work on a tie."""
     cfg = banded_config(spec, unit)
@@ -512,6 +515,13 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
         return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
 
     return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS, block_w=min(BANDED_BLOCK_W, key=cost))
+
+
+def banded_weight_grad_lines(spec: ConvSpec, most: int) -> int:
+    """The band weight gradient's lines (N x D_OUT) per step: at most ``most``, no more than the
+    problem's rounded up to a power of 2, at least the 16 of a dot."""
+    lines = spec.batch * spec.output_size[0]
+    return min(most, max(MIN_DOT, 1 << max(0, lines - 1).bit_length()))
 
 
 def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> BandedConfig:

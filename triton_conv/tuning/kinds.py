@@ -53,7 +53,11 @@ class KernelKind:
             block must divide C/groups); None: every tile can.
         gemm_blocks: its tiles are blocks of a GEMM on the matrix unit, so the register,
             shared-memory and wgmma budget (``configs.fits``) applies and a tile is clipped to
-            the GEMM. False for the direct kernels, whose tiles are CUDA-core knobs used as given.
+            the GEMM. False for the direct kernels, whose tiles are CUDA-core knobs used as given,
+            and the band weight gradient, whose tiles ``fit`` cuts.
+        fit: for a kind without ``gemm_blocks``, what of a tile the problem cuts (the band weight
+            gradient's lines per step), so that tiles the same on a problem are timed once;
+            None: used as given.
     """
 
     name: str
@@ -70,6 +74,7 @@ class KernelKind:
     key_fields: Callable[[ConvSpec], tuple[str, ...]] | None = None
     admits: Callable[[ConvSpec, KernelConfig], bool] | None = None
     gemm_blocks: bool = True
+    fit: Callable[[ConvSpec, KernelConfig], KernelConfig] | None = None
 
     def output_tiles(self, spec: ConvSpec, tile: KernelConfig) -> int:
         """The (M x N) output tiles of every group: the programs of one split (at least one
@@ -78,8 +83,11 @@ class KernelKind:
         return -(-m // tile.block_m) * max(1, -(-n // tile.block_n)) * spec.groups
 
     def clipped(self, spec: ConvSpec, tile: KernelConfig) -> KernelConfig:
-        """``tile`` fitted to the problem ``spec``: clipped to its GEMM (see ``gemm_blocks``)."""
-        return clip_config(tile, *self.gemm_extents(spec)) if self.gemm_blocks else tile
+        """``tile`` fitted to the problem ``spec``: clipped to its GEMM (see ``gemm_blocks``), or
+        cut by ``fit``."""
+        if self.gemm_blocks:
+            return clip_config(tile, *self.gemm_extents(spec))
+        return self.fit(spec, tile) if self.fit is not None else tile
 
     def heuristic(self, spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
         """What runs without tuning: the first fitting tile clipped to the GEMM, adjusted by the
