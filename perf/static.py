@@ -112,7 +112,7 @@ def gemm_of(shape: SuiteShape, pass_: str) -> GEMM:
 
 @dataclass(frozen=True)
 class Plan:
-    """A case's launches, and the geometry its GEMM kernels see (patch embeddings fold in the forward)."""
+    """A case's launches, and the geometry its GEMM kernels see (patch embeddings and first layers fold in the forward)."""
 
     launches: list[Launch]
     spec: ConvSpec
@@ -142,9 +142,7 @@ def plan_case(case: StaticCase) -> Plan:
             dispatch.input_grad(y, w, spec, torch.empty(x.shape, dtype=dtype, device="meta", memory_format=dx_format))
         else:
             dispatch.weight_grad(y, x, spec, torch.empty(w.shape, dtype=dtype, device="meta"), None)
-    if case.pass_ == "F" and dispatch.folds_patch_rows(x, spec):
-        spec = spec.fold_patch_rows()
-    return Plan(launches, spec)
+    return Plan(launches, dispatch.forward_spec(x, spec) if case.pass_ == "F" else spec)
 
 
 def kernel_name(launch: Launch) -> str:

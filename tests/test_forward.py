@@ -7,7 +7,7 @@ import torch
 
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import plan_input_grad
-from triton_conv.spec import conv_spec
+from triton_conv.spec import as_3d, conv_spec
 from triton_conv.testing import TORCH_CONV, TRITON_CONV
 
 from .cases import CASES, PATCHES, SUBSET, named, params
@@ -43,21 +43,73 @@ def test_patch_embedding(case, layout):
 
 def test_patch_rows_fold_rule():
     """Channels-last patch embeddings fold each patch row into the channels: kw*C per tap."""
-    from triton_conv.kernels.dispatch import fold_patch_rows, folds_patch_rows
-    from triton_conv.spec import conv_spec
+    from triton_conv.kernels.dispatch import fold_columns, folds_columns
 
     x = torch.randn(2, 3, 8, 12).to(memory_format=torch.channels_last)
     w = torch.randn(8, 3, 4, 4)
     spec = conv_spec(x, w, None, stride=4, padding=0, dilation=1, groups=1, ndim=2)
-    assert folds_patch_rows(x, spec) and not folds_patch_rows(x.contiguous(), spec)
+    assert folds_columns(x, spec) and not folds_columns(x.contiguous(), spec)
     padded = conv_spec(x, w, None, stride=4, padding=1, dilation=1, groups=1, ndim=2)
-    assert not folds_patch_rows(x, padded)
-    fx, fw, folded = fold_patch_rows(x, w, spec)
+    assert not folds_columns(x, padded)
+    fx, fw = fold_columns(x, w, spec)
+    folded = spec.fold_columns()
     assert (folded.in_channels, folded.kernel_size, folded.stride) == (12, (1, 4, 1), (1, 4, 1))
     assert fx.shape == (2, 12, 8, 3) and fw.shape == (8, 12, 4, 1) and fx.data_ptr() == x.data_ptr()
     # Output column j, channel s*C + c of the fold is input column 4j + s, channel c.
     assert torch.equal(fx[:, 3 * 2 + 1, :, 2], x[:, 1, :, 4 * 2 + 2])
     assert torch.equal(fw[:, 3 * 2 + 1, :, 0], w[:, 1, :, 2])
+
+
+def test_first_layer_fold_rule():
+    """A first layer (fewer than 8 channels, one group) folds each filter row's columns into the
+    channels: in place where W is unpadded and W and C are adjacent, the pixels' runs overlapping
+    where the step is below the filter's width; over a padded copy with 4 channels where W is
+    padded; not where W is dilated, nor grouped."""
+    from triton_conv.kernels.dispatch import fold_columns, folds_columns, folds_columns_of_copy, forward_spec
+
+    x = torch.randn(2, 3, 9, 11).to(memory_format=torch.channels_last)
+    w = torch.randn(8, 3, 5, 5)
+    spec = conv_spec(x, w, None, stride=2, padding=(2, 0), dilation=1, groups=1, ndim=2)
+    assert folds_columns(x, spec) and not folds_columns_of_copy(spec)
+    fx, fw = fold_columns(x, w, spec)
+    folded = spec.fold_columns()
+    assert (folded.in_channels, folded.kernel_size, folded.stride) == (15, (1, 5, 1), (1, 2, 1))
+    assert folded.input_size == (1, 9, 4) and folded.output_size == spec.output_size == (1, 5, 4)
+    assert fx.data_ptr() == x.data_ptr() and forward_spec(x, spec) == folded
+    # Output column j, channel s*C + c of the fold is input column 2j + s, channel c.
+    assert torch.equal(fx[:, 4 * 3 + 2, :, 3], x[:, 2, :, 2 * 3 + 4])
+    assert torch.equal(fw[:, 4 * 3 + 2, :, 0], w[:, 2, :, 4])
+    stem = conv_spec(x, w, None, stride=2, padding=2, dilation=1, groups=1, ndim=2)
+    assert folds_columns_of_copy(stem) and not folds_columns(x, stem)
+    on_copy = forward_spec(x.contiguous(), stem)
+    assert (on_copy.in_channels, on_copy.input_size, on_copy.pad_lo) == (5 * 4, (1, 13, 6), (0, 0, 0))
+    dilated = conv_spec(x, w, None, stride=2, padding=(2, 0), dilation=(1, 2), groups=1, ndim=2)
+    assert not folds_columns(x, dilated) and not folds_columns_of_copy(dilated) and forward_spec(x, dilated) == dilated
+    grouped_w = torch.randn(6, 1, 5, 5)
+    grouped = conv_spec(x, grouped_w, None, stride=2, padding=2, dilation=1, groups=3, ndim=2)
+    assert forward_spec(x, grouped) == grouped
+
+
+@pytest.mark.parametrize(
+    "shape, strides, run",
+    [
+        ((2, 64, 5, 5), "cl", 16),  # Triton sees it anyway
+        ((2, 24, 5, 5), "cl", 8),  # 24-channel rows: 16-byte runs the compiler is told of
+        ((2, 12, 5, 5), "cl", 4),
+        ((2, 3, 5, 5), "cl", 1),
+        ((2, 24, 5, 5), "nchw", 1),  # channels strided: nothing to tell
+    ],
+)
+def test_channel_run(shape, strides, run):
+    """``channel_run``: the power of two that divides C/groups and every stride of the operands
+    read channels-last (the weight's too), at most 16."""
+    from triton_conv.kernels.layout import channel_run
+
+    x = torch.empty(shape)
+    w = torch.empty(8, shape[1], 3, 3)
+    if strides == "cl":
+        x, w = (t.to(memory_format=torch.channels_last) for t in (x, w))
+    assert channel_run(as_3d(x), as_3d(w), shape[1]) == run
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

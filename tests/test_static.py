@@ -152,3 +152,21 @@ def test_conformer_depthwise_runs_on_the_matrix_unit(pass_, tmp_path: Path, capf
     assert issue <= 1.5 * band["roofline_us"], (issue, band["roofline_us"])
     # The band's zeros included, the matrix unit is not what bounds it either.
     assert 0 < band["matrix_us"] <= band["roofline_us"], band
+
+
+def test_stem_forward_folds_filter_rows(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    """Suite shape 1 (ResNet's stem: 3 channels, 7x7, stride 2, padding 3) forward, bf16,
+    channels-last, as an H100 would run it: a padded 4-channel copy, then the GEMM over each
+    filter row's 7 columns folded into 28 channels (one step per tap): pipelined across taps,
+    async copies of whole channel runs (no scalar loads), wgmma, no spills, and at most 2x the
+    matmul tutorial's instructions per step on the same GEMM."""
+    argv = ("--static", "--shapes", "1", "--passes", "F", "--layout", "channels_last", "--dump", str(tmp_path))
+    assert cli.run(_args(*argv)) == 0
+    capfd.readouterr()
+    rows = {r["kernel"]: r for r in json.loads((tmp_path / "index.json").read_text())}
+    assert set(rows) == {"pad_input_kernel", "implicit_gemm_forward_kernel", "reference_matmul_kernel"}
+    gemm = rows["implicit_gemm_forward_kernel"]
+    assert gemm["uses_wgmma"] and gemm["spill_bytes"] == 0 and gemm["pipelined"] == "across taps", gemm
+    assert gemm["ratio_to_reference"] <= 2, gemm
+    loop = hot_loop(parse_sass((tmp_path / gemm["sass"]).read_text()))
+    assert loop is not None and "LDGSTS" in loop.opcodes and "LDG" not in loop.opcodes, loop.opcodes

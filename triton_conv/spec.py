@@ -91,21 +91,31 @@ class ConvSpec:
         """Non-overlapping patches along W (kernel = stride > 1, dilation 1, no padding, one group).
 
         With W and C adjacent in memory (channels-last), a patch row's kernel-width pixels are
-        kernel-width x C consecutive elements: one wider channel run (``fold_patch_rows``).
+        kernel-width x C consecutive elements: one wider channel run (``fold_columns``).
         """
         kw, sw, dw = self.kernel_size[2], self.stride[2], self.dilation[2]
         return self.unpadded and kw == sw > 1 and dw == 1 and self.groups == 1
 
-    def fold_patch_rows(self) -> ConvSpec:
-        """The same convolution with each patch row taken as kernel-width x C input channels:
-        a filter one pixel wide, stride 1, over the output's columns (requires ``patch_rows``)."""
-        (d, h, _), (t, r, kw), (sd, sh, _) = self.input_size, self.kernel_size, self.stride
+    @property
+    def columns_fold(self) -> bool:
+        """Whether ``fold_columns`` applies: one group, W neither padded nor dilated (each output
+        pixel's filter row reads kernel-width adjacent columns, all inside the row)."""
+        return self.groups == 1 and self.pad_lo[2] == 0 and self.pad_hi[2] <= 0 and self.dilation[2] == 1
+
+    def fold_columns(self) -> ConvSpec:
+        """The same convolution with the kernel-width input columns an output pixel reads in a
+        filter row taken as kernel-width x C input channels: a filter one column wide, unit step
+        along W, over the output's columns (requires ``columns_fold``). With W and C adjacent in
+        memory the folded channels are consecutive elements, read from column ``stride`` apart."""
+        (d, h, _), (t, r, _), (sd, sh, _), (dd, dh, _) = self.input_size, self.kernel_size, self.stride, self.dilation
         return replace(
             self,
-            in_channels=self.in_channels * kw,
+            in_channels=self.in_channels * self.kernel_size[2],
             input_size=(d, h, self.output_size[2]),
             kernel_size=(t, r, 1),
             stride=(sd, sh, 1),
+            dilation=(dd, dh, 1),
+            pad_hi=(*self.pad_hi[:2], 0),
         )
 
     @property

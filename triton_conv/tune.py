@@ -119,8 +119,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             else:
                 keys[DIRECT_WEIGHT_GRAD.name] = key(DIRECT_WEIGHT_GRAD, spec, DIRECT_WEIGHT_GRAD.key_layout(x, y))
         return keys
-    # The forward of a patch embedding runs on its folded problem (``dispatch.fold_patch_rows``).
-    forward = spec.fold_patch_rows() if dispatch.folds_patch_rows(x, spec) else spec
+    # The forward of a patch embedding or a first layer runs on its folded problem.
+    forward = dispatch.forward_spec(x, spec)
     keys = {}
     if dispatch.tma_forward_applies(gemm_operand(as_3d(x)), forward):
         keys[FORWARD_TMA.name] = key(FORWARD_TMA, forward, "cl")

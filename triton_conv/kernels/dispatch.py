@@ -17,7 +17,7 @@ from .implicit_gemm_forward_tma import input_grad_filter, plan_forward_tma, tma_
 from .implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .layout import gemm_operand
-from .pad_input import pad_input
+from .pad_input import pad_input, padded_spec
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -111,26 +111,66 @@ def uses_banded_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, spec
     return uses_banded_kernel(input, spec) and uses_banded_kernel(grad_output, spec)
 
 
-def folds_patch_rows(input: torch.Tensor, spec: ConvSpec) -> bool:
-    """Patch embeddings (``ConvSpec.patch_rows``) whose input has W and C adjacent and dense
-    (channels-last, or a single channel): each patch row is one contiguous channel run."""
+def folds_columns(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """Whether the forward reads ``input`` (as the GEMM kernels take it, ``gemm_operand``) as its
+    folded problem (``ConvSpec.fold_columns``) in place: W and C adjacent and dense, for patch
+    embeddings (``ConvSpec.patch_rows``) and first layers of few channels whose filter is wider
+    than a column. Each tap of the fold reads one run of kernel-width x C consecutive elements per
+    pixel, where the GEMM would otherwise take a reduction block of C (mostly masked) per tap."""
     channels = spec.in_channels
-    return spec.patch_rows and input.stride(-1) == channels and (channels == 1 or input.stride(1) == 1)
+    dense = input.stride(-1) == channels and (channels == 1 or input.stride(1) == 1)
+    return spec.columns_fold and dense and (spec.patch_rows or few_channels_wide_rows(spec))
 
 
-def fold_patch_rows(
+def few_channels_wide_rows(spec: ConvSpec) -> bool:
+    """A network's first layer (``pads_input``) whose filter is more than one column wide and not
+    dilated along W: its forward folds columns, in place or of a padded copy."""
+    return pads_input(spec) and spec.kernel_size[2] > 1 and spec.dilation[2] == 1
+
+
+def folds_columns_of_copy(spec: ConvSpec) -> bool:
+    """Whether the forward folds the columns of a padded copy of the input (``pad_input``): a
+    first layer padded along W, which cannot fold in place. The copy's channels, zero-filled to
+    a multiple of PADDED_CHANNEL_RUN, also align every run to 8 bytes in 16-bit dtypes."""
+    return few_channels_wide_rows(spec) and not spec.columns_fold
+
+
+def forward_spec(input: torch.Tensor, spec: ConvSpec) -> ConvSpec:
+    """The problem the forward's GEMM kernels solve for ``spec`` over ``input`` (``forward_problem``)."""
+    if folds_columns_of_copy(spec):
+        return padded_spec(spec, padded_channels(spec)).fold_columns()
+    return spec.fold_columns() if folds_columns(gemm_operand(as_3d(input)), spec) else spec
+
+
+def forward_problem(
     input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec
 ) -> tuple[torch.Tensor, torch.Tensor, ConvSpec]:
-    """The forward problem with each patch row's kernel-width x C elements as the channels
-    (``ConvSpec.fold_patch_rows``): a K-deep reduction per tap instead of C. The input becomes a
-    view; the weight (K, C, ..., kw) becomes (K, kw*C, ..., 1), a view when it is channels-last."""
-    folded = spec.fold_patch_rows()
-    kw = spec.kernel_size[2]
+    """The operands and geometry of the forward's GEMM (the input as ``gemm_operand`` makes it):
+    ``fold_columns`` where it applies, of a padded copy for ``folds_columns_of_copy``."""
+    if folds_columns_of_copy(spec):
+        channels = padded_channels(spec)
+        x, spec = pad_input(input, spec, channels)
+        # The copy's zero channels meet zero weights.
+        zeros = weight.new_zeros((weight.shape[0], channels - weight.shape[1], *weight.shape[2:]))
+        weight = torch.cat([weight, zeros], 1)
+    else:
+        x = gemm_operand(as_3d(input))
+        if not folds_columns(x, spec):
+            return x, weight, spec
+    return (*fold_columns(x, weight, spec), spec.fold_columns())
+
+
+def fold_columns(input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input`` and ``weight`` of ``ConvSpec.fold_columns``, W and C adjacent in ``input``. The
+    input becomes a view whose pixels overlap where the stride along W is below the kernel's
+    width: channel s*C + c of folded column j is input column stride*j + s, channel c. The weight
+    (K, C, ..., kw) becomes (K, kw*C, ..., 1), a view when it is channels-last."""
+    folded = spec.fold_columns()
     sizes = [input.shape[0], folded.in_channels, *input.shape[2:-1], folded.input_size[2]]
-    strides = [input.stride(0), 1, *input.stride()[2:-1], kw * input.stride(-1)]
+    strides = [input.stride(0), 1, *input.stride()[2:-1], spec.stride[2] * input.stride(-1)]
     x = input.as_strided(sizes, strides, input.storage_offset())
     w = weight.movedim(-1, 1).reshape(weight.shape[0], folded.in_channels, *weight.shape[2:-1], 1)
-    return x, w, folded
+    return x, w
 
 
 def forward(
@@ -149,11 +189,9 @@ def forward(
     elif uses_direct_kernel(spec):
         launch = plan_direct_forward(input, weight, bias, spec, out, epilogue)
     else:
-        if folds_patch_rows(input, spec):
-            input, weight, spec = fold_patch_rows(input, weight, spec)
         # The channels-last operand both GEMM kernels read (a copy of a default-layout input,
         # which the pointer kernel would make anyway): TMA then applies in either layout.
-        input = gemm_operand(as_3d(input))
+        input, weight, spec = forward_problem(input, weight, spec)
         plan = plan_forward_tma if tma_forward_applies(input, spec) else plan_forward
         launch = plan(input, weight, bias, spec, out, epilogue=epilogue)
     launch()
@@ -209,6 +247,11 @@ def pads_input(spec: ConvSpec) -> bool:
     return spec.groups == 1 and 0 < spec.in_channels < FEW_CHANNELS and not spec.patch_rows and spec.output_pixels > 0
 
 
+def padded_channels(spec: ConvSpec) -> int:
+    """The channels of ``pads_input``'s copy: the input's, rounded up to PADDED_CHANNEL_RUN."""
+    return -(-spec.in_channels // PADDED_CHANNEL_RUN) * PADDED_CHANNEL_RUN
+
+
 def weight_grad(
     grad_output: torch.Tensor,
     input: torch.Tensor,
@@ -224,7 +267,7 @@ def weight_grad(
         direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
         return
     if pads_input(spec):
-        x, padded = pad_input(input, spec, -(-spec.in_channels // PADDED_CHANNEL_RUN) * PADDED_CHANNEL_RUN)
+        x, padded = pad_input(input, spec, padded_channels(spec))
         # The padded channels' gradients are computed and dropped.
         padded_grad = grad_weight.new_empty((spec.out_channels, padded.in_channels, *grad_weight.shape[2:]))
         implicit_gemm_weight_grad(grad_output, x, padded, padded_grad, grad_bias)

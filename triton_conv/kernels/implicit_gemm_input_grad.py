@@ -143,7 +143,7 @@ def implicit_gemm_input_grad_kernel(
         w_step = k0 * sw_k - (it_t * tap_step_d * sw_t + it_r * tap_step_h * sw_r + it_s * tap_step_w * sw_s)
         a_ptrs = dy_ptr + dy_step + dy_offs
         b_ptrs = w_ptr + w_step + w_offs
-        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, k0, offs_k, K_G, EVEN_K)
+        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, k0, offs_k, K_G, EVEN_K, 1)
         acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         k0, it_t, it_r, it_s = next_step(k0, it_t, it_r, it_s, K_G, count_r, count_s, BLOCK_K)
 

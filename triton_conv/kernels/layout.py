@@ -9,6 +9,8 @@ channels-last first, which costs one read and one write of the tensor.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..runtime import TRITON_VERSION
@@ -51,3 +53,19 @@ def store_transposed(out: torch.Tensor) -> bool:
     the other way round with Triton 3.6).
     """
     return out.stride(1) == 1 or _TIE_TO_LAST_DIMENSION
+
+
+# Triton specialises an integer argument divisible by 16 and assumes nothing of the others.
+SPECIALISED_MULTIPLE = 16
+
+
+def channel_run(x: torch.Tensor, w: torch.Tensor, channels_per_group: int) -> int:
+    """The power of two (at most SPECIALISED_MULTIPLE) that divides ``channels_per_group`` and
+    every stride of ``x`` and ``w`` (N, C, D, H, W) but the channels' (1 or 0: read channels-last),
+    else 1: the GEMM kernels' CHANNEL_RUN. Runs of that many channels then start at aligned
+    offsets, and the channel mask is constant over them; the compiler is told so, where it would
+    see it only for strides divisible by 16 (a 24-channel input, a folded first layer)."""
+    if x.stride(1) > 1 or w.stride(1) > 1:
+        return 1
+    divisor = math.gcd(channels_per_group, *x.stride()[:1], *x.stride()[2:], *w.stride()[:1], *w.stride()[2:])
+    return SPECIALISED_MULTIPLE if divisor == 0 else min(divisor & -divisor, SPECIALISED_MULTIPLE)

@@ -67,11 +67,16 @@ def pad_input_kernel(
     tl.store(out_ptr + out_offs, values, mask=(w_out < W_PAD)[:, None])
 
 
+def padded_spec(spec: ConvSpec, channels: int) -> ConvSpec:
+    """The geometry of ``spec`` over ``pad_input``'s copy with ``channels`` channels."""
+    return replace(spec.with_padded_input(), in_channels=channels)
+
+
 def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch.Tensor, ConvSpec]:
     """``input`` copied channels-last with its channels zero-filled to ``channels`` (a power of two)
     and its padding written out (``ConvSpec.with_padded_input``), and the geometry of the same
     convolution over the copy; one group."""
-    padded = replace(spec.with_padded_input(), in_channels=channels)
+    padded = padded_spec(spec, channels)
     d_pad, h_pad, w_pad = padded.input_size
     out = input.new_empty((spec.batch, *padded.spatial(padded.input_size), channels))
     x = as_3d(input)

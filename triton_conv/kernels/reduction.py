@@ -116,14 +116,18 @@ def phase_taps(phase, pad, dil, stride, TAP_STEP, TAPS):
 
 
 @triton.jit
-def load_operands(a_ptrs, b_ptrs, rows, cols, k0, offs_k, K, EVEN_K: tl.constexpr):
+def load_operands(a_ptrs, b_ptrs, rows, cols, k0, offs_k, K, EVEN_K: tl.constexpr, K_RUN: tl.constexpr):
     """One step's operands: a [BLOCK_M, BLOCK_K] read where ``rows`` (per row) and b
     [BLOCK_K, BLOCK_N] where ``cols`` (per column), both only at reduction indices k0 + offs_k
-    below K unless EVEN_K (K a multiple of BLOCK_K, no test); zeros elsewhere."""
+    below K unless EVEN_K (K a multiple of BLOCK_K, no test); zeros elsewhere. K and k0 are
+    multiples of K_RUN: the test is constant over runs of K_RUN indices, which the compiler is
+    told (it cannot see it for a K not divisible by 16), so that masked loads stay vectors."""
     mask_a = rows[:, None]
     mask_b = cols[None, :]
     if not EVEN_K:
         mask_k = k0 + offs_k < K
+        if K_RUN > 1:
+            mask_k = tl.max_constancy(mask_k, K_RUN)
         mask_a &= mask_k[None, :]
         mask_b &= mask_k[:, None]
     return tl.load(a_ptrs, mask=mask_a, other=0.0), tl.load(b_ptrs, mask=mask_b, other=0.0)
