@@ -395,7 +395,8 @@ def test_dry_run_lists_problems_and_keys(capsys):
     argv = ["tune", "--model", "tests.test_tuning:tiny_cnn", "--input-shape", "2,3,16,16", "--dry-run"]
     assert main([*argv, "--backward", "--dtype", "float16", "--channels-last"]) == 0
     out = capsys.readouterr().out
-    assert "forward:float16:ieee:cl:m1024:n16:k16:t9:g0:s0" in out
+    # The 3-channel first layer's forward folds each filter row into 3 x 4 channels: 3 taps.
+    assert "forward:float16:ieee:cl:m1024:n16:k16:t3:g0:s0" in out
     assert "weight_grad:float16:ieee:cl:m256:n32:k16:t9:g0:s1" in out
     assert "direct_forward:float16:ieee:cl:m256:n16:k16:t9:g1:s0:cg1:kg1:c32:w8" in out
     assert "direct_input_grad:float16:ieee:cl:" in out
