@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 from triton.runtime.jit import JITFunction
+from triton_conv.perf.compiled_code import dot_loop, hot_loop, parse_sass
 
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.common import Launch, accumulator_dtype, recording_launches
@@ -261,6 +262,24 @@ def test_stem_weight_grad_reads_padded_vectors(gpu_tiles):
         info = compile_launch(launch, 90)
         assert info.spill_bytes == 0, info
     assert info.uses_wgmma, info
+
+
+def test_forward_reads_24_channel_runs_as_vectors(gpu_tiles):
+    """A channels-last 24-channel input (strides multiples of 8, not of 16, which is all Triton's
+    specialisation sees): told CHANNEL_RUN 8, the forward's loop loads 16-byte async copies and is
+    pipelined across taps; without the hint it loaded scalars and was not pipelined."""
+    x = _channels_last_empty((64, 24, 56, 56), torch.bfloat16)
+    w = _channels_last_empty((48, 24, 3, 3), torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=2, padding=1, dilation=1, groups=1, ndim=2)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, None, spec, _channels_last_empty(spec.out_shape, torch.bfloat16))
+    (launch,) = launches
+    assert launch.constexprs["CHANNEL_RUN"] == 8 and not launch.constexprs["EVEN_C"], launch.constexprs
+    info = compile_launch(launch, 90, assembly=True)
+    assert info.spill_bytes == 0 and info.uses_wgmma, info
+    loop = hot_loop(parse_sass(info.assembly.sass))
+    assert loop is not None and "LDGSTS" in loop.opcodes and "LDG" not in loop.opcodes, loop.opcodes
+    assert dot_loop(info.assembly.ttgir).verdict == "across taps"
 
 
 # Band-kernel launches of suite-like shapes with the GPU tiles: ConvNeXt's 7x7 on rows of 56
