@@ -264,17 +264,23 @@ def test_stem_weight_grad_reads_padded_vectors(gpu_tiles):
     assert info.uses_wgmma, info
 
 
-def test_forward_reads_24_channel_runs_as_vectors(gpu_tiles):
-    """A channels-last 24-channel input (strides multiples of 8, not of 16, which is all Triton's
-    specialisation sees): told CHANNEL_RUN 8, the forward's loop loads 16-byte async copies and is
-    pipelined across taps; without the hint it loaded scalars and was not pipelined."""
+@pytest.mark.parametrize("pass_", ["forward", "input_grad"])
+def test_24_channel_runs_load_as_vectors(pass_, gpu_tiles):
+    """A channels-last 24-channel layer (strides multiples of 8, not of 16, which is all Triton's
+    specialisation sees), forward and input gradient: told CHANNEL_RUN 8, the loop loads 16-byte
+    async copies and is pipelined across taps; without the hint it loaded scalars, unpipelined
+    (and the input gradient spilled)."""
     x = _channels_last_empty((64, 24, 56, 56), torch.bfloat16)
-    w = _channels_last_empty((48, 24, 3, 3), torch.bfloat16)
-    spec = conv_spec(x, w, None, stride=2, padding=1, dilation=1, groups=1, ndim=2)
+    w = _channels_last_empty((24, 24, 3, 3), torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
+    y = _channels_last_empty(spec.out_shape, torch.bfloat16)
     with recording_launches() as launches:
-        dispatch.forward(x, w, None, spec, _channels_last_empty(spec.out_shape, torch.bfloat16))
+        if pass_ == "forward":
+            dispatch.forward(x, w, None, spec, y)
+        else:
+            dispatch.input_grad(y, w, spec, torch.empty_like(x))
     (launch,) = launches
-    assert launch.constexprs["CHANNEL_RUN"] == 8 and not launch.constexprs["EVEN_C"], launch.constexprs
+    assert launch.constexprs["CHANNEL_RUN"] == 8, launch.constexprs
     info = compile_launch(launch, 90, assembly=True)
     assert info.spill_bytes == 0 and info.uses_wgmma, info
     loop = hot_loop(parse_sass(info.assembly.sass))
