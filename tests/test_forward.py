@@ -63,14 +63,14 @@ def test_patch_rows_fold_rule():
 def test_first_layer_fold_rule():
     """A first layer (fewer than 8 channels, one group) folds each filter row's columns into the
     channels: in place where W is unpadded and W and C are adjacent, the pixels' runs overlapping
-    where the step is below the filter's width; over a padded copy with 4 channels where W is
-    padded; not where W is dilated, nor grouped."""
+    where the step is below the filter's width; else over a padded copy with 4 channels; not
+    where W is dilated, nor grouped."""
     from triton_conv.kernels.dispatch import fold_columns, folds_columns, folds_columns_of_copy, forward_spec
 
     x = torch.randn(2, 3, 9, 11).to(memory_format=torch.channels_last)
     w = torch.randn(8, 3, 5, 5)
     spec = conv_spec(x, w, None, stride=2, padding=(2, 0), dilation=1, groups=1, ndim=2)
-    assert folds_columns(x, spec) and not folds_columns_of_copy(spec)
+    assert folds_columns(x, spec) and not folds_columns_of_copy(x, spec)
     fx, fw = fold_columns(x, w, spec)
     folded = spec.fold_columns()
     assert (folded.in_channels, folded.kernel_size, folded.stride) == (15, (1, 5, 1), (1, 2, 1))
@@ -80,18 +80,24 @@ def test_first_layer_fold_rule():
     assert torch.equal(fx[:, 4 * 3 + 2, :, 3], x[:, 2, :, 2 * 3 + 4])
     assert torch.equal(fw[:, 4 * 3 + 2, :, 0], w[:, 2, :, 4])
     stem = conv_spec(x, w, None, stride=2, padding=2, dilation=1, groups=1, ndim=2)
-    assert folds_columns_of_copy(stem) and not folds_columns(x, stem)
+    assert folds_columns_of_copy(x, stem) and not folds_columns(x, stem)
     on_copy = forward_spec(x.contiguous(), stem)
     assert (on_copy.in_channels, on_copy.input_size, on_copy.pad_lo) == (5 * 4, (1, 13, 6), (0, 0, 0))
     dilated = conv_spec(x, w, None, stride=2, padding=(2, 0), dilation=(1, 2), groups=1, ndim=2)
-    assert not folds_columns(x, dilated) and not folds_columns_of_copy(dilated) and forward_spec(x, dilated) == dilated
+    assert (
+        not folds_columns(x, dilated) and not folds_columns_of_copy(x, dilated) and forward_spec(x, dilated) == dilated
+    )
+    # W and C not adjacent (the default layout, a channels-last view sliced along W): the copy.
+    for strided in (x.contiguous(), x[..., ::2]):
+        valid = conv_spec(strided, w, None, stride=2, padding=(2, 0), dilation=1, groups=1, ndim=2)
+        assert folds_columns_of_copy(strided, valid) and forward_spec(strided, valid).in_channels == 5 * 4
     grouped_w = torch.randn(6, 1, 5, 5)
     grouped = conv_spec(x, grouped_w, None, stride=2, padding=2, dilation=1, groups=3, ndim=2)
     assert forward_spec(x, grouped) == grouped
 
 
 @pytest.mark.parametrize(
-    "shape, strides, run",
+    "shape, layout, run",
     [
         ((2, 64, 5, 5), "cl", 16),  # Triton sees it anyway
         ((2, 24, 5, 5), "cl", 8),  # 24-channel rows: 16-byte runs the compiler is told of
@@ -100,16 +106,19 @@ def test_first_layer_fold_rule():
         ((2, 24, 5, 5), "nchw", 1),  # channels strided: nothing to tell
     ],
 )
-def test_channel_run(shape, strides, run):
-    """``channel_run``: the power of two that divides C/groups and every stride of the operands
-    read channels-last (the weight's too), at most 16."""
-    from triton_conv.kernels.layout import channel_run
+def test_operand_run(shape, layout, run):
+    """``operand_run``: the power of two (at most 16) that divides every stride of an operand read
+    channels-last but the channels', and the counts given; each operand on its own, so that a
+    well-aligned one keeps its 16 next to a 3-channel one."""
+    from triton_conv.kernels.layout import alignment_run, operand_run
 
     x = torch.empty(shape)
-    w = torch.empty(8, shape[1], 3, 3)
-    if strides == "cl":
-        x, w = (t.to(memory_format=torch.channels_last) for t in (x, w))
-    assert channel_run(as_3d(x), as_3d(w), shape[1]) == run
+    if layout == "cl":
+        x = x.to(memory_format=torch.channels_last)
+    assert operand_run(as_3d(x)) == run
+    assert operand_run(as_3d(x), 12) == min(run, 4) and operand_run(as_3d(x), 0) == run
+    w = torch.empty(16, 3, 3, 3).to(memory_format=torch.channels_last)
+    assert operand_run(as_3d(w)) == 1 and alignment_run(0, 0) == 16 and alignment_run(24, 40) == 8
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -119,13 +119,13 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             else:
                 keys[DIRECT_WEIGHT_GRAD.name] = key(DIRECT_WEIGHT_GRAD, spec, DIRECT_WEIGHT_GRAD.key_layout(x, y))
         return keys
-    # The forward of a patch embedding or a first layer runs on its folded problem.
+    # The forward of a patch embedding or a first layer runs on its folded problem, channels-last.
     forward = dispatch.forward_spec(x, spec)
     keys = {}
-    if dispatch.tma_forward_applies(gemm_operand(as_3d(x)), forward):
+    if dispatch.forward_runs_tma(gemm_operand(as_3d(x)), spec, forward):
         keys[FORWARD_TMA.name] = key(FORWARD_TMA, forward, "cl")
     else:
-        keys[FORWARD.name] = key(FORWARD, forward, FORWARD.key_layout(x, y))
+        keys[FORWARD.name] = key(FORWARD, forward, FORWARD.key_layout(x, y) if forward == spec else "cl")
     if backward:
         if dispatch.tma_input_grad_applies(gemm_operand(as_3d(y)), spec):
             keys[f"{FORWARD_TMA.name} (input_grad)"] = key(FORWARD_TMA, spec.input_grad_as_forward(), "cl")

@@ -112,11 +112,11 @@ def uses_banded_weight_grad(grad_output: torch.Tensor, input: torch.Tensor, spec
 
 
 def folds_columns(input: torch.Tensor, spec: ConvSpec) -> bool:
-    """Whether the forward reads ``input`` (as the GEMM kernels take it, ``gemm_operand``) as its
-    folded problem (``ConvSpec.fold_columns``) in place: W and C adjacent and dense, for patch
-    embeddings (``ConvSpec.patch_rows``) and first layers of few channels whose filter is wider
-    than a column. Each tap of the fold reads one run of kernel-width x C consecutive elements per
-    pixel, where the GEMM would otherwise take a reduction block of C (mostly masked) per tap."""
+    """Whether the forward reads ``input`` as its folded problem (``ConvSpec.fold_columns``) in
+    place: W and C adjacent and dense, for patch embeddings (``ConvSpec.patch_rows``) and first
+    layers of few channels whose filter is wider than a column. Each tap of the fold reads one run
+    of kernel-width x C consecutive elements per pixel, where the GEMM would otherwise take a
+    reduction block of C (mostly masked) per tap."""
     channels = spec.in_channels
     dense = input.stride(-1) == channels and (channels == 1 or input.stride(1) == 1)
     return spec.columns_fold and dense and (spec.patch_rows or few_channels_wide_rows(spec))
@@ -128,16 +128,18 @@ def few_channels_wide_rows(spec: ConvSpec) -> bool:
     return pads_input(spec) and spec.kernel_size[2] > 1 and spec.dilation[2] == 1
 
 
-def folds_columns_of_copy(spec: ConvSpec) -> bool:
-    """Whether the forward folds the columns of a padded copy of the input (``pad_input``): a
-    first layer padded along W, which cannot fold in place. The copy's channels, zero-filled to
-    a multiple of PADDED_CHANNEL_RUN, also align every run to 8 bytes in 16-bit dtypes."""
-    return few_channels_wide_rows(spec) and not spec.columns_fold
+def folds_columns_of_copy(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """Whether the forward folds the columns of a padded copy of ``input`` (``pad_input``): a first
+    layer that cannot fold in place (padded along W, or W and C not adjacent: the default layout,
+    a sliced view). The copy's channels, zero-filled to a multiple of PADDED_CHANNEL_RUN, also
+    align every run to 8 bytes in 16-bit dtypes; in the default layout it replaces the
+    channels-last copy the GEMM would make."""
+    return few_channels_wide_rows(spec) and not folds_columns(input, spec)
 
 
 def forward_spec(input: torch.Tensor, spec: ConvSpec) -> ConvSpec:
     """The problem the forward's GEMM kernels solve for ``spec`` over ``input`` (``forward_problem``)."""
-    if folds_columns_of_copy(spec):
+    if folds_columns_of_copy(input, spec):
         return padded_spec(spec, padded_channels(spec)).fold_columns()
     return spec.fold_columns() if folds_columns(gemm_operand(as_3d(input)), spec) else spec
 
@@ -147,7 +149,7 @@ def forward_problem(
 ) -> tuple[torch.Tensor, torch.Tensor, ConvSpec]:
     """The operands and geometry of the forward's GEMM (the input as ``gemm_operand`` makes it):
     ``fold_columns`` where it applies, of a padded copy for ``folds_columns_of_copy``."""
-    if folds_columns_of_copy(spec):
+    if folds_columns_of_copy(input, spec):
         channels = padded_channels(spec)
         x, spec = pad_input(input, spec, channels)
         # The copy's zero channels meet zero weights.
@@ -158,6 +160,13 @@ def forward_problem(
         if not folds_columns(x, spec):
             return x, weight, spec
     return (*fold_columns(x, weight, spec), spec.fold_columns())
+
+
+def forward_runs_tma(gemm_input: torch.Tensor, spec: ConvSpec, problem: ConvSpec) -> bool:
+    """Whether the forward of ``spec`` runs the TMA kernel on ``problem`` (``forward_problem``'s)
+    over ``gemm_input``: where ``tma_forward_applies``, never to a fold (its pixels overlap, or
+    the copy left no padding for the boxes to supply)."""
+    return problem == spec and tma_forward_applies(gemm_input, problem)
 
 
 def fold_columns(input: torch.Tensor, weight: torch.Tensor, spec: ConvSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,9 +200,9 @@ def forward(
     else:
         # The channels-last operand both GEMM kernels read (a copy of a default-layout input,
         # which the pointer kernel would make anyway): TMA then applies in either layout.
-        input, weight, spec = forward_problem(input, weight, spec)
-        plan = plan_forward_tma if tma_forward_applies(input, spec) else plan_forward
-        launch = plan(input, weight, bias, spec, out, epilogue=epilogue)
+        x, w, problem = forward_problem(input, weight, spec)
+        plan = plan_forward_tma if forward_runs_tma(x, spec, problem) else plan_forward
+        launch = plan(x, w, bias, problem, out, epilogue=epilogue)
     launch()
     return out
 

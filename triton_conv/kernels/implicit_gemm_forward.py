@@ -20,7 +20,7 @@ from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import program_ids, unravel_pixels
-from .layout import channel_run, gemm_operand, gemm_operand_layout, store_transposed
+from .layout import alignment_run, gemm_operand, gemm_operand_layout, operand_run, store_transposed
 from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_index
 
 
@@ -32,7 +32,7 @@ def implicit_gemm_forward_kernel(
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     STORE_TRANSPOSED: tl.constexpr, CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
     EVEN_C: tl.constexpr, EVEN_N: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    CHANNEL_RUN: tl.constexpr,
+    X_RUN: tl.constexpr, W_RUN: tl.constexpr, C_RUN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """y = activation(conv(x, w) + bias + residual) for one (BLOCK_M pixels) x (BLOCK_N channels)
@@ -58,9 +58,10 @@ def implicit_gemm_forward_kernel(
             there); where not, that dimension needs no bounds test (a 1x1 conv needs none: a plain GEMM).
         EVEN_C: C_G is a multiple of BLOCK_K, so no channel block needs a mask.
         EVEN_N: K_G is a multiple of BLOCK_N, so the weight tile needs no column mask.
-        CHANNEL_RUN: C_G and every pixel's, filter row's and step's offset into x and w are
-            multiples of it (``layout.channel_run``): told to the compiler, which sees it only for
-            strides divisible by 16, so that runs of channels load as vectors (1: nothing to tell).
+        X_RUN, W_RUN: every pixel's, tap's and step's offset into x, and into w, is a multiple of
+            it (``layout.operand_run``); C_RUN: C_G is (``layout.alignment_run``). Told to the
+            compiler, which sees only strides divisible by 16, so that runs of channels load as
+            vectors (1: nothing to tell).
         STORE_TRANSPOSED: store the tile as (channels x pixels) rather than (pixels x channels).
         INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
         PRECISION: tl.dot input precision ("ieee" or "tf32").
@@ -96,9 +97,10 @@ def implicit_gemm_forward_kernel(
     sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
     x_rows = n * sx_n + group * C_G * sx_c + id0 * sx_d + ih0 * sx_h + iw0 * sx_w
     w_rows = (group * K_G + offs_n) * sw_k
-    if CHANNEL_RUN > 1:
-        x_rows = tl.multiple_of(x_rows, CHANNEL_RUN)
-        w_rows = tl.multiple_of(w_rows, CHANNEL_RUN)
+    if X_RUN > 1:
+        x_rows = tl.multiple_of(x_rows, X_RUN)
+    if W_RUN > 1:
+        w_rows = tl.multiple_of(w_rows, W_RUN)
     x_offs = x_rows[:, None] + offs_k[None, :] * sx_c
     w_offs = w_rows[None, :] + offs_k[:, None] * sw_c
 
@@ -119,12 +121,13 @@ def implicit_gemm_forward_kernel(
         rows = rows_inside(mask_m, id0 + dd, ih0 + dh, iw0 + dw, D, H, W, CHECK_D, CHECK_H, CHECK_W, INDEX_64)
         x_step = dd * sx_d + dh * sx_h + dw * sx_w + c0 * sx_c
         w_step = kt * sw_t + kr * sw_r + ks * sw_s + c0 * sw_c
-        if CHANNEL_RUN > 1:
-            x_step = tl.multiple_of(x_step, CHANNEL_RUN)
-            w_step = tl.multiple_of(w_step, CHANNEL_RUN)
+        if X_RUN > 1:
+            x_step = tl.multiple_of(x_step, X_RUN)
+        if W_RUN > 1:
+            w_step = tl.multiple_of(w_step, W_RUN)
         a_ptrs = x_ptr + x_step + x_offs
         b_ptrs = w_ptr + w_step + w_offs
-        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, c0, offs_k, C_G, EVEN_C, CHANNEL_RUN)
+        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, c0, offs_k, C_G, EVEN_C, C_RUN)
         acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         c0, kt, kr, ks = next_step(c0, kt, kr, ks, C_G, R, S, BLOCK_K)
 
@@ -191,5 +194,7 @@ def plan_forward(
         STORE_TRANSPOSED=store_transposed(y),
         PRECISION=precision,
     )
-    constexprs |= dict(CHANNEL_RUN=channel_run(x, w, spec.in_channels_per_group))
+    # x's offsets hold group * C_G: a multiple of C_G, unless there is one group.
+    constexprs |= dict(X_RUN=operand_run(x, spec.in_channels_per_group if spec.groups > 1 else 0), W_RUN=operand_run(w))
+    constexprs |= dict(C_RUN=alignment_run(spec.in_channels_per_group))
     return Launch(implicit_gemm_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)

@@ -15,8 +15,6 @@ residual, saved pre-activation and activation, all off by default.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -29,7 +27,7 @@ from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import program_ids, unravel_pixels
-from .layout import channel_run, gemm_operand, gemm_operand_layout, store_transposed
+from .layout import alignment_run, gemm_operand, gemm_operand_layout, operand_run, store_transposed
 from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_inside, zero_index
 
 
@@ -41,7 +39,7 @@ def implicit_gemm_input_grad_kernel(
     dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
-    CHANNEL_RUN: tl.constexpr,
+    DY_RUN: tl.constexpr, W_RUN: tl.constexpr, K_RUN: tl.constexpr, C_RUN: tl.constexpr,
     STORE_TRANSPOSED: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -72,8 +70,8 @@ def implicit_gemm_input_grad_kernel(
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         CHECK_D, CHECK_H, CHECK_W: whether a tap can reach outside the output along D, H, W.
         EVEN_K: K_G is a multiple of BLOCK_K; EVEN_N: C_G is a multiple of BLOCK_N (no masks).
-        CHANNEL_RUN: K_G, C_G and every pixel's, tap's and step's offset into dy and w are
-            multiples of it (``layout.channel_run``), told to the compiler as in the forward.
+        DY_RUN, W_RUN: every pixel's, tap's and step's offset into dy, and into w, is a multiple
+            of it; K_RUN, C_RUN: K_G, and C_G, are. Told to the compiler as in the forward.
         STORE_TRANSPOSED: store the tile as (channels x pixels) rather than (pixels x channels).
         INDEX_64: compute offsets in int64 (some tensor spans 2^31 elements or more).
         PRECISION: tl.dot input precision ("ieee" or "tf32").
@@ -108,8 +106,8 @@ def implicit_gemm_input_grad_kernel(
         mask_n = tl.full((BLOCK_N,), True, tl.int1)
     else:
         mask_n = offs_n < C_G
-        if CHANNEL_RUN > 1:
-            mask_n = tl.max_constancy(mask_n, CHANNEL_RUN)
+        if C_RUN > 1:
+            mask_n = tl.max_constancy(mask_n, C_RUN)
 
     D_PH, H_PH, W_PH = phase_size
     n, jd, jh, jw = unravel_pixels(offs_m, D_PH, H_PH, W_PH)
@@ -129,10 +127,11 @@ def implicit_gemm_input_grad_kernel(
     dy_rows = n * sdy_n + group * K_G * sdy_k + od0 * sdy_d + oh0 * sdy_h + ow0 * sdy_w
     w_tap = group * K_G * sw_k + last_t * sw_t + last_r * sw_r + last_s * sw_s
     w_rows = offs_k * sw_k
-    if CHANNEL_RUN > 1:
-        dy_rows = tl.multiple_of(dy_rows, CHANNEL_RUN)
-        w_tap = tl.multiple_of(w_tap, CHANNEL_RUN)
-        w_rows = tl.multiple_of(w_rows, CHANNEL_RUN)
+    if DY_RUN > 1:
+        dy_rows = tl.multiple_of(dy_rows, DY_RUN)
+    if W_RUN > 1:
+        w_tap = tl.multiple_of(w_tap, W_RUN)
+        w_rows = tl.multiple_of(w_rows, W_RUN)
     dy_offs = dy_rows[:, None] + offs_k[None, :] * sdy_k
     w_offs = (w_tap + offs_n * sw_c)[None, :] + w_rows[:, None]
     D_OUT, H_OUT, W_OUT = output_size
@@ -153,12 +152,13 @@ def implicit_gemm_input_grad_kernel(
         )
         dy_step = dd * sdy_d + dh * sdy_h + dw * sdy_w + k0 * sdy_k
         w_step = k0 * sw_k - (it_t * tap_step_d * sw_t + it_r * tap_step_h * sw_r + it_s * tap_step_w * sw_s)
-        if CHANNEL_RUN > 1:
-            dy_step = tl.multiple_of(dy_step, CHANNEL_RUN)
-            w_step = tl.multiple_of(w_step, CHANNEL_RUN)
+        if DY_RUN > 1:
+            dy_step = tl.multiple_of(dy_step, DY_RUN)
+        if W_RUN > 1:
+            w_step = tl.multiple_of(w_step, W_RUN)
         a_ptrs = dy_ptr + dy_step + dy_offs
         b_ptrs = w_ptr + w_step + w_offs
-        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, k0, offs_k, K_G, EVEN_K, CHANNEL_RUN)
+        a, b = load_operands(a_ptrs, b_ptrs, rows, mask_n, k0, offs_k, K_G, EVEN_K, K_RUN)
         acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         k0, it_t, it_r, it_s = next_step(k0, it_t, it_r, it_s, K_G, count_r, count_s, BLOCK_K)
 
@@ -230,6 +230,12 @@ def plan_input_grad(
         EVEN_N=spec.in_channels_per_group % cfg.block_n == 0,
         STORE_TRANSPOSED=store_transposed(dx),
         PRECISION=precision,
-        CHANNEL_RUN=channel_run(dy, w, math.gcd(spec.out_channels_per_group, spec.in_channels_per_group)),
+    )
+    # dy's offsets hold group * K_G: a multiple of K_G, unless there is one group.
+    constexprs |= dict(
+        DY_RUN=operand_run(dy, spec.out_channels_per_group if spec.groups > 1 else 0), W_RUN=operand_run(w)
+    )
+    constexprs |= dict(
+        K_RUN=alignment_run(spec.out_channels_per_group), C_RUN=alignment_run(spec.in_channels_per_group)
     )
     return Launch(implicit_gemm_input_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)

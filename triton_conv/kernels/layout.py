@@ -59,13 +59,18 @@ def store_transposed(out: torch.Tensor) -> bool:
 SPECIALISED_MULTIPLE = 16
 
 
-def channel_run(x: torch.Tensor, w: torch.Tensor, channels_per_group: int) -> int:
-    """The power of two (at most SPECIALISED_MULTIPLE) that divides ``channels_per_group`` and
-    every stride of ``x`` and ``w`` (N, C, D, H, W) but the channels' (1 or 0: read channels-last),
-    else 1: the GEMM kernels' CHANNEL_RUN. Runs of that many channels then start at aligned
-    offsets, and the channel mask is constant over them; the compiler is told so, where it would
-    see it only for strides divisible by 16 (a 24-channel input, a folded first layer)."""
-    if x.stride(1) > 1 or w.stride(1) > 1:
-        return 1
-    divisor = math.gcd(channels_per_group, *x.stride()[:1], *x.stride()[2:], *w.stride()[:1], *w.stride()[2:])
+def alignment_run(*values: int) -> int:
+    """The largest power of two, at most SPECIALISED_MULTIPLE, that divides every value (all zero:
+    SPECIALISED_MULTIPLE). The GEMM kernels' ``*_RUN`` hints: where Triton's specialisation sees
+    only multiples of 16, a 24-channel input or a folded first layer would load scalars."""
+    divisor = math.gcd(*values)
     return SPECIALISED_MULTIPLE if divisor == 0 else min(divisor & -divisor, SPECIALISED_MULTIPLE)
+
+
+def operand_run(t: torch.Tensor, *counts: int) -> int:
+    """``alignment_run`` of every stride of ``t`` (N, C, D, H, W) but the channels' and of
+    ``counts``, where ``t`` is read channels-last (a channel stride of 1, or 0); else 1. A
+    kernel's offset into ``t`` made of those strides and counts is a multiple of it."""
+    if t.stride(1) > 1:
+        return 1
+    return alignment_run(t.stride(0), *t.stride()[2:], *counts)
