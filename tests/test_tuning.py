@@ -416,6 +416,16 @@ def test_dry_run_lists_the_tma_kernels_keys(gpu_tiles):
         assert keys["forward_tma (input_grad)"] == keys["forward_tma"]
 
 
+def test_dry_run_lists_a_folded_forward_on_the_pointer_kernel(gpu_tiles):
+    """A first layer folded in place (W unpadded, channels-last; stride 1 and H padded, where the
+    unfolded problem would take the TMA kernel): the pointer kernel on the folded problem, whose
+    overlapping pixels no TMA box can read."""
+    problem = ConvProblem((2, 4, 12, 20), (16, 4, 3, 4), (1, 1), (1, 0), (1, 1), 1, torch.bfloat16, True)
+    keys = problem_keys(problem, backward=False)
+    assert list(keys) == ["forward"] and keys["forward"].startswith("forward:bfloat16:ieee:cl:"), keys
+    assert ":k16:t3:" in keys["forward"]  # 4 columns x 4 channels, 3 filter rows
+
+
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
 def test_dry_run_reads_a_shapes_file(tmp_path, capsys, suffix):
     path = tmp_path / f"shapes{suffix}"
@@ -441,11 +451,19 @@ def test_dry_run_reads_a_shapes_file(tmp_path, capsys, suffix):
     assert out.strip().endswith("2 problems, 2 keys")
 
 
-def test_dry_run_lists_the_keys_the_ops_select_with(timing_on_cpu, monkeypatch):
+@pytest.mark.parametrize(
+    "problem",
+    [
+        ConvProblem((2, 16, 6, 6), (24, 16, 3, 3), (2, 2), (1, 1), (1, 1), 1, torch.float32, False),
+        # A one-channel first layer: its forward folds the padded copy's filter rows (channels-last).
+        ConvProblem((2, 1, 6, 6), (8, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1, torch.float32, False),
+    ],
+    ids=["strided", "first_layer"],
+)
+def test_dry_run_lists_the_keys_the_ops_select_with(problem, timing_on_cpu, monkeypatch):
     """An NCHW problem's forward, input and weight gradients: each key ``tune --dry-run`` lists is
     the one the op's launcher tunes under."""
     monkeypatch.setattr(select, "time_ms", lambda run: 1.0)  # every config ties: the heuristic wins
-    problem = ConvProblem((2, 16, 6, 6), (24, 16, 3, 3), (2, 2), (1, 1), (1, 1), 1, torch.float32, False)
     x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
     with select.autotuning("first_use") as records:
         y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)

@@ -131,7 +131,10 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             keys[f"{FORWARD_TMA.name} (input_grad)"] = key(FORWARD_TMA, spec.input_grad_as_forward(), "cl")
         else:
             keys[INPUT_GRAD.name] = key(INPUT_GRAD, spec, INPUT_GRAD.key_layout(x, y))
-        keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, spec, WEIGHT_GRAD.key_layout(x, y))
+        # A first layer's weight gradient reads its padded copy, channels-last.
+        weight_grad = dispatch.weight_grad_spec(spec)
+        layout = WEIGHT_GRAD.key_layout(x, y) if weight_grad == spec else "cl"
+        keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, weight_grad, layout)
     return keys
 
 

@@ -256,6 +256,12 @@ def pads_input(spec: ConvSpec) -> bool:
     return spec.groups == 1 and 0 < spec.in_channels < FEW_CHANNELS and not spec.patch_rows and spec.output_pixels > 0
 
 
+def weight_grad_spec(spec: ConvSpec) -> ConvSpec:
+    """The problem the weight gradient's GEMM solves: over ``pad_input``'s channels-last copy
+    where ``pads_input``, else ``spec`` itself."""
+    return padded_spec(spec, padded_channels(spec)) if pads_input(spec) else spec
+
+
 def padded_channels(spec: ConvSpec) -> int:
     """The channels of ``pads_input``'s copy: the input's, rounded up to PADDED_CHANNEL_RUN."""
     return -(-spec.in_channels // PADDED_CHANNEL_RUN) * PADDED_CHANNEL_RUN
