@@ -87,6 +87,10 @@ def is_mma(i: Instruction) -> bool:
 
 
 def fma_lanes(i: Instruction) -> int:
+    """Multiply-adds per lane of ``i``; none for ``HFMA2.MMA Rd, -RZ, RZ, a, b``, the compiler's
+    idiom for moving a constant."""
+    if i.operands.split(", ")[1:3] == ["-RZ", "RZ"]:
+        return 0
     return FMA_LANES.get(i.base, 0)
 
 
@@ -137,6 +141,21 @@ def hot_loop(instructions: list[Instruction]) -> HotLoop | None:
         enclosing_body=len(outermost.body(instructions)) - len(body) if outermost else 0,
         opcodes=dict(sorted(opcodes.items(), key=lambda item: -item[1])),
     )
+
+
+def unrolled_per_fma(instructions: list[Instruction]) -> float | None:
+    """For a kernel whose multiplies are in no loop (the compiler unrolled a short loop over
+    filter rows): instructions per FMA lane from its first global load to its last FMA, the
+    stand-in for a hot loop (it counts any setup and stores scheduled in between, so it errs
+    high). None if the kernel has no FMA, uses the matrix unit, or multiplies in a loop."""
+    if hot_loop(instructions) is not None or any(is_mma(i) for i in instructions):
+        return None
+    fma_at = [k for k, i in enumerate(instructions) if fma_lanes(i)]
+    loads = [k for k, i in enumerate(instructions) if i.base == "LDG"]
+    if not fma_at or not loads:
+        return None
+    span = instructions[loads[0] : fma_at[-1] + 1]
+    return len(span) / sum(fma_lanes(i) for i in span)
 
 
 # ---------------------------------------------------------------------------------------------

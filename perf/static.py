@@ -11,7 +11,8 @@ reported with:
   loop with asynchronous loads and wgmma left in flight), ``per tap`` (pipelined, but inside the
   loop over taps, so drained at every tap), or ``no``;
 - the hot loop (``compiled_code.hot_loop``): SASS instructions per K step and the tensor-core
-  share of them, or for FMA kernels instructions per FMA;
+  share of them, or for FMA kernels instructions per FMA (over the unrolled span,
+  ``unrolled_per_fma``, where the compiler left no loop);
 - an issue-bound time: the instructions the whole launch executes over the rate at which an
   H200 can issue them, next to the roofline time of the pass;
 - for kernels whose hot loop multiplies on the matrix unit, its time (``matrix_us``): the
@@ -57,7 +58,7 @@ from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
 from triton_conv.tuning.kinds import KernelKind
 
-from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass
+from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass, unrolled_per_fma
 from .reference_matmul import plan_reference_matmul
 from .report import number_cell
 from .suite import DTYPES, LAYOUTS, SHAPES_BY_NUMBER, SuiteShape, pass_bytes, pass_flops
@@ -233,8 +234,9 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     instructions = parse_sass(info.assembly.sass)
     loop = hot_loop(instructions)
     programs = math.prod(launch.grid)
-    if loop is None:  # no multiply in a loop (an elementwise kernel): every instruction once
+    if loop is None:  # no multiply in a loop (an elementwise or fully unrolled kernel): every instruction once
         row.executed = float(len(instructions) * launch.num_warps * programs)
+        row.per_fma = unrolled_per_fma(instructions)
     else:
         if loop.mma and reference:
             steps = reference_steps(launch)

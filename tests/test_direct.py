@@ -31,7 +31,7 @@ from triton_conv.tuning.configs import DIRECT_TILES, DIRECT_WEIGHT_GRAD_TILES
 
 from .cases import CASES, named, params
 from .checks import check_backward, check_forward
-from .reference import DEVICE, ConvCase
+from .reference import DEVICE, ConvCase, assert_close
 
 pytestmark = pytest.mark.direct
 
@@ -318,3 +318,42 @@ def test_int64_offsets(monkeypatch):
     a small grouped convolution."""
     monkeypatch.setattr(direct_module, "needs_int64", lambda *tensors: True)
     _check_against_torch(4, 4, 3, (5, 9), (3, 3), "channels_last", padding=1)
+
+
+# (size, kernel, stride, padding, dilation, groups, channels in, out): 16-bit rows along W.
+PAIRED_ROWS = [
+    ((6, 12), (3, 3), 2, 1, 1, 6, 6, 6),  # mbv2_dw3_s2: odd first columns
+    ((5, 10), (5, 5), 1, 2, 1, 4, 4, 8),  # even first columns, a channel multiplier
+    ((4, 8), (2, 2), 2, 0, 1, 3, 3, 3),  # patch-like: no padding
+    ((5, 14), (3, 3), 1, 2, 2, 4, 4, 4),  # dilated
+    ((5, 12), (3, 3), 1, 1, 1, 4, 16, 16),  # 4 channels per group (resnext_g32)
+    ((22,), (7,), 2, 3, 1, 5, 5, 5),  # 1-D
+    ((3, 4, 6), (3, 3, 3), (1, 1, 2), 1, 1, 3, 3, 3),  # 3-D
+]
+
+
+@pytest.mark.parametrize("index_64", [False, True], ids=["int32", "int64"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("row", PAIRED_ROWS, ids=lambda r: f"{len(r[0])}d-w{r[0][-1]}-f{r[1][-1]}-s{r[2]}-p{r[3]}")
+def test_column_pairs(row, dtype, index_64, monkeypatch):
+    """The forward on 16-bit rows loaded as 32-bit column pairs (W stride 1, even rows), against
+    torch; the same rows without pairs where W is odd or the data is not 4-byte aligned."""
+    if index_64:
+        monkeypatch.setattr(direct_module, "needs_int64", lambda *tensors: True)
+    size, kernel, stride, padding, dilation, groups, c, k = row
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x = torch.randn(2, c, *size[:-1], size[-1] + 1, dtype=torch.float64).to(dtype)
+    w = (torch.randn(k, c // groups, *kernel, dtype=torch.float64) / math.prod(kernel)).to(dtype)
+    even = x[..., :-1].contiguous()
+    unaligned = torch.empty(even.numel() + 1, dtype=dtype)[1:].view(even.shape).copy_(even)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[len(size) - 1]
+    for name, x_in in {"pairs": even, "odd_width": x, "unaligned": unaligned}.items():
+        spec = conv_spec(x_in, w, None, **kwargs, ndim=len(size))
+        y = torch.empty(spec.out_shape, dtype=dtype)
+        launch = plan_direct_forward(x_in, w, None, spec, y)
+        paired = launch.constexprs["COLUMN_PAIRS"]
+        assert paired is (name == "pairs"), f"{name}: COLUMN_PAIRS {paired}"
+        assert launch.constexprs["FIRST_COLUMN_ODD"] is (paired and padding % 2 == 1)
+        launch()
+        expected = conv(x_in.double(), w.double(), None, **kwargs)
+        assert_close(y, expected.to(dtype), dtype, c // groups * math.prod(kernel), f"forward, {name}")

@@ -77,6 +77,30 @@ def load_columns(
 
 
 @triton.jit
+def load_paired_column(words, word0, row_ok, K: tl.constexpr, W, mask_c, ELEMENT: tl.constexpr,
+                       ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """Column 2 * word0 + K of a (groups, channels) tile of rows of 16-bit ELEMENTs, as
+    ``load_columns`` (W stride 1), read as the 32-bit word that holds it and its pair neighbour:
+    a word's two columns are one load (the compiler merges the identical loads), so half the
+    loads and masks. ``words``: (BLOCK_G, BLOCK_C) pointers to word word0 of each row, word0:
+    (BLOCK_G,). The caller guarantees (``column_pairs``) that rows start 4-byte aligned and that
+    W is even, so a word is wholly inside [0, W) or wholly outside.
+    """
+    # 0 <= 2 * word < W as one unsigned comparison (a negative column wraps past W).
+    ok = ((2 * (word0 + K // 2)).to(tl.uint32) < W.to(tl.uint32)) & row_ok
+    # The constant offset added last is an immediate of the load.
+    loaded = tl.load(words + K // 2, mask=ok[:, None] & mask_c[None, :], other=0)
+    # Little-endian: the even column is the low half.
+    if ELEMENT == tl.bfloat16:
+        # A bfloat16 is the upper half of the float32 of the same value: one instruction.
+        if K % 2 == 0:
+            return (loaded << 16).to(tl.float32, bitcast=True).to(ACC_DTYPE)
+        return (loaded & 0xFFFF0000).to(tl.float32, bitcast=True).to(ACC_DTYPE)
+    half = loaded if K % 2 == 0 else loaded >> 16
+    return half.to(tl.uint16).to(ELEMENT, bitcast=True).to(ACC_DTYPE)
+
+
+@triton.jit
 def group_slots(pid_c, CHANNELS, PER_GROUP: tl.constexpr, GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr,
                 BLOCK_C: tl.constexpr):  # fmt: skip
     """The BLOCK_C channel slots of program ``pid_c``: slot s is channel s % GROUP_SLOTS of group
@@ -150,21 +174,34 @@ def load_weights(w_tap, used, sw_j, MULTIPLIERS: tl.constexpr, ACC_DTYPE: tl.con
 def forward_taps(
     accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, first_s,
     TAPS: tl.constexpr, MULTIPLIERS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
+    FIRST_COLUMN_ODD: tl.constexpr,
 ):  # fmt: skip
     """``accs`` (a (groups, slots) tile per pixel p of the group and multiplier j, at
     p * MULTIPLIERS + j) plus taps first_s .. first_s + TAPS of a filter row: pixel p and tap s
     read column iw0 + p * CONV_STRIDE_W + s * DIL_W, so the columns two pairs share are one load
-    (the compiler merges the identical loads), and each column serves all MULTIPLIERS multipliers."""
+    (the compiler merges the identical loads), and each column serves all MULTIPLIERS multipliers.
+    With COLUMN_PAIRS, columns load in pairs (``load_paired_column``); every step's first column
+    is odd if FIRST_COLUMN_ODD, else even."""
     iw_step = iw0 + first_s * DIL_W
+    if COLUMN_PAIRS:
+        # The word holding the step's first column (an exact halving: the shift is one instruction).
+        word0 = (iw_step - FIRST_COLUMN_ODD) >> 1
+        words = (x_row[:, None] + x_channel[None, :]).to(tl.pointer_type(tl.uint32), bitcast=True) + word0[:, None]
     for si in tl.static_range(TAPS):
         ws = load_weights(w_row + (first_s + si) * sw_s, used, sw_j, MULTIPLIERS, ACC_DTYPE)
         updated = ()
         for p in tl.static_range(len(accs) // MULTIPLIERS):
-            x = load_columns(
-                x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE,
-                CHANNEL_VECTORS,
-            )  # fmt: skip
+            if COLUMN_PAIRS:
+                x = load_paired_column(
+                    words, word0, row_ok, FIRST_COLUMN_ODD + p * CONV_STRIDE_W + si * DIL_W, W, used,
+                    x_row.dtype.element_ty, ACC_DTYPE,
+                )  # fmt: skip
+            else:
+                x = load_columns(
+                    x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE,
+                    CHANNEL_VECTORS,
+                )  # fmt: skip
             for j in tl.static_range(MULTIPLIERS):
                 updated = updated + (tl.fma(x, ws[j], accs[p * MULTIPLIERS + j]),)
         accs = updated
@@ -208,8 +245,8 @@ def direct_forward_kernel(
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, C_G: tl.constexpr,
-    GROUP_SLOTS: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
+    FIRST_COLUMN_ODD: tl.constexpr, C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -243,6 +280,8 @@ def direct_forward_kernel(
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         CHANNEL_VECTORS: a thread's channels of x are one vector load (channels-last).
+        COLUMN_PAIRS: x's 16-bit columns load in 32-bit pairs (``column_pairs``); FIRST_COLUMN_ODD:
+            then every step's first column iw is odd (else even).
         C_G: input channels per group; GROUP_SLOTS: the power of two >= C_G (slots per group).
         FULL_SLOTS: every slot of every program is a channel (C_G == GROUP_SLOTS, BLOCK_C divides C).
         MULTIPLIERS: output channels of a group per program, dividing K_G; MULTIPLIER_BLOCKS: K_G // MULTIPLIERS.
@@ -285,12 +324,14 @@ def direct_forward_kernel(
             for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
                 accs = forward_taps(
                     accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, first_s,
-                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE, CHANNEL_VECTORS,
+                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE, CHANNEL_VECTORS, COLUMN_PAIRS,
+                    FIRST_COLUMN_ODD,
                 )  # fmt: skip
             if S % TAPS_PER_STEP > 0:
                 accs = forward_taps(
                     accs, x_row, row_ok, iw0, W, x_channel, used, sx_w, w_row, sw_j, sw_s, S - S % TAPS_PER_STEP,
-                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE, CHANNEL_VECTORS,
+                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, ACC_DTYPE, CHANNEL_VECTORS, COLUMN_PAIRS,
+                    FIRST_COLUMN_ODD,
                 )  # fmt: skip
 
     store_group_sums(
@@ -585,6 +626,20 @@ def channels_contiguous(*loaded: torch.Tensor) -> bool:
     return all(t.stride(1) == 1 for t in loaded)
 
 
+def column_pairs(x: torch.Tensor, spec: ConvSpec, cfg: DirectConfig) -> bool:
+    """Whether the forward kernel reads the 16-bit rows of the (N, C, D, H, W) input ``x`` in
+    32-bit pairs of columns (COLUMN_PAIRS): where a thread's columns are consecutive in memory
+    (the W stride 1, channels not innermost), every row starts 4-byte aligned (the data and every
+    other stride even) and holds whole pairs (W even), and every step's first column,
+    ow0 * stride - padding + first_s * dilation, has the padding's parity (ow0 is a multiple of
+    the pixels per group, first_s of the taps per step)."""
+    aligned = x.data_ptr() % 4 == 0 and all(s % 2 == 0 for s, n in zip(x.stride()[:4], x.shape[:4]) if n > 1)
+    along_rows = x.element_size() == 2 and x.stride(4) == 1 and x.stride(1) != 1 and x.shape[4] % 2 == 0
+    one_step = cfg.taps_per_step >= spec.kernel_size[2]
+    steps_even = one_step or cfg.taps_per_step * spec.dilation[2] % 2 == 0
+    return aligned and along_rows and cfg.pixels * spec.stride[2] % 2 == 0 and steps_even
+
+
 def _tile(
     spec: ConvSpec,
     slots: _Slots,
@@ -779,6 +834,9 @@ def plan_direct_forward(
     filter_reach = sum((n - 1) * abs(stride) for n, stride in zip(extents, w_strides))
     index_64 = needs_int64(x, w, y, args["residual_ptr"]) or filter_reach >= 2**31
     constexprs |= dict(INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(x.dtype), CHANNEL_VECTORS=channels_contiguous(x))
+    pairs = column_pairs(x, spec, cfg)
+    # A group's first column, ow0 * stride - padding, then has the padding's parity.
+    constexprs |= dict(COLUMN_PAIRS=pairs, FIRST_COLUMN_ODD=pairs and spec.pad_lo[2] % 2 == 1)
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
