@@ -23,11 +23,11 @@ from triton_conv.kernels.direct import (
 )
 from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
-from triton_conv.spec import channels_last_format, conv_spec
+from triton_conv.spec import as_3d, channels_last_format, conv_spec
 from triton_conv.testing import in_layout
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import DIRECT_TILES, DIRECT_WEIGHT_GRAD_TILES
+from triton_conv.tuning.configs import DIRECT_TILES, DIRECT_WEIGHT_GRAD_TILES, DirectConfig
 
 from .cases import CASES, named, params
 from .checks import check_backward, check_forward
@@ -320,15 +320,20 @@ def test_int64_offsets(monkeypatch):
     _check_against_torch(4, 4, 3, (5, 9), (3, 3), "channels_last", padding=1)
 
 
-# (size, kernel, stride, padding, dilation, groups, channels in, out): 16-bit rows along W.
+# (size, kernel, stride, padding, dilation, groups, channels in, out, pairs with the interpreter's
+# tile): 16-bit rows along W.
 PAIRED_ROWS = [
-    ((6, 12), (3, 3), 2, 1, 1, 6, 6, 6),  # mbv2_dw3_s2: odd first columns
-    ((5, 10), (5, 5), 1, 2, 1, 4, 4, 8),  # even first columns, a channel multiplier
-    ((4, 8), (2, 2), 2, 0, 1, 3, 3, 3),  # patch-like: no padding
-    ((5, 14), (3, 3), 1, 2, 2, 4, 4, 4),  # dilated
-    ((5, 12), (3, 3), 1, 1, 1, 4, 16, 16),  # 4 channels per group (resnext_g32)
-    ((22,), (7,), 2, 3, 1, 5, 5, 5),  # 1-D
-    ((3, 4, 6), (3, 3, 3), (1, 1, 2), 1, 1, 3, 3, 3),  # 3-D
+    ((6, 12), (3, 3), 2, 1, 1, 6, 6, 6, True),  # mbv2_dw3_s2: odd first columns
+    ((5, 10), (5, 5), 1, 2, 1, 4, 4, 8, True),  # even first columns, a channel multiplier
+    ((4, 8), (2, 2), 2, 0, 1, 3, 3, 3, True),  # patch-like: no padding
+    ((5, 14), (3, 3), 1, 2, 2, 4, 4, 4, True),  # dilated
+    ((5, 12), (3, 3), 1, 1, 1, 4, 16, 16, True),  # 4 channels per group (resnext_g32)
+    ((22,), (7,), 2, 3, 1, 5, 5, 5, True),  # 1-D
+    ((3, 4, 6), (3, 3, 3), (1, 1, 2), 1, 1, 3, 3, 3, True),  # 3-D
+    # Steps of 3 taps (a stride of 3): their first columns alternate in parity.
+    ((3, 20), (1, 5), (1, 3), (0, 1), 1, 2, 2, 2, False),
+    # 3 pixels per group at stride 1 (rows of 6): the groups' first columns alternate.
+    ((3, 6), (3, 3), 1, 1, 1, 2, 2, 2, False),
 ]
 
 
@@ -336,24 +341,55 @@ PAIRED_ROWS = [
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 @pytest.mark.parametrize("row", PAIRED_ROWS, ids=lambda r: f"{len(r[0])}d-w{r[0][-1]}-f{r[1][-1]}-s{r[2]}-p{r[3]}")
 def test_column_pairs(row, dtype, index_64, monkeypatch):
-    """The forward on 16-bit rows loaded as 32-bit column pairs (W stride 1, even rows), against
-    torch; the same rows without pairs where W is odd or the data is not 4-byte aligned."""
+    """The forward and the weight gradient on 16-bit rows of x loaded as 32-bit column pairs (W
+    stride 1, even rows), against torch; the same rows without pairs where W is odd or the data
+    is not 4-byte aligned, and rows whose steps' first columns change parity, which must not pair."""
     if index_64:
         monkeypatch.setattr(direct_module, "needs_int64", lambda *tensors: True)
-    size, kernel, stride, padding, dilation, groups, c, k = row
+    size, kernel, stride, padding, dilation, groups, c, k, pairs = row
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    x = torch.randn(2, c, *size[:-1], size[-1] + 1, dtype=torch.float64).to(dtype)
-    w = (torch.randn(k, c // groups, *kernel, dtype=torch.float64) / math.prod(kernel)).to(dtype)
+    x = torch.randn(2, c, *size[:-1], size[-1] + 1, dtype=torch.float64).to(dtype).to(DEVICE)
+    w = (torch.randn(k, c // groups, *kernel, dtype=torch.float64) / math.prod(kernel)).to(dtype).to(DEVICE)
     even = x[..., :-1].contiguous()
-    unaligned = torch.empty(even.numel() + 1, dtype=dtype)[1:].view(even.shape).copy_(even)
+    unaligned = torch.empty(even.numel() + 1, dtype=dtype, device=DEVICE)[1:].view(even.shape).copy_(even)
     conv = (F.conv1d, F.conv2d, F.conv3d)[len(size) - 1]
     for name, x_in in {"pairs": even, "odd_width": x, "unaligned": unaligned}.items():
         spec = conv_spec(x_in, w, None, **kwargs, ndim=len(size))
-        y = torch.empty(spec.out_shape, dtype=dtype)
+        y = torch.empty(spec.out_shape, dtype=dtype, device=DEVICE)
         launch = plan_direct_forward(x_in, w, None, spec, y)
         paired = launch.constexprs["COLUMN_PAIRS"]
-        assert paired is (name == "pairs"), f"{name}: COLUMN_PAIRS {paired}"
-        assert launch.constexprs["FIRST_COLUMN_ODD"] is (paired and padding % 2 == 1)
+        if DEVICE == "cpu":  # the interpreter's tile (a GPU's may pair the last two rows)
+            assert paired is (pairs and name == "pairs"), f"{name}: COLUMN_PAIRS {paired}"
         launch()
-        expected = conv(x_in.double(), w.double(), None, **kwargs)
+        x64, w64 = x_in.double(), w.double().requires_grad_()
+        expected = conv(x64, w64, None, **kwargs)
         assert_close(y, expected.to(dtype), dtype, c // groups * math.prod(kernel), f"forward, {name}")
+
+        dy = torch.randn(spec.out_shape, dtype=torch.float64).to(dtype).to(DEVICE)
+        partial = torch.empty(1, w.numel(), dtype=torch.float32, device=DEVICE)
+        if DEVICE == "cpu":
+            assert plan_direct_weight_grad(dy, x_in, spec, partial, None).constexprs["COLUMN_PAIRS"] is paired
+        dw = torch.empty_like(w)
+        direct_module.direct_weight_grad(dy, x_in, spec, dw, None)
+        (expected_dw,) = torch.autograd.grad(expected, w64, dy.double())
+        assert_close(dw, expected_dw.to(dtype), dtype, dy[:, 0].numel(), f"weight gradient, {name}")
+
+
+def test_column_pairs_rule():
+    """Which inputs ``column_pairs`` reads in pairs (a misaligned 32-bit load would fault only on
+    a GPU): every row 4-byte aligned, W stride 1 with channels not innermost, 16-bit, W even."""
+    x = torch.empty(2, 4, 6, 8, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(4, 1, 3, 3, dtype=torch.bfloat16, device="meta")
+    cfg = DirectConfig(block_g=32, pixels=8, block_c=32, num_warps=4, taps_per_step=3)
+
+    def pairs(t: torch.Tensor) -> bool:
+        spec = conv_spec(t, w.to(t.dtype), None, 1, 1, 1, 4, ndim=2)
+        return direct_module.column_pairs(as_3d(t), spec, cfg)["COLUMN_PAIRS"]
+
+    assert pairs(x)
+    assert pairs(x.as_strided((2, 4, 1, 8), (192, 48, 7, 1)))  # the odd stride of a size-1 dim: never stepped
+    assert not pairs(x.as_strided((2, 4, 6, 8), (194, 48, 9, 1)))  # odd row stride
+    assert not pairs(x.as_strided((2, 4, 6, 8), (195, 49, 8, 1)))  # odd channel stride
+    assert not pairs(x.to(memory_format=torch.channels_last))
+    assert not pairs(x.float()) and not pairs(x.double())
+    assert pairs(x.half())

@@ -77,27 +77,45 @@ def load_columns(
 
 
 @triton.jit
-def load_paired_column(words, word0, row_ok, K: tl.constexpr, W, mask_c, ELEMENT: tl.constexpr,
-                       ACC_DTYPE: tl.constexpr):  # fmt: skip
-    """Column 2 * word0 + K of a (groups, channels) tile of rows of 16-bit ELEMENTs, as
-    ``load_columns`` (W stride 1), read as the 32-bit word that holds it and its pair neighbour:
-    a word's two columns are one load (the compiler merges the identical loads), so half the
-    loads and masks. ``words``: (BLOCK_G, BLOCK_C) pointers to word word0 of each row, word0:
-    (BLOCK_G,). The caller guarantees (``column_pairs``) that rows start 4-byte aligned and that
-    W is even, so a word is wholly inside [0, W) or wholly outside.
+def load_paired_column(row_ptrs, row_ok, first_col, COLUMN: tl.constexpr, W, channel_offs, mask_c,
+                       FIRST_COLUMN_ODD: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """Column first_col + COLUMN of each group's row of 16-bit elements, as ``load_columns`` (W stride
+    1), read as the 32-bit word that holds it and its pair neighbour: a word's two columns are
+    one load (the compiler merges the identical loads, and the identical word pointers of the
+    calls), so half the loads and masks. first_col is odd if FIRST_COLUMN_ODD, else even; the
+    caller guarantees (``column_pairs``) that rows start 4-byte aligned and that W is even, so a
+    word is wholly inside [0, W) or wholly outside.
     """
+    # The word holding first_col (an exact halving: the shift is one instruction).
+    word0 = (first_col - FIRST_COLUMN_ODD) >> 1
+    words = (row_ptrs[:, None] + channel_offs[None, :]).to(tl.pointer_type(tl.uint32), bitcast=True) + word0[:, None]
+    HALF: tl.constexpr = (FIRST_COLUMN_ODD + COLUMN) % 2
+    WORD: tl.constexpr = (FIRST_COLUMN_ODD + COLUMN) // 2
     # 0 <= 2 * word < W as one unsigned comparison (a negative column wraps past W).
-    ok = ((2 * (word0 + K // 2)).to(tl.uint32) < W.to(tl.uint32)) & row_ok
+    ok = ((2 * (word0 + WORD)).to(tl.uint32) < W.to(tl.uint32)) & row_ok
     # The constant offset added last is an immediate of the load.
-    loaded = tl.load(words + K // 2, mask=ok[:, None] & mask_c[None, :], other=0)
+    loaded = tl.load(words + WORD, mask=ok[:, None] & mask_c[None, :], other=0)
     # Little-endian: the even column is the low half.
-    if ELEMENT == tl.bfloat16:
+    element = row_ptrs.dtype.element_ty
+    if element == tl.bfloat16:
         # A bfloat16 is the upper half of the float32 of the same value: one instruction.
-        if K % 2 == 0:
+        if HALF == 0:
             return (loaded << 16).to(tl.float32, bitcast=True).to(ACC_DTYPE)
         return (loaded & 0xFFFF0000).to(tl.float32, bitcast=True).to(ACC_DTYPE)
-    half = loaded if K % 2 == 0 else loaded >> 16
-    return half.to(tl.uint16).to(ELEMENT, bitcast=True).to(ACC_DTYPE)
+    # float16 (the only other 16-bit element): its bits, then the conversion.
+    half = loaded if HALF == 0 else loaded >> 16
+    return half.to(tl.uint16).to(element, bitcast=True).to(ACC_DTYPE)
+
+
+@triton.jit
+def load_input_column(
+    x_row, row_ok, first_col, COLUMN: tl.constexpr, W, x_channel, used, sx_w, ACC_DTYPE: tl.constexpr,
+    CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr,
+):  # fmt: skip
+    """Column first_col + COLUMN of x's rows: ``load_paired_column`` with COLUMN_PAIRS, else ``load_columns``."""
+    if COLUMN_PAIRS:
+        return load_paired_column(x_row, row_ok, first_col, COLUMN, W, x_channel, used, FIRST_COLUMN_ODD, ACC_DTYPE)
+    return load_columns(x_row, row_ok, first_col + COLUMN, W, x_channel, used, sx_w, ACC_DTYPE, CHANNEL_VECTORS)
 
 
 @triton.jit
@@ -184,24 +202,14 @@ def forward_taps(
     With COLUMN_PAIRS, columns load in pairs (``load_paired_column``); every step's first column
     is odd if FIRST_COLUMN_ODD, else even."""
     iw_step = iw0 + first_s * DIL_W
-    if COLUMN_PAIRS:
-        # The word holding the step's first column (an exact halving: the shift is one instruction).
-        word0 = (iw_step - FIRST_COLUMN_ODD) >> 1
-        words = (x_row[:, None] + x_channel[None, :]).to(tl.pointer_type(tl.uint32), bitcast=True) + word0[:, None]
     for si in tl.static_range(TAPS):
         ws = load_weights(w_row + (first_s + si) * sw_s, used, sw_j, MULTIPLIERS, ACC_DTYPE)
         updated = ()
         for p in tl.static_range(len(accs) // MULTIPLIERS):
-            if COLUMN_PAIRS:
-                x = load_paired_column(
-                    words, word0, row_ok, FIRST_COLUMN_ODD + p * CONV_STRIDE_W + si * DIL_W, W, used,
-                    x_row.dtype.element_ty, ACC_DTYPE,
-                )  # fmt: skip
-            else:
-                x = load_columns(
-                    x_row, row_ok, iw_step + (p * CONV_STRIDE_W + si * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE,
-                    CHANNEL_VECTORS,
-                )  # fmt: skip
+            x = load_input_column(
+                x_row, row_ok, iw_step, p * CONV_STRIDE_W + si * DIL_W, W, x_channel, used, sx_w, ACC_DTYPE,
+                CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
+            )  # fmt: skip
             for j in tl.static_range(MULTIPLIERS):
                 updated = updated + (tl.fma(x, ws[j], accs[p * MULTIPLIERS + j]),)
         accs = updated
@@ -450,6 +458,7 @@ def direct_weight_grad_kernel(
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
+    COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr,
     C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr,
     MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -480,7 +489,8 @@ def direct_weight_grad_kernel(
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         CHANNEL_VECTORS: x and dy are channels-last: a thread's channels of x are one vector load,
             and of dy where a group is one channel without a multiplier.
-        C_G, GROUP_SLOTS, FULL_SLOTS, MULTIPLIERS, MULTIPLIER_BLOCKS: as in direct_forward_kernel.
+        COLUMN_PAIRS, FIRST_COLUMN_ODD, C_G, GROUP_SLOTS, FULL_SLOTS, MULTIPLIERS, MULTIPLIER_BLOCKS: as in
+            direct_forward_kernel (the pairs: x's).
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
             pixel groups by channel slots.
         Grid: (cdiv(GROUPS * GROUP_SLOTS, BLOCK_C) * MULTIPLIER_BLOCKS, T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
@@ -551,9 +561,9 @@ def direct_weight_grad_kernel(
             for j in tl.static_range(MULTIPLIERS):
                 acc = accs[s * MULTIPLIERS + j]
                 for p in tl.static_range(PIXELS):
-                    x = load_columns(
-                        x_row, row_ok, iw0 + (p * CONV_STRIDE_W + s * DIL_W), W, x_channel, used, sx_w, ACC_DTYPE,
-                        CHANNEL_VECTORS,
+                    x = load_input_column(
+                        x_row, row_ok, iw0, p * CONV_STRIDE_W + s * DIL_W, W, x_channel, used, sx_w, ACC_DTYPE,
+                        CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
                     )  # fmt: skip
                     acc = tl.fma(dys[p * MULTIPLIERS + j], x, acc)
                 updated = updated + (acc,)
@@ -626,18 +636,20 @@ def channels_contiguous(*loaded: torch.Tensor) -> bool:
     return all(t.stride(1) == 1 for t in loaded)
 
 
-def column_pairs(x: torch.Tensor, spec: ConvSpec, cfg: DirectConfig) -> bool:
-    """Whether the forward kernel reads the 16-bit rows of the (N, C, D, H, W) input ``x`` in
-    32-bit pairs of columns (COLUMN_PAIRS): where a thread's columns are consecutive in memory
-    (the W stride 1, channels not innermost), every row starts 4-byte aligned (the data and every
-    other stride even) and holds whole pairs (W even), and every step's first column,
-    ow0 * stride - padding + first_s * dilation, has the padding's parity (ow0 is a multiple of
-    the pixels per group, first_s of the taps per step)."""
+def column_pairs(x: torch.Tensor, spec: ConvSpec, cfg: DirectConfig) -> dict[str, bool]:
+    """COLUMN_PAIRS and FIRST_COLUMN_ODD of the forward and weight-gradient kernels on the
+    (N, C, D, H, W) input ``x`` with tile ``cfg``: x's 16-bit rows are read in 32-bit pairs of
+    columns where a thread's columns are consecutive in memory (the W stride 1, channels not
+    innermost), every row starts 4-byte aligned (the data and every other stride even) and holds
+    whole pairs (W even), and every step's first column, ow0 * stride - padding + first_s *
+    dilation, has the padding's parity: ow0 is a multiple of the pixels per group and first_s of
+    the taps per step, so both products must be even (first_s is 0 where one step takes the row)."""
     aligned = x.data_ptr() % 4 == 0 and all(s % 2 == 0 for s, n in zip(x.stride()[:4], x.shape[:4]) if n > 1)
     along_rows = x.element_size() == 2 and x.stride(4) == 1 and x.stride(1) != 1 and x.shape[4] % 2 == 0
     one_step = cfg.taps_per_step >= spec.kernel_size[2]
     steps_even = one_step or cfg.taps_per_step * spec.dilation[2] % 2 == 0
-    return aligned and along_rows and cfg.pixels * spec.stride[2] % 2 == 0 and steps_even
+    pairs = aligned and along_rows and cfg.pixels * spec.stride[2] % 2 == 0 and steps_even
+    return dict(COLUMN_PAIRS=pairs, FIRST_COLUMN_ODD=pairs and spec.pad_lo[2] % 2 == 1)
 
 
 def _tile(
@@ -834,9 +846,7 @@ def plan_direct_forward(
     filter_reach = sum((n - 1) * abs(stride) for n, stride in zip(extents, w_strides))
     index_64 = needs_int64(x, w, y, args["residual_ptr"]) or filter_reach >= 2**31
     constexprs |= dict(INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(x.dtype), CHANNEL_VECTORS=channels_contiguous(x))
-    pairs = column_pairs(x, spec, cfg)
-    # A group's first column, ow0 * stride - padding, then has the padding's parity.
-    constexprs |= dict(COLUMN_PAIRS=pairs, FIRST_COLUMN_ODD=pairs and spec.pad_lo[2] % 2 == 1)
+    constexprs |= column_pairs(x, spec, cfg)
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -939,6 +949,7 @@ def plan_direct_weight_grad(
     constexprs |= dict(C_G=spec.in_channels_per_group, **slots.constexprs(spec.in_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy, x))
+    constexprs |= column_pairs(x, spec, cfg)
     return Launch(direct_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
