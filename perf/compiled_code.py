@@ -63,6 +63,15 @@ def parse_sass(sass: str) -> list[Instruction]:
     return instructions
 
 
+def until_first_exit(instructions: list[Instruction]) -> int:
+    """Instructions from the start up to the first ``EXIT`` (included): what a program that
+    returns early runs (a predicated ``@P0 EXIT``), or the whole listing where none does."""
+    for count, i in enumerate(instructions, 1):
+        if i.base == "EXIT":
+            return count
+    return len(instructions)
+
+
 def sass_loops(instructions: list[Instruction]) -> list[Loop]:
     """Every loop: for each branch target reached from later code, up to the last such branch."""
     ends: dict[int, int] = {}

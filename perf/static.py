@@ -30,6 +30,8 @@ per program over those one iteration does (every lane busy). T is the filter tap
 visits (forward; input gradient: taps per stride phase). The launch executes
 ``executed * warps * programs`` instructions; one H200 issues at most 132 SMs x 4 schedulers x
 1 instruction per clock x 1.98 GHz. Instructions per K step = ``(S * hot + T * enclosing) / S``.
+A kernel that only redoes tiles another launch flagged (``GATED_KERNELS``) is counted as finite
+data runs it: each program up to its early return.
 
 The reference row of each GEMM pass is Triton's matmul tutorial kernel (``reference_matmul``)
 compiled with the same tile (at least 4 warps, one warpgroup, as wgmma needs) for the same GEMM (per group: M x N, reduction K, as ``gemm_of``
@@ -49,7 +51,7 @@ import torch
 import triton
 
 from triton_conv.kernels import dispatch
-from triton_conv.kernels.banded import banded_forward_kernel, banded_weight_grad_kernel
+from triton_conv.kernels.banded import banded_forward_kernel, banded_recompute_kernel, banded_weight_grad_kernel
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
@@ -58,7 +60,7 @@ from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
 from triton_conv.tuning.kinds import KernelKind
 
-from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass, unrolled_per_fma
+from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass, unrolled_per_fma, until_first_exit
 from .reference_matmul import plan_reference_matmul
 from .report import number_cell
 from .suite import DTYPES, LAYOUTS, SHAPES_BY_NUMBER, SuiteShape, pass_bytes, pass_flops
@@ -234,7 +236,9 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     instructions = parse_sass(info.assembly.sass)
     loop = hot_loop(instructions)
     programs = math.prod(launch.grid)
-    if loop is None:  # no multiply in a loop (an elementwise or fully unrolled kernel): every instruction once
+    if kernel_name(launch) in GATED_KERNELS:  # finite data: every program reads its flag and returns
+        row.executed = float(until_first_exit(instructions) * launch.num_warps * programs)
+    elif loop is None:  # no multiply in a loop (an elementwise or fully unrolled kernel): every instruction once
         row.executed = float(len(instructions) * launch.num_warps * programs)
         row.per_fma = unrolled_per_fma(instructions)
     else:
@@ -266,6 +270,8 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     return row
 
 
+# Kernels that redo what another launch flagged, and for finite data only read their flag.
+GATED_KERNELS = (kernel_name(Launch(banded_recompute_kernel, (), {})),)
 BAND_KERNELS = tuple(kernel_name(Launch(k, (), {})) for k in (banded_forward_kernel, banded_weight_grad_kernel))
 
 

@@ -20,9 +20,12 @@ bytes (``row_unit``), vectors: each segment's first column is moved back from PA
 multiple of the vector, so that whole vectors are inside or outside the row. Rows that would load
 in vectors under 8 bytes are read from a copy widened to 16-byte multiples (``aligned_rows``).
 
-Unlike torch's convolution, the product multiplies every input column a segment reads by the
-band, zeros included: a NaN or an infinity among them makes NaN of all the segment's outputs,
-not only of those whose taps reach it (documented in the user guide; finite inputs are exact).
+The product multiplies every input column a segment reads by the band, zeros included, so a NaN
+or an infinity among them would make NaN of all the segment's outputs, not only of those whose
+taps reach it (IEEE 0 * inf). The forward flags every tile whose sum is not finite, and a second
+launch (``banded_recompute_kernel``) computes those again tap by tap, torch's products only; for
+finite data its programs read one flag each and return. The weight gradient's remaining
+difference is in the user guide.
 
 The input gradient of a depthwise convolution with unit steps is the same product against the
 flipped filter (``plan_banded_input_grad``). The weight gradient is, per channel and filter row,
@@ -69,7 +72,7 @@ from .split_k import partial_buffers, sum_splits
 
 @triton.jit
 def banded_forward_kernel(
-    x_ptr, band_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    x_ptr, band_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flags_ptr,
     K_G, TAP_ROWS, input_size, output_size, SEGMENTS, ROWS, padding,
     x_strides, band_strides, y_strides, bias_stride, residual_strides,
     R: tl.constexpr, CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr,
@@ -93,6 +96,8 @@ def banded_forward_kernel(
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
+        flags_ptr: (cdiv(ROWS, BLOCK_M), K) int, contiguous: program (m, k) writes whether its
+            tile was not finite (``banded_recompute_kernel`` reads it).
         K_G: output channels per group. TAP_ROWS: T * R, the filter rows.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         SEGMENTS: cdiv(W_OUT, BLOCK_W) segments per output row; ROWS = N * D_OUT * H_OUT * SEGMENTS.
@@ -112,18 +117,11 @@ def banded_forward_kernel(
     """
     pid_m, k, _ = program_ids(INDEX_64)
     D, H, W = input_size
-    D_OUT, H_OUT, W_OUT = output_size
-    pad_d, pad_h, _ = padding
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
     sb_k, sb_j, sb_i = band_strides
-
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = rows < ROWS
-    n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
-    ow0 = segment * BLOCK_W
-    id0 = od * CONV_STRIDE_D - pad_d
-    # Rows past the last start at the input's height, where no tap (offsets >= 0) brings them inside.
-    ih0 = tl.where(mask_m, oh * CONV_STRIDE_H - pad_h, H)
+    mask_m, n, od, oh, ow0, id0, ih0 = segment_rows(
+        pid_m, ROWS, H, output_size, SEGMENTS, padding, CONV_STRIDE_D, CONV_STRIDE_H, BLOCK_M, BLOCK_W
+    )
     j = tl.arange(0, BLOCK_J)
     i = tl.arange(0, BLOCK_W)
     # Everything per row and column is computed once; a step adds scalars. Offsets are counted
@@ -161,10 +159,53 @@ def banded_forward_kernel(
         # The chunk counts like the GEMMs' channel block, the filter row's (t, r) like their taps.
         chunk, _, kt, kr = next_step(chunk, 0, kt, kr, CHUNKS, TAP_ROWS // R, R, 1)
 
+    # The band's zeros multiply every input column a segment reads, so a NaN or infinity among
+    # them makes NaN of outputs whose taps never reach it (IEEE 0 * inf): of the whole row, since
+    # every output column multiplies every column read (a non-finite weight reaches every column
+    # too). A tile whose first column's sum is not finite is flagged (an overflowing sum only
+    # costs a needless recomputation), and ``banded_recompute_kernel`` computes it again tap by
+    # tap, as torch does. (Summing the whole tile cost 2-3x the issue time of one column.)
+    total = tl.sum(tl.sum(tl.where(i[None, :] == 0, acc, 0.0), axis=1), axis=0)
+    tl.store(flags_ptr + pid_m * tl.num_programs(1) + k, (tl.abs(total) < float("inf")) == 0)
+    finish_band_tile(
+        acc, k, mask_m, n, od, oh, ow0, bias_ptr, bias_stride, y_ptr, y_strides, residual_ptr,
+        residual_strides, z_ptr, output_size[2], HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+        Y_UNIT, BLOCK_W,
+    )  # fmt: skip
+
+
+@triton.jit
+def segment_rows(
+    pid_m, ROWS, H, output_size, SEGMENTS, padding,
+    CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """Row block ``pid_m`` of the band kernels' M (``banded_forward_kernel``): which rows are real,
+    each row's (n, od, oh), its segment's first output column ow0, and the input depth and row its
+    filter's first tap reads (before the padding; past the last row, H: no tap brings it inside)."""
+    D_OUT, H_OUT, _ = output_size
+    pad_d, pad_h, _ = padding
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = rows < ROWS
+    n, od, oh, segment = unravel_pixels(rows, D_OUT, H_OUT, SEGMENTS)
+    ow0 = segment * BLOCK_W
+    id0 = od * CONV_STRIDE_D - pad_d
+    ih0 = tl.where(mask_m, oh * CONV_STRIDE_H - pad_h, H)
+    return mask_m, n, od, oh, ow0, id0, ih0
+
+
+@triton.jit
+def finish_band_tile(
+    acc, k, mask_m, n, od, oh, ow0, bias_ptr, bias_stride, y_ptr, y_strides, residual_ptr, residual_strides,
+    z_ptr, W_OUT, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    STORE_PRE_ACTIVATION: tl.constexpr, Y_UNIT: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """The fused epilogue (``finish_output``) of a band tile: output rows (n, k, od, oh) from
+    column ow0, BLOCK_W columns each; stores along W are vectors of Y_UNIT."""
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + k * bias_stride).to(ACC_DTYPE)
+        acc += tl.load(bias_ptr + k * bias_stride).to(acc.dtype)
     sy_n, sy_k, sy_d, sy_h, sy_w = y_strides
     sr_n, sr_k, sr_d, sr_h, sr_w = residual_strides
+    i = tl.arange(0, BLOCK_W)
     y_unit: tl.constexpr = Y_UNIT
     y_rows = (
         n * (sy_n // y_unit) + k * (sy_k // y_unit) + od * (sy_d // y_unit) + oh * (sy_h // y_unit)
@@ -183,6 +224,63 @@ def banded_forward_kernel(
         HAS_RESIDUAL,
         STORE_PRE_ACTIVATION,
     )
+
+
+@triton.jit
+def banded_recompute_kernel(
+    flags_ptr, x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    K_G, TAP_ROWS, input_size, output_size, SEGMENTS, ROWS, padding,
+    x_strides, w_strides, y_strides, bias_stride, residual_strides,
+    R: tl.constexpr, S: tl.constexpr, CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, FLIP: tl.constexpr, Y_UNIT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """The tiles ``banded_forward_kernel`` flagged, computed again with one multiply-add per tap
+    and output (torch's products, so torch's NaN and infinities), epilogue included. Other
+    programs read their flag and return: for finite data that is all this launch does.
+
+    Args:
+        flags_ptr: (cdiv(ROWS, BLOCK_M), K) int, contiguous: the forward's flags, one per program.
+        w_ptr, w_strides: the weight (K, 1, T, R, S); any strides (5); flipped along every
+            spatial dimension if FLIP (the input gradient's forward).
+        DIL_W: the spacing of the taps along W. The rest as in ``banded_forward_kernel``, whose
+            launch this one mirrors (grid, tile, geometry, epilogue).
+        Grid: (cdiv(ROWS, BLOCK_M), K).
+    """
+    pid_m, k, _ = program_ids(INDEX_64)
+    if tl.load(flags_ptr + pid_m * tl.num_programs(1) + k) == 0:
+        return
+    D, H, W = input_size
+    pad_w = padding[2]
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    sw_k, sw_c, sw_t, sw_r, sw_s = w_strides
+    mask_m, n, od, oh, ow0, id0, ih0 = segment_rows(
+        pid_m, ROWS, H, output_size, SEGMENTS, padding, CONV_STRIDE_D, CONV_STRIDE_H, BLOCK_M, BLOCK_W
+    )
+    columns = ow0[:, None] + tl.arange(0, BLOCK_W)[None, :] - pad_w
+    x_rows = x_ptr + n * sx_n + (k // K_G) * sx_c
+    acc = tl.zeros((BLOCK_M, BLOCK_W), dtype=ACC_DTYPE)
+    for tap_row in range(0, TAP_ROWS):
+        id_ = id0 + (tap_row // R) * DIL_D
+        ih = ih0 + (tap_row % R) * DIL_H
+        row_ok = in_range(id_, D, INDEX_64) & in_range(ih, H, INDEX_64)
+        w_row = TAP_ROWS - 1 - tap_row if FLIP else tap_row
+        for s in range(0, S):
+            iw = columns + s * DIL_W
+            x = tl.load(
+                x_rows[:, None] + id_[:, None] * sx_d + ih[:, None] * sx_h + iw * sx_w,
+                mask=row_ok[:, None] & in_range(iw, W, INDEX_64),
+                other=0.0,
+            )
+            w_tap = S - 1 - s if FLIP else s
+            w = tl.load(w_ptr + k * sw_k + (w_row // R) * sw_t + (w_row % R) * sw_r + w_tap * sw_s)
+            acc += x.to(ACC_DTYPE) * w.to(ACC_DTYPE)
+    finish_band_tile(
+        acc, k, mask_m, n, od, oh, ow0, bias_ptr, bias_stride, y_ptr, y_strides, residual_ptr,
+        residual_strides, z_ptr, output_size[2], HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+        Y_UNIT, BLOCK_W,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -500,22 +598,62 @@ def plan_banded_forward(
         BLOCK_J=cfg.block_j,
     )
     grid = (triton.cdiv(rows, cfg.block_m), spec.out_channels)
+    args["flags_ptr"] = torch.empty(grid, dtype=torch.int32, device=x.device)
     return Launch(banded_forward_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
-def plan_banded_input_grad(
+# Constexprs the recomputation shares with the band forward it follows.
+_RECOMPUTE_SHARED = (
+    "R", "CONV_STRIDE_D", "CONV_STRIDE_H", "DIL_D", "DIL_H", "Y_UNIT", "HAS_BIAS", "ACTIVATION",
+    "HAS_RESIDUAL", "STORE_PRE_ACTIVATION", "INDEX_64", "ACC_DTYPE", "BLOCK_M", "BLOCK_W",
+)  # fmt: skip
+# Warps of the recomputation: its (BLOCK_M x BLOCK_W) accumulator in registers, with a band
+# tile's 256 x 64 at most 64 per thread.
+RECOMPUTE_WARPS = 8
+
+
+def plan_banded_recompute(band: Launch, weight: torch.Tensor, spec: ConvSpec, flip_filter: bool = False) -> Launch:
+    """The launch recomputing, tap by tap, the tiles that the band forward ``band`` (planned by
+    ``plan_banded_forward`` for ``spec`` and ``weight``, flipped if ``flip_filter``) flagged as not
+    finite; for finite data each of its programs reads one flag and returns."""
+    args = {name: value for name, value in band.args.items() if not name.startswith("band_")}
+    args |= arguments.tensors(w=as_3d(weight))
+    constexprs = {name: band.constexprs[name] for name in _RECOMPUTE_SHARED}
+    constexprs |= dict(S=spec.kernel_size[2], DIL_W=spec.dilation[2], FLIP=flip_filter)
+    return Launch(banded_recompute_kernel, band.grid, args, constexprs, RECOMPUTE_WARPS, num_stages=1)
+
+
+def banded_forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    out: torch.Tensor,
+    epilogue: Epilogue = PLAIN,
+    flip_filter: bool = False,
+) -> None:
+    """Write activation(conv(input, weight) + bias + residual) into ``out`` as torch would for a
+    depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_kernel``): the band
+    forward, then the recomputation of any tile it flagged. With ``flip_filter``, of ``weight``
+    flipped along every spatial dimension."""
+    band = plan_banded_forward(input, weight, bias, spec, out, epilogue, flip_filter=flip_filter)
+    band()
+    plan_banded_recompute(band, weight, spec, flip_filter)()
+
+
+def banded_input_grad(
     grad_output: torch.Tensor,
     weight: torch.Tensor,
     spec: ConvSpec,
     grad_input: torch.Tensor,
     bias: torch.Tensor | None = None,
     epilogue: Epilogue = PLAIN,
-) -> Launch:
-    """The launch writing d(loss)/d(input) into ``grad_input`` (with ``bias`` and ``epilogue``,
-    a transposed convolution's output) for a depthwise ``spec`` with unit steps, one output
-    channel per group (``dispatch.uses_banded_input_grad``)."""
+) -> None:
+    """Write d(loss)/d(input) into ``grad_input`` (with ``bias`` and ``epilogue``, a transposed
+    convolution's output) for a depthwise ``spec`` with unit steps, one output channel per group
+    (``dispatch.uses_banded_input_grad``): ``banded_forward`` of the flipped filter."""
     forward = spec.input_grad_as_forward()
-    return plan_banded_forward(grad_output, weight, bias, forward, grad_input, epilogue, flip_filter=True)
+    banded_forward(grad_output, weight, bias, forward, grad_input, epilogue, flip_filter=True)
 
 
 def weight_grad_tiling(spec: ConvSpec, walk_splits: int, cfg: BandedConfig) -> tuple[BandedConfig, int, int, int]:

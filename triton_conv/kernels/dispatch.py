@@ -9,7 +9,7 @@ import torch
 from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
-from .banded import band_bytes, banded_weight_grad, plan_banded_forward, plan_banded_input_grad
+from .banded import band_bytes, banded_forward, banded_input_grad, banded_weight_grad
 from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
@@ -194,8 +194,9 @@ def forward(
     if out.numel() == 0:
         return out
     if uses_banded_kernel(input, spec) and band_fits(input, spec):
-        launch = plan_banded_forward(input, weight, bias, spec, out, epilogue)
-    elif uses_direct_kernel(spec):
+        banded_forward(input, weight, bias, spec, out, epilogue)
+        return out
+    if uses_direct_kernel(spec):
         launch = plan_direct_forward(input, weight, bias, spec, out, epilogue)
     else:
         # The channels-last operand both GEMM kernels read (a copy of a default-layout input,
@@ -228,7 +229,7 @@ def input_grad(
     if grad_input.numel() == 0:
         return grad_input
     if uses_banded_input_grad(grad_output, spec):
-        plan_banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
+        banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)
     elif uses_direct_kernel(spec):
         plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
     else:
