@@ -51,7 +51,12 @@ import torch
 import triton
 
 from triton_conv.kernels import dispatch
-from triton_conv.kernels.banded import banded_forward_kernel, banded_recompute_kernel, banded_weight_grad_kernel
+from triton_conv.kernels.banded import (
+    banded_forward_kernel,
+    banded_forward_recompute_kernel,
+    banded_weight_grad_kernel,
+    banded_weight_grad_recompute_kernel,
+)
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
@@ -271,7 +276,9 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
 
 
 # Kernels that redo what another launch flagged, and for finite data only read their flag.
-GATED_KERNELS = (kernel_name(Launch(banded_recompute_kernel, (), {})),)
+GATED_KERNELS = tuple(
+    kernel_name(Launch(k, (), {})) for k in (banded_forward_recompute_kernel, banded_weight_grad_recompute_kernel)
+)
 BAND_KERNELS = tuple(kernel_name(Launch(k, (), {})) for k in (banded_forward_kernel, banded_weight_grad_kernel))
 
 

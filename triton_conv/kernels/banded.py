@@ -20,16 +20,17 @@ bytes (``row_unit``), vectors: each segment's first column is moved back from PA
 multiple of the vector, so that whole vectors are inside or outside the row. Rows that would load
 in vectors under 8 bytes are read from a copy widened to 16-byte multiples (``aligned_rows``).
 
-The product multiplies every input column a segment reads by the band, zeros included, so a NaN
-or an infinity among them would make NaN of all the segment's outputs, not only of those whose
-taps reach it (IEEE 0 * inf). The forward flags every tile whose sum is not finite, and a second
-launch (``banded_recompute_kernel``) computes those again tap by tap, torch's products only; for
-finite data its programs read one flag each and return. The weight gradient's remaining
-difference is in the user guide.
-
 The input gradient of a depthwise convolution with unit steps is the same product against the
-flipped filter (``plan_banded_input_grad``). The weight gradient is, per channel and filter row,
-one GEMM over the rows whose diagonals are the taps (``banded_weight_grad_kernel``).
+flipped filter (``banded_input_grad``). The weight gradient is, per channel and filter row, one
+GEMM over the rows whose diagonals are the taps (``banded_weight_grad_kernel``).
+
+Non-finite values: the products include the band's zeros (and, in the weight gradient, the
+output gradient's zeros past a row's end), so a NaN or an infinity would make NaN of outputs
+(taps) whose products never meet it in torch (IEEE 0 * inf). Each program therefore flags a
+result that is not finite, and a second launch with the same grid computes the flagged ones
+again with torch's products only (``banded_forward_recompute_kernel``,
+``banded_weight_grad_recompute_kernel``); for finite data its programs read one flag each and
+return.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def banded_forward_kernel(
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
         flags_ptr: (cdiv(ROWS, BLOCK_M), K) int, contiguous: program (m, k) writes whether its
-            tile was not finite (``banded_recompute_kernel`` reads it).
+            tile was not finite (``banded_forward_recompute_kernel`` reads it).
         K_G: output channels per group. TAP_ROWS: T * R, the filter rows.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         SEGMENTS: cdiv(W_OUT, BLOCK_W) segments per output row; ROWS = N * D_OUT * H_OUT * SEGMENTS.
@@ -163,7 +164,7 @@ def banded_forward_kernel(
     # them makes NaN of outputs whose taps never reach it (IEEE 0 * inf): of the whole row, since
     # every output column multiplies every column read (a non-finite weight reaches every column
     # too). A tile whose first column's sum is not finite is flagged (an overflowing sum only
-    # costs a needless recomputation), and ``banded_recompute_kernel`` computes it again tap by
+    # costs a needless recomputation), and ``banded_forward_recompute_kernel`` computes it again tap by
     # tap, as torch does. (Summing the whole tile cost 2-3x the issue time of one column.)
     total = tl.sum(tl.sum(tl.where(i[None, :] == 0, acc, 0.0), axis=1), axis=0)
     tl.store(flags_ptr + pid_m * tl.num_programs(1) + k, (tl.abs(total) < float("inf")) == 0)
@@ -227,7 +228,7 @@ def finish_band_tile(
 
 
 @triton.jit
-def banded_recompute_kernel(
+def banded_forward_recompute_kernel(
     flags_ptr, x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
     K_G, TAP_ROWS, input_size, output_size, SEGMENTS, ROWS, padding,
     x_strides, w_strides, y_strides, bias_stride, residual_strides,
@@ -285,7 +286,7 @@ def banded_recompute_kernel(
 
 @triton.jit
 def banded_weight_grad_kernel(
-    x_ptr, dy_ptr, dw_partial_ptr, db_partial_ptr,
+    x_ptr, dy_ptr, dw_partial_ptr, db_partial_ptr, flags_ptr,
     K_G, input_size, output_size, SEGMENTS, LINES, WALK, SPLIT_WALK, padding,
     x_strides, dy_strides,
     R: tl.constexpr, S: tl.constexpr, TAPS_PAD: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
@@ -311,6 +312,8 @@ def banded_weight_grad_kernel(
         dw_partial_ptr: (SPLIT_K, K, T * R * S) contiguous, ACC_DTYPE; program (k, tap row, z)
             writes slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
+        flags_ptr: (K, T * R, SPLIT_K) int, contiguous: whether the program's dw was not finite
+            (``banded_weight_grad_recompute_kernel`` reads it).
         K_G: output channels per group. input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT),
             W_OUT dy's row width (a widened copy's is more than the output's: zeros).
         padding: leading padding (D, H, W); PAD_W is its W entry, as a constexpr.
@@ -392,9 +395,82 @@ def banded_weight_grad_kernel(
     TAP_ROWS = tl.num_programs(1)
     dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
     tl.store(dw_row + taps, dw, mask=taps < S)
+    # Past a row's end dy's zeros meet input columns that torch pairs with no output at that tap:
+    # a NaN or infinity there makes NaN of a tap torch leaves finite. A program whose dw is not
+    # finite is flagged, and ``banded_weight_grad_recompute_kernel`` redoes it with torch's products.
+    total = tl.sum(dw, axis=0)
+    tl.store(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split, (tl.abs(total) < float("inf")) == 0)
     if HAS_BIAS_GRAD:
         if tap_row == 0:
             tl.store(db_partial_ptr + split * K + k, tl.sum(bias_acc, axis=0))
+
+
+@triton.jit
+def banded_weight_grad_recompute_kernel(
+    flags_ptr, x_ptr, dy_ptr, dw_partial_ptr,
+    K_G, input_size, output_size, SEGMENTS, LINES, WALK, SPLIT_WALK, padding,
+    x_strides, dy_strides,
+    R: tl.constexpr, S: tl.constexpr, TAPS_PAD: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
+    CONV_STRIDE_H: tl.constexpr, DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    PAD_W: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    """The partials ``banded_weight_grad_kernel`` flagged, computed again with torch's products
+    only: dw[s] += x[row', ow + s * DIL_W - PAD_W] * dy[row, ow] over the program's lines and walk
+    positions, output columns ow < W_OUT. Other programs read their flag and return.
+
+    Args:
+        flags_ptr: (K, T * R, SPLIT_K) int, contiguous: the weight gradient's flags.
+        output_size: (D_OUT, H_OUT, W_OUT), W_OUT the output's row width (not a widened copy's).
+        The rest as in ``banded_weight_grad_kernel``, whose launch this one mirrors (grid,
+        lines per step, segments, walk split); db's partials are left as it wrote them.
+        Grid: (K, T * R, cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)).
+    """
+    k, tap_row, split = program_ids(INDEX_64)
+    TAP_ROWS = tl.num_programs(1)
+    if tl.load(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split) == 0:
+        return
+    D, H, W = input_size
+    D_OUT, H_OUT, W_OUT = output_size
+    pad_d, pad_h, _ = padding
+    sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
+    sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
+    walk_splits = tl.cdiv(WALK, SPLIT_WALK)
+    lines = (split // walk_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_l = lines < LINES
+    n = lines // D_OUT
+    od = lines % D_OUT
+    id_ = od * CONV_STRIDE_D - pad_d + (tap_row // R) * DIL_D
+    line_ok = mask_l & in_range(id_, D, INDEX_64)
+    x_lines = x_ptr + n * sx_n + (k // K_G) * sx_c + id_ * sx_d
+    dy_lines = dy_ptr + n * sdy_n + k * sdy_k + od * sdy_d
+    i = tl.arange(0, BLOCK_W)
+    taps = tl.arange(0, TAPS_PAD)
+    dw = tl.zeros((TAPS_PAD,), dtype=ACC_DTYPE)
+    first = (split % walk_splits) * SPLIT_WALK
+    # Tap by tap, the walk inside (dy read once per tap: this runs only for non-finite data, and
+    # one tile of each operand at a time keeps it from spilling).
+    for s in range(0, S):
+        on_tap = tl.zeros((BLOCK_M, BLOCK_W), dtype=ACC_DTYPE)
+        oh = first // SEGMENTS
+        segment = first % SEGMENTS
+        for _ in range(0, tl.minimum(SPLIT_WALK, WALK - first)):
+            ow = segment * BLOCK_W + i
+            in_output = mask_l[:, None] & (ow < W_OUT)[None, :]
+            dy = tl.load(dy_lines[:, None] + oh * sdy_h + ow[None, :] * sdy_w, mask=in_output, other=0.0)
+            ih = oh * CONV_STRIDE_H - pad_h + (tap_row % R) * DIL_H
+            iw = ow + s * DIL_W - PAD_W
+            x_ok = in_output & (line_ok & in_range(ih + 0 * lines, H, INDEX_64))[:, None] & in_range(iw, W, INDEX_64)
+            x = tl.load(x_lines[:, None] + ih * sx_h + iw[None, :] * sx_w, mask=x_ok, other=0.0)
+            on_tap += x.to(ACC_DTYPE) * dy.to(ACC_DTYPE)
+            segment += 1
+            row_done = segment == SEGMENTS
+            segment = tl.where(row_done, 0, segment)
+            oh = tl.where(row_done, oh + 1, oh)
+        dw = tl.where(taps == s, tl.sum(tl.sum(on_tap, axis=1), axis=0), dw)
+    K = tl.num_programs(0)
+    dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
+    tl.store(dw_row + taps, dw, mask=taps < S)
 
 
 def row_unit(t: torch.Tensor) -> int:
@@ -607,12 +683,14 @@ _RECOMPUTE_SHARED = (
     "R", "CONV_STRIDE_D", "CONV_STRIDE_H", "DIL_D", "DIL_H", "Y_UNIT", "HAS_BIAS", "ACTIVATION",
     "HAS_RESIDUAL", "STORE_PRE_ACTIVATION", "INDEX_64", "ACC_DTYPE", "BLOCK_M", "BLOCK_W",
 )  # fmt: skip
-# Warps of the recomputation: its (BLOCK_M x BLOCK_W) accumulator in registers, with a band
-# tile's 256 x 64 at most 64 per thread.
+# Warps of the forward's recomputation: its (BLOCK_M x BLOCK_W) accumulator in registers, with a
+# band tile's 256 x 64 at most 64 per thread. (The weight gradient's takes its launch's warps.)
 RECOMPUTE_WARPS = 8
 
 
-def plan_banded_recompute(band: Launch, weight: torch.Tensor, spec: ConvSpec, flip_filter: bool = False) -> Launch:
+def plan_banded_forward_recompute(
+    band: Launch, weight: torch.Tensor, spec: ConvSpec, flip_filter: bool = False
+) -> Launch:
     """The launch recomputing, tap by tap, the tiles that the band forward ``band`` (planned by
     ``plan_banded_forward`` for ``spec`` and ``weight``, flipped if ``flip_filter``) flagged as not
     finite; for finite data each of its programs reads one flag and returns."""
@@ -620,7 +698,7 @@ def plan_banded_recompute(band: Launch, weight: torch.Tensor, spec: ConvSpec, fl
     args |= arguments.tensors(w=as_3d(weight))
     constexprs = {name: band.constexprs[name] for name in _RECOMPUTE_SHARED}
     constexprs |= dict(S=spec.kernel_size[2], DIL_W=spec.dilation[2], FLIP=flip_filter)
-    return Launch(banded_recompute_kernel, band.grid, args, constexprs, RECOMPUTE_WARPS, num_stages=1)
+    return Launch(banded_forward_recompute_kernel, band.grid, args, constexprs, RECOMPUTE_WARPS, num_stages=1)
 
 
 def banded_forward(
@@ -638,7 +716,7 @@ def banded_forward(
     flipped along every spatial dimension."""
     band = plan_banded_forward(input, weight, bias, spec, out, epilogue, flip_filter=flip_filter)
     band()
-    plan_banded_recompute(band, weight, spec, flip_filter)()
+    plan_banded_forward_recompute(band, weight, spec, flip_filter)()
 
 
 def banded_input_grad(
@@ -708,7 +786,28 @@ def plan_banded_weight_grad(
         COLUMNS=columns,
     )
     grid = (spec.out_channels, t * r, partials)
+    args["flags_ptr"] = torch.empty(grid, dtype=torch.int32, device=x.device)
     return Launch(banded_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
+
+
+# What the weight gradient's recomputation takes of the launch it follows.
+_WEIGHT_GRAD_RECOMPUTE_ARGS = (
+    "flags_ptr", "x_ptr", "dy_ptr", "dw_partial_ptr", "K_G", "input_size", "SEGMENTS", "LINES", "WALK",
+    "SPLIT_WALK", "padding", "x_strides", "dy_strides",
+)  # fmt: skip
+_WEIGHT_GRAD_RECOMPUTE_CONSTEXPRS = (
+    "R", "S", "TAPS_PAD", "CONV_STRIDE_D", "CONV_STRIDE_H", "DIL_D", "DIL_H", "DIL_W", "PAD_W",
+    "INDEX_64", "ACC_DTYPE", "BLOCK_M", "BLOCK_W",
+)  # fmt: skip
+
+
+def plan_banded_weight_grad_recompute(band: Launch, spec: ConvSpec) -> Launch:
+    """The launch recomputing, with torch's products only, the partials that the weight gradient
+    ``band`` (planned by ``plan_banded_weight_grad`` for ``spec``) flagged as not finite; for
+    finite data each of its programs reads one flag and returns."""
+    args = {name: band.args[name] for name in _WEIGHT_GRAD_RECOMPUTE_ARGS} | dict(output_size=spec.output_size)
+    constexprs = {name: band.constexprs[name] for name in _WEIGHT_GRAD_RECOMPUTE_CONSTEXPRS}
+    return Launch(banded_weight_grad_recompute_kernel, band.grid, args, constexprs, band.num_warps, num_stages=1)
 
 
 def _weight_grad_partials(
@@ -777,8 +876,9 @@ def banded_weight_grad(
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias), for
     a depthwise ``spec`` with a unit step along W (``dispatch.uses_banded_weight_grad``). ``cfg``
     overrides the tile ``select_config`` picks (the heuristic's, ``banded_weight_grad_config``,
-    unless tuned); ``walk_splits`` the split of its rule. The partials are summed in a fixed
-    order (deterministic)."""
+    unless tuned); ``walk_splits`` the split of its rule. Partials that are not finite are
+    computed again with torch's products only (``banded_weight_grad_recompute_kernel``); the
+    partials are summed in a fixed order (deterministic)."""
     if cfg is None:
         tile = select_config(
             BANDED_WEIGHT_GRAD, spec, input.dtype, dot_precision(input), BANDED_WEIGHT_GRAD.key_layout(input, grad_output),
@@ -792,7 +892,9 @@ def banded_weight_grad(
     walk_splits, dw_partial, db_partial = _weight_grad_partials(
         grad_output, input, spec, cfg, walk_splits, grad_bias is not None
     )
-    plan_banded_weight_grad(grad_output, input, spec, dw_partial, db_partial, walk_splits, cfg)()
+    band = plan_banded_weight_grad(grad_output, input, spec, dw_partial, db_partial, walk_splits, cfg)
+    band()
+    plan_banded_weight_grad_recompute(band, spec)()
     sum_splits(dw_partial, grad_weight)
     if grad_bias is not None:
         sum_splits(db_partial, grad_bias)
