@@ -322,6 +322,8 @@ def test_band_kernels_compile(name, dtype, arch, gpu_tiles):
     band_kernels = {"banded_forward_kernel", "banded_weight_grad_kernel"}
     recomputations = {"banded_forward_recompute_kernel", "banded_weight_grad_recompute_kernel"}
     assert band_kernels | recomputations <= kernels, kernels
+    if dtype == torch.float16:  # the recomputations' code differs only in a conversion: compiled in bf16
+        launches = [launch for launch in launches if launch.kernel.fn.__name__ not in recomputations]
     for launch in launches:
         info = compile_launch(launch, arch)
         assert info.spill_bytes == 0, (launch.kernel.fn.__name__, info)

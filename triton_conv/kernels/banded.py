@@ -164,8 +164,8 @@ def banded_forward_kernel(
     # them makes NaN of outputs whose taps never reach it (IEEE 0 * inf): of the whole row, since
     # every output column multiplies every column read (a non-finite weight reaches every column
     # too). A tile whose first column's sum is not finite is flagged (an overflowing sum only
-    # costs a needless recomputation), and ``banded_forward_recompute_kernel`` computes it again tap by
-    # tap, as torch does. (Summing the whole tile cost 2-3x the issue time of one column.)
+    # costs a needless recomputation), and ``banded_forward_recompute_kernel`` computes it again
+    # tap by tap, as torch does. (Summing the whole tile cost 2-3x the issue time of one column.)
     total = tl.sum(tl.sum(tl.where(i[None, :] == 0, acc, 0.0), axis=1), axis=0)
     tl.store(flags_ptr + pid_m * tl.num_programs(1) + k, (tl.abs(total) < float("inf")) == 0)
     finish_band_tile(
@@ -182,7 +182,8 @@ def segment_rows(
 ):  # fmt: skip
     """Row block ``pid_m`` of the band kernels' M (``banded_forward_kernel``): which rows are real,
     each row's (n, od, oh), its segment's first output column ow0, and the input depth and row its
-    filter's first tap reads (before the padding; past the last row, H: no tap brings it inside)."""
+    filter's first tap reads (negative in the padding; rows past the last start at H, where no
+    tap brings them inside)."""
     D_OUT, H_OUT, _ = output_size
     pad_d, pad_h, _ = padding
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -397,7 +398,8 @@ def banded_weight_grad_kernel(
     tl.store(dw_row + taps, dw, mask=taps < S)
     # Past a row's end dy's zeros meet input columns that torch pairs with no output at that tap:
     # a NaN or infinity there makes NaN of a tap torch leaves finite. A program whose dw is not
-    # finite is flagged, and ``banded_weight_grad_recompute_kernel`` redoes it with torch's products.
+    # finite is flagged, and ``banded_weight_grad_recompute_kernel`` redoes it with torch's
+    # products.
     total = tl.sum(dw, axis=0)
     tl.store(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split, (tl.abs(total) < float("inf")) == 0)
     if HAS_BIAS_GRAD:
