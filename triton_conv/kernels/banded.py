@@ -231,9 +231,9 @@ def finish_band_tile(
 @triton.jit
 def banded_forward_recompute_kernel(
     flags_ptr, x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
-    K_G, TAP_ROWS, input_size, output_size, SEGMENTS, ROWS, padding,
+    K_G, TAP_ROWS, S, input_size, output_size, SEGMENTS, ROWS, padding,
     x_strides, w_strides, y_strides, bias_stride, residual_strides,
-    R: tl.constexpr, S: tl.constexpr, CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr,
+    R: tl.constexpr, CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, FLIP: tl.constexpr, Y_UNIT: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
@@ -246,8 +246,10 @@ def banded_forward_recompute_kernel(
         flags_ptr: (cdiv(ROWS, BLOCK_M), K) int, contiguous: the forward's flags, one per program.
         w_ptr, w_strides: the weight (K, 1, T, R, S); any strides (5); flipped along every
             spatial dimension if FLIP (the input gradient's forward).
-        DIL_W: the spacing of the taps along W. The rest as in ``banded_forward_kernel``, whose
-            launch this one mirrors (grid, tile, geometry, epilogue).
+        S: the filter's width, a runtime value: a loop over 31 taps unrolled spilled (Triton 3.6,
+            sm_80, with the fused epilogue). DIL_W: the spacing of the taps along W. The rest as
+            in ``banded_forward_kernel``, whose launch this one mirrors (grid, tile, geometry,
+            epilogue).
         Grid: (cdiv(ROWS, BLOCK_M), K).
     """
     pid_m, k, _ = program_ids(INDEX_64)
@@ -685,9 +687,11 @@ _RECOMPUTE_SHARED = (
     "R", "CONV_STRIDE_D", "CONV_STRIDE_H", "DIL_D", "DIL_H", "Y_UNIT", "HAS_BIAS", "ACTIVATION",
     "HAS_RESIDUAL", "STORE_PRE_ACTIVATION", "INDEX_64", "ACC_DTYPE", "BLOCK_M", "BLOCK_W",
 )  # fmt: skip
-# Warps of the forward's recomputation: its (BLOCK_M x BLOCK_W) accumulator in registers, with a
-# band tile's 256 x 64 at most 64 per thread. (The weight gradient's takes its launch's warps.)
-RECOMPUTE_WARPS = 8
+# Warps of the forward's recomputation: its (BLOCK_M x BLOCK_W) accumulator and the epilogue's
+# pointers in registers, with a band tile's 256 x 64 at most 32 elements per thread (8 warps
+# spilled with the fused epilogue on sm_80 under Triton 3.6). (The weight gradient's takes its
+# launch's warps.)
+RECOMPUTE_WARPS = 16
 
 
 def plan_banded_forward_recompute(
@@ -697,9 +701,9 @@ def plan_banded_forward_recompute(
     ``plan_banded_forward`` for ``spec`` and ``weight``, flipped if ``flip_filter``) flagged as not
     finite; for finite data each of its programs reads one flag and returns."""
     args = {name: value for name, value in band.args.items() if not name.startswith("band_")}
-    args |= arguments.tensors(w=as_3d(weight))
+    args |= arguments.tensors(w=as_3d(weight)) | dict(S=spec.kernel_size[2])
     constexprs = {name: band.constexprs[name] for name in _RECOMPUTE_SHARED}
-    constexprs |= dict(S=spec.kernel_size[2], DIL_W=spec.dilation[2], FLIP=flip_filter)
+    constexprs |= dict(DIL_W=spec.dilation[2], FLIP=flip_filter)
     return Launch(banded_forward_recompute_kernel, band.grid, args, constexprs, RECOMPUTE_WARPS, num_stages=1)
 
 
