@@ -2,6 +2,7 @@
 
 import importlib
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -320,20 +321,23 @@ def test_int64_offsets(monkeypatch):
     _check_against_torch(4, 4, 3, (5, 9), (3, 3), "channels_last", padding=1)
 
 
-# (size, kernel, stride, padding, dilation, groups, channels in, out, pairs with the interpreter's
-# tile): 16-bit rows along W.
+# (size, kernel, stride, padding, dilation, groups, channels in, out, whether x's and dy's rows
+# pair with the interpreter's tile): 16-bit rows along W.
 PAIRED_ROWS = [
-    ((6, 12), (3, 3), 2, 1, 1, 6, 6, 6, True),  # mbv2_dw3_s2: odd first columns
-    ((5, 10), (5, 5), 1, 2, 1, 4, 4, 8, True),  # even first columns, a channel multiplier
-    ((4, 8), (2, 2), 2, 0, 1, 3, 3, 3, True),  # patch-like: no padding
-    ((5, 14), (3, 3), 1, 2, 2, 4, 4, 4, True),  # dilated
-    ((5, 12), (3, 3), 1, 1, 1, 4, 16, 16, True),  # 4 channels per group (resnext_g32)
-    ((22,), (7,), 2, 3, 1, 5, 5, 5, True),  # 1-D
-    ((3, 4, 6), (3, 3, 3), (1, 1, 2), 1, 1, 3, 3, 3, True),  # 3-D
-    # Steps of 3 taps (a stride of 3): their first columns alternate in parity.
-    ((3, 20), (1, 5), (1, 3), (0, 1), 1, 2, 2, 2, False),
+    ((6, 12), (3, 3), 2, 1, 1, 6, 6, 6, True, False),  # mbv2_dw3_s2: odd first columns (dy: 3 pixels a group)
+    # dy's pairs at a stride of 2 (the taps of one step), a dy column left of each group's first.
+    ((3, 22), (3, 2), 2, (1, 0), (1, 2), 2, 2, 2, True, True),
+    ((5, 10), (5, 5), 1, 2, 1, 4, 4, 8, True, True),  # even first columns, a channel multiplier
+    ((4, 8), (2, 2), 2, 0, 1, 3, 3, 3, True, True),  # patch-like: no padding
+    ((5, 14), (3, 3), 1, 2, 2, 4, 4, 4, True, True),  # dilated
+    ((5, 12), (3, 3), 1, 1, 1, 4, 16, 16, True, True),  # 4 channels per group (resnext_g32)
+    ((22,), (7,), 2, 3, 1, 5, 5, 5, True, False),  # 1-D (dy's rows of 11 are odd)
+    ((3, 4, 6), (3, 3, 3), (1, 1, 2), 1, 1, 3, 3, 3, True, False),  # 3-D (dy's rows of 3)
+    # Steps of 3 taps (a stride of 3): their first columns alternate in parity (x's, and dy's, one
+    # output column apart).
+    ((3, 20), (1, 5), (1, 3), (0, 1), 1, 2, 2, 2, False, False),
     # 3 pixels per group at stride 1 (rows of 6): the groups' first columns alternate.
-    ((3, 6), (3, 3), 1, 1, 1, 2, 2, 2, False),
+    ((3, 6), (3, 3), 1, 1, 1, 2, 2, 2, False, False),
 ]
 
 
@@ -342,11 +346,12 @@ PAIRED_ROWS = [
 @pytest.mark.parametrize("row", PAIRED_ROWS, ids=lambda r: f"{len(r[0])}d-w{r[0][-1]}-f{r[1][-1]}-s{r[2]}-p{r[3]}")
 def test_column_pairs(row, dtype, index_64, monkeypatch):
     """The forward and the weight gradient on 16-bit rows of x loaded as 32-bit column pairs (W
-    stride 1, even rows), against torch; the same rows without pairs where W is odd or the data
-    is not 4-byte aligned, and rows whose steps' first columns change parity, which must not pair."""
+    stride 1, even rows), and the input gradient on dy's rows, against torch; the same rows
+    without pairs where W is odd or the data is not 4-byte aligned, and rows whose steps' first
+    columns change parity, which must not pair."""
     if index_64:
         monkeypatch.setattr(direct_module, "needs_int64", lambda *tensors: True)
-    size, kernel, stride, padding, dilation, groups, c, k, pairs = row
+    size, kernel, stride, padding, dilation, groups, c, k, pairs, dy_pairs = row
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     x = torch.randn(2, c, *size[:-1], size[-1] + 1, dtype=torch.float64).to(dtype).to(DEVICE)
     w = (torch.randn(k, c // groups, *kernel, dtype=torch.float64) / math.prod(kernel)).to(dtype).to(DEVICE)
@@ -374,6 +379,21 @@ def test_column_pairs(row, dtype, index_64, monkeypatch):
         (expected_dw,) = torch.autograd.grad(expected, w64, dy.double())
         assert_close(dw, expected_dw.to(dtype), dtype, dy[:, 0].numel(), f"weight gradient, {name}")
 
+    # The input gradient reads dy's rows: as allocated, and not 4-byte aligned.
+    spec = conv_spec(even, w, None, **kwargs, ndim=len(size))
+    dy = torch.randn(spec.out_shape, dtype=torch.float64).to(dtype).to(DEVICE)
+    dy_unaligned = torch.empty(dy.numel() + 1, dtype=dtype, device=DEVICE)[1:].view(dy.shape).copy_(dy)
+    x64 = even.double().requires_grad_()
+    (expected_dx,) = torch.autograd.grad(conv(x64, w.double(), None, **kwargs), x64, dy.double())
+    for name, dy_in in {"pairs": dy, "unaligned": dy_unaligned}.items():
+        dx = torch.empty_like(even)
+        launch = plan_direct_input_grad(dy_in, w, spec, dx)
+        if DEVICE == "cpu":
+            paired = launch.constexprs["COLUMN_PAIRS"]
+            assert paired is (dy_pairs and name == "pairs"), f"input gradient, {name}: COLUMN_PAIRS {paired}"
+        launch()
+        assert_close(dx, expected_dx.to(dtype), dtype, k // groups * math.prod(kernel), f"input gradient, {name}")
+
 
 def test_column_pairs_rule():
     """Which inputs ``column_pairs`` reads in pairs (a misaligned 32-bit load would fault only on
@@ -393,3 +413,16 @@ def test_column_pairs_rule():
     assert not pairs(x.to(memory_format=torch.channels_last))
     assert not pairs(x.float()) and not pairs(x.double())
     assert pairs(x.half())
+
+    def dy_pairs(kernel_w: int, stride: int, dilation: int, pixels: int, taps_per_step: int) -> bool:
+        """The input gradient's rule on dy's rows (x as dy: its row rules are the same)."""
+        w_row = torch.empty(4, 1, 3, kernel_w, dtype=torch.bfloat16, device="meta")
+        spec = conv_spec(x, w_row, None, (1, stride), 1, (1, dilation), 4, ndim=2)
+        tile = replace(cfg, pixels=pixels, taps_per_step=taps_per_step)
+        return direct_module.column_pairs(as_3d(x), spec, tile, input_grad=True)["COLUMN_PAIRS"]
+
+    assert dy_pairs(3, 1, 1, 8, 3) and dy_pairs(3, 2, 1, 8, 3)  # one step takes the row
+    assert not dy_pairs(3, 2, 1, 3, 3)  # groups of 3 output columns: their first columns alternate
+    assert dy_pairs(5, 1, 1, 8, 2)  # steps of 2 taps move 2 output columns
+    assert not dy_pairs(5, 2, 1, 8, 2)  # ... at a stride of 2, 1 column: alternating
+    assert dy_pairs(5, 2, 2, 8, 2)  # ... dilated by 2, 2 columns

@@ -187,3 +187,19 @@ def test_strided_depthwise_loads_column_pairs(tmp_path: Path, capfd: pytest.Capt
     assert row["per_fma"] <= 4.5, row["per_fma"]  # over the unrolled span: setup and stores included
     loads = [i.opcode for i in parse_sass((tmp_path / row["sass"]).read_text()) if i.base == "LDG"]
     assert loads.count("LDG.E") == 27 and loads.count("LDG.E.U16") == 9, loads
+
+
+def test_strided_depthwise_input_grad_loads_column_pairs(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    """Suite shape 13's input gradient in the default layout, bf16, as an H100 would run it: each
+    program takes the input rows of one stride phase, so only the filter rows that reach them
+    run, and each thread reads its 9 dy columns per filter row as 5 32-bit pairs: per filter row
+    5 pair loads and the 3 weights' 16-bit loads, at most 4 SASS per FMA (4.4 with 16-bit loads)."""
+    argv = ("--static", "--shapes", "13", "--passes", "D", "--layout", "contiguous", "--dump", str(tmp_path))
+    assert cli.run(_args(*argv)) == 0
+    capfd.readouterr()
+    (row,) = json.loads((tmp_path / "index.json").read_text())
+    assert row["kernel"] == "direct_input_grad_kernel", row
+    assert row["grid"][2] == 2, row["grid"]  # a stride of 2 along H: rows in 2 phases
+    assert row["spill_bytes"] == 0 and row["per_fma"] <= 4, row
+    loads = [i.opcode for i in parse_sass((tmp_path / row["sass"]).read_text()) if i.base == "LDG"]
+    assert loads.count("LDG.E") > 0 and loads.count("LDG.E") * 3 == loads.count("LDG.E.U16") * 5, loads

@@ -108,14 +108,18 @@ def load_paired_column(row_ptrs, row_ok, first_col, COLUMN: tl.constexpr, W, cha
 
 
 @triton.jit
-def load_input_column(
-    x_row, row_ok, first_col, COLUMN: tl.constexpr, W, x_channel, used, sx_w, ACC_DTYPE: tl.constexpr,
+def load_column(
+    row_ptrs, row_ok, first_col, COLUMN: tl.constexpr, W, channel_offs, mask_c, s_col, ACC_DTYPE: tl.constexpr,
     CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr,
 ):  # fmt: skip
-    """Column first_col + COLUMN of x's rows: ``load_paired_column`` with COLUMN_PAIRS, else ``load_columns``."""
+    """Column first_col + COLUMN of the rows: ``load_paired_column`` with COLUMN_PAIRS, else ``load_columns``."""
     if COLUMN_PAIRS:
-        return load_paired_column(x_row, row_ok, first_col, COLUMN, W, x_channel, used, FIRST_COLUMN_ODD, ACC_DTYPE)
-    return load_columns(x_row, row_ok, first_col + COLUMN, W, x_channel, used, sx_w, ACC_DTYPE, CHANNEL_VECTORS)
+        return load_paired_column(
+            row_ptrs, row_ok, first_col, COLUMN, W, channel_offs, mask_c, FIRST_COLUMN_ODD, ACC_DTYPE
+        )
+    return load_columns(
+        row_ptrs, row_ok, first_col + COLUMN, W, channel_offs, mask_c, s_col, ACC_DTYPE, CHANNEL_VECTORS
+    )
 
 
 @triton.jit
@@ -206,7 +210,7 @@ def forward_taps(
         ws = load_weights(w_row + (first_s + si) * sw_s, used, sw_j, MULTIPLIERS, ACC_DTYPE)
         updated = ()
         for p in tl.static_range(len(accs) // MULTIPLIERS):
-            x = load_input_column(
+            x = load_column(
                 x_row, row_ok, iw_step, p * CONV_STRIDE_W + si * DIL_W, W, x_channel, used, sx_w, ACC_DTYPE,
                 CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
             )  # fmt: skip
@@ -220,21 +224,26 @@ def forward_taps(
 def input_grad_taps(
     accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
     TAPS: tl.constexpr, MULTIPLIERS: tl.constexpr, CONV_STRIDE_W: tl.constexpr, DIL_W: tl.constexpr,
-    PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
+    PAD_W: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
+    FIRST_COLUMN_ODD: tl.constexpr,
 ):  # fmt: skip
     """``accs`` (a (groups, slots) tile per input column q of the group and multiplier c, at
     q * MULTIPLIERS + c; the group's first column is output column ow0 times the stride) plus
     taps first_s .. first_s + TAPS of a filter row. first_s * DIL_W is a multiple of
     CONV_STRIDE_W, so whether tap first_s + si reaches column q, from output column
-    ow0 + (q + PAD_W - (first_s + si) * DIL_W) / CONV_STRIDE_W, is constexpr."""
+    ow0 + (q + PAD_W - (first_s + si) * DIL_W) / CONV_STRIDE_W, is constexpr. With COLUMN_PAIRS,
+    dy's columns load in pairs (``load_paired_column``); every step's first output column,
+    ow0 - first_s * DIL_W / CONV_STRIDE_W, is odd if FIRST_COLUMN_ODD, else even."""
     ow_step = ow0 - first_s * DIL_W // CONV_STRIDE_W
     for si in tl.static_range(TAPS):
         ws = load_weights(w_row + (first_s + si) * sw_s, used, sw_c, MULTIPLIERS, ACC_DTYPE)
         updated = ()
         for q in tl.static_range(len(accs) // MULTIPLIERS):
             if (q + PAD_W - si * DIL_W) % CONV_STRIDE_W == 0:
-                reached = ow_step + (q + PAD_W - si * DIL_W) // CONV_STRIDE_W
-                dy = load_columns(dy_row, row_ok, reached, W_OUT, dy_channel, used, sdy_w, ACC_DTYPE, CHANNEL_VECTORS)
+                dy = load_column(
+                    dy_row, row_ok, ow_step, (q + PAD_W - si * DIL_W) // CONV_STRIDE_W, W_OUT, dy_channel, used, sdy_w,
+                    ACC_DTYPE, CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
+                )  # fmt: skip
                 for c in tl.static_range(MULTIPLIERS):
                     updated = updated + (tl.fma(dy, ws[c], accs[q * MULTIPLIERS + c]),)
             else:
@@ -358,8 +367,8 @@ def direct_input_grad_kernel(
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, K_G: tl.constexpr,
-    GROUP_SLOTS: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
+    FIRST_COLUMN_ODD: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -369,7 +378,10 @@ def direct_input_grad_kernel(
     channels (a group's K_G), the multipliers are MULTIPLIERS of the group's input channels c,
     and the sum over a group's slots is left to the end. A group of pixels is
     PIXELS * CONV_STRIDE_W consecutive input columns starting at a multiple of CONV_STRIDE_W, so
-    which tap reaches which of its columns, and from which output column, is constexpr.
+    which tap reaches which of its columns, and from which output column, is constexpr. The
+    rows the same way: a program's rows are one phase (their index modulo the stride along D
+    and H), so which filter rows reach them is one test per filter row for the whole program,
+    and the filter rows that reach none of them are skipped.
 
     Args:
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
@@ -381,7 +393,8 @@ def direct_input_grad_kernel(
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         K, C_G, GROUPS: output channels, input channels per group, groups.
         GROUPS_PER_ROW: cdiv(W, PIXELS * CONV_STRIDE_W) groups per input row;
-            PIXEL_GROUPS = N * D * H * GROUPS_PER_ROW.
+            PIXEL_GROUPS = N * cdiv(D, CONV_STRIDE_D) * cdiv(H, CONV_STRIDE_H) * GROUPS_PER_ROW
+            per phase (the rows id, ih of one residue modulo the strides).
         T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
         CONV_STRIDE_D/H/W: the convolution's step between output pixels (not a memory stride).
         DIL_D/H/W: the spacing of the taps.
@@ -390,21 +403,32 @@ def direct_input_grad_kernel(
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         CHANNEL_VECTORS: a thread's channels of dy are one vector load (channels-last).
+        COLUMN_PAIRS, FIRST_COLUMN_ODD: dy's 16-bit columns load in 32-bit pairs (``column_pairs``),
+            every step's first output column odd if FIRST_COLUMN_ODD (else even).
         K_G: output channels per group; GROUP_SLOTS: the power of two >= K_G (slots per group).
         FULL_SLOTS: every slot of every program is a channel (K_G == GROUP_SLOTS, BLOCK_C divides K).
         MULTIPLIERS: input channels of a group per program, dividing C_G; MULTIPLIER_BLOCKS: C_G // MULTIPLIERS.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
             pixel groups by channel slots.
-        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(GROUPS * GROUP_SLOTS, BLOCK_C), MULTIPLIER_BLOCKS).
+        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(GROUPS * GROUP_SLOTS, BLOCK_C),
+            MULTIPLIER_BLOCKS * CONV_STRIDE_D * CONV_STRIDE_H): the last axis is the multiplier
+            block, fastest, then the phase.
     """
     pid_g, pid_c, pid_j = program_ids(INDEX_64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    mask_g = groups < PIXEL_GROUPS
     slots, out_ch, used = group_slots(pid_c, K, K_G, GROUP_SLOTS, FULL_SLOTS, BLOCK_C)
     D, H, W = input_size
     D_OUT, H_OUT, W_OUT = output_size
     pad_d, pad_h, _ = padding
-    n, id_, ih, group_w = unravel_pixels(groups, D, H, GROUPS_PER_ROW)
+    phase = pid_j // MULTIPLIER_BLOCKS
+    phase_d = phase // CONV_STRIDE_H
+    phase_h = phase % CONV_STRIDE_H
+    n, id_step, ih_step, group_w = unravel_pixels(
+        groups, tl.cdiv(D, CONV_STRIDE_D), tl.cdiv(H, CONV_STRIDE_H), GROUPS_PER_ROW
+    )
+    id_ = phase_d + id_step * CONV_STRIDE_D
+    ih = phase_h + ih_step * CONV_STRIDE_H
+    mask_g = (groups < PIXEL_GROUPS) & (id_ < D) & (ih < H)
     # The group's first input column is a multiple of the stride: output column ow0 reaches it.
     ow0 = group_w * PIXELS
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
@@ -413,34 +437,38 @@ def direct_input_grad_kernel(
     # With one block of multipliers, a constant 0: the input channels stay aligned for vector stores.
     first_c = 0
     if MULTIPLIER_BLOCKS > 1:
-        first_c = pid_j * MULTIPLIERS
+        first_c = (pid_j % MULTIPLIER_BLOCKS) * MULTIPLIERS
     w_slot = w_ptr + out_ch * sw_k + first_c * sw_c
 
     accs = ()
     for _ in tl.static_range(PIXELS * CONV_STRIDE_W * MULTIPLIERS):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
     for kt in range(0, T):
-        # o * stride = i + pad - tap * dil; only exact multiples of the stride are reached.
-        num_d = id_ + pad_d - kt * DIL_D
-        od = num_d // CONV_STRIDE_D
-        for kr in range(0, R):
-            num_h = ih + pad_h - kr * DIL_H
-            oh = num_h // CONV_STRIDE_H
-            row_ok = mask_g & (num_d >= 0) & (num_d % CONV_STRIDE_D == 0) & (od < D_OUT)
-            row_ok = row_ok & (num_h >= 0) & (num_h % CONV_STRIDE_H == 0) & (oh < H_OUT)
-            dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
-            w_row = w_slot + kt * sw_t + kr * sw_r
-            # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
-            for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
-                accs = input_grad_taps(
-                    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
-                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE, CHANNEL_VECTORS,
-                )  # fmt: skip
-            if S % TAPS_PER_STEP > 0:
-                accs = input_grad_taps(
-                    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, S - S % TAPS_PER_STEP,
-                    S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE, CHANNEL_VECTORS,
-                )  # fmt: skip
+        # o * stride = i + pad - tap * dil: filter row kt reaches the phase's rows only if
+        # phase + pad - kt * dil is a multiple of the stride, and then from od = id_step + that / stride.
+        reach_d = phase_d + pad_d - kt * DIL_D
+        if reach_d % CONV_STRIDE_D == 0:
+            od = id_step + reach_d // CONV_STRIDE_D
+            for kr in range(0, R):
+                reach_h = phase_h + pad_h - kr * DIL_H
+                if reach_h % CONV_STRIDE_H == 0:
+                    oh = ih_step + reach_h // CONV_STRIDE_H
+                    row_ok = mask_g & (od >= 0) & (od < D_OUT) & (oh >= 0) & (oh < H_OUT)
+                    dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
+                    w_row = w_slot + kt * sw_t + kr * sw_r
+                    # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+                    for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                        accs = input_grad_taps(
+                            accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
+                            TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE, CHANNEL_VECTORS,
+                            COLUMN_PAIRS, FIRST_COLUMN_ODD,
+                        )  # fmt: skip
+                    if S % TAPS_PER_STEP > 0:
+                        accs = input_grad_taps(
+                            accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s,
+                            S - S % TAPS_PER_STEP, S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W,
+                            ACC_DTYPE, CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
+                        )  # fmt: skip
 
     store_group_sums(
         accs, pid_c, GROUPS, C_G, first_c, mask_g, n, id_, ih, ow0 * CONV_STRIDE_W, W,
@@ -561,7 +589,7 @@ def direct_weight_grad_kernel(
             for j in tl.static_range(MULTIPLIERS):
                 acc = accs[s * MULTIPLIERS + j]
                 for p in tl.static_range(PIXELS):
-                    x = load_input_column(
+                    x = load_column(
                         x_row, row_ok, iw0, p * CONV_STRIDE_W + s * DIL_W, W, x_channel, used, sx_w, ACC_DTYPE,
                         CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
                     )  # fmt: skip
@@ -636,20 +664,27 @@ def channels_contiguous(*loaded: torch.Tensor) -> bool:
     return all(t.stride(1) == 1 for t in loaded)
 
 
-def column_pairs(x: torch.Tensor, spec: ConvSpec, cfg: DirectConfig) -> dict[str, bool]:
-    """COLUMN_PAIRS and FIRST_COLUMN_ODD of the forward and weight-gradient kernels on the
-    (N, C, D, H, W) input ``x`` with tile ``cfg``: x's 16-bit rows are read in 32-bit pairs of
-    columns where a thread's columns are consecutive in memory (the W stride 1, channels not
-    innermost), every row starts 4-byte aligned (the data and every other stride even) and holds
-    whole pairs (W even), and every step's first column, ow0 * stride - padding + first_s *
-    dilation, has the padding's parity: ow0 is a multiple of the pixels per group and first_s of
-    the taps per step, so both products must be even (first_s is 0 where one step takes the row)."""
-    aligned = x.data_ptr() % 4 == 0 and all(s % 2 == 0 for s, n in zip(x.stride()[:4], x.shape[:4]) if n > 1)
-    along_rows = x.element_size() == 2 and x.stride(4) == 1 and x.stride(1) != 1 and x.shape[4] % 2 == 0
+def column_pairs(t: torch.Tensor, spec: ConvSpec, cfg: DirectConfig, input_grad: bool = False) -> dict[str, bool]:
+    """COLUMN_PAIRS and FIRST_COLUMN_ODD of a kernel with tile ``cfg`` reading the rows of the
+    (N, C, D, H, W) tensor ``t``: x for the forward and the weight gradient, dy for the input
+    gradient (``input_grad``). The 16-bit rows are read in 32-bit pairs of columns where a
+    thread's columns are consecutive in memory (the W stride 1, channels not innermost), every
+    row starts 4-byte aligned (the data and every other stride even) and holds whole pairs (W
+    even), and every step's first column has one parity. The forward's is ow0 * stride - padding
+    + first_s * dilation: the padding's, as ow0 is a multiple of the pixels per group and first_s
+    of the taps per step, so both products must be even (first_s is 0 where one step takes the
+    row). The input gradient's is ow0 - first_s * dilation / stride: even, as the pixels per group
+    and the taps per step times dilation / stride must be."""
+    aligned = t.data_ptr() % 4 == 0 and all(s % 2 == 0 for s, n in zip(t.stride()[:4], t.shape[:4]) if n > 1)
+    along_rows = t.element_size() == 2 and t.stride(4) == 1 and t.stride(1) != 1 and t.shape[4] % 2 == 0
+    stride, dilation = spec.stride[2], spec.dilation[2]
+    if input_grad:
+        group_step, tap_step, first_odd = cfg.pixels, cfg.taps_per_step * dilation // stride, False
+    else:
+        group_step, tap_step, first_odd = cfg.pixels * stride, cfg.taps_per_step * dilation, spec.pad_lo[2] % 2 == 1
     one_step = cfg.taps_per_step >= spec.kernel_size[2]
-    steps_even = one_step or cfg.taps_per_step * spec.dilation[2] % 2 == 0
-    pairs = aligned and along_rows and cfg.pixels * spec.stride[2] % 2 == 0 and steps_even
-    return dict(COLUMN_PAIRS=pairs, FIRST_COLUMN_ODD=pairs and spec.pad_lo[2] % 2 == 1)
+    pairs = aligned and along_rows and group_step % 2 == 0 and (one_step or tap_step % 2 == 0)
+    return dict(COLUMN_PAIRS=pairs, FIRST_COLUMN_ODD=pairs and first_odd)
 
 
 def _tile(
@@ -874,8 +909,12 @@ def plan_direct_input_grad(
     slots = _Slots.of(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, knobs.block_k)
     cfg = _tile(spec, slots, width, dy, knobs=knobs, fused_transposed_epilogue=fused)
     w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False).flatten(0, 1)
-    groups_per_row, pixel_groups = _pixel_groups(spec, spec.input_size, cfg.pixels * conv_stride_w)
-    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(slots.count, cfg.block_c), slots.blocks)
+    stride_d, stride_h, _ = spec.stride
+    # Rows of one phase per program (see the kernel): each phase's rows are at most cdiv(size, stride).
+    phase_rows = (triton.cdiv(spec.input_size[0], stride_d), triton.cdiv(spec.input_size[1], stride_h))
+    groups_per_row, pixel_groups = _pixel_groups(spec, (*phase_rows, spec.input_size[2]), cfg.pixels * conv_stride_w)
+    phases = stride_d * stride_h
+    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(slots.count, cfg.block_c), slots.blocks * phases)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(K=spec.out_channels, C_G=spec.in_channels_per_group, GROUPS=spec.groups)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
@@ -883,7 +922,7 @@ def plan_direct_input_grad(
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
-    constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy))
+    constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy)) | column_pairs(dy, spec, cfg, input_grad=True)
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
