@@ -428,7 +428,9 @@ def direct_input_grad_kernel(
     )
     id_ = phase_d + id_step * CONV_STRIDE_D
     ih = phase_h + ih_step * CONV_STRIDE_H
-    mask_g = (groups < PIXEL_GROUPS) & (id_ < D) & (ih < H)
+    mask_g = groups < PIXEL_GROUPS
+    if CONV_STRIDE_D * CONV_STRIDE_H > 1:  # a phase's last row may be past the input's
+        mask_g = mask_g & (id_ < D) & (ih < H)
     # The group's first input column is a multiple of the stride: output column ow0 reaches it.
     ow0 = group_w * PIXELS
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
