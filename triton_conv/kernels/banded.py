@@ -167,12 +167,18 @@ def banded_forward_kernel(
     # costs a needless recomputation), and ``banded_forward_recompute_kernel`` computes it again
     # tap by tap, as torch does. (Summing the whole tile cost 2-3x the issue time of one column.)
     total = tl.sum(tl.sum(tl.where(i[None, :] == 0, acc, 0.0), axis=1), axis=0)
-    tl.store(flags_ptr + pid_m * tl.num_programs(1) + k, (tl.abs(total) < float("inf")) == 0)
+    tl.store(flags_ptr + pid_m * tl.num_programs(1) + k, not_finite(total))
     finish_band_tile(
         acc, k, mask_m, n, od, oh, ow0, bias_ptr, bias_stride, y_ptr, y_strides, residual_ptr,
         residual_strides, z_ptr, output_size[2], HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
         Y_UNIT, BLOCK_W,
     )  # fmt: skip
+
+
+@triton.jit
+def not_finite(total):
+    """Whether ``total`` is a NaN or an infinity (a NaN compares false with everything)."""
+    return (tl.abs(total) < float("inf")) == 0
 
 
 @triton.jit
@@ -342,19 +348,12 @@ def banded_weight_grad_kernel(
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
     x_unit: tl.constexpr = X_UNIT
     dy_unit: tl.constexpr = DY_UNIT
-    walk_splits = tl.cdiv(WALK, SPLIT_WALK)
-    line_block = split // walk_splits
-    dd = (tap_row // R) * DIL_D
     dh = (tap_row % R) * DIL_H
     j = tl.arange(0, COLUMNS)
     i = tl.arange(0, BLOCK_W)
-
-    lines = line_block * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_l = lines < LINES
-    n = lines // D_OUT
-    od = lines % D_OUT
-    id_ = od * CONV_STRIDE_D - pad_d + dd
-    line_ok = mask_l & in_range(id_, D, INDEX_64)
+    lines, mask_l, n, od, id_, line_ok, first = walk_lines(
+        split, tap_row, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, R, CONV_STRIDE_D, DIL_D, INDEX_64, BLOCK_M
+    )
     x_lines = (n * (sx_n // x_unit) + (k // K_G) * (sx_c // x_unit) + id_ * (sx_d // x_unit)) * x_unit
     dy_lines = (n * (sdy_n // dy_unit) + k * (sdy_k // dy_unit) + od * (sdy_d // dy_unit)) * dy_unit
     x_offs = x_lines[:, None] + j[None, :] * sx_w
@@ -362,7 +361,6 @@ def banded_weight_grad_kernel(
 
     acc = tl.zeros((COLUMNS, BLOCK_W), dtype=ACC_DTYPE)
     bias_acc = tl.zeros((BLOCK_W,), dtype=ACC_DTYPE)
-    first = (split % walk_splits) * SPLIT_WALK
     oh = first // SEGMENTS
     segment = first % SEGMENTS
     for _ in range(0, tl.minimum(SPLIT_WALK, WALK - first)):
@@ -382,10 +380,7 @@ def banded_weight_grad_kernel(
         in_row = (cols >= 0) & (cols < W // x_unit)
         a = tl.load(x_ptr + x_step + x_offs, mask=rows_ok[:, None] & in_row[None, :], other=0.0)
         acc = tl.dot(dot_operand(tl.trans(a)), dot_operand(dy), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        segment += 1
-        row_done = segment == SEGMENTS
-        segment = tl.where(row_done, 0, segment)
-        oh = tl.where(row_done, oh + 1, oh)
+        oh, segment = next_walk_position(oh, segment, SEGMENTS)
 
     # dw[s]: G's diagonal j - i = s * DIL_W + LEAD - PAD_W.
     diagonal = j[:, None] - i[None, :] - (LEAD - PAD_W)
@@ -403,10 +398,36 @@ def banded_weight_grad_kernel(
     # finite is flagged, and ``banded_weight_grad_recompute_kernel`` redoes it with torch's
     # products.
     total = tl.sum(dw, axis=0)
-    tl.store(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split, (tl.abs(total) < float("inf")) == 0)
+    tl.store(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split, not_finite(total))
     if HAS_BIAS_GRAD:
         if tap_row == 0:
             tl.store(db_partial_ptr + split * K + k, tl.sum(bias_acc, axis=0))
+
+
+@triton.jit
+def walk_lines(
+    split, tap_row, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, R: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
+    DIL_D: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """The lines (n, od) of a weight-gradient program (``banded_weight_grad_kernel``) on axis-2
+    id ``split``, whether each is real, the input depth its filter row ``tap_row`` reads and
+    whether that is inside, and the program's first walk position."""
+    walk_splits = tl.cdiv(WALK, SPLIT_WALK)
+    lines = (split // walk_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_l = lines < LINES
+    n = lines // D_OUT
+    od = lines % D_OUT
+    id_ = od * CONV_STRIDE_D - pad_d + (tap_row // R) * DIL_D
+    line_ok = mask_l & in_range(id_, D, INDEX_64)
+    return lines, mask_l, n, od, id_, line_ok, (split % walk_splits) * SPLIT_WALK
+
+
+@triton.jit
+def next_walk_position(oh, segment, SEGMENTS):
+    """The walk position (output row, segment) after (oh, segment)."""
+    segment += 1
+    row_done = segment == SEGMENTS
+    return tl.where(row_done, oh + 1, oh), tl.where(row_done, 0, segment)
 
 
 @triton.jit
@@ -439,19 +460,14 @@ def banded_weight_grad_recompute_kernel(
     pad_d, pad_h, _ = padding
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
-    walk_splits = tl.cdiv(WALK, SPLIT_WALK)
-    lines = (split // walk_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_l = lines < LINES
-    n = lines // D_OUT
-    od = lines % D_OUT
-    id_ = od * CONV_STRIDE_D - pad_d + (tap_row // R) * DIL_D
-    line_ok = mask_l & in_range(id_, D, INDEX_64)
+    lines, mask_l, n, od, id_, line_ok, first = walk_lines(
+        split, tap_row, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, R, CONV_STRIDE_D, DIL_D, INDEX_64, BLOCK_M
+    )
     x_lines = x_ptr + n * sx_n + (k // K_G) * sx_c + id_ * sx_d
     dy_lines = dy_ptr + n * sdy_n + k * sdy_k + od * sdy_d
     i = tl.arange(0, BLOCK_W)
     taps = tl.arange(0, TAPS_PAD)
     dw = tl.zeros((TAPS_PAD,), dtype=ACC_DTYPE)
-    first = (split % walk_splits) * SPLIT_WALK
     # Tap by tap, the walk inside (dy read once per tap: this runs only for non-finite data, and
     # one tile of each operand at a time keeps it from spilling).
     for s in range(0, S):
@@ -467,10 +483,7 @@ def banded_weight_grad_recompute_kernel(
             x_ok = in_output & (line_ok & in_range(ih + 0 * lines, H, INDEX_64))[:, None] & in_range(iw, W, INDEX_64)
             x = tl.load(x_lines[:, None] + ih * sx_h + iw[None, :] * sx_w, mask=x_ok, other=0.0)
             on_tap += x.to(ACC_DTYPE) * dy.to(ACC_DTYPE)
-            segment += 1
-            row_done = segment == SEGMENTS
-            segment = tl.where(row_done, 0, segment)
-            oh = tl.where(row_done, oh + 1, oh)
+            oh, segment = next_walk_position(oh, segment, SEGMENTS)
         dw = tl.where(taps == s, tl.sum(tl.sum(on_tap, axis=1), axis=0), dw)
     K = tl.num_programs(0)
     dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
