@@ -22,6 +22,7 @@ from triton_conv.kernels.direct import (
     plan_direct_input_grad,
     plan_direct_weight_grad,
 )
+from triton_conv.kernels.epilogue import Epilogue
 from triton_conv.kernels.gpu_compile import compile_launch
 from triton_conv.kernels.implicit_gemm_forward import plan_forward
 from triton_conv.spec import as_3d, channels_last_format, conv_spec
@@ -395,6 +396,45 @@ def test_column_pairs(row, dtype, index_64, monkeypatch):
         assert_close(dx, expected_dx.to(dtype), dtype, k // groups * math.prod(kernel), f"input gradient, {name}")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_pair_stores_with_epilogue(dtype):
+    """The forward and a transposed convolution (the input-gradient kernel) storing 16-bit rows
+    in 32-bit pairs of columns, with bias, residual, activation and pre-activation, against
+    torch; and the same launch with single stores gives the same bits."""
+    x = torch.randn(2, 6, 5, 12, dtype=torch.float64).to(dtype)
+    w = (torch.randn(6, 1, 3, 3, dtype=torch.float64) / 9).to(dtype)
+    b = torch.randn(6, dtype=torch.float64).to(dtype)
+    for transposed in (False, True):
+        # The transposed convolution of x is the input gradient of the convolution whose output x is.
+        spec = conv_spec(torch.empty(2, 6, 10, 24, dtype=dtype), w, None, 2, 1, 1, 6, ndim=2) if transposed else None
+        spec = spec or conv_spec(x, w, None, 1, 1, 1, 6, ndim=2)
+        out_shape = spec.in_shape if transposed else spec.out_shape
+        residual = torch.randn(out_shape, dtype=torch.float64).to(dtype)
+        results = []
+        for pairs in (True, False):
+            y, z = torch.empty(out_shape, dtype=dtype), torch.empty(out_shape, dtype=dtype)
+            epilogue = Epilogue("silu", residual.to(DEVICE), z.to(DEVICE))
+            y, z = y.to(DEVICE), epilogue.pre_activation
+            if transposed:
+                launch = plan_direct_input_grad(x.to(DEVICE), w.to(DEVICE), spec, y, b.to(DEVICE), epilogue)
+            else:
+                launch = plan_direct_forward(x.to(DEVICE), w.to(DEVICE), b.to(DEVICE), spec, y, epilogue)
+            if DEVICE == "cpu":
+                assert launch.constexprs["STORE_PAIRS"], launch.constexprs  # the rule's: 16-bit, even rows
+            launch.constexprs["STORE_PAIRS"] = pairs
+            launch()
+            results.append((y.cpu(), z.cpu()))
+        if transposed:
+            conv = F.conv_transpose2d(x.double(), w.double(), b.double(), 2, 1, output_padding=1, groups=6)
+        else:
+            conv = F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 6)
+        expected_z = conv + residual.double()
+        (y, z), (single_y, single_z) = results
+        assert_close(z, expected_z.to(dtype), dtype, 9, f"pre-activation, transposed={transposed}")
+        assert_close(y, F.silu(expected_z).to(dtype), dtype, 9, f"output, transposed={transposed}")
+        assert torch.equal(y, single_y) and torch.equal(z, single_z)
+
+
 def test_column_pairs_rule():
     """Which inputs ``column_pairs`` reads in pairs (a misaligned 32-bit load would fault only on
     a GPU): every row 4-byte aligned, W stride 1 with channels not innermost, 16-bit, W even."""
@@ -426,3 +466,11 @@ def test_column_pairs_rule():
     assert dy_pairs(5, 1, 1, 8, 2)  # steps of 2 taps move 2 output columns
     assert not dy_pairs(5, 2, 1, 8, 2)  # ... at a stride of 2, 1 column: alternating
     assert dy_pairs(5, 2, 2, 8, 2)  # ... dilated by 2, 2 columns
+
+    def store_pairs(t: torch.Tensor, columns_per_group: int = 8) -> bool:
+        return direct_module.pair_stores(as_3d(t), columns_per_group)["STORE_PAIRS"]
+
+    assert store_pairs(x) and store_pairs(x.half())
+    assert not store_pairs(x, 3)  # groups of 3 columns: every other group starts odd
+    assert not store_pairs(x[..., :7]) and not store_pairs(x.to(memory_format=torch.channels_last))
+    assert not store_pairs(x.float())

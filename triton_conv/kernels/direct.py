@@ -51,7 +51,7 @@ from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, accumulator_torch_dtype, widened_pairs
-from .epilogue import PLAIN, Epilogue, finish_output
+from .epilogue import PLAIN, Epilogue, finished_output
 from .indexing import advance_coordinates, program_ids, unravel_pixels
 from .split_k import partial_buffers, sum_splits
 
@@ -146,11 +146,13 @@ def store_group_sums(
     bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     ACC_DTYPE: tl.constexpr, MULTIPLIERS: tl.constexpr, GROUP_SLOTS: tl.constexpr, BLOCK_G: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    BLOCK_C: tl.constexpr, STORE_PAIRS: tl.constexpr,
 ):  # fmt: skip
     """Sum each group's slots of ``accs`` (a (groups, slots) tile per column q and multiplier j,
     at q * MULTIPLIERS + j) and finish the output: channel g * OUT_PER_GROUP + first_j + j of
-    pixel (n, d, h, first_col + q), columns below WIDTH, bias and epilogue as ``finish_output``."""
+    pixel (n, d, h, first_col + q), columns below WIDTH, bias and epilogue as ``finish_output``.
+    With STORE_PAIRS (``pair_stores``: 16-bit rows along W, first_col and WIDTH even) each two
+    columns' outputs are one 32-bit store."""
     GROUPS_PER_BLOCK: tl.constexpr = BLOCK_C // GROUP_SLOTS
     conv_groups = pid_c * GROUPS_PER_BLOCK + tl.arange(0, GROUPS_PER_BLOCK)
     mask_ch = conv_groups < GROUPS
@@ -158,29 +160,42 @@ def store_group_sums(
     sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
     y_row = n * sy_n + d * sy_d + h * sy_h
     r_row = n * sr_n + d * sr_d + h * sr_h
+    STORED: tl.constexpr = 2 if STORE_PAIRS else 1  # columns per store
     for j in tl.static_range(MULTIPLIERS):
         channel = conv_groups * OUT_PER_GROUP + first_j + j
         if HAS_BIAS:
             bias = tl.load(bias_ptr + channel * bias_stride, mask=mask_ch, other=0.0).to(ACC_DTYPE)[None, :]
-        for q in tl.static_range(len(accs) // MULTIPLIERS):
-            acc = accs[q * MULTIPLIERS + j]
-            if GROUP_SLOTS > 1:
-                acc = tl.sum(tl.reshape(acc, (BLOCK_G, GROUPS_PER_BLOCK, GROUP_SLOTS)), axis=2)
-            if HAS_BIAS:
-                acc += bias
-            col = first_col + q
-            y_offs = (y_row + col * sy_w)[:, None] + channel[None, :] * sy_c
-            r_offs = (r_row + col * sr_w)[:, None] + channel[None, :] * sr_c
-            finish_output(
-                acc,
-                y_ptr + y_offs,
-                z_ptr + y_offs,
-                residual_ptr + r_offs,
-                (mask_g & (col < WIDTH))[:, None] & mask_ch[None, :],
-                ACTIVATION,
-                HAS_RESIDUAL,
-                STORE_PRE_ACTIVATION,
-            )
+        for first_q in tl.static_range(0, len(accs) // MULTIPLIERS, STORED):
+            outs = ()
+            for q in tl.static_range(first_q, first_q + STORED):
+                acc = accs[q * MULTIPLIERS + j]
+                if GROUP_SLOTS > 1:
+                    acc = tl.sum(tl.reshape(acc, (BLOCK_G, GROUPS_PER_BLOCK, GROUP_SLOTS)), axis=2)
+                if HAS_BIAS:
+                    acc += bias
+                col = first_col + q
+                y_offs = (y_row + col * sy_w)[:, None] + channel[None, :] * sy_c
+                r_offs = (r_row + col * sr_w)[:, None] + channel[None, :] * sr_c
+                # As WIDTH and the pair's first column are even, the pair is wholly in or out.
+                mask = (mask_g & (col < WIDTH))[:, None] & mask_ch[None, :]
+                if q == first_q:
+                    y_ptrs = y_ptr + y_offs
+                out = finished_output(
+                    acc, z_ptr + y_offs, residual_ptr + r_offs, mask, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION
+                )
+                outs = outs + (out.to(y_ptr.dtype.element_ty),)
+            if STORE_PAIRS:
+                store_pair(y_ptrs, outs[0], outs[1], mask)
+            else:
+                tl.store(y_ptrs, outs[0], mask=mask)
+
+
+@triton.jit
+def store_pair(ptrs, low, high, mask):
+    """16-bit ``low`` at ``ptrs`` (4-byte aligned) and ``high`` in the next element, as one 32-bit
+    store (little-endian: the first element is the low half)."""
+    word = low.to(tl.uint16, bitcast=True).to(tl.uint32) | (high.to(tl.uint16, bitcast=True).to(tl.uint32) << 16)
+    tl.store(ptrs.to(tl.pointer_type(tl.uint32), bitcast=True), word, mask=mask)
 
 
 @triton.jit
@@ -263,7 +278,7 @@ def direct_forward_kernel(
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
-    FIRST_COLUMN_ODD: tl.constexpr, C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
+    FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -299,6 +314,7 @@ def direct_forward_kernel(
         CHANNEL_VECTORS: a thread's channels of x are one vector load (channels-last).
         COLUMN_PAIRS: x's 16-bit columns load in 32-bit pairs (``column_pairs``); FIRST_COLUMN_ODD:
             then every step's first column iw is odd (else even).
+        STORE_PAIRS: y's columns store in 32-bit pairs (``pair_stores``).
         C_G: input channels per group; GROUP_SLOTS: the power of two >= C_G (slots per group).
         FULL_SLOTS: every slot of every program is a channel (C_G == GROUP_SLOTS, BLOCK_C divides C).
         MULTIPLIERS: output channels of a group per program, dividing K_G; MULTIPLIER_BLOCKS: K_G // MULTIPLIERS.
@@ -355,6 +371,7 @@ def direct_forward_kernel(
         accs, pid_c, GROUPS, K_G, first_j, mask_g, n, od, oh, ow0, W_OUT,
         bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
         HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION, ACC_DTYPE, MULTIPLIERS, GROUP_SLOTS, BLOCK_G, BLOCK_C,
+        STORE_PAIRS,
     )  # fmt: skip
 
 
@@ -368,7 +385,7 @@ def direct_input_grad_kernel(
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
-    FIRST_COLUMN_ODD: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
+    FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -405,6 +422,7 @@ def direct_input_grad_kernel(
         CHANNEL_VECTORS: a thread's channels of dy are one vector load (channels-last).
         COLUMN_PAIRS, FIRST_COLUMN_ODD: dy's 16-bit columns load in 32-bit pairs (``column_pairs``),
             every step's first output column odd if FIRST_COLUMN_ODD (else even).
+        STORE_PAIRS: dx's columns store in 32-bit pairs (``pair_stores``).
         K_G: output channels per group; GROUP_SLOTS: the power of two >= K_G (slots per group).
         FULL_SLOTS: every slot of every program is a channel (K_G == GROUP_SLOTS, BLOCK_C divides K).
         MULTIPLIERS: input channels of a group per program, dividing C_G; MULTIPLIER_BLOCKS: C_G // MULTIPLIERS.
@@ -476,6 +494,7 @@ def direct_input_grad_kernel(
         accs, pid_c, GROUPS, C_G, first_c, mask_g, n, id_, ih, ow0 * CONV_STRIDE_W, W,
         bias_ptr, bias_stride, dx_ptr, dx_strides, z_ptr, residual_ptr, residual_strides,
         HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION, ACC_DTYPE, MULTIPLIERS, GROUP_SLOTS, BLOCK_G, BLOCK_C,
+        STORE_PAIRS,
     )  # fmt: skip
 
 
@@ -677,16 +696,29 @@ def column_pairs(t: torch.Tensor, spec: ConvSpec, cfg: DirectConfig, input_grad:
     of the taps per step, so both products must be even (first_s is 0 where one step takes the
     row). The input gradient's is ow0 - first_s * dilation / stride: even, as the pixels per group
     and the taps per step times dilation / stride must be."""
-    aligned = t.data_ptr() % 4 == 0 and all(s % 2 == 0 for s, n in zip(t.stride()[:4], t.shape[:4]) if n > 1)
-    along_rows = t.element_size() == 2 and t.stride(4) == 1 and t.stride(1) != 1 and t.shape[4] % 2 == 0
     stride, dilation = spec.stride[2], spec.dilation[2]
     if input_grad:
         group_step, tap_step, first_odd = cfg.pixels, cfg.taps_per_step * dilation // stride, False
     else:
         group_step, tap_step, first_odd = cfg.pixels * stride, cfg.taps_per_step * dilation, spec.pad_lo[2] % 2 == 1
     one_step = cfg.taps_per_step >= spec.kernel_size[2]
-    pairs = aligned and along_rows and group_step % 2 == 0 and (one_step or tap_step % 2 == 0)
+    pairs = rows_in_pairs(t) and group_step % 2 == 0 and (one_step or tap_step % 2 == 0)
     return dict(COLUMN_PAIRS=pairs, FIRST_COLUMN_ODD=pairs and first_odd)
+
+
+def rows_in_pairs(t: torch.Tensor) -> bool:
+    """Whether the (N, C, D, H, W) tensor ``t``'s rows hold whole 32-bit pairs of 16-bit columns:
+    the W stride 1 (channels not innermost), every row 4-byte aligned (the data and every other
+    stride even) and W even."""
+    aligned = t.data_ptr() % 4 == 0 and all(s % 2 == 0 for s, n in zip(t.stride()[:4], t.shape[:4]) if n > 1)
+    return aligned and t.element_size() == 2 and t.stride(4) == 1 and t.stride(1) != 1 and t.shape[4] % 2 == 0
+
+
+def pair_stores(out: torch.Tensor, columns_per_group: int) -> dict[str, bool]:
+    """STORE_PAIRS of a forward or input-gradient kernel writing the (N, C, D, H, W) ``out`` in
+    groups of ``columns_per_group`` columns (each group's first a multiple of it): two columns'
+    16-bit outputs are one 32-bit store where the rows hold whole pairs and the groups do too."""
+    return dict(STORE_PAIRS=rows_in_pairs(out) and columns_per_group % 2 == 0)
 
 
 def _tile(
@@ -883,7 +915,7 @@ def plan_direct_forward(
     filter_reach = sum((n - 1) * abs(stride) for n, stride in zip(extents, w_strides))
     index_64 = needs_int64(x, w, y, args["residual_ptr"]) or filter_reach >= 2**31
     constexprs |= dict(INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(x.dtype), CHANNEL_VECTORS=channels_contiguous(x))
-    constexprs |= column_pairs(x, spec, cfg)
+    constexprs |= column_pairs(x, spec, cfg) | pair_stores(y, cfg.pixels)
     return Launch(direct_forward_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 
@@ -925,6 +957,7 @@ def plan_direct_input_grad(
     constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
     constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy)) | column_pairs(dy, spec, cfg, input_grad=True)
+    constexprs |= pair_stores(dx, cfg.pixels * conv_stride_w)
     return Launch(direct_input_grad_kernel, grid, args, constexprs, cfg.num_warps, 1)
 
 

@@ -116,11 +116,26 @@ def finish_output(
 ):
     """Add the residual to the (bias-added) accumulator, store the pre-activation if the backward
     needs it, apply the activation, cast and store."""
+    out = finished_output(acc, z_ptrs, residual_ptrs, mask, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION)
+    tl.store(y_ptrs, out.to(y_ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def finished_output(
+    acc,
+    z_ptrs,
+    residual_ptrs,
+    mask,
+    ACTIVATION: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    STORE_PRE_ACTIVATION: tl.constexpr,
+):
+    """``finish_output`` up to the output's store: the activated output, in the accumulator's type."""
     if HAS_RESIDUAL:
         acc += tl.load(residual_ptrs, mask=mask, other=0.0).to(acc.dtype)
     if STORE_PRE_ACTIVATION:
         tl.store(z_ptrs, acc.to(z_ptrs.dtype.element_ty), mask=mask)
-    tl.store(y_ptrs, apply_activation(acc, ACTIVATION).to(y_ptrs.dtype.element_ty), mask=mask)
+    return apply_activation(acc, ACTIVATION)
 
 
 @triton.jit
