@@ -396,6 +396,24 @@ def test_column_pairs(row, dtype, index_64, monkeypatch):
         assert_close(dx, expected_dx.to(dtype), dtype, k // groups * math.prod(kernel), f"input gradient, {name}")
 
 
+def test_input_grad_phases_of_a_stride_past_the_input():
+    """A stride far larger than the input along H (torch accepts it): the input gradient's
+    programs take only the row phases that hold rows, on the grid's first axis (room for 2^31
+    programs; the others have 65535), and the rows no filter row reaches come out zero, as in
+    torch."""
+    x = torch.randn(1, 26, 3, 8, dtype=torch.float64)
+    w = torch.randn(26, 13, 2, 3, dtype=torch.float64)
+    spec = conv_spec(x, w, None, (70000, 1), 0, 1, 2, ndim=2)
+    dy = torch.randn(spec.out_shape, dtype=torch.float64)
+    dx = torch.empty_like(x).to(DEVICE)
+    launch = plan_direct_input_grad(dy.to(DEVICE), w.to(DEVICE), spec, dx)
+    assert launch.constexprs["PHASES_H"] == 3 and max(launch.grid[1:]) <= 65535, launch.grid
+    launch()
+    expected = torch.nn.grad.conv2d_input(x.shape, w, dy, (70000, 1), 0, 1, 2)
+    assert torch.equal(expected[:, :, 2], torch.zeros_like(expected[:, :, 2]))
+    assert_close(dx.cpu(), expected, torch.float64, 13 * 2 * 3, "input gradient")
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_pair_stores_with_epilogue(dtype):
     """The forward and a transposed convolution (the input-gradient kernel) storing 16-bit rows

@@ -151,8 +151,8 @@ def store_group_sums(
     """Sum each group's slots of ``accs`` (a (groups, slots) tile per column q and multiplier j,
     at q * MULTIPLIERS + j) and finish the output: channel g * OUT_PER_GROUP + first_j + j of
     pixel (n, d, h, first_col + q), columns below WIDTH, bias and epilogue as ``finish_output``.
-    With STORE_PAIRS (``pair_stores``: 16-bit rows along W, first_col and WIDTH even) each two
-    columns' outputs are one 32-bit store."""
+    With STORE_PAIRS (``pair_stores``: 16-bit rows along W, first_col, WIDTH and the columns per
+    group even) each two columns' outputs are one 32-bit store."""
     GROUPS_PER_BLOCK: tl.constexpr = BLOCK_C // GROUP_SLOTS
     conv_groups = pid_c * GROUPS_PER_BLOCK + tl.arange(0, GROUPS_PER_BLOCK)
     mask_ch = conv_groups < GROUPS
@@ -383,6 +383,7 @@ def direct_input_grad_kernel(
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
+    PHASES_D: tl.constexpr, PHASES_H: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
     FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
@@ -397,8 +398,9 @@ def direct_input_grad_kernel(
     PIXELS * CONV_STRIDE_W consecutive input columns starting at a multiple of CONV_STRIDE_W, so
     which tap reaches which of its columns, and from which output column, is constexpr. The
     rows the same way: a program's rows are one phase (their index modulo the stride along D
-    and H), so which filter rows reach them is one test per filter row for the whole program,
-    and the filter rows that reach none of them are skipped.
+    and H; phase = phase_d * PHASES_H + phase_h, only phases below the size hold rows), so which
+    filter rows reach them is one test per filter row for the whole program, and the filter
+    rows that reach none of them are skipped.
 
     Args:
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
@@ -412,6 +414,7 @@ def direct_input_grad_kernel(
         GROUPS_PER_ROW: cdiv(W, PIXELS * CONV_STRIDE_W) groups per input row;
             PIXEL_GROUPS = N * cdiv(D, CONV_STRIDE_D) * cdiv(H, CONV_STRIDE_H) * GROUPS_PER_ROW
             per phase (the rows id, ih of one residue modulo the strides).
+        PHASES_D, PHASES_H: min(CONV_STRIDE_D, D) and min(CONV_STRIDE_H, H), the phases holding rows.
         T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
         CONV_STRIDE_D/H/W: the convolution's step between output pixels (not a memory stride).
         DIL_D/H/W: the spacing of the taps.
@@ -428,19 +431,20 @@ def direct_input_grad_kernel(
         MULTIPLIERS: input channels of a group per program, dividing C_G; MULTIPLIER_BLOCKS: C_G // MULTIPLIERS.
         PIXELS: consecutive pixels along W per group (one thread's). BLOCK_G, BLOCK_C: the tile,
             pixel groups by channel slots.
-        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(GROUPS * GROUP_SLOTS, BLOCK_C),
-            MULTIPLIER_BLOCKS * CONV_STRIDE_D * CONV_STRIDE_H): the last axis is the multiplier
-            block, fastest, then the phase.
+        Grid: (cdiv(PIXEL_GROUPS, BLOCK_G) * PHASES_D * PHASES_H, cdiv(GROUPS * GROUP_SLOTS, BLOCK_C),
+            MULTIPLIER_BLOCKS): the first axis is the phase, fastest (neighbouring rows), then the
+            pixel block; it has room for 2^31 programs (strides can be large).
     """
     pid_g, pid_c, pid_j = program_ids(INDEX_64)
+    phase = pid_g % (PHASES_D * PHASES_H)
+    pid_g = pid_g // (PHASES_D * PHASES_H)
+    phase_d = phase // PHASES_H
+    phase_h = phase % PHASES_H
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     slots, out_ch, used = group_slots(pid_c, K, K_G, GROUP_SLOTS, FULL_SLOTS, BLOCK_C)
     D, H, W = input_size
     D_OUT, H_OUT, W_OUT = output_size
     pad_d, pad_h, _ = padding
-    phase = pid_j // MULTIPLIER_BLOCKS
-    phase_d = phase // CONV_STRIDE_H
-    phase_h = phase % CONV_STRIDE_H
     n, id_step, ih_step, group_w = unravel_pixels(
         groups, tl.cdiv(D, CONV_STRIDE_D), tl.cdiv(H, CONV_STRIDE_H), GROUPS_PER_ROW
     )
@@ -457,7 +461,7 @@ def direct_input_grad_kernel(
     # With one block of multipliers, a constant 0: the input channels stay aligned for vector stores.
     first_c = 0
     if MULTIPLIER_BLOCKS > 1:
-        first_c = (pid_j % MULTIPLIER_BLOCKS) * MULTIPLIERS
+        first_c = pid_j * MULTIPLIERS
     w_slot = w_ptr + out_ch * sw_k + first_c * sw_c
 
     accs = ()
@@ -709,7 +713,7 @@ def column_pairs(t: torch.Tensor, spec: ConvSpec, cfg: DirectConfig, input_grad:
 def rows_in_pairs(t: torch.Tensor) -> bool:
     """Whether the (N, C, D, H, W) tensor ``t``'s rows hold whole 32-bit pairs of 16-bit columns:
     the W stride 1 (channels not innermost), every row 4-byte aligned (the data and every other
-    stride even) and W even."""
+    stride even, but those of dimensions of size 1, never stepped) and W even."""
     aligned = t.data_ptr() % 4 == 0 and all(s % 2 == 0 for s, n in zip(t.stride()[:4], t.shape[:4]) if n > 1)
     return aligned and t.element_size() == 2 and t.stride(4) == 1 and t.stride(1) != 1 and t.shape[4] % 2 == 0
 
@@ -943,16 +947,18 @@ def plan_direct_input_grad(
     slots = _Slots.of(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, knobs.block_k)
     cfg = _tile(spec, slots, width, dy, knobs=knobs, fused_transposed_epilogue=fused)
     w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False).flatten(0, 1)
-    stride_d, stride_h, _ = spec.stride
-    # Rows of one phase per program (see the kernel): each phase's rows are at most cdiv(size, stride).
-    phase_rows = (triton.cdiv(spec.input_size[0], stride_d), triton.cdiv(spec.input_size[1], stride_h))
-    groups_per_row, pixel_groups = _pixel_groups(spec, (*phase_rows, spec.input_size[2]), cfg.pixels * conv_stride_w)
-    phases = stride_d * stride_h
-    grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(slots.count, cfg.block_c), slots.blocks * phases)
+    # Rows of one phase per program (see the kernel): each phase's rows are at most cdiv(size,
+    # stride), and the phases at or past the size hold none.
+    (in_d, in_h, in_w), (stride_d, stride_h, _) = spec.input_size, spec.stride
+    phase_rows = (triton.cdiv(in_d, stride_d), triton.cdiv(in_h, stride_h))
+    groups_per_row, pixel_groups = _pixel_groups(spec, (*phase_rows, in_w), cfg.pixels * conv_stride_w)
+    phases = dict(PHASES_D=min(stride_d, in_d), PHASES_H=min(stride_h, in_h))
+    phase_blocks = triton.cdiv(pixel_groups, cfg.block_g) * math.prod(phases.values())
+    grid = (phase_blocks, triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(K=spec.out_channels, C_G=spec.in_channels_per_group, GROUPS=spec.groups)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
-    constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | _tile_constexprs(cfg)
+    constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | phases | _tile_constexprs(cfg)
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
