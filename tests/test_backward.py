@@ -161,6 +161,24 @@ def test_reduction_loop_over_channel_blocks_and_taps(channels):
     assert_close(dx, want, torch.float64, channels * w[0, 0].numel(), "input grad")
 
 
+def test_input_grad_phases_of_a_stride_past_the_input():
+    """Two groups with a stride far larger than the input along H and W (torch accepts it): the
+    programs take only the phases that hold pixels, on the grid's first axis (room for 2^31
+    programs; groups alone on the third), and the pixels no tap reaches come out zero."""
+    x = torch.randn(1, 32, 3, 4, dtype=torch.float64)
+    w = torch.randn(20, 16, 2, 3, dtype=torch.float64)
+    stride, padding = (40000, 70000), (0, 1)
+    spec = conv_spec(x, w, None, stride, padding, 1, 2, ndim=2)
+    dy = torch.randn(spec.out_shape, dtype=torch.float64)
+    dx = torch.empty_like(x)
+    launch = plan_input_grad(dy, w, spec, dx, KernelConfig(16, 16, 16, 2, 2))
+    assert launch.grid == (3 * 4, 1, 2), launch.grid
+    launch()
+    expected = torch.nn.grad.conv2d_input(x.shape, w, dy, stride, padding, 1, 2)
+    assert torch.equal(expected[:, :, 2], torch.zeros_like(expected[:, :, 2]))
+    assert_close(dx, expected, torch.float64, 10 * 2 * 3, "input grad")
+
+
 def test_input_grad_int64_indexing_path(monkeypatch):
     """The 64-bit offset path of the input gradient (strided, dilated: phases with different
     taps) computes the same result (forced on a small problem)."""

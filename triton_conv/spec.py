@@ -124,6 +124,12 @@ class ConvSpec:
         return tuple(-(-i // s) for i, s in zip(self.input_size, self.stride))  # type: ignore[return-value]
 
     @property
+    def phases_holding_pixels(self) -> Triple:
+        """Per dimension, the stride phases that hold input pixels: min(stride, size) (a stride
+        past the input leaves the phases at or beyond its size empty)."""
+        return tuple(min(s, i) for i, s in zip(self.input_size, self.stride))  # type: ignore[return-value]
+
+    @property
     def input_pixels_per_phase(self) -> int:
         """Input pixels of one stride phase over the batch (the most of any phase)."""
         d, h, w = self.pixels_per_phase

@@ -948,10 +948,10 @@ def plan_direct_input_grad(
     cfg = _tile(spec, slots, width, dy, knobs=knobs, fused_transposed_epilogue=fused)
     w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False).flatten(0, 1)
     # Rows of one phase per program (see the kernel): the phases at or past the size hold none.
-    (in_d, in_h, in_w), (stride_d, stride_h, _) = spec.input_size, spec.stride
     phase_d, phase_h, _ = spec.pixels_per_phase
-    groups_per_row, pixel_groups = _pixel_groups(spec, (phase_d, phase_h, in_w), cfg.pixels * conv_stride_w)
-    phases = dict(PHASES_D=min(stride_d, in_d), PHASES_H=min(stride_h, in_h))
+    phase_rows = (phase_d, phase_h, spec.input_size[2])
+    groups_per_row, pixel_groups = _pixel_groups(spec, phase_rows, cfg.pixels * conv_stride_w)
+    phases = dict(zip(("PHASES_D", "PHASES_H"), spec.phases_holding_pixels[:2]))
     phase_blocks = triton.cdiv(pixel_groups, cfg.block_g) * math.prod(phases.values())
     grid = (phase_blocks, triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)

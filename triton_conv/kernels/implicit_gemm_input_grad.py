@@ -15,6 +15,8 @@ residual, saved pre-activation and activation, all off by default.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -34,7 +36,7 @@ from .reduction import fold_rows, load_operands, next_step, phase_taps, rows_ins
 @triton.jit
 def implicit_gemm_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr,
-    C_G, input_size, K_G, output_size, phase_size, M_PH, kernel_size, GROUPS,
+    C_G, input_size, K_G, output_size, phase_size, phase_counts, M_PH, kernel_size,
     conv_stride, padding, dilation, phase_tap_step, phase_out_step,
     dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
@@ -44,14 +46,15 @@ def implicit_gemm_input_grad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """dx for one (BLOCK_M input pixels of one phase) x (BLOCK_N input channels) tile.
-    Grid: (cdiv(M_PH, BLOCK_M), cdiv(C_G, BLOCK_N), GROUPS * phases), phases = the product of
-    conv_stride; group fastest on axis 2.
+    Grid: (cdiv(M_PH, BLOCK_M) * phases, cdiv(C_G, BLOCK_N), groups), phases = the product of
+    phase_counts, phase fastest on axis 0: a stride past the input cannot push the phases over the
+    65535 programs axes 1 and 2 allow.
 
     Args:
-        dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT), K = GROUPS * K_G; any
+        dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT), K = groups * K_G; any
             strides (5, in elements).
         w_ptr, w_strides: weight (K, C_G, T, R, S); any strides (5).
-        dx_ptr, dx_strides: input gradient (N, C, D, H, W), C = GROUPS * C_G; any strides (5);
+        dx_ptr, dx_strides: input gradient (N, C, D, H, W), C = groups * C_G; any strides (5);
             every element is written (zero, or the bias, where no tap reaches it).
         bias_ptr, bias_stride: bias (C,) and its stride (a transposed convolution's); read only if HAS_BIAS.
         residual_ptr, residual_strides: added before the activation, dx's shape, any strides (5);
@@ -65,7 +68,8 @@ def implicit_gemm_input_grad_kernel(
             phase_tap_step-th (stride / gcd(stride, dil)); between two of them the output pixel
             moves by phase_out_step (dil / gcd(stride, dil)).
         phase_size: input pixels per phase (D_PH, H_PH, W_PH) = (ceil(D / conv_stride_d), ...).
-        C_G, K_G: input and output channels per group. M_PH: N * D_PH * H_PH * W_PH. GROUPS: groups.
+        phase_counts: the phases holding pixels per dimension, min(conv_stride, input_size).
+        C_G, K_G: input and output channels per group. M_PH: N * D_PH * H_PH * W_PH.
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         CHECK_D, CHECK_H, CHECK_W: whether a tap can reach outside the output along D, H, W.
@@ -78,13 +82,14 @@ def implicit_gemm_input_grad_kernel(
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
         BLOCK_M, BLOCK_N, BLOCK_K: the tile: input pixels, input channels, output channels per step.
     """
-    pid_m, pid_n, pid_z = program_ids(INDEX_64)
-    group = pid_z % GROUPS
-    phase = pid_z // GROUPS
+    pid_0, pid_n, group = program_ids(INDEX_64)
+    phases_d, phases_h, phases_w = phase_counts
+    phase = pid_0 % (phases_d * phases_h * phases_w)
+    pid_m = pid_0 // (phases_d * phases_h * phases_w)
+    ph_w = phase % phases_w
+    ph_h = (phase // phases_w) % phases_h
+    ph_d = phase // (phases_w * phases_h)
     conv_stride_d, conv_stride_h, conv_stride_w = conv_stride
-    ph_w = phase % conv_stride_w
-    ph_h = (phase // conv_stride_w) % conv_stride_h
-    ph_d = phase // (conv_stride_w * conv_stride_h)
     # The taps reaching this phase, last first, and the output pixel the last one reads.
     pad_d, pad_h, pad_w = padding
     dil_d, dil_h, dil_w = dilation
@@ -212,16 +217,13 @@ def plan_input_grad(
     )
     d_ph, h_ph, w_ph = spec.pixels_per_phase
     m_ph = spec.batch * d_ph * h_ph * w_ph
-    phases = spec.stride[0] * spec.stride[1] * spec.stride[2]
-    grid = (
-        triton.cdiv(m_ph, cfg.block_m),
-        triton.cdiv(spec.in_channels_per_group, cfg.block_n),
-        spec.groups * phases,
-    )
+    phases = math.prod(spec.phases_holding_pixels)
+    grid = (triton.cdiv(m_ph, cfg.block_m) * phases, triton.cdiv(spec.in_channels_per_group, cfg.block_n), spec.groups)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= arguments.filter_geometry(spec)
     args |= dict(phase_tap_step=spec.phase_tap_step, phase_out_step=spec.phase_out_step, phase_size=(d_ph, h_ph, w_ph))
-    args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M_PH=m_ph, GROUPS=spec.groups)
+    args["phase_counts"] = spec.phases_holding_pixels
+    args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M_PH=m_ph)
     constexprs = arguments.output_flags(bias, epilogue) | cfg.blocks()
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
     constexprs |= dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.input_grad_bounds))

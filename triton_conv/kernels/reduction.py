@@ -107,7 +107,9 @@ def phase_taps(phase, pad, dil, stride, TAP_STEP, TAPS):
     many there are (0: none, the other results then unused) and the shift from the phase pixel
     index j to the output pixel the last tap reads, j + (phase + pad - last * dil) / stride."""
     first = tl.full((), 0, tl.int32) + TAPS  # none yet
-    for tap in range(0, TAP_STEP):
+    # Divisibility repeats every TAP_STEP taps: the first is among the first TAP_STEP, and a
+    # stride far larger than the filter needs no more than its taps tried.
+    for tap in range(0, tl.minimum(TAP_STEP, TAPS)):
         divisible = (phase + pad - tap * dil) % stride == 0
         first = tl.where(divisible & (tap < first), tap, first)
     count = tl.where(first < TAPS, (TAPS - 1 - first) // TAP_STEP + 1, 0)
