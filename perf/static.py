@@ -111,16 +111,17 @@ def pass_kind(pass_: str) -> KernelKind:
     return next(kind for kind in KERNEL_KINDS if kind.pass_ == pass_)
 
 
-def gemm_of(shape: SuiteShape, pass_: str) -> GEMM:
+def gemm_of(spec: ConvSpec, pass_: str) -> GEMM:
     """The pass's kind's ``dense_gemm``: F: output pixels x K/groups over C/groups x taps; D: input
     pixels x C/groups over K/groups x taps; W: K/groups x C/groups x taps over output pixels."""
-    spec = shape.geometry()
     return GEMM(*pass_kind(pass_).dense_gemm(spec), spec.groups)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A case's launches, and the geometry its GEMM kernels see (patch embeddings and first layers fold in the forward)."""
+    """A case's launches, and the geometry its GEMM kernels see: patch embeddings and first layers
+    fold in the forward, a first layer's weight gradient reads a padded copy, and a grouped one
+    may bundle groups (``dispatch.weight_grad_spec``)."""
 
     launches: list[Launch]
     spec: ConvSpec
@@ -150,7 +151,9 @@ def plan_case(case: StaticCase) -> Plan:
             dispatch.input_grad(y, w, spec, torch.empty(x.shape, dtype=dtype, device="meta", memory_format=dx_format))
         else:
             dispatch.weight_grad(y, x, spec, torch.empty(w.shape, dtype=dtype, device="meta"), None)
-    return Plan(launches, dispatch.forward_spec(x, spec) if case.pass_ == "F" else spec)
+    if case.pass_ == "F":
+        return Plan(launches, dispatch.forward_spec(x, spec))
+    return Plan(launches, dispatch.weight_grad_spec(spec, dtype) if case.pass_ == "W" else spec)
 
 
 def kernel_name(launch: Launch) -> str:
@@ -182,7 +185,7 @@ def gemm_steps(case: StaticCase, spec: ConvSpec, launch: Launch) -> Steps:
     if case.pass_ == "D":
         taps_per_phase = spec.taps / math.prod(spec.stride)
         return Steps(taps_per_phase * triton.cdiv(spec.out_channels_per_group, block_k), taps_per_phase)
-    gemm = gemm_of(case.shape, "W")
+    gemm = gemm_of(spec, "W")
     tiles = triton.cdiv(gemm.m, block_m) * triton.cdiv(gemm.n, block_n) * gemm.groups
     return Steps(triton.cdiv(gemm.k, block_k) * tiles / math.prod(launch.grid), 1)
 
@@ -341,7 +344,9 @@ def case_rows(case: StaticCase) -> list[KernelRow]:
     gemm_rows = [r for r in rows if "BLOCK_K" in r.config and not r.error]
     if gemm_rows:
         config = gemm_rows[0].config
-        gemm = gemm_of(case.shape, case.pass_)
+        # The weight gradient's GEMM is the one it solves (over a first layer's padded copy, or
+        # bundles of groups); the forward's is the convolution's (a fold changes its shape only).
+        gemm = gemm_of(plan.spec if case.pass_ == "W" else case.shape.geometry(), case.pass_)
         tile = (int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["BLOCK_K"]))
         # At least a warpgroup: the reference is what good code for the tile looks like, on wgmma.
         warps = max(int(config["num_warps"]), 4)

@@ -88,8 +88,9 @@ def test_ttgir_pipelining_verdicts():
 def test_gemm_of_passes():
     shape = SHAPES_BY_NUMBER[2]  # 128, 64 -> 64, 56x56, 3x3, padding 1
     pixels = 128 * 56 * 56
-    assert gemm_of(shape, "F") == gemm_of(shape, "D") == GEMM(pixels, 64, 64 * 9, 1)
-    assert gemm_of(shape, "W") == GEMM(64, 64 * 9, pixels, 1)
+    spec = shape.geometry()
+    assert gemm_of(spec, "F") == gemm_of(spec, "D") == GEMM(pixels, 64, 64 * 9, 1)
+    assert gemm_of(spec, "W") == GEMM(64, 64 * 9, pixels, 1)
 
 
 def _args(*argv: str) -> argparse.Namespace:

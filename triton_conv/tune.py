@@ -116,6 +116,9 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
                 keys[DIRECT_INPUT_GRAD.name] = key(DIRECT_INPUT_GRAD, spec, DIRECT_INPUT_GRAD.key_layout(x, y))
             if dispatch.uses_banded_weight_grad(y, x, spec):
                 keys[BANDED_WEIGHT_GRAD.name] = key(BANDED_WEIGHT_GRAD, spec, BANDED_WEIGHT_GRAD.key_layout(x, y))
+            elif dispatch.weight_grad_bundle(spec, problem.dtype) > 1:
+                bundles = dispatch.weight_grad_spec(spec, problem.dtype)
+                keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, bundles, WEIGHT_GRAD.key_layout(x, y))
             else:
                 keys[DIRECT_WEIGHT_GRAD.name] = key(DIRECT_WEIGHT_GRAD, spec, DIRECT_WEIGHT_GRAD.key_layout(x, y))
         return keys
@@ -132,7 +135,7 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
         else:
             keys[INPUT_GRAD.name] = key(INPUT_GRAD, spec, INPUT_GRAD.key_layout(x, y))
         # A first layer's weight gradient reads its padded copy, channels-last.
-        weight_grad = dispatch.weight_grad_spec(spec)
+        weight_grad = dispatch.weight_grad_spec(spec, problem.dtype)
         layout = WEIGHT_GRAD.key_layout(x, y) if weight_grad == spec else "cl"
         keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, weight_grad, layout)
     return keys
