@@ -30,7 +30,9 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
     A matrix unit would pad each group's reduction to 16 channels and waste most of its work;
     the direct kernels do exactly the useful multiply-adds. An ungrouped convolution with few
     input channels (a network's first layer) keeps the implicit GEMM: with a single group its
-    output channels fill the matrix unit's other dimension, which pays for the padding.
+    output channels fill the matrix unit's other dimension, which pays for the padding. (With 4
+    or more channels per group, the weight gradient may bundle groups onto the GEMM instead:
+    ``weight_grad_bundle``.)
     """
     return spec.groups > 1 and spec.in_channels_per_group < MIN_DOT
 
