@@ -330,3 +330,27 @@ def test_band_kernels_compile(name, dtype, arch, gpu_tiles):
         assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], (launch.kernel.fn.__name__, info)
         if arch == 90 and launch.kernel.fn.__name__ in band_kernels:
             assert info.uses_wgmma, (launch.kernel.fn.__name__, info)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(
+    "groups, channels, out_channels",
+    [(32, 128, 128), (6, 48, 18), (20, 80, 40)],
+    ids=["resnext_g32", "bundle_of_48", "bundles_of_16"],
+)
+def test_bundled_weight_grad_compiles(groups, channels, out_channels, arch, gpu_tiles):
+    """bf16, channels-last, a weight gradient over bundles of groups (``dispatch.weight_grad_bundle``)
+    with the heuristic tile, as ResNeXt's stage 1 runs it: one GEMM launch, no spills, wgmma on
+    Hopper. On sm_80 the operand-swapped tile of under 64 output channels spills (820 and 296
+    bytes here), as it does for an ungrouped convolution of the same GEMM: it is Hopper's tile."""
+    x = _channels_last_empty((128, channels, 56, 56), torch.bfloat16)
+    w = _channels_last_empty((out_channels, channels // groups, 3, 3), torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=groups, ndim=2)
+    dy = _channels_last_empty(spec.out_shape, torch.bfloat16)
+    with recording_launches() as launches:
+        dispatch.weight_grad(dy, x, spec, torch.empty(w.shape, dtype=torch.bfloat16, device="meta"), None)
+    (gemm,) = [launch for launch in launches if "GROUPS" in launch.args and "SPLIT_K" in launch.args]
+    assert gemm.args["GROUPS"] < groups, gemm.args
+    info = compile_launch(gemm, arch)
+    assert info.spill_bytes == 0 or (arch == 80 and gemm.constexprs["SWAP_AB"]), info
+    assert info.uses_wgmma or arch != 90, info

@@ -90,10 +90,11 @@ BUNDLED = [
     (ConvCase(2, 2, 128, 128, (5, 6), (3, 3), padding=1, groups=32), 16),
     # 6 groups of 8 channels into 3 each, strided and dilated: one bundle of 48 channels.
     (ConvCase(1, 2, 48, 18, (23,), (5,), stride=2, padding=3, dilation=2, groups=6), 6),
-    # 3-D, 5 channels per group into 2 each: one bundle of 20 channels.
-    (ConvCase(3, 1, 20, 8, (3, 4, 5), (3, 3, 3), padding=1, groups=4), 4),
-    # 4 channels per group, 20 groups: bundles of the 10 that divide the groups (40 channels).
-    (ConvCase(2, 1, 80, 40, (4, 7), (1, 3), padding=(0, 1), groups=20, bias=False), 10),
+    # 3-D, 4 channels per group into 2 each: one bundle of 16 channels.
+    (ConvCase(3, 1, 16, 8, (3, 4, 5), (3, 3, 3), padding=1, groups=4), 4),
+    # 4 channels per group, 20 groups: bundles of 4, the most that divide the groups and make a
+    # multiple of 16 channels.
+    (ConvCase(2, 1, 80, 40, (4, 7), (1, 3), padding=(0, 1), groups=20, bias=False), 4),
 ]
 
 
@@ -133,33 +134,38 @@ def test_bundled_groups_equal_the_direct_kernel(monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_bundled_groups_keep_non_finite_values_in_their_group():
-    """An infinite input in one group makes only that group's weight gradient non-finite, as in
-    torch: the bundle's products of it with the other groups' output gradients are dropped."""
+    """A NaN and an infinity in one group's input make only that group's weight gradient
+    non-finite, NaN and infinite where torch's is: the bundle's products of them with the other
+    groups' output gradients are dropped."""
     case = BUNDLED[2][0]
     x, w, _ = make_inputs(case, torch.bfloat16)
-    x[0, 7, 1, 2, 3] = float("inf")  # group 1 (channels 5-9)
+    x[0, 7, 1, 2, 3] = float("inf")  # group 1 (channels 4-7)
+    x[0, 5, 2, 0, 4] = float("nan")
     spec = _spec(case)
     dy = torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16)
     grad_weight = torch.empty_like(w)
     dispatch.weight_grad(dy, x, spec, grad_weight, None)
     expected = torch.nn.grad.conv3d_weight(x.double(), w.shape, dy.double(), padding=1, groups=case.groups)
     finite = expected.isfinite()
+    assert expected.isnan().any() and expected.isinf().any()
     assert not finite[2:4].all() and finite[:2].all() and finite[4:].all()
-    assert torch.equal(grad_weight.isfinite(), finite)
     assert torch.equal(grad_weight.isnan(), expected.isnan())
-    assert_close(
-        grad_weight[finite.flatten(1).all(1)],
-        expected[finite.flatten(1).all(1)].bfloat16(),
-        torch.bfloat16,
-        80,
-        "finite groups",
-    )
+    assert torch.equal(grad_weight.isposinf(), expected.isposinf())
+    assert torch.equal(grad_weight.isneginf(), expected.isneginf())
+    kept = finite.flatten(1).all(1)
+    assert_close(grad_weight[kept], expected[kept].bfloat16(), torch.bfloat16, 60, "the finite groups")
 
 
-def test_few_channels_or_float32_not_bundled():
-    """No bundles where they would not reach the matrix unit's 16 channels, for depthwise
-    convolutions, and in float32."""
+def test_few_channels_or_float32_not_bundled(monkeypatch):
+    """No bundles where they would not make a multiple of the matrix unit's 16 channels, for
+    depthwise convolutions, in float32, or with TRITON_CONV_GROUP_BUNDLES=0 (the module attribute
+    it sets)."""
+    resnext = _spec(ConvCase(2, 1, 128, 128, (5, 5), (3, 3), groups=32))
+    assert weight_grad_bundle(resnext, torch.bfloat16) == 16
+    assert weight_grad_bundle(resnext, torch.float32) == 1
     assert weight_grad_bundle(_spec(ConvCase(2, 1, 15, 6, (5, 5), (3, 3), groups=3)), torch.bfloat16) == 1
+    assert weight_grad_bundle(_spec(ConvCase(2, 1, 20, 8, (5, 5), (3, 3), groups=4)), torch.bfloat16) == 1
     assert weight_grad_bundle(_spec(ConvCase(2, 1, 64, 64, (5, 5), (3, 3), groups=64)), torch.bfloat16) == 1
-    assert weight_grad_bundle(_spec(ConvCase(2, 1, 128, 128, (5, 5), (3, 3), groups=32)), torch.float32) == 1
     assert weight_grad_bundle(_spec(ConvCase(2, 1, 64, 64, (5, 5), (3, 3), groups=2)), torch.bfloat16) == 1
+    monkeypatch.setattr(dispatch, "GROUP_BUNDLES_ENABLED", False)
+    assert weight_grad_bundle(resnext, torch.bfloat16) == 1
