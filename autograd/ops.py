@@ -56,6 +56,29 @@ def _refuse_tangents(op: str, *tensors: torch.Tensor | None) -> None:
         )
 
 
+def _check_grad_output(
+    op: str, grad_output: torch.Tensor, other_name: str, other: torch.Tensor, spec: ConvSpec
+) -> None:
+    """A gradient op called directly: grad_output of the convolution's output shape, with the
+    dtype and device of ``other`` (the weight, or the input), as aten's convolution_backward
+    requires; the kernels would read a mismatched one wrongly."""
+    if grad_output.dtype != other.dtype:
+        raise RuntimeError(
+            f"triton_conv::{op}: grad_output type ({grad_output.dtype}) and {other_name} type ({other.dtype}) "
+            "should be the same"
+        )
+    if grad_output.device != other.device:
+        raise RuntimeError(
+            f"triton_conv::{op}: grad_output is on {grad_output.device} but {other_name} is on {other.device}; "
+            "all tensors must be on the same device"
+        )
+    if tuple(grad_output.shape) != tuple(spec.out_shape):
+        raise RuntimeError(
+            f"triton_conv::{op}: grad_output of shape {tuple(grad_output.shape)} where the convolution's output "
+            f"has shape {tuple(spec.out_shape)}"
+        )
+
+
 def _empty(shape: Sequence[int], like: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
@@ -250,6 +273,7 @@ def conv_input_grad(
     """d(loss)/d(input) of conv_forward, channels-last if ``channels_last``."""
     _refuse_tangents("conv_input_grad", grad_output, weight)
     spec = op_geometry(input_shape, weight.shape, stride, padding, dilation, groups)
+    _check_grad_output("conv_input_grad", grad_output, "weight", weight, spec)
     grad_input = _empty(input_shape, grad_output, _input_grad_format(input_shape, channels_last))
     if _use_kernels(grad_output):
         return dispatch.input_grad(grad_output, weight, spec, grad_input)
@@ -283,6 +307,7 @@ def conv_weight_grad(
     """d(loss)/d(weight) (in ``_weight_grad_format``) and d(loss)/d(bias) (empty unless ``bias_grad``)."""
     _refuse_tangents("conv_weight_grad", grad_output, input)
     spec = op_geometry(input.shape, weight_shape, stride, padding, dilation, groups)
+    _check_grad_output("conv_weight_grad", grad_output, "input", input, spec)
     grad_bias = _empty([spec.out_channels if bias_grad else 0], grad_output, torch.contiguous_format)
     fmt = _weight_grad_format(grad_output, input)
     if _use_kernels(grad_output):

@@ -110,3 +110,22 @@ def test_aten_fallback_matches_kernels(case, monkeypatch):
     for got, want in zip(fallback, kernels):
         assert got.stride() == want.stride()
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_gradient_ops_called_directly_refuse_a_mismatched_grad_output():
+    """The gradient ops check grad_output against the geometry and the other operand, as aten's
+    convolution_backward does, rather than read a mismatched one wrongly."""
+    x = torch.randn(2, 4, 6, 6, device=DEVICE)
+    w = torch.randn(8, 2, 3, 3, device=DEVICE)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], 2)
+    dy = torch.randn(2, 8, 6, 6, device=DEVICE)
+    ops.conv_weight_grad(dy, x, w.shape, *geometry, True)
+    ops.conv_input_grad(dy, w, x.shape, False, *geometry)
+    with pytest.raises(RuntimeError, match=r"grad_output type \(torch.bfloat16\) and input type \(torch.float32\)"):
+        ops.conv_weight_grad(dy.bfloat16(), x, w.shape, *geometry, True)
+    with pytest.raises(RuntimeError, match=r"grad_output type \(torch.float64\) and weight type \(torch.float32\)"):
+        ops.conv_input_grad(dy.double(), w, x.shape, False, *geometry)
+    with pytest.raises(RuntimeError, match=r"grad_output of shape \(2, 8, 5, 6\) where the convolution's output"):
+        ops.conv_weight_grad(dy[:, :, :5], x, w.shape, *geometry, True)
+    with pytest.raises(RuntimeError, match=r"has shape \(2, 8, 6, 6\)"):
+        ops.conv_input_grad(dy[:1], w, x.shape, False, *geometry)
