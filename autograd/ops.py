@@ -29,7 +29,7 @@ from ..kernels import INTERPRETER, dispatch
 from ..kernels.epilogue import NEEDS_PRE_ACTIVATION, TORCH_ACTIVATIONS, Epilogue
 from ..kernels.epilogue import activation_grad as activation_grad_kernel
 from ..runtime import warn_once
-from ..spec import ConvSpec, channels_last_format, op_geometry, output_memory_format
+from ..spec import ConvSpec, channels_last_format, check_same_device_and_dtype, op_geometry, output_memory_format
 
 
 def _use_kernels(t: torch.Tensor) -> bool:
@@ -60,21 +60,12 @@ def _check_grad_output(
     op: str, grad_output: torch.Tensor, other_name: str, other: torch.Tensor, spec: ConvSpec
 ) -> None:
     """A gradient op called directly: grad_output of the convolution's output shape, with the
-    dtype and device of ``other`` (the weight, or the input), as aten's convolution_backward
+    device and dtype of ``other`` (the weight, or the input), as aten's convolution_backward
     requires; the kernels would read a mismatched one wrongly."""
-    if grad_output.dtype != other.dtype:
-        raise RuntimeError(
-            f"triton_conv::{op}: grad_output type ({grad_output.dtype}) and {other_name} type ({other.dtype}) "
-            "should be the same"
-        )
-    if grad_output.device != other.device:
-        raise RuntimeError(
-            f"triton_conv::{op}: grad_output is on {grad_output.device} but {other_name} is on {other.device}; "
-            "all tensors must be on the same device"
-        )
+    check_same_device_and_dtype(f"triton_conv::{op}", "grad_output", grad_output, other_name, other)
     if tuple(grad_output.shape) != tuple(spec.out_shape):
         raise RuntimeError(
-            f"triton_conv::{op}: grad_output of shape {tuple(grad_output.shape)} where the convolution's output "
+            f"triton_conv::{op}(): grad_output of shape {tuple(grad_output.shape)} where the convolution's output "
             f"has shape {tuple(spec.out_shape)}"
         )
 

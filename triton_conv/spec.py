@@ -288,17 +288,23 @@ def _check_tensors(name: str, input: torch.Tensor, weight: torch.Tensor, bias: t
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"{name}(): argument 'bias' must be Tensor, not {type(bias).__name__}")
     for other_name, other in (("weight", weight), ("bias", bias)):
-        if other is None:
-            continue
-        if other.device != input.device:
-            raise RuntimeError(
-                f"{name}(): input is on {input.device} but {other_name} is on {other.device}; "
-                "all tensors must be on the same device"
-            )
-        if other.dtype != input.dtype:
-            raise RuntimeError(
-                f"{name}(): input type ({input.dtype}) and {other_name} type ({other.dtype}) should be the same"
-            )
+        if other is not None:
+            check_same_device_and_dtype(name, "input", input, other_name, other)
+
+
+def check_same_device_and_dtype(
+    name: str, first_name: str, first: torch.Tensor, other_name: str, other: torch.Tensor
+) -> None:
+    """torch's errors for two operands of ``name`` on different devices or of different dtypes."""
+    if other.device != first.device:
+        raise RuntimeError(
+            f"{name}(): {first_name} is on {first.device} but {other_name} is on {other.device}; "
+            "all tensors must be on the same device"
+        )
+    if other.dtype != first.dtype:
+        raise RuntimeError(
+            f"{name}(): {first_name} type ({first.dtype}) and {other_name} type ({other.dtype}) should be the same"
+        )
 
 
 def _batched_input_shape(
