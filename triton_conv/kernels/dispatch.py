@@ -263,16 +263,17 @@ def pads_input(spec: ConvSpec) -> bool:
 # A grouped convolution of BUNDLE_MIN_CHANNELS to MIN_DOT - 1 input channels per group, in a 16-bit
 # dtype, takes its weight gradient as the GEMM of bundles of neighbouring groups: each bundle one
 # group of a multiple of MIN_DOT input channels, at most BUNDLE_CHANNELS, whose gradient between
-# two different groups of a bundle is computed and dropped. A bundle of b groups does b times the useful multiply-adds on
-# the matrix unit, still less issue time than the direct kernel's 2-4 instructions per FMA on CUDA
-# cores: suite shape 10 (4 channels per group, bundles of 16) compiled for sm_90 to 74.7 against
-# 118.1 us in channels-last. Each output of the weight gradient is its own sum over pixels, so the
-# dropped blocks cannot reach the kept ones, non-finite values included. The forward and input
-# gradient could not bundle so: there a zero weight times an infinite input would spread NaN to
-# the other groups of its bundle. Depthwise convolutions (one channel per group) would do 16 to 64
-# times the work; float32 has no 16-bit matrix-unit rate to pay for it. Bundles of other channel
-# counts (40, 56, 60) compiled to 255 registers and spills. TRITON_CONV_GROUP_BUNDLES=0 (read at
-# import; tests flip the module attribute) keeps these weight gradients on the direct kernel.
+# two different groups of a bundle is computed and dropped. A bundle of b groups does b times the
+# useful multiply-adds on the matrix unit, still less issue time than the direct kernel's 2-4
+# instructions per FMA on CUDA cores: suite shape 10 (4 channels per group, bundles of 16)
+# compiled for sm_90 to 74.7 against 118.1 us in channels-last. Each output of the weight
+# gradient is its own sum over pixels, so the dropped blocks cannot reach the kept ones,
+# non-finite values included. The forward and input gradient could not bundle so: there a zero
+# weight times an infinite input would spread NaN to the other groups of its bundle. Depthwise
+# convolutions (one channel per group) would do 16 to 64 times the work; float32 has no 16-bit
+# matrix-unit rate to pay for it. Bundles of other channel counts (40, 56, 60) compiled to 255
+# registers and spills. TRITON_CONV_GROUP_BUNDLES=0 (read at import; tests flip the module
+# attribute) keeps these weight gradients on the direct kernel.
 GROUP_BUNDLES_ENABLED = os.environ.get("TRITON_CONV_GROUP_BUNDLES", "1") == "1"
 BUNDLE_CHANNELS = 64
 BUNDLE_MIN_CHANNELS = 4
@@ -285,9 +286,8 @@ def weight_grad_bundle(spec: ConvSpec, dtype: torch.dtype) -> int:
     ``uses_direct_kernel`` convolution of at least BUNDLE_MIN_CHANNELS input channels per group in
     BUNDLE_DTYPES; unless GROUP_BUNDLES_ENABLED is off."""
     channels = spec.in_channels_per_group
-    if not (GROUP_BUNDLES_ENABLED and uses_direct_kernel(spec) and channels >= BUNDLE_MIN_CHANNELS):
-        return 1
-    if dtype not in BUNDLE_DTYPES:
+    eligible = GROUP_BUNDLES_ENABLED and dtype in BUNDLE_DTYPES and uses_direct_kernel(spec)
+    if not eligible or channels < BUNDLE_MIN_CHANNELS:
         return 1
     sizes = range(1, BUNDLE_CHANNELS // channels + 1)
     return max((b for b in sizes if spec.groups % b == 0 and b * channels % MIN_DOT == 0), default=1)

@@ -84,8 +84,9 @@ def implicit_gemm_input_grad_kernel(
     """
     pid_0, pid_n, group = program_ids(INDEX_64)
     phases_d, phases_h, phases_w = phase_counts
-    phase = pid_0 % (phases_d * phases_h * phases_w)
-    pid_m = pid_0 // (phases_d * phases_h * phases_w)
+    phases = phases_d * phases_h * phases_w
+    phase = pid_0 % phases
+    pid_m = pid_0 // phases
     ph_w = phase % phases_w
     ph_h = (phase // phases_w) % phases_h
     ph_d = phase // (phases_w * phases_h)
@@ -222,7 +223,7 @@ def plan_input_grad(
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= arguments.filter_geometry(spec)
     args |= dict(phase_tap_step=spec.phase_tap_step, phase_out_step=spec.phase_out_step, phase_size=(d_ph, h_ph, w_ph))
-    args["phase_counts"] = spec.phases_holding_pixels
+    args |= dict(phase_counts=spec.phases_holding_pixels)
     args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M_PH=m_ph)
     constexprs = arguments.output_flags(bias, epilogue) | cfg.blocks()
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
