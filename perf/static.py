@@ -30,8 +30,8 @@ per program over those one iteration does (every lane busy). T is the filter tap
 visits (forward; input gradient: taps per stride phase). The launch executes
 ``executed * warps * programs`` instructions; one H200 issues at most 132 SMs x 4 schedulers x
 1 instruction per clock x 1.98 GHz. Instructions per K step = ``(S * hot + T * enclosing) / S``.
-A kernel that only redoes tiles another launch flagged (``GATED_KERNELS``) is counted as finite
-data runs it: each program up to its early return.
+A kernel that only redoes what another launch flagged (``is_gated``) is counted as finite data
+runs it: each program up to its early return.
 
 The reference row of each GEMM pass is Triton's matmul tutorial kernel (``reference_matmul``)
 compiled with the same tile (at least 4 warps, one warpgroup, as wgmma needs) for the same GEMM (per group: M x N, reduction K, as ``gemm_of``
@@ -120,8 +120,8 @@ def gemm_of(spec: ConvSpec, pass_: str) -> GEMM:
 @dataclass(frozen=True)
 class Plan:
     """A case's launches, and the geometry its GEMM kernels see: patch embeddings and first layers
-    fold in the forward, a first layer's weight gradient reads a padded copy, and a grouped one
-    may bundle groups (``dispatch.weight_grad_spec``)."""
+    fold in the forward, a first layer's weight gradient reads a padded copy, and grouped ones of
+    a few channels per group may bundle groups (``dispatch.group_bundle``)."""
 
     launches: list[Launch]
     spec: ConvSpec
@@ -153,7 +153,9 @@ def plan_case(case: StaticCase) -> Plan:
             dispatch.weight_grad(y, x, spec, torch.empty(w.shape, dtype=dtype, device="meta"), None)
     if case.pass_ == "F":
         return Plan(launches, dispatch.forward_spec(x, spec))
-    return Plan(launches, dispatch.weight_grad_spec(spec, dtype) if case.pass_ == "W" else spec)
+    if case.pass_ == "D":
+        return Plan(launches, dispatch.bundled_spec(spec, dispatch.input_grad_bundle(spec, dtype)))
+    return Plan(launches, dispatch.weight_grad_spec(spec, dtype))
 
 
 def kernel_name(launch: Launch) -> str:
@@ -244,7 +246,7 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     instructions = parse_sass(info.assembly.sass)
     loop = hot_loop(instructions)
     programs = math.prod(launch.grid)
-    if kernel_name(launch) in GATED_KERNELS:  # finite data: every program reads its flag and returns
+    if is_gated(launch):  # finite data: every program reads its flag and returns
         row.executed = float(until_first_exit(instructions) * launch.num_warps * programs)
     elif loop is None:  # no multiply in a loop (an elementwise or fully unrolled kernel): every instruction once
         row.executed = float(len(instructions) * launch.num_warps * programs)
@@ -282,6 +284,14 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
 GATED_KERNELS = tuple(
     kernel_name(Launch(k, (), {})) for k in (banded_forward_recompute_kernel, banded_weight_grad_recompute_kernel)
 )
+
+
+def is_gated(launch: Launch) -> bool:
+    """Whether ``launch`` only redoes what another launch flagged: a ``GATED_KERNELS`` kernel, or
+    a direct kernel gated behind the GEMM of bundled groups (``GATED``)."""
+    return kernel_name(launch) in GATED_KERNELS or bool(launch.constexprs.get("GATED"))
+
+
 BAND_KERNELS = tuple(kernel_name(Launch(k, (), {})) for k in (banded_forward_kernel, banded_weight_grad_kernel))
 
 
@@ -344,9 +354,11 @@ def case_rows(case: StaticCase) -> list[KernelRow]:
     gemm_rows = [r for r in rows if "BLOCK_K" in r.config and not r.error]
     if gemm_rows:
         config = gemm_rows[0].config
-        # The weight gradient's GEMM is the one it solves (over a first layer's padded copy, or
-        # bundles of groups); the forward's is the convolution's (a fold changes its shape only).
-        gemm = gemm_of(plan.spec if case.pass_ == "W" else case.shape.geometry(), case.pass_)
+        # The GEMM solved over bundles of groups, or for the weight gradient over a first layer's
+        # padded copy; else the convolution's (the forward's fold changes its shape only).
+        convolution = case.shape.geometry()
+        solved = case.pass_ == "W" or plan.spec.groups != convolution.groups
+        gemm = gemm_of(plan.spec if solved else convolution, case.pass_)
         tile = (int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["BLOCK_K"]))
         # At least a warpgroup: the reference is what good code for the tile looks like, on wgmma.
         warps = max(int(config["num_warps"]), 4)

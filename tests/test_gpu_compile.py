@@ -339,7 +339,7 @@ def test_band_kernels_compile(name, dtype, arch, gpu_tiles):
     ids=["resnext_g32", "bundle_of_48", "bundles_of_16"],
 )
 def test_bundled_weight_grad_compiles(groups, channels, out_channels, arch, gpu_tiles):
-    """bf16, channels-last, a weight gradient over bundles of groups (``dispatch.weight_grad_bundle``)
+    """bf16, channels-last, a weight gradient over bundles of groups (``dispatch.group_bundle``)
     with the heuristic tile, as ResNeXt's stage 1 runs it: one GEMM launch, no spills, wgmma on
     Hopper. On sm_80 the operand-swapped tile of under 64 output channels spills (820 and 296
     bytes here), as it does for an ungrouped convolution of the same GEMM: it is Hopper's tile."""

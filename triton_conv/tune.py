@@ -36,7 +36,7 @@ from .kernels.banded import BANDED_FORWARD, BANDED_WEIGHT_GRAD
 from .kernels.common import dot_precision_on
 from .kernels.direct import DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD
 from .kernels.implicit_gemm_forward import FORWARD
-from .kernels.implicit_gemm_forward_tma import FORWARD_TMA
+from .kernels.implicit_gemm_forward_tma import FORWARD_TMA, tma_forward_applies
 from .kernels.implicit_gemm_input_grad import INPUT_GRAD
 from .kernels.implicit_gemm_weight_grad import WEIGHT_GRAD
 from .kernels.layout import gemm_operand
@@ -91,9 +91,11 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     """Pass and kernel kind -> the autotune key its launch on a GPU uses: ``forward``,
     ``input_grad``, ``weight_grad`` for the GEMM kernels; ``forward_tma`` where the TMA kernel
     runs the forward on Hopper (a meta tensor plans for one) and, as ``forward_tma (input_grad)``,
-    the input gradient, its forward of the flipped filter; ``banded_forward`` and ``banded_forward
-    (input_grad)`` likewise for the band kernels, and ``banded_weight_grad``; ``direct_forward``,
-    ``direct_input_grad`` and ``direct_weight_grad`` for the direct kernels."""
+    the input gradient, its forward of the flipped filter (also for bundles of groups,
+    ``dispatch.group_bundle``, where the pointer kernel's are ``forward`` and ``forward
+    (input_grad)``); ``banded_forward`` and ``banded_forward (input_grad)`` likewise for the band
+    kernels, and ``banded_weight_grad``; ``direct_forward``, ``direct_input_grad`` and
+    ``direct_weight_grad`` for the direct kernels."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
     y = torch.empty(spec.out_shape, dtype=x.dtype, device="meta", memory_format=output_memory_format(x, w))
@@ -102,21 +104,34 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     def key(kind: KernelKind, kind_spec: ConvSpec, layout: str) -> str:
         return autotune_key(kind, kind_spec, problem.dtype, precision, layout)
 
+    def bundles_key(operand: torch.Tensor, forward: ConvSpec, bundle: int, role: str = "") -> None:
+        """The GEMM of ``dispatch.forward_of_bundles`` over ``operand`` for ``forward``; the
+        direct kernel gated behind it runs the heuristic's knobs, untuned."""
+        bundles = dispatch.bundled_spec(forward, bundle)
+        if tma_forward_applies(gemm_operand(as_3d(operand)), bundles):
+            keys[FORWARD_TMA.name + role] = key(FORWARD_TMA, bundles, "cl")
+        else:
+            keys[FORWARD.name + role] = key(FORWARD, bundles, FORWARD.key_layout(operand, None))
+
+    keys: dict[str, str] = {}
     if dispatch.uses_direct_kernel(spec):
-        keys = {}
         if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
             keys[BANDED_FORWARD.name] = key(BANDED_FORWARD, spec, layout_of(x))
+        elif (bundle := dispatch.group_bundle(spec, problem.dtype)) > 1:
+            bundles_key(x, spec, bundle)
         else:
             keys[DIRECT_FORWARD.name] = key(DIRECT_FORWARD, spec, DIRECT_FORWARD.key_layout(x, y))
         if backward:
             if dispatch.uses_banded_input_grad(y, spec):
                 forward = spec.input_grad_as_forward()
                 keys[f"{BANDED_FORWARD.name} (input_grad)"] = key(BANDED_FORWARD, forward, layout_of(y))
+            elif (bundle := dispatch.input_grad_bundle(spec, problem.dtype)) > 1:
+                bundles_key(y, spec.input_grad_as_forward(), bundle, " (input_grad)")
             else:
                 keys[DIRECT_INPUT_GRAD.name] = key(DIRECT_INPUT_GRAD, spec, DIRECT_INPUT_GRAD.key_layout(x, y))
             if dispatch.uses_banded_weight_grad(y, x, spec):
                 keys[BANDED_WEIGHT_GRAD.name] = key(BANDED_WEIGHT_GRAD, spec, BANDED_WEIGHT_GRAD.key_layout(x, y))
-            elif dispatch.weight_grad_bundle(spec, problem.dtype) > 1:
+            elif dispatch.group_bundle(spec, problem.dtype) > 1:
                 bundles = dispatch.weight_grad_spec(spec, problem.dtype)
                 keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, bundles, WEIGHT_GRAD.key_layout(x, y))
             else:
@@ -124,7 +139,6 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
         return keys
     # The forward of a patch embedding or a first layer runs on its folded problem, channels-last.
     forward = dispatch.forward_spec(x, spec)
-    keys = {}
     if dispatch.forward_runs_tma(gemm_operand(as_3d(x)), spec, forward):
         keys[FORWARD_TMA.name] = key(FORWARD_TMA, forward, "cl")
     else:

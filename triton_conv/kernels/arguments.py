@@ -47,6 +47,12 @@ def output(name: str, out: torch.Tensor, bias: torch.Tensor | None, epilogue: Ep
     }
 
 
+def flag(flag: torch.Tensor | None, out: torch.Tensor) -> dict[str, Any]:
+    """``flag_ptr``: the non-finite flag a kernel sets or is gated on (``non_finite.py``), or
+    ``out`` where there is none (not read)."""
+    return {"flag_ptr": flag if flag is not None else out}
+
+
 def output_flags(bias: torch.Tensor | None, epilogue: Epilogue) -> dict[str, Any]:
     """The epilogue's constexprs: HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION."""
     return {"HAS_BIAS": bias is not None, **epilogue.constexprs()}

@@ -27,7 +27,7 @@ GEMM over the rows whose diagonals are the taps (``banded_weight_grad_kernel``).
 Non-finite values: the products include the band's zeros (and, in the weight gradient, the
 output gradient's zeros past a row's end), so a NaN or an infinity would make NaN of outputs
 (taps) whose products never meet it in torch (IEEE 0 * inf). Each program therefore flags a
-result that is not finite, and a second launch with the same grid computes the flagged ones
+result that is not finite (``non_finite.py``), and a second launch with the same grid computes the flagged ones
 again with torch's products only (``banded_forward_recompute_kernel``,
 ``banded_weight_grad_recompute_kernel``); for finite data its programs read one flag each and
 return.
@@ -66,6 +66,7 @@ from . import arguments
 from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_output
 from .indexing import program_ids, unravel_pixels
+from .non_finite import not_finite
 from .pad_input import widen_rows
 from .reduction import in_range, next_step, zero_index
 from .split_k import partial_buffers, sum_splits
@@ -173,12 +174,6 @@ def banded_forward_kernel(
         residual_strides, z_ptr, output_size[2], HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
         Y_UNIT, BLOCK_W,
     )  # fmt: skip
-
-
-@triton.jit
-def not_finite(total):
-    """Whether ``total`` is a NaN or an infinity (a NaN compares false with everything)."""
-    return (tl.abs(total) < float("inf")) == 0
 
 
 @triton.jit

@@ -270,14 +270,14 @@ def input_grad_taps(
 
 @triton.jit
 def direct_forward_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
     C, GROUPS, input_size, K_G, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
     x_strides, w_strides, y_strides, bias_stride, residual_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
+    GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
     FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -301,6 +301,8 @@ def direct_forward_kernel(
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
+        flag_ptr, GATED: if GATED, the launch redoes the GEMM of bundled groups that flagged a result
+            not finite (``non_finite.py``): with the int32 at flag_ptr clear, every program returns.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         C, GROUPS: input channels and groups. K_G: output channels per group.
         GROUPS_PER_ROW: cdiv(W_OUT, PIXELS) groups per output row;
@@ -322,6 +324,9 @@ def direct_forward_kernel(
             pixel groups by channel slots.
         Grid: (cdiv(PIXEL_GROUPS, BLOCK_G), cdiv(GROUPS * GROUP_SLOTS, BLOCK_C), MULTIPLIER_BLOCKS).
     """
+    if GATED:
+        if tl.load(flag_ptr) == 0:
+            return
     pid_g, pid_c, pid_j = program_ids(INDEX_64)
     groups = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     mask_g = groups < PIXEL_GROUPS
@@ -377,7 +382,7 @@ def direct_forward_kernel(
 
 @triton.jit
 def direct_input_grad_kernel(
-    dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr,
+    dy_ptr, w_ptr, dx_ptr, bias_ptr, residual_ptr, z_ptr, flag_ptr,
     K, C_G, GROUPS, input_size, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, padding,
     dy_strides, w_strides, dx_strides, bias_stride, residual_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
@@ -385,7 +390,7 @@ def direct_input_grad_kernel(
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
     PHASES_D: tl.constexpr, PHASES_H: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
+    GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
     FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
     FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -409,6 +414,7 @@ def direct_input_grad_kernel(
         bias_ptr, bias_stride, residual_ptr, residual_strides, z_ptr: the epilogue of a transposed
             convolution (whose forward this is), as in direct_forward_kernel but over dx's
             (N, C, D, H, W); off by default.
+        flag_ptr, GATED: as in direct_forward_kernel.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         K, C_G, GROUPS: output channels, input channels per group, groups.
         GROUPS_PER_ROW: cdiv(W, PIXELS * CONV_STRIDE_W) groups per input row;
@@ -435,6 +441,9 @@ def direct_input_grad_kernel(
             MULTIPLIER_BLOCKS): the first axis is the phase, fastest (neighbouring rows), then the
             pixel block; it has room for 2^31 programs (strides can be large).
     """
+    if GATED:
+        if tl.load(flag_ptr) == 0:
+            return
     pid_g, pid_c, pid_j = program_ids(INDEX_64)
     phase = pid_g % (PHASES_D * PHASES_H)
     pid_g = pid_g // (PHASES_D * PHASES_H)
@@ -874,12 +883,15 @@ def _selected_knobs(
     output: torch.Tensor,
     per_group: int,
     build_launch: Callable[[KernelConfig], Launch],
+    tuned: bool,
 ) -> KernelConfig:
     """The knobs ``select_config`` picks for ``kind`` on the convolution of ``input`` into
     ``output`` (the heuristic's, ``direct_knobs`` over slots of ``per_group`` channels, unless
-    tuned)."""
+    tuned); the heuristic's where not ``tuned``."""
     read = output if kind is DIRECT_INPUT_GRAD else input
     heuristic = _heuristic_knobs(spec, per_group, DIRECT_PIXELS, DIRECT_MULTIPLIERS)
+    if not tuned:
+        return heuristic
     return select_config(
         kind, spec, read.dtype, "ieee", kind.key_layout(input, output), build_launch, heuristic, read.device
     )
@@ -893,13 +905,16 @@ def plan_direct_forward(
     out: torch.Tensor,
     epilogue: Epilogue = PLAIN,
     knobs: KernelConfig | None = None,
+    gate: torch.Tensor | None = None,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``.
-    ``knobs`` override what ``select_config`` picks (the heuristic's, unless tuned)."""
+    ``knobs`` override what ``select_config`` picks (the heuristic's, unless tuned). With
+    ``gate`` (``non_finite.new_flag``), a launch that does it only where the flag is set, with
+    the heuristic's knobs (timing it on finite data would time nothing)."""
     if knobs is None:
         knobs = _selected_knobs(
             DIRECT_FORWARD, spec, input, out, spec.in_channels_per_group,
-            lambda k: plan_direct_forward(input, weight, bias, spec, out, epilogue, k),
+            lambda k: plan_direct_forward(input, weight, bias, spec, out, epilogue, k), tuned=gate is None,
         )  # fmt: skip
     x, y = as_3d(input), as_3d(out)
     slots = _Slots.of(spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, knobs.block_k)
@@ -911,7 +926,9 @@ def plan_direct_forward(
     w_strides = _addressed_by_input_channel(w)
     args |= dict(w_strides=w_strides, C=spec.in_channels, GROUPS=spec.groups)
     args |= dict(K_G=spec.out_channels_per_group, GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
+    args |= arguments.flag(gate, y)
     constexprs = arguments.output_flags(bias, epilogue) | _geometry_constexprs(spec) | _tile_constexprs(cfg)
+    constexprs |= dict(GATED=gate is not None)
     constexprs |= dict(C_G=spec.in_channels_per_group, **slots.constexprs(spec.in_channels, cfg))
     # The offsets by input channel reach further than the filter's own where its channels are
     # not innermost (a view): 64-bit where they could pass 2^31.
@@ -931,14 +948,16 @@ def plan_direct_input_grad(
     bias: torch.Tensor | None = None,
     epilogue: Epilogue = PLAIN,
     knobs: KernelConfig | None = None,
+    gate: torch.Tensor | None = None,
 ) -> Launch:
     """The launch writing d(loss)/d(input) into ``grad_input``; with ``bias`` and ``epilogue``,
-    activation(that + bias + residual): a transposed convolution. ``knobs`` as in
+    activation(that + bias + residual): a transposed convolution. ``knobs`` and ``gate`` as in
     ``plan_direct_forward``."""
     if knobs is None:
         knobs = _selected_knobs(
             DIRECT_INPUT_GRAD, spec, grad_input, grad_output, spec.out_channels_per_group,
             lambda k: plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue, k),
+            tuned=gate is None,
         )  # fmt: skip
     dy, dx = as_3d(grad_output), as_3d(grad_input)
     conv_stride_w = spec.stride[2]
@@ -956,9 +975,9 @@ def plan_direct_input_grad(
     grid = (phase_blocks, triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(K=spec.out_channels, C_G=spec.in_channels_per_group, GROUPS=spec.groups)
-    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups)
+    args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups) | arguments.flag(gate, dx)
     constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | phases | _tile_constexprs(cfg)
-    constexprs |= arguments.output_flags(bias, epilogue)
+    constexprs |= arguments.output_flags(bias, epilogue) | dict(GATED=gate is not None)
     constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
     constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy)) | column_pairs(dy, spec, cfg, input_grad=True)

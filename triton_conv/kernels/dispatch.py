@@ -18,6 +18,7 @@ from .implicit_gemm_forward_tma import input_grad_filter, plan_forward_tma, tma_
 from .implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .layout import gemm_operand
+from .non_finite import new_flag
 from .pad_input import pad_input, padded_spec
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
@@ -31,8 +32,9 @@ def uses_direct_kernel(spec: ConvSpec) -> bool:
     the direct kernels do exactly the useful multiply-adds. An ungrouped convolution with few
     input channels (a network's first layer) keeps the implicit GEMM: with a single group its
     output channels fill the matrix unit's other dimension, which pays for the padding. (With 4
-    or more channels per group, the weight gradient may bundle groups onto the GEMM instead:
-    ``weight_grad_bundle``.)
+    or more channels per group in 16-bit dtypes, the passes bundle groups onto the GEMM instead,
+    the forward and input gradient with the direct kernels behind them for non-finite data:
+    ``group_bundle``.)
     """
     return spec.groups > 1 and spec.in_channels_per_group < MIN_DOT
 
@@ -141,7 +143,10 @@ def folds_columns_of_copy(input: torch.Tensor, spec: ConvSpec) -> bool:
 
 
 def forward_spec(input: torch.Tensor, spec: ConvSpec) -> ConvSpec:
-    """The problem the forward's GEMM kernels solve for ``spec`` over ``input`` (``forward_problem``)."""
+    """The problem the forward's GEMM kernels solve for ``spec`` over ``input``: of bundles of
+    groups (``group_bundle``), else ``forward_problem``'s."""
+    if (bundle := group_bundle(spec, input.dtype)) > 1:
+        return bundled_spec(spec, bundle)
     if folds_columns_of_copy(input, spec):
         return padded_spec(spec, padded_channels(spec)).fold_columns()
     return spec.fold_columns() if folds_columns(gemm_operand(as_3d(input)), spec) else spec
@@ -199,7 +204,10 @@ def forward(
     if uses_banded_kernel(input, spec) and band_fits(input, spec):
         banded_forward(input, weight, bias, spec, out, epilogue)
         return out
-    if uses_direct_kernel(spec):
+    if group_bundle(spec, input.dtype) > 1:
+        flag = forward_of_bundles(input, weight, bias, spec, out, epilogue)
+        launch = plan_direct_forward(input, weight, bias, spec, out, epilogue, gate=flag)
+    elif uses_direct_kernel(spec):
         launch = plan_direct_forward(input, weight, bias, spec, out, epilogue)
     else:
         # The channels-last operand both GEMM kernels read (a copy of a default-layout input,
@@ -233,6 +241,12 @@ def input_grad(
         return grad_input
     if uses_banded_input_grad(grad_output, spec):
         banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)
+    elif input_grad_bundle(spec, grad_output.dtype) > 1:
+        # As the forward of the flipped filter (unit steps), over bundles of its groups.
+        flipped = input_grad_filter(weight, spec.groups)
+        forward = spec.input_grad_as_forward()
+        flag = forward_of_bundles(grad_output, flipped, bias, forward, grad_input, epilogue)
+        plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue, gate=flag)()
     elif uses_direct_kernel(spec):
         plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)()
     else:
@@ -260,31 +274,34 @@ def pads_input(spec: ConvSpec) -> bool:
     return spec.groups == 1 and 0 < spec.in_channels < FEW_CHANNELS and not spec.patch_rows and spec.output_pixels > 0
 
 
-# A grouped convolution of BUNDLE_MIN_CHANNELS to MIN_DOT - 1 input channels per group, in a 16-bit
-# dtype, takes its weight gradient as the GEMM of bundles of neighbouring groups: each bundle one
-# group of a multiple of MIN_DOT input channels, at most BUNDLE_CHANNELS, whose gradient between
-# two different groups of a bundle is computed and dropped. A bundle of b groups does b times the
-# useful multiply-adds on the matrix unit, still less issue time than the direct kernel's 2-4
-# instructions per FMA on CUDA cores: suite shape 10 (4 channels per group, bundles of 16)
-# compiled for sm_90 to 74.7 against 118.1 us in channels-last. Each output of the weight
-# gradient is its own sum over pixels, so the dropped blocks cannot reach the kept ones,
-# non-finite values included. The forward and input gradient could not bundle so: there a zero
-# weight times an infinite input would spread NaN to the other groups of its bundle. Depthwise
-# convolutions (one channel per group) would do 16 to 64 times the work; float32 has no 16-bit
-# matrix-unit rate to pay for it. Bundles of other channel counts (40, 56, 60) compiled to 255
-# registers and spills. TRITON_CONV_GROUP_BUNDLES=0 (read at import; tests flip the module
-# attribute) keeps these weight gradients on the direct kernel.
+# A grouped convolution of BUNDLE_MIN_CHANNELS to MIN_DOT - 1 channels per group in its reduction
+# (input channels; for the input gradient, output channels), in a 16-bit dtype, runs on the GEMM
+# over bundles of neighbouring groups: each bundle one group of a multiple of MIN_DOT channels, at
+# most BUNDLE_CHANNELS, whose filter between two different groups of a bundle is zero
+# (``bundled_filter``) or, for the weight gradient, computed and dropped. A bundle of b groups
+# does b times the useful multiply-adds on the matrix unit, still less issue time than the direct
+# kernels' 2-4 instructions per FMA on CUDA cores: suite shape 10 (4 channels per group, bundles of
+# 16) compiled for sm_90 to 74.7 against 118.1 us (weight gradient) and 68.4 (matrix-bound)
+# against 122.5 (forward) in channels-last. Each output of the weight gradient is its own sum over
+# pixels, so the dropped blocks cannot reach the kept ones, non-finite values included. In the
+# forward and input gradient a zero of the filter times an infinite or NaN input makes NaN of
+# the bundle's other groups at that pixel: the GEMM flags a tile that is not finite
+# (``non_finite.py``), and the direct kernel, gated on the flag, computes the whole output again
+# with torch's products. Depthwise convolutions (one channel per group) would do 16 to 64 times
+# the work; float32 has no 16-bit matrix-unit rate to pay for it. Bundles of other channel counts
+# (40, 56, 60) compiled to 255 registers and spills. TRITON_CONV_GROUP_BUNDLES=0 (read at import;
+# tests flip the module attribute) keeps these convolutions on the direct kernels.
 GROUP_BUNDLES_ENABLED = os.environ.get("TRITON_CONV_GROUP_BUNDLES", "1") == "1"
 BUNDLE_CHANNELS = 64
 BUNDLE_MIN_CHANNELS = 4
 BUNDLE_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def weight_grad_bundle(spec: ConvSpec, dtype: torch.dtype) -> int:
-    """Groups per bundle of the weight gradient's GEMM (1: none): the most that divide the groups
-    and hold a multiple of MIN_DOT input channels, at most BUNDLE_CHANNELS, for a
-    ``uses_direct_kernel`` convolution of at least BUNDLE_MIN_CHANNELS input channels per group in
-    BUNDLE_DTYPES; unless GROUP_BUNDLES_ENABLED is off."""
+def group_bundle(spec: ConvSpec, dtype: torch.dtype) -> int:
+    """Groups per bundle of the forward's and the weight gradient's GEMM (1: none): the most that
+    divide the groups and hold a multiple of MIN_DOT input channels, at most BUNDLE_CHANNELS, for
+    a ``uses_direct_kernel`` convolution of at least BUNDLE_MIN_CHANNELS input channels per group
+    in BUNDLE_DTYPES; unless GROUP_BUNDLES_ENABLED is off."""
     channels = spec.in_channels_per_group
     eligible = GROUP_BUNDLES_ENABLED and dtype in BUNDLE_DTYPES and uses_direct_kernel(spec)
     if not eligible or channels < BUNDLE_MIN_CHANNELS:
@@ -293,13 +310,66 @@ def weight_grad_bundle(spec: ConvSpec, dtype: torch.dtype) -> int:
     return max((b for b in sizes if spec.groups % b == 0 and b * channels % MIN_DOT == 0), default=1)
 
 
+def input_grad_bundle(spec: ConvSpec, dtype: torch.dtype) -> int:
+    """Groups per bundle of the input gradient (1: none): with unit steps, of a
+    ``uses_direct_kernel`` convolution, ``group_bundle`` of its forward of the flipped filter
+    (``ConvSpec.input_grad_as_forward``), whose reduction runs over the output channels."""
+    if spec.stride != (1, 1, 1) or not uses_direct_kernel(spec):
+        return 1
+    return group_bundle(spec.input_grad_as_forward(), dtype)
+
+
+def bundled_spec(spec: ConvSpec, bundle: int) -> ConvSpec:
+    """``spec`` with every ``bundle`` neighbouring groups one group."""
+    return replace(spec, groups=spec.groups // bundle)
+
+
+def diagonal_blocks(blocks: torch.Tensor, groups: int, bundle: int) -> torch.Tensor:
+    """The view of a bundled (K, bundle * C_G, *filter) filter or gradient, ``groups`` groups in
+    bundles of ``bundle``, holding each group's own (K_G, C_G) block: (bundles, K_G, C_G,
+    *filter, bundle), the last index the group within its bundle."""
+    out_per_group, in_per_group = blocks.shape[0] // groups, blocks.shape[1] // bundle
+    per_bundle = blocks.unflatten(1, (bundle, in_per_group)).unflatten(0, (-1, bundle, out_per_group))
+    return per_bundle.diagonal(dim1=1, dim2=3)
+
+
+def bundled_filter(weight: torch.Tensor, groups: int, bundle: int) -> torch.Tensor:
+    """The (K, C_G, *filter) ``weight`` of ``groups`` groups as the filter of their bundles of
+    ``bundle``: (K, bundle * C_G, *filter), each output channel's filter at its group's channels
+    of the bundle and zeros at the others'."""
+    blocks = weight.new_zeros((weight.shape[0], bundle * weight.shape[1], *weight.shape[2:]))
+    diagonal_blocks(blocks, groups, bundle).copy_(
+        weight.unflatten(0, (-1, bundle, weight.shape[0] // groups)).movedim(1, -1)
+    )
+    return blocks
+
+
+def forward_of_bundles(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    spec: ConvSpec,
+    out: torch.Tensor,
+    epilogue: Epilogue,
+) -> torch.Tensor:
+    """Write the forward of ``spec`` into ``out`` as the GEMM of ``group_bundle``'s bundles, and
+    return its flag (``non_finite.py``): set where a tile was not finite, whose outputs a zero of
+    the bundled filter may have made NaN where torch's are not."""
+    bundle = group_bundle(spec, input.dtype)
+    x, problem = gemm_operand(as_3d(input)), bundled_spec(spec, bundle)
+    flag = new_flag(x.device)
+    plan = plan_forward_tma if tma_forward_applies(x, problem) else plan_forward
+    plan(x, bundled_filter(weight, spec.groups, bundle), bias, problem, out, epilogue=epilogue, flag=flag)()
+    return flag
+
+
 def weight_grad_spec(spec: ConvSpec, dtype: torch.dtype) -> ConvSpec:
     """The problem the weight gradient's GEMM solves: over ``pad_input``'s channels-last copy
-    where ``pads_input``, over bundles of groups where ``weight_grad_bundle`` makes them, else
+    where ``pads_input``, over bundles of groups where ``group_bundle`` makes them, else
     ``spec`` itself."""
     if pads_input(spec):
         return padded_spec(spec, padded_channels(spec))
-    return replace(spec, groups=spec.groups // weight_grad_bundle(spec, dtype))
+    return bundled_spec(spec, group_bundle(spec, dtype))
 
 
 def bundled_weight_grad(
@@ -309,15 +379,12 @@ def bundled_weight_grad(
     grad_weight: torch.Tensor,
     grad_bias: torch.Tensor | None,
 ) -> None:
-    """``weight_grad`` through the GEMM of ``weight_grad_bundle``'s bundles: the gradient of each
+    """``weight_grad`` through the GEMM of ``group_bundle``'s bundles: the gradient of each
     bundle's whole (output channel x input channel) block, of which the blocks of one group are kept."""
-    bundle = weight_grad_bundle(spec, input.dtype)
-    out_per_group, in_per_group = spec.out_channels_per_group, spec.in_channels_per_group
-    blocks = grad_weight.new_empty((spec.out_channels, bundle * in_per_group, *grad_weight.shape[2:]))
+    bundle = group_bundle(spec, input.dtype)
+    blocks = grad_weight.new_empty((spec.out_channels, bundle * spec.in_channels_per_group, *grad_weight.shape[2:]))
     implicit_gemm_weight_grad(grad_output, input, weight_grad_spec(spec, input.dtype), blocks, grad_bias)
-    # (bundles, b, K_G, b, C_G, *filter): group i of a bundle keeps the block on the diagonal (i, i).
-    blocks = blocks.unflatten(1, (bundle, in_per_group)).unflatten(0, (-1, bundle, out_per_group))
-    grad_weight.copy_(blocks.diagonal(dim1=1, dim2=3).movedim(-1, 1).flatten(0, 2))
+    grad_weight.copy_(diagonal_blocks(blocks, spec.groups, bundle).movedim(-1, 1).flatten(0, 2))
 
 
 def padded_channels(spec: ConvSpec) -> int:
@@ -336,7 +403,7 @@ def weight_grad(
     if uses_banded_weight_grad(grad_output, input, spec):
         banded_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
         return
-    if weight_grad_bundle(spec, input.dtype) > 1:
+    if group_bundle(spec, input.dtype) > 1:
         bundled_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
         return
     if uses_direct_kernel(spec):

@@ -21,17 +21,18 @@ from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import program_ids, unravel_pixels
 from .layout import alignment_run, gemm_operand, gemm_operand_layout, operand_run, store_transposed
+from .non_finite import flag_tile_not_finite
 from .reduction import fold_rows, load_operands, next_step, rows_inside, zero_index
 
 
 @triton.jit
 def implicit_gemm_forward_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
     C_G, input_size, K_G, output_size, M, kernel_size, TAPS, conv_stride, padding, dilation,
     x_strides, w_strides, y_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    STORE_TRANSPOSED: tl.constexpr, CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr,
-    EVEN_C: tl.constexpr, EVEN_N: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr, FLAG_NOT_FINITE: tl.constexpr,
+    CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_C: tl.constexpr, EVEN_N: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     X_RUN: tl.constexpr, W_RUN: tl.constexpr, C_RUN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -46,6 +47,8 @@ def implicit_gemm_forward_kernel(
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation, y's shape and strides; written only if STORE_PRE_ACTIVATION.
+        flag_ptr: one int32, set to 1 if FLAG_NOT_FINITE and the tile's sum is not finite
+            (``non_finite.flag_tile_not_finite``: bundled groups, ``dispatch.group_bundle``).
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT).
         padding: leading padding (D, H, W); the trailing padding only shapes output_size.
         kernel_size: filter size (T, R, S). conv_stride: the convolution's step (D, H, W) between
@@ -131,6 +134,8 @@ def implicit_gemm_forward_kernel(
         acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         c0, kt, kr, ks = next_step(c0, kt, kr, ks, C_G, R, S, BLOCK_K)
 
+    if FLAG_NOT_FINITE:
+        flag_tile_not_finite(acc, mask_m, mask_n, flag_ptr)
     finish_tile(
         acc, bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
         n, od, oh, ow, group * K_G + offs_n, mask_m, mask_n,
@@ -161,10 +166,12 @@ def plan_forward(
     out: torch.Tensor,
     config: KernelConfig | None = None,
     epilogue: Epilogue = PLAIN,
+    flag: torch.Tensor | None = None,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out``
     (all (N, C, *spatial), any strides; input and weight are read channels-last, copied so if
-    they are not: ``layout.gemm_operand``)."""
+    they are not: ``layout.gemm_operand``); with ``flag`` (``non_finite.new_flag``), setting it
+    where a tile is not finite."""
     x, w, y = gemm_operand(as_3d(input)), gemm_operand(as_3d(weight)), as_3d(out)
     precision = dot_precision(x)
     cfg = config or select_config(
@@ -173,7 +180,7 @@ def plan_forward(
         x.dtype,
         precision,
         FORWARD.key_layout(input, out),
-        lambda c: plan_forward(input, weight, bias, spec, out, c, epilogue),
+        lambda c: plan_forward(input, weight, bias, spec, out, c, epilogue, flag),
         FORWARD.heuristic(spec, x.dtype, precision),
         x.device,
     )
@@ -185,7 +192,12 @@ def plan_forward(
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= arguments.filter_geometry(spec)
     args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M=spec.output_pixels, TAPS=spec.taps)
-    constexprs = arguments.output_flags(bias, epilogue) | dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded))
+    args |= arguments.flag(flag, y)
+    constexprs = (
+        arguments.output_flags(bias, epilogue)
+        | dict(FLAG_NOT_FINITE=flag is not None)
+        | dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded))
+    )
     constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
     constexprs |= cfg.blocks()
     constexprs |= dict(

@@ -41,6 +41,7 @@ from .epilogue import PLAIN, Epilogue, finish_tile
 from .implicit_gemm_forward import FORWARD
 from .indexing import unravel_pixels
 from .layout import store_transposed
+from .non_finite import flag_tile_not_finite
 from .reduction import next_step, zero_index
 
 # The kill switch: TRITON_CONV_TMA_FORWARD=0 sends every forward convolution and input gradient
@@ -60,11 +61,12 @@ MIN_BOX_USE = 7 / 8
 
 @triton.jit
 def implicit_gemm_forward_tma_kernel(
-    x_desc, w_desc, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    x_desc, w_desc, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
     C_G, K_G, output_size, boxes_per_dim, kernel_size, TAPS, padding, dilation,
     y_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    STORE_TRANSPOSED: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    STORE_TRANSPOSED: tl.constexpr, FLAG_NOT_FINITE: tl.constexpr, INDEX_64: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """y = activation(conv(x, w) + bias + residual) for one box of BLOCK_M = BLOCK_D x BLOCK_H x
@@ -80,6 +82,8 @@ def implicit_gemm_forward_tma_kernel(
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation, y's shape and strides; written only if STORE_PRE_ACTIVATION.
+        flag_ptr: one int32, set to 1 if FLAG_NOT_FINITE and the tile's sum is not finite
+            (``non_finite.flag_tile_not_finite``: bundled groups, ``dispatch.group_bundle``).
         C_G: input channels per group, a multiple of BLOCK_K (a box never spans two groups,
             a weight block never two taps). K_G: output channels per group.
         output_size: (D_OUT, H_OUT, W_OUT). boxes_per_dim: boxes per image along D, H, W.
@@ -143,6 +147,9 @@ def implicit_gemm_forward_tma_kernel(
         oh = oh.to(tl.int64)
         ow = ow.to(tl.int64)
         k = k.to(tl.int64)
+    if FLAG_NOT_FINITE:
+        # Masked: rows past the output read real input, and columns past the group another group's weights.
+        flag_tile_not_finite(acc, mask_m, mask_n, flag_ptr)
     finish_tile(
         acc, bias_ptr, bias_stride, y_ptr, y_strides, z_ptr, residual_ptr, residual_strides,
         n, od, oh, ow, k, mask_m, mask_n,
@@ -286,10 +293,11 @@ def plan_forward_tma(
     out: torch.Tensor,
     config: KernelConfig | None = None,
     epilogue: Epilogue = PLAIN,
+    flag: torch.Tensor | None = None,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` (any
     strides) where ``tma_forward_applies``; ``config`` (rows a power of two, a reduction block
-    dividing C/groups) overrides the heuristic tile."""
+    dividing C/groups) overrides the heuristic tile; ``flag`` as in ``plan_forward``."""
     boxes = input_boxes(input)
     w = weight_matrix(weight)
     y = as_3d(out)
@@ -300,7 +308,7 @@ def plan_forward_tma(
         input.dtype,
         precision,
         FORWARD_TMA.key_layout(input, out),
-        lambda c: plan_forward_tma(input, weight, bias, spec, out, c, epilogue),
+        lambda c: plan_forward_tma(input, weight, bias, spec, out, c, epilogue, flag),
         tma_forward_config(spec, input.dtype, precision),
         input.device,
     )
@@ -316,7 +324,8 @@ def plan_forward_tma(
     args |= dict(output_size=spec.output_size, boxes_per_dim=tuple(tiles), padding=spec.pad_lo)
     args |= dict(kernel_size=spec.kernel_size, dilation=spec.dilation)
     args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, TAPS=spec.taps)
-    constexprs = arguments.output_flags(bias, epilogue)
+    args |= arguments.flag(flag, y)
+    constexprs = arguments.output_flags(bias, epilogue) | dict(FLAG_NOT_FINITE=flag is not None)
     constexprs |= dict(INDEX_64=needs_int64(y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(input.dtype))
     constexprs |= dict(STORE_TRANSPOSED=store_transposed(y), PRECISION=precision)
     constexprs |= dict(BLOCK_M=cfg.block_m, BLOCK_D=block_d, BLOCK_H=block_h, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
