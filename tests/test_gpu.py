@@ -1,7 +1,8 @@
 """What only a CUDA GPU can check: bfloat16 on the whole table, TF32, 64-bit offsets on a real
 tensor past 2^31 elements, the tuning cache across processes, ``torch.compile`` with inductor,
 CUDA-graph capture of a converted model's training step, 8-warp tiles, and the newer paths at
-suite sizes (band kernels, the TMA input gradient, the tap-major filter, band tuning).
+suite sizes (band kernels, the TMA input gradient, the tap-major filter, band tuning, bundles
+of groups).
 
 Without CUDA (or under Triton's interpreter, which never compiles anything) every test here is
 collected and skipped. ``triton-conv gpu-check`` runs them.
@@ -415,10 +416,12 @@ def test_tma_forward_and_input_grad_at_suite_sizes(case, layout):
     ids=lambda c: c.name,
 )
 def test_tap_major_filter_at_suite_size(case, monkeypatch):
-    """Suite shapes 14 and 10 cut in batch, channels-last, with the filter copy forced on."""
-    from triton_conv.kernels import direct
+    """Suite shapes 14 and 10 cut in batch, channels-last, with the filter copy forced on (and
+    shape 10's bundles of groups off: the direct kernels run)."""
+    from triton_conv.kernels import direct, dispatch
 
     monkeypatch.setattr(direct, "TAP_MAJOR_FILTER_MIN_FMAS", 0)
+    monkeypatch.setattr(dispatch, "GROUP_BUNDLES_ENABLED", False)
     check_forward(case, BF16, "channels_last")
     check_backward(case, BF16, "channels_last", cotangent="channels_last")
 
@@ -458,7 +461,11 @@ def test_band_weight_grad_tunes_and_caches(tmp_path, monkeypatch):
 
 def test_direct_kernels_tune_and_cache(tmp_path, monkeypatch):
     """First use times the direct forward's and input gradient's tiles (suite shape 10 cut in
-    batch, channels-last) and caches the winners; the results match torch whichever tiles won."""
+    batch, channels-last, its bundles of groups off) and caches the winners; the results match
+    torch whichever tiles won."""
+    from triton_conv.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "GROUP_BUNDLES_ENABLED", False)
     monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path))
     case = ConvCase(2, 4, 128, 128, (56, 56), (3, 3), padding=1, groups=32, name="resnext_g32")
     x, w, b = make_inputs(case, BF16, "channels_last")
@@ -472,3 +479,24 @@ def test_direct_kernels_tune_and_cache(tmp_path, monkeypatch):
     assert_close(y, reference_forward(case, x, w, b), BF16, case.reduction, "tuned direct forward")
     expected_dx = torch.nn.grad.conv2d_input(x.shape, w.double(), g.double(), padding=1, groups=32)
     assert_close(dx, expected_dx.to(BF16), BF16, 4 * 9, "tuned direct input gradient")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_bundled_groups_at_suite_size(layout):
+    """Suite shape 10 cut in batch: its three passes on the GEMMs over bundles of 16 groups
+    against torch; a NaN and infinities in x make NaN and infinities of the output exactly where
+    torch's are (the gated direct kernel recomputes it)."""
+    case = ConvCase(2, 4, 128, 128, (56, 56), (3, 3), padding=1, groups=32, name="resnext_g32")
+    check_forward(case, BF16, layout)
+    check_backward(case, BF16, layout)
+    x, w, b = make_inputs(case, BF16, layout)
+    x[0, 5, 10, 10] = math.inf
+    x[1, 70, 0, 0] = math.nan
+    x[3, 127, 55, 30] = -math.inf
+    y = triton_conv.conv2d(x, w, b, padding=1, groups=32)
+    expected = reference_forward(case, x, w, b)
+    assert torch.equal(y.isnan(), expected.isnan())
+    assert torch.equal(y.isposinf(), expected.isposinf())
+    assert torch.equal(y.isneginf(), expected.isneginf())
+    finite = expected.isfinite()
+    assert_close(y[finite], expected[finite].to(BF16), BF16, case.reduction, "bundled forward, finite outputs")

@@ -9,9 +9,10 @@ import dataclasses
 import pytest
 import torch
 from triton.runtime.jit import JITFunction
-from triton_conv.perf.compiled_code import dot_loop, hot_loop, parse_sass
+from triton_conv.perf.compiled_code import dot_loop, hot_loop, local_memory_in_loops, parse_sass
 
 from triton_conv.kernels import dispatch
+from triton_conv.kernels import implicit_gemm_forward_tma as tma
 from triton_conv.kernels.common import Launch, accumulator_dtype, recording_launches
 from triton_conv.kernels.direct import plan_direct_forward, plan_direct_input_grad, plan_direct_weight_grad
 from triton_conv.kernels.dispatch import KERNEL_KINDS
@@ -354,3 +355,35 @@ def test_bundled_weight_grad_compiles(groups, channels, out_channels, arch, gpu_
     info = compile_launch(gemm, arch)
     assert info.spill_bytes == 0 or (arch == 80 and gemm.constexprs["SWAP_AB"]), info
     assert info.uses_wgmma or arch != 90, info
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(
+    "groups, channels, out_channels, stride",
+    [(32, 128, 128, 1), (32, 128, 128, 2), (6, 48, 48, 1)],
+    ids=["resnext_g32", "resnext_g32_s2", "bundle_of_48"],
+)
+def test_bundled_forward_and_input_grad_compile(groups, channels, out_channels, stride, arch, monkeypatch, gpu_tiles):
+    """bf16, channels-last, the forward and input gradient over bundles of groups with the
+    heuristic tile: the GEMM flagging tiles not finite (the TMA kernel on Hopper where it applies,
+    else the pointer kernel, as on sm_80) compiles without spills, on wgmma on Hopper; the direct
+    kernel gated behind it (reading the weight in place, not the tap-major copy) with no spill
+    traffic in its loops (8 bytes outside them on sm_80, as the direct kernels' tiles may)."""
+    monkeypatch.setattr(tma, "ENABLED", arch >= 90)
+    x = _channels_last_empty((128, channels, 56, 56), torch.bfloat16)
+    w = _channels_last_empty((out_channels, channels // groups, 3, 3), torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=stride, padding=1, dilation=1, groups=groups, ndim=2)
+    dy = _channels_last_empty(spec.out_shape, torch.bfloat16)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, None, spec, _channels_last_empty(spec.out_shape, torch.bfloat16))
+        dispatch.input_grad(dy, w, spec, _channels_last_empty(x.shape, torch.bfloat16))
+    gemms = [launch for launch in launches if launch.constexprs.get("FLAG_NOT_FINITE")]
+    gated = [launch for launch in launches if launch.constexprs.get("GATED")]
+    assert len(gemms) == len(gated) == (2 if stride == 1 else 1), launches
+    for launch in gemms:
+        info = compile_launch(launch, arch)
+        assert info.spill_bytes == 0 and (info.uses_wgmma or arch != 90), info
+    for launch in gated:
+        info = compile_launch(launch, arch, assembly=True)
+        in_loops = local_memory_in_loops(parse_sass(info.assembly.sass))
+        assert info.spill_bytes <= 8 and in_loops == 0, info

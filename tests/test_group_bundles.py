@@ -9,7 +9,7 @@ import torch
 import triton_conv
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.common import recording_launches
-from triton_conv.kernels.dispatch import group_bundle, input_grad_bundle
+from triton_conv.kernels.dispatch import forward_bundle, group_bundle, input_grad_bundle
 from triton_conv.spec import conv_spec
 
 from .checks import check_backward, check_forward, check_transposed
@@ -40,31 +40,53 @@ def _bundled_groups(launches) -> list[int]:
 
 
 BUNDLED = [
-    # ResNeXt's 32 groups of 4 channels in small: two bundles of 16 groups (64 channels).
-    (ConvCase(2, 2, 128, 128, (5, 6), (3, 3), padding=1, groups=32), 16),
-    # 6 groups of 8 channels into 3 each, strided and dilated: one bundle of 48 channels.
-    (ConvCase(1, 2, 48, 18, (23,), (5,), stride=2, padding=3, dilation=2, groups=6), 6),
-    # 3-D, 4 channels per group into 2 each: one bundle of 16 channels.
-    (ConvCase(3, 1, 16, 8, (3, 4, 5), (3, 3, 3), padding=1, groups=4), 4),
+    # (case, groups per bundle of the forward, the input gradient, the weight gradient; 1: none)
+    # ResNeXt's 32 groups of 4 channels in small: two bundles of 16 groups (64 channels); padded,
+    # unit steps: the forward and input gradient on the TMA kernel.
+    (ConvCase(2, 2, 128, 128, (5, 6), (3, 3), padding=1, groups=32), (16, 16, 16)),
+    # 6 groups of 8 channels, strided and dilated: one bundle of 48 channels, the forward on the
+    # pointer kernel; the input gradient (strided) on the direct kernel.
+    (ConvCase(1, 2, 48, 48, (23,), (5,), stride=2, padding=3, dilation=2, groups=6), (6, 1, 6)),
+    # 3-D, 4 channels per group into 2 each: one bundle of 16 channels for the weight gradient;
+    # the forward's would have 8 output channels (BUNDLE_MIN_OUTPUTS), so the direct kernels.
+    (ConvCase(3, 1, 16, 8, (3, 4, 5), (3, 3, 3), padding=1, groups=4), (1, 1, 4)),
     # 4 channels per group, 20 groups: bundles of 4, the most that divide the groups and make a
-    # multiple of 16 channels.
-    (ConvCase(2, 1, 80, 40, (4, 7), (1, 3), padding=(0, 1), groups=20, bias=False), 4),
+    # multiple of 16 channels; the weight gradient only, as above.
+    (ConvCase(2, 1, 80, 40, (4, 7), (1, 3), padding=(0, 1), groups=20, bias=False), (1, 1, 4)),
+    # 1-D, 4 channels per group into 8: bundles of 32 input channels, of 64 output channels.
+    (ConvCase(1, 2, 32, 64, (9,), (3,), padding=1, groups=8), (8, 8, 8)),
+    # 3-D without padding: the forward on the pointer kernel.
+    (ConvCase(3, 1, 32, 32, (3, 4, 5), (3, 3, 3), groups=8, bias=False), (8, 8, 8)),
+    # 1 input channel per group into 4 (a depthwise convolution with 4 multipliers): the input
+    # gradient's reduction is 4 channels per group, but its bundle's outputs only 16 wide.
+    (ConvCase(2, 1, 16, 64, (5, 6), (3, 3), padding=1, groups=16), (1, 1, 1)),
 ]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("case, bundle", BUNDLED, ids=lambda c: getattr(c, "id", ""))
-def test_bundled_groups_weight_grad(case, bundle, dtype, layout):
-    """The weight gradient runs one GEMM launch over bundles of groups and keeps each group's
-    own block; every gradient matches torch's."""
+@pytest.mark.parametrize("case, bundles", BUNDLED, ids=lambda c: getattr(c, "id", ""))
+def test_bundled_groups(case, bundles, dtype, layout):
+    """Each pass that bundles runs one GEMM launch over bundles of groups: the forward (and,
+    with unit steps, the input gradient) one that flags tiles not finite, then the direct kernel
+    gated on the flag; the weight gradient one whose blocks of each group's own channels are
+    kept. The output and every gradient match torch's."""
     spec = _spec(case)
-    assert group_bundle(spec, dtype) == bundle
-    x, w, _ = make_inputs(case, dtype, layout)
+    forward, input_grad, weight_grad = bundles
+    assert (forward_bundle(spec, dtype), input_grad_bundle(spec, dtype), group_bundle(spec, dtype)) == bundles
+    x, w, b = make_inputs(case, dtype, layout)
+    y = torch.empty(spec.out_shape, dtype=dtype)
     with recording_launches() as launches:
-        dispatch.weight_grad(torch.randn(spec.out_shape, dtype=dtype), x, spec, torch.empty_like(w), None)
+        dispatch.forward(x, w, b, spec, y)
+    assert _bundled_groups(launches) == ([case.groups // forward] if forward > 1 else [])
+    with recording_launches() as launches:
+        dispatch.input_grad(y, w, spec, torch.empty_like(x))
+    assert _bundled_groups(launches) == ([case.groups // input_grad] if input_grad > 1 else [])
+    with recording_launches() as launches:
+        dispatch.weight_grad(y, x, spec, torch.empty_like(w), None)
     gemm = [launch for launch in launches if "GROUPS" in launch.args and "SPLIT_K" in launch.args]
-    assert [launch.args["GROUPS"] for launch in gemm] == [case.groups // bundle], launches
+    assert [launch.args["GROUPS"] for launch in gemm] == ([case.groups // weight_grad] if weight_grad > 1 else [])
+    check_forward(case, dtype, layout)
     check_backward(case, dtype, layout)
 
 
@@ -124,40 +146,6 @@ def test_few_channels_or_float32_not_bundled(monkeypatch):
     assert group_bundle(resnext, torch.bfloat16) == 1
 
 
-FORWARD_BUNDLED = [
-    # (case, groups per bundle of the forward, of the input gradient)
-    # Padded, unit steps: the TMA kernel both ways.
-    (BUNDLED[0][0], 16, 16),
-    # Strided: the pointer kernel; the input gradient stays on the direct kernel.
-    (BUNDLED[1][0], 6, 1),
-    # 1-D, 4 channels per group into 8: bundles of 32 input channels, of 64 output channels.
-    (ConvCase(1, 2, 32, 64, (9,), (3,), padding=1, groups=8), 8, 8),
-    # 3-D without padding: the forward on the pointer kernel.
-    (ConvCase(3, 1, 16, 16, (3, 4, 5), (3, 3, 3), groups=4, bias=False), 4, 4),
-]
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("case, bundle, input_bundle", FORWARD_BUNDLED, ids=lambda c: getattr(c, "id", ""))
-def test_bundled_groups_forward_and_input_grad(case, bundle, input_bundle, dtype, layout):
-    """The forward (and, with unit steps, the input gradient) runs one GEMM launch over bundles
-    of groups that flags tiles not finite, then the direct kernel gated on the flag; the output
-    and every gradient match torch's."""
-    spec = _spec(case)
-    assert (group_bundle(spec, dtype), input_grad_bundle(spec, dtype)) == (bundle, input_bundle)
-    x, w, b = make_inputs(case, dtype, layout)
-    y = torch.empty(spec.out_shape, dtype=dtype)
-    with recording_launches() as launches:
-        dispatch.forward(x, w, b, spec, y)
-    assert _bundled_groups(launches) == [case.groups // bundle]
-    with recording_launches() as launches:
-        dispatch.input_grad(y, w, spec, torch.empty_like(x))
-    assert _bundled_groups(launches) == ([case.groups // input_bundle] if input_bundle > 1 else [])
-    check_forward(case, dtype, layout)
-    check_backward(case, dtype, layout)
-
-
 def _poison(t: torch.Tensor) -> None:
     """A NaN, +inf and -inf in three channels of three groups of ``t`` (at least 3 groups of 4)."""
     middle = tuple(size // 2 for size in t.shape[2:])
@@ -176,7 +164,7 @@ def _assert_non_finite_like(got: torch.Tensor, expected: torch.Tensor, what: str
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("case", [FORWARD_BUNDLED[0][0], FORWARD_BUNDLED[3][0]], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [BUNDLED[0][0], BUNDLED[5][0]], ids=lambda c: c.id)
 def test_bundles_keep_non_finite_values_in_their_group(case, layout):
     """A NaN, +inf and -inf in the input (forward) or the output gradient (input gradient) make
     NaN and infinities exactly where torch's are: the GEMM of the bundles flags its tiles and the
@@ -211,7 +199,7 @@ def test_bundles_keep_non_finite_values_in_their_group(case, layout):
 def test_bundled_groups_fused_epilogue_and_transposed():
     """The bundles carry the fused epilogue (bias, residual, activation) of the forward and of a
     transposed convolution (whose output is an input gradient), and its gradients."""
-    case = FORWARD_BUNDLED[2][0]
+    case = BUNDLED[4][0]
     x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
     residual = torch.randn(case.batch, case.out_channels, *case.size, dtype=torch.float64).to(torch.bfloat16)
     y = triton_conv.conv1d(x, w, b, padding=1, groups=case.groups, activation="relu", residual=residual)

@@ -117,7 +117,7 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     if dispatch.uses_direct_kernel(spec):
         if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
             keys[BANDED_FORWARD.name] = key(BANDED_FORWARD, spec, layout_of(x))
-        elif (bundle := dispatch.group_bundle(spec, problem.dtype)) > 1:
+        elif (bundle := dispatch.forward_bundle(spec, problem.dtype)) > 1:
             bundles_key(x, spec, bundle)
         else:
             keys[DIRECT_FORWARD.name] = key(DIRECT_FORWARD, spec, DIRECT_FORWARD.key_layout(x, y))

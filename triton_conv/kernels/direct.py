@@ -782,13 +782,15 @@ class _Slots:
         return dict(GROUP_SLOTS=self.group_slots, FULL_SLOTS=full, **blocks)
 
 
-def grouped_filter(weight: torch.Tensor, spec: ConvSpec, vector_of_channels: bool, forward: bool) -> torch.Tensor:
+def grouped_filter(
+    weight: torch.Tensor, spec: ConvSpec, vector_of_channels: bool, forward: bool, gated: bool
+) -> torch.Tensor:
     """The weight as a (GROUPS, K_G, C_G, T, R, S) view for the forward (``forward``) or the
     input-gradient kernel: where a thread loads a ``vector_of_channels`` and the launch is
     large enough to pay for the copy (``TAP_MAJOR_FILTER_MIN_FMAS``), ``tap_major_filter``;
-    else the weight itself."""
+    else the weight itself. Never a copy for a ``gated`` launch: on finite data it reads no filter."""
     w = as_3d(weight).unflatten(0, (spec.groups, spec.out_channels_per_group))
-    if vector_of_channels and spec.flops // 2 >= TAP_MAJOR_FILTER_MIN_FMAS:
+    if vector_of_channels and not gated and spec.flops // 2 >= TAP_MAJOR_FILTER_MIN_FMAS:
         return tap_major_filter(w, forward)
     return w
 
@@ -919,7 +921,7 @@ def plan_direct_forward(
     x, y = as_3d(input), as_3d(out)
     slots = _Slots.of(spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, knobs.block_k)
     cfg = _tile(spec, slots, spec.output_size[2], x, knobs=knobs)
-    w = grouped_filter(weight, spec, channels_contiguous(x), forward=True)
+    w = grouped_filter(weight, spec, channels_contiguous(x), forward=True, gated=gate is not None)
     groups_per_row, pixel_groups = _pixel_groups(spec, spec.output_size, cfg.pixels)
     grid = (triton.cdiv(pixel_groups, cfg.block_g), triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(x=x, w=w) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
@@ -965,7 +967,7 @@ def plan_direct_input_grad(
     width = triton.cdiv(spec.input_size[2], conv_stride_w)
     slots = _Slots.of(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, knobs.block_k)
     cfg = _tile(spec, slots, width, dy, knobs=knobs, fused_transposed_epilogue=fused)
-    w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False).flatten(0, 1)
+    w = grouped_filter(weight, spec, channels_contiguous(dy), forward=False, gated=gate is not None).flatten(0, 1)
     # Rows of one phase per program (see the kernel): the phases at or past the size hold none.
     phase_d, phase_h, _ = spec.pixels_per_phase
     phase_rows = (phase_d, phase_h, spec.input_size[2])
