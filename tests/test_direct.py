@@ -103,8 +103,10 @@ def test_both_algorithms_on_grouped_cases(case, direct, monkeypatch):
 def test_tap_major_filter(case, dtype, monkeypatch):
     """The forward and input gradient reading the filter from its tap-major float copy (on a GPU
     only for launches of at least TAP_MAJOR_FILTER_MIN_FMAS multiply-adds): forced here for
-    every grouped case, channels-last; each pass makes its own layout of the copy."""
+    every grouped case, channels-last (bundles of groups off); each pass makes its own layout of
+    the copy."""
     monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: True)
+    monkeypatch.setattr(dispatch, "GROUP_BUNDLES_ENABLED", False)
     monkeypatch.setattr(direct_module, "TAP_MAJOR_FILTER_MIN_FMAS", 0)
     copies = []
     monkeypatch.setattr(direct_module, "tap_major_filter", _recorded(direct_module.tap_major_filter, copies))
@@ -246,12 +248,12 @@ def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_tuning_keys(tied_timing, dtype):
-    """A grouped layer with 4 input and 8 output channels per group is tuned under the keys ``tune --dry-run``
-    lists, and a second call finds them cached: in float32 its three direct kernels; in 16-bit
-    dtypes the GEMMs of one bundle of all 4 groups (``dispatch.group_bundle``), of which the
-    forward and input gradient are the forward GEMM (the direct kernels gated behind them are
-    not tuned)."""
-    problem = ConvProblem((2, 16, 6, 20), (32, 4, 3, 3), (1, 1), (1, 1), (1, 1), 4, dtype, True)
+    """A grouped layer with 4 input and 8 output channels per group is tuned under the keys
+    ``tune --dry-run`` lists, and a second call finds them cached: in float32 its three direct
+    kernels; in 16-bit dtypes the GEMMs of one bundle of all 8 groups (``dispatch.group_bundle``),
+    of which the forward and input gradient are the forward GEMM (the direct kernels gated behind
+    them are not tuned)."""
+    problem = ConvProblem((2, 32, 6, 20), (64, 4, 3, 3), (1, 1), (1, 1), (1, 1), 8, dtype, True)
     x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
     with select.autotuning("first_use") as records:
         y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
