@@ -27,8 +27,8 @@ GEMM over the rows whose diagonals are the taps (``banded_weight_grad_kernel``).
 Non-finite values: the products include the band's zeros (and, in the weight gradient, the
 output gradient's zeros past a row's end), so a NaN or an infinity would make NaN of outputs
 (taps) whose products never meet it in torch (IEEE 0 * inf). Each program therefore flags a
-result that is not finite (``non_finite.py``), and a second launch with the same grid computes the flagged ones
-again with torch's products only (``banded_forward_recompute_kernel``,
+result that is not finite (``non_finite.py``), and a second launch with the same grid computes
+the flagged ones again with torch's products only (``banded_forward_recompute_kernel``,
 ``banded_weight_grad_recompute_kernel``); for finite data its programs read one flag each and
 return.
 """

@@ -277,9 +277,9 @@ def direct_forward_kernel(
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
-    FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
-    FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
+    GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
+    COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, C_G: tl.constexpr,
+    GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """y = activation(z), z[n, g * K_G + j, o] = sum over c < C_G and taps of
@@ -301,8 +301,9 @@ def direct_forward_kernel(
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
-        flag_ptr, GATED: if GATED, the launch redoes the GEMM of bundled groups that flagged a result
-            not finite (``non_finite.py``): with the int32 at flag_ptr clear, every program returns.
+        flag_ptr, GATED: if GATED, the launch redoes the forward of a GEMM over bundled groups,
+            which flagged a result not finite in the int32 at flag_ptr (``non_finite.py``): with
+            the flag clear, every program returns.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         C, GROUPS: input channels and groups. K_G: output channels per group.
         GROUPS_PER_ROW: cdiv(W_OUT, PIXELS) groups per output row;
@@ -390,9 +391,9 @@ def direct_input_grad_kernel(
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
     PHASES_D: tl.constexpr, PHASES_H: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr,
-    FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, K_G: tl.constexpr, GROUP_SLOTS: tl.constexpr,
-    FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
+    GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
+    COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, K_G: tl.constexpr,
+    GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr, MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """dx[n, g * C_G + c, i] = sum over j < K_G and taps of dy[n, g * K_G + j, o(i, tap)] * w[g * K_G + j, c, tap].

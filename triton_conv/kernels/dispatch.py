@@ -303,10 +303,10 @@ BUNDLE_DTYPES = (torch.float16, torch.bfloat16)
 
 def group_bundle(spec: ConvSpec, dtype: torch.dtype) -> int:
     """Groups per bundle of the weight gradient's GEMM, and of the forward's where
-    ``forward_bundle`` allows (1: none): the most that
-    divide the groups and hold a multiple of MIN_DOT input channels, at most BUNDLE_CHANNELS, for
-    a ``uses_direct_kernel`` convolution of at least BUNDLE_MIN_CHANNELS input channels per group
-    in BUNDLE_DTYPES; unless GROUP_BUNDLES_ENABLED is off."""
+    ``forward_bundle`` allows (1: none): the most that divide the groups and hold a multiple of
+    MIN_DOT input channels, at most BUNDLE_CHANNELS, for a ``uses_direct_kernel`` convolution of
+    at least BUNDLE_MIN_CHANNELS input channels per group in BUNDLE_DTYPES; unless
+    GROUP_BUNDLES_ENABLED is off."""
     channels = spec.in_channels_per_group
     eligible = GROUP_BUNDLES_ENABLED and dtype in BUNDLE_DTYPES and uses_direct_kernel(spec)
     if not eligible or channels < BUNDLE_MIN_CHANNELS:

@@ -32,7 +32,8 @@ def implicit_gemm_forward_kernel(
     x_strides, w_strides, y_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     STORE_TRANSPOSED: tl.constexpr, FLAG_NOT_FINITE: tl.constexpr,
-    CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_C: tl.constexpr, EVEN_N: tl.constexpr, INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    CHECK_D: tl.constexpr, CHECK_H: tl.constexpr, CHECK_W: tl.constexpr, EVEN_C: tl.constexpr, EVEN_N: tl.constexpr,
+    INDEX_64: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     X_RUN: tl.constexpr, W_RUN: tl.constexpr, C_RUN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -193,11 +194,8 @@ def plan_forward(
     args |= arguments.filter_geometry(spec)
     args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, M=spec.output_pixels, TAPS=spec.taps)
     args |= arguments.flag(flag, y)
-    constexprs = (
-        arguments.output_flags(bias, epilogue)
-        | dict(FLAG_NOT_FINITE=flag is not None)
-        | dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded))
-    )
+    constexprs = arguments.output_flags(bias, epilogue) | dict(zip(("CHECK_D", "CHECK_H", "CHECK_W"), spec.padded))
+    constexprs |= dict(FLAG_NOT_FINITE=flag is not None)
     constexprs |= dict(INDEX_64=needs_int64(x, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(x.dtype))
     constexprs |= cfg.blocks()
     constexprs |= dict(
