@@ -9,7 +9,8 @@ has any, otherwise FMAs (the direct kernels). Its static length is what one iter
 TTGIR shows what Triton's software pipeliner did: a pipelined dot loop holds asynchronous loads
 into shared memory (``async_copy_global_to_local`` or TMA) and waits for its asynchronous
 ``warp_group_dot`` with ``pendings > 0``, so that loads and multiplies of successive iterations
-overlap. A dot loop nested in another loop (the implicit GEMM's loop over filter taps) drains
+overlap; a synchronous ``tt.dot`` (``mma.sync``, as batched dots compile even on Hopper) has
+nothing to wait for, and its loop is pipelined by asynchronous loads alone. A dot loop nested in another loop (the implicit GEMM's loop over filter taps) drains
 its pipeline at every outer iteration.
 """
 
@@ -211,14 +212,25 @@ def dot_loop(ttgir: str) -> DotLoop | None:
             loop["async"] = loop["async"] or any(a in line for a in _ASYNC_LOADS)
             pendings = _PENDINGS.search(line)
             loop["overlap"] = loop["overlap"] or bool(pendings and int(pendings.group(1)) > 0)
+            loop["sync_dot"] = loop["sync_dot"] or "tt.dot " in line
         opened = "scf.for" in line and line.rstrip().endswith("{")
         depth += line.count("{") - line.count("}")
         if opened:
-            open_loops.append({"depth": depth, "dot": False, "async": False, "overlap": False, "nest": len(open_loops)})
+            open_loops.append(
+                {
+                    "depth": depth,
+                    "dot": False,
+                    "async": False,
+                    "overlap": False,
+                    "sync_dot": False,
+                    "nest": len(open_loops),
+                }
+            )
         while open_loops and depth < int(open_loops[-1]["depth"]):
             closed.append(open_loops.pop())
     with_dots = [loop for loop in closed if loop["dot"]]
     if not with_dots:
         return None
     innermost = max(with_dots, key=lambda loop: int(loop["nest"]))
-    return DotLoop(bool(innermost["async"]), bool(innermost["overlap"]), int(innermost["nest"]))
+    overlapped = bool(innermost["overlap"] or innermost["sync_dot"])
+    return DotLoop(bool(innermost["async"]), overlapped, int(innermost["nest"]))

@@ -60,6 +60,7 @@ from triton_conv.kernels.banded import (
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
+from triton_conv.kernels.patches import patch_forward_kernel
 from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
 from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
@@ -292,17 +293,23 @@ def is_gated(launch: Launch) -> bool:
     return kernel_name(launch) in GATED_KERNELS or bool(launch.constexprs.get("GATED"))
 
 
-BAND_KERNELS = tuple(kernel_name(Launch(k, (), {})) for k in (banded_forward_kernel, banded_weight_grad_kernel))
+BAND_KERNELS = tuple(
+    kernel_name(Launch(k, (), {})) for k in (banded_forward_kernel, banded_weight_grad_kernel, patch_forward_kernel)
+)
 
 
 def is_band(launch: Launch) -> bool:
-    """Whether ``launch`` runs the band-matrix depthwise kernel (``kernels/banded.py``)."""
+    """Whether ``launch`` runs a band-matrix depthwise kernel (``kernels/banded.py``,
+    ``kernels/patches.py``)."""
     return kernel_name(launch) in BAND_KERNELS
 
 
 def band_steps(launch: Launch) -> Steps:
-    """Steps per program of a band kernel: the forward's, one per filter row and BLOCK_J-deep
-    chunk; the weight gradient's, one per walk position of its split (all lines of its block)."""
+    """Steps per program of a band kernel: the patch forward's, its STEPS over an input patch;
+    the band forward's, one per filter row and BLOCK_J-deep chunk; the weight gradient's, one per
+    walk position of its split (all lines of its block)."""
+    if "STEPS" in launch.args:
+        return Steps(launch.args["STEPS"], 1)
     if "TAP_ROWS" in launch.args:
         return Steps(launch.args["TAP_ROWS"] * launch.constexprs["CHUNKS"], 1)
     walk, split = launch.args["WALK"], launch.args["SPLIT_WALK"]
@@ -311,9 +318,11 @@ def band_steps(launch: Launch) -> Steps:
 
 def step_multiply_adds(launch: Launch) -> int:
     """The multiply-adds one K step of a program's dots issues, masked rows and a band's zeros
-    included: the band forward's rows x segment x chunk, the band weight gradient's segment's
-    columns x segment x lines, a GEMM's tile."""
+    included: the patch forward's channels x patches x patch x step, the band forward's rows x
+    segment x chunk, the band weight gradient's segment's columns x segment x lines, a GEMM's tile."""
     c = launch.constexprs
+    if "BLOCK_C" in c:
+        return c["BLOCK_C"] * c["BLOCK_M"] * c["PATCH_D"] * c["PATCH_H"] * c["PATCH_W"] * c["BLOCK_J"]
     if "BLOCK_J" in c:
         return c["BLOCK_M"] * c["BLOCK_W"] * c["BLOCK_J"]
     if "COLUMNS" in c:

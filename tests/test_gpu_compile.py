@@ -387,3 +387,40 @@ def test_bundled_forward_and_input_grad_compile(groups, channels, out_channels, 
         info = compile_launch(launch, arch, assembly=True)
         in_loops = local_memory_in_loops(parse_sass(info.assembly.sass))
         assert info.spill_bytes <= 8 and in_loops == 0, info
+
+
+# Suite shapes 15 (ConvNeXt's 7x7) and 14 (EfficientNet's 5x5), channels-last.
+PATCH_SHAPES = {"convnext_dw7": ((64, 96, 56, 56), 7), "effnet_dw5": ((128, 240, 28, 28), 5)}
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", PATCH_SHAPES)
+def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
+    """The channels-last depthwise forward with bias, activation, residual and pre-activation and
+    the input gradient on the patch kernel (``kernels/patches.py``), each followed by the gated
+    direct kernel: no spills, shared memory within the limit, the loads pipelined (asynchronous
+    copies: a batched dot compiles to ``mma.sync``, not wgmma)."""
+    size, kernel = PATCH_SHAPES[name]
+    x = torch.empty(size, dtype=dtype).to(memory_format=torch.channels_last)
+    w = torch.empty(size[1], 1, kernel, kernel, dtype=dtype)
+    spec = conv_spec(x, w, None, stride=1, padding=kernel // 2, dilation=1, groups=size[1], ndim=2)
+    y = torch.empty(spec.out_shape, dtype=dtype).to(memory_format=torch.channels_last)
+    bias = torch.empty(size[1], dtype=dtype)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, bias, spec, y, Epilogue("silu", torch.empty_like(y), torch.empty_like(y)))
+        dispatch.input_grad(y, w, spec, torch.empty_like(x))
+    names = [launch.kernel.fn.__name__ for launch in launches]
+    assert names == [
+        "patch_forward_kernel",
+        "direct_forward_kernel",
+        "patch_forward_kernel",
+        "direct_input_grad_kernel",
+    ]
+    for launch in launches:
+        info = compile_launch(launch, arch, assembly=launch.kernel.fn.__name__ == "patch_forward_kernel")
+        assert info.spill_bytes == 0, (launch.kernel.fn.__name__, info)
+        assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], (launch.kernel.fn.__name__, info)
+        if info.assembly is not None:
+            loop = dot_loop(info.assembly.ttgir)
+            assert loop is not None and loop.verdict == "across taps", (launch.kernel.fn.__name__, loop)

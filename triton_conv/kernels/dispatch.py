@@ -11,7 +11,7 @@ from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
 from ..tuning.kinds import KernelKind
 from .banded import band_bytes, banded_forward, banded_input_grad, banded_weight_grad
-from .direct import direct_weight_grad, plan_direct_forward, plan_direct_input_grad
+from .direct import channels_contiguous, direct_weight_grad, plan_direct_forward, plan_direct_input_grad
 from .epilogue import PLAIN, Epilogue
 from .implicit_gemm_forward import FORWARD, plan_forward
 from .implicit_gemm_forward_tma import input_grad_filter, plan_forward_tma, tma_forward_applies
@@ -20,6 +20,7 @@ from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .layout import gemm_operand
 from .non_finite import new_flag
 from .pad_input import pad_input, padded_spec
+from .patches import patch_forward
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -81,6 +82,36 @@ def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
         and input.dtype in BANDED_DTYPES
         and (input.stride(-1) == 1 or filter_width >= BANDED_STRIDED_MIN_WIDTH)
     )
+
+
+# Filters of at least this many taps, of a depthwise convolution (one input and one output
+# channel per group) with unit steps in 16-bit floats over channels-last input, run as GEMMs over
+# output patches (``kernels/patches.py``), where the band kernels do not take them (filter rows
+# under BANDED_STRIDED_MIN_WIDTH). Compiled for sm_90, suite shape 15 (7x7) took about 18 us
+# issue-bound against the direct kernel's 50; a 3x3 filter wastes twice the products per input
+# pixel read and the direct kernels already meet its memory time.
+PATCH_MIN_TAPS = 25
+
+
+def uses_patch_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """Depthwise with one output channel per group, unit steps, at least PATCH_MIN_TAPS taps, 16-bit
+    floats, ``input``'s channels contiguous (channels-last); unless BAND_KERNELS_ENABLED is off."""
+    return (
+        BAND_KERNELS_ENABLED
+        and spec.groups > 1
+        and spec.in_channels_per_group == 1
+        and spec.out_channels_per_group == 1
+        and spec.stride == (1, 1, 1)
+        and spec.taps >= PATCH_MIN_TAPS
+        and input.dtype in BANDED_DTYPES
+        and channels_contiguous(as_3d(input))
+    )
+
+
+def uses_patch_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
+    """``uses_patch_kernel`` for the input gradient, the forward of the flipped filter over
+    ``grad_output`` (unit steps: ``ConvSpec.input_grad_as_forward``)."""
+    return spec.stride == (1, 1, 1) and uses_patch_kernel(grad_output, spec.input_grad_as_forward())
 
 
 # The band matrices, built for every call, may take this many bytes, or at most this share of
@@ -204,7 +235,10 @@ def forward(
     if uses_banded_kernel(input, spec) and band_fits(input, spec):
         banded_forward(input, weight, bias, spec, out, epilogue)
         return out
-    if forward_bundle(spec, input.dtype) > 1:
+    if uses_patch_kernel(input, spec):
+        flag = patch_forward(input, weight, bias, spec, out, epilogue)
+        launch = plan_direct_forward(input, weight, bias, spec, out, epilogue, gate=flag)
+    elif forward_bundle(spec, input.dtype) > 1:
         flag = forward_of_bundles(input, weight, bias, spec, out, epilogue)
         launch = plan_direct_forward(input, weight, bias, spec, out, epilogue, gate=flag)
     elif uses_direct_kernel(spec):
@@ -241,6 +275,10 @@ def input_grad(
         return grad_input
     if uses_banded_input_grad(grad_output, spec):
         banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)
+    elif uses_patch_input_grad(grad_output, spec):
+        forward = spec.input_grad_as_forward()
+        flag = patch_forward(grad_output, weight, bias, forward, grad_input, epilogue, flip_filter=True)
+        plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue, gate=flag)()
     elif input_grad_bundle(spec, grad_output.dtype) > 1:
         # As the forward of the flipped filter (unit steps), over bundles of its groups.
         flipped = input_grad_filter(weight, spec.groups)

@@ -466,6 +466,33 @@ BANDED_WEIGHT_GRAD_TILES = (
 BANDED_INTERPRETER_CONFIG = BandedConfig(block_m=32, block_w=16, block_j=MIN_DOT, num_warps=4, num_stages=1)
 
 
+@dataclass(frozen=True)
+class PatchConfig:
+    """A patch tile (``kernels/patches.py``): ``block_m`` patches of ``patch`` (D, H, W) output
+    pixels each, by ``block_c`` channels, reducing ``block_j`` input pixels per step."""
+
+    block_m: int
+    block_c: int
+    patch: tuple[int, int, int]
+    block_j: int
+    num_warps: int
+    num_stages: int
+
+
+# 64 patches by 8 channels (16-byte vectors of 16-bit channels) on 4 warps: compiled for sm_90
+# on suite shape 15 (a 7x7 filter), a step of this tile issued 223 SASS instructions, 32 patches
+# 137 (less than half the work for more than half the cost), 4 channels of 8x8 patches 138 for
+# twice the products (mostly zeros), and 16 channels spilled. The accumulator is 8 x 64 x 16
+# float32, 64 registers per thread.
+PATCH_CONFIG = PatchConfig(block_m=64, block_c=8, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=3)
+# The patch shapes of 16 outputs (a dot's narrowest N) the heuristic picks from: the one whose
+# input patch takes the fewest steps (``kernels/patches.PatchGeometry``).
+PATCH_SHAPES = ((1, 4, 4), (1, 2, 8), (1, 1, 16))
+PATCH_INTERPRETER_CONFIG = PatchConfig(
+    block_m=16, block_c=4, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=1
+)
+
+
 def bucket_row_width(width: int) -> int:
     """The band kernels' row-width autotune bucket: the next power of two, at least 8."""
     return max(8, 1 << max(0, width - 1).bit_length())

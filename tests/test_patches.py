@@ -1,0 +1,148 @@
+"""Depthwise convolutions of channels-last tensors with filters of 25 taps or more, in 16-bit
+dtypes, on the GEMM over output patches (``kernels/patches.py``): the forward and the input
+gradient, each followed by the direct kernel gated on its non-finite flag."""
+
+import pytest
+import torch
+
+import triton_conv
+from triton_conv.kernels import dispatch
+from triton_conv.kernels.common import recording_launches
+from triton_conv.kernels.patches import patch_forward
+from triton_conv.spec import conv_spec
+
+from .checks import check_backward, check_forward, check_transposed
+from .reference import ConvCase, TCase, assert_close, make_inputs, reference_forward
+
+pytestmark = [
+    pytest.mark.backward,
+    # NumPy, running the interpreted kernels, warns about the NaN the non-finite tests make.
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _spec(case: ConvCase):
+    x, w, b = make_inputs(case, torch.float64)
+    return conv_spec(x, w, b, case.stride, case.padding, case.dilation, case.groups, case.ndim)
+
+
+def _patch_launches(launches) -> int:
+    """How many launches run the patch kernel; each is followed by the direct kernel gated on its flag."""
+    at = [i for i, launch in enumerate(launches) if launch.kernel.__name__ == "patch_forward_kernel"]
+    for i in at:
+        assert launches[i + 1].constexprs.get("GATED"), launches
+        assert launches[i + 1].args["flag_ptr"] is launches[i].args["flag_ptr"]
+    return len(at)
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values with channels innermost in memory, any number of dimensions."""
+    return t.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+PATCHED = [
+    # ConvNeXt's 7x7, "same" padding; 12 channels: a partial channel block.
+    ConvCase(2, 2, 12, 12, (9, 11), (7, 7), padding=3, groups=12),
+    # 5x5 unpadded, odd sizes, no bias.
+    ConvCase(2, 1, 8, 8, (7, 10), (5, 5), groups=8, bias=False),
+    # Dilated, uneven padding, a 5x7 filter.
+    ConvCase(2, 2, 16, 16, (8, 9), (5, 7), padding=(1, 4), dilation=(2, 1), groups=16),
+    # 3-D, 3x3x3 (27 taps).
+    ConvCase(3, 1, 8, 8, (3, 5, 6), (3, 3, 3), padding=1, groups=8),
+    # A 2x13 filter (26 taps) over rows narrower than the band kernels take in channels-last.
+    ConvCase(2, 1, 8, 8, (2, 20), (2, 13), padding=(1, 6), groups=8),
+    # 1-D, 25 taps over outputs too short for the band kernels (6): patches of 16 along W.
+    ConvCase(1, 2, 8, 8, (18,), (25,), padding=6, groups=8),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", PATCHED, ids=lambda c: c.id)
+def test_patch_kernel(case, dtype):
+    """The forward and input gradient run the patch kernel and then the gated direct kernel; the
+    weight gradient stays on the direct kernels. The output and every gradient match torch's."""
+    spec = _spec(case)
+    x, w, b = make_inputs(case, dtype, "channels_last")
+    y = _channels_last(torch.empty(spec.out_shape, dtype=dtype))
+    with recording_launches() as launches:
+        dispatch.forward(x, w, b, spec, y)
+    assert _patch_launches(launches) == 1
+    with recording_launches() as launches:
+        dispatch.input_grad(y, w, spec, torch.empty_like(x))
+    assert _patch_launches(launches) == 1
+    check_forward(case, dtype, "channels_last")
+    check_backward(case, dtype, "channels_last")
+
+
+def _assert_non_finite_like(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    assert expected.isnan().any() and expected.isinf().any() and expected.isfinite().any()
+    assert torch.equal(got.isnan(), expected.isnan()), what
+    assert torch.equal(got.isposinf(), expected.isposinf()), what
+    assert torch.equal(got.isneginf(), expected.isneginf()), what
+    finite = expected.isfinite()
+    assert_close(got[finite], expected[finite].to(got.dtype), got.dtype, 1000, what)
+
+
+def _poison(t: torch.Tensor) -> None:
+    """A NaN, +inf and -inf in three channels of ``t``, one of them at a corner."""
+    middle = tuple(size // 2 for size in t.shape[2:])
+    t[(0, 1, *middle)] = NAN
+    t[(0, 6, *(0 for _ in middle))] = INF
+    t[(t.shape[0] - 1, t.shape[1] - 1, *middle)] = -INF
+
+
+@pytest.mark.parametrize("case", [PATCHED[0], PATCHED[3]], ids=lambda c: c.id)
+def test_patch_kernel_keeps_non_finite_values_where_torch_has_them(case):
+    """A NaN, +inf and -inf in the input (forward) or the output gradient (input gradient) make
+    NaN and infinities exactly where torch's are: the patch kernel flags its tiles (the band's
+    zeros times them are NaN) and the gated direct kernel computes the output again. On finite
+    data the flag stays clear."""
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    dy = _channels_last(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16))
+
+    def flags_of(run) -> list[int]:
+        """Run ``run``'s launches; the flags the gated launches read."""
+        with recording_launches() as launches:
+            run()
+        for launch in launches:
+            launch()
+        return [int(launch.args["flag_ptr"]) for launch in launches if launch.constexprs.get("GATED")]
+
+    y, dx = torch.empty_like(dy), torch.empty_like(x)
+    assert flags_of(lambda: dispatch.forward(x, w, b, spec, y)) == [0]
+    assert flags_of(lambda: dispatch.input_grad(dy, w, spec, dx)) == [0]
+    _poison(x)
+    _poison(dy)
+    assert flags_of(lambda: dispatch.forward(x, w, b, spec, y)) == [1]
+    assert flags_of(lambda: dispatch.input_grad(dy, w, spec, dx)) == [1]
+
+    x64 = x.double().requires_grad_()
+    expected_y = reference_forward(case, x64, w.double(), b.double() if b is not None else None)
+    (expected_dx,) = torch.autograd.grad(expected_y, x64, dy.double())
+    _assert_non_finite_like(y, expected_y.detach(), "forward")
+    _assert_non_finite_like(dx, expected_dx, "input gradient")
+
+
+def test_patch_kernel_fused_epilogue_and_transposed(monkeypatch):
+    """The patch kernel carries the fused epilogue (bias, residual, activation) of the forward and
+    of a transposed convolution (whose output is an input gradient), and its gradients."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("flip_filter", False))
+        return patch_forward(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "patch_forward", counted)
+    case = PATCHED[0]
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    residual = _channels_last(torch.randn(case.batch, case.out_channels, *case.size, dtype=torch.float64).bfloat16())
+    y = triton_conv.conv2d(x, w, b, padding=3, groups=case.groups, activation="silu", residual=residual)
+    expected = torch.nn.functional.silu(reference_forward(case, x, w, b) + residual.double())
+    assert_close(y, expected.bfloat16(), torch.bfloat16, case.reduction, "fused forward")
+    assert calls == [False]
+    transposed = TCase(2, 2, 8, 8, (6, 7), (5, 5), padding=2, groups=8)
+    check_transposed(transposed, torch.bfloat16, "channels_last", activation="relu")
+    assert calls[1] is True
