@@ -21,9 +21,10 @@ from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError
 from triton_conv.kernels.implicit_gemm_forward import FORWARD, implicit_gemm_forward_kernel, plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import ROW_BLOCKS_FOR_FEW_CHANNELS, WEIGHT_GRAD, plan_weight_grad
+from triton_conv.kernels.patches import PATCH_FORWARD
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
-from triton_conv.tuning.configs import KernelConfig, candidate_configs
+from triton_conv.tuning.configs import PATCH_TILES, KernelConfig, candidate_configs
 from triton_conv.tuning.kinds import KernelKind
 
 pytestmark = pytest.mark.compile
@@ -424,3 +425,16 @@ def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
         if info.assembly is not None:
             loop = dot_loop(info.assembly.ttgir)
             assert loop is not None and loop.verdict == "across taps", (launch.kernel.fn.__name__, loop)
+
+
+@pytest.mark.parametrize("tile", PATCH_TILES, ids=str)
+def test_patch_tuning_space_compiles(tile, gpu_tiles):
+    """Every tile the patch forward's tuning times, on suite shape 15 (bf16, channels-last, sm_90):
+    no spills, shared memory within the limit."""
+    size, kernel = PATCH_SHAPES["convnext_dw7"]
+    x = torch.empty(size, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=1, padding=kernel // 2, dilation=1, groups=size[1], ndim=2)
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    info = compile_launch(PATCH_FORWARD.plan(spec, x, w, None, y, tile), 90)
+    assert info.spill_bytes == 0 and info.shared_bytes <= SHARED_MEMORY_LIMIT[90], (tile, info)

@@ -10,6 +10,9 @@ from triton_conv.kernels import dispatch
 from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.patches import patch_forward
 from triton_conv.spec import conv_spec
+from triton_conv.tune import ConvProblem, problem_keys
+from triton_conv.tuning import select
+from triton_conv.tuning.configs import PATCH_TILES
 
 from .checks import check_backward, check_forward, check_transposed
 from .reference import ConvCase, TCase, assert_close, make_inputs, reference_forward
@@ -146,3 +149,50 @@ def test_patch_kernel_fused_epilogue_and_transposed(monkeypatch):
     transposed = TCase(2, 2, 8, 8, (6, 7), (5, 5), padding=2, groups=8)
     check_transposed(transposed, torch.bfloat16, "channels_last", activation="relu")
     assert calls[1] is True
+
+
+def test_tuning_keys(tied_timing):
+    """A channels-last 7x7 depthwise layer is tuned under the keys ``tune --dry-run`` lists: the
+    patch forward (``PATCH_TILES`` timed), the patch forward of the input gradient
+    and the direct weight gradient (the direct kernels gated behind the patch kernel are not
+    tuned); a second call finds them cached."""
+    problem = ConvProblem((2, 16, 9, 10), (16, 1, 7, 7), (1, 1), (3, 3), (1, 1), 16, torch.bfloat16, True)
+    x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
+    with select.autotuning("first_use") as records:
+        y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+        y.backward(_channels_last(torch.randn_like(y)))
+    keys = problem_keys(problem, backward=True)
+    names = ("patch_forward", "patch_forward (input_grad)", "direct_weight_grad")
+    assert list(keys) == list(names)
+    # With "same" padding the input gradient's problem is the forward's: one key, tuned once.
+    assert keys["patch_forward"] == keys["patch_forward (input_grad)"]
+    assert [record.key for record in records] == [keys["patch_forward"], keys["direct_weight_grad"]]
+    # The interpreter's heuristic tile, then the tiles first use times.
+    assert records[0].timed == 1 + min(select.FIRST_USE_TILES, len(PATCH_TILES))
+    with select.autotuning("first_use") as again:
+        triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+    assert again == []
+
+
+def test_rule():
+    """The patch kernel takes channels-last depthwise convolutions in 16-bit floats with unit
+    steps and 25 taps or more; not the default layout, float32, a stride, a 3x3 filter, a channel
+    multiplier, or TRITON_CONV_BAND_KERNELS=0 (the module attribute it sets)."""
+
+    def uses(layout="channels_last", dtype=torch.bfloat16, kernel=(5, 5), stride=1, out_channels=8):
+        case = ConvCase(2, 1, 8, out_channels, (9, 9), kernel, stride=stride, padding=1, groups=8)
+        x, _, _ = make_inputs(case, dtype, layout)
+        return dispatch.uses_patch_kernel(x, _spec(case))
+
+    assert uses()
+    assert not uses(layout="contiguous")
+    assert not uses(dtype=torch.float32)
+    assert not uses(stride=2)
+    assert not uses(kernel=(3, 3))
+    assert not uses(out_channels=16)
+    dispatch_band_switch = dispatch.BAND_KERNELS_ENABLED
+    try:
+        dispatch.BAND_KERNELS_ENABLED = False
+        assert not uses()
+    finally:
+        dispatch.BAND_KERNELS_ENABLED = dispatch_band_switch

@@ -40,6 +40,7 @@ from .kernels.implicit_gemm_forward_tma import FORWARD_TMA, tma_forward_applies
 from .kernels.implicit_gemm_input_grad import INPUT_GRAD
 from .kernels.implicit_gemm_weight_grad import WEIGHT_GRAD
 from .kernels.layout import gemm_operand
+from .kernels.patches import PATCH_FORWARD
 from .runtime import INTERPRETER
 from .spec import ConvSpec, as_3d, conv_spec, output_memory_format
 from .tuning.key import autotune_key, layout_of
@@ -94,7 +95,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     the input gradient, its forward of the flipped filter (also for bundles of groups,
     ``dispatch.group_bundle``, where the pointer kernel's are ``forward`` and ``forward
     (input_grad)``); ``banded_forward`` and ``banded_forward (input_grad)`` likewise for the band
-    kernels, and ``banded_weight_grad``; ``direct_forward``, ``direct_input_grad`` and
+    kernels (``patch_forward`` and ``patch_forward (input_grad)`` for the patch kernel), and
+    ``banded_weight_grad``; ``direct_forward``, ``direct_input_grad`` and
     ``direct_weight_grad`` for the direct kernels."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
@@ -117,6 +119,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     if dispatch.uses_direct_kernel(spec):
         if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
             keys[BANDED_FORWARD.name] = key(BANDED_FORWARD, spec, layout_of(x))
+        elif dispatch.uses_patch_kernel(x, spec):
+            keys[PATCH_FORWARD.name] = key(PATCH_FORWARD, spec, layout_of(x))
         elif (bundle := dispatch.forward_bundle(spec, problem.dtype)) > 1:
             bundles_key(x, spec, bundle)
         else:
@@ -125,6 +129,9 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             if dispatch.uses_banded_input_grad(y, spec):
                 forward = spec.input_grad_as_forward()
                 keys[f"{BANDED_FORWARD.name} (input_grad)"] = key(BANDED_FORWARD, forward, layout_of(y))
+            elif dispatch.uses_patch_input_grad(y, spec):
+                forward = spec.input_grad_as_forward()
+                keys[f"{PATCH_FORWARD.name} (input_grad)"] = key(PATCH_FORWARD, forward, layout_of(y))
             elif (bundle := dispatch.input_grad_bundle(spec, problem.dtype)) > 1:
                 bundles_key(y, spec.input_grad_as_forward(), bundle, " (input_grad)")
             else:

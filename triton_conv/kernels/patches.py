@@ -32,9 +32,20 @@ import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import PATCH_CONFIG, PATCH_INTERPRETER_CONFIG, PATCH_SHAPES, PatchConfig, gpu_tiles
+from ..tuning.configs import (
+    MIN_DOT,
+    PATCH_CONFIG,
+    PATCH_INTERPRETER_CONFIG,
+    PATCH_SHAPES,
+    PATCH_TILES,
+    PatchConfig,
+    gpu_tiles,
+)
+from ..tuning.key import bucket_channels, layout_of
+from ..tuning.kinds import KernelKind
+from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, accumulator_dtype, dot_operand
+from .common import Launch, accumulator_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import program_ids, unravel_pixels
 from .non_finite import new_flag, not_finite
@@ -200,16 +211,21 @@ class PatchGeometry:
         return step * self.block_j + h % self.rows_per_step * self.row_slot + w % self.block_j
 
 
-def patch_config(spec: ConvSpec) -> PatchConfig:
-    """The patch tile for a depthwise ``spec``: of PATCH_SHAPES, the patch whose steps over all
-    the patches of an image (the partial ones at the edges included) are fewest."""
-    base = PATCH_CONFIG if gpu_tiles() else PATCH_INTERPRETER_CONFIG
+def patch_shape(spec: ConvSpec) -> tuple[int, int, int]:
+    """Of PATCH_SHAPES, the patch whose steps over all the patches of an image (the partial ones at
+    the edges included) are fewest."""
 
     def steps_per_image(patch: tuple[int, int, int]) -> int:
         patches = math.prod(-(-size // edge) for size, edge in zip(spec.output_size, patch))
-        return patches * PatchGeometry.of(spec, replace(base, patch=patch)).steps
+        return patches * PatchGeometry.of(spec, replace(PATCH_CONFIG, patch=patch)).steps
 
-    return replace(base, patch=min(PATCH_SHAPES, key=steps_per_image))
+    return min(PATCH_SHAPES, key=steps_per_image)
+
+
+def patch_config(spec: ConvSpec) -> PatchConfig:
+    """The heuristic's patch tile for a depthwise ``spec``: PATCH_CONFIG's (the interpreter's
+    under it) with ``patch_shape``'s patches."""
+    return replace(PATCH_CONFIG if gpu_tiles() else PATCH_INTERPRETER_CONFIG, patch=patch_shape(spec))
 
 
 def patch_bands(weight: torch.Tensor, spec: ConvSpec, cfg: PatchConfig, flip: bool = False) -> torch.Tensor:
@@ -232,6 +248,31 @@ def patch_bands(weight: torch.Tensor, spec: ConvSpec, cfg: PatchConfig, flip: bo
     return band
 
 
+# The patch forward (and the input gradient, its forward of the flipped filter) as tuning sees
+# it: per channel, (image, patch) rows by a patch's 16 outputs, over the input pixels a patch
+# reads; keyed by the channel count too, which sets the grid's second axis. Launches with a fused
+# residual or pre-activation are not timed.
+PATCH_FORWARD = KernelKind(
+    name="patch_forward",
+    pass_="F",
+    tiles=PATCH_TILES,
+    interpreter_tile=PATCH_INTERPRETER_CONFIG.tile(),
+    gemm_extents=lambda spec: (
+        spec.output_pixels // MIN_DOT,
+        MIN_DOT,
+        PatchGeometry.of(spec, patch_config(spec)).steps * MIN_DOT,
+    ),
+    dense_gemm=lambda spec: (spec.output_pixels, 1, spec.taps),
+    key_pixels=lambda spec: spec.output_pixels,
+    key_layout=lambda input, output: layout_of(input),
+    plan=lambda spec, x, w, b, y, tile: plan_patch_forward(
+        x, w, b, spec, y, new_flag(x.device), cfg=PatchConfig.of(tile, patch_shape(spec))
+    ),
+    key_fields=lambda spec: (f"c{bucket_channels(spec.in_channels)}",),
+    gemm_blocks=False,
+)
+
+
 def plan_patch_forward(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -241,13 +282,32 @@ def plan_patch_forward(
     flag: torch.Tensor,
     epilogue: Epilogue = PLAIN,
     flip_filter: bool = False,
+    cfg: PatchConfig | None = None,
 ) -> Launch:
     """The launch writing activation(conv(input, weight) + bias + residual) into ``out`` for a
     depthwise ``spec`` with unit steps over a channels-last ``input`` (``dispatch.uses_patch_kernel``),
     setting ``flag`` where a tile is not finite; with ``flip_filter``, of ``weight`` flipped along
-    every spatial dimension."""
+    every spatial dimension. ``cfg`` overrides the tile that ``select_config`` picks (the
+    heuristic's, ``patch_config``, unless tuned; always the heuristic's with a residual or a
+    stored pre-activation)."""
     x, y = as_3d(input), as_3d(out)
-    cfg = patch_config(spec)
+    fused = epilogue.residual is not None or epilogue.pre_activation is not None
+    if cfg is None and fused:
+        cfg = patch_config(spec)
+    elif cfg is None:
+        tile = select_config(
+            PATCH_FORWARD,
+            spec,
+            x.dtype,
+            dot_precision(x),
+            PATCH_FORWARD.key_layout(input, out),
+            lambda t: plan_patch_forward(
+                input, weight, bias, spec, out, flag, epilogue, flip_filter, PatchConfig.of(t, patch_shape(spec))
+            ),
+            patch_config(spec).tile(),
+            x.device,
+        )
+        cfg = PatchConfig.of(tile, patch_shape(spec))
     geometry = PatchGeometry.of(spec, cfg)
     band = patch_bands(weight, spec, cfg, flip_filter)
     patches = tuple(-(-size // edge) for size, edge in zip(spec.output_size, cfg.patch))

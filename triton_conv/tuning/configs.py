@@ -478,16 +478,37 @@ class PatchConfig:
     num_warps: int
     num_stages: int
 
+    @staticmethod
+    def of(tile: KernelConfig, patch: tuple[int, int, int]) -> PatchConfig:
+        """The patch tile a tuning tile stands for (its M the patches, its N the channels, its K
+        the step) with patches of ``patch``, which the tuning tile leaves to the heuristic."""
+        return PatchConfig(tile.block_m, tile.block_n, patch, tile.block_k, tile.num_warps, tile.num_stages)
 
-# 64 patches by 8 channels (16-byte vectors of 16-bit channels) on 4 warps: compiled for sm_90
-# on suite shape 15 (a 7x7 filter), a step of this tile issued 223 SASS instructions, 32 patches
-# 137 (less than half the work for more than half the cost), 4 channels of 8x8 patches 138 for
-# twice the products (mostly zeros), and 16 channels spilled. The accumulator is 8 x 64 x 16
-# float32, 64 registers per thread.
-PATCH_CONFIG = PatchConfig(block_m=64, block_c=8, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=3)
+    def tile(self) -> KernelConfig:
+        """This tile as tuning handles it (``of``'s inverse, the patch left out)."""
+        return KernelConfig(self.block_m, self.block_c, self.block_j, self.num_warps, self.num_stages)
+
+
 # The patch shapes of 16 outputs (a dot's narrowest N) the heuristic picks from: the one whose
-# input patch takes the fewest steps (``kernels/patches.PatchGeometry``).
+# input patch takes the fewest steps (``kernels/patches.patch_config``).
 PATCH_SHAPES = ((1, 4, 4), (1, 2, 8), (1, 1, 16))
+# What the patch forward's autotuning times (``kernels/patches.PATCH_FORWARD``), as patches x
+# channels x step, the heuristic's first: 64 patches by 8 channels (16-byte vectors of 16-bit
+# channels) on 4 warps, an accumulator of 8 x 64 x 16 float32 (64 registers per thread); twice
+# the patches or the channels on 8 warps; half the patches with twice the channels; deeper and
+# shallower pipelines. Compiled for sm_90 on suite shapes 14 and 15 the first four estimate
+# within 11% of one another, none spilling (tests/test_gpu_compile.py), so which wins (L1 and
+# L2 traffic, occupancy) is for a GPU to say. 128 patches or 16 channels on 4 warps spilled.
+PATCH_TILES = (
+    KernelConfig(64, 8, MIN_DOT, 4, 3),
+    KernelConfig(128, 8, MIN_DOT, 8, 3),
+    KernelConfig(64, 16, MIN_DOT, 8, 3),
+    KernelConfig(32, 16, MIN_DOT, 4, 3),
+    KernelConfig(64, 8, MIN_DOT, 4, 4),
+    KernelConfig(64, 8, MIN_DOT, 4, 2),
+)
+PATCH_CONFIG = PatchConfig.of(PATCH_TILES[0], PATCH_SHAPES[0])
+# Under the interpreter: few patches and channels, so that the tests' small images take several programs.
 PATCH_INTERPRETER_CONFIG = PatchConfig(
     block_m=16, block_c=4, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=1
 )
