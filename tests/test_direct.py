@@ -107,6 +107,7 @@ def test_tap_major_filter(case, dtype, monkeypatch):
     the copy."""
     monkeypatch.setattr(dispatch, "uses_direct_kernel", lambda spec: True)
     monkeypatch.setattr(dispatch, "GROUP_BUNDLES_ENABLED", False)
+    monkeypatch.setattr(dispatch, "BAND_KERNELS_ENABLED", False)  # nor the band or patch kernels
     monkeypatch.setattr(direct_module, "TAP_MAJOR_FILTER_MIN_FMAS", 0)
     copies = []
     monkeypatch.setattr(direct_module, "tap_major_filter", _recorded(direct_module.tap_major_filter, copies))

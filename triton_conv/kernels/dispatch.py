@@ -20,7 +20,7 @@ from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .layout import gemm_operand
 from .non_finite import new_flag
 from .pad_input import pad_input, padded_spec
-from .patches import patch_forward
+from .patches import patch_forward, patch_products_per_output
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -91,6 +91,13 @@ def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
 # issue-bound against the direct kernel's 50; a 3x3 filter wastes twice the products per input
 # pixel read and the direct kernels already meet its memory time.
 PATCH_MIN_TAPS = 25
+# Products per output the patch kernel may compute (its reduction over the input patch, zeros
+# included) per useful one: dilation spreads the taps over a larger input patch (a 7x7 filter
+# dilated 3 does 640 products for 49 useful ones), and the band matrices grow with it.
+PATCH_MAX_WASTE = 6
+# The fewest channels a patch program takes: its grid's second axis, cdiv(C, channels), is capped
+# at 65535 like the band kernels'.
+PATCH_MIN_CHANNEL_BLOCK = 8
 
 
 def uses_patch_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
@@ -105,6 +112,8 @@ def uses_patch_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
         and spec.taps >= PATCH_MIN_TAPS
         and input.dtype in BANDED_DTYPES
         and channels_contiguous(as_3d(input))
+        and spec.in_channels <= BANDED_MAX_CHANNELS * PATCH_MIN_CHANNEL_BLOCK
+        and patch_products_per_output(spec) <= PATCH_MAX_WASTE * spec.taps
     )
 
 

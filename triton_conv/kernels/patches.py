@@ -222,6 +222,11 @@ def patch_shape(spec: ConvSpec) -> tuple[int, int, int]:
     return min(PATCH_SHAPES, key=steps_per_image)
 
 
+def patch_products_per_output(spec: ConvSpec) -> int:
+    """The products the heuristic's patch tile computes per output: its reduction's depth."""
+    return PatchGeometry.of(spec, replace(PATCH_CONFIG, patch=patch_shape(spec))).steps * PATCH_CONFIG.block_j
+
+
 def patch_config(spec: ConvSpec) -> PatchConfig:
     """The heuristic's patch tile for a depthwise ``spec``: PATCH_CONFIG's (the interpreter's
     under it) with ``patch_shape``'s patches."""
