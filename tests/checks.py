@@ -129,3 +129,51 @@ def result_row(shape: int, pass_: str, ratio: float, *, layout: str = "channels_
         ratio_cudnn=ratio, ceiling_tflops=798.0, ceiling_gbps=3000.0,
     )  # fmt: skip
     return dataclasses.replace(row, **changes)
+
+
+def poison(t: torch.Tensor) -> None:
+    """A NaN, +inf and -inf in three channels of ``t`` (at least 7 channels), one at a corner."""
+    middle = tuple(size // 2 for size in t.shape[2:])
+    t[(0, 1, *middle)] = float("nan")
+    t[(0, 6, *(0 for _ in middle))] = float("inf")
+    t[(t.shape[0] - 1, t.shape[1] - 1, *middle)] = float("-inf")
+
+
+def assert_non_finite_like(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """NaN, +inf and -inf exactly where ``expected`` has them, the finite values close."""
+    assert expected.isnan().any() and expected.isinf().any() and expected.isfinite().any()
+    assert torch.equal(got.isnan(), expected.isnan()), what
+    assert torch.equal(got.isposinf(), expected.isposinf()), what
+    assert torch.equal(got.isneginf(), expected.isneginf()), what
+    finite = expected.isfinite()
+    assert_close(got[finite], expected[finite].to(got.dtype), got.dtype, 1000, what)
+
+
+def check_gated_recomputation(case: ConvCase, spec, x, w, b, dy) -> None:
+    """The forward and input gradient of a kernel that flags non-finite results, each followed by
+    a launch gated on its flag: the flag clear on finite data; after ``poison`` of ``x`` and
+    ``dy``, set, and NaN and infinities exactly where torch's are."""
+    from triton_conv.kernels import dispatch
+    from triton_conv.kernels.common import recording_launches
+
+    def flags_of(run) -> list[int]:
+        """Run ``run``'s launches; the flags the gated launches read."""
+        with recording_launches() as launches:
+            run()
+        for launch in launches:
+            launch()
+        return [int(launch.args["flag_ptr"]) for launch in launches if launch.constexprs.get("GATED")]
+
+    y, dx = torch.empty_like(dy), torch.empty_like(x)
+    assert flags_of(lambda: dispatch.forward(x, w, b, spec, y)) == [0]
+    assert flags_of(lambda: dispatch.input_grad(dy, w, spec, dx)) == [0]
+    poison(x)
+    poison(dy)
+    assert flags_of(lambda: dispatch.forward(x, w, b, spec, y)) == [1]
+    assert flags_of(lambda: dispatch.input_grad(dy, w, spec, dx)) == [1]
+
+    x64 = x.double().requires_grad_()
+    expected_y = reference_forward(case, x64, w.double(), b.double() if b is not None else None)
+    (expected_dx,) = torch.autograd.grad(expected_y, x64, dy.double())
+    assert_non_finite_like(y, expected_y.detach(), "forward")
+    assert_non_finite_like(dx, expected_dx, "input gradient")

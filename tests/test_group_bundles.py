@@ -12,7 +12,7 @@ from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.dispatch import forward_bundle, group_bundle, input_grad_bundle
 from triton_conv.spec import conv_spec
 
-from .checks import check_backward, check_forward, check_transposed
+from .checks import check_backward, check_forward, check_gated_recomputation, check_transposed
 from .reference import ConvCase, TCase, assert_close, make_inputs, reference_forward
 
 pytestmark = [
@@ -20,8 +20,6 @@ pytestmark = [
     # NumPy, running the interpreted kernels, warns about the NaN the non-finite tests make.
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
 ]
-
-NAN, INF = float("nan"), float("inf")
 
 
 def _spec(case: ConvCase):
@@ -146,23 +144,6 @@ def test_few_channels_or_float32_not_bundled(monkeypatch):
     assert group_bundle(resnext, torch.bfloat16) == 1
 
 
-def _poison(t: torch.Tensor) -> None:
-    """A NaN, +inf and -inf in three channels of three groups of ``t`` (at least 3 groups of 4)."""
-    middle = tuple(size // 2 for size in t.shape[2:])
-    t[(0, 1, *middle)] = NAN
-    t[(0, 6, *(0 for _ in middle))] = INF
-    t[(t.shape[0] - 1, t.shape[1] - 1, *middle)] = -INF
-
-
-def _assert_non_finite_like(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    assert expected.isnan().any() and expected.isinf().any() and expected.isfinite().any()
-    assert torch.equal(got.isnan(), expected.isnan()), what
-    assert torch.equal(got.isposinf(), expected.isposinf()), what
-    assert torch.equal(got.isneginf(), expected.isneginf()), what
-    finite = expected.isfinite()
-    assert_close(got[finite], expected[finite].to(got.dtype), got.dtype, 1000, what)
-
-
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", [BUNDLED[0][0], BUNDLED[5][0]], ids=lambda c: c.id)
 def test_bundles_keep_non_finite_values_in_their_group(case, layout):
@@ -173,27 +154,7 @@ def test_bundles_keep_non_finite_values_in_their_group(case, layout):
     spec = _spec(case)
     dy = torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16)
 
-    def flags_of(run) -> list[int]:
-        """Run ``run``'s launches; the flags the gated launches read."""
-        with recording_launches() as launches:
-            run()
-        for launch in launches:
-            launch()
-        return [int(launch.args["flag_ptr"]) for launch in launches if launch.constexprs.get("GATED")]
-
-    y, dx = torch.empty_like(dy), torch.empty_like(x)
-    assert flags_of(lambda: dispatch.forward(x, w, b, spec, y)) == [0]
-    assert flags_of(lambda: dispatch.input_grad(dy, w, spec, dx)) == [0]
-    _poison(x)
-    _poison(dy)
-    assert flags_of(lambda: dispatch.forward(x, w, b, spec, y)) == [1]
-    assert flags_of(lambda: dispatch.input_grad(dy, w, spec, dx)) == [1]
-
-    x64 = x.double().requires_grad_()
-    expected_y = reference_forward(case, x64, w.double(), b.double() if b is not None else None)
-    (expected_dx,) = torch.autograd.grad(expected_y, x64, dy.double())
-    _assert_non_finite_like(y, expected_y.detach(), "forward")
-    _assert_non_finite_like(dx, expected_dx, "input gradient")
+    check_gated_recomputation(case, spec, x, w, b, dy)
 
 
 def test_bundled_groups_fused_epilogue_and_transposed():

@@ -87,9 +87,10 @@ def uses_banded_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
 # Filters of at least this many taps, of a depthwise convolution (one input and one output
 # channel per group) with unit steps in 16-bit floats over channels-last input, run as GEMMs over
 # output patches (``kernels/patches.py``), where the band kernels do not take them (filter rows
-# under BANDED_STRIDED_MIN_WIDTH). Compiled for sm_90, suite shape 15 (7x7) took about 18 us
-# issue-bound against the direct kernel's 50; a 3x3 filter wastes twice the products per input
-# pixel read and the direct kernels already meet its memory time.
+# under BANDED_STRIDED_MIN_WIDTH, or rows or bands they do not fit). Compiled for sm_90, suite
+# shape 15 (7x7) took 31.2 us issue-bound against the direct kernel's 50.1, 14 (5x5) 26.5 against
+# 35.0; a 3x3 filter feeds each input pixel read half the useful products, and the direct
+# kernels already meet its memory time.
 PATCH_MIN_TAPS = 25
 # Products per output the patch kernel may compute (its reduction over the input patch, zeros
 # included) per useful one: dilation spreads the taps over a larger input patch (a 7x7 filter

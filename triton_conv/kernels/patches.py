@@ -13,12 +13,14 @@ so that every (image, patch) pair of the channel is a row of one GEMM: M the row
 patch's outputs, the reduction the input patch's pixels, BLOCK_J per step. A program takes
 BLOCK_C channels, each its own band: a batched (3-D) ``tl.dot``. The input is read as vectors of
 channels and turned channel-major on the way to the dot, through shared memory; for a 7x7 filter
-and 4x4 patches the matrix unit computes 100 (rounded up to 112) products per output where 49
-are useful, a waste its 16x more multiply-adds per clock than FP32 FMAs pay for.
+and 2x8 patches the matrix unit computes 128 products per output (8 input rows of 14 columns,
+padded to 16) where 49 are useful, a waste its 16x more multiply-adds per clock than FP32 FMAs
+pay for.
 
 The input gradient of a depthwise convolution with unit steps is the same product against the
 flipped filter. Non-finite values: the band's zeros multiply every input pixel of a patch
-(IEEE 0 * inf is NaN), so each launch flags a tile that is not finite (``non_finite.py``) and
+(IEEE 0 * inf is NaN), so each launch sets a flag where a tile's first output pixel is not
+finite (which every non-finite input or weight of the patch reaches: ``non_finite.py``) and
 the direct kernel, gated on the flag, computes the whole output again (``dispatch.forward``).
 """
 
@@ -77,7 +79,7 @@ def patch_forward_kernel(
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
-        flag_ptr: an int32 set to 1 where a tile is not finite (``flag_tile_not_finite``).
+        flag_ptr: an int32 set to 1 where a tile's first output pixel is not finite.
         C: channels. ROWS: N * patches' product. STEPS: the reduction's BLOCK_J-deep steps.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         patches: patches along (D_OUT, H_OUT, W_OUT), each PATCH_D x PATCH_H x PATCH_W outputs.
