@@ -96,6 +96,27 @@ def test_first_layer_fold_rule():
     assert forward_spec(x, grouped) == grouped
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(3, 3, 9, 13), (2, 1, 3, 4, 6)], ids=["2d", "3d"])
+def test_pad_input(shape, layout):
+    """The padded copy: x's pixels at the padding's offset, zeros around them and in the added
+    channels, over images and rows that programs span."""
+    from triton_conv.kernels.pad_input import pad_input
+
+    x = torch.randn(shape, device=DEVICE)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    w = torch.randn(8, shape[1], *[3] * (x.dim() - 2))
+    padding = (1, 2) if x.dim() == 4 else (2, 0, 1)
+    spec = conv_spec(x, w, None, stride=1, padding=padding, dilation=1, groups=1, ndim=x.dim() - 2)
+    out, padded = pad_input(x, spec, 4)
+    pads = [side for pad in reversed(padding) for side in (pad, pad)]
+    expected = torch.nn.functional.pad(x, pads)
+    expected = torch.cat([expected, expected.new_zeros(shape[0], 4 - shape[1], *expected.shape[2:])], dim=1)
+    assert out.shape == expected.shape and torch.equal(out, expected)
+    assert padded.in_channels == 4 and padded.pad_lo == (0, 0, 0)
+
+
 @pytest.mark.parametrize(
     "shape, layout, run",
     [

@@ -31,6 +31,9 @@ CASES = [
     ConvCase(2, 2, 32, 24, (5, 5), (3, 1), padding=(1, 0), groups=2),
     ConvCase(3, 1, 16, 8, (3, 4, 5), (3, 3, 3), padding=1),
     ConvCase(1, 2, 16, 8, (13,), (4,), padding="same", dilation=2),
+    # Images smaller than the tile: boxes of several whole images, the last one partly past N.
+    ConvCase(2, 5, 16, 8, (4, 4), (3, 3), padding=1),
+    ConvCase(1, 3, 32, 8, (8,), (5,), padding=2, groups=2),
 ]
 # Few pixels and channels per block: several boxes per image and channel blocks per tap.
 SMALL_TILE = KernelConfig(block_m=16, block_n=8, block_k=16, num_warps=4, num_stages=1)
@@ -229,20 +232,35 @@ def test_conv2d_through_tma():
 
 @pytest.mark.parametrize(
     "size, box",
-    [((1, 56, 56), (1, 2, 64)), ((16, 56, 56), (2, 8, 8)), ((1, 14, 14), (1, 8, 16)), ((1, 1, 600), (1, 1, 128))],
+    [
+        ((1, 56, 56), (1, 1, 2, 64)),
+        ((16, 56, 56), (1, 2, 8, 8)),
+        ((1, 14, 14), (1, 1, 8, 16)),
+        ((1, 1, 600), (1, 1, 1, 128)),
+        ((1, 4, 4), (8, 1, 4, 4)),
+        ((2, 4, 8), (2, 2, 4, 8)),
+        ((1, 1, 20), (4, 1, 1, 32)),
+        ((1, 1, 200), (1, 1, 1, 128)),
+    ],
 )
 def test_box_shape(size, box):
-    """Fewest boxes per image for 128-pixel tiles, the widest W among equals."""
+    """Fewest pixels computed per image for 128-pixel tiles, the widest W among equals; several
+    images per box only where it holds each whole."""
     assert tma.box_shape(128, size) == box
 
 
-def test_tma_compiles_for_sm90(gpu_tiles):
-    """wgmma fed by TMA copies in one loop over taps x channel blocks, pipelined, no spills."""
-    x = torch.empty(2, 64, 8, 16, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+@pytest.mark.parametrize("shape, images", [((2, 64, 8, 16), 1), ((32, 64, 4, 4), 8)], ids=["8x16", "4x4"])
+def test_tma_compiles_for_sm90(gpu_tiles, shape, images):
+    """wgmma fed by TMA copies in one loop over taps x channel blocks, pipelined, no spills; for
+    images smaller than the tile too, whose boxes hold several (one image alone is 16 rows,
+    too few for wgmma)."""
+    x = torch.empty(*shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     w = torch.empty(64, 64, 3, 3, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     spec = conv_spec(x, w, None, stride=1, padding=1, dilation=1, groups=1, ndim=2)
     y = torch.empty(spec.out_shape, dtype=x.dtype, memory_format=torch.channels_last)
-    info = compile_launch(tma.plan_forward_tma(x, w, None, spec, y), 90, assembly=True)
+    launch = tma.plan_forward_tma(x, w, None, spec, y)
+    assert launch.constexprs["BLOCK_IMAGES"] == images
+    info = compile_launch(launch, 90, assembly=True)
     assert info.uses_wgmma and info.spill_bytes == 0
     assert "async_tma_copy_global_to_local" in info.assembly.ttgir
     loop = dot_loop(info.assembly.ttgir)

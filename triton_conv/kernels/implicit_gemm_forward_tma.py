@@ -1,9 +1,10 @@
 """Forward convolution as an implicit GEMM whose operands arrive through tensor descriptors (TMA).
 
 Where the input is channels-last and the convolution has stride 1, a program's output tile is a
-box of BLOCK_D x BLOCK_H x BLOCK_W output pixels of one image, so for a given tap the input it
-reads is a box of the same size, shifted by the tap: one tensor-descriptor load of
-[1, BLOCK_D, BLOCK_H, BLOCK_W, BLOCK_K] from the (N, D, H, W, C) input. The copy engine fills
+box of BLOCK_D x BLOCK_H x BLOCK_W output pixels of one image (of several whole images, where
+they are smaller than the tile), so for a given tap the input it reads is a box of the same size,
+shifted by the tap: one tensor-descriptor load of [images, BLOCK_D, BLOCK_H, BLOCK_W, BLOCK_K]
+from the (N, D, H, W, C) input. The copy engine fills
 whatever part of the box lies outside the input (negative coordinates included) with zeros, which
 is exactly the convolution's zero padding: no per-row addresses, no bounds tests, no masks in the
 loop. The weight is a second descriptor over its (K, taps x C/groups) channels-last matrix. The
@@ -17,7 +18,7 @@ memory (perf/NOTES.md, "Tensor descriptors"). ``tma_forward_applies`` says where
 applies; other problems, and every problem while ``ENABLED`` is off, run the pointer kernel
 (``implicit_gemm_forward.py``). The input gradient with unit steps runs this kernel too, as the
 forward of the flipped filter (``input_grad_filter``, ``dispatch.tma_input_grad_applies``). Its
-tiles are the forward's, rows clipped to one image; autotuning times those it ``admits``
+tiles are the forward's; autotuning times those it ``admits``
 (``FORWARD_TMA``), the heuristic's first.
 """
 
@@ -62,19 +63,21 @@ MIN_BOX_USE = 7 / 8
 @triton.jit
 def implicit_gemm_forward_tma_kernel(
     x_desc, w_desc, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
-    C_G, K_G, output_size, boxes_per_dim, kernel_size, TAPS, padding, dilation,
+    N, C_G, K_G, output_size, boxes_per_dim, kernel_size, TAPS, padding, dilation,
     y_strides, bias_stride, residual_strides,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     STORE_TRANSPOSED: tl.constexpr, FLAG_NOT_FINITE: tl.constexpr, INDEX_64: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_IMAGES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """y = activation(conv(x, w) + bias + residual) for one box of BLOCK_M = BLOCK_D x BLOCK_H x
-    BLOCK_W output pixels of one image by BLOCK_N output channels of group axis 2; stride 1 only.
+    """y = activation(conv(x, w) + bias + residual) for one box of BLOCK_M = BLOCK_IMAGES x
+    BLOCK_D x BLOCK_H x BLOCK_W output pixels by BLOCK_N output channels of group axis 2; stride 1 only.
 
     Args:
         x_desc: the input as (N, D, H, W, C), C = groups * C_G contiguous, block
-            [1, BLOCK_D, BLOCK_H, BLOCK_W, BLOCK_K]; zero fill outside it is the padding.
+            [BLOCK_IMAGES, BLOCK_D, BLOCK_H, BLOCK_W, BLOCK_K]; zero fill outside it is the
+            padding (and the images past N).
         w_desc: the weight as (K, TAPS * C_G), (tap, channel) columns tap-major, s fastest
             (a channels-last (K, T, R, S, C_G) weight), K = groups * K_G; block [BLOCK_N, BLOCK_K].
         bias_ptr, bias_stride: bias (K,) and its stride; read only if HAS_BIAS.
@@ -84,7 +87,7 @@ def implicit_gemm_forward_tma_kernel(
         z_ptr: the pre-activation, y's shape and strides; written only if STORE_PRE_ACTIVATION.
         flag_ptr: one int32, set to 1 if FLAG_NOT_FINITE and the tile's sum is not finite
             (``non_finite.flag_tile_not_finite``: bundled groups, ``dispatch.group_bundle``).
-        C_G: input channels per group, a multiple of BLOCK_K (a box never spans two groups,
+        N: images. C_G: input channels per group, a multiple of BLOCK_K (a box never spans two groups,
             a weight block never two taps). K_G: output channels per group.
         output_size: (D_OUT, H_OUT, W_OUT). boxes_per_dim: boxes per image along D, H, W.
         kernel_size: filter size (T, R, S); TAPS = T * R * S. padding: leading padding (D, H, W).
@@ -96,9 +99,10 @@ def implicit_gemm_forward_tma_kernel(
         PRECISION: tl.dot input precision ("ieee" or "tf32").
         ACC_DTYPE: accumulator type (float32, or float64 for float64 inputs).
         BLOCK_M, BLOCK_N, BLOCK_K: the tile: output pixels, output channels, reduction channels
-            per step. BLOCK_D, BLOCK_H: the box's depth and height (its width is the rest of BLOCK_M).
+            per step. BLOCK_IMAGES, BLOCK_D, BLOCK_H: the box's images (more than one only where
+            the box holds each whole), depth and height (its width is the rest of BLOCK_M).
     """
-    BLOCK_W: tl.constexpr = BLOCK_M // (BLOCK_D * BLOCK_H)
+    BLOCK_W: tl.constexpr = BLOCK_M // (BLOCK_IMAGES * BLOCK_D * BLOCK_H)
     D_OUT, H_OUT, W_OUT = output_size
     TILES_D, TILES_H, TILES_W = boxes_per_dim
     _, R, S = kernel_size
@@ -108,7 +112,8 @@ def implicit_gemm_forward_tma_kernel(
     pid_n = tl.program_id(1)
     group = tl.program_id(2)
     # Boxes W fastest, then H, D, image: neighbouring programs share most of their input rows.
-    n, tile_d, tile_h, tile_w = unravel_pixels(pid_m, TILES_D, TILES_H, TILES_W)
+    image_block, tile_d, tile_h, tile_w = unravel_pixels(pid_m, TILES_D, TILES_H, TILES_W)
+    n0 = image_block * BLOCK_IMAGES
     od0 = tile_d * BLOCK_D
     oh0 = tile_h * BLOCK_H
     ow0 = tile_w * BLOCK_W
@@ -126,7 +131,7 @@ def implicit_gemm_forward_tma_kernel(
         id0 = od0 + kt * dil_d - pad_d
         ih0 = oh0 + kr * dil_h - pad_h
         iw0 = ow0 + ks * dil_w - pad_w
-        box = x_desc.load([n, id0, ih0, iw0, c_base + c0])
+        box = x_desc.load([n0, id0, ih0, iw0, c_base + c0])
         a = tl.reshape(box, (BLOCK_M, BLOCK_K))
         b = w_desc.load([k0, step * BLOCK_K])
         acc = tl.dot(dot_operand(a), dot_operand(tl.trans(b)), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
@@ -134,12 +139,13 @@ def implicit_gemm_forward_tma_kernel(
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < K_G
-    # Row i of the tile is box element (i // (BLOCK_H * BLOCK_W), i // BLOCK_W % BLOCK_H, i % BLOCK_W).
+    # Row i of the tile is box element (image, d, h, w), W fastest.
     offs_m = tl.arange(0, BLOCK_M)
-    od = od0 + offs_m // (BLOCK_H * BLOCK_W)
+    n = n0 + offs_m // (BLOCK_D * BLOCK_H * BLOCK_W)
+    od = od0 + offs_m // (BLOCK_H * BLOCK_W) % BLOCK_D
     oh = oh0 + offs_m // BLOCK_W % BLOCK_H
     ow = ow0 + offs_m % BLOCK_W
-    mask_m = (od < D_OUT) & (oh < H_OUT) & (ow < W_OUT)
+    mask_m = (n < N) & (od < D_OUT) & (oh < H_OUT) & (ow < W_OUT)
     k = group * K_G + offs_n
     if INDEX_64:
         n = n.to(tl.int64)
@@ -165,49 +171,53 @@ def admits(spec: ConvSpec, tile: KernelConfig) -> bool:
 
 def box_use(block_m: int, output_size: tuple[int, int, int]) -> float:
     """The share of the pixels that ``box_shape``'s boxes compute that are output pixels."""
-    box = box_shape(block_m, output_size)
-    return math.prod(output_size) / (boxes_per_image(output_size, box) * block_m)
+    return math.prod(output_size) / pixels_computed(output_size, box_shape(block_m, output_size))
 
 
-def boxes_per_image(output_size: tuple[int, int, int], box: tuple[int, int, int]) -> int:
-    """How many (D, H, W) boxes cover an image of ``output_size``."""
-    return math.prod(triton.cdiv(size, side) for size, side in zip(output_size, box))
+def pixels_computed(output_size: tuple[int, int, int], box: tuple[int, int, int, int]) -> int:
+    """The pixels that (images, D, H, W) boxes compute per image of ``output_size``."""
+    return math.prod(triton.cdiv(size, side) * side for size, side in zip(output_size, box[1:]))
 
 
-def box_shape(block_m: int, output_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The (BLOCK_D, BLOCK_H, BLOCK_W) box of ``block_m`` (a power of two) output pixels that
-    covers an image of ``output_size`` (D, H, W) in the fewest boxes (the fewest pixels
-    computed), W widest on a tie (longer contiguous rows per copy; a single-row box also feeds
-    wgmma straight from shared memory); each side at most ``MAX_BOX``."""
-    best: tuple[int, tuple[int, int, int]] | None = None  # (boxes per image, box)
+def box_shape(block_m: int, output_size: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """The (images, BLOCK_D, BLOCK_H, BLOCK_W) box of ``block_m`` (a power of two) output pixels
+    that computes the fewest pixels per image of ``output_size`` (D, H, W), W widest on a tie
+    (longer contiguous rows per copy; a single-row box also feeds wgmma straight from shared
+    memory); each side at most ``MAX_BOX``. A box spans several images only where it holds each
+    whole (images smaller than the tile, as in late stages and small inputs): their programs
+    would otherwise be too few rows for wgmma and each pay the loop's start."""
+    best: tuple[int, tuple[int, int, int, int]] | None = None  # (pixels computed per image, box)
     sides = [2**i for i in range(int(math.log2(block_m)) + 1) if 2**i <= MAX_BOX]
-    for block_w in reversed(sides):
-        for block_h in reversed(sides):
-            block_d = block_m // (block_w * block_h)
-            if block_d < 1 or block_d > MAX_BOX:
-                continue
-            box = (block_d, block_h, block_w)
-            boxes = boxes_per_image(output_size, box)
-            if best is None or boxes < best[0]:
-                best = (boxes, box)
+    for images in sides:
+        for block_w in reversed(sides):
+            for block_h in reversed(sides):
+                block_d = block_m // (images * block_w * block_h)
+                if block_d < 1 or block_d > MAX_BOX or images * block_d * block_h * block_w != block_m:
+                    continue
+                box = (images, block_d, block_h, block_w)
+                if images > 1 and any(side < size for side, size in zip(box[1:], output_size)):
+                    continue
+                pixels = pixels_computed(output_size, box)
+                if best is None or pixels < best[0]:
+                    best = (pixels, box)
     assert best is not None, f"no box of {block_m} pixels within {MAX_BOX} per side"
     return best[1]
 
 
 def tma_forward_config(spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
-    """The forward heuristic tile with its rows clipped to one image (a box never spans two)."""
+    """The forward heuristic tile."""
     return heuristic_config(FORWARD, dtype, precision, *FORWARD_TMA.gemm_extents(spec))
 
 
-# The kernel as tuning sees it: the forward's tiles, rows clipped to one image, those whose
-# reduction block divides C/groups and whose boxes waste at most 1/8 (``admits``). The input
-# gradient it runs (the forward of the flipped filter) is keyed by that forward problem.
+# The kernel as tuning sees it: the forward's tiles, those whose reduction block divides
+# C/groups and whose boxes waste at most 1/8 (``admits``). The input gradient it runs (the
+# forward of the flipped filter) is keyed by that forward problem.
 FORWARD_TMA = KernelKind(
     name="forward_tma",
     pass_="F",
     tiles=FORWARD.tiles,
     interpreter_tile=FORWARD.interpreter_tile,
-    gemm_extents=lambda spec: (math.prod(spec.output_size), spec.out_channels_per_group, spec.in_channels_per_group),
+    gemm_extents=FORWARD.gemm_extents,
     dense_gemm=FORWARD.dense_gemm,
     key_pixels=FORWARD.key_pixels,
     key_layout=lambda input, output: "cl",
@@ -314,19 +324,24 @@ def plan_forward_tma(
     )
     if spec.in_channels_per_group % cfg.block_k:
         raise ValueError(f"C/groups = {spec.in_channels_per_group} is not a multiple of BLOCK_K = {cfg.block_k}")
-    block_d, block_h, block_w = box_shape(cfg.block_m, spec.output_size)
-    box = [1, block_d, block_h, block_w, cfg.block_k]
+    images, block_d, block_h, block_w = box_shape(cfg.block_m, spec.output_size)
+    box = [images, block_d, block_h, block_w, cfg.block_k]
     x_desc = TensorDescriptor(boxes, list(boxes.shape), dense_strides(list(boxes.shape)), box)
     w_desc = TensorDescriptor(w, list(w.shape), dense_strides(list(w.shape)), [cfg.block_n, cfg.block_k])
     tiles = [triton.cdiv(size, side) for size, side in zip(spec.output_size, box[1:4])]
-    grid = (spec.batch * math.prod(tiles), triton.cdiv(spec.out_channels_per_group, cfg.block_n), spec.groups)
+    grid = (
+        triton.cdiv(spec.batch, images) * math.prod(tiles),
+        triton.cdiv(spec.out_channels_per_group, cfg.block_n),
+        spec.groups,
+    )
     args = dict(x_desc=x_desc, w_desc=w_desc) | arguments.output("y", y, bias, epilogue)
     args |= dict(output_size=spec.output_size, boxes_per_dim=tuple(tiles), padding=spec.pad_lo)
     args |= dict(kernel_size=spec.kernel_size, dilation=spec.dilation)
-    args |= dict(C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, TAPS=spec.taps)
+    args |= dict(N=spec.batch, C_G=spec.in_channels_per_group, K_G=spec.out_channels_per_group, TAPS=spec.taps)
     args |= arguments.flag(flag, y)
     constexprs = arguments.output_flags(bias, epilogue) | dict(FLAG_NOT_FINITE=flag is not None)
     constexprs |= dict(INDEX_64=needs_int64(y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(input.dtype))
     constexprs |= dict(STORE_TRANSPOSED=store_transposed(y), PRECISION=precision)
-    constexprs |= dict(BLOCK_M=cfg.block_m, BLOCK_D=block_d, BLOCK_H=block_h, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
+    constexprs |= dict(BLOCK_M=cfg.block_m, BLOCK_IMAGES=images, BLOCK_D=block_d, BLOCK_H=block_h)
+    constexprs |= dict(BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
     return Launch(implicit_gemm_forward_tma_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)

@@ -26,45 +26,53 @@ from . import arguments
 from .common import Launch
 from .indexing import program_ids
 
+# Elements per program of the padded copy, as the other elementwise kernels have: a program
+# spans several rows (and images) where they are short, as a small first layer's are.
+PAD_BLOCK_ELEMENTS = 1024
+
 
 @triton.jit
 def pad_input_kernel(
-    x_ptr, out_ptr, C, input_size, padded_size, padding, x_strides,
-    INDEX_64: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_W: tl.constexpr,
+    x_ptr, out_ptr, C, input_size, padded_size, padding, x_strides, padded_rows,
+    INDEX_64: tl.constexpr, CHANNELS: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
-    """BLOCK_W pixels of one padded row: out[n, d, h, w, c] = x[n, c, d - pad_d, h - pad_h, w - pad_w],
-    zero outside x and for c >= C. A thread writes whole pixels (CHANNELS contiguous elements).
+    """BLOCK_W pixels of BLOCK_ROWS padded rows (across images):
+    out[n, d, h, w, c] = x[n, c, d - pad_d, h - pad_h, w - pad_w], zero outside x and for c >= C.
+    A thread writes whole pixels (CHANNELS contiguous elements).
 
     Args:
         x_ptr, x_strides: input (N, C, D, H, W), any strides (5, in elements).
         out_ptr: (N, D_PAD, H_PAD, W_PAD, CHANNELS) contiguous.
         C: x's channels (at most CHANNELS). input_size: (D, H, W). padded_size: (D_PAD, H_PAD,
             W_PAD), the padded copy's. padding: the leading padding (D, H, W) written out.
+        padded_rows: N * D_PAD * H_PAD.
         INDEX_64: compute offsets in int64. CHANNELS: the copy's channels (a power of two).
-        BLOCK_W: pixels per program along W.
-        Grid: (N * D_PAD * H_PAD, cdiv(W_PAD, BLOCK_W)).
+        BLOCK_ROWS, BLOCK_W: rows and pixels per row per program.
+        Grid: (cdiv(padded_rows, BLOCK_ROWS), cdiv(W_PAD, BLOCK_W)).
     """
     D, H, W = input_size
     D_PAD, H_PAD, W_PAD = padded_size
     pad_d, pad_h, pad_w = padding
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
-    row = tl.program_id(0)
-    if INDEX_64:
-        row = row.to(tl.int64)
+    pid_rows, pid_w, _ = program_ids(INDEX_64)
+    # The division by the padded sizes is per row, not per pixel.
+    row = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     h = row % H_PAD - pad_h
-    rest = row // H_PAD
-    d = rest % D_PAD - pad_d
-    n = rest // D_PAD
-    w_out = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-    c = tl.arange(0, CHANNELS)
-    w = w_out - pad_w
+    d = row // H_PAD % D_PAD - pad_d
+    n = row // (H_PAD * D_PAD)
     # A row outside x reads nothing: no column is below an end of 0.
-    w_end = tl.where((d >= 0) & (d < D) & (h >= 0) & (h < H), W, 0)
-    inside = ((w >= 0) & (w < w_end))[:, None] & (c < C)[None, :]
-    x_offs = n * sx_n + d * sx_d + h * sx_h + (w * sx_w)[:, None] + (c * sx_c)[None, :]
+    w_end = tl.where((d >= 0) & (d < D) & (h >= 0) & (h < H) & (row < padded_rows), W, 0)
+    w_out = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
+    w = w_out - pad_w
+    c = tl.arange(0, CHANNELS)
+    inside = ((w[None, :] >= 0) & (w[None, :] < w_end[:, None]))[:, :, None] & (c < C)[None, None, :]
+    x_rows = n * sx_n + d * sx_d + h * sx_h
+    x_offs = (x_rows[:, None] + (w * sx_w)[None, :])[:, :, None] + (c * sx_c)[None, None, :]
     values = tl.load(x_ptr + x_offs, mask=inside, other=0.0)
-    out_offs = ((row * W_PAD + w_out) * CHANNELS)[:, None] + c[None, :]
-    tl.store(out_ptr + out_offs, values, mask=(w_out < W_PAD)[:, None])
+    out_pixels = row[:, None] * W_PAD + w_out[None, :]
+    out_offs = (out_pixels * CHANNELS)[:, :, None] + c[None, None, :]
+    written = (row < padded_rows)[:, None] & (w_out < W_PAD)[None, :]
+    tl.store(out_ptr + out_offs, values, mask=written[:, :, None])
 
 
 def padded_spec(spec: ConvSpec, channels: int) -> ConvSpec:
@@ -80,10 +88,12 @@ def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch
     d_pad, h_pad, w_pad = padded.input_size
     out = input.new_empty((spec.batch, *padded.spatial(padded.input_size), channels))
     x = as_3d(input)
-    block_w = min(256, triton.next_power_of_2(w_pad))
+    padded_rows = spec.batch * d_pad * h_pad
+    block_w = min(PAD_BLOCK_ELEMENTS // channels, triton.next_power_of_2(w_pad))
+    block_rows = max(1, PAD_BLOCK_ELEMENTS // (block_w * channels))
     Launch(
         pad_input_kernel,
-        (spec.batch * d_pad * h_pad, triton.cdiv(w_pad, block_w)),
+        (triton.cdiv(padded_rows, block_rows), triton.cdiv(w_pad, block_w)),
         dict(
             **arguments.tensors(x=x),
             out_ptr=out,
@@ -91,8 +101,9 @@ def pad_input(input: torch.Tensor, spec: ConvSpec, channels: int) -> tuple[torch
             input_size=spec.input_size,
             padded_size=padded.input_size,
             padding=spec.pad_lo,
+            padded_rows=padded_rows,
         ),
-        {"INDEX_64": needs_int64(x, out), "CHANNELS": channels, "BLOCK_W": block_w},
+        {"INDEX_64": needs_int64(x, out), "CHANNELS": channels, "BLOCK_ROWS": block_rows, "BLOCK_W": block_w},
         num_warps=4,
     )()
     return out.movedim(-1, 1), padded
