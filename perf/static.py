@@ -60,7 +60,7 @@ from triton_conv.kernels.banded import (
 from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
-from triton_conv.kernels.patches import patch_forward_kernel
+from triton_conv.kernels.patches import patch_forward_kernel, patch_weight_grad_kernel
 from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
 from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
@@ -294,7 +294,8 @@ def is_gated(launch: Launch) -> bool:
 
 
 BAND_KERNELS = tuple(
-    kernel_name(Launch(k, (), {})) for k in (banded_forward_kernel, banded_weight_grad_kernel, patch_forward_kernel)
+    kernel_name(Launch(k, (), {}))
+    for k in (banded_forward_kernel, banded_weight_grad_kernel, patch_forward_kernel, patch_weight_grad_kernel)
 )
 
 
@@ -306,8 +307,12 @@ def is_band(launch: Launch) -> bool:
 
 def band_steps(launch: Launch) -> Steps:
     """Steps per program of a band kernel: the patch forward's, its STEPS over an input patch;
-    the band forward's, one per filter row and BLOCK_J-deep chunk; the weight gradient's, one per
-    walk position of its split (all lines of its block)."""
+    the patch weight gradient's, one per image it walks; the band forward's, one per
+    filter row and BLOCK_J-deep chunk; the band weight gradient's, one per walk position of its
+    split (all lines of its block)."""
+    if "IMAGES_PER_SPLIT" in launch.args:
+        images = launch.args["N"] / (launch.grid[2] // launch.args["PATCH_BLOCKS"])
+        return Steps(images, 1)
     if "STEPS" in launch.args:
         return Steps(launch.args["STEPS"], 1)
     if "TAP_ROWS" in launch.args:
@@ -318,7 +323,7 @@ def band_steps(launch: Launch) -> Steps:
 
 def step_multiply_adds(launch: Launch) -> int:
     """The multiply-adds one K step of a program's dots issues, masked rows and a band's zeros
-    included: the patch forward's channels x patches x patch x step, the band forward's rows x
+    included: the patch kernels' channels x patches x patch x step, the band forward's rows x
     segment x chunk, the band weight gradient's segment's columns x segment x lines, a GEMM's tile."""
     c = launch.constexprs
     if "BLOCK_C" in c:

@@ -21,10 +21,10 @@ from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, GPUCompileError
 from triton_conv.kernels.implicit_gemm_forward import FORWARD, implicit_gemm_forward_kernel, plan_forward
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import ROW_BLOCKS_FOR_FEW_CHANNELS, WEIGHT_GRAD, plan_weight_grad
-from triton_conv.kernels.patches import PATCH_FORWARD
+from triton_conv.kernels.patches import PATCH_FORWARD, PATCH_WEIGHT_GRAD
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
-from triton_conv.tuning.configs import PATCH_TILES, KernelConfig, candidate_configs
+from triton_conv.tuning.configs import PATCH_TILES, PATCH_WEIGHT_GRAD_TILES, KernelConfig, candidate_configs
 from triton_conv.tuning.kinds import KernelKind
 
 pytestmark = pytest.mark.compile
@@ -398,10 +398,11 @@ PATCH_SHAPES = {"convnext_dw7": ((64, 96, 56, 56), 7), "effnet_dw5": ((128, 240,
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("name", PATCH_SHAPES)
 def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
-    """The channels-last depthwise forward with bias, activation, residual and pre-activation and
-    the input gradient on the patch kernel (``kernels/patches.py``), each followed by the gated
-    direct kernel: no spills, shared memory within the limit, the loads pipelined (asynchronous
-    copies: a batched dot compiles to ``mma.sync``, not wgmma)."""
+    """The channels-last depthwise forward with bias, activation, residual and pre-activation, the
+    input gradient and the weight gradient with the bias's on the patch kernels
+    (``kernels/patches.py``), each followed by the gated direct kernel (and split sums): no
+    spills, shared memory within the limit, the loads pipelined (asynchronous copies: a batched
+    dot compiles to ``mma.sync``, not wgmma)."""
     size, kernel = PATCH_SHAPES[name]
     x = torch.empty(size, dtype=dtype).to(memory_format=torch.channels_last)
     w = torch.empty(size[1], 1, kernel, kernel, dtype=dtype)
@@ -411,15 +412,22 @@ def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
     with recording_launches() as launches:
         dispatch.forward(x, w, bias, spec, y, Epilogue("silu", torch.empty_like(y), torch.empty_like(y)))
         dispatch.input_grad(y, w, spec, torch.empty_like(x))
+        dispatch.weight_grad(y, x, spec, torch.empty_like(w), torch.empty_like(bias))
     names = [launch.kernel.fn.__name__ for launch in launches]
     assert names == [
         "patch_forward_kernel",
         "direct_forward_kernel",
         "patch_forward_kernel",
         "direct_input_grad_kernel",
+        "patch_weight_grad_kernel",
+        "patch_taps_kernel",
+        "direct_weight_grad_kernel",
+        "split_k_sum_kernel",
+        "split_k_sum_kernel",
     ]
     for launch in launches:
-        info = compile_launch(launch, arch, assembly=launch.kernel.fn.__name__ == "patch_forward_kernel")
+        dot = launch.kernel.fn.__name__ in ("patch_forward_kernel", "patch_weight_grad_kernel")
+        info = compile_launch(launch, arch, assembly=dot)
         assert info.spill_bytes == 0, (launch.kernel.fn.__name__, info)
         assert info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], (launch.kernel.fn.__name__, info)
         if info.assembly is not None:
@@ -427,14 +435,21 @@ def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
             assert loop is not None and loop.verdict == "across taps", (launch.kernel.fn.__name__, loop)
 
 
-@pytest.mark.parametrize("tile", PATCH_TILES, ids=str)
-def test_patch_tuning_space_compiles(tile, gpu_tiles):
-    """Every tile the patch forward's tuning times, on suite shape 15 (bf16, channels-last, sm_90):
-    no spills, shared memory within the limit."""
+@pytest.mark.parametrize(
+    "kind, tile",
+    [
+        pytest.param(kind, t, id=f"{kind.name}-{_config_id(t)}")
+        for kind, tiles in ((PATCH_FORWARD, PATCH_TILES), (PATCH_WEIGHT_GRAD, PATCH_WEIGHT_GRAD_TILES))
+        for t in tiles
+    ],
+)
+def test_patch_tuning_space_compiles(kind, tile, gpu_tiles):
+    """Every tile the patch forward's and weight gradient's tuning times, on suite shape 15 (bf16,
+    channels-last, sm_90): no spills, shared memory within the limit."""
     size, kernel = PATCH_SHAPES["convnext_dw7"]
     x = torch.empty(size, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
     spec = conv_spec(x, w, None, stride=1, padding=kernel // 2, dilation=1, groups=size[1], ndim=2)
     y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    info = compile_launch(PATCH_FORWARD.plan(spec, x, w, None, y, tile), 90)
+    info = compile_launch(kind.plan(spec, x, w, None, y, tile), 90)
     assert info.spill_bytes == 0 and info.shared_bytes <= SHARED_MEMORY_LIMIT[90], (tile, info)

@@ -8,13 +8,20 @@ import torch
 import triton_conv
 from triton_conv.kernels import dispatch
 from triton_conv.kernels.common import recording_launches
-from triton_conv.kernels.patches import patch_forward
+from triton_conv.kernels.patches import fit_patch_rows, patch_forward, patch_weight_grad, patch_weight_grad_tile
 from triton_conv.spec import conv_spec
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import PATCH_TILES
+from triton_conv.tuning.configs import PATCH_TILES, PATCH_WEIGHT_GRAD_TILES
 
-from .checks import check_backward, check_forward, check_gated_recomputation, check_transposed
+from .checks import (
+    assert_non_finite_like,
+    check_backward,
+    check_forward,
+    check_gated_recomputation,
+    check_transposed,
+    poison,
+)
 from .reference import ConvCase, TCase, assert_close, make_inputs, reference_forward
 
 pytestmark = [
@@ -36,6 +43,11 @@ def _patch_launches(launches) -> int:
         assert launches[i + 1].constexprs.get("GATED"), launches
         assert launches[i + 1].args["flag_ptr"] is launches[i].args["flag_ptr"]
     return len(at)
+
+
+def _patch_weight_grad_launches(launches) -> list[str]:
+    """The kernels of a weight gradient's launches, the gated ones marked."""
+    return [launch.kernel.__name__ + (" (gated)" if launch.constexprs.get("GATED") else "") for launch in launches]
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -62,8 +74,10 @@ PATCHED = [
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", PATCHED, ids=lambda c: c.id)
 def test_patch_kernel(case, dtype):
-    """The forward and input gradient run the patch kernel and then the gated direct kernel; the
-    weight gradient stays on the direct kernels. The output and every gradient match torch's."""
+    """Every pass runs the patch kernel and then the direct kernel gated on its flag (the weight
+    gradient's taps gathered from its partials first, which sets the flag; the direct partials
+    summed by the gated split sums). The output and every gradient
+    match torch's."""
     spec = _spec(case)
     x, w, b = make_inputs(case, dtype, "channels_last")
     y = _channels_last(torch.empty(spec.out_shape, dtype=dtype))
@@ -73,8 +87,18 @@ def test_patch_kernel(case, dtype):
     with recording_launches() as launches:
         dispatch.input_grad(y, w, spec, torch.empty_like(x))
     assert _patch_launches(launches) == 1
+    with recording_launches() as launches:
+        dispatch.weight_grad(y, x, spec, torch.empty_like(w), torch.empty_like(b) if b is not None else None)
+    sums = ["split_k_sum_kernel (gated)"] * (1 + (b is not None))
+    assert _patch_weight_grad_launches(launches) == [
+        "patch_weight_grad_kernel",
+        "patch_taps_kernel",
+        "direct_weight_grad_kernel (gated)",
+        *sums,
+    ]
     check_forward(case, dtype, "channels_last")
-    check_backward(case, dtype, "channels_last")
+    # The weight gradient reads dy channels-last, a copy of a default-layout one.
+    check_backward(case, dtype, "channels_last", cotangent="channels_last" if dtype == torch.bfloat16 else "random")
 
 
 @pytest.mark.parametrize("case", [PATCHED[0], PATCHED[3]], ids=lambda c: c.id)
@@ -88,6 +112,42 @@ def test_patch_kernel_keeps_non_finite_values_where_torch_has_them(case):
     dy = _channels_last(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16))
 
     check_gated_recomputation(case, spec, x, w, b, dy)
+
+
+@pytest.mark.parametrize("case", [PATCHED[0], PATCHED[1], PATCHED[3]], ids=lambda c: c.id)
+def test_patch_weight_grad_keeps_non_finite_values_where_torch_has_them(case, monkeypatch):
+    """The weight gradient's flag is clear on finite data (its result stands); with a NaN, +inf
+    and -inf in the input and the output gradient it is set, and the gated direct kernel gives
+    torch's NaN and infinities: the patch kernel's products of dy's zeros past the output's edge
+    with them would make NaN of taps torch leaves finite (the unpadded case)."""
+    flags = []
+
+    def recorded(*args):
+        flags.append(patch_weight_grad(*args))
+        return flags[-1]
+
+    monkeypatch.setattr(dispatch, "patch_weight_grad", recorded)
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    dy = _channels_last(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16))
+    for poisoned in (False, True):
+        if poisoned:
+            poison(x)
+            poison(dy)
+        dw = torch.empty_like(w)
+        db = torch.empty_like(b) if b is not None else None
+        dispatch.weight_grad(dy, x, spec, dw, db)
+        assert int(flags[-1]) == poisoned
+        weight = w.double().requires_grad_()
+        bias = b.double().requires_grad_() if b is not None else None
+        y = reference_forward(case, x.double(), weight, bias)
+        expected = torch.autograd.grad(y, (weight, bias) if b is not None else (weight,), dy.double())
+        if poisoned:
+            assert_non_finite_like(dw, expected[0], "weight gradient")
+        else:
+            assert_close(dw, expected[0], torch.bfloat16, spec.output_pixels, "weight gradient")
+        if b is not None:
+            torch.testing.assert_close(db.isfinite(), expected[1].isfinite())
 
 
 def test_patch_kernel_fused_epilogue_and_transposed(monkeypatch):
@@ -114,22 +174,25 @@ def test_patch_kernel_fused_epilogue_and_transposed(monkeypatch):
 
 def test_tuning_keys(tied_timing):
     """A channels-last 7x7 depthwise layer is tuned under the keys ``tune --dry-run`` lists: the
-    patch forward (``PATCH_TILES`` timed), the patch forward of the input gradient
-    and the direct weight gradient (the direct kernels gated behind the patch kernel are not
-    tuned); a second call finds them cached."""
+    patch forward (``PATCH_TILES`` timed), the patch forward of the input gradient and the patch
+    weight gradient (``PATCH_WEIGHT_GRAD_TILES``; the direct kernels gated behind the patch
+    kernels are not tuned); a second call finds them cached."""
     problem = ConvProblem((2, 16, 9, 10), (16, 1, 7, 7), (1, 1), (3, 3), (1, 1), 16, torch.bfloat16, True)
     x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
     with select.autotuning("first_use") as records:
         y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
         y.backward(_channels_last(torch.randn_like(y)))
     keys = problem_keys(problem, backward=True)
-    names = ("patch_forward", "patch_forward (input_grad)", "direct_weight_grad")
+    names = ("patch_forward", "patch_forward (input_grad)", "patch_weight_grad")
     assert list(keys) == list(names)
     # With "same" padding the input gradient's problem is the forward's: one key, tuned once.
     assert keys["patch_forward"] == keys["patch_forward (input_grad)"]
-    assert [record.key for record in records] == [keys["patch_forward"], keys["direct_weight_grad"]]
-    # The interpreter's heuristic tile, then the tiles first use times.
+    assert [record.key for record in records] == [keys["patch_forward"], keys["patch_weight_grad"]]
+    # The interpreter's heuristic tile, then the tiles first use times (those equal to it once
+    # fitted to the image's 9 patches of 4x4, 16 rows, counted once).
     assert records[0].timed == 1 + min(select.FIRST_USE_TILES, len(PATCH_TILES))
+    fitted = {fit_patch_rows(problem.spec(), t) for t in PATCH_WEIGHT_GRAD_TILES[: select.FIRST_USE_TILES]}
+    assert records[1].timed == len(fitted | {patch_weight_grad_tile(problem.spec())})
     with select.autotuning("first_use") as again:
         triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
     assert again == []

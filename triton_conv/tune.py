@@ -40,7 +40,7 @@ from .kernels.implicit_gemm_forward_tma import FORWARD_TMA, tma_forward_applies
 from .kernels.implicit_gemm_input_grad import INPUT_GRAD
 from .kernels.implicit_gemm_weight_grad import WEIGHT_GRAD
 from .kernels.layout import gemm_operand
-from .kernels.patches import PATCH_FORWARD
+from .kernels.patches import PATCH_FORWARD, PATCH_WEIGHT_GRAD
 from .runtime import INTERPRETER
 from .spec import ConvSpec, as_3d, conv_spec, output_memory_format
 from .tuning.key import autotune_key, layout_of
@@ -95,8 +95,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
     the input gradient, its forward of the flipped filter (also for bundles of groups,
     ``dispatch.group_bundle``, where the pointer kernel's are ``forward`` and ``forward
     (input_grad)``); ``banded_forward`` and ``banded_forward (input_grad)`` likewise for the band
-    kernels (``patch_forward`` and ``patch_forward (input_grad)`` for the patch kernel), and
-    ``banded_weight_grad``; ``direct_forward``, ``direct_input_grad`` and
+    kernels (``patch_forward``, ``patch_forward (input_grad)`` and ``patch_weight_grad`` for the
+    patch kernels), and ``banded_weight_grad``; ``direct_forward``, ``direct_input_grad`` and
     ``direct_weight_grad`` for the direct kernels."""
     spec = problem.spec()
     x, w = problem.tensors("meta")
@@ -141,6 +141,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             elif dispatch.group_bundle(spec, problem.dtype) > 1:
                 bundles = dispatch.weight_grad_spec(spec, problem.dtype)
                 keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, bundles, WEIGHT_GRAD.key_layout(x, y))
+            elif dispatch.uses_patch_kernel(x, spec):
+                keys[PATCH_WEIGHT_GRAD.name] = key(PATCH_WEIGHT_GRAD, spec, layout_of(x))
             else:
                 keys[DIRECT_WEIGHT_GRAD.name] = key(DIRECT_WEIGHT_GRAD, spec, DIRECT_WEIGHT_GRAD.key_layout(x, y))
         return keys

@@ -514,14 +514,14 @@ def direct_input_grad_kernel(
 
 @triton.jit
 def direct_weight_grad_kernel(
-    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
+    dy_ptr, x_ptr, dw_partial_ptr, db_partial_ptr, flag_ptr,
     C, GROUPS, K_G, input_size, output_size, GROUPS_PER_ROW, PIXEL_GROUPS, CHUNK, padding,
     dy_strides, x_strides,
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
-    HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
-    COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr,
+    HAS_BIAS_GRAD: tl.constexpr, GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    CHANNEL_VECTORS: tl.constexpr, COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr,
     C_G: tl.constexpr, GROUP_SLOTS: tl.constexpr, FULL_SLOTS: tl.constexpr,
     MULTIPLIERS: tl.constexpr, MULTIPLIER_BLOCKS: tl.constexpr,
     PIXELS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -549,6 +549,8 @@ def direct_weight_grad_kernel(
         CONV_STRIDE_D/H/W: the convolution's step between output pixels (not a memory stride).
         DIL_D/H/W: the spacing of the taps.
         HAS_BIAS_GRAD: also sum dy into db.
+        flag_ptr, GATED: if GATED, the launch redoes a weight gradient whose products included
+            zeros torch never multiplies (the patch kernel's) only where *flag_ptr is set.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         CHANNEL_VECTORS: x and dy are channels-last: a thread's channels of x are one vector load,
             and of dy where a group is one channel without a multiplier.
@@ -559,6 +561,9 @@ def direct_weight_grad_kernel(
         Grid: (cdiv(GROUPS * GROUP_SLOTS, BLOCK_C) * MULTIPLIER_BLOCKS, T * R * cdiv(S, TAPS_PER_STEP), SPLIT_K);
         split z reduces pixel groups [z * CHUNK, (z + 1) * CHUNK), CHUNK a multiple of BLOCK_G.
     """
+    if GATED:
+        if tl.load(flag_ptr) == 0:
+            return
     block, column, split = program_ids(INDEX_64)
     tap_blocks = tl.cdiv(S, TAPS_PER_STEP)
     first_s = (column % tap_blocks) * TAPS_PER_STEP
@@ -1029,9 +1034,10 @@ def plan_direct_weight_grad(
     dw_partial: torch.Tensor,
     db_partial: torch.Tensor | None,
     knobs: KernelConfig | None = None,
+    gate: torch.Tensor | None = None,
 ) -> Launch:
     """The launch writing split partials of dw (and db) with ``knobs`` (the heuristic's by
-    default); ``dw_partial`` is (SPLIT_K, K * C_G * taps)."""
+    default); ``dw_partial`` is (SPLIT_K, K * C_G * taps). With ``gate``, only where it is set."""
     dy, x = as_3d(grad_output), as_3d(input)
     split_k = dw_partial.shape[0]
     cfg, slots, groups_per_row, pixel_groups, programs = _weight_grad_tiling(
@@ -1046,7 +1052,9 @@ def plan_direct_weight_grad(
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
     args |= dict(C=spec.in_channels, GROUPS=spec.groups, K_G=spec.out_channels_per_group)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups, CHUNK=chunk)
+    args |= arguments.flag(gate, dw_partial)
     constexprs = _geometry_constexprs(spec) | _tile_constexprs(cfg) | dict(HAS_BIAS_GRAD=db_partial is not None)
+    constexprs |= dict(GATED=gate is not None)
     constexprs |= dict(C_G=spec.in_channels_per_group, **slots.constexprs(spec.in_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, x, dw_partial), ACC_DTYPE=accumulator_dtype(dy.dtype))
     constexprs |= dict(CHANNEL_VECTORS=channels_contiguous(dy, x))
@@ -1093,10 +1101,14 @@ def direct_weight_grad(
     grad_bias: torch.Tensor | None = None,
     split_k: int | None = None,
     knobs: KernelConfig | None = None,
+    gate: torch.Tensor | None = None,
 ) -> None:
     """Write d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias).
     ``knobs`` override what ``select_config`` picks (the heuristic's, unless tuned); ``split_k``
-    the split count of their tile's rule."""
+    the split count of their tile's rule. With ``gate`` (``non_finite.new_flag``), only where
+    the flag is set: the gradients are left as they are otherwise."""
+    if knobs is None and gate is not None:
+        knobs = _weight_grad_knobs(spec)
     if knobs is None:
         knobs = select_config(
             DIRECT_WEIGHT_GRAD, spec, grad_output.dtype, "ieee", DIRECT_WEIGHT_GRAD.key_layout(input, grad_output),
@@ -1106,7 +1118,7 @@ def direct_weight_grad(
     splits = split_k or direct_split_k(spec, grad_output, input, knobs)
     bias_elements = spec.out_channels if grad_bias is not None else None
     dw_partial, db_partial = partial_buffers(grad_output, splits, grad_weight.numel(), bias_elements)
-    plan_direct_weight_grad(grad_output, input, spec, dw_partial, db_partial, knobs)()
-    sum_splits(dw_partial, grad_weight)
+    plan_direct_weight_grad(grad_output, input, spec, dw_partial, db_partial, knobs, gate)()
+    sum_splits(dw_partial, grad_weight, gate)
     if grad_bias is not None:
-        sum_splits(db_partial, grad_bias)
+        sum_splits(db_partial, grad_bias, gate)

@@ -20,7 +20,7 @@ from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .layout import gemm_operand
 from .non_finite import new_flag
 from .pad_input import pad_input, padded_spec
-from .patches import patch_forward, patch_products_per_output
+from .patches import patch_forward, patch_products_per_output, patch_weight_grad
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -465,6 +465,10 @@ def weight_grad(
         return
     if group_bundle(spec, input.dtype) > 1:
         bundled_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
+        return
+    if uses_patch_kernel(input, spec):
+        flag = patch_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
+        direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias, gate=flag)
         return
     if uses_direct_kernel(spec):
         direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias)

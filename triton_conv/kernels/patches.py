@@ -18,14 +18,18 @@ padded to 16) where 49 are useful, a waste its 16x more multiply-adds per clock 
 pay for.
 
 The input gradient of a depthwise convolution with unit steps is the same product against the
-flipped filter. Non-finite values: the band's zeros multiply every input pixel of a patch
+flipped filter. The weight gradient is the GEMM transposed: per channel, input patch pixels by
+patch outputs summed over the rows (``patch_weight_grad_kernel``), each tap's gradient the sum of
+the entries where the band holds it (``band_entries``). Non-finite values: the band's zeros multiply every input pixel of a patch
 (IEEE 0 * inf is NaN), so each launch sets a flag where a tile's first output pixel is not
 finite (which every non-finite input or weight of the patch reaches: ``non_finite.py``) and
-the direct kernel, gated on the flag, computes the whole output again (``dispatch.forward``).
+the direct kernel, gated on the flag, computes the whole output again (``dispatch.forward``);
+the weight gradient's flag is set where a tap's gradient is not finite (``patch_weight_grad``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -40,17 +44,21 @@ from ..tuning.configs import (
     PATCH_INTERPRETER_CONFIG,
     PATCH_SHAPES,
     PATCH_TILES,
+    PATCH_WEIGHT_GRAD_TILES,
+    KernelConfig,
     PatchConfig,
     gpu_tiles,
+    split_k_for,
 )
 from ..tuning.key import bucket_channels, layout_of
 from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
 from . import arguments
-from .common import Launch, accumulator_dtype, dot_operand, dot_precision
+from .common import Launch, accumulator_dtype, accumulator_torch_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
 from .indexing import program_ids, unravel_pixels
-from .non_finite import new_flag, not_finite
+from .layout import gemm_operand
+from .non_finite import flag_tile_not_finite, new_flag, not_finite
 from .reduction import in_range, zero_index
 
 
@@ -177,6 +185,120 @@ def patch_forward_kernel(
     )  # fmt: skip
 
 
+@triton.jit
+def patch_weight_grad_kernel(
+    x_ptr, dy_ptr, g_partial_ptr, db_partial_ptr,
+    C, N, IMAGES_PER_SPLIT, PATCH_BLOCKS, input_size, output_size, padding, patches,
+    x_strides, dy_strides, g_partial_strides,
+    PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr,
+    ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """Partial G[c, k, p] = sum over (image, patch) rows of x[row, c, k] * dy[row, c, p] for one
+    reduction step of the forward (its BLOCK_J input pixels k of a patch, ``PatchGeometry``), by
+    the patch's output pixels p, of a depthwise convolution with unit steps: the forward's GEMM
+    transposed, reduced over its rows. The weight gradient of tap t is the sum over p of
+    G[c, k(p, t), p], the band entries ``patch_bands`` writes w[t] to (``patch_weight_grad``).
+
+    A program's rows are BLOCK_M patches of an image, the same in every image it walks: their
+    offsets and masks are computed once, and a step moves them on by an image.
+
+    Args:
+        x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements), C's 1 for vectors.
+        dy_ptr, dy_strides: output gradient (N, C, D_OUT, H_OUT, W_OUT); any strides (5), C's 1.
+        g_partial_ptr, g_partial_strides: (SPLIT_K, C, STEPS * BLOCK_J, PATCH_D * PATCH_H *
+            PATCH_W), ACC_DTYPE, any strides (4), the last 1; program (step, channel block, z)
+            writes its step's rows of slice z.
+        db_partial_ptr: (SPLIT_K, C) contiguous, ACC_DTYPE; the step-0 programs write it if HAS_BIAS_GRAD.
+        C: channels. N: images. IMAGES_PER_SPLIT: images a program walks.
+        PATCH_BLOCKS: cdiv(patches per image, BLOCK_M); SPLIT_K = PATCH_BLOCKS * cdiv(N, IMAGES_PER_SPLIT).
+        input_size, output_size, padding, patches, PATCH_*, IN_H, IN_W, ROW_SLOT, CHUNKS: as in
+            ``patch_forward_kernel``.
+        HAS_BIAS_GRAD: also sum dy into db. INDEX_64: compute offsets in int64. ACC_DTYPE: float32.
+        BLOCK_M, BLOCK_C, BLOCK_J: patches of a step, channels, input pixels of the reduction step.
+        Grid: (STEPS, cdiv(C, BLOCK_C), SPLIT_K), axis 2 the patch block fastest.
+    """
+    step, pid_c, split = program_ids(INDEX_64)
+    D, H, W = input_size
+    D_OUT, H_OUT, W_OUT = output_size
+    pad_d, pad_h, pad_w = padding
+    patches_d, patches_h, patches_w = patches
+    sx_n, _, sx_d, sx_h, sx_w = x_strides
+    sdy_n, _, sdy_d, sdy_h, sdy_w = dy_strides
+    OUTPUTS: tl.constexpr = PATCH_D * PATCH_H * PATCH_W
+    ROWS_PER_STEP: tl.constexpr = BLOCK_J // ROW_SLOT
+    # The step's place in the input patch (``PatchGeometry.band_row``): chunk fastest, then the
+    # input rows a step reads, then the depth.
+    chunk = step % CHUNKS
+    row_blocks = (IN_H + ROWS_PER_STEP - 1) // ROWS_PER_STEP
+    kh = step // CHUNKS % row_blocks * ROWS_PER_STEP
+    kd = step // (CHUNKS * row_blocks)
+    channels = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = channels < C
+    patch = split % PATCH_BLOCKS * BLOCK_M + tl.arange(0, BLOCK_M)
+    first_image = split // PATCH_BLOCKS * IMAGES_PER_SPLIT
+    past_last, pd, ph, pw = unravel_pixels(patch, patches_d, patches_h, patches_w)
+    mask_m = past_last == 0
+
+    # x: input pixel j of the step for each patch.
+    j = tl.arange(0, BLOCK_J)
+    id_ = pd * PATCH_D - pad_d + kd
+    h_of = (ph * PATCH_H - pad_h + kh)[:, None] + (j // ROW_SLOT)[None, :]
+    w_of = (pw * PATCH_W - pad_w + chunk * BLOCK_J)[:, None] + (j % ROW_SLOT)[None, :]
+    inside = in_range(h_of, H, INDEX_64) & in_range(w_of, W, INDEX_64)
+    inside = inside & ((kh + j // ROW_SLOT < IN_H) & (chunk * BLOCK_J + j % ROW_SLOT < IN_W))[None, :]
+    inside = inside & (mask_m & in_range(id_, D, INDEX_64))[:, None]
+    x_offs = (id_ * sx_d)[:, None] + h_of * sx_h + w_of * sx_w
+    x_ptrs = x_ptr + x_offs[:, :, None] + channels[None, None, :]
+    x_mask = inside[:, :, None] & mask_c[None, None, :]
+    # dy: the patch's output pixel p.
+    p = tl.arange(0, OUTPUTS)
+    od = (pd * PATCH_D)[:, None] + (p // (PATCH_W * PATCH_H))[None, :]
+    oh = (ph * PATCH_H)[:, None] + (p // PATCH_W % PATCH_H)[None, :]
+    ow = (pw * PATCH_W)[:, None] + (p % PATCH_W)[None, :]
+    real = mask_m[:, None] & (od < D_OUT) & (oh < H_OUT) & (ow < W_OUT)
+    dy_ptrs = dy_ptr + (od * sdy_d + oh * sdy_h + ow * sdy_w)[:, :, None] + channels[None, None, :]
+    dy_mask = real[:, :, None] & mask_c[None, None, :]
+
+    acc = tl.zeros((BLOCK_C, BLOCK_J, OUTPUTS), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
+    # The step-0 programs also sum dy into db: a loop of their own, as a branch in the loop spilled.
+    if HAS_BIAS_GRAD and step == 0:
+        for image in range(first_image, last_image):
+            acc, dy = patch_weight_grad_step(
+                acc, x_ptrs + image * sx_n, x_mask, dy_ptrs + image * sdy_n, dy_mask, ACC_DTYPE
+            )
+            bias_acc += tl.sum(tl.sum(dy.to(ACC_DTYPE), axis=1), axis=0)
+    else:
+        for image in range(first_image, last_image):
+            acc, dy = patch_weight_grad_step(
+                acc, x_ptrs + image * sx_n, x_mask, dy_ptrs + image * sdy_n, dy_mask, ACC_DTYPE
+            )
+
+    sg_split, sg_c, sg_k, _ = g_partial_strides
+    g_offs = split * sg_split + channels[:, None, None] * sg_c + (step * BLOCK_J + j)[None, :, None] * sg_k
+    tl.store(g_partial_ptr + g_offs + p[None, None, :], acc, mask=mask_c[:, None, None])
+    if HAS_BIAS_GRAD:
+        if step == 0:
+            tl.store(db_partial_ptr + split * C + channels, bias_acc, mask=mask_c)
+
+
+@triton.jit
+def patch_weight_grad_step(acc, x_ptrs, x_mask, dy_ptrs, dy_mask, ACC_DTYPE: tl.constexpr):
+    """One image of ``patch_weight_grad_kernel``'s reduction: acc[c] += x[c]^T dy[c] over the
+    program's patches, x (patches, step's pixels, channels), dy (patches, outputs, channels).
+    Returns the accumulator and dy's tile."""
+    # Cached in L1, as the forward's: the rows of neighbouring patches overlap.
+    a = tl.load(x_ptrs, mask=x_mask, other=0.0, cache_modifier=".ca")
+    dy = tl.load(dy_ptrs, mask=dy_mask, other=0.0)
+    acc = tl.dot(
+        dot_operand(tl.permute(a, (2, 1, 0))), dot_operand(tl.permute(dy, (2, 0, 1))), acc, out_dtype=ACC_DTYPE
+    )
+    return acc, dy
+
+
 @dataclass(frozen=True)
 class PatchGeometry:
     """How the reduction of ``patch_forward_kernel`` walks an input patch of ``input_patch``
@@ -243,16 +365,24 @@ def patch_bands(weight: torch.Tensor, spec: ConvSpec, cfg: PatchConfig, flip: bo
     w = as_3d(weight).flatten(1)
     if flip:
         w = w.flip(1)
-    geometry = PatchGeometry.of(spec, cfg)
-    dd, dh, dw = spec.dilation
-    device = weight.device
-    p = torch.arange(math.prod(cfg.patch), device=device)
-    t, r, s = torch.unravel_index(torch.arange(w.shape[1], device=device), spec.kernel_size)
-    p_d, p_h, p_w = (coord[:, None] for coord in torch.unravel_index(p, cfg.patch))
-    k = geometry.band_row(p_d + t * dd, p_h + r * dh, p_w + s * dw)
-    band = w.new_zeros((w.shape[0], geometry.steps * cfg.block_j, p.numel()))
-    band[:, k, p[:, None].expand_as(k)] = w[:, None, :].expand(-1, p.numel(), -1)
+    k, p = band_entries(spec, cfg, weight.device)
+    band = w.new_zeros((w.shape[0], PatchGeometry.of(spec, cfg).steps * cfg.block_j, k.shape[0]))
+    band[:, k, p] = w[:, None, :].expand(-1, k.shape[0], -1)
     return band
+
+
+@functools.lru_cache(maxsize=64)
+def band_entries(spec: ConvSpec, cfg: PatchConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, p), each (outputs, taps): the band row k (``PatchGeometry.band_row``) at which output
+    pixel p of a patch (W fastest) reads its input pixel of each tap. Cached: every call of a
+    layer asks for the same (read only)."""
+    geometry = PatchGeometry.of(spec, cfg)
+    outputs = torch.arange(math.prod(cfg.patch), device=device)
+    t, r, s = torch.unravel_index(torch.arange(spec.taps, device=device), spec.kernel_size)
+    p_d, p_h, p_w = (coord[:, None] for coord in torch.unravel_index(outputs, cfg.patch))
+    dd, dh, dw = spec.dilation
+    k = geometry.band_row(p_d + t * dd, p_h + r * dh, p_w + s * dw)
+    return k, outputs[:, None].expand_as(k)
 
 
 # The patch forward (and the input gradient, its forward of the flipped filter) as tuning sees
@@ -351,3 +481,216 @@ def patch_forward(
     flag = new_flag(input.device)
     plan_patch_forward(input, weight, bias, spec, out, flag, epilogue, flip_filter)()
     return flag
+
+
+def plan_patch_weight_grad(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    spec: ConvSpec,
+    g_partial: torch.Tensor,
+    db_partial: torch.Tensor | None,
+    cfg: PatchConfig,
+) -> Launch:
+    """The launch writing ``patch_weight_grad_kernel``'s partials of G (SPLIT_K, C, steps *
+    block_j, outputs) and db (SPLIT_K, C) for a depthwise ``spec`` with unit steps over
+    channels-last ``input`` and ``grad_output`` (``dispatch.uses_patch_weight_grad``), with
+    ``cfg``'s (``patch_weight_grad_config``) tile; SPLIT_K a multiple of its patch blocks."""
+    x, dy = as_3d(input), as_3d(grad_output)
+    geometry = PatchGeometry.of(spec, cfg)
+    patches = tuple(-(-size // edge) for size, edge in zip(spec.output_size, cfg.patch))
+    patch_blocks = -(-math.prod(patches) // cfg.block_m)
+    split_k = g_partial.shape[0]
+    images_per_split = -(-spec.batch // (split_k // patch_blocks))
+    args = arguments.tensors(x=x, dy=dy) | arguments.sizes(spec)
+    args |= dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride())
+    args |= dict(db_partial_ptr=db_partial if db_partial is not None else g_partial)
+    args |= dict(C=spec.in_channels, N=spec.batch, IMAGES_PER_SPLIT=images_per_split, PATCH_BLOCKS=patch_blocks)
+    args |= dict(patches=patches)
+    _, in_h, in_w = geometry.input_patch
+    constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_H=in_h, IN_W=in_w)
+    constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, HAS_BIAS_GRAD=db_partial is not None)
+    constexprs |= dict(
+        INDEX_64=needs_int64(x, dy, g_partial),
+        ACC_DTYPE=accumulator_dtype(x.dtype),
+        BLOCK_M=cfg.block_m,
+        BLOCK_C=cfg.block_c,
+        BLOCK_J=cfg.block_j,
+    )
+    grid = (geometry.steps, triton.cdiv(spec.in_channels, cfg.block_c), split_k)
+    return Launch(patch_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
+
+
+def patches_per_image(spec: ConvSpec, patch: tuple[int, int, int]) -> int:
+    """The patches of ``patch`` output pixels that cover an image's output, partial ones included."""
+    return math.prod(-(-size // edge) for size, edge in zip(spec.output_size, patch))
+
+
+def fit_patch_rows(spec: ConvSpec, tile: KernelConfig) -> KernelConfig:
+    """``tile`` with its patches (rows) clipped to an image's, a power of two and at least a
+    dot's 16: the weight gradient's rows are patches of one image (``patch_weight_grad_kernel``)."""
+    patches = patches_per_image(spec, patch_shape(spec))
+    return replace(tile, block_m=max(MIN_DOT, min(tile.block_m, 1 << (patches - 1).bit_length())))
+
+
+def patch_weight_grad_tile(spec: ConvSpec) -> KernelConfig:
+    """The heuristic's patch weight-gradient tile: the first of PATCH_WEIGHT_GRAD_TILES (the
+    interpreter's patch tile under it) fitted to the image (``fit_patch_rows``)."""
+    return fit_patch_rows(spec, PATCH_WEIGHT_GRAD_TILES[0] if gpu_tiles() else PATCH_INTERPRETER_CONFIG.tile())
+
+
+def patch_weight_grad_splits(spec: ConvSpec, cfg: PatchConfig) -> int:
+    """Programs per (step, channel block): the patch blocks of an image times the splits of the
+    images, enough to fill the GPU with each walking at least 16 images (``split_k_for``)."""
+    patch_blocks = -(-patches_per_image(spec, cfg.patch) // cfg.block_m)
+    programs = PatchGeometry.of(spec, cfg).steps * -(-spec.in_channels // cfg.block_c) * patch_blocks
+    image_splits = split_k_for(programs, spec.batch, 1)
+    return patch_blocks * -(-spec.batch // -(-spec.batch // image_splits))
+
+
+def patch_weight_grad(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    spec: ConvSpec,
+    grad_weight: torch.Tensor,
+    grad_bias: torch.Tensor | None,
+    tile: KernelConfig | None = None,
+) -> torch.Tensor:
+    """Write d(loss)/d(weight) into ``grad_weight`` (C, 1, T, R, S) and, if given, d(loss)/d(bias)
+    through ``patch_weight_grad_kernel`` (over a channels-last copy of ``grad_output`` where its
+    channels are not contiguous) with ``tile`` (what ``select_config`` picks by default), and return the flag behind which the direct kernel
+    must compute them again (``dispatch.weight_grad``): set where a tap's gradient is not finite.
+    Off the taps' entries G multiplies dy's zeros past the output's edge by input pixels torch
+    pairs with nothing, so a NaN or infinity there makes NaN of a tap torch leaves finite, while
+    any non-finite product torch makes lands on a tap's entries."""
+    dy = gemm_operand(as_3d(grad_output))
+    if tile is None:
+        tile = select_config(
+            PATCH_WEIGHT_GRAD,
+            spec,
+            input.dtype,
+            dot_precision(input),
+            PATCH_WEIGHT_GRAD.key_layout(input, dy),
+            lambda t: functools.partial(patch_weight_grad, grad_output, input, spec, grad_weight, grad_bias, t),
+            patch_weight_grad_tile(spec),
+            input.device,
+        )
+    cfg = PatchConfig.of(tile, patch_shape(spec))
+    g_partial, db_partial = patch_weight_grad_partials(input, spec, cfg, grad_bias is not None)
+    plan_patch_weight_grad(dy, input, spec, g_partial, db_partial, cfg)()
+    flag = new_flag(input.device)
+    k, _ = band_entries(spec, cfg, input.device)
+    Launch(
+        patch_taps_kernel,
+        (triton.cdiv(spec.in_channels, TAPS_CHANNEL_BLOCK), triton.cdiv(spec.taps, TAPS_BLOCK)),
+        dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride(), band_rows_ptr=k, dw_ptr=grad_weight)
+        | dict(db_partial_ptr=db_partial if db_partial is not None else g_partial)
+        | dict(db_ptr=grad_bias if grad_bias is not None else grad_weight, flag_ptr=flag)
+        | dict(C=spec.in_channels, TAPS=spec.taps, SPLIT_K=g_partial.shape[0]),
+        dict(
+            OUTPUTS=math.prod(cfg.patch),
+            HAS_BIAS_GRAD=grad_bias is not None,
+            INDEX_64=needs_int64(g_partial),
+            ACC_DTYPE=accumulator_dtype(input.dtype),
+            BLOCK_C=TAPS_CHANNEL_BLOCK,
+            BLOCK_T=TAPS_BLOCK,
+        ),
+        num_warps=TAPS_CHANNEL_BLOCK * TAPS_BLOCK // 32,
+        num_stages=1,
+    )()
+    return flag
+
+
+# The tile of ``patch_taps_kernel``, channels by taps: a (channel, tap) per thread, whose loads of
+# a split's 16 entries are all in flight at once; small, so that a few hundred channels still
+# spread over many programs (each gathers from L2, the partials having just been written).
+TAPS_CHANNEL_BLOCK = 4
+TAPS_BLOCK = 16
+
+
+@triton.jit
+def patch_taps_kernel(
+    g_partial_ptr, band_rows_ptr, dw_ptr, db_partial_ptr, db_ptr, flag_ptr,
+    C, TAPS, SPLIT_K, g_partial_strides,
+    OUTPUTS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+):  # fmt: skip
+    """dw[c, t] = the sum over splits s, then over a patch's outputs p, of G[s, c, k(p, t), p]
+    (``patch_weight_grad_kernel``'s partials, ``band_entries``' rows k); db[c] = the sum of db's
+    partials over s, by the first column of programs. Sets *flag_ptr where a tap's gradient is
+    not finite. One launch for what would otherwise be several torch operations.
+
+    Args:
+        g_partial_ptr, g_partial_strides: (SPLIT_K, C, band rows, OUTPUTS), any strides (4), the last 1.
+        band_rows_ptr: (OUTPUTS, TAPS) integers, contiguous: k(p, t).
+        dw_ptr: (C, TAPS) contiguous, the gradient's dtype. db_partial_ptr: (SPLIT_K, C)
+            contiguous; db_ptr: (C,) contiguous; both used only if HAS_BIAS_GRAD.
+        flag_ptr: one int32 (``non_finite.new_flag``).
+        INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
+        Grid: (cdiv(C, BLOCK_C), cdiv(TAPS, BLOCK_T)).
+    """
+    pid_c, pid_t, _ = program_ids(INDEX_64)
+    sg_split, sg_c, sg_k, _ = g_partial_strides
+    channels = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    taps = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    mask_c = channels < C
+    mask_t = taps < TAPS
+    dw = tl.zeros((BLOCK_C, BLOCK_T), dtype=ACC_DTYPE)
+    for split in range(0, SPLIT_K):
+        for p in tl.static_range(OUTPUTS):
+            k = tl.load(band_rows_ptr + p * TAPS + taps, mask=mask_t, other=0)
+            offs = split * sg_split + channels[:, None] * sg_c + k[None, :] * sg_k + p
+            dw += tl.load(g_partial_ptr + offs, mask=mask_c[:, None] & mask_t[None, :], other=0.0)
+    tl.store(dw_ptr + channels[:, None] * TAPS + taps[None, :], dw, mask=mask_c[:, None] & mask_t[None, :])
+    flag_tile_not_finite(dw, mask_c, mask_t, flag_ptr)
+    if HAS_BIAS_GRAD:
+        if pid_t == 0:
+            db = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+            for split in range(0, SPLIT_K):
+                db += tl.load(db_partial_ptr + split * C + channels, mask=mask_c, other=0.0)
+            tl.store(db_ptr + channels, db, mask=mask_c)
+
+
+def patch_weight_grad_partials(
+    input: torch.Tensor, spec: ConvSpec, cfg: PatchConfig, with_bias: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``patch_weight_grad_kernel``'s float32 partials of G and, if wanted, db, for ``cfg``'s
+    splits (``patch_weight_grad_splits``)."""
+    split_k = patch_weight_grad_splits(spec, cfg)
+    band_rows = PatchGeometry.of(spec, cfg).steps * cfg.block_j
+    acc = accumulator_torch_dtype(input.dtype)
+    g_partial = input.new_empty((split_k, spec.in_channels, band_rows, math.prod(cfg.patch)), dtype=acc)
+    db_partial = input.new_empty((split_k, spec.in_channels), dtype=acc) if with_bias else None
+    return g_partial, db_partial
+
+
+def _plan_weight_grad_with_tile(
+    spec: ConvSpec, x: torch.Tensor, y: torch.Tensor, with_bias: bool, tile: KernelConfig
+) -> Launch:
+    """The patch weight gradient's launch with ``tile`` and its own partials (what compile checks build)."""
+    cfg = PatchConfig.of(fit_patch_rows(spec, tile), patch_shape(spec))
+    g_partial, db_partial = patch_weight_grad_partials(x, spec, cfg, with_bias)
+    return plan_patch_weight_grad(y, x, spec, g_partial, db_partial, cfg)
+
+
+# The patch weight gradient as tuning sees it: per channel, the band rows of an input patch by a
+# patch's outputs, reduced over (image, patch) rows; its tiles' patches clipped to an image's
+# (``fit_patch_rows``), the splits the rule's (``patch_weight_grad_splits``), the sums and the
+# taps' gather timed with it. Keyed by the channel count too, as the forward.
+PATCH_WEIGHT_GRAD = KernelKind(
+    name="patch_weight_grad",
+    pass_="W",
+    tiles=PATCH_WEIGHT_GRAD_TILES,
+    interpreter_tile=PATCH_INTERPRETER_CONFIG.tile(),
+    gemm_extents=lambda spec: (
+        PatchGeometry.of(spec, patch_config(spec)).steps * MIN_DOT,
+        MIN_DOT,
+        spec.output_pixels // MIN_DOT,
+    ),
+    dense_gemm=lambda spec: (1, spec.taps, spec.output_pixels),
+    key_pixels=lambda spec: spec.output_pixels,
+    key_layout=lambda input, output: layout_of(input),
+    plan=lambda spec, x, w, b, y, tile: _plan_weight_grad_with_tile(spec, x, y, b is not None, tile),
+    key_fields=lambda spec: (f"c{bucket_channels(spec.in_channels)}",),
+    gemm_blocks=False,
+    fit=fit_patch_rows,
+)

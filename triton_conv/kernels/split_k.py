@@ -7,12 +7,19 @@ import triton
 import triton.language as tl
 
 from ..spec import needs_int64
+from . import arguments
 from .common import Launch, accumulator_torch_dtype
 
 
 @triton.jit
-def split_k_sum_kernel(partial_ptr, out_ptr, E, SPLIT_K, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
-    """out[e] = sum over s of partial[s, e], in split order (deterministic); partial (SPLIT_K, E) contiguous."""
+def split_k_sum_kernel(
+    partial_ptr, out_ptr, flag_ptr, E, SPLIT_K, GATED: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr
+):
+    """out[e] = sum over s of partial[s, e], in split order (deterministic); partial (SPLIT_K, E)
+    contiguous. If GATED, only where *flag_ptr is set (``non_finite.py``)."""
+    if GATED:
+        if tl.load(flag_ptr) == 0:
+            return
     pid = tl.program_id(0)
     if INDEX_64:
         pid = pid.to(tl.int64)
@@ -24,16 +31,18 @@ def split_k_sum_kernel(partial_ptr, out_ptr, E, SPLIT_K, INDEX_64: tl.constexpr,
     tl.store(out_ptr + offs, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def sum_splits(partial: torch.Tensor, out: torch.Tensor) -> None:
-    """Write the sum over dim 0 of ``partial`` (SPLIT_K, E) into the contiguous ``out`` (E elements)."""
+def sum_splits(partial: torch.Tensor, out: torch.Tensor, gate: torch.Tensor | None = None) -> None:
+    """Write the sum over dim 0 of ``partial`` (SPLIT_K, E) into the contiguous ``out`` (E
+    elements); with ``gate``, only where the flag is set."""
     block = 1024
     elements = out.numel()
     if elements:
         Launch(
             split_k_sum_kernel,
             (triton.cdiv(elements, block),),
-            {"partial_ptr": partial, "out_ptr": out, "E": elements, "SPLIT_K": partial.shape[0]},
-            {"INDEX_64": needs_int64(partial), "BLOCK": block},
+            {"partial_ptr": partial, "out_ptr": out, "E": elements, "SPLIT_K": partial.shape[0]}
+            | arguments.flag(gate, out),
+            {"GATED": gate is not None, "INDEX_64": needs_int64(partial), "BLOCK": block},
         )()
 
 

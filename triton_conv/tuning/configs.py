@@ -508,6 +508,20 @@ PATCH_TILES = (
     KernelConfig(64, 8, MIN_DOT, 4, 2),
 )
 PATCH_CONFIG = PatchConfig.of(PATCH_TILES[0], PATCH_SHAPES[0])
+# What the patch weight gradient's autotuning times (``kernels/patches.PATCH_WEIGHT_GRAD``), the
+# heuristic's first, each with its patches clipped to an image's: a program's patches are the
+# same in every image it walks, so their addresses and masks stay in registers for the whole
+# loop. 32 patches by 8 channels on 4 warps with 2 stages: on suite shapes 14, 15 and 31 the
+# shortest step and estimate under Triton 3.6 and 3.9 (``triton-conv bench --static``; 3 stages
+# and 16 patches within 10%); 16 patches; 64 patches or 16 channels on 8 warps (16 channels
+# spilled with 2 stages under 3.9, 64 patches on 4 warps there too); a shallower pipeline.
+PATCH_WEIGHT_GRAD_TILES = (
+    KernelConfig(32, 8, MIN_DOT, 4, 2),
+    KernelConfig(16, 8, MIN_DOT, 4, 3),
+    KernelConfig(64, 8, MIN_DOT, 8, 2),
+    KernelConfig(32, 16, MIN_DOT, 8, 3),
+    KernelConfig(16, 8, MIN_DOT, 4, 2),
+)
 # Under the interpreter: few patches and channels, so that the tests' small images take several programs.
 PATCH_INTERPRETER_CONFIG = PatchConfig(
     block_m=16, block_c=4, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=1
