@@ -145,8 +145,8 @@ def _other_launches(what: str, dtype: torch.dtype) -> Launch:
     return Launch(
         split_k_sum_kernel,
         (1,),
-        {"partial_ptr": partial, "out_ptr": torch.empty(64, dtype=dtype), "E": 64, "SPLIT_K": 3},
-        {"INDEX_64": False, "BLOCK": 1024},
+        {"partial_ptr": partial, "out_ptr": torch.empty(64, dtype=dtype), "flag_ptr": partial, "E": 64, "SPLIT_K": 3},
+        {"GATED": False, "INDEX_64": False, "BLOCK": 1024},
     )
 
 

@@ -12,7 +12,7 @@ from triton_conv.kernels.patches import fit_patch_rows, patch_forward, patch_wei
 from triton_conv.spec import conv_spec
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import PATCH_TILES, PATCH_WEIGHT_GRAD_TILES
+from triton_conv.tuning.configs import PATCH_TILES, PATCH_WEIGHT_GRAD_TILES, planning_gpu_tiles
 
 from .checks import (
     assert_non_finite_like,
@@ -150,6 +150,29 @@ def test_patch_weight_grad_keeps_non_finite_values_where_torch_has_them(case, mo
             torch.testing.assert_close(db.isfinite(), expected[1].isfinite())
 
 
+def test_patch_weight_grad_splits(monkeypatch):
+    """The weight gradient with an image's patches over two programs and the images split in two
+    (a GPU's occupancy rule asks for splits; the interpreter's never does): every split's partials
+    of G and db summed by the taps kernel, the gradients as torch's."""
+    from triton_conv.kernels import patches
+
+    monkeypatch.setattr(patches, "split_k_for", lambda programs, reduction, block: 2)
+    case = ConvCase(2, 3, 8, 8, (20, 20), (7, 7), padding=3, groups=8)
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    cfg = patches.PatchConfig.of(patches.patch_weight_grad_tile(spec), patches.patch_shape(spec))
+    patch_blocks = -(-patches.patches_per_image(spec, cfg.patch) // cfg.block_m)
+    assert patch_blocks == 2 and patches.patch_weight_grad_splits(spec, cfg) == 2 * patch_blocks
+    dy = _channels_last(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16))
+    dw, db = torch.empty_like(w), torch.empty_like(b)
+    flag = patch_weight_grad(dy, x, spec, dw, db)
+    assert int(flag) == 0
+    weight, bias = w.double().requires_grad_(), b.double().requires_grad_()
+    expected = torch.autograd.grad(reference_forward(case, x.double(), weight, bias), (weight, bias), dy.double())
+    assert_close(dw, expected[0], torch.bfloat16, spec.output_pixels, "weight gradient")
+    assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
+
+
 def test_patch_kernel_fused_epilogue_and_transposed(monkeypatch):
     """The patch kernel carries the fused epilogue (bias, residual, activation) of the forward and
     of a transposed convolution (whose output is an input gradient), and its gradients."""
@@ -201,7 +224,8 @@ def test_tuning_keys(tied_timing):
 def test_rule():
     """The patch kernel takes channels-last depthwise convolutions in 16-bit floats with unit
     steps and 25 taps or more; not the default layout, float32, a stride, a 3x3 filter, a channel
-    multiplier, or TRITON_CONV_BAND_KERNELS=0 (the module attribute it sets)."""
+    multiplier, or TRITON_CONV_BAND_KERNELS=0 (the module attribute it sets); the weight gradient
+    not where its partials would be too large."""
 
     def uses(layout="channels_last", dtype=torch.bfloat16, kernel=(5, 5), stride=1, out_channels=8):
         case = ConvCase(2, 1, 8, out_channels, (9, 9), kernel, stride=stride, padding=1, groups=8)
@@ -214,6 +238,17 @@ def test_rule():
     assert not uses(stride=2)
     assert not uses(kernel=(3, 3))
     assert not uses(out_channels=16)
+    # The weight gradient also bounds its partials of G: a 7x7x7 filter over a 48^3 volume would
+    # take 216 splits (one per block of patches) of 48 x 896 x 16 floats, 1.3 GB for 10 MB of input.
+    volume, small = (
+        torch.empty(shape, dtype=torch.bfloat16, device="meta") for shape in ((1, 48, 48, 48, 48), (2, 48, 16, 16, 16))
+    )
+    filter_7 = torch.empty(48, 1, 7, 7, 7, dtype=torch.bfloat16, device="meta")
+    for x, fits in ((volume, False), (small, True)):
+        x = x.to(memory_format=torch.channels_last_3d)
+        spec = conv_spec(x, filter_7, None, stride=1, padding=3, dilation=1, groups=48, ndim=3)
+        with planning_gpu_tiles():  # as a GPU sizes them
+            assert dispatch.uses_patch_kernel(x, spec) and dispatch.uses_patch_weight_grad(x, spec) == fits
     dispatch_band_switch = dispatch.BAND_KERNELS_ENABLED
     try:
         dispatch.BAND_KERNELS_ENABLED = False

@@ -231,22 +231,31 @@ def test_conv2d_through_tma():
 
 
 @pytest.mark.parametrize(
-    "size, box",
+    "size, batch, box",
     [
-        ((1, 56, 56), (1, 1, 2, 64)),
-        ((16, 56, 56), (1, 2, 8, 8)),
-        ((1, 14, 14), (1, 1, 8, 16)),
-        ((1, 1, 600), (1, 1, 1, 128)),
-        ((1, 4, 4), (8, 1, 4, 4)),
-        ((2, 4, 8), (2, 2, 4, 8)),
-        ((1, 1, 20), (4, 1, 1, 32)),
-        ((1, 1, 200), (1, 1, 1, 128)),
+        ((1, 56, 56), 8, (1, 1, 2, 64)),
+        ((16, 56, 56), 8, (1, 2, 8, 8)),
+        ((1, 14, 14), 8, (1, 1, 8, 16)),
+        ((1, 1, 600), 8, (1, 1, 1, 128)),
+        ((1, 4, 4), 64, (8, 1, 4, 4)),
+        ((2, 4, 8), 64, (2, 2, 4, 8)),
+        ((1, 1, 20), 64, (4, 1, 1, 32)),
+        ((1, 1, 200), 64, (1, 1, 1, 128)),
+        ((1, 4, 4), 9, (8, 1, 4, 4)),
+        ((1, 4, 4), 1, (1, 1, 4, 32)),
     ],
 )
-def test_box_shape(size, box):
-    """Fewest pixels computed per image for 128-pixel tiles, the widest W among equals; several
-    images per box only where it holds each whole."""
-    assert tma.box_shape(128, size) == box
+def test_box_shape(size, batch, box):
+    """Fewest pixels computed per image for 128-pixel tiles, the images past the batch's end
+    included, the widest W among equals; several images per box only where it holds each whole."""
+    assert tma.box_shape(128, size, batch) == box
+
+
+def test_box_use_counts_the_images_past_the_batch():
+    """Boxes of 8 4x4 images over 64 images waste nothing; over 9, the second box computes 7
+    images past the end (16 computed for 9), which the dispatch leaves to the pointer kernel."""
+    assert tma.box_use(128, (1, 4, 4), 64) == 1
+    assert tma.box_use(128, (1, 4, 4), 9) == 9 / 16 < tma.MIN_BOX_USE
 
 
 @pytest.mark.parametrize("shape, images", [((2, 64, 8, 16), 1), ((32, 64, 4, 4), 8)], ids=["8x16", "4x4"])

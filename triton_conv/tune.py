@@ -141,7 +141,7 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
             elif dispatch.group_bundle(spec, problem.dtype) > 1:
                 bundles = dispatch.weight_grad_spec(spec, problem.dtype)
                 keys[WEIGHT_GRAD.name] = key(WEIGHT_GRAD, bundles, WEIGHT_GRAD.key_layout(x, y))
-            elif dispatch.uses_patch_kernel(x, spec):
+            elif dispatch.uses_patch_weight_grad(x, spec):
                 keys[PATCH_WEIGHT_GRAD.name] = key(PATCH_WEIGHT_GRAD, spec, layout_of(x))
             else:
                 keys[DIRECT_WEIGHT_GRAD.name] = key(DIRECT_WEIGHT_GRAD, spec, DIRECT_WEIGHT_GRAD.key_layout(x, y))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 
@@ -20,7 +21,7 @@ from .implicit_gemm_weight_grad import WEIGHT_GRAD, implicit_gemm_weight_grad
 from .layout import gemm_operand
 from .non_finite import new_flag
 from .pad_input import pad_input, padded_spec
-from .patches import patch_forward, patch_products_per_output, patch_weight_grad
+from .patches import heuristic_partials_shape, patch_forward, patch_products_per_output, patch_weight_grad
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -122,6 +123,18 @@ def uses_patch_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
     """``uses_patch_kernel`` for the input gradient, the forward of the flipped filter over
     ``grad_output`` (unit steps: ``ConvSpec.input_grad_as_forward``)."""
     return spec.stride == (1, 1, 1) and uses_patch_kernel(grad_output, spec.input_grad_as_forward())
+
+
+def uses_patch_weight_grad(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """``uses_patch_kernel``, with the weight gradient's float32 partials of G
+    (``patches.patch_partials_shape``, about the filter's steps times an image's input per split)
+    within the band matrices' budget (``band_fits``: large 3-D filters over large volumes would
+    take hundreds of MB) and its splits within a grid axis."""
+    if not uses_patch_kernel(input, spec):
+        return False
+    shape = heuristic_partials_shape(spec)
+    limit = max(BAND_BYTES_FLOOR, BAND_BYTES_SHARE * input.numel() * input.element_size())
+    return 4 * math.prod(shape) <= limit and shape[0] <= BANDED_MAX_CHANNELS
 
 
 # The band matrices, built for every call, may take this many bytes, or at most this share of
@@ -466,7 +479,7 @@ def weight_grad(
     if group_bundle(spec, input.dtype) > 1:
         bundled_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
         return
-    if uses_patch_kernel(input, spec):
+    if uses_patch_weight_grad(input, spec):
         flag = patch_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
         direct_weight_grad(grad_output, input, spec, grad_weight, grad_bias, gate=flag)
         return

@@ -166,27 +166,35 @@ def implicit_gemm_forward_tma_kernel(
 def admits(spec: ConvSpec, tile: KernelConfig) -> bool:
     """Whether ``tile`` can run ``spec`` on this kernel and waste at most 1/8 of its boxes'
     pixels: its reduction block divides C/groups (blocks never span two groups or two taps)."""
-    return spec.in_channels_per_group % tile.block_k == 0 and box_use(tile.block_m, spec.output_size) >= MIN_BOX_USE
+    return (
+        spec.in_channels_per_group % tile.block_k == 0
+        and box_use(tile.block_m, spec.output_size, spec.batch) >= MIN_BOX_USE
+    )
 
 
-def box_use(block_m: int, output_size: tuple[int, int, int]) -> float:
+def box_use(block_m: int, output_size: tuple[int, int, int], batch: int) -> float:
     """The share of the pixels that ``box_shape``'s boxes compute that are output pixels."""
-    return math.prod(output_size) / pixels_computed(output_size, box_shape(block_m, output_size))
+    box = box_shape(block_m, output_size, batch)
+    return math.prod(output_size) / pixels_computed(output_size, box, batch)
 
 
-def pixels_computed(output_size: tuple[int, int, int], box: tuple[int, int, int, int]) -> int:
-    """The pixels that (images, D, H, W) boxes compute per image of ``output_size``."""
-    return math.prod(triton.cdiv(size, side) * side for size, side in zip(output_size, box[1:]))
+def pixels_computed(output_size: tuple[int, int, int], box: tuple[int, int, int, int], batch: int) -> float:
+    """The pixels that (images, D, H, W) boxes compute per image of ``output_size``, over a batch
+    of ``batch`` (the last box's images past it included)."""
+    images = box[0]
+    per_image = math.prod(triton.cdiv(size, side) * side for size, side in zip(output_size, box[1:]))
+    return per_image * triton.cdiv(batch, images) * images / batch
 
 
-def box_shape(block_m: int, output_size: tuple[int, int, int]) -> tuple[int, int, int, int]:
+def box_shape(block_m: int, output_size: tuple[int, int, int], batch: int) -> tuple[int, int, int, int]:
     """The (images, BLOCK_D, BLOCK_H, BLOCK_W) box of ``block_m`` (a power of two) output pixels
-    that computes the fewest pixels per image of ``output_size`` (D, H, W), W widest on a tie
-    (longer contiguous rows per copy; a single-row box also feeds wgmma straight from shared
-    memory); each side at most ``MAX_BOX``. A box spans several images only where it holds each
-    whole (images smaller than the tile, as in late stages and small inputs): their programs
-    would otherwise be too few rows for wgmma and each pay the loop's start."""
-    best: tuple[int, tuple[int, int, int, int]] | None = None  # (pixels computed per image, box)
+    that computes the fewest pixels per image of ``output_size`` (D, H, W) over ``batch``
+    images, W widest on a tie (longer contiguous rows per copy; a single-row box also feeds
+    wgmma straight from shared memory); each side at most ``MAX_BOX``. A box spans several
+    images only where it holds each whole (images smaller than the tile, as in late stages and
+    small inputs): their programs would otherwise be too few rows for wgmma and each pay the
+    loop's start."""
+    best: tuple[float, tuple[int, int, int, int]] | None = None  # (pixels computed per image, box)
     sides = [2**i for i in range(int(math.log2(block_m)) + 1) if 2**i <= MAX_BOX]
     for images in sides:
         for block_w in reversed(sides):
@@ -197,7 +205,7 @@ def box_shape(block_m: int, output_size: tuple[int, int, int]) -> tuple[int, int
                 box = (images, block_d, block_h, block_w)
                 if images > 1 and any(side < size for side, size in zip(box[1:], output_size)):
                     continue
-                pixels = pixels_computed(output_size, box)
+                pixels = pixels_computed(output_size, box, batch)
                 if best is None or pixels < best[0]:
                     best = (pixels, box)
     assert best is not None, f"no box of {block_m} pixels within {MAX_BOX} per side"
@@ -324,7 +332,7 @@ def plan_forward_tma(
     )
     if spec.in_channels_per_group % cfg.block_k:
         raise ValueError(f"C/groups = {spec.in_channels_per_group} is not a multiple of BLOCK_K = {cfg.block_k}")
-    images, block_d, block_h, block_w = box_shape(cfg.block_m, spec.output_size)
+    images, block_d, block_h, block_w = box_shape(cfg.block_m, spec.output_size, spec.batch)
     box = [images, block_d, block_h, block_w, cfg.block_k]
     x_desc = TensorDescriptor(boxes, list(boxes.shape), dense_strides(list(boxes.shape)), box)
     w_desc = TensorDescriptor(w, list(w.shape), dense_strides(list(w.shape)), [cfg.block_n, cfg.block_k])

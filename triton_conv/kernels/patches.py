@@ -371,11 +371,10 @@ def patch_bands(weight: torch.Tensor, spec: ConvSpec, cfg: PatchConfig, flip: bo
     return band
 
 
-@functools.lru_cache(maxsize=64)
 def band_entries(spec: ConvSpec, cfg: PatchConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(k, p), each (outputs, taps): the band row k (``PatchGeometry.band_row``) at which output
-    pixel p of a patch (W fastest) reads its input pixel of each tap. Cached: every call of a
-    layer asks for the same (read only)."""
+    pixel p of a patch (W fastest) reads its input pixel of each tap. Built every call, as the
+    band matrices are (a cached device tensor would be a CUDA graph's if first made in one)."""
     geometry = PatchGeometry.of(spec, cfg)
     outputs = torch.arange(math.prod(cfg.patch), device=device)
     t, r, s = torch.unravel_index(torch.arange(spec.taps, device=device), spec.kernel_size)
@@ -574,7 +573,8 @@ def patch_weight_grad(
             patch_weight_grad_tile(spec),
             input.device,
         )
-    cfg = PatchConfig.of(tile, patch_shape(spec))
+    # A tile cached under the key's pixel bucket may have been tuned on larger images.
+    cfg = PatchConfig.of(fit_patch_rows(spec, tile), patch_shape(spec))
     g_partial, db_partial = patch_weight_grad_partials(input, spec, cfg, grad_bias is not None)
     plan_patch_weight_grad(dy, input, spec, g_partial, db_partial, cfg)()
     flag = new_flag(input.device)
@@ -655,12 +655,21 @@ def patch_weight_grad_partials(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``patch_weight_grad_kernel``'s float32 partials of G and, if wanted, db, for ``cfg``'s
     splits (``patch_weight_grad_splits``)."""
-    split_k = patch_weight_grad_splits(spec, cfg)
-    band_rows = PatchGeometry.of(spec, cfg).steps * cfg.block_j
     acc = accumulator_torch_dtype(input.dtype)
-    g_partial = input.new_empty((split_k, spec.in_channels, band_rows, math.prod(cfg.patch)), dtype=acc)
-    db_partial = input.new_empty((split_k, spec.in_channels), dtype=acc) if with_bias else None
+    g_partial = input.new_empty(patch_partials_shape(spec, cfg), dtype=acc)
+    db_partial = input.new_empty((g_partial.shape[0], spec.in_channels), dtype=acc) if with_bias else None
     return g_partial, db_partial
+
+
+def patch_partials_shape(spec: ConvSpec, cfg: PatchConfig) -> tuple[int, int, int, int]:
+    """(SPLIT_K, C, band rows, outputs): the shape of ``patch_weight_grad_kernel``'s partials of G."""
+    band_rows = PatchGeometry.of(spec, cfg).steps * cfg.block_j
+    return (patch_weight_grad_splits(spec, cfg), spec.in_channels, band_rows, math.prod(cfg.patch))
+
+
+def heuristic_partials_shape(spec: ConvSpec) -> tuple[int, int, int, int]:
+    """``patch_partials_shape`` of the heuristic's tile (what the dispatch rule sizes)."""
+    return patch_partials_shape(spec, PatchConfig.of(patch_weight_grad_tile(spec), patch_shape(spec)))
 
 
 def _plan_weight_grad_with_tile(
