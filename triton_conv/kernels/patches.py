@@ -340,7 +340,7 @@ def patch_shape(spec: ConvSpec) -> tuple[int, int, int]:
     the edges included) are fewest."""
 
     def steps_per_image(patch: tuple[int, int, int]) -> int:
-        patches = math.prod(-(-size // edge) for size, edge in zip(spec.output_size, patch))
+        patches = patches_per_image(spec, patch)
         return patches * PatchGeometry.of(spec, replace(PATCH_CONFIG, patch=patch)).steps
 
     return min(PATCH_SHAPES, key=steps_per_image)
@@ -446,7 +446,7 @@ def plan_patch_forward(
         cfg = PatchConfig.of(tile, patch_shape(spec))
     geometry = PatchGeometry.of(spec, cfg)
     band = patch_bands(weight, spec, cfg, flip_filter)
-    patches = tuple(-(-size // edge) for size, edge in zip(spec.output_size, cfg.patch))
+    patches = patch_grid(spec, cfg.patch)
     rows = spec.batch * math.prod(patches)
     args = arguments.tensors(x=x, band=band) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C=spec.in_channels, ROWS=rows, STEPS=geometry.steps, patches=patches)
@@ -493,10 +493,10 @@ def plan_patch_weight_grad(
     """The launch writing ``patch_weight_grad_kernel``'s partials of G (SPLIT_K, C, steps *
     block_j, outputs) and db (SPLIT_K, C) for a depthwise ``spec`` with unit steps over
     channels-last ``input`` and ``grad_output`` (``dispatch.uses_patch_weight_grad``), with
-    ``cfg``'s (``patch_weight_grad_config``) tile; SPLIT_K a multiple of its patch blocks."""
+    ``cfg``'s tile; SPLIT_K a multiple of its patch blocks (``patch_weight_grad_splits``)."""
     x, dy = as_3d(input), as_3d(grad_output)
     geometry = PatchGeometry.of(spec, cfg)
-    patches = tuple(-(-size // edge) for size, edge in zip(spec.output_size, cfg.patch))
+    patches = patch_grid(spec, cfg.patch)
     patch_blocks = -(-math.prod(patches) // cfg.block_m)
     split_k = g_partial.shape[0]
     images_per_split = -(-spec.batch // (split_k // patch_blocks))
@@ -519,9 +519,15 @@ def plan_patch_weight_grad(
     return Launch(patch_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
 
+def patch_grid(spec: ConvSpec, patch: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The patches of ``patch`` output pixels along (D, H, W) that cover an image's output,
+    partial ones included."""
+    return tuple(-(-size // edge) for size, edge in zip(spec.output_size, patch))
+
+
 def patches_per_image(spec: ConvSpec, patch: tuple[int, int, int]) -> int:
-    """The patches of ``patch`` output pixels that cover an image's output, partial ones included."""
-    return math.prod(-(-size // edge) for size, edge in zip(spec.output_size, patch))
+    """The product of ``patch_grid``."""
+    return math.prod(patch_grid(spec, patch))
 
 
 def fit_patch_rows(spec: ConvSpec, tile: KernelConfig) -> KernelConfig:
@@ -556,11 +562,12 @@ def patch_weight_grad(
 ) -> torch.Tensor:
     """Write d(loss)/d(weight) into ``grad_weight`` (C, 1, T, R, S) and, if given, d(loss)/d(bias)
     through ``patch_weight_grad_kernel`` (over a channels-last copy of ``grad_output`` where its
-    channels are not contiguous) with ``tile`` (what ``select_config`` picks by default), and return the flag behind which the direct kernel
-    must compute them again (``dispatch.weight_grad``): set where a tap's gradient is not finite.
-    Off the taps' entries G multiplies dy's zeros past the output's edge by input pixels torch
-    pairs with nothing, so a NaN or infinity there makes NaN of a tap torch leaves finite, while
-    any non-finite product torch makes lands on a tap's entries."""
+    channels are not contiguous) and ``patch_taps_kernel``, with ``tile`` (what ``select_config``
+    picks by default), and return the flag behind which the direct kernel must compute them
+    again (``dispatch.weight_grad``): set where a tap's gradient is not finite. Off the taps'
+    entries G multiplies dy's zeros past the output's edge by input pixels torch pairs with
+    nothing, so a NaN or infinity there makes NaN of a tap torch leaves finite, while any
+    non-finite product torch makes lands on a tap's entries."""
     dy = gemm_operand(as_3d(grad_output))
     if tile is None:
         tile = select_config(
@@ -578,8 +585,24 @@ def patch_weight_grad(
     g_partial, db_partial = patch_weight_grad_partials(input, spec, cfg, grad_bias is not None)
     plan_patch_weight_grad(dy, input, spec, g_partial, db_partial, cfg)()
     flag = new_flag(input.device)
-    k, _ = band_entries(spec, cfg, input.device)
-    Launch(
+    plan_patch_taps(g_partial, db_partial, spec, cfg, grad_weight, grad_bias, flag)()
+    return flag
+
+
+def plan_patch_taps(
+    g_partial: torch.Tensor,
+    db_partial: torch.Tensor | None,
+    spec: ConvSpec,
+    cfg: PatchConfig,
+    grad_weight: torch.Tensor,
+    grad_bias: torch.Tensor | None,
+    flag: torch.Tensor,
+) -> Launch:
+    """The launch of ``patch_taps_kernel`` over ``patch_weight_grad_kernel``'s partials with
+    ``cfg``: the gradients into ``grad_weight`` and ``grad_bias`` (contiguous), ``flag`` set where
+    a tap's is not finite."""
+    k, _ = band_entries(spec, cfg, g_partial.device)
+    return Launch(
         patch_taps_kernel,
         (triton.cdiv(spec.in_channels, TAPS_CHANNEL_BLOCK), triton.cdiv(spec.taps, TAPS_BLOCK)),
         dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride(), band_rows_ptr=k, dw_ptr=grad_weight)
@@ -590,14 +613,13 @@ def patch_weight_grad(
             OUTPUTS=math.prod(cfg.patch),
             HAS_BIAS_GRAD=grad_bias is not None,
             INDEX_64=needs_int64(g_partial),
-            ACC_DTYPE=accumulator_dtype(input.dtype),
+            ACC_DTYPE=accumulator_dtype(g_partial.dtype),
             BLOCK_C=TAPS_CHANNEL_BLOCK,
             BLOCK_T=TAPS_BLOCK,
         ),
         num_warps=TAPS_CHANNEL_BLOCK * TAPS_BLOCK // 32,
         num_stages=1,
-    )()
-    return flag
+    )
 
 
 # The tile of ``patch_taps_kernel``, channels by taps: a (channel, tap) per thread, whose loads of
