@@ -10,14 +10,17 @@ TTGIR shows what Triton's software pipeliner did: a pipelined dot loop holds asy
 into shared memory (``async_copy_global_to_local`` or TMA) and waits for its asynchronous
 ``warp_group_dot`` with ``pendings > 0``, so that loads and multiplies of successive iterations
 overlap; a synchronous ``tt.dot`` (``mma.sync``, as batched dots compile even on Hopper) has
-nothing to wait for, and its loop is pipelined by asynchronous loads alone. A dot loop nested in another loop (the implicit GEMM's loop over filter taps) drains
-its pipeline at every outer iteration.
+nothing to wait for, and its loop is pipelined by asynchronous loads alone, or by loads into
+registers that the loop issues for its next iteration (``tt.load`` results it yields: the patch
+kernels prefetch so, with Triton's pipeliner off). A dot loop nested in another loop (the
+implicit GEMM's loop over filter taps) drains its pipeline at every outer iteration.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 MMA_OPCODES = ("HGMMA", "HMMA", "IMMA", "DMMA")
 # Multiply-adds per lane of one instruction: HFMA2 does two.
@@ -96,6 +99,25 @@ def is_mma(i: Instruction) -> bool:
     return i.base in MMA_OPCODES
 
 
+def shared_wavefronts(i: Instruction) -> int:
+    """The 128-byte shared-memory wavefronts (an SM serves one per clock) that a warp's ``i``
+    needs at the least, without bank conflicts: 32 lanes' loads or stores (``LDS``, ``STS``, and
+    the shared side of ``LDGSTS``), or an ``LDSM``/``STSM`` of 1, 2 or 4 8x8 matrices. The
+    matrix unit's own reads of wgmma operands and TMA's writes are not instructions here."""
+    modifiers = i.opcode.split(".")[1:]
+    if i.base in ("LDS", "STS", "LDGSTS"):
+        return 4 if "128" in modifiers else 2 if "64" in modifiers else 1
+    if i.base in ("LDSM", "STSM"):
+        return int(modifiers[-1]) if modifiers[-1] in ("2", "4") else 1
+    return 0
+
+
+def narrow_shared_load(i: Instruction) -> bool:
+    """A 1- or 2-byte shared load: how Triton reads a dot operand that ``LDSM`` cannot, element by
+    element from a layout it did not swizzle, where threads of a warp often share a bank."""
+    return i.base == "LDS" and any(m in ("U8", "S8", "U16", "S16") for m in i.opcode.split(".")[1:])
+
+
 def fma_lanes(i: Instruction) -> int:
     """Multiply-adds per lane of ``i``; none for ``HFMA2.MMA Rd, -RZ, RZ, a, b``, the compiler's
     idiom for moving a constant."""
@@ -118,6 +140,8 @@ class HotLoop:
     enclosing_loops: int
     enclosing_body: int
     opcodes: dict[str, int]
+    shared_wavefronts: int = 0
+    narrow_shared_loads: int = 0
 
     @property
     def tensor_core_share(self) -> float:
@@ -150,6 +174,8 @@ def hot_loop(instructions: list[Instruction]) -> HotLoop | None:
         enclosing_loops=len(outer),
         enclosing_body=len(outermost.body(instructions)) - len(body) if outermost else 0,
         opcodes=dict(sorted(opcodes.items(), key=lambda item: -item[1])),
+        shared_wavefronts=sum(shared_wavefronts(i) for i in body),
+        narrow_shared_loads=sum(narrow_shared_load(i) for i in body),
     )
 
 
@@ -173,6 +199,8 @@ def unrolled_per_fma(instructions: list[Instruction]) -> float | None:
 
 _ASYNC_LOADS = ("ttg.async_copy_global_to_local", "ttng.async_tma_copy_global_to_local", "tt.descriptor_load")
 _DOTS = ("ttng.warp_group_dot ", "tt.dot ", "ttng.warp_group_dot\t")
+_LOAD_RESULT = re.compile(r"^\s*(%[\w.#]+) = tt\.load ")
+_VALUE = re.compile(r"%[\w.#]+")
 _PENDINGS = re.compile(r"ttng\.warp_group_dot_wait .*\{pendings = (\d+)")
 
 
@@ -181,15 +209,17 @@ class DotLoop:
     """The innermost ``scf.for`` holding a dot, as the pipeliner left it.
 
     ``enclosing_loops``: ``scf.for`` loops around it (the loop over taps, if any).
+    ``prefetched``: it loads into registers what its next iteration multiplies.
     """
 
     async_loads: bool
     overlapped_dots: bool
     enclosing_loops: int
+    prefetched: bool = False
 
     @property
     def pipelined(self) -> bool:
-        return self.async_loads and self.overlapped_dots
+        return (self.async_loads or self.prefetched) and self.overlapped_dots
 
     @property
     def verdict(self) -> str:
@@ -203,8 +233,8 @@ def dot_loop(ttgir: str) -> DotLoop | None:
     """The innermost loop of ``ttgir`` that holds a dot (None if no loop does)."""
     # Each open scf.for: its brace depth, its nesting level, and what was seen inside it (nested
     # loops included; the deepest loop with a dot is the one that matters).
-    open_loops: list[dict[str, bool | int]] = []
-    closed: list[dict[str, bool | int]] = []
+    open_loops: list[dict[str, Any]] = []
+    closed: list[dict[str, Any]] = []
     depth = 0
     for line in ttgir.splitlines():
         for loop in open_loops:
@@ -213,6 +243,13 @@ def dot_loop(ttgir: str) -> DotLoop | None:
             pendings = _PENDINGS.search(line)
             loop["overlap"] = loop["overlap"] or bool(pendings and int(pendings.group(1)) > 0)
             loop["sync_dot"] = loop["sync_dot"] or "tt.dot " in line
+        if open_loops:
+            innermost_open = open_loops[-1]
+            loaded = _LOAD_RESULT.match(line)
+            if loaded:
+                innermost_open["loads"].add(loaded.group(1))
+            if "scf.yield" in line and innermost_open["loads"] & set(_VALUE.findall(line)):
+                innermost_open["prefetch"] = True
         opened = "scf.for" in line and line.rstrip().endswith("{")
         depth += line.count("{") - line.count("}")
         if opened:
@@ -223,6 +260,8 @@ def dot_loop(ttgir: str) -> DotLoop | None:
                     "async": False,
                     "overlap": False,
                     "sync_dot": False,
+                    "loads": set(),
+                    "prefetch": False,
                     "nest": len(open_loops),
                 }
             )
@@ -233,4 +272,4 @@ def dot_loop(ttgir: str) -> DotLoop | None:
         return None
     innermost = max(with_dots, key=lambda loop: int(loop["nest"]))
     overlapped = bool(innermost["overlap"] or innermost["sync_dot"])
-    return DotLoop(bool(innermost["async"]), overlapped, int(innermost["nest"]))
+    return DotLoop(bool(innermost["async"]), overlapped, int(innermost["nest"]), bool(innermost["prefetch"]))

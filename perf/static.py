@@ -17,7 +17,12 @@ reported with:
   H200 can issue them, next to the roofline time of the pass;
 - for kernels whose hot loop multiplies on the matrix unit, its time (``matrix_us``): the
   multiply-adds the launch's dots issue, tiles as launched (masked rows, a band's zeros), at
-  the unit's dense peak. A kernel takes at least the larger of the two.
+  the unit's dense peak;
+- the hot loop's shared-memory time (``shared_us``): its loads and stores of shared memory
+  (``compiled_code.shared_wavefronts``, bank conflicts not counted, so a lower bound) at one
+  128-byte wavefront per clock per SM. A kernel takes at least the largest of the three; and
+  a problem where the hot loop reads shared memory 1 or 2 bytes at a time (a dot operand that
+  ``LDSM`` cannot load, whose threads often share banks: "2-byte shared loads").
 
 Issue-bound estimate, per program (every warp of a program runs the same instruction stream):
 ``executed = S * hot + T * enclosing + rest``, where ``hot`` is the hot loop's static length,
@@ -222,6 +227,8 @@ class KernelRow:
     executed: float | None = None
     issue_us: float | None = None
     matrix_us: float | None = None
+    shared_us: float | None = None
+    narrow_shared_loads: int = 0
     ratio_to_reference: float | None = None
     error: str = ""
     assembly: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
@@ -275,6 +282,9 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
         row.executed = (looped + rest) * launch.num_warps * programs
         if loop.mma:
             row.matrix_us = matrix_us(case, launch, steps.hot * programs)
+        shared = loop.shared_wavefronts * steps.hot * launch.num_warps * programs
+        row.shared_us = shared / (SMS * CLOCK_HZ) * 1e6
+        row.narrow_shared_loads = loop.narrow_shared_loads
     if row.matrix_us is None and is_band(launch):  # a hot loop the parser did not find
         row.matrix_us = matrix_us(case, launch, band_steps(launch).hot * programs)
     row.issue_us = row.executed / (SMS * SCHEDULERS_PER_SM * CLOCK_HZ) * 1e6
@@ -431,6 +441,8 @@ def problems(row: KernelRow) -> list[str]:
     found = compile_problems(row.spill_bytes, row.shared_bytes, row.uses_wgmma, sixteen_bit_dot)
     if row.pipelined in ("no", "per tap"):
         found.append(f"pipelined: {row.pipelined}")
+    if row.narrow_shared_loads:
+        found.append(f"2-byte shared loads: {row.narrow_shared_loads} per step")
     return found
 
 
@@ -438,9 +450,9 @@ def static_table(rows: list[KernelRow]) -> str:
     """A Markdown table: one line per kernel, the reference matmul under the kernels of its case."""
     lines = [
         "| # | shape | pass | layout | kernel | tile (M x N x K, warps, stages) | grid | regs | spill B | smem KiB "
-        "| wgmma | pipelined | SASS / K step | TC share | SASS / FMA | x ref | issue us | matrix us | roofline us "
-        "| problems |",
-        "|---:|---|---|---|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| wgmma | pipelined | SASS / K step | TC share | SASS / FMA | x ref | issue us | matrix us | shared us "
+        "| roofline us | problems |",
+        "|---:|---|---|---|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         c = r.config
@@ -455,7 +467,8 @@ def static_table(rows: list[KernelRow]) -> str:
             f"| {r.case.shape.number} | {r.case.shape.name} | {r.case.pass_} | {r.case.layout} | {kernel} | {tile} "
             f"| {'x'.join(map(str, r.grid))} | {number_cell(r.registers, 0)} | {number_cell(r.spill_bytes, 0)} | {smem} | {wgmma} "
             f"| {r.pipelined} | {number_cell(r.per_k_step, 0)} | {share} | {number_cell(r.per_fma, 1)} | {ratio} "
-            f"| {number_cell(r.issue_us, 1)} | {number_cell(r.matrix_us, 1)} | {number_cell(roofline_us(r.case), 1)} "
+            f"| {number_cell(r.issue_us, 1)} | {number_cell(r.matrix_us, 1)} | {number_cell(r.shared_us, 1)} "
+            f"| {number_cell(roofline_us(r.case), 1)} "
             f"| {'; '.join(problems(r)) or 'none'} |"
         )
     return "\n".join(lines)

@@ -51,6 +51,14 @@ TTGIR_PER_TAP = """
     }
 """
 
+TTGIR_PREFETCH = """
+    %r:2 = scf.for %i = %c1 to %n step %c1 iter_args(%acc = %z, %a = %a0) -> (tensor<8x64x16xf32, #mma>) : i32 {
+      %next = tt.load %p, %m : tensor<64x16x8x!tt.ptr<bf16>, #blocked1>
+      %d = tt.dot %a, %b, %acc : tensor<8x64x16xbf16> * tensor<8x16x16xbf16> -> tensor<8x64x16xf32, #mma>
+      scf.yield %d, %next : tensor<8x64x16xf32, #mma>, tensor<64x16x8xbf16, #blocked1>
+    }
+"""
+
 
 def test_recording_launches_plans_without_running():
     x = torch.randn(1, 16, 5, 5)
@@ -83,6 +91,9 @@ def test_ttgir_pipelining_verdicts():
     # Without asynchronous loads nothing overlaps.
     assert dot_loop(flat.replace("ttg.async_copy_global_to_local", "tt.load")).verdict == "no"
     assert dot_loop("%y = arith.addf %a, %b : f32") is None
+    # Loads into registers for the next iteration (the patch kernels' own prefetch) overlap too.
+    assert dot_loop(TTGIR_PREFETCH).verdict == "across taps"
+    assert dot_loop(TTGIR_PREFETCH.replace("%d, %next", "%d, %a")).verdict == "no"
 
 
 def test_gemm_of_passes():

@@ -67,9 +67,9 @@ def patch_forward_kernel(
     x_ptr, band_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
     C, ROWS, STEPS, input_size, output_size, padding, patches,
     x_strides, band_strides, y_strides, bias_stride, residual_strides,
-    PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr,
-    ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr,
-    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr,
+    IN_D: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr,
+    EVEN_C: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
@@ -91,9 +91,10 @@ def patch_forward_kernel(
         C: channels. ROWS: N * patches' product. STEPS: the reduction's BLOCK_J-deep steps.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         patches: patches along (D_OUT, H_OUT, W_OUT), each PATCH_D x PATCH_H x PATCH_W outputs.
-        IN_H, IN_W: an input patch's rows and columns (the output patch plus the dilated
-            filter's reach). ROW_SLOT: columns a step gives each input row it reads (a power of
+        IN_D, IN_H, IN_W: an input patch's planes, rows and columns (the output patch plus the
+            dilated filter's reach). ROW_SLOT: columns a step gives each input row it reads (a power of
             two); a step reads BLOCK_J // ROW_SLOT rows, or, where CHUNKS > 1, BLOCK_J columns of one.
+        EVEN_C: C is a multiple of BLOCK_C, so the loads need no channel mask.
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32.
@@ -126,7 +127,14 @@ def patch_forward_kernel(
     x_offs = (n * sx_n + id0 * sx_d + ih0 * sx_h + iw0 * sx_w)[:, None] + (j_row * sx_h + j_col * sx_w)[None, :]
     h_of = ih0[:, None] + j_row[None, :]
     w_of = iw0[:, None] + j_col[None, :]
-    cols_inside = in_range(w_of, W, INDEX_64) & (j_col < IN_W)[None, :]
+    # What no step changes (the column where a step reads whole rows, the plane where the input
+    # patch has one) moves the row far out where it fails: a step then tests one coordinate.
+    fixed = tl.full((BLOCK_M, BLOCK_J), 1, tl.int1)
+    if CHUNKS == 1:
+        fixed = in_range(w_of, W, INDEX_64) & (j_col < IN_W)[None, :]
+    if IN_D == 1:
+        fixed = fixed & in_range(id0, D, INDEX_64)[:, None]
+    h_of = tl.where(fixed, h_of, -(1 << 30))
     p = tl.arange(0, OUTPUTS)
     band_ptrs = band_ptr + channels[:, None, None] * sb_c + j[None, :, None] * sb_k + p[None, None, :]
 
@@ -134,26 +142,14 @@ def patch_forward_kernel(
     kd = zero_index(INDEX_64)
     kh = zero_index(INDEX_64)
     chunk = zero_index(INDEX_64)
-    # A runtime trip count, as the band forward's (Triton 3.9 did not pipeline a constant one).
-    for _ in range(0, STEPS):
-        inside = in_range(h_of + kh, H, INDEX_64) & (j_row + kh < IN_H)[None, :]
-        if CHUNKS == 1:
-            inside = inside & cols_inside
-        else:
-            inside = inside & in_range(w_of + chunk * BLOCK_J, W, INDEX_64) & (j_col + chunk * BLOCK_J < IN_W)[None, :]
-        inside = inside & in_range(id0 + kd, D, INDEX_64)[:, None]
-        x_step = kd * sx_d + kh * sx_h + chunk * BLOCK_J * sx_w
-        # Cached in L1 (".ca"; Triton's 16-byte copies bypass it otherwise): the patches of a
-        # program overlap by the filter's reach, and the next steps read the rows below.
-        a = tl.load(
-            x_ptr + x_step + x_offs[:, :, None] + channels[None, None, :],
-            mask=inside[:, :, None] & mask_c[None, None, :],
-            other=0.0,
-            cache_modifier=".ca",
-        )
-        band = tl.load(band_ptrs, mask=mask_c[:, None, None], other=0.0)
-        acc = tl.dot(dot_operand(tl.permute(a, (2, 0, 1))), dot_operand(band), acc, out_dtype=ACC_DTYPE)
-        band_ptrs += BLOCK_J * sb_k
+    # The loop prefetches the next step's operands into registers itself, with Triton's
+    # pipeliner off: its asynchronous copies left the channels fastest in shared memory, which
+    # the batched dot then read 2 bytes at a time, 4 threads to a bank (see perf/NOTES.md).
+    a, band = patch_step_operands(
+        x_ptr, x_offs, channels, mask_c, band_ptrs, h_of, w_of, id0, j_row, j_col, kd, kh, chunk,
+        x_strides, input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, INDEX_64, BLOCK_J,
+    )  # fmt: skip
+    for _ in tl.range(1, STEPS, num_stages=1):
         # The chunk fastest, then the input rows (a step's at a time), then the depth.
         chunk += 1
         row_done = chunk == CHUNKS
@@ -162,6 +158,14 @@ def patch_forward_kernel(
         plane_done = kh >= IN_H
         kh = tl.where(plane_done, 0, kh)
         kd = tl.where(plane_done, kd + 1, kd)
+        band_ptrs += BLOCK_J * sb_k
+        next_a, next_band = patch_step_operands(
+            x_ptr, x_offs, channels, mask_c, band_ptrs, h_of, w_of, id0, j_row, j_col, kd, kh, chunk,
+            x_strides, input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, INDEX_64, BLOCK_J,
+        )  # fmt: skip
+        acc = patch_step_product(acc, a, band, ACC_DTYPE)
+        a, band = next_a, next_band
+    acc = patch_step_product(acc, a, band, ACC_DTYPE)
 
     # Every output pixel of a patch multiplies every input pixel the patch reads, and every tap
     # of the filter: a non-finite input or weight makes each of them non-finite, so the first
@@ -183,6 +187,45 @@ def patch_forward_kernel(
         n_pixels, od, oh, ow, channels, real, mask_c,
         HAS_BIAS, False, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
     )  # fmt: skip
+
+
+@triton.jit
+def patch_step_operands(
+    x_ptr, x_offs, channels, mask_c, band_ptrs, h_of, w_of, id0, j_row, j_col, kd, kh, chunk,
+    x_strides, input_size,
+    IN_D: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr, ROWS_PER_STEP: tl.constexpr, CHUNKS: tl.constexpr,
+    EVEN_C: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """A step of ``patch_forward_kernel``: the input pixels (patches, BLOCK_J, channels) it reads
+    at plane kd, row kh and chunk of the input patch, zero outside the input, and its band rows."""
+    D, H, W = input_size
+    _, _, sx_d, sx_h, sx_w = x_strides
+    inside = in_range(h_of + kh, H, INDEX_64)
+    if IN_H % ROWS_PER_STEP != 0:
+        inside = inside & (j_row + kh < IN_H)[None, :]
+    if CHUNKS > 1:
+        inside = inside & in_range(w_of + chunk * BLOCK_J, W, INDEX_64) & (j_col + chunk * BLOCK_J < IN_W)[None, :]
+    if IN_D > 1:
+        inside = inside & in_range(id0 + kd, D, INDEX_64)[:, None]
+    x_step = kd * sx_d + kh * sx_h + chunk * BLOCK_J * sx_w
+    if EVEN_C:
+        a_mask = inside[:, :, None]
+        band = tl.load(band_ptrs)
+    else:
+        a_mask = inside[:, :, None] & mask_c[None, None, :]
+        band = tl.load(band_ptrs, mask=mask_c[:, None, None], other=0.0)
+    # Cached in L1 (".ca"): the patches of a program overlap by the filter's reach, and the
+    # next steps read the rows below.
+    a = tl.load(
+        x_ptr + x_step + x_offs[:, :, None] + channels[None, None, :], mask=a_mask, other=0.0, cache_modifier=".ca"
+    )
+    return a, band
+
+
+@triton.jit
+def patch_step_product(acc, a, band, ACC_DTYPE: tl.constexpr):
+    """acc[c] += a[:, :, c] @ band[c]: a step's input pixels (patches, BLOCK_J, channels) by each channel's band rows."""
+    return tl.dot(dot_operand(tl.permute(a, (2, 0, 1))), dot_operand(band), acc, out_dtype=ACC_DTYPE)
 
 
 @triton.jit
@@ -261,21 +304,18 @@ def patch_weight_grad_kernel(
     dy_ptrs = dy_ptr + (od * sdy_d + oh * sdy_h + ow * sdy_w)[:, :, None] + channels[None, None, :]
     dy_mask = real[:, :, None] & mask_c[None, None, :]
 
-    acc = tl.zeros((BLOCK_C, BLOCK_J, OUTPUTS), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     # The step-0 programs also sum dy into db: a loop of their own, as a branch in the loop spilled.
     if HAS_BIAS_GRAD and step == 0:
-        for image in range(first_image, last_image):
-            acc, dy = patch_weight_grad_step(
-                acc, x_ptrs + image * sx_n, x_mask, dy_ptrs + image * sdy_n, dy_mask, ACC_DTYPE
-            )
-            bias_acc += tl.sum(tl.sum(dy.to(ACC_DTYPE), axis=1), axis=0)
+        acc, bias_acc = patch_weight_grad_images(
+            x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, last_image, sx_n, sdy_n,
+            True, ACC_DTYPE, BLOCK_C, BLOCK_J, OUTPUTS,
+        )  # fmt: skip
     else:
-        for image in range(first_image, last_image):
-            acc, dy = patch_weight_grad_step(
-                acc, x_ptrs + image * sx_n, x_mask, dy_ptrs + image * sdy_n, dy_mask, ACC_DTYPE
-            )
+        acc, bias_acc = patch_weight_grad_images(
+            x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, last_image, sx_n, sdy_n,
+            False, ACC_DTYPE, BLOCK_C, BLOCK_J, OUTPUTS,
+        )  # fmt: skip
 
     sg_split, sg_c, sg_k, _ = g_partial_strides
     g_offs = split * sg_split + channels[:, None, None] * sg_c + (step * BLOCK_J + j)[None, :, None] * sg_k
@@ -286,17 +326,48 @@ def patch_weight_grad_kernel(
 
 
 @triton.jit
-def patch_weight_grad_step(acc, x_ptrs, x_mask, dy_ptrs, dy_mask, ACC_DTYPE: tl.constexpr):
-    """One image of ``patch_weight_grad_kernel``'s reduction: acc[c] += x[c]^T dy[c] over the
-    program's patches, x (patches, step's pixels, channels), dy (patches, outputs, channels).
-    Returns the accumulator and dy's tile."""
+def patch_weight_grad_images(
+    x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, last_image, sx_n, sdy_n,
+    SUM_DY: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr, OUTPUTS: tl.constexpr,
+):  # fmt: skip
+    """``patch_weight_grad_kernel``'s reduction over images first_image..last_image - 1:
+    acc[c] += x[c]^T dy[c] over the program's patches, x (patches, step's pixels, channels), dy
+    (patches, outputs, channels); with SUM_DY, also dy summed per channel. Returns both sums.
+
+    The loop prefetches the next image's tiles into registers itself, with Triton's pipeliner
+    off: its asynchronous copies left the channels fastest in shared memory, which the batched
+    dot then read 2 bytes at a time, 8 threads to a bank (see perf/NOTES.md)."""
+    acc = tl.zeros((BLOCK_C, BLOCK_J, OUTPUTS), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
+    # No split is empty (``patch_weight_grad_splits``): the first image is the batch's.
+    a, dy = patch_weight_grad_tiles(x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, sx_n, sdy_n)
+    for image in tl.range(first_image + 1, last_image, num_stages=1):
+        next_a, next_dy = patch_weight_grad_tiles(x_ptrs, x_mask, dy_ptrs, dy_mask, image, sx_n, sdy_n)
+        acc = patch_weight_grad_product(acc, a, dy, ACC_DTYPE)
+        if SUM_DY:
+            bias_acc += tl.sum(tl.sum(dy.to(ACC_DTYPE), axis=1), axis=0)
+        a, dy = next_a, next_dy
+    acc = patch_weight_grad_product(acc, a, dy, ACC_DTYPE)
+    if SUM_DY:
+        bias_acc += tl.sum(tl.sum(dy.to(ACC_DTYPE), axis=1), axis=0)
+    return acc, bias_acc
+
+
+@triton.jit
+def patch_weight_grad_tiles(x_ptrs, x_mask, dy_ptrs, dy_mask, image, sx_n, sdy_n):
+    """The x and dy tiles of ``image``."""
     # Cached in L1, as the forward's: the rows of neighbouring patches overlap.
-    a = tl.load(x_ptrs, mask=x_mask, other=0.0, cache_modifier=".ca")
-    dy = tl.load(dy_ptrs, mask=dy_mask, other=0.0)
-    acc = tl.dot(
+    a = tl.load(x_ptrs + image * sx_n, mask=x_mask, other=0.0, cache_modifier=".ca")
+    dy = tl.load(dy_ptrs + image * sdy_n, mask=dy_mask, other=0.0)
+    return a, dy
+
+
+@triton.jit
+def patch_weight_grad_product(acc, a, dy, ACC_DTYPE: tl.constexpr):
+    """acc[c] += a[:, :, c]^T dy[:, :, c]: over the patches, a step's input pixels by the patch's outputs."""
+    return tl.dot(
         dot_operand(tl.permute(a, (2, 1, 0))), dot_operand(tl.permute(dy, (2, 0, 1))), acc, out_dtype=ACC_DTYPE
     )
-    return acc, dy
 
 
 @dataclass(frozen=True)
@@ -451,9 +522,9 @@ def plan_patch_forward(
     args = arguments.tensors(x=x, band=band) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C=spec.in_channels, ROWS=rows, STEPS=geometry.steps, patches=patches)
     args |= arguments.flag(flag, y)
-    _, in_h, in_w = geometry.input_patch
-    constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_H=in_h, IN_W=in_w)
-    constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks)
+    in_d, in_h, in_w = geometry.input_patch
+    constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_D=in_d, IN_H=in_h, IN_W=in_w)
+    constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, EVEN_C=spec.in_channels % cfg.block_c == 0)
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(
         INDEX_64=needs_int64(x, band, y, args["residual_ptr"]),

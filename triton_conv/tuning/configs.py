@@ -495,32 +495,27 @@ PATCH_SHAPES = ((1, 4, 4), (1, 2, 8), (1, 1, 16))
 # What the patch forward's autotuning times (``kernels/patches.PATCH_FORWARD``), as patches x
 # channels x step, the heuristic's first: 64 patches by 8 channels (16-byte vectors of 16-bit
 # channels) on 4 warps, an accumulator of 8 x 64 x 16 float32 (64 registers per thread); twice
-# the patches or the channels on 8 warps; half the patches with twice the channels; deeper and
-# shallower pipelines. Compiled for sm_90 on suite shapes 14 and 15 the first four estimate
-# within 11% of one another, none spilling (tests/test_gpu_compile.py), so which wins (L1 and
-# L2 traffic, occupancy) is for a GPU to say. 128 patches or 16 channels on 4 warps spilled.
+# the patches or the channels on 8 warps. One stage: the kernel prefetches the next step into
+# registers itself, Triton's pipeliner off. Compiled for sm_90 on suite shapes 14 and 15, none
+# spills (tests/test_gpu_compile.py); which wins (L1 and L2 traffic, occupancy) is for a GPU to
+# say. 128 patches or 16 channels on 4 warps spilled, and 32 patches by 16 channels on 4 warps
+# since the prefetch holds a second step's input in registers.
 PATCH_TILES = (
-    KernelConfig(64, 8, MIN_DOT, 4, 3),
-    KernelConfig(128, 8, MIN_DOT, 8, 3),
-    KernelConfig(64, 16, MIN_DOT, 8, 3),
-    KernelConfig(32, 16, MIN_DOT, 4, 3),
-    KernelConfig(64, 8, MIN_DOT, 4, 4),
-    KernelConfig(64, 8, MIN_DOT, 4, 2),
+    KernelConfig(64, 8, MIN_DOT, 4, 1),
+    KernelConfig(128, 8, MIN_DOT, 8, 1),
+    KernelConfig(64, 16, MIN_DOT, 8, 1),
 )
 PATCH_CONFIG = PatchConfig.of(PATCH_TILES[0], PATCH_SHAPES[0])
 # What the patch weight gradient's autotuning times (``kernels/patches.PATCH_WEIGHT_GRAD``), the
 # heuristic's first, each with its patches clipped to an image's: a program's patches are the
 # same in every image it walks, so their addresses and masks stay in registers for the whole
-# loop. 32 patches by 8 channels on 4 warps with 2 stages: on suite shapes 14, 15 and 31 the
-# shortest step and estimate under Triton 3.6 and 3.9 (``triton-conv bench --static``; 3 stages
-# and 16 patches within 10%); 16 patches; 64 patches or 16 channels on 8 warps (16 channels
-# spilled with 2 stages under 3.9, 64 patches on 4 warps there too); a shallower pipeline.
+# loop. 32 patches by 8 channels on 4 warps; 16 patches; 64 patches or 16 channels on 8 warps.
+# One stage, as the forward's: the kernel prefetches the next image itself.
 PATCH_WEIGHT_GRAD_TILES = (
-    KernelConfig(32, 8, MIN_DOT, 4, 2),
-    KernelConfig(16, 8, MIN_DOT, 4, 3),
-    KernelConfig(64, 8, MIN_DOT, 8, 2),
-    KernelConfig(32, 16, MIN_DOT, 8, 3),
-    KernelConfig(16, 8, MIN_DOT, 4, 2),
+    KernelConfig(32, 8, MIN_DOT, 4, 1),
+    KernelConfig(16, 8, MIN_DOT, 4, 1),
+    KernelConfig(64, 8, MIN_DOT, 8, 1),
+    KernelConfig(32, 16, MIN_DOT, 8, 1),
 )
 # Under the interpreter: few patches and channels, so that the tests' small images take several programs.
 PATCH_INTERPRETER_CONFIG = PatchConfig(
