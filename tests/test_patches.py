@@ -12,7 +12,7 @@ from triton_conv.kernels.patches import fit_patch_rows, patch_forward, patch_wei
 from triton_conv.spec import conv_spec
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import PATCH_TILES, PATCH_WEIGHT_GRAD_TILES, planning_gpu_tiles
+from triton_conv.tuning.configs import MIN_DOT, PATCH_TILES, PATCH_WEIGHT_GRAD_TILES, KernelConfig, planning_gpu_tiles
 
 from .checks import (
     assert_non_finite_like,
@@ -171,6 +171,30 @@ def test_patch_weight_grad_splits(monkeypatch):
     expected = torch.autograd.grad(reference_forward(case, x.double(), weight, bias), (weight, bias), dy.double())
     assert_close(dw, expected[0], torch.bfloat16, spec.output_pixels, "weight gradient")
     assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
+
+
+@pytest.mark.parametrize(
+    "case, rows",
+    [(case, 4 * MIN_DOT) for case in PATCHED] + [(case, 2 * MIN_DOT) for case in PATCHED[:2]],
+    ids=lambda v: v.id if isinstance(v, ConvCase) else f"rows{v}",
+)
+def test_patch_weight_grad_deep_steps(case, rows):
+    """The weight gradient with a GPU tile's steps of several input rows (or a chunk of 32 or 64
+    columns) per program (``PATCH_WEIGHT_GRAD_TILES``; the interpreter's tile takes 16 rows): the
+    band rows and the taps' gather follow the tile, the gradients as torch's."""
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    dy = _channels_last(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16))
+    dw, db = torch.empty_like(w), torch.empty_like(b) if b is not None else None
+    flag = patch_weight_grad(dy, x, spec, dw, db, tile=fit_patch_rows(spec, KernelConfig(16, 4, rows, 4, 1)))
+    assert int(flag) == 0
+    weight = w.double().requires_grad_()
+    bias = b.double().requires_grad_() if b is not None else None
+    inputs = (weight, bias) if bias is not None else (weight,)
+    expected = torch.autograd.grad(reference_forward(case, x.double(), weight, bias), inputs, dy.double())
+    assert_close(dw, expected[0], torch.bfloat16, spec.output_pixels, "weight gradient")
+    if bias is not None:
+        assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
 
 
 def test_patch_kernel_fused_epilogue_and_transposed(monkeypatch):
