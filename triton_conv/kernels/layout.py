@@ -13,13 +13,7 @@ import math
 
 import torch
 
-from ..runtime import TRITON_VERSION
-
-# Triton's coalescing lays a stored tile out along its contiguous direction; where neither is
-# contiguous as far as the compiler can tell (an output in the default layout), it breaks the
-# tie by spreading each warp along the tile's first dimension in 3.6 and along its last in 3.9
-# (read from sm_90 compiles). 3.7 and 3.8 were not checked; either choice stays correct.
-_TIE_TO_LAST_DIMENSION = TRITON_VERSION >= (3, 9)
+from ..runtime import COALESCE_TIES_TO_LAST_DIMENSION
 
 
 def gemm_operand(t: torch.Tensor) -> torch.Tensor:
@@ -52,7 +46,7 @@ def store_transposed(out: torch.Tensor) -> bool:
     either way, and the transposed tile held fewer registers (a float64 tile for sm_80 spilled
     the other way round with Triton 3.6).
     """
-    return out.stride(1) == 1 or _TIE_TO_LAST_DIMENSION
+    return out.stride(1) == 1 or COALESCE_TIES_TO_LAST_DIMENSION
 
 
 # Triton specialises an integer argument divisible by 16 and assumes nothing of the others.

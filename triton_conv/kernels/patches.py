@@ -37,6 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..runtime import COALESCE_TIES_TO_LAST_DIMENSION
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     MIN_DOT,
@@ -69,7 +70,7 @@ def patch_forward_kernel(
     x_strides, band_strides, y_strides, bias_stride, residual_strides,
     PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr,
     IN_D: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr,
-    EVEN_C: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    EVEN_C: tl.constexpr, HALVES_OUTER: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
@@ -95,6 +96,7 @@ def patch_forward_kernel(
             dilated filter's reach). ROW_SLOT: columns a step gives each input row it reads (a power of
             two); a step reads BLOCK_J // ROW_SLOT rows, or, where CHUNKS > 1, BLOCK_J columns of one.
         EVEN_C: C is a multiple of BLOCK_C, so the loads need no channel mask.
+        HALVES_OUTER: how a step's tile is laid out (``patch_step_operands``).
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32.
@@ -119,22 +121,17 @@ def patch_forward_kernel(
     iw0 = tl.where(mask_m, pw * PATCH_W - pad_w, W)
     channels = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = channels < C
-    # Column j of a step reads row j // ROW_SLOT of its rows, column j % ROW_SLOT of its chunk.
+    # Everything per (patch, column) is computed once; a step adds scalars. The columns go in
+    # pairs (j = 2 * half + parity), both held by one thread, so that the tile reaches the dot's
+    # shared memory 4 bytes at a time (two 2-byte pixels of a channel).
+    x_base = n * sx_n + id0 * sx_d + ih0 * sx_h + iw0 * sx_w
+    offs_0, h_0, w_0, row_0, col_0, plane_0 = patch_columns(
+        0, x_base, id0, ih0, iw0, x_strides, input_size, IN_D, IN_W, ROW_SLOT, CHUNKS, HALVES_OUTER, INDEX_64, BLOCK_J
+    )
+    offs_1, h_1, w_1, row_1, col_1, plane_1 = patch_columns(
+        1, x_base, id0, ih0, iw0, x_strides, input_size, IN_D, IN_W, ROW_SLOT, CHUNKS, HALVES_OUTER, INDEX_64, BLOCK_J
+    )
     j = tl.arange(0, BLOCK_J)
-    j_row = j // ROW_SLOT
-    j_col = j % ROW_SLOT
-    # Everything per (patch, column) is computed once; a step adds scalars.
-    x_offs = (n * sx_n + id0 * sx_d + ih0 * sx_h + iw0 * sx_w)[:, None] + (j_row * sx_h + j_col * sx_w)[None, :]
-    h_of = ih0[:, None] + j_row[None, :]
-    w_of = iw0[:, None] + j_col[None, :]
-    # What no step changes (the column where a step reads whole rows, the plane where the input
-    # patch has one) moves the row far out where it fails: a step then tests one coordinate.
-    fixed = tl.full((BLOCK_M, BLOCK_J), 1, tl.int1)
-    if CHUNKS == 1:
-        fixed = in_range(w_of, W, INDEX_64) & (j_col < IN_W)[None, :]
-    if IN_D == 1:
-        fixed = fixed & in_range(id0, D, INDEX_64)[:, None]
-    h_of = tl.where(fixed, h_of, -(1 << 30))
     p = tl.arange(0, OUTPUTS)
     band_ptrs = band_ptr + channels[:, None, None] * sb_c + j[None, :, None] * sb_k + p[None, None, :]
 
@@ -146,8 +143,9 @@ def patch_forward_kernel(
     # pipeliner off: its asynchronous copies left the channels fastest in shared memory, which
     # the batched dot then read 2 bytes at a time, 4 threads to a bank (see perf/NOTES.md).
     a, band = patch_step_operands(
-        x_ptr, x_offs, channels, mask_c, band_ptrs, h_of, w_of, id0, j_row, j_col, kd, kh, chunk,
-        x_strides, input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, INDEX_64, BLOCK_J,
+        x_ptr, channels, mask_c, band_ptrs, kd, kh, chunk,
+        offs_0, h_0, w_0, row_0, col_0, plane_0, offs_1, h_1, w_1, row_1, col_1, plane_1,
+        x_strides, input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, HALVES_OUTER, INDEX_64, BLOCK_J,
     )  # fmt: skip
     for _ in tl.range(1, STEPS, num_stages=1):
         # The chunk fastest, then the input rows (a step's at a time), then the depth.
@@ -160,8 +158,9 @@ def patch_forward_kernel(
         kd = tl.where(plane_done, kd + 1, kd)
         band_ptrs += BLOCK_J * sb_k
         next_a, next_band = patch_step_operands(
-            x_ptr, x_offs, channels, mask_c, band_ptrs, h_of, w_of, id0, j_row, j_col, kd, kh, chunk,
-            x_strides, input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, INDEX_64, BLOCK_J,
+            x_ptr, channels, mask_c, band_ptrs, kd, kh, chunk,
+            offs_0, h_0, w_0, row_0, col_0, plane_0, offs_1, h_1, w_1, row_1, col_1, plane_1,
+            x_strides, input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, HALVES_OUTER, INDEX_64, BLOCK_J,
         )  # fmt: skip
         acc = patch_step_product(acc, a, band, ACC_DTYPE)
         a, band = next_a, next_band
@@ -190,42 +189,107 @@ def patch_forward_kernel(
 
 
 @triton.jit
+def patch_columns(
+    PARITY: tl.constexpr, x_base, id0, ih0, iw0, x_strides, input_size,
+    IN_D: tl.constexpr, IN_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr,
+    HALVES_OUTER: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """For ``patch_forward_kernel``'s columns j = 2 * half + PARITY of a step (column j reads row
+    j // ROW_SLOT of the step's rows, column j % ROW_SLOT of its chunk), per (patch, half), or
+    (half, patch) if HALVES_OUTER: the input offset; the row, moved far out where what no step
+    changes already fails (the column where a step reads whole rows, the plane where the input
+    patch has one); the column; the row and column within the step; the plane."""
+    D, _, W = input_size
+    _, _, _, sx_h, sx_w = x_strides
+    j = 2 * tl.arange(0, BLOCK_J // 2) + PARITY
+    j_row = j // ROW_SLOT
+    j_col = j % ROW_SLOT
+    x_offs = x_base[:, None] + (j_row * sx_h + j_col * sx_w)[None, :]
+    h_of = ih0[:, None] + j_row[None, :]
+    w_of = iw0[:, None] + j_col[None, :]
+    fixed = tl.full(h_of.shape, 1, tl.int1)
+    if CHUNKS == 1:
+        fixed = in_range(w_of, W, INDEX_64) & (j_col < IN_W)[None, :]
+    if IN_D == 1:
+        fixed = fixed & in_range(id0, D, INDEX_64)[:, None]
+    h_of = tl.where(fixed, h_of, -(1 << 30))
+    rows = j_row[None, :] + 0 * ih0[:, None]
+    cols = j_col[None, :] + 0 * ih0[:, None]
+    planes = id0[:, None] + 0 * j_row[None, :]
+    if HALVES_OUTER:
+        x_offs, h_of, w_of = tl.trans(x_offs), tl.trans(h_of), tl.trans(w_of)
+        rows, cols, planes = tl.trans(rows), tl.trans(cols), tl.trans(planes)
+    return x_offs, h_of, w_of, rows, cols, planes
+
+
+@triton.jit
 def patch_step_operands(
-    x_ptr, x_offs, channels, mask_c, band_ptrs, h_of, w_of, id0, j_row, j_col, kd, kh, chunk,
+    x_ptr, channels, mask_c, band_ptrs, kd, kh, chunk,
+    offs_0, h_0, w_0, row_0, col_0, plane_0, offs_1, h_1, w_1, row_1, col_1, plane_1,
     x_strides, input_size,
     IN_D: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr, ROWS_PER_STEP: tl.constexpr, CHUNKS: tl.constexpr,
-    EVEN_C: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_J: tl.constexpr,
+    EVEN_C: tl.constexpr, HALVES_OUTER: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
-    """A step of ``patch_forward_kernel``: the input pixels (patches, BLOCK_J, channels) it reads
-    at plane kd, row kh and chunk of the input patch, zero outside the input, and its band rows."""
-    D, H, W = input_size
+    """A step of ``patch_forward_kernel``: the input pixels it reads at plane kd, row kh and chunk
+    of the input patch, zero outside the input, channel-major (channels, patches, BLOCK_J), and
+    its band rows. The two parities of columns (``patch_columns``) are loaded apart and joined,
+    so that both pixels of a pair sit in one thread and the tile reaches the dot's shared memory
+    4 bytes (``STSM``) at a time rather than 2. That needs a warp's lanes along the halves, the
+    dimension next to the channels in the order Triton breaks ties in
+    (``runtime.COALESCE_TIES_TO_LAST_DIMENSION``): the tile is (halves, patches, channels) if
+    HALVES_OUTER, else (patches, halves, channels)."""
     _, _, sx_d, sx_h, sx_w = x_strides
-    inside = in_range(h_of + kh, H, INDEX_64)
-    if IN_H % ROWS_PER_STEP != 0:
-        inside = inside & (j_row + kh < IN_H)[None, :]
-    if CHUNKS > 1:
-        inside = inside & in_range(w_of + chunk * BLOCK_J, W, INDEX_64) & (j_col + chunk * BLOCK_J < IN_W)[None, :]
-    if IN_D > 1:
-        inside = inside & in_range(id0 + kd, D, INDEX_64)[:, None]
     x_step = kd * sx_d + kh * sx_h + chunk * BLOCK_J * sx_w
+    a_0 = patch_step_pixels(
+        x_ptr + x_step, channels, mask_c, kd, kh, chunk, offs_0, h_0, w_0, row_0, col_0, plane_0,
+        input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, INDEX_64, BLOCK_J,
+    )  # fmt: skip
+    a_1 = patch_step_pixels(
+        x_ptr + x_step, channels, mask_c, kd, kh, chunk, offs_1, h_1, w_1, row_1, col_1, plane_1,
+        input_size, IN_D, IN_H, IN_W, ROWS_PER_STEP, CHUNKS, EVEN_C, INDEX_64, BLOCK_J,
+    )  # fmt: skip
+    # -> (channels, patches, halves, parity) -> (channels, patches, halves * 2 + parity).
+    if HALVES_OUTER:
+        a = tl.permute(tl.join(a_0, a_1), (2, 1, 0, 3))
+    else:
+        a = tl.permute(tl.join(a_0, a_1), (2, 0, 1, 3))
+    a = tl.reshape(a, (a.shape[0], a.shape[1], BLOCK_J))
     if EVEN_C:
-        a_mask = inside[:, :, None]
         band = tl.load(band_ptrs)
     else:
-        a_mask = inside[:, :, None] & mask_c[None, None, :]
         band = tl.load(band_ptrs, mask=mask_c[:, None, None], other=0.0)
-    # Cached in L1 (".ca"): the patches of a program overlap by the filter's reach, and the
-    # next steps read the rows below.
-    a = tl.load(
-        x_ptr + x_step + x_offs[:, :, None] + channels[None, None, :], mask=a_mask, other=0.0, cache_modifier=".ca"
-    )
     return a, band
 
 
 @triton.jit
+def patch_step_pixels(
+    x_ptr, channels, mask_c, kd, kh, chunk, x_offs, h_of, w_of, j_row, j_col, id0, input_size,
+    IN_D: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr, ROWS_PER_STEP: tl.constexpr, CHUNKS: tl.constexpr,
+    EVEN_C: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """One parity's pixels (patches, BLOCK_J // 2, channels), or (BLOCK_J // 2, patches,
+    channels) as ``patch_columns`` laid them out, of ``patch_step_operands``."""
+    D, H, W = input_size
+    inside = in_range(h_of + kh, H, INDEX_64)
+    if IN_H % ROWS_PER_STEP != 0:
+        inside = inside & (j_row + kh < IN_H)
+    if CHUNKS > 1:
+        inside = inside & in_range(w_of + chunk * BLOCK_J, W, INDEX_64) & (j_col + chunk * BLOCK_J < IN_W)
+    if IN_D > 1:
+        inside = inside & in_range(id0 + kd, D, INDEX_64)
+    if EVEN_C:
+        mask = inside[:, :, None]
+    else:
+        mask = inside[:, :, None] & mask_c[None, None, :]
+    # Cached in L1 (".ca"): the patches of a program overlap by the filter's reach, and the
+    # next steps read the rows below.
+    return tl.load(x_ptr + x_offs[:, :, None] + channels[None, None, :], mask=mask, other=0.0, cache_modifier=".ca")
+
+
+@triton.jit
 def patch_step_product(acc, a, band, ACC_DTYPE: tl.constexpr):
-    """acc[c] += a[:, :, c] @ band[c]: a step's input pixels (patches, BLOCK_J, channels) by each channel's band rows."""
-    return tl.dot(dot_operand(tl.permute(a, (2, 0, 1))), dot_operand(band), acc, out_dtype=ACC_DTYPE)
+    """acc[c] += a[c] @ band[c]: a step's input pixels (channels, patches, BLOCK_J) by each channel's band rows."""
+    return tl.dot(dot_operand(a), dot_operand(band), acc, out_dtype=ACC_DTYPE)
 
 
 @triton.jit
@@ -525,6 +589,7 @@ def plan_patch_forward(
     in_d, in_h, in_w = geometry.input_patch
     constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_D=in_d, IN_H=in_h, IN_W=in_w)
     constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, EVEN_C=spec.in_channels % cfg.block_c == 0)
+    constexprs |= dict(HALVES_OUTER=not COALESCE_TIES_TO_LAST_DIMENSION)
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(
         INDEX_64=needs_int64(x, band, y, args["residual_ptr"]),
