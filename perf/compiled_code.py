@@ -112,10 +112,11 @@ def shared_wavefronts(i: Instruction) -> int:
     return 0
 
 
-def narrow_shared_load(i: Instruction) -> bool:
-    """A 1- or 2-byte shared load: how Triton reads a dot operand that ``LDSM`` cannot, element by
-    element from a layout it did not swizzle, where threads of a warp often share a bank."""
-    return i.base == "LDS" and any(m in ("U8", "S8", "U16", "S16") for m in i.opcode.split(".")[1:])
+def narrow_shared_access(i: Instruction, base: str) -> bool:
+    """A 1- or 2-byte shared load (``base`` "LDS") or store ("STS"). Loads so are how Triton
+    reads a dot operand that ``LDSM`` cannot, element by element from a layout it did not
+    swizzle, where threads of a warp often share a bank; stores so fill half a wavefront."""
+    return i.base == base and any(m in ("U8", "S8", "U16", "S16") for m in i.opcode.split(".")[1:])
 
 
 def fma_lanes(i: Instruction) -> int:
@@ -142,6 +143,7 @@ class HotLoop:
     opcodes: dict[str, int]
     shared_wavefronts: int = 0
     narrow_shared_loads: int = 0
+    narrow_shared_stores: int = 0
 
     @property
     def tensor_core_share(self) -> float:
@@ -175,7 +177,8 @@ def hot_loop(instructions: list[Instruction]) -> HotLoop | None:
         enclosing_body=len(outermost.body(instructions)) - len(body) if outermost else 0,
         opcodes=dict(sorted(opcodes.items(), key=lambda item: -item[1])),
         shared_wavefronts=sum(shared_wavefronts(i) for i in body),
-        narrow_shared_loads=sum(narrow_shared_load(i) for i in body),
+        narrow_shared_loads=sum(narrow_shared_access(i, "LDS") for i in body),
+        narrow_shared_stores=sum(narrow_shared_access(i, "STS") for i in body),
     )
 
 

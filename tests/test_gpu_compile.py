@@ -403,7 +403,8 @@ def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
     (``kernels/patches.py``), each followed by the gated direct kernel (and split sums): no
     spills, shared memory within the limit, the next step's loads in flight while a step
     multiplies (prefetched into registers: a batched dot compiles to ``mma.sync``, not wgmma),
-    and no 2-byte shared loads in the loop (the dot's operands through ``LDSM``)."""
+    and no 2-byte shared loads or stores in the loop (the dot's operands through ``STSM`` and
+    ``LDSM``: pairs of pixels in one thread, under both Triton versions)."""
     size, kernel = PATCH_SHAPES[name]
     x = torch.empty(size, dtype=dtype).to(memory_format=torch.channels_last)
     w = torch.empty(size[1], 1, kernel, kernel, dtype=dtype)
@@ -435,7 +436,11 @@ def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
             loop = dot_loop(info.assembly.ttgir)
             assert loop is not None and loop.verdict == "across taps", (launch.kernel.fn.__name__, loop)
             sass_loop = hot_loop(parse_sass(info.assembly.sass))
-            assert sass_loop is not None and sass_loop.narrow_shared_loads == 0, (launch.kernel.fn.__name__, sass_loop)
+            assert sass_loop is not None, launch.kernel.fn.__name__
+            assert sass_loop.narrow_shared_loads == sass_loop.narrow_shared_stores == 0, (
+                launch.kernel.fn.__name__,
+                sass_loop,
+            )
 
 
 @pytest.mark.parametrize(

@@ -298,7 +298,7 @@ def patch_weight_grad_kernel(
     C, N, IMAGES_PER_SPLIT, PATCH_BLOCKS, input_size, output_size, padding, patches,
     x_strides, dy_strides, g_partial_strides,
     PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr,
-    ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
+    ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr, HALVES_OUTER: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
@@ -322,17 +322,15 @@ def patch_weight_grad_kernel(
         PATCH_BLOCKS: cdiv(patches per image, BLOCK_M); SPLIT_K = PATCH_BLOCKS * cdiv(N, IMAGES_PER_SPLIT).
         input_size, output_size, padding, patches, PATCH_*, IN_H, IN_W, ROW_SLOT, CHUNKS: as in
             ``patch_forward_kernel``.
-        HAS_BIAS_GRAD: also sum dy into db. INDEX_64: compute offsets in int64. ACC_DTYPE: float32.
+        HAS_BIAS_GRAD: also sum dy into db. HALVES_OUTER: as ``patch_forward_kernel``'s.
+        INDEX_64: compute offsets in int64. ACC_DTYPE: float32.
         BLOCK_M, BLOCK_C, BLOCK_J: patches of a step, channels, input pixels of the reduction step.
         Grid: (STEPS, cdiv(C, BLOCK_C), SPLIT_K), axis 2 the patch block fastest.
     """
     step, pid_c, split = program_ids(INDEX_64)
-    D, H, W = input_size
-    D_OUT, H_OUT, W_OUT = output_size
-    pad_d, pad_h, pad_w = padding
     patches_d, patches_h, patches_w = patches
-    sx_n, _, sx_d, sx_h, sx_w = x_strides
-    sdy_n, _, sdy_d, sdy_h, sdy_w = dy_strides
+    sx_n = x_strides[0]
+    sdy_n = dy_strides[0]
     OUTPUTS: tl.constexpr = PATCH_D * PATCH_H * PATCH_W
     ROWS_PER_STEP: tl.constexpr = BLOCK_J // ROW_SLOT
     # The step's place in the input patch (``PatchGeometry.band_row``): chunk fastest, then the
@@ -348,39 +346,64 @@ def patch_weight_grad_kernel(
     past_last, pd, ph, pw = unravel_pixels(patch, patches_d, patches_h, patches_w)
     mask_m = past_last == 0
 
-    # x: input pixel j of the step for each patch.
-    j = tl.arange(0, BLOCK_J)
-    id_ = pd * PATCH_D - pad_d + kd
-    h_of = (ph * PATCH_H - pad_h + kh)[:, None] + (j // ROW_SLOT)[None, :]
-    w_of = (pw * PATCH_W - pad_w + chunk * BLOCK_J)[:, None] + (j % ROW_SLOT)[None, :]
-    inside = in_range(h_of, H, INDEX_64) & in_range(w_of, W, INDEX_64)
-    inside = inside & ((kh + j // ROW_SLOT < IN_H) & (chunk * BLOCK_J + j % ROW_SLOT < IN_W))[None, :]
-    inside = inside & (mask_m & in_range(id_, D, INDEX_64))[:, None]
-    x_offs = (id_ * sx_d)[:, None] + h_of * sx_h + w_of * sx_w
-    x_ptrs = x_ptr + x_offs[:, :, None] + channels[None, None, :]
-    x_mask = inside[:, :, None] & mask_c[None, None, :]
-    # dy: the patch's output pixel p.
-    p = tl.arange(0, OUTPUTS)
-    od = (pd * PATCH_D)[:, None] + (p // (PATCH_W * PATCH_H))[None, :]
-    oh = (ph * PATCH_H)[:, None] + (p // PATCH_W % PATCH_H)[None, :]
-    ow = (pw * PATCH_W)[:, None] + (p % PATCH_W)[None, :]
-    real = mask_m[:, None] & (od < D_OUT) & (oh < H_OUT) & (ow < W_OUT)
-    dy_ptrs = dy_ptr + (od * sdy_d + oh * sdy_h + ow * sdy_w)[:, :, None] + channels[None, None, :]
-    dy_mask = real[:, :, None] & mask_c[None, None, :]
+    # The step's input pixels j and the patch's outputs p in pairs (2 * half + parity), each
+    # parity loaded apart, as the forward's columns (``patch_step_operands``).
+    x_0, x_mask_0 = patch_grad_inputs(
+        0, x_ptr, channels, mask_c, pd, ph, pw, mask_m, kd, kh, chunk, input_size, padding, x_strides,
+        PATCH_D, PATCH_H, PATCH_W, IN_H, IN_W, ROW_SLOT, HALVES_OUTER, INDEX_64, BLOCK_J,
+    )  # fmt: skip
+    x_1, x_mask_1 = patch_grad_inputs(
+        1, x_ptr, channels, mask_c, pd, ph, pw, mask_m, kd, kh, chunk, input_size, padding, x_strides,
+        PATCH_D, PATCH_H, PATCH_W, IN_H, IN_W, ROW_SLOT, HALVES_OUTER, INDEX_64, BLOCK_J,
+    )  # fmt: skip
+    dy_0, dy_mask_0 = patch_grad_outputs(
+        0,
+        dy_ptr,
+        channels,
+        mask_c,
+        pd,
+        ph,
+        pw,
+        mask_m,
+        output_size,
+        dy_strides,
+        PATCH_D,
+        PATCH_H,
+        PATCH_W,
+        HALVES_OUTER,
+    )
+    dy_1, dy_mask_1 = patch_grad_outputs(
+        1,
+        dy_ptr,
+        channels,
+        mask_c,
+        pd,
+        ph,
+        pw,
+        mask_m,
+        output_size,
+        dy_strides,
+        PATCH_D,
+        PATCH_H,
+        PATCH_W,
+        HALVES_OUTER,
+    )
 
     last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     # The step-0 programs also sum dy into db: a loop of their own, as a branch in the loop spilled.
     if HAS_BIAS_GRAD and step == 0:
         acc, bias_acc = patch_weight_grad_images(
-            x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, last_image, sx_n, sdy_n,
-            True, ACC_DTYPE, BLOCK_C, BLOCK_J, OUTPUTS,
+            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, last_image, sx_n, sdy_n,
+            True, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
         )  # fmt: skip
     else:
         acc, bias_acc = patch_weight_grad_images(
-            x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, last_image, sx_n, sdy_n,
-            False, ACC_DTYPE, BLOCK_C, BLOCK_J, OUTPUTS,
+            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, last_image, sx_n, sdy_n,
+            False, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
         )  # fmt: skip
 
+    j = tl.arange(0, BLOCK_J)
+    p = tl.arange(0, OUTPUTS)
     sg_split, sg_c, sg_k, _ = g_partial_strides
     g_offs = split * sg_split + channels[:, None, None] * sg_c + (step * BLOCK_J + j)[None, :, None] * sg_k
     tl.store(g_partial_ptr + g_offs + p[None, None, :], acc, mask=mask_c[:, None, None])
@@ -390,13 +413,60 @@ def patch_weight_grad_kernel(
 
 
 @triton.jit
+def patch_grad_inputs(
+    PARITY: tl.constexpr, x_ptr, channels, mask_c, pd, ph, pw, mask_m, kd, kh, chunk, input_size, padding, x_strides,
+    PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr,
+    ROW_SLOT: tl.constexpr, HALVES_OUTER: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_J: tl.constexpr,
+):  # fmt: skip
+    """Pointers into x and the mask of ``patch_weight_grad_kernel``'s step pixels j = 2 * half +
+    PARITY for each of its patches (an image's; the loop adds the image's offset): (patches,
+    halves, channels), or (halves, patches, channels) if HALVES_OUTER."""
+    D, H, W = input_size
+    pad_d, pad_h, pad_w = padding
+    _, _, sx_d, sx_h, sx_w = x_strides
+    j = 2 * tl.arange(0, BLOCK_J // 2) + PARITY
+    id_ = pd * PATCH_D - pad_d + kd
+    h_of = (ph * PATCH_H - pad_h + kh)[:, None] + (j // ROW_SLOT)[None, :]
+    w_of = (pw * PATCH_W - pad_w + chunk * BLOCK_J)[:, None] + (j % ROW_SLOT)[None, :]
+    inside = in_range(h_of, H, INDEX_64) & in_range(w_of, W, INDEX_64)
+    inside = inside & ((kh + j // ROW_SLOT < IN_H) & (chunk * BLOCK_J + j % ROW_SLOT < IN_W))[None, :]
+    inside = inside & (mask_m & in_range(id_, D, INDEX_64))[:, None]
+    x_offs = (id_ * sx_d)[:, None] + h_of * sx_h + w_of * sx_w
+    if HALVES_OUTER:
+        x_offs, inside = tl.trans(x_offs), tl.trans(inside)
+    return x_ptr + x_offs[:, :, None] + channels[None, None, :], inside[:, :, None] & mask_c[None, None, :]
+
+
+@triton.jit
+def patch_grad_outputs(
+    PARITY: tl.constexpr, dy_ptr, channels, mask_c, pd, ph, pw, mask_m, output_size, dy_strides,
+    PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, HALVES_OUTER: tl.constexpr,
+):  # fmt: skip
+    """Pointers into dy and the mask of a patch's outputs p = 2 * half + PARITY (W fastest) for
+    each of ``patch_weight_grad_kernel``'s patches, laid out as ``patch_grad_inputs``'."""
+    D_OUT, H_OUT, W_OUT = output_size
+    _, _, sdy_d, sdy_h, sdy_w = dy_strides
+    p = 2 * tl.arange(0, PATCH_D * PATCH_H * PATCH_W // 2) + PARITY
+    od = (pd * PATCH_D)[:, None] + (p // (PATCH_W * PATCH_H))[None, :]
+    oh = (ph * PATCH_H)[:, None] + (p // PATCH_W % PATCH_H)[None, :]
+    ow = (pw * PATCH_W)[:, None] + (p % PATCH_W)[None, :]
+    real = mask_m[:, None] & (od < D_OUT) & (oh < H_OUT) & (ow < W_OUT)
+    dy_offs = od * sdy_d + oh * sdy_h + ow * sdy_w
+    if HALVES_OUTER:
+        dy_offs, real = tl.trans(dy_offs), tl.trans(real)
+    return dy_ptr + dy_offs[:, :, None] + channels[None, None, :], real[:, :, None] & mask_c[None, None, :]
+
+
+@triton.jit
 def patch_weight_grad_images(
-    x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, last_image, sx_n, sdy_n,
-    SUM_DY: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr, OUTPUTS: tl.constexpr,
+    x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, last_image, sx_n, sdy_n,
+    SUM_DY: tl.constexpr, HALVES_OUTER: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, OUTPUTS: tl.constexpr,
 ):  # fmt: skip
     """``patch_weight_grad_kernel``'s reduction over images first_image..last_image - 1:
-    acc[c] += x[c]^T dy[c] over the program's patches, x (patches, step's pixels, channels), dy
-    (patches, outputs, channels); with SUM_DY, also dy summed per channel. Returns both sums.
+    acc[c] += x[c]^T dy[c] over the program's patches (x its step's pixels, dy its outputs, each
+    as two parities: ``patch_grad_inputs``, ``patch_grad_outputs``); with SUM_DY, also dy summed
+    per channel. Returns both sums.
 
     The loop prefetches the next image's tiles into registers itself, with Triton's pipeliner
     off: its asynchronous copies left the channels fastest in shared memory, which the batched
@@ -404,34 +474,56 @@ def patch_weight_grad_images(
     acc = tl.zeros((BLOCK_C, BLOCK_J, OUTPUTS), dtype=ACC_DTYPE)
     bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     # No split is empty (``patch_weight_grad_splits``): the first image is the batch's.
-    a, dy = patch_weight_grad_tiles(x_ptrs, x_mask, dy_ptrs, dy_mask, first_image, sx_n, sdy_n)
+    a_0, a_1, b_0, b_1 = patch_weight_grad_tiles(
+        x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, sx_n, sdy_n
+    )
     for image in tl.range(first_image + 1, last_image, num_stages=1):
-        next_a, next_dy = patch_weight_grad_tiles(x_ptrs, x_mask, dy_ptrs, dy_mask, image, sx_n, sdy_n)
-        acc = patch_weight_grad_product(acc, a, dy, ACC_DTYPE)
+        next_a_0, next_a_1, next_b_0, next_b_1 = patch_weight_grad_tiles(
+            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, image, sx_n, sdy_n
+        )
+        acc = patch_weight_grad_product(acc, a_0, a_1, b_0, b_1, HALVES_OUTER, ACC_DTYPE, BLOCK_M, BLOCK_J, OUTPUTS)
         if SUM_DY:
-            bias_acc += tl.sum(tl.sum(dy.to(ACC_DTYPE), axis=1), axis=0)
-        a, dy = next_a, next_dy
-    acc = patch_weight_grad_product(acc, a, dy, ACC_DTYPE)
+            bias_acc += patch_bias_sum(b_0, b_1, ACC_DTYPE)
+        a_0, a_1, b_0, b_1 = next_a_0, next_a_1, next_b_0, next_b_1
+    acc = patch_weight_grad_product(acc, a_0, a_1, b_0, b_1, HALVES_OUTER, ACC_DTYPE, BLOCK_M, BLOCK_J, OUTPUTS)
     if SUM_DY:
-        bias_acc += tl.sum(tl.sum(dy.to(ACC_DTYPE), axis=1), axis=0)
+        bias_acc += patch_bias_sum(b_0, b_1, ACC_DTYPE)
     return acc, bias_acc
 
 
 @triton.jit
-def patch_weight_grad_tiles(x_ptrs, x_mask, dy_ptrs, dy_mask, image, sx_n, sdy_n):
-    """The x and dy tiles of ``image``."""
+def patch_weight_grad_tiles(x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, image, sx_n, sdy_n):
+    """The x and dy tiles of ``image``, two parities each."""
     # Cached in L1, as the forward's: the rows of neighbouring patches overlap.
-    a = tl.load(x_ptrs + image * sx_n, mask=x_mask, other=0.0, cache_modifier=".ca")
-    dy = tl.load(dy_ptrs + image * sdy_n, mask=dy_mask, other=0.0)
-    return a, dy
+    a_0 = tl.load(x_0 + image * sx_n, mask=x_mask_0, other=0.0, cache_modifier=".ca")
+    a_1 = tl.load(x_1 + image * sx_n, mask=x_mask_1, other=0.0, cache_modifier=".ca")
+    b_0 = tl.load(dy_0 + image * sdy_n, mask=dy_mask_0, other=0.0)
+    b_1 = tl.load(dy_1 + image * sdy_n, mask=dy_mask_1, other=0.0)
+    return a_0, a_1, b_0, b_1
 
 
 @triton.jit
-def patch_weight_grad_product(acc, a, dy, ACC_DTYPE: tl.constexpr):
-    """acc[c] += a[:, :, c]^T dy[:, :, c]: over the patches, a step's input pixels by the patch's outputs."""
-    return tl.dot(
-        dot_operand(tl.permute(a, (2, 1, 0))), dot_operand(tl.permute(dy, (2, 0, 1))), acc, out_dtype=ACC_DTYPE
-    )
+def patch_bias_sum(b_0, b_1, ACC_DTYPE: tl.constexpr):
+    """dy's two parities summed per channel (their last dimension)."""
+    return tl.sum(tl.sum(b_0.to(ACC_DTYPE), axis=1), axis=0) + tl.sum(tl.sum(b_1.to(ACC_DTYPE), axis=1), axis=0)
+
+
+@triton.jit
+def patch_weight_grad_product(
+    acc, a_0, a_1, b_0, b_1, HALVES_OUTER: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, OUTPUTS: tl.constexpr,
+):  # fmt: skip
+    """acc[c] += x[c]^T dy[c] over the patches: a step's input pixels by the patch's outputs,
+    each pair of pixels (outputs) joined from its two parities into one thread's registers."""
+    if HALVES_OUTER:  # (halves, patches, channels, parity)
+        a = tl.permute(tl.join(a_0, a_1), (2, 0, 3, 1))
+        b = tl.permute(tl.join(b_0, b_1), (2, 1, 0, 3))
+    else:  # (patches, halves, channels, parity)
+        a = tl.permute(tl.join(a_0, a_1), (2, 1, 3, 0))
+        b = tl.permute(tl.join(b_0, b_1), (2, 0, 1, 3))
+    a = tl.reshape(a, (a.shape[0], BLOCK_J, BLOCK_M))
+    b = tl.reshape(b, (b.shape[0], BLOCK_M, OUTPUTS))
+    return tl.dot(dot_operand(a), dot_operand(b), acc, out_dtype=ACC_DTYPE)
 
 
 @dataclass(frozen=True)
@@ -644,6 +736,7 @@ def plan_patch_weight_grad(
     _, in_h, in_w = geometry.input_patch
     constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_H=in_h, IN_W=in_w)
     constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, HAS_BIAS_GRAD=db_partial is not None)
+    constexprs |= dict(HALVES_OUTER=not COALESCE_TIES_TO_LAST_DIMENSION)
     constexprs |= dict(
         INDEX_64=needs_int64(x, dy, g_partial),
         ACC_DTYPE=accumulator_dtype(x.dtype),
