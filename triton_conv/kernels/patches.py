@@ -357,37 +357,13 @@ def patch_weight_grad_kernel(
         PATCH_D, PATCH_H, PATCH_W, IN_H, IN_W, ROW_SLOT, HALVES_OUTER, INDEX_64, BLOCK_J,
     )  # fmt: skip
     dy_0, dy_mask_0 = patch_grad_outputs(
-        0,
-        dy_ptr,
-        channels,
-        mask_c,
-        pd,
-        ph,
-        pw,
-        mask_m,
-        output_size,
-        dy_strides,
-        PATCH_D,
-        PATCH_H,
-        PATCH_W,
+        0, dy_ptr, channels, mask_c, pd, ph, pw, mask_m, output_size, dy_strides, PATCH_D, PATCH_H, PATCH_W,
         HALVES_OUTER,
-    )
+    )  # fmt: skip
     dy_1, dy_mask_1 = patch_grad_outputs(
-        1,
-        dy_ptr,
-        channels,
-        mask_c,
-        pd,
-        ph,
-        pw,
-        mask_m,
-        output_size,
-        dy_strides,
-        PATCH_D,
-        PATCH_H,
-        PATCH_W,
+        1, dy_ptr, channels, mask_c, pd, ph, pw, mask_m, output_size, dy_strides, PATCH_D, PATCH_H, PATCH_W,
         HALVES_OUTER,
-    )
+    )  # fmt: skip
 
     last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     # The step-0 programs also sum dy into db: a loop of their own, as a branch in the loop spilled.
