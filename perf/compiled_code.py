@@ -209,7 +209,7 @@ _PENDINGS = re.compile(r"ttng\.warp_group_dot_wait .*\{pendings = (\d+)")
 
 @dataclass(frozen=True)
 class DotLoop:
-    """The innermost ``scf.for`` holding a dot, as the pipeliner left it.
+    """The innermost ``scf.for`` holding a dot, as the compiler left it.
 
     ``enclosing_loops``: ``scf.for`` loops around it (the loop over taps, if any).
     ``prefetched``: it loads into registers what its next iteration multiplies.
@@ -251,7 +251,9 @@ def dot_loop(ttgir: str) -> DotLoop | None:
             loaded = _LOAD_RESULT.match(line)
             if loaded:
                 innermost_open["loads"].add(loaded.group(1))
-            if "scf.yield" in line and innermost_open["loads"] & set(_VALUE.findall(line)):
+            # The loop's own yield (not an scf.if's inside it) carries the loads to the next iteration.
+            own_yield = "scf.yield" in line and depth == innermost_open["depth"]
+            if own_yield and innermost_open["loads"] & set(_VALUE.findall(line)):
                 innermost_open["prefetch"] = True
         opened = "scf.for" in line and line.rstrip().endswith("{")
         depth += line.count("{") - line.count("}")

@@ -8,8 +8,9 @@ reported with:
 
 - registers per thread, spill bytes, shared memory, and whether its dots became wgmma;
 - whether its dot loop is software-pipelined (``compiled_code.dot_loop``): ``across taps`` (one
-  loop with asynchronous loads and wgmma left in flight), ``per tap`` (pipelined, but inside the
-  loop over taps, so drained at every tap), or ``no``;
+  loop with asynchronous loads, or loads into registers for its next iteration, in flight while
+  it multiplies, and wgmma left in flight), ``per tap`` (pipelined, but inside the loop over
+  taps, so drained at every tap), or ``no``;
 - the hot loop (``compiled_code.hot_loop``): SASS instructions per K step and the tensor-core
   share of them, or for FMA kernels instructions per FMA (over the unrolled span,
   ``unrolled_per_fma``, where the compiler left no loop);

@@ -68,6 +68,9 @@ PATCHED = [
     ConvCase(2, 1, 8, 8, (2, 20), (2, 13), padding=(1, 6), groups=8),
     # 1-D, 25 taps over outputs too short for the band kernels (6): patches of 16 along W.
     ConvCase(1, 2, 8, 8, (18,), (25,), padding=6, groups=8),
+    # 6 channels (a partial channel block under the interpreter's tile too), a 6x5 filter: input
+    # patches of 9 rows, read 2 rows a step, so the last step's second row is past the patch.
+    ConvCase(2, 2, 6, 6, (7, 9), (6, 5), padding=2, groups=6),
 ]
 
 
@@ -195,6 +198,29 @@ def test_patch_weight_grad_deep_steps(case, rows):
     assert_close(dw, expected[0], torch.bfloat16, spec.output_pixels, "weight gradient")
     if bias is not None:
         assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
+
+
+@pytest.mark.parametrize("ties_to_last", [False, True], ids=["halves_outer", "patches_outer"])
+def test_both_tile_orders(ties_to_last, monkeypatch):
+    """The pairs of pixels (``patch_step_operands``, ``patch_weight_grad_product``) rejoin in
+    order whichever way the step's tile is laid out (each Triton version compiles one of them):
+    the output and every gradient as torch's."""
+    from triton_conv.kernels import patches
+
+    monkeypatch.setattr(patches, "COALESCE_TIES_TO_LAST_DIMENSION", ties_to_last)
+    for case in (PATCHED[0], PATCHED[3]):
+        check_forward(case, torch.bfloat16, "channels_last")
+        check_backward(case, torch.bfloat16, "channels_last", cotangent="channels_last")
+
+
+def test_empty_batch():
+    """No images: the output is empty and the gradients of the weight and bias are zeros, as torch's."""
+    case = ConvCase(2, 0, 8, 8, (9, 9), (5, 5), padding=2, groups=8)
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last", requires_grad=True)
+    y = triton_conv.conv2d(x, w, b, padding=2, groups=8)
+    assert y.shape == (0, 8, 9, 9)
+    y.sum().backward()
+    assert not w.grad.any() and not b.grad.any() and x.grad.shape == x.shape
 
 
 def test_patch_kernel_fused_epilogue_and_transposed(monkeypatch):

@@ -59,6 +59,19 @@ TTGIR_PREFETCH = """
     }
 """
 
+TTGIR_IF_YIELD = """
+    %r:2 = scf.for %i = %c1 to %n step %c1 iter_args(%acc = %z, %a = %a0) -> (tensor<8x64x16xf32, #mma>) : i32 {
+      %v = scf.if %c -> (tensor<64x16x8xbf16, #blocked1>) {
+        %next = tt.load %p, %m : tensor<64x16x8x!tt.ptr<bf16>, #blocked1>
+        scf.yield %next : tensor<64x16x8xbf16, #blocked1>
+      } else {
+        scf.yield %a : tensor<64x16x8xbf16, #blocked1>
+      }
+      %d = tt.dot %v, %b, %acc : tensor<8x64x16xbf16> * tensor<8x16x16xbf16> -> tensor<8x64x16xf32, #mma>
+      scf.yield %d, %a : tensor<8x64x16xf32, #mma>, tensor<64x16x8xbf16, #blocked1>
+    }
+"""
+
 
 def test_recording_launches_plans_without_running():
     x = torch.randn(1, 16, 5, 5)
@@ -94,6 +107,8 @@ def test_ttgir_pipelining_verdicts():
     # Loads into registers for the next iteration (the patch kernels' own prefetch) overlap too.
     assert dot_loop(TTGIR_PREFETCH).verdict == "across taps"
     assert dot_loop(TTGIR_PREFETCH.replace("%d, %next", "%d, %a")).verdict == "no"
+    # A load yielded by an scf.if inside the loop is not carried to the next iteration.
+    assert dot_loop(TTGIR_IF_YIELD).verdict == "no"
 
 
 def test_gemm_of_passes():

@@ -473,6 +473,11 @@ def weight_grad(
     grad_bias: torch.Tensor | None,
 ) -> None:
     """d(loss)/d(weight) into ``grad_weight`` (contiguous) and, if given, d(loss)/d(bias)."""
+    if grad_output.numel() == 0:  # no output pixel (an empty batch): sums over nothing
+        grad_weight.zero_()
+        if grad_bias is not None:
+            grad_bias.zero_()
+        return
     if uses_banded_weight_grad(grad_output, input, spec):
         banded_weight_grad(grad_output, input, spec, grad_weight, grad_bias)
         return

@@ -303,7 +303,8 @@ def patch_weight_grad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
     """Partial G[c, k, p] = sum over (image, patch) rows of x[row, c, k] * dy[row, c, p] for one
-    reduction step of the forward (its BLOCK_J input pixels k of a patch, ``PatchGeometry``), by
+    step of BLOCK_J band rows (input pixels k of a patch, ``PatchGeometry`` of this tile: with
+    BLOCK_J = 64, four of the forward's 16-row steps, or a 64-column chunk of a row), by
     the patch's output pixels p, of a depthwise convolution with unit steps: the forward's GEMM
     transposed, reduced over its rows. The weight gradient of tap t is the sum over p of
     G[c, k(p, t), p], the band entries ``patch_bands`` writes w[t] to (``patch_weight_grad``).
@@ -504,8 +505,8 @@ def patch_weight_grad_product(
 
 @dataclass(frozen=True)
 class PatchGeometry:
-    """How the reduction of ``patch_forward_kernel`` walks an input patch of ``input_patch``
-    (D, H, W) pixels: each step reads ``rows_per_step`` input rows of ``row_slot`` columns (a
+    """How the reduction of ``patch_forward_kernel`` (and ``patch_weight_grad_kernel``, with its
+    own tile's ``block_j``) walks an input patch of ``input_patch`` (D, H, W) pixels: each step reads ``rows_per_step`` input rows of ``row_slot`` columns (a
     power of two, at least the row's width), or, where a row is wider than a step, one
     ``block_j``-column chunk of a row, ``chunks`` per row; depth planes outermost."""
 
