@@ -203,6 +203,8 @@ def unrolled_per_fma(instructions: list[Instruction]) -> float | None:
 _ASYNC_LOADS = ("ttg.async_copy_global_to_local", "ttng.async_tma_copy_global_to_local", "tt.descriptor_load")
 _DOTS = ("ttng.warp_group_dot ", "tt.dot ", "ttng.warp_group_dot\t")
 _LOAD_RESULT = re.compile(r"^\s*(%[\w.#]+) = tt\.load ")
+# Ops that only rearrange a tensor: what they make of a load is still the load, in registers.
+_REARRANGED = re.compile(r"^\s*(%[\w.#]+) = (?:tt\.trans|tt\.reshape|tt\.join|ttg\.convert_layout) (.*)")
 _VALUE = re.compile(r"%[\w.#]+")
 _PENDINGS = re.compile(r"ttng\.warp_group_dot_wait .*\{pendings = (\d+)")
 
@@ -212,7 +214,8 @@ class DotLoop:
     """The innermost ``scf.for`` holding a dot, as the compiler left it.
 
     ``enclosing_loops``: ``scf.for`` loops around it (the loop over taps, if any).
-    ``prefetched``: it loads into registers what its next iteration multiplies.
+    ``prefetched``: it loads into registers what its next iteration multiplies (a load, or a
+    load transposed, reshaped, joined or converted to another layout).
     """
 
     async_loads: bool
@@ -249,8 +252,11 @@ def dot_loop(ttgir: str) -> DotLoop | None:
         if open_loops:
             innermost_open = open_loops[-1]
             loaded = _LOAD_RESULT.match(line)
+            rearranged = _REARRANGED.match(line)
             if loaded:
                 innermost_open["loads"].add(loaded.group(1))
+            elif rearranged and innermost_open["loads"] & set(_VALUE.findall(rearranged.group(2))):
+                innermost_open["loads"].add(rearranged.group(1))
             # The loop's own yield (not an scf.if's inside it) carries the loads to the next iteration.
             own_yield = "scf.yield" in line and depth == innermost_open["depth"]
             if own_yield and innermost_open["loads"] & set(_VALUE.findall(line)):

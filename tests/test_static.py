@@ -107,6 +107,14 @@ def test_ttgir_pipelining_verdicts():
     # Loads into registers for the next iteration (the patch kernels' own prefetch) overlap too.
     assert dot_loop(TTGIR_PREFETCH).verdict == "across taps"
     assert dot_loop(TTGIR_PREFETCH.replace("%d, %next", "%d, %a")).verdict == "no"
+    # A load transposed (or reshaped, joined, converted) on its way to the next iteration is still prefetched.
+    transposed = TTGIR_PREFETCH.replace(
+        "      %d = tt.dot", "      %t = tt.trans %next {order = array<i32: 1, 0, 2>}\n      %d = tt.dot"
+    )
+    assert dot_loop(transposed.replace("%d, %next", "%d, %t")).verdict == "across taps"
+    # Arithmetic on a load is not a rearrangement.
+    added = TTGIR_PREFETCH.replace("      %d = tt.dot", "      %t = arith.addf %next, %next\n      %d = tt.dot")
+    assert dot_loop(added.replace("%d, %next", "%d, %t")).verdict == "no"
     # A load yielded by an scf.if inside the loop is not carried to the next iteration.
     assert dot_loop(TTGIR_IF_YIELD).verdict == "no"
 

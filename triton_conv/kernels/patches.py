@@ -80,9 +80,11 @@ def patch_forward_kernel(
 
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements), C's 1 for vectors.
-        band_ptr, band_strides: (C, STEPS * BLOCK_J, PATCH_D * PATCH_H * PATCH_W): row j of step s
-            of channel c what the input pixel that step's column j reads (``PatchGeometry``)
-            adds to each output pixel of a patch (W fastest) times; any strides (3), the last 1.
+        band_ptr, band_strides: (C, PATCH_D * PATCH_H * PATCH_W, STEPS * BLOCK_J), each band
+            transposed: element (c, p, s * BLOCK_J + j) what the input pixel that step s's column
+            j reads (``PatchGeometry``) adds to output pixel p of a patch (W fastest) times; any
+            strides (3), the last 1. Read along the steps' columns, 16-byte vectors that reach
+            the dot's shared memory with no permutes.
         y_ptr, y_strides: output (N, C, D_OUT, H_OUT, W_OUT); any strides (5).
         bias_ptr, bias_stride: bias (C,) and its stride; read only if HAS_BIAS.
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
@@ -109,7 +111,7 @@ def patch_forward_kernel(
     pad_d, pad_h, pad_w = padding
     patches_d, patches_h, patches_w = patches
     sx_n, _, sx_d, sx_h, sx_w = x_strides
-    sb_c, sb_k, _ = band_strides
+    sb_c, sb_p, _ = band_strides
     OUTPUTS: tl.constexpr = PATCH_D * PATCH_H * PATCH_W
     ROWS_PER_STEP: tl.constexpr = BLOCK_J // ROW_SLOT
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -133,7 +135,7 @@ def patch_forward_kernel(
     )
     j = tl.arange(0, BLOCK_J)
     p = tl.arange(0, OUTPUTS)
-    band_ptrs = band_ptr + channels[:, None, None] * sb_c + j[None, :, None] * sb_k + p[None, None, :]
+    band_ptrs = band_ptr + channels[:, None, None] * sb_c + p[None, :, None] * sb_p + j[None, None, :]
 
     acc = tl.zeros((BLOCK_C, BLOCK_M, OUTPUTS), dtype=ACC_DTYPE)
     kd = zero_index(INDEX_64)
@@ -156,7 +158,7 @@ def patch_forward_kernel(
         plane_done = kh >= IN_H
         kh = tl.where(plane_done, 0, kh)
         kd = tl.where(plane_done, kd + 1, kd)
-        band_ptrs += BLOCK_J * sb_k
+        band_ptrs += BLOCK_J
         next_a, next_band = patch_step_operands(
             x_ptr, channels, mask_c, band_ptrs, kd, kh, chunk,
             offs_0, h_0, w_0, row_0, col_0, plane_0, offs_1, h_1, w_1, row_1, col_1, plane_1,
@@ -258,7 +260,7 @@ def patch_step_operands(
         band = tl.load(band_ptrs)
     else:
         band = tl.load(band_ptrs, mask=mask_c[:, None, None], other=0.0)
-    return a, band
+    return a, tl.permute(band, (0, 2, 1))
 
 
 @triton.jit
@@ -562,16 +564,16 @@ def patch_config(spec: ConvSpec) -> PatchConfig:
 
 
 def patch_bands(weight: torch.Tensor, spec: ConvSpec, cfg: PatchConfig, flip: bool = False) -> torch.Tensor:
-    """The band matrix of each channel of the depthwise ``weight`` (C, 1, T, R, S): (C, steps *
-    block_j, outputs), element (k, p) the tap through which the input pixel the kernel reads at
-    band row k (``PatchGeometry.band_row``) reaches output pixel p of a patch (W fastest), zero
-    where none does; with ``flip``, of the filter flipped along every dimension."""
+    """The band matrix of each channel of the depthwise ``weight`` (C, 1, T, R, S), transposed:
+    (C, outputs, steps * block_j), element (p, k) the tap through which the input pixel the
+    kernel reads at band row k (``PatchGeometry.band_row``) reaches output pixel p of a patch (W
+    fastest), zero where none does; with ``flip``, of the filter flipped along every dimension."""
     w = as_3d(weight).flatten(1)
     if flip:
         w = w.flip(1)
     k, p = band_entries(spec, cfg, weight.device)
-    band = w.new_zeros((w.shape[0], PatchGeometry.of(spec, cfg).steps * cfg.block_j, k.shape[0]))
-    band[:, k, p] = w[:, None, :].expand(-1, k.shape[0], -1)
+    band = w.new_zeros((w.shape[0], k.shape[0], PatchGeometry.of(spec, cfg).steps * cfg.block_j))
+    band[:, p, k] = w[:, None, :].expand(-1, k.shape[0], -1)
     return band
 
 

@@ -493,16 +493,18 @@ class PatchConfig:
 # input patch takes the fewest steps (``kernels/patches.patch_config``).
 PATCH_SHAPES = ((1, 4, 4), (1, 2, 8), (1, 1, 16))
 # What the patch forward's autotuning times (``kernels/patches.PATCH_FORWARD``), as patches x
-# channels x step, the heuristic's first: 64 patches by 8 channels (16-byte vectors of 16-bit
-# channels) on 4 warps, an accumulator of 8 x 64 x 16 float32 (64 registers per thread); twice
-# the patches or the channels on 8 warps. One stage: the kernel prefetches the next step into
-# registers itself, Triton's pipeliner off. Compiled for sm_90 on suite shapes 14 and 15, none
-# spills (tests/test_gpu_compile.py); which wins (L1 and L2 traffic, occupancy) is for a GPU to
-# say. 128 patches or 16 channels on 4 warps spilled, and 32 patches by 16 channels on 4 warps
+# channels x step, the heuristic's first: 128 patches by 8 channels (16-byte vectors of 16-bit
+# channels) on 8 warps, each warp's share of the accumulator 8 x 16 x 16 float32 (64 registers
+# per thread); then 64 patches on 4 warps, and 16 channels on 8 warps. Per warp and step the
+# first runs 188 instructions and 72 shared-memory wavefronts on suite shape 15 (sm_90, Triton
+# 3.9), the second 204 and 80: the band's share of a step is halved. One stage: the kernel
+# prefetches the next step into registers itself, Triton's pipeliner off. None spills
+# (tests/test_gpu_compile.py); which wins (L1 and L2 traffic, occupancy) is for a GPU to say.
+# 128 patches or 16 channels on 4 warps spilled, and 32 patches by 16 channels on 4 warps
 # since the prefetch holds a second step's input in registers.
 PATCH_TILES = (
-    KernelConfig(64, 8, MIN_DOT, 4, 1),
     KernelConfig(128, 8, MIN_DOT, 8, 1),
+    KernelConfig(64, 8, MIN_DOT, 4, 1),
     KernelConfig(64, 16, MIN_DOT, 8, 1),
 )
 PATCH_CONFIG = PatchConfig.of(PATCH_TILES[0], PATCH_SHAPES[0])
