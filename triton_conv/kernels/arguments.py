@@ -63,6 +63,21 @@ def sizes(spec: ConvSpec) -> dict[str, tuple[int, int, int]]:
     return {"input_size": spec.input_size, "output_size": spec.output_size, "padding": spec.pad_lo}
 
 
+def division_magic(divisor: int) -> tuple[int, int]:
+    """(magic, shift) with which ``indexing.divmod_by`` divides by ``divisor`` (1 to 2**31 - 1):
+    shift = ceil(log2(divisor)), magic = floor(2**(32 + shift) / divisor) - 2**32 + 1, below
+    2**32, passed as the int32 of the same bits (an int argument of 2**31 or more would be int64)."""
+    shift = (divisor - 1).bit_length()
+    magic = (1 << (32 + shift)) // divisor - (1 << 32) + 1
+    return (magic - (1 << 32) if magic >= 1 << 31 else magic), shift
+
+
+def divisors(name: str, sizes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """``{name}_magics`` and ``{name}_shifts``: ``division_magic`` of each of ``sizes``."""
+    magics, shifts = zip(*(division_magic(size) for size in sizes))
+    return {f"{name}_magics": magics, f"{name}_shifts": shifts}
+
+
 def filter_geometry(spec: ConvSpec) -> dict[str, tuple[int, int, int]]:
     """``kernel_size`` (T, R, S), ``conv_stride`` and ``dilation`` as runtime arguments."""
     return {"kernel_size": spec.kernel_size, "conv_stride": spec.stride, "dilation": spec.dilation}

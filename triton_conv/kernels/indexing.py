@@ -31,6 +31,32 @@ def unravel_pixels(offs, D, H, W):
 
 
 @triton.jit
+def unravel_pixels_fast(offs, D, H, W, magics, shifts, INDEX_64: tl.constexpr):
+    """``unravel_pixels`` with each division by a size a multiply-high (``divmod_by``); magics
+    and shifts are ``arguments.divisors``' for (D, H, W). int64 offsets divide as usual."""
+    if INDEX_64:
+        return unravel_pixels(offs, D, H, W)
+    magic_d, magic_h, magic_w = magics
+    shift_d, shift_h, shift_w = shifts
+    rest, w = divmod_by(offs, W, magic_w, shift_w)
+    rest, h = divmod_by(rest, H, magic_h, shift_h)
+    n, d = divmod_by(rest, D, magic_d, shift_d)
+    return n, d, h, w
+
+
+@triton.jit
+def divmod_by(x, divisor, magic, shift):
+    """(x // divisor, x % divisor) for int32 x in [0, 2**31) and a divisor of at least 1, with
+    (magic, shift) its ``arguments.division_magic``: q = (mulhi(x, magic) + x) >> shift, the
+    round-up method of Granlund and Montgomery, exact for every such x. A division by a runtime
+    value costs a reciprocal, a refinement and two corrections, about 15 instructions."""
+    ux = x.to(tl.uint32, bitcast=True)
+    high = tl.umulhi(ux, tl.cast(magic, tl.uint32, bitcast=True))
+    q = ((high + ux) >> tl.cast(shift, tl.uint32)).to(tl.int32, bitcast=True)
+    return q, x - q * divisor
+
+
+@triton.jit
 def advance_coordinates(n, d, h, w, step_n, step_d, step_h, step_w, D, H, W):
     """Coordinates (n, d, h, w) over (N, D, H, W), W fastest, moved on by the index whose
     coordinates are (step_n, step_d, step_h, step_w), each step under its dimension: an addition

@@ -21,8 +21,8 @@ The input gradient of a depthwise convolution with unit steps is the same produc
 flipped filter. The weight gradient is the GEMM transposed: per channel, input patch pixels by
 patch outputs summed over the rows (``patch_weight_grad_kernel``), each tap's gradient the sum of
 the entries where the band holds it (``band_entries``). Non-finite values: the band's zeros multiply every input pixel of a patch
-(IEEE 0 * inf is NaN), so each launch sets a flag where a tile's first output pixel is not
-finite (which every non-finite input or weight of the patch reaches: ``non_finite.py``) and
+(IEEE 0 * inf is NaN), so each launch sets a flag where the sum of a tile is not finite
+(which every non-finite input or weight of a patch makes it: ``non_finite.py``) and
 the direct kernel, gated on the flag, computes the whole output again (``dispatch.forward``);
 the weight gradient's flag is set where a tap's gradient is not finite (``patch_weight_grad``).
 """
@@ -57,7 +57,7 @@ from ..tuning.select import select_config
 from . import arguments
 from .common import Launch, accumulator_dtype, accumulator_torch_dtype, dot_operand, dot_precision
 from .epilogue import PLAIN, Epilogue, finish_tile
-from .indexing import program_ids, unravel_pixels
+from .indexing import program_ids, unravel_pixels, unravel_pixels_fast
 from .layout import gemm_operand
 from .non_finite import flag_tile_not_finite, new_flag, not_finite
 from .reduction import in_range, zero_index
@@ -66,7 +66,7 @@ from .reduction import in_range, zero_index
 @triton.jit
 def patch_forward_kernel(
     x_ptr, band_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
-    C, ROWS, STEPS, input_size, output_size, padding, patches,
+    C, ROWS, STEPS, input_size, output_size, padding, patches, patches_magics, patches_shifts,
     x_strides, band_strides, y_strides, bias_stride, residual_strides,
     PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr,
     IN_D: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr,
@@ -90,10 +90,12 @@ def patch_forward_kernel(
         residual_ptr, residual_strides: added before the activation, y's shape, any strides (5);
             read only if HAS_RESIDUAL.
         z_ptr: the pre-activation z, y's shape and strides; written only if STORE_PRE_ACTIVATION.
-        flag_ptr: an int32 set to 1 where a tile's first output pixel is not finite.
+        flag_ptr: an int32 set to 1 where the sum of a tile is not finite.
         C: channels. ROWS: N * patches' product. STEPS: the reduction's BLOCK_J-deep steps.
         input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT). padding: leading padding (D, H, W).
         patches: patches along (D_OUT, H_OUT, W_OUT), each PATCH_D x PATCH_H x PATCH_W outputs.
+        patches_magics, patches_shifts: ``arguments.divisors`` of patches (a row's patch unravelled
+            with multiplies, no divisions).
         IN_D, IN_H, IN_W: an input patch's planes, rows and columns (the output patch plus the
             dilated filter's reach). ROW_SLOT: columns a step gives each input row it reads (a power of
             two); a step reads BLOCK_J // ROW_SLOT rows, or, where CHUNKS > 1, BLOCK_J columns of one.
@@ -116,7 +118,7 @@ def patch_forward_kernel(
     ROWS_PER_STEP: tl.constexpr = BLOCK_J // ROW_SLOT
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = rows < ROWS
-    n, pd, ph, pw = unravel_pixels(rows, patches_d, patches_h, patches_w)
+    n, pd, ph, pw = unravel_pixels_fast(rows, patches_d, patches_h, patches_w, patches_magics, patches_shifts, INDEX_64)
     id0 = pd * PATCH_D - pad_d
     ih0 = ph * PATCH_H - pad_h
     # Rows past the last start at W, where no column of a patch is inside.
@@ -169,9 +171,10 @@ def patch_forward_kernel(
     acc = patch_step_product(acc, a, band, ACC_DTYPE)
 
     # Every output pixel of a patch multiplies every input pixel the patch reads, and every tap
-    # of the filter: a non-finite input or weight makes each of them non-finite, so the first
-    # output pixel's sum tells (summing the whole tile cost about 200 more instructions per warp).
-    total = tl.sum(tl.sum(tl.sum(tl.where(p[None, None, :] == 0, acc, 0.0), axis=2), axis=1), axis=0)
+    # of the filter: a non-finite input or weight makes each of them, and so the tile's sum, not
+    # finite. A finite tile whose sum overflows only costs the recomputation. One reduction over
+    # the whole tile, not the first output pixels' (a select per element and a reduction per axis).
+    total = tl.sum(acc)
     tl.store(flag_ptr, 1, mask=not_finite(total))
     # (patch, output pixel) pairs as the pixels of a (pixels x channels) tile.
     PIXELS: tl.constexpr = BLOCK_M * OUTPUTS
@@ -656,7 +659,7 @@ def plan_patch_forward(
     rows = spec.batch * math.prod(patches)
     args = arguments.tensors(x=x, band=band) | arguments.output("y", y, bias, epilogue) | arguments.sizes(spec)
     args |= dict(C=spec.in_channels, ROWS=rows, STEPS=geometry.steps, patches=patches)
-    args |= arguments.flag(flag, y)
+    args |= arguments.divisors("patches", patches) | arguments.flag(flag, y)
     in_d, in_h, in_w = geometry.input_patch
     constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_D=in_d, IN_H=in_h, IN_W=in_w)
     constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, EVEN_C=spec.in_channels % cfg.block_c == 0)
