@@ -71,6 +71,9 @@ PATCHED = [
     # 6 channels (a partial channel block under the interpreter's tile too), a 6x5 filter: input
     # patches of 9 rows, read 2 rows a step, so the last step's second row is past the patch.
     ConvCase(2, 2, 6, 6, (7, 9), (6, 5), padding=2, groups=6),
+    # 4x4 patches tile the 8x16 output, and its 16 (image, patch) rows fill the interpreter's
+    # tile: the stores take no pixel mask (EVEN_PATCHES).
+    ConvCase(2, 2, 8, 8, (8, 16), (5, 5), padding=2, groups=8),
 ]
 
 
@@ -102,6 +105,18 @@ def test_patch_kernel(case, dtype):
     check_forward(case, dtype, "channels_last")
     # The weight gradient reads dy channels-last, a copy of a default-layout one.
     check_backward(case, dtype, "channels_last", cotangent="channels_last" if dtype == torch.bfloat16 else "random")
+
+
+@pytest.mark.parametrize("case", PATCHED, ids=lambda c: c.id)
+def test_even_patches(case):
+    """The stores drop their pixel mask exactly where the patches tile the output and the rows fill
+    whole tiles (the last geometry alone)."""
+    spec = _spec(case)
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    with recording_launches() as launches:
+        dispatch.forward(x, w, b, spec, _channels_last(torch.empty(spec.out_shape, dtype=torch.bfloat16)))
+    (launch,) = [launch for launch in launches if launch.kernel.__name__ == "patch_forward_kernel"]
+    assert launch.constexprs["EVEN_PATCHES"] == (case is PATCHED[-1])
 
 
 @pytest.mark.parametrize("case", [PATCHED[0], PATCHED[3]], ids=lambda c: c.id)

@@ -70,7 +70,7 @@ def patch_forward_kernel(
     x_strides, band_strides, y_strides, bias_stride, residual_strides,
     PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr,
     IN_D: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr,
-    EVEN_C: tl.constexpr, HALVES_OUTER: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    EVEN_C: tl.constexpr, EVEN_PATCHES: tl.constexpr, HALVES_OUTER: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
@@ -100,6 +100,8 @@ def patch_forward_kernel(
             dilated filter's reach). ROW_SLOT: columns a step gives each input row it reads (a power of
             two); a step reads BLOCK_J // ROW_SLOT rows, or, where CHUNKS > 1, BLOCK_J columns of one.
         EVEN_C: C is a multiple of BLOCK_C, so the loads need no channel mask.
+        EVEN_PATCHES: ROWS is a multiple of BLOCK_M and the patches tile the output exactly, so
+            the stores need no pixel mask.
         HALVES_OUTER: how a step's tile is laid out (``patch_step_operands``).
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
         HAS_RESIDUAL: add the residual. STORE_PRE_ACTIVATION: write z.
@@ -182,7 +184,10 @@ def patch_forward_kernel(
     od = pd[:, None] * PATCH_D + (p // (PATCH_W * PATCH_H))[None, :]
     oh = ph[:, None] * PATCH_H + (p // PATCH_W % PATCH_H)[None, :]
     ow = pw[:, None] * PATCH_W + (p % PATCH_W)[None, :]
-    real = mask_m[:, None] & (od < D_OUT) & (oh < H_OUT) & (ow < W_OUT)
+    if EVEN_PATCHES:
+        real = tl.full(od.shape, 1, tl.int1)
+    else:
+        real = mask_m[:, None] & (od < D_OUT) & (oh < H_OUT) & (ow < W_OUT)
     n_pixels = tl.reshape(n[:, None] + 0 * p[None, :], (PIXELS,))
     od, oh, ow = tl.reshape(od, (PIXELS,)), tl.reshape(oh, (PIXELS,)), tl.reshape(ow, (PIXELS,))
     real = tl.reshape(real, (PIXELS,))
@@ -663,7 +668,8 @@ def plan_patch_forward(
     in_d, in_h, in_w = geometry.input_patch
     constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_D=in_d, IN_H=in_h, IN_W=in_w)
     constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, EVEN_C=spec.in_channels % cfg.block_c == 0)
-    constexprs |= dict(HALVES_OUTER=not COALESCE_TIES_TO_LAST_DIMENSION)
+    even_patches = rows % cfg.block_m == 0 and all(size % edge == 0 for size, edge in zip(spec.output_size, cfg.patch))
+    constexprs |= dict(EVEN_PATCHES=even_patches, HALVES_OUTER=not COALESCE_TIES_TO_LAST_DIMENSION)
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(
         INDEX_64=needs_int64(x, band, y, args["residual_ptr"]),
