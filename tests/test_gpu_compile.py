@@ -456,6 +456,21 @@ def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
                 assert not narrow, (launch.kernel.fn.__name__, narrow)
 
 
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
+def test_patch_forward_compiles_with_64_bit_offsets(arch, gpu_tiles):
+    """The patch forward of suite shape 15 as a tensor past 2**31 elements would launch it (its
+    rows unravelled by integer division, not ``indexing.divmod_by``): compiles, no spills."""
+    size, kernel = PATCH_SHAPES["convnext_dw7"]
+    x = torch.empty(size, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
+    spec = conv_spec(x, w, None, stride=1, padding=kernel // 2, dilation=1, groups=size[1], ndim=2)
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    launch = PATCH_FORWARD.plan(spec, x, w, None, y, PATCH_TILES[0])
+    launch = dataclasses.replace(launch, constexprs={**launch.constexprs, "INDEX_64": True})
+    info = compile_launch(launch, arch)
+    assert info.spill_bytes == 0, info
+
+
 @pytest.mark.parametrize(
     "kind, tile",
     [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import triton
@@ -56,10 +58,10 @@ def test_divmod_by_matches_integer_division(divisor: int):
     assert torch.equal(r.long(), x.long() % divisor)
 
 
+@pytest.mark.parametrize("sizes", [(3, 28, 7), (1, 2, 7)], ids=str)  # 1 and 2: magic 1, a constant
 @pytest.mark.parametrize("index_64", [False, True])
-def test_unravel_pixels_fast_matches_unravel(index_64: bool):
-    sizes = (3, 28, 7)
-    x = torch.arange(0, 5 * 3 * 28 * 7, dtype=torch.int64 if index_64 else torch.int32)
+def test_unravel_pixels_fast_matches_unravel(index_64: bool, sizes: tuple[int, int, int]):
+    x = torch.arange(0, 5 * math.prod(sizes), dtype=torch.int64 if index_64 else torch.int32)
     out = torch.empty((x.numel(), 4), dtype=x.dtype)
     divisors = arguments.divisors("sizes", sizes)
     unravel_kernel[(triton.cdiv(x.numel(), BLOCK),)](

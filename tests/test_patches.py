@@ -71,9 +71,9 @@ PATCHED = [
     # 6 channels (a partial channel block under the interpreter's tile too), a 6x5 filter: input
     # patches of 9 rows, read 2 rows a step, so the last step's second row is past the patch.
     ConvCase(2, 2, 6, 6, (7, 9), (6, 5), padding=2, groups=6),
-    # 4x4 patches tile the 8x16 output, and its 16 (image, patch) rows fill the interpreter's
-    # tile: the stores take no pixel mask (EVEN_PATCHES).
-    ConvCase(2, 2, 8, 8, (8, 16), (5, 5), padding=2, groups=8),
+    # 4x4 patches tile the 16x32 output, and its 128 (image, patch) rows fill whole tiles, the
+    # interpreter's 16 rows and a GPU's 128: the stores take no pixel mask (EVEN_PATCHES).
+    ConvCase(2, 4, 4, 4, (16, 32), (5, 5), padding=2, groups=4),
 ]
 
 
@@ -110,7 +110,7 @@ def test_patch_kernel(case, dtype):
 @pytest.mark.parametrize("case", PATCHED, ids=lambda c: c.id)
 def test_even_patches(case):
     """The stores drop their pixel mask exactly where the patches tile the output and the rows fill
-    whole tiles (the last geometry alone)."""
+    whole tiles (the last geometry alone, under the interpreter's tile and a GPU's)."""
     spec = _spec(case)
     x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
     with recording_launches() as launches:

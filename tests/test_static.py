@@ -107,11 +107,16 @@ def test_ttgir_pipelining_verdicts():
     # Loads into registers for the next iteration (the patch kernels' own prefetch) overlap too.
     assert dot_loop(TTGIR_PREFETCH).verdict == "across taps"
     assert dot_loop(TTGIR_PREFETCH.replace("%d, %next", "%d, %a")).verdict == "no"
-    # A load transposed (or reshaped, joined, converted) on its way to the next iteration is still prefetched.
-    transposed = TTGIR_PREFETCH.replace(
-        "      %d = tt.dot", "      %t = tt.trans %next {order = array<i32: 1, 0, 2>}\n      %d = tt.dot"
-    )
-    assert dot_loop(transposed.replace("%d, %next", "%d, %t")).verdict == "across taps"
+    # A load transposed, reshaped, joined (with anything) or converted on its way to the next
+    # iteration is still prefetched.
+    for rearranged in (
+        "tt.trans %next {order = array<i32: 1, 0, 2>}",
+        "tt.reshape %next : tensor<64x16x8xbf16, #blocked1> -> tensor<64x128xbf16, #blocked2>",
+        "tt.join %a, %next : tensor<64x16x8xbf16, #blocked1> -> tensor<64x16x8x2xbf16, #blocked3>",
+        "ttg.convert_layout %next : tensor<64x16x8xbf16, #blocked1> -> tensor<64x16x8xbf16, #blocked2>",
+    ):
+        moved = TTGIR_PREFETCH.replace("      %d = tt.dot", f"      %t = {rearranged}\n      %d = tt.dot")
+        assert dot_loop(moved.replace("%d, %next", "%d, %t")).verdict == "across taps", rearranged
     # Arithmetic on a load is not a rearrangement.
     added = TTGIR_PREFETCH.replace("      %d = tt.dot", "      %t = arith.addf %next, %next\n      %d = tt.dot")
     assert dot_loop(added.replace("%d, %next", "%d, %t")).verdict == "no"

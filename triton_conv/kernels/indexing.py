@@ -34,13 +34,16 @@ def unravel_pixels(offs, D, H, W):
 def unravel_pixels_fast(offs, D, H, W, magics, shifts, INDEX_64: tl.constexpr):
     """``unravel_pixels`` with each division by a size a multiply-high (``divmod_by``); magics
     and shifts are ``arguments.divisors``' for (D, H, W). int64 offsets divide as usual."""
+    # One return after both branches: Triton lowers the code after a return inside a constexpr
+    # branch too, and divmod_by takes no int64.
     if INDEX_64:
-        return unravel_pixels(offs, D, H, W)
-    magic_d, magic_h, magic_w = magics
-    shift_d, shift_h, shift_w = shifts
-    rest, w = divmod_by(offs, W, magic_w, shift_w)
-    rest, h = divmod_by(rest, H, magic_h, shift_h)
-    n, d = divmod_by(rest, D, magic_d, shift_d)
+        n, d, h, w = unravel_pixels(offs, D, H, W)
+    else:
+        magic_d, magic_h, magic_w = magics
+        shift_d, shift_h, shift_w = shifts
+        rest, w = divmod_by(offs, W, magic_w, shift_w)
+        rest, h = divmod_by(rest, H, magic_h, shift_h)
+        n, d = divmod_by(rest, D, magic_d, shift_d)
     return n, d, h, w
 
 
