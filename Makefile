@@ -40,16 +40,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) $(VERSIONS)
-	$(WHERE_KERNELS_RUN) $(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(WHERE_KERNELS_RUN) $(PY) -m pytest -n 2 --dist worksteal -q $(PYTEST_ARGS)
 
 # The same suite under Triton 3.6.0, the oldest supported version: the GPU-target compile tests
 # and the interpreter tests (CI runs this after `make test`).
 test-triton36: $(STAMP36)
 	$(PY36) $(VERSIONS)
-	TRITON_INTERPRET=1 $(PY36) -m pytest -n 2 -q $(PYTEST_ARGS)
+	TRITON_INTERPRET=1 $(PY36) -m pytest -n 2 --dist worksteal -q $(PYTEST_ARGS)
 
 test-thorough: $(STAMP)
-	$(WHERE_KERNELS_RUN) $(PY) -m pytest -n 2 -q --thorough $(PYTEST_ARGS)
+	$(WHERE_KERNELS_RUN) $(PY) -m pytest -n 2 --dist worksteal -q --thorough $(PYTEST_ARGS)
 
 # CUDA: the same suite on the GPU (for a machine with torch and triton already installed).
 test-gpu:

@@ -160,3 +160,14 @@ def params(
         pytest.param(item, id=ids(item), marks=() if default is None or item in default else pytest.mark.slow)
         for item in table
     ]
+
+
+def paired(first: dict[str, object], second: dict[str, object]) -> list:
+    """Two axes of test parameters, each given as {id: value}, every value at least once by
+    default: the pairs of equal position (first's first with second's first, and so on); every
+    other pairing carries the ``slow`` marker (``make test-thorough`` runs the whole product)."""
+    return [
+        pytest.param(a, b, id=f"{a_id}-{b_id}", marks=() if i == j else pytest.mark.slow)
+        for i, (a_id, a) in enumerate(first.items())
+        for j, (b_id, b) in enumerate(second.items())
+    ]

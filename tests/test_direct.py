@@ -31,7 +31,7 @@ from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
 from triton_conv.tuning.configs import DIRECT_TILES, DIRECT_WEIGHT_GRAD_TILES, DirectConfig
 
-from .cases import CASES, named, params
+from .cases import CASES, named, paired, params
 from .checks import check_backward, check_forward
 from .reference import DEVICE, ConvCase, assert_close
 
@@ -229,13 +229,14 @@ def test_every_tuned_weight_grad_tile_is_correct(knobs, gpu_tiles):
 
 
 @pytest.mark.compile
-@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("layout", ["channels_last", pytest.param("contiguous", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("number", [10, 15])
 def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
     """Every tile the exhaustive tuning of the direct kernels would time on suite shapes 10 (4
     channels per group) and 15 (7x7 depthwise) compiles for sm_90 with no spill traffic in its
     loops (bf16): ptxas may keep a value or two for the epilogue in local memory (at most 8
-    bytes), stored before the loops and loaded after them."""
+    bytes), stored before the loops and loaded after them. Channels-last by default, where the
+    tiles hold the most registers (15's 7x7 filter: 248-255); the default layout with --thorough."""
     spec, x, w, y = _suite_tensors(number, layout)
     for kind in (DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD):
         heuristic = kind.tiles[0]
@@ -353,8 +354,10 @@ PAIRED_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("index_64", [False, True], ids=["int32", "int64"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize(
+    ("dtype", "index_64"),
+    paired({"bfloat16": torch.bfloat16, "float16": torch.float16}, {"int32": False, "int64": True}),
+)
 @pytest.mark.parametrize("row", PAIRED_ROWS, ids=lambda r: f"{len(r[0])}d-w{r[0][-1]}-f{r[1][-1]}-s{r[2]}-p{r[3]}")
 def test_column_pairs(row, dtype, index_64, monkeypatch):
     """The forward and the weight gradient on 16-bit rows of x loaded as 32-bit column pairs (W

@@ -35,6 +35,8 @@ from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import PATCH_TILES, PATCH_WEIGHT_GRAD_TILES, KernelConfig, candidate_configs
 from triton_conv.tuning.kinds import KernelKind
 
+from .cases import paired
+
 pytestmark = pytest.mark.compile
 
 ARCHS = [90, 80]
@@ -402,8 +404,10 @@ def test_bundled_forward_and_input_grad_compile(groups, channels, out_channels, 
 PATCH_SHAPES = {"convnext_dw7": ((64, 96, 56, 56), 7), "effnet_dw5": ((128, 240, 28, 28), 5)}
 
 
-@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    ("dtype", "arch"),
+    paired({"bfloat16": torch.bfloat16, "float16": torch.float16}, {f"sm{arch}": arch for arch in ARCHS}),
+)
 @pytest.mark.parametrize("name", PATCH_SHAPES)
 def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
     """The channels-last depthwise forward with bias, activation, residual and pre-activation, the

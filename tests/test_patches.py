@@ -215,6 +215,35 @@ def test_patch_weight_grad_deep_steps(case, rows):
         assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
 
 
+# Dilated along W, where the weight gradient's sums along W take every second diagonal of G: 2-D,
+# and 1-D with input rows of 64 columns (4 chunks of the interpreter's 16-column steps, 1 of 64).
+DILATED_ALONG_W = [
+    ConvCase(2, 2, 8, 8, (8, 13), (5, 7), padding=(2, 3), dilation=(1, 2), groups=8),
+    ConvCase(1, 2, 8, 8, (60,), (25,), padding=12, dilation=2, groups=8),
+]
+
+
+@pytest.mark.parametrize("rows", [MIN_DOT, 4 * MIN_DOT], ids=lambda rows: f"rows{rows}")
+@pytest.mark.parametrize("case", DILATED_ALONG_W, ids=lambda c: c.id)
+def test_dilated_along_w(case, rows):
+    """The forward, input gradient and weight gradient with the filter dilated along W run the
+    patch kernels and match torch, the weight gradient with steps of 16 and 64 band rows."""
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    assert dispatch.uses_patch_kernel(x, spec) and dispatch.uses_patch_weight_grad(x, spec)
+    dy = _channels_last(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16))
+    dw, db = torch.empty_like(w), torch.empty_like(b)
+    flag = patch_weight_grad(dy, x, spec, dw, db, tile=fit_patch_rows(spec, KernelConfig(16, 4, rows, 4, 1)))
+    assert int(flag) == 0
+    weight, bias = w.double().requires_grad_(), b.double().requires_grad_()
+    expected = torch.autograd.grad(reference_forward(case, x.double(), weight, bias), (weight, bias), dy.double())
+    assert_close(dw, expected[0], torch.bfloat16, spec.output_pixels, "weight gradient")
+    assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
+    if rows == MIN_DOT:
+        check_forward(case, torch.bfloat16, "channels_last")
+        check_backward(case, torch.bfloat16, "channels_last", cotangent="channels_last")
+
+
 @pytest.mark.parametrize("ties_to_last", [False, True], ids=["halves_outer", "patches_outer"])
 def test_both_tile_orders(ties_to_last, monkeypatch):
     """The pairs of pixels (``patch_step_operands``, ``patch_weight_grad_product``) rejoin in
@@ -303,10 +332,10 @@ def test_rule():
     assert not uses(stride=2)
     assert not uses(kernel=(3, 3))
     assert not uses(out_channels=16)
-    # The weight gradient also bounds its partials of G: a 7x7x7 filter over a 48^3 volume would
-    # take 216 splits (one per block of patches) of 48 x 896 x 16 floats, 1.3 GB for 10 MB of input.
+    # The weight gradient also bounds its partials of G: a 7x7x7 filter over a 96^3 volume would
+    # take 1728 splits (one per block of patches) of 48 x 56 x 2 x 7 floats, 248 MB for 81 MB of input.
     volume, small = (
-        torch.empty(shape, dtype=torch.bfloat16, device="meta") for shape in ((1, 48, 48, 48, 48), (2, 48, 16, 16, 16))
+        torch.empty(shape, dtype=torch.bfloat16, device="meta") for shape in ((1, 48, 96, 96, 96), (2, 48, 16, 16, 16))
     )
     filter_7 = torch.empty(48, 1, 7, 7, 7, dtype=torch.bfloat16, device="meta")
     for x, fits in ((volume, False), (small, True)):

@@ -126,8 +126,9 @@ def uses_patch_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
 
 
 def uses_patch_weight_grad(input: torch.Tensor, spec: ConvSpec) -> bool:
-    """``uses_patch_kernel``, with the weight gradient's float32 partials of G
-    (``patches.patch_partials_shape``, about the filter's steps times an image's input per split)
+    """``uses_patch_kernel``, with the weight gradient's float32 partials
+    (``patches.patch_partials_shape``: per split and channel, the input patch's rows by a patch's
+    rows by the filter's columns)
     within the band matrices' budget (``band_fits``: large 3-D filters over large volumes would
     take hundreds of MB) and its splits within a grid axis."""
     if not uses_patch_kernel(input, spec):

@@ -20,11 +20,12 @@ pay for.
 The input gradient of a depthwise convolution with unit steps is the same product against the
 flipped filter. The weight gradient is the GEMM transposed: per channel, input patch pixels by
 patch outputs summed over the rows (``patch_weight_grad_kernel``), each tap's gradient the sum of
-the entries where the band holds it (``band_entries``). Non-finite values: the band's zeros multiply every input pixel of a patch
-(IEEE 0 * inf is NaN), so each launch sets a flag where the sum of a tile is not finite
-(which every non-finite input or weight of a patch makes it: ``non_finite.py``) and
-the direct kernel, gated on the flag, computes the whole output again (``dispatch.forward``);
-the weight gradient's flag is set where a tap's gradient is not finite (``patch_weight_grad``).
+the entries where the band holds it: summed along W in that kernel, the rest by
+``patch_taps_kernel``. Non-finite values: the band's zeros multiply every input pixel of a
+patch (IEEE 0 * inf is NaN), so each launch sets a flag where the sum of a tile is not finite
+(which every non-finite input or weight of a patch makes it: ``non_finite.py``) and the direct
+kernel, gated on the flag, computes the whole output again (``dispatch.forward``); the weight
+gradient's flag is set where a tap's gradient is not finite (``patch_weight_grad``).
 """
 
 from __future__ import annotations
@@ -305,19 +306,21 @@ def patch_step_product(acc, a, band, ACC_DTYPE: tl.constexpr):
 @triton.jit
 def patch_weight_grad_kernel(
     x_ptr, dy_ptr, g_partial_ptr, db_partial_ptr,
-    C, N, IMAGES_PER_SPLIT, PATCH_BLOCKS, input_size, output_size, padding, patches,
+    C, N, IMAGES_PER_SPLIT, PATCH_BLOCKS, input_size, output_size, padding, dilation_w, patches,
     x_strides, dy_strides, g_partial_strides,
     PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr,
-    ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr, HALVES_OUTER: tl.constexpr,
+    FILTER_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
+    HALVES_OUTER: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
-    """Partial G[c, k, p] = sum over (image, patch) rows of x[row, c, k] * dy[row, c, p] for one
-    step of BLOCK_J band rows (input pixels k of a patch, ``PatchGeometry`` of this tile: with
-    BLOCK_J = 64, four of the forward's 16-row steps, or a 64-column chunk of a row), by
-    the patch's output pixels p, of a depthwise convolution with unit steps: the forward's GEMM
-    transposed, reduced over its rows. The weight gradient of tap t is the sum over p of
-    G[c, k(p, t), p], the band entries ``patch_bands`` writes w[t] to (``patch_weight_grad``).
+    """G[c, k, p] = sum over (image, patch) rows of x[row, c, k] * dy[row, c, p] for one step of
+    BLOCK_J band rows (input pixels k of a patch, ``PatchGeometry`` of this tile: with BLOCK_J =
+    64, four of the forward's 16-row steps, or a 64-column chunk of a row), by the patch's output
+    pixels p, of a depthwise convolution with unit steps: the forward's GEMM transposed, reduced
+    over its rows. The weight gradient of tap t is the sum over p of G[c, k(p, t), p], the band
+    entries ``patch_bands`` writes w[t] to; the program sums the part of it along W and writes
+    partials the taps' kernel adds up (``patch_taps_kernel``).
 
     A program's rows are BLOCK_M patches of an image, the same in every image it walks: their
     offsets and masks are computed once, and a step moves them on by an image.
@@ -325,14 +328,18 @@ def patch_weight_grad_kernel(
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements), C's 1 for vectors.
         dy_ptr, dy_strides: output gradient (N, C, D_OUT, H_OUT, W_OUT); any strides (5), C's 1.
-        g_partial_ptr, g_partial_strides: (SPLIT_K, C, STEPS * BLOCK_J, PATCH_D * PATCH_H *
-            PATCH_W), ACC_DTYPE, any strides (4), the last 1; program (step, channel block, z)
-            writes its step's rows of slice z.
+        g_partial_ptr, g_partial_strides: (SPLIT_K, C, lines, PATCH_D * PATCH_H, FILTER_W),
+            ACC_DTYPE, any strides (5), the last 1: element (z, c, line, q, s) the sum of G's
+            entries of slice z's programs where the line's input pixels (a step's ROW_SLOT band
+            rows of one input row: STEPS * BLOCK_J // ROW_SLOT lines) meet patch row q's
+            outputs (D then H, H fastest) through filter column s. Program (step, channel block,
+            z) writes its step's lines of slice z.
         db_partial_ptr: (SPLIT_K, C) contiguous, ACC_DTYPE; the step-0 programs write it if HAS_BIAS_GRAD.
         C: channels. N: images. IMAGES_PER_SPLIT: images a program walks.
         PATCH_BLOCKS: cdiv(patches per image, BLOCK_M); SPLIT_K = PATCH_BLOCKS * cdiv(N, IMAGES_PER_SPLIT).
         input_size, output_size, padding, patches, PATCH_*, IN_H, IN_W, ROW_SLOT, CHUNKS: as in
-            ``patch_forward_kernel``.
+            ``patch_forward_kernel``. dilation_w: the filter's dilation along W. FILTER_W: its
+            columns.
         HAS_BIAS_GRAD: also sum dy into db. HALVES_OUTER: as ``patch_forward_kernel``'s.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32.
         BLOCK_M, BLOCK_C, BLOCK_J: patches of a step, channels, input pixels of the reduction step.
@@ -389,11 +396,23 @@ def patch_weight_grad_kernel(
             False, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
         )  # fmt: skip
 
-    j = tl.arange(0, BLOCK_J)
-    p = tl.arange(0, OUTPUTS)
-    sg_split, sg_c, sg_k, _ = g_partial_strides
-    g_offs = split * sg_split + channels[:, None, None] * sg_c + (step * BLOCK_J + j)[None, :, None] * sg_k
-    tl.store(g_partial_ptr + g_offs + p[None, None, :], acc, mask=mask_c[:, None, None])
+    # Along W, the entries of one filter column s lie on a diagonal of each (line, patch row)
+    # block of G: column col of a line is input column chunk * BLOCK_J + col of the patch, which
+    # output column p_w reads through s where that equals p_w + s * dilation_w. Summed here, the
+    # partials are FILTER_W / (ROW_SLOT * PATCH_W) of G's size.
+    PATCH_ROWS: tl.constexpr = PATCH_D * PATCH_H
+    g = tl.reshape(acc, (BLOCK_C, ROWS_PER_STEP, ROW_SLOT, PATCH_ROWS, PATCH_W))
+    g = tl.reshape(tl.permute(g, (0, 1, 3, 2, 4)), (BLOCK_C, ROWS_PER_STEP, PATCH_ROWS, ROW_SLOT * PATCH_W))
+    col_and_p_w = tl.arange(0, ROW_SLOT * PATCH_W)[None, None, None, :]
+    reach = chunk * BLOCK_J + col_and_p_w // PATCH_W - col_and_p_w % PATCH_W
+    sg_split, sg_c, sg_line, sg_q, _ = g_partial_strides
+    line = step * ROWS_PER_STEP + tl.arange(0, ROWS_PER_STEP)
+    q = tl.arange(0, PATCH_ROWS)
+    g_ptrs = g_partial_ptr + split * sg_split + channels[:, None, None] * sg_c + line[None, :, None] * sg_line
+    g_ptrs += q[None, None, :] * sg_q
+    for s in tl.static_range(FILTER_W):
+        column = tl.sum(tl.where(reach == s * dilation_w, g, 0.0), axis=3)
+        tl.store(g_ptrs + s, column, mask=mask_c[:, None, None])
     if HAS_BIAS_GRAD:
         if step == 0:
             tl.store(db_partial_ptr + split * C + channels, bias_acc, mask=mask_c)
@@ -598,6 +617,19 @@ def band_entries(spec: ConvSpec, cfg: PatchConfig, device: torch.device) -> tupl
     return k, outputs[:, None].expand_as(k)
 
 
+def tap_lines(spec: ConvSpec, cfg: PatchConfig, device: torch.device) -> torch.Tensor:
+    """(patch rows, taps) integers: the line (ROW_SLOT band rows of one input row,
+    ``PatchGeometry.band_row`` // row_slot) at which patch row q (a patch's outputs of one (D, H),
+    H fastest) reads the first chunk of its input row of each tap (the next CHUNKS - 1 lines
+    hold the rest of the row)."""
+    geometry = PatchGeometry.of(spec, cfg)
+    rows = torch.arange(cfg.patch[0] * cfg.patch[1], device=device)
+    t, r, _ = torch.unravel_index(torch.arange(spec.taps, device=device), spec.kernel_size)
+    q_d, q_h = (coord[:, None] for coord in torch.unravel_index(rows, cfg.patch[:2]))
+    dd, dh, _ = spec.dilation
+    return geometry.band_row(q_d + t * dd, q_h + r * dh, torch.zeros_like(t)) // geometry.row_slot
+
+
 # The patch forward (and the input gradient, its forward of the flipped filter) as tuning sees
 # it: per channel, (image, patch) rows by a patch's 16 outputs, over the input pixels a patch
 # reads; keyed by the channel count too, which sets the grid's second axis. Launches with a fused
@@ -706,8 +738,8 @@ def plan_patch_weight_grad(
     db_partial: torch.Tensor | None,
     cfg: PatchConfig,
 ) -> Launch:
-    """The launch writing ``patch_weight_grad_kernel``'s partials of G (SPLIT_K, C, steps *
-    block_j, outputs) and db (SPLIT_K, C) for a depthwise ``spec`` with unit steps over
+    """The launch writing ``patch_weight_grad_kernel``'s partials of G (``patch_partials_shape``)
+    and db (SPLIT_K, C) for a depthwise ``spec`` with unit steps over
     channels-last ``input`` and ``grad_output`` (``dispatch.uses_patch_weight_grad``), with
     ``cfg``'s tile; SPLIT_K a multiple of its patch blocks (``patch_weight_grad_splits``)."""
     x, dy = as_3d(input), as_3d(grad_output)
@@ -720,9 +752,10 @@ def plan_patch_weight_grad(
     args |= dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride())
     args |= dict(db_partial_ptr=db_partial if db_partial is not None else g_partial)
     args |= dict(C=spec.in_channels, N=spec.batch, IMAGES_PER_SPLIT=images_per_split, PATCH_BLOCKS=patch_blocks)
-    args |= dict(patches=patches)
+    args |= dict(patches=patches, dilation_w=spec.dilation[2])
     _, in_h, in_w = geometry.input_patch
     constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_H=in_h, IN_W=in_w)
+    constexprs |= dict(FILTER_W=spec.kernel_size[2])
     constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, HAS_BIAS_GRAD=db_partial is not None)
     constexprs |= dict(HALVES_OUTER=not COALESCE_TIES_TO_LAST_DIMENSION)
     constexprs |= dict(
@@ -818,16 +851,18 @@ def plan_patch_taps(
     """The launch of ``patch_taps_kernel`` over ``patch_weight_grad_kernel``'s partials with
     ``cfg``: the gradients into ``grad_weight`` and ``grad_bias`` (contiguous), ``flag`` set where
     a tap's is not finite."""
-    k, _ = band_entries(spec, cfg, g_partial.device)
     return Launch(
         patch_taps_kernel,
         (triton.cdiv(spec.in_channels, TAPS_CHANNEL_BLOCK), triton.cdiv(spec.taps, TAPS_BLOCK)),
-        dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride(), band_rows_ptr=k, dw_ptr=grad_weight)
+        dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride(), dw_ptr=grad_weight)
+        | dict(lines_ptr=tap_lines(spec, cfg, g_partial.device))
         | dict(db_partial_ptr=db_partial if db_partial is not None else g_partial)
         | dict(db_ptr=grad_bias if grad_bias is not None else grad_weight, flag_ptr=flag)
         | dict(C=spec.in_channels, TAPS=spec.taps, SPLIT_K=g_partial.shape[0]),
         dict(
-            OUTPUTS=math.prod(cfg.patch),
+            PATCH_ROWS=cfg.patch[0] * cfg.patch[1],
+            FILTER_W=spec.kernel_size[2],
+            CHUNKS=PatchGeometry.of(spec, cfg).chunks,
             HAS_BIAS_GRAD=grad_bias is not None,
             INDEX_64=needs_int64(g_partial),
             ACC_DTYPE=accumulator_dtype(g_partial.dtype),
@@ -848,19 +883,21 @@ TAPS_BLOCK = 16
 
 @triton.jit
 def patch_taps_kernel(
-    g_partial_ptr, band_rows_ptr, dw_ptr, db_partial_ptr, db_ptr, flag_ptr,
+    g_partial_ptr, lines_ptr, dw_ptr, db_partial_ptr, db_ptr, flag_ptr,
     C, TAPS, SPLIT_K, g_partial_strides,
-    OUTPUTS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+    PATCH_ROWS: tl.constexpr, FILTER_W: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    """dw[c, t] = the sum over splits s, then over a patch's outputs p, of G[s, c, k(p, t), p]
-    (``patch_weight_grad_kernel``'s partials, ``band_entries``' rows k); db[c] = the sum of db's
-    partials over s, by the first column of programs. Sets *flag_ptr where a tap's gradient is
-    not finite. One launch for what would otherwise be several torch operations.
+    """dw[c, t] = the sum over splits z, patch rows q and the CHUNKS lines of an input row from
+    line(q, t) on of ``patch_weight_grad_kernel``'s partials [z, c, line, q, t's filter column]
+    (``tap_lines``); db[c] = the sum of db's partials over z, by the first column of programs.
+    Sets *flag_ptr where a tap's gradient is not finite. One launch for what would otherwise be
+    several torch operations.
 
     Args:
-        g_partial_ptr, g_partial_strides: (SPLIT_K, C, band rows, OUTPUTS), any strides (4), the last 1.
-        band_rows_ptr: (OUTPUTS, TAPS) integers, contiguous: k(p, t).
+        g_partial_ptr, g_partial_strides: (SPLIT_K, C, lines, PATCH_ROWS, FILTER_W), any strides
+            (5), the last 1.
+        lines_ptr: (PATCH_ROWS, TAPS) integers, contiguous: line(q, t).
         dw_ptr: (C, TAPS) contiguous, the gradient's dtype. db_partial_ptr: (SPLIT_K, C)
             contiguous; db_ptr: (C,) contiguous; both used only if HAS_BIAS_GRAD.
         flag_ptr: one int32 (``non_finite.new_flag``).
@@ -868,17 +905,19 @@ def patch_taps_kernel(
         Grid: (cdiv(C, BLOCK_C), cdiv(TAPS, BLOCK_T)).
     """
     pid_c, pid_t, _ = program_ids(INDEX_64)
-    sg_split, sg_c, sg_k, _ = g_partial_strides
+    sg_split, sg_c, sg_line, sg_q, _ = g_partial_strides
     channels = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     taps = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     mask_c = channels < C
     mask_t = taps < TAPS
+    mask = mask_c[:, None] & mask_t[None, :]
     dw = tl.zeros((BLOCK_C, BLOCK_T), dtype=ACC_DTYPE)
     for split in range(0, SPLIT_K):
-        for p in tl.static_range(OUTPUTS):
-            k = tl.load(band_rows_ptr + p * TAPS + taps, mask=mask_t, other=0)
-            offs = split * sg_split + channels[:, None] * sg_c + k[None, :] * sg_k + p
-            dw += tl.load(g_partial_ptr + offs, mask=mask_c[:, None] & mask_t[None, :], other=0.0)
+        for q in tl.static_range(PATCH_ROWS):
+            line = tl.load(lines_ptr + q * TAPS + taps, mask=mask_t, other=0)
+            offs = split * sg_split + channels[:, None] * sg_c + (line * sg_line + q * sg_q + taps % FILTER_W)[None, :]
+            for chunk in tl.static_range(CHUNKS):
+                dw += tl.load(g_partial_ptr + offs + chunk * sg_line, mask=mask, other=0.0)
     tl.store(dw_ptr + channels[:, None] * TAPS + taps[None, :], dw, mask=mask_c[:, None] & mask_t[None, :])
     flag_tile_not_finite(dw, mask_c, mask_t, flag_ptr)
     if HAS_BIAS_GRAD:
@@ -900,13 +939,16 @@ def patch_weight_grad_partials(
     return g_partial, db_partial
 
 
-def patch_partials_shape(spec: ConvSpec, cfg: PatchConfig) -> tuple[int, int, int, int]:
-    """(SPLIT_K, C, band rows, outputs): the shape of ``patch_weight_grad_kernel``'s partials of G."""
-    band_rows = PatchGeometry.of(spec, cfg).steps * cfg.block_j
-    return (patch_weight_grad_splits(spec, cfg), spec.in_channels, band_rows, math.prod(cfg.patch))
+def patch_partials_shape(spec: ConvSpec, cfg: PatchConfig) -> tuple[int, int, int, int, int]:
+    """(SPLIT_K, C, lines, patch rows, filter columns): the shape of ``patch_weight_grad_kernel``'s
+    partials of G."""
+    geometry = PatchGeometry.of(spec, cfg)
+    lines = geometry.steps * geometry.rows_per_step
+    splits = patch_weight_grad_splits(spec, cfg)
+    return (splits, spec.in_channels, lines, cfg.patch[0] * cfg.patch[1], spec.kernel_size[2])
 
 
-def heuristic_partials_shape(spec: ConvSpec) -> tuple[int, int, int, int]:
+def heuristic_partials_shape(spec: ConvSpec) -> tuple[int, int, int, int, int]:
     """``patch_partials_shape`` of the heuristic's tile (what the dispatch rule sizes)."""
     return patch_partials_shape(spec, PatchConfig.of(patch_weight_grad_tile(spec), patch_shape(spec)))
 
