@@ -166,6 +166,7 @@ def paired(first: dict[str, object], second: dict[str, object]) -> list:
     """Two axes of test parameters, each given as {id: value}, every value at least once by
     default: the pairs of equal position (first's first with second's first, and so on); every
     other pairing carries the ``slow`` marker (``make test-thorough`` runs the whole product)."""
+    assert len(first) == len(second), "each value of the longer axis would run with --thorough only"
     return [
         pytest.param(a, b, id=f"{a_id}-{b_id}", marks=() if i == j else pytest.mark.slow)
         for i, (a_id, a) in enumerate(first.items())

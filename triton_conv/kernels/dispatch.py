@@ -127,8 +127,8 @@ def uses_patch_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
 
 def uses_patch_weight_grad(input: torch.Tensor, spec: ConvSpec) -> bool:
     """``uses_patch_kernel``, with the weight gradient's float32 partials
-    (``patches.patch_partials_shape``: per split and channel, the input patch's rows by a patch's
-    rows by the filter's columns)
+    (``patches.patch_partials_shape``: per split and channel, the input patch's lines (rows, or
+    chunks of rows) by a patch's rows by the filter's columns)
     within the band matrices' budget (``band_fits``: large 3-D filters over large volumes would
     take hundreds of MB) and its splits within a grid axis."""
     if not uses_patch_kernel(input, spec):
