@@ -230,13 +230,15 @@ def test_every_tuned_weight_grad_tile_is_correct(knobs, gpu_tiles):
 
 @pytest.mark.compile
 @pytest.mark.parametrize("layout", ["channels_last", pytest.param("contiguous", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("number", [10, 15])
+@pytest.mark.parametrize("number", [pytest.param(10, marks=pytest.mark.slow), 15])
 def test_tuning_space_compiles_for_sm90(number, layout, gpu_tiles):
     """Every tile the exhaustive tuning of the direct kernels would time on suite shapes 10 (4
     channels per group) and 15 (7x7 depthwise) compiles for sm_90 with no spill traffic in its
     loops (bf16): ptxas may keep a value or two for the epilogue in local memory (at most 8
-    bytes), stored before the loops and loaded after them. Channels-last by default, where the
-    tiles hold the most registers (15's 7x7 filter: 248-255); the default layout with --thorough."""
+    bytes), stored before the loops and loaded after them. By default 15 in channels-last, where
+    the tiles hold the most registers (its 7x7 filter: 248-255); with --thorough also 10 (whose
+    16-bit launches run as GEMMs over bundles of groups unless bundles are turned off) and the
+    default layout."""
     spec, x, w, y = _suite_tensors(number, layout)
     for kind in (DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD):
         heuristic = kind.tiles[0]
