@@ -38,7 +38,8 @@ pytestmark = pytest.mark.direct
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 # Depthwise geometries the kernel takes: odd and even widths (rows that load in vectors of 8,
-# 4, 2 and 1 float64 or 16-bit elements), padding below, at and beyond the filter's reach,
+# 4, 2 and 1 float64 or 16-bit elements), rows of one segment whose last reduction steps would
+# read only padding (2d_3x7), padding below, at and beyond the filter's reach,
 # 'same' with an even filter, dilation along every dimension, steps along D and H, a channel
 # multiplier, and 1-D, 2-D and 3-D.
 BANDED = [
@@ -48,7 +49,7 @@ BANDED = [
     ConvCase(1, 2, 2, 2, (20,), (6,), padding="same", groups=2, name="1d_same_even"),
     ConvCase(1, 2, 2, 4, (33,), (5,), padding=2, groups=2, name="1d_multiplier_2"),
     ConvCase(1, 1, 2, 2, (30,), (5,), padding=9, dilation=3, groups=2, name="1d_dilated_pad_past_reach"),
-    ConvCase(2, 2, 4, 4, (9, 16), (3, 7), padding=(1, 3), groups=4, name="2d_3x7"),
+    ConvCase(2, 2, 4, 4, (9, 12), (3, 7), padding=(1, 3), groups=4, name="2d_3x7"),
     ConvCase(2, 1, 3, 3, (6, 20), (3, 17), padding=(1, 8), groups=3, name="2d_3x17"),
     ConvCase(2, 2, 3, 3, (10, 14), (7, 7), padding=3, groups=3, name="2d_7x7_width_14"),
     ConvCase(2, 1, 2, 2, (11, 13), (5, 5), stride=(2, 1), padding=2, dilation=(2, 1), groups=2, name="2d_strided_h"),
@@ -166,6 +167,30 @@ def test_non_finite_values_like_torch(name, case, values, pass_):
     z = expected + residual.double()
     _assert_like_torch(pre_activation.cpu(), z)
     _assert_like_torch(out.cpu(), F.silu(z))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Tap 16 reads only the right padding, past the one reduction step the row's columns need.
+        ConvCase(1, 1, 2, 2, (8,), (17,), padding=8, groups=2),
+        ConvCase(2, 1, 2, 2, (5, 12), (3, 5), padding=(1, 2), groups=2),
+    ],
+    ids=["1d_tap_in_padding_only", "2d"],
+)
+def test_non_finite_weight_like_torch(case):
+    """A NaN in one channel's filter makes that channel's every output NaN, as torch's (its
+    products with the padding's zeros included), the other channel finite."""
+    x, w, b = _inputs(case, torch.bfloat16)
+    w[0, 0, ..., -1] = float("nan")
+    spec = _spec(case, x, w)
+    assert dispatch.uses_banded_kernel(x, spec)
+    expected = TORCH_CONV[case.ndim](x.double(), w.double(), b.double(), **case.kwargs())
+    out = torch.empty(expected.shape, dtype=torch.bfloat16, device=DEVICE)
+    banded_forward(x.to(DEVICE), w.to(DEVICE), b.to(DEVICE), spec, out)
+    assert expected[:, 0].isnan().all()
+    _assert_like_torch(out.cpu(), expected)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -326,11 +351,12 @@ def test_gpu_tile_runs_in_the_interpreter(gpu_tiles):
 
 
 def test_band_matrices_stay_small(gpu_tiles):
-    """A 3x3x3 depthwise filter over 432 channels (X3D) would build 38 MiB of band matrices for a
-    41 MiB input: the direct kernels run it; at batch 64 the band is a small share of the input."""
+    """A 3x3x3 depthwise filter over 432 channels and 112-wide rows would build 38 MiB of band
+    matrices for an 83 MiB clip of 8 frames: the direct kernels run it; at batch 64 the band is a
+    small share of the input."""
     w = torch.empty(432, 1, 3, 3, 3, dtype=torch.bfloat16, device="meta")
     for batch, banded in ((1, False), (64, True)):
-        x = torch.empty(batch, 432, 16, 56, 56, dtype=torch.bfloat16, device="meta")
+        x = torch.empty(batch, 432, 8, 112, 112, dtype=torch.bfloat16, device="meta")
         spec = conv_spec(x, w, None, 1, 1, 1, 432, 3)
         assert dispatch.uses_banded_kernel(x, spec)
         assert dispatch.band_fits(x, spec) is banded

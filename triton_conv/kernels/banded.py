@@ -662,11 +662,12 @@ def plan_banded_forward(
             x.device,
         )
         cfg = BandedConfig.of(tile)
+    # Counted over the input's own columns: a wider copy's extra ones are zeros.
+    chunks = banded_chunks(spec, cfg, x_unit)
     spec = wide_spec
     t, r, _ = spec.kernel_size
     pad_w = spec.pad_lo[2]
     lead = banded_lead(pad_w, x_unit)
-    chunks = banded_chunks(spec, cfg, x_unit)
     band = band_matrices(weight, spec, cfg.block_w, chunks * cfg.block_j, lead, flip_filter)
     d_out, h_out, w_out = spec.output_size
     segments = triton.cdiv(w_out, cfg.block_w)

@@ -140,8 +140,8 @@ def uses_patch_weight_grad(input: torch.Tensor, spec: ConvSpec) -> bool:
 
 # The band matrices, built for every call, may take this many bytes, or at most this share of
 # the input's beyond that: short filter rows of many 3-D filter rows (a 3x3x3 filter over 432
-# channels: 38 MiB, for one 41 MiB video clip) would otherwise spend about as much memory and
-# traffic on zeros as on the input.
+# channels and 112-wide rows: 38 MiB, for an 83 MiB clip of 8 frames) would otherwise spend about
+# half as much memory and traffic on zeros as on the input.
 BAND_BYTES_FLOOR = 32 * 2**20
 BAND_BYTES_SHARE = 0.25
 

@@ -550,8 +550,20 @@ def banded_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
 
 
 def banded_chunks(spec: ConvSpec, cfg: BandedConfig, unit: int) -> int:
-    """Reduction steps of ``cfg.block_j`` input columns per filter row: the columns a segment reads."""
-    return -(-banded_columns(spec, cfg.block_w, unit) // cfg.block_j)
+    """Reduction steps of ``cfg.block_j`` input columns per filter row: the columns a segment
+    reads. Where a row is one segment, the steps that start past the input row's end read only
+    its padding and are left out (a third of the steps of suite shape 14's 28-wide rows, a fifth
+    of 15's), but for those the segment's first column reaches: the non-finite test sums that
+    column, which must meet every tap (``banded_forward_kernel``)."""
+    chunks = -(-banded_columns(spec, cfg.block_w, unit) // cfg.block_j)
+    if spec.output_size[2] > cfg.block_w:
+        return chunks
+    _, _, taps = spec.kernel_size
+    pad = spec.pad_lo[2]
+    lead = banded_lead(pad, unit)
+    in_row = -(-(spec.input_size[2] + lead) // cfg.block_j)
+    first_column = (lead - pad + (taps - 1) * spec.dilation[2]) // cfg.block_j + 1
+    return min(chunks, max(in_row, first_column))
 
 
 def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
@@ -603,7 +615,8 @@ def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> Ba
         depth = banded_chunks(spec, replace(base, block_w=block_w), unit) * base.block_j
         return depth / block_w * (-(-width // block_w) * block_w) / width
 
-    return replace(base, block_w=min(BANDED_BLOCK_W, key=work_per_output))
+    # On a tie the narrower segment: fewer accumulators, fewer masked columns to store.
+    return replace(base, block_w=min(BANDED_BLOCK_W, key=lambda block_w: (work_per_output(block_w), block_w)))
 
 
 def direct_config(
