@@ -350,6 +350,19 @@ def test_gpu_tile_runs_in_the_interpreter(gpu_tiles):
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
+def test_deep_steps_over_rows_of_one_segment(gpu_tiles):
+    """The heuristic's GPU tile for rows of one segment (suite shape 14's 28 columns, 5 taps):
+    one 32-deep step per filter row, the columns past the row's end left out; exact in float64."""
+    case = ConvCase(2, 2, 3, 3, (6, 28), (5, 5), padding=2, groups=3)
+    x, w, b = _inputs(case, torch.float64)
+    expected = F.conv2d(x, w, b, padding=2, groups=3)
+    out = torch.empty_like(expected)
+    launch = plan_banded_forward(x, w, b, _spec(case, x, w), out)
+    assert (launch.constexprs["BLOCK_W"], launch.constexprs["BLOCK_J"], launch.constexprs["CHUNKS"]) == (32, 32, 1)
+    launch()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
 def test_band_matrices_stay_small(gpu_tiles):
     """A 3x3x3 depthwise filter over 432 channels and 112-wide rows would build 38 MiB of band
     matrices for an 83 MiB clip of 8 frames: the direct kernels run it; at batch 64 the band is a

@@ -696,11 +696,13 @@ _RECOMPUTE_SHARED = (
     "R", "CONV_STRIDE_D", "CONV_STRIDE_H", "DIL_D", "DIL_H", "Y_UNIT", "HAS_BIAS", "ACTIVATION",
     "HAS_RESIDUAL", "STORE_PRE_ACTIVATION", "INDEX_64", "ACC_DTYPE", "BLOCK_M", "BLOCK_W",
 )  # fmt: skip
-# Warps of the forward's recomputation: its (BLOCK_M x BLOCK_W) accumulator and the epilogue's
-# pointers in registers, with a band tile's 256 x 64 at most 32 elements per thread (8 warps
-# spilled with the fused epilogue on sm_80 under Triton 3.6). (The weight gradient's takes its
-# launch's warps.)
-RECOMPUTE_WARPS = 16
+# Elements of the forward's (BLOCK_M x BLOCK_W) accumulator per thread of its recomputation, the
+# epilogue's pointers in registers beside them: 64 (a 256 x 64 tile on 8 warps) spilled with the
+# fused epilogue on sm_80 under Triton 3.6. Smaller tiles take fewer warps (at least 8: 4 on a
+# 128 x 16 tile spilled with the fused epilogue on sm_90; at most 16), which is what the
+# recomputation costs for finite data: every warp of every program reads its flag and returns.
+# (The weight gradient's takes its launch's warps.)
+RECOMPUTE_ELEMENTS_PER_THREAD = 32
 
 
 def plan_banded_forward_recompute(
@@ -713,7 +715,9 @@ def plan_banded_forward_recompute(
     args |= arguments.tensors(w=as_3d(weight)) | dict(S=spec.kernel_size[2])
     constexprs = {name: band.constexprs[name] for name in _RECOMPUTE_SHARED}
     constexprs |= dict(DIL_W=spec.dilation[2], FLIP=flip_filter)
-    return Launch(banded_forward_recompute_kernel, band.grid, args, constexprs, RECOMPUTE_WARPS, num_stages=1)
+    tile = constexprs["BLOCK_M"] * constexprs["BLOCK_W"]
+    warps = min(16, max(8, tile // (32 * RECOMPUTE_ELEMENTS_PER_THREAD)))
+    return Launch(banded_forward_recompute_kernel, band.grid, args, constexprs, warps, num_stages=1)
 
 
 def banded_forward(

@@ -414,8 +414,16 @@ BANDED_BLOCK_W = (64, 32, 16)
 # row blocks per step): compiled for sm_90, a step's fixed cost (counters, barriers, the wgmma
 # issue) over twice the work of 128 rows cut the issue-bound time of suite shapes 14, 15, 31 and
 # 32 by 20-30%, with no spills; 8 warps on the same tile do not. The reduction step is the bf16
-# wgmma's 16, the finest band the matrix unit takes.
+# wgmma's 16, the finest band the matrix unit takes,
 BANDED_CONFIG = BandedConfig(block_m=256, block_w=64, block_j=MIN_DOT, num_warps=4, num_stages=3)
+# or twice that where a row is one segment and the deeper steps cover no more of its columns
+# (``banded_config``): such a row takes few steps (one or two per filter row), and each step's
+# fixed cost (counters, barriers, the band's load, the wgmma's issue) is then paid half as
+# often. Compiled for sm_90 the issue-bound time of suite shape 14's forward fell by a tenth,
+# 15's, 31's and 32's by 15-25% (236 registers at 64 columns, no spills). Not with a fused
+# epilogue (128 x 64 x 32 spilled on sm_80), nor for rows of several segments (20's rose 5%,
+# and 256 x 64 x 32 spilled on sm_80 under Triton 3.6).
+BANDED_DEEP_STEP = 32
 # With a residual to add or a pre-activation to store, at most this many rows: the epilogue's
 # loads and stores need registers beside the accumulators (256 rows spilled 228 bytes on sm_90).
 BANDED_FUSED_ROWS = 128
@@ -589,7 +597,9 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
         matrix_cycles = columns * block_w * BANDED_WEIGHT_GRAD_ROWS / MATRIX_MACS_PER_CYCLE
         return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
 
-    return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS, block_w=min(BANDED_BLOCK_W, key=cost))
+    block_w = min(BANDED_BLOCK_W, key=cost)
+    # (The forward's reduction step is unused: the weight gradient reduces over lines.)
+    return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS, block_w=block_w, block_j=MIN_DOT)
 
 
 def banded_weight_grad_lines(spec: ConvSpec, most: int) -> int:
@@ -603,7 +613,8 @@ def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> Ba
     """The band tile for a depthwise ``spec`` (unit step along W) whose loads take ``unit``
     elements: the segment width whose matrix-unit work per useful output is least, counting the
     band's zeros (its BLOCK_J-deep steps over the segment's input columns) and the masked
-    columns past each row's end. ``fused_epilogue``: a residual to add or a pre-activation to
+    columns past each row's end; BANDED_DEEP_STEP-deep steps where a row is one segment and they
+    cover no more of its columns than the finest. ``fused_epilogue``: a residual to add or a pre-activation to
     store, whose loads and stores need registers beside the accumulators: half the rows (with all
     of them 64-column segments spilled on sm_90)."""
     if not gpu_tiles():
@@ -616,7 +627,12 @@ def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> Ba
         return depth / block_w * (-(-width // block_w) * block_w) / width
 
     # On a tie the narrower segment: fewer accumulators, fewer masked columns to store.
-    return replace(base, block_w=min(BANDED_BLOCK_W, key=lambda block_w: (work_per_output(block_w), block_w)))
+    cfg = replace(base, block_w=min(BANDED_BLOCK_W, key=lambda block_w: (work_per_output(block_w), block_w)))
+    if fused_epilogue or width > cfg.block_w:
+        return cfg
+    deep = replace(cfg, block_j=BANDED_DEEP_STEP)
+    covered = banded_chunks(spec, cfg, unit) * cfg.block_j
+    return deep if banded_chunks(spec, deep, unit) * deep.block_j <= covered else cfg
 
 
 def direct_config(
