@@ -28,7 +28,7 @@ from triton_conv.spec import as_3d, conv_spec
 from triton_conv.testing import in_layout
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import BandedConfig, banded_weight_grad_config
+from triton_conv.tuning.configs import BandedConfig, banded_weight_grad_columns, banded_weight_grad_config
 
 from .checks import check_backward, check_forward, check_transposed
 from .reference import DEVICE, ConvCase, TCase
@@ -237,6 +237,50 @@ def test_weight_grad_of_non_finite_input(column, walk_splits):
     assert not torch.isfinite(expected_w[0]).all() and torch.isfinite(expected_w[1]).all()
 
 
+# Rows of one 64-column segment with the GPU tile (32 lines a step), G cut to the row's 64
+# columns (128 without the cut): 7-wide "same" rows of 56, a NaN among the input's last columns
+# and an infinity in dy's last column (whose first tap still reads inside the row); and 3 taps
+# padded by 4, whose last outputs read only the padding (G keeps their columns).
+ONE_SEGMENT_ROWS = [
+    (ConvCase(2, 32, 2, 2, (3, 56), (3, 7), padding=(1, 3), groups=2), 64, (1, 0, 2, 54), (1, 1, 1, 55)),
+    (ConvCase(1, 32, 2, 2, (56,), (3,), padding=4, groups=2), 128, (3, 0, 54), (4, 1, 61)),
+]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("case, columns, x_at, dy_at", ONE_SEGMENT_ROWS, ids=["2d_7_taps", "1d_padding_past_reach"])
+def test_weight_grad_over_rows_of_one_segment(case, columns, x_at, dy_at, gpu_tiles):
+    """The heuristic's GPU tile: exact in float64; with non-finite values in x and in dy, torch's
+    pattern in bf16 (the products G leaves out are the padding's zeros, and each output column's
+    first tap is kept, so a non-finite dy still flags the recomputation)."""
+    x, w, b = _inputs(case, torch.float64)
+    spec = _spec(case, x, w)
+    cfg = banded_weight_grad_config(spec, read_unit(as_3d(x)))
+    assert spec.output_size[-1] <= cfg.block_w == 64
+    assert banded_weight_grad_columns(spec, cfg.block_w, read_unit(as_3d(x.to(torch.bfloat16)))) == columns
+    for dtype in (torch.float64, torch.bfloat16):
+        xd = x.to(dtype)
+        if dtype == torch.bfloat16:
+            xd[x_at] = float("nan")
+        weight = w.double().requires_grad_()
+        bias = b.double().requires_grad_()
+        y = TORCH_CONV[case.ndim](xd.double(), weight, bias, **case.kwargs())
+        dy = torch.randn_like(y).to(dtype)
+        if dtype == torch.bfloat16:
+            dy[dy_at] = float("inf")
+        expected_w, expected_b = torch.autograd.grad(y, (weight, bias), dy.double())
+        dw = torch.empty(w.shape, dtype=dtype, device=DEVICE)
+        db = torch.empty(b.shape, dtype=dtype, device=DEVICE)
+        banded_weight_grad(dy.to(DEVICE), xd.to(DEVICE), spec, dw, db)
+        if dtype == torch.float64:
+            torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
+            torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
+        else:
+            assert not torch.isfinite(expected_w).all()
+            _assert_like_torch(dw.cpu(), expected_w)
+            _assert_like_torch(db.cpu(), expected_b)
+
+
 def test_band_matrix_holds_the_filter_row():
     """Band element (j, i) is tap j - i - (lead - padding): every filter tap once per output column."""
     case = BANDED[0]
@@ -375,11 +419,12 @@ def test_band_matrices_stay_small(gpu_tiles):
         assert dispatch.band_fits(x, spec) is banded
 
 
-@pytest.mark.parametrize(("number", "block_w"), [(12, 32), (14, 32), (15, 32), (20, 32), (31, 16), (32, 16)])
+@pytest.mark.parametrize(("number", "block_w"), [(12, 64), (14, 32), (15, 64), (20, 32), (31, 16), (32, 16)])
 def test_weight_grad_segment_width(number, block_w, gpu_tiles):
     """Suite shapes' band weight gradient segments (compiled for sm_90, the width with the least
     larger of issue and matrix-unit time, perf/NOTES.md): 32 columns where the forward's 64 would
-    keep the matrix unit busier than the issue (12, 15, 20)."""
+    keep the matrix unit busier than the issue (20); 64 where a row is then one segment and G
+    leaves out the columns past its end (12, 15: 64 of them, not 128)."""
     shape = SHAPES_BY_NUMBER[number]
     x = torch.empty(shape.input_shape(), dtype=torch.bfloat16, device="meta")
     assert banded_weight_grad_config(shape.geometry(), read_unit(as_3d(x))).block_w == block_w

@@ -701,8 +701,11 @@ _RECOMPUTE_SHARED = (
 # fused epilogue on sm_80 under Triton 3.6. Smaller tiles take fewer warps (at least 8: 4 on a
 # 128 x 16 tile spilled with the fused epilogue on sm_90; at most 16), which is what the
 # recomputation costs for finite data: every warp of every program reads its flag and returns.
-# (The weight gradient's takes its launch's warps.)
 RECOMPUTE_ELEMENTS_PER_THREAD = 32
+# The weight gradient's recomputation holds three (BLOCK_M x BLOCK_W) tiles (x, dy and their
+# products' sum): at most this many elements of each per thread, at least its launch's warps
+# (64 x 64 on 4 warps spilled 20 bytes on sm_90 under Triton 3.9).
+WEIGHT_GRAD_RECOMPUTE_ELEMENTS_PER_THREAD = 16
 
 
 def plan_banded_forward_recompute(
@@ -826,7 +829,9 @@ def plan_banded_weight_grad_recompute(band: Launch, spec: ConvSpec) -> Launch:
     finite data each of its programs reads one flag and returns."""
     args = {name: band.args[name] for name in _WEIGHT_GRAD_RECOMPUTE_ARGS} | dict(output_size=spec.output_size)
     constexprs = {name: band.constexprs[name] for name in _WEIGHT_GRAD_RECOMPUTE_CONSTEXPRS}
-    return Launch(banded_weight_grad_recompute_kernel, band.grid, args, constexprs, band.num_warps, num_stages=1)
+    tile = constexprs["BLOCK_M"] * constexprs["BLOCK_W"]
+    warps = max(band.num_warps, tile // (32 * WEIGHT_GRAD_RECOMPUTE_ELEMENTS_PER_THREAD))
+    return Launch(banded_weight_grad_recompute_kernel, band.grid, args, constexprs, warps, num_stages=1)
 
 
 def _weight_grad_partials(

@@ -435,10 +435,14 @@ BANDED_WEIGHT_GRAD_ROWS = 64
 # least: per segment, the larger of a step's issue (about 130 SASS instructions per warp compiled
 # for sm_90, 4 warps on an SM's 4 schedulers: 130 cycles) and its matrix-unit time (columns x
 # width x BANDED_WEIGHT_GRAD_ROWS multiply-adds at an H200's dense bf16 peak, about 1890 per
-# cycle per SM). Picked so, suite shapes 12, 15 and 20 take 32 columns where the forward takes
-# 64 (the forward's G of 128 columns by 64 kept the matrix unit busier than the issue:
-# 5-15% lower estimates), and 14, 31, 32 keep the forward's.
+# cycle per SM). Picked so, suite shape 20 takes 32 columns where the forward takes 64 (the
+# forward's G of 128 columns by 64 kept the matrix unit busier than the issue: 5-15% lower
+# estimates); 12 and 15, whose rows are one 64-column segment once G leaves out the columns past
+# the row's end (64 of them, not 128), and 14, 31, 32 keep the forward's.
 BANDED_WEIGHT_GRAD_STEP_CYCLES = 130
+# The widest segments need at least this many lines per step: 16 lines by 64 columns spilled 2-8
+# bytes on sm_80 (Triton 3.6 and 3.9), 32 did not.
+BANDED_WIDE_SEGMENT_LINES = 32
 MATRIX_MACS_PER_CYCLE = 1890
 # What the band forward's autotuning times (``kernels/banded.BANDED_FORWARD``), as rows x
 # segment columns x reduction step: the heuristic's 256 rows at each segment width, 128 rows,
@@ -576,8 +580,17 @@ def banded_chunks(spec: ConvSpec, cfg: BandedConfig, unit: int) -> int:
 
 def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
     """The rows of the weight gradient's G (``kernels/banded.banded_weight_grad_kernel``): the
-    input columns a segment reads, rounded up to a power of 2, at least the 64 of a wgmma."""
-    columns = max(banded_columns(spec, block_w, unit), WGMMA_ROWS)
+    input columns a segment reads, rounded up to a power of 2, at least the 64 of a wgmma. Where
+    a row is one segment, the columns past the input row's end are left out (only the padding's
+    zeros), but for those every output column's first tap reaches: so a non-finite output
+    gradient still meets a product G keeps, and its tap's sum flags the recomputation."""
+    columns = banded_columns(spec, block_w, unit)
+    if spec.output_size[2] <= block_w:
+        lead = banded_lead(spec.pad_lo[2], unit)
+        in_row = spec.input_size[2] + lead
+        first_taps = spec.output_size[2] + lead - spec.pad_lo[2]
+        columns = min(columns, max(in_row, first_taps))
+    columns = max(columns, WGMMA_ROWS)
     return 1 << (columns - 1).bit_length()
 
 
@@ -590,6 +603,9 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
     if not gpu_tiles():
         return cfg
     width = spec.output_size[2]
+    widths = BANDED_BLOCK_W
+    if banded_weight_grad_lines(spec, BANDED_WEIGHT_GRAD_ROWS) < BANDED_WIDE_SEGMENT_LINES:
+        widths = tuple(block_w for block_w in widths if block_w < max(BANDED_BLOCK_W))
 
     def cost(block_w: int) -> tuple[float, int]:
         columns = banded_weight_grad_columns(spec, block_w, unit)
@@ -597,7 +613,7 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
         matrix_cycles = columns * block_w * BANDED_WEIGHT_GRAD_ROWS / MATRIX_MACS_PER_CYCLE
         return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
 
-    block_w = min(BANDED_BLOCK_W, key=cost)
+    block_w = min(widths, key=cost)
     # (The forward's reduction step is unused: the weight gradient reduces over lines.)
     return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS, block_w=block_w, block_j=MIN_DOT)
 
