@@ -237,8 +237,8 @@ def test_weight_grad_of_non_finite_input(column, walk_splits):
     assert not torch.isfinite(expected_w[0]).all() and torch.isfinite(expected_w[1]).all()
 
 
-# Rows of one 64-column segment with the GPU tile (32 lines a step), G cut to the row's 64
-# columns (128 without the cut): 7-wide "same" rows of 56, a NaN among the input's last columns
+# Rows of one 64-column segment (32 lines a step), G cut to the row's 64 columns (128 without
+# the cut): 7-wide "same" rows of 56, a NaN among the input's last columns
 # and an infinity in dy's last column (whose first tap still reads inside the row); and 3 taps
 # padded by 4, whose last outputs read only the padding (G keeps their columns).
 ONE_SEGMENT_ROWS = [
@@ -249,14 +249,14 @@ ONE_SEGMENT_ROWS = [
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("case, columns, x_at, dy_at", ONE_SEGMENT_ROWS, ids=["2d_7_taps", "1d_padding_past_reach"])
-def test_weight_grad_over_rows_of_one_segment(case, columns, x_at, dy_at, gpu_tiles):
-    """The heuristic's GPU tile: exact in float64; with non-finite values in x and in dy, torch's
-    pattern in bf16 (the products G leaves out are the padding's zeros, and each output column's
-    first tap is kept, so a non-finite dy still flags the recomputation)."""
+def test_weight_grad_over_rows_of_one_segment(case, columns, x_at, dy_at):
+    """A GPU tile of 64 columns, one segment a row: exact in float64; with non-finite values in x
+    and in dy, torch's pattern in bf16 (the products G leaves out are the padding's zeros, and
+    each output column's first tap is kept, so a non-finite dy still flags the recomputation)."""
     x, w, b = _inputs(case, torch.float64)
     spec = _spec(case, x, w)
-    cfg = banded_weight_grad_config(spec, read_unit(as_3d(x)))
-    assert spec.output_size[-1] <= cfg.block_w == 64
+    cfg = BandedConfig(64, 64, 16, 4, 3)
+    assert spec.output_size[-1] <= cfg.block_w
     assert banded_weight_grad_columns(spec, cfg.block_w, read_unit(as_3d(x.to(torch.bfloat16)))) == columns
     for dtype in (torch.float64, torch.bfloat16):
         xd = x.to(dtype)
@@ -271,7 +271,7 @@ def test_weight_grad_over_rows_of_one_segment(case, columns, x_at, dy_at, gpu_ti
         expected_w, expected_b = torch.autograd.grad(y, (weight, bias), dy.double())
         dw = torch.empty(w.shape, dtype=dtype, device=DEVICE)
         db = torch.empty(b.shape, dtype=dtype, device=DEVICE)
-        banded_weight_grad(dy.to(DEVICE), xd.to(DEVICE), spec, dw, db)
+        banded_weight_grad(dy.to(DEVICE), xd.to(DEVICE), spec, dw, db, cfg=cfg)
         if dtype == torch.float64:
             torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
             torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)

@@ -107,7 +107,9 @@ def banded_forward_kernel(
         DIL_D/H: the spacing of the taps along D and H.
         LEAD: input columns read before a segment's first output column (the padding along W
             rounded up to a multiple of X_UNIT). CHUNKS: BLOCK_J-deep reduction steps per filter
-            row, covering the segment's input columns (``banded_columns``).
+            row, covering the segment's input columns but, where a row is one segment, those
+            past the input row's end that its first column's taps do not reach
+            (``banded_chunks``).
         X_UNIT, Y_UNIT: every row of x (y) starts at a multiple of this many elements and W
             (W_OUT) is one (``row_unit``): loads (stores) along W are vectors of it.
         HAS_BIAS: add the bias. ACTIVATION: the activation's name ("none" for none).
@@ -163,8 +165,10 @@ def banded_forward_kernel(
 
     # The band's zeros multiply every input column a segment reads, so a NaN or infinity among
     # them makes NaN of outputs whose taps never reach it (IEEE 0 * inf): of the whole row, since
-    # every output column multiplies every column read (a non-finite weight reaches every column
-    # too). A tile whose first column's sum is not finite is flagged (an overflowing sum only
+    # every output column multiplies every column read. A non-finite weight reaches the first
+    # column at least, whose taps every step keeps (``banded_chunks``), as torch's does (its
+    # products with the padding included). A tile whose first column's sum is not finite is
+    # flagged (an overflowing sum only
     # costs a needless recomputation), and ``banded_forward_recompute_kernel`` computes it again
     # tap by tap, as torch does. (Summing the whole tile cost 2-3x the issue time of one column.)
     total = tl.sum(tl.sum(tl.where(i[None, :] == 0, acc, 0.0), axis=1), axis=0)
@@ -331,7 +335,8 @@ def banded_weight_grad_kernel(
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         PRECISION: tl.dot input precision ("ieee" or "tf32").
         BLOCK_M: lines per step. BLOCK_W: output columns of a segment. COLUMNS: G's rows, the
-            input columns a segment reads rounded up to a power of 2, at least the 64 of a
+            input columns a segment reads (where a row is one segment, up to the row's end or
+            every output column's first tap) rounded up to a power of 2, at least the 64 of a
             wgmma (``banded_weight_grad_columns``).
         Grid: (K, T * R, cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)), axis 2 line block major.
     """
@@ -389,9 +394,11 @@ def banded_weight_grad_kernel(
     dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
     tl.store(dw_row + taps, dw, mask=taps < S)
     # Past a row's end dy's zeros meet input columns that torch pairs with no output at that tap:
-    # a NaN or infinity there makes NaN of a tap torch leaves finite. A program whose dw is not
-    # finite is flagged, and ``banded_weight_grad_recompute_kernel`` redoes it with torch's
-    # products.
+    # a NaN or infinity there makes NaN of a tap torch leaves finite. And where a row is one
+    # segment G leaves out the padding past the row's end, whose zeros torch multiplies with dy:
+    # a non-finite dy value still meets its output column's first tap, which G keeps. A program
+    # whose dw is not finite is flagged, and ``banded_weight_grad_recompute_kernel`` redoes it
+    # with torch's products.
     total = tl.sum(dw, axis=0)
     tl.store(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split, not_finite(total))
     if HAS_BIAS_GRAD:

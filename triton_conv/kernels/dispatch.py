@@ -149,7 +149,8 @@ BAND_BYTES_SHARE = 0.25
 def band_fits(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Whether the forward's band matrices (``banded.band_bytes``) stay within BAND_BYTES_FLOOR,
     or BAND_BYTES_SHARE of ``input``'s bytes. Sized with the heuristic's tile: a tuned one's
-    (other segment widths, 32-deep steps) can be up to about a fifth larger."""
+    (other segment widths, 32-deep steps) can be larger, up to 4x for rows of 16 columns or
+    fewer (64-column segments where the heuristic's are 16)."""
     limit = max(BAND_BYTES_FLOOR, BAND_BYTES_SHARE * input.numel() * input.element_size())
     return band_bytes(spec, as_3d(input)) <= limit
 

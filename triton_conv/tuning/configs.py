@@ -573,9 +573,9 @@ def banded_chunks(spec: ConvSpec, cfg: BandedConfig, unit: int) -> int:
     _, _, taps = spec.kernel_size
     pad = spec.pad_lo[2]
     lead = banded_lead(pad, unit)
-    in_row = -(-(spec.input_size[2] + lead) // cfg.block_j)
-    first_column = (lead - pad + (taps - 1) * spec.dilation[2]) // cfg.block_j + 1
-    return min(chunks, max(in_row, first_column))
+    row_steps = -(-(spec.input_size[2] + lead) // cfg.block_j)
+    first_column_steps = (lead - pad + (taps - 1) * spec.dilation[2]) // cfg.block_j + 1
+    return min(chunks, max(row_steps, first_column_steps))
 
 
 def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
@@ -587,9 +587,9 @@ def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
     columns = banded_columns(spec, block_w, unit)
     if spec.output_size[2] <= block_w:
         lead = banded_lead(spec.pad_lo[2], unit)
-        in_row = spec.input_size[2] + lead
-        first_taps = spec.output_size[2] + lead - spec.pad_lo[2]
-        columns = min(columns, max(in_row, first_taps))
+        row_columns = spec.input_size[2] + lead
+        first_tap_columns = spec.output_size[2] + lead - spec.pad_lo[2]
+        columns = min(columns, max(row_columns, first_tap_columns))
     columns = max(columns, WGMMA_ROWS)
     return 1 << (columns - 1).bit_length()
 
@@ -598,7 +598,7 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
     """The band weight gradient's heuristic tile: BANDED_WEIGHT_GRAD_ROWS lines per step (fewer
     where the problem has fewer, ``banded_weight_grad_lines``), the forward's pipeline,
     and the segment width of the least estimated time (``BANDED_WEIGHT_GRAD_STEP_CYCLES``), the
-    least matrix work on a tie."""
+    least matrix work on a tie; the widest only with BANDED_WIDE_SEGMENT_LINES lines a step."""
     cfg = banded_config(spec, unit)
     if not gpu_tiles():
         return cfg
@@ -614,7 +614,8 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
         return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
 
     block_w = min(widths, key=cost)
-    # (The forward's reduction step is unused: the weight gradient reduces over lines.)
+    # The forward's reduction step is unused (the weight gradient reduces over lines): the
+    # finest, as in BANDED_WEIGHT_GRAD_TILES, whatever the forward's heuristic took.
     return replace(cfg, block_m=BANDED_WEIGHT_GRAD_ROWS, block_w=block_w, block_j=MIN_DOT)
 
 
@@ -629,8 +630,8 @@ def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> Ba
     """The band tile for a depthwise ``spec`` (unit step along W) whose loads take ``unit``
     elements: the segment width whose matrix-unit work per useful output is least, counting the
     band's zeros (its BLOCK_J-deep steps over the segment's input columns) and the masked
-    columns past each row's end; BANDED_DEEP_STEP-deep steps where a row is one segment and they
-    cover no more of its columns than the finest. ``fused_epilogue``: a residual to add or a pre-activation to
+    columns past each row's end; BANDED_DEEP_STEP-deep steps where a row is one segment and
+    they cover no more of its columns than the finest. ``fused_epilogue``: a residual to add or a pre-activation to
     store, whose loads and stores need registers beside the accumulators: half the rows (with all
     of them 64-column segments spilled on sm_90)."""
     if not gpu_tiles():
