@@ -168,9 +168,9 @@ def banded_forward_kernel(
     # every output column multiplies every column read. A non-finite weight reaches the first
     # column at least, whose taps every step keeps (``banded_chunks``), as torch's does (its
     # products with the padding included). A tile whose first column's sum is not finite is
-    # flagged (an overflowing sum only
-    # costs a needless recomputation), and ``banded_forward_recompute_kernel`` computes it again
-    # tap by tap, as torch does. (Summing the whole tile cost 2-3x the issue time of one column.)
+    # flagged (an overflowing sum only costs a needless recomputation), and
+    # ``banded_forward_recompute_kernel`` computes it again tap by tap, as torch does. (Summing
+    # the whole tile cost 2-3x the issue time of one column.)
     total = tl.sum(tl.sum(tl.where(i[None, :] == 0, acc, 0.0), axis=1), axis=0)
     tl.store(flags_ptr + pid_m * tl.num_programs(1) + k, not_finite(total))
     finish_band_tile(

@@ -875,8 +875,9 @@ def plan_patch_taps(
 
 
 # The tile of ``patch_taps_kernel``, channels by taps: a (channel, tap) per thread, whose loads of
-# a split's entries (patch rows x chunks) are all in flight at once; small, so that a few hundred channels still
-# spread over many programs (each gathers from L2, the partials having just been written).
+# a split's entries (patch rows x chunks) are all in flight at once; small, so that a few hundred
+# channels still spread over many programs (each gathers from L2, the partials having just been
+# written).
 TAPS_CHANNEL_BLOCK = 4
 TAPS_BLOCK = 16
 

@@ -561,36 +561,38 @@ def banded_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
     return block_w + (taps - 1) * spec.dilation[2] + banded_lead(pad, unit) - pad
 
 
+def banded_row_columns(spec: ConvSpec, block_w: int, unit: int, least: int) -> int:
+    """The input columns a segment of ``block_w`` output columns reads (``banded_columns``), but
+    where a row is one segment only those before the input row's end (past it is only padding),
+    and at least the first ``least`` of them."""
+    columns = banded_columns(spec, block_w, unit)
+    if spec.output_size[2] > block_w:
+        return columns
+    row_columns = spec.input_size[2] + banded_lead(spec.pad_lo[2], unit)
+    return min(columns, max(row_columns, least))
+
+
 def banded_chunks(spec: ConvSpec, cfg: BandedConfig, unit: int) -> int:
     """Reduction steps of ``cfg.block_j`` input columns per filter row: the columns a segment
-    reads. Where a row is one segment, the steps that start past the input row's end read only
-    its padding and are left out (a third of the steps of suite shape 14's 28-wide rows, a fifth
-    of 15's), but for those the segment's first column reaches: the non-finite test sums that
-    column, which must meet every tap (``banded_forward_kernel``)."""
-    chunks = -(-banded_columns(spec, cfg.block_w, unit) // cfg.block_j)
-    if spec.output_size[2] > cfg.block_w:
-        return chunks
+    reads (``banded_row_columns``: where a row is one segment, a third fewer steps on suite shape
+    14's 28-wide rows, a fifth fewer on 15's), at least those the segment's first column's taps
+    reach: the non-finite test sums that column, which must meet every tap
+    (``banded_forward_kernel``)."""
     _, _, taps = spec.kernel_size
     pad = spec.pad_lo[2]
-    lead = banded_lead(pad, unit)
-    row_steps = -(-(spec.input_size[2] + lead) // cfg.block_j)
-    first_column_steps = (lead - pad + (taps - 1) * spec.dilation[2]) // cfg.block_j + 1
-    return min(chunks, max(row_steps, first_column_steps))
+    first_column = banded_lead(pad, unit) - pad + (taps - 1) * spec.dilation[2] + 1
+    return -(-banded_row_columns(spec, cfg.block_w, unit, first_column) // cfg.block_j)
 
 
 def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
     """The rows of the weight gradient's G (``kernels/banded.banded_weight_grad_kernel``): the
-    input columns a segment reads, rounded up to a power of 2, at least the 64 of a wgmma. Where
-    a row is one segment, the columns past the input row's end are left out (only the padding's
-    zeros), but for those every output column's first tap reaches: so a non-finite output
-    gradient still meets a product G keeps, and its tap's sum flags the recomputation."""
-    columns = banded_columns(spec, block_w, unit)
-    if spec.output_size[2] <= block_w:
-        lead = banded_lead(spec.pad_lo[2], unit)
-        row_columns = spec.input_size[2] + lead
-        first_tap_columns = spec.output_size[2] + lead - spec.pad_lo[2]
-        columns = min(columns, max(row_columns, first_tap_columns))
-    columns = max(columns, WGMMA_ROWS)
+    input columns a segment reads (``banded_row_columns``), at least those every output column's
+    first tap reaches (so that a non-finite output gradient still meets a product G keeps, and
+    its tap's sum flags the recomputation), rounded up to a power of 2, at least the 64 of a
+    wgmma."""
+    pad = spec.pad_lo[2]
+    first_taps = spec.output_size[2] + banded_lead(pad, unit) - pad
+    columns = max(banded_row_columns(spec, block_w, unit, first_taps), WGMMA_ROWS)
     return 1 << (columns - 1).bit_length()
 
 
@@ -631,9 +633,9 @@ def banded_config(spec: ConvSpec, unit: int, fused_epilogue: bool = False) -> Ba
     elements: the segment width whose matrix-unit work per useful output is least, counting the
     band's zeros (its BLOCK_J-deep steps over the segment's input columns) and the masked
     columns past each row's end; BANDED_DEEP_STEP-deep steps where a row is one segment and
-    they cover no more of its columns than the finest. ``fused_epilogue``: a residual to add or a pre-activation to
-    store, whose loads and stores need registers beside the accumulators: half the rows (with all
-    of them 64-column segments spilled on sm_90)."""
+    they cover no more of its columns than the finest. ``fused_epilogue``: a residual to add or
+    a pre-activation to store, whose loads and stores need registers beside the accumulators:
+    half the rows (with all of them 64-column segments spilled on sm_90)."""
     if not gpu_tiles():
         return BANDED_INTERPRETER_CONFIG
     base = replace(BANDED_CONFIG, block_m=BANDED_FUSED_ROWS) if fused_epilogue else BANDED_CONFIG
