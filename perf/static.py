@@ -67,6 +67,7 @@ from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
 from triton_conv.kernels.patches import patch_forward_kernel, patch_weight_grad_kernel
+from triton_conv.kernels.planes import plane_forward_kernel
 from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
 from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
@@ -306,13 +307,19 @@ def is_gated(launch: Launch) -> bool:
 
 BAND_KERNELS = tuple(
     kernel_name(Launch(k, (), {}))
-    for k in (banded_forward_kernel, banded_weight_grad_kernel, patch_forward_kernel, patch_weight_grad_kernel)
+    for k in (
+        banded_forward_kernel,
+        banded_weight_grad_kernel,
+        patch_forward_kernel,
+        patch_weight_grad_kernel,
+        plane_forward_kernel,
+    )
 )
 
 
 def is_band(launch: Launch) -> bool:
     """Whether ``launch`` runs a band-matrix depthwise kernel (``kernels/banded.py``,
-    ``kernels/patches.py``)."""
+    ``kernels/patches.py``, ``kernels/planes.py``)."""
     return kernel_name(launch) in BAND_KERNELS
 
 
@@ -320,7 +327,9 @@ def band_steps(launch: Launch) -> Steps:
     """Steps per program of a band kernel: the patch forward's, its STEPS over an input patch;
     the patch weight gradient's, one per image it walks; the band forward's, one per
     filter row and BLOCK_J-deep chunk; the band weight gradient's, one per walk position of its
-    split (all lines of its block)."""
+    split (all lines of its block); the plane kernel's, one per image block it takes."""
+    if "IMAGE_BLOCKS" in launch.args:
+        return Steps(launch.args["IMAGE_BLOCKS"] / launch.grid[1], 1)
     if "IMAGES_PER_SPLIT" in launch.args:
         images = launch.args["N"] / (launch.grid[2] // launch.args["PATCH_BLOCKS"])
         return Steps(images, 1)
@@ -335,7 +344,8 @@ def band_steps(launch: Launch) -> Steps:
 def step_multiply_adds(launch: Launch) -> int:
     """The multiply-adds one K step of a program's dots issues, masked rows and a band's zeros
     included: the patch kernels' channels x patches x patch x step, the band forward's rows x
-    segment x chunk, the band weight gradient's segment's columns x segment x lines, a GEMM's tile."""
+    segment x chunk, the band weight gradient's segment's columns x segment x lines, a GEMM's tile
+    (the plane kernel's: images x planes)."""
     c = launch.constexprs
     if "BLOCK_C" in c:
         return c["BLOCK_C"] * c["BLOCK_M"] * c["PATCH_D"] * c["PATCH_H"] * c["PATCH_W"] * c["BLOCK_J"]
@@ -376,7 +386,7 @@ def case_rows(case: StaticCase) -> list[KernelRow]:
         return [KernelRow(case, "(planning)", {}, (), error=f"{type(e).__name__}: {e}")]
     for launch in plan.launches:
         rows.append(_compiled_row(case, plan.spec, launch, reference=False))
-    gemm_rows = [r for r in rows if "BLOCK_K" in r.config and not r.error]
+    gemm_rows = [r for r in rows if "BLOCK_K" in r.config and r.kernel not in BAND_KERNELS and not r.error]
     if gemm_rows:
         config = gemm_rows[0].config
         # The GEMM solved over bundles of groups, or for the weight gradient over a first layer's

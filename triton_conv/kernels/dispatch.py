@@ -22,6 +22,7 @@ from .layout import gemm_operand
 from .non_finite import new_flag
 from .pad_input import pad_input, padded_spec
 from .patches import heuristic_partials_shape, patch_forward, patch_products_per_output, patch_weight_grad
+from .planes import PLANE_MAX_PIXELS, plane_forward, plane_pixels
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -117,6 +118,27 @@ def uses_patch_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
         and spec.in_channels <= BANDED_MAX_CHANNELS * PATCH_MIN_CHANNEL_BLOCK
         and patch_products_per_output(spec) <= PATCH_MAX_WASTE * spec.taps
     )
+
+
+def uses_plane_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
+    """Depthwise (one input channel per group) in 16-bit floats, ``input`` contiguous along W
+    (the default layout), both planes within PLANE_MAX_PIXELS pixels (``kernels/planes.py``):
+    where the band kernels do not take it (rows under BANDED_MIN_OUTPUT_WIDTH); unless
+    BAND_KERNELS_ENABLED is off."""
+    return (
+        BAND_KERNELS_ENABLED
+        and spec.groups > 1
+        and spec.in_channels_per_group == 1
+        and input.dtype in BANDED_DTYPES
+        and input.stride(-1) == 1
+        and max(plane_pixels(spec.input_size), plane_pixels(spec.output_size)) <= PLANE_MAX_PIXELS
+    )
+
+
+def uses_plane_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
+    """``uses_plane_kernel`` for the input gradient, read from ``grad_output``: one output channel
+    per group too (the product runs per channel of dx), any steps."""
+    return spec.out_channels_per_group == 1 and uses_plane_kernel(grad_output, spec)
 
 
 def uses_patch_input_grad(grad_output: torch.Tensor, spec: ConvSpec) -> bool:
@@ -260,7 +282,10 @@ def forward(
     if uses_banded_kernel(input, spec) and band_fits(input, spec):
         banded_forward(input, weight, bias, spec, out, epilogue)
         return out
-    if uses_patch_kernel(input, spec):
+    if uses_plane_kernel(input, spec):
+        flag = plane_forward(input, weight, bias, spec, out, epilogue)
+        launch = plan_direct_forward(input, weight, bias, spec, out, epilogue, gate=flag)
+    elif uses_patch_kernel(input, spec):
         flag = patch_forward(input, weight, bias, spec, out, epilogue)
         launch = plan_direct_forward(input, weight, bias, spec, out, epilogue, gate=flag)
     elif forward_bundle(spec, input.dtype) > 1:
@@ -300,6 +325,9 @@ def input_grad(
         return grad_input
     if uses_banded_input_grad(grad_output, spec):
         banded_input_grad(grad_output, weight, spec, grad_input, bias, epilogue)
+    elif uses_plane_input_grad(grad_output, spec):
+        flag = plane_forward(grad_output, weight, bias, spec, grad_input, epilogue, transposed=True)
+        plan_direct_input_grad(grad_output, weight, spec, grad_input, bias, epilogue, gate=flag)()
     elif uses_patch_input_grad(grad_output, spec):
         forward = spec.input_grad_as_forward()
         flag = patch_forward(grad_output, weight, bias, forward, grad_input, epilogue, flip_filter=True)

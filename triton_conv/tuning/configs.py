@@ -540,6 +540,18 @@ PATCH_INTERPRETER_CONFIG = PatchConfig(
     block_m=16, block_c=4, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=1
 )
 
+# What the plane kernel's autotuning times (``kernels/planes.PLANE_FORWARD``), as images x output
+# plane x input plane, each clipped to the problem (planes of at most 64 pixels, one reduction
+# step): 64 images on one warpgroup (a 64-row wgmma, 32 accumulators per thread on 64-pixel
+# planes), then 128 on two, and 64 on two.
+PLANE_TILES = (
+    KernelConfig(64, 64, 64, 4, 1),
+    KernelConfig(128, 64, 64, 8, 1),
+    KernelConfig(64, 64, 64, 8, 1),
+)
+# Under the interpreter: the same product, few programs.
+PLANE_INTERPRETER_TILE = KernelConfig(64, 64, 64, 4, 1)
+
 
 def bucket_row_width(width: int) -> int:
     """The band kernels' row-width autotune bucket: the next power of two, at least 8."""
