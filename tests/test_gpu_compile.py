@@ -30,9 +30,16 @@ from triton_conv.kernels.implicit_gemm_forward import FORWARD, implicit_gemm_for
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import ROW_BLOCKS_FOR_FEW_CHANNELS, WEIGHT_GRAD, plan_weight_grad
 from triton_conv.kernels.patches import PATCH_FORWARD, PATCH_WEIGHT_GRAD
+from triton_conv.kernels.planes import PLANE_FORWARD, PLANE_INPUT_GRAD, plan_plane
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
-from triton_conv.tuning.configs import PATCH_TILES, PATCH_WEIGHT_GRAD_TILES, KernelConfig, candidate_configs
+from triton_conv.tuning.configs import (
+    PATCH_TILES,
+    PATCH_WEIGHT_GRAD_TILES,
+    PLANE_TILES,
+    KernelConfig,
+    candidate_configs,
+)
 from triton_conv.tuning.kinds import KernelKind
 
 from .cases import paired
@@ -493,3 +500,37 @@ def test_patch_tuning_space_compiles(kind, tile, gpu_tiles):
     y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     info = compile_launch(kind.plan(spec, x, w, None, y, tile), 90)
     assert info.spill_bytes == 0 and info.shared_bytes <= SHARED_MEMORY_LIMIT[90], (tile, info)
+
+
+# Suite shape 16 (ConvNeXt's 7x7 maps, 768 channels: one image block per program) and a batch of
+# 1024 over 128 channels, whose programs walk 8 image blocks each (the operand prefetched).
+PLANE_SHAPES = [((64, 768, 7, 7), 7, 3), ((1024, 128, 7, 7), 5, 2)]
+
+
+@pytest.mark.parametrize(
+    "tile, arch",
+    [(PLANE_TILES[0], arch) for arch in ARCHS] + [(tile, 90) for tile in PLANE_TILES[1:]],
+    ids=lambda v: f"sm{v}" if isinstance(v, int) else _config_id(v),
+)
+@pytest.mark.parametrize("transposed", [False, True], ids=["forward", "input_grad"])
+def test_plane_kernel_compiles(tile, arch, transposed, gpu_tiles):
+    """The plane kernel's forward and input gradient (T transposed), bf16, with the whole fused
+    epilogue, on the heuristic's tile for sm_90 and sm_80 and every other tuned tile for sm_90:
+    no spills, and wgmma on sm_90 (a 64-row product on a warpgroup)."""
+    for (size, kernel, padding), prefetch in zip(PLANE_SHAPES, (False, True)):
+        x = torch.empty(size, dtype=torch.bfloat16)
+        w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
+        b = torch.empty(size[1], dtype=torch.bfloat16)
+        spec = conv_spec(x, w, b, stride=1, padding=padding, dilation=1, groups=size[1], ndim=2)
+        y = torch.empty(spec.out_shape, dtype=torch.bfloat16)
+        result = x if transposed else y
+        epilogue = Epilogue("silu", residual=torch.empty_like(result), pre_activation=torch.empty_like(result))
+        kind = PLANE_INPUT_GRAD if transposed else PLANE_FORWARD
+        operand = y if transposed else x
+        launch = plan_plane(
+            operand, w, b, spec, torch.empty_like(result), torch.zeros((), dtype=torch.int32), epilogue,
+            transposed, kind.clipped(spec, tile),
+        )  # fmt: skip
+        assert launch.constexprs["PREFETCH"] == prefetch
+        info = compile_launch(launch, arch)
+        assert info.spill_bytes == 0 and info.uses_wgmma == (arch == 90), (size, info)

@@ -7,9 +7,10 @@ feature map, a short sequence), the convolution of one channel over a block of i
     T[j, p] = w[tap] where input pixel j reaches output pixel p through tap, zero elsewhere,
 
 one ``tl.dot``: the images its rows, the input plane its reduction, the output plane its
-columns, pixels flattened (W fastest). Steps, dilation and padding are all in T, which the kernel
-builds once per program from the filter and the geometry (constexprs: a plane's pixels are few,
-so the tap of each (j, p) pair costs a handful of integer instructions and no memory).
+columns, pixels flattened (W fastest). Steps, dilation and padding are all in T. The kernel reads
+it, once per program, from the channel's filter frame (``plane_frames``): the filter placed in a
+block of zeros such that T[j, p] is the frame's element at a row offset of j plus a column offset
+of p, for every pair of the padded blocks, so T's loads take no mask and no per-element tests.
 
 Why: the band kernels multiply along W in segments of 16 columns and more, so rows of 7 (a 7x7
 map) leave most of a segment empty, and the direct kernels spend several instructions per

@@ -1,0 +1,229 @@
+"""Depthwise convolutions of planes of at most 64 pixels in the default layout, in 16-bit dtypes,
+on one product per channel (``kernels/planes.py``): the forward and the input gradient, each
+followed by the direct kernel gated on its non-finite flag."""
+
+import random
+
+import pytest
+import torch
+
+import triton_conv
+from triton_conv.kernels import dispatch, planes
+from triton_conv.kernels.common import recording_launches
+from triton_conv.kernels.non_finite import new_flag
+from triton_conv.kernels.planes import plan_plane, plane_forward, plane_frames, plane_pixels
+from triton_conv.spec import conv_spec
+from triton_conv.tuning.configs import KernelConfig
+
+from .checks import check_backward, check_forward, check_gated_recomputation, check_transposed
+from .reference import TORCH_CONV, ConvCase, TCase, assert_close, make_inputs, reference_forward
+
+pytestmark = [
+    pytest.mark.backward,
+    # NumPy, running the interpreted kernels, warns about the NaN the non-finite tests make.
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
+]
+
+
+def _spec(case: ConvCase):
+    x, w, b = make_inputs(case, torch.float64)
+    return conv_spec(x, w, b, case.stride, case.padding, case.dilation, case.groups, case.ndim)
+
+
+def _plane_launches(launches) -> int:
+    """How many launches run the plane kernel; each is followed by the direct kernel gated on its flag."""
+    at = [i for i, launch in enumerate(launches) if launch.kernel.__name__ == "plane_forward_kernel"]
+    for i in at:
+        assert launches[i + 1].constexprs.get("GATED"), launches
+        assert launches[i + 1].args["flag_ptr"] is launches[i].args["flag_ptr"]
+    return len(at)
+
+
+PLANES = [
+    # ConvNeXt's last stage: 7x7 maps, a 7x7 filter, "same" padding.
+    ConvCase(2, 3, 8, 8, (7, 7), (7, 7), padding=3, groups=8),
+    # Strided (MobileNet's downsampling 3x3 on a 7x7 map): the input gradient too, T transposed.
+    ConvCase(2, 2, 8, 8, (7, 7), (3, 3), stride=2, padding=1, groups=8),
+    # Dilated, uneven padding, odd sizes, no bias.
+    ConvCase(2, 2, 8, 8, (6, 5), (3, 3), padding=(2, 0), dilation=2, groups=8, bias=False),
+    # 1-D with a step of 2 (6 outputs), and a filter longer than the sequence (taps that reach
+    # only the padding).
+    ConvCase(1, 2, 8, 8, (12,), (5,), stride=2, padding=2, groups=8),
+    ConvCase(1, 2, 8, 8, (5,), (13,), padding=6, groups=8),
+    # 3-D, 60 voxels.
+    ConvCase(3, 2, 8, 8, (3, 4, 5), (3, 3, 3), padding=1, groups=8),
+    # Two output channels per group: the forward on the plane kernel, the input gradient not.
+    ConvCase(2, 2, 8, 16, (5, 6), (3, 3), padding=1, groups=8),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", PLANES, ids=lambda c: c.id)
+def test_plane_kernel(case, dtype):
+    """The forward and input gradient run the plane kernel (the input gradient where there is one
+    output channel per group), each then the direct kernel gated on its flag; the output and
+    every gradient match torch's."""
+    spec = _spec(case)
+    x, w, b = make_inputs(case, dtype)
+    y = torch.empty(spec.out_shape, dtype=dtype)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, b, spec, y)
+    assert _plane_launches(launches) == 1
+    with recording_launches() as launches:
+        dispatch.input_grad(y, w, spec, torch.empty_like(x))
+    assert _plane_launches(launches) == (spec.out_channels_per_group == 1)
+    check_forward(case, dtype, "contiguous")
+    check_backward(case, dtype, "contiguous")
+
+
+@pytest.mark.parametrize("case", [PLANES[0], PLANES[1], PLANES[5]], ids=lambda c: c.id)
+def test_plane_kernel_keeps_non_finite_values_where_torch_has_them(case):
+    """A NaN, +inf and -inf in the input (forward) or the output gradient (input gradient) make
+    NaN and infinities exactly where torch's are: T's zeros times them are NaN everywhere in
+    their plane, so the plane kernel flags them and the gated direct kernel computes the output
+    again. On finite data the flag stays clear."""
+    x, w, b = make_inputs(case, torch.bfloat16)
+    spec = _spec(case)
+    dy = torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16)
+    check_gated_recomputation(case, spec, x, w, b, dy)
+
+
+def test_non_finite_weight_like_torch():
+    """A NaN in the filter's last tap, which reaches only the padding of a 5-step sequence under
+    a 13-tap filter padded by 6 (so T leaves it out), makes that channel's every output NaN as
+    torch's (its products with the padding's zeros), through the flag and the direct kernel."""
+    case = PLANES[4]
+    x, w, b = make_inputs(case, torch.bfloat16)
+    spec = _spec(case)
+    w[0, 0, -1] = float("nan")
+    expected = TORCH_CONV[1](x.double(), w.double(), b.double(), **case.kwargs())
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16)
+    assert int(plane_forward(x, w, b, spec, y)) == 1
+    dispatch.forward(x, w, b, spec, y)
+    assert expected[:, 0].isnan().all() and expected[:, 1:].isfinite().all()
+    assert torch.equal(y.isnan(), expected.isnan())
+    assert_close(y[:, 1:], expected[:, 1:].bfloat16(), torch.bfloat16, case.reduction, "forward")
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["forward", "input_grad"])
+def test_image_blocks_prefetched_and_strided_planes(transposed, monkeypatch):
+    """A program walking several image blocks (one program per channel: the GPU's rule for many
+    channels) prefetches the next block's operand (PREFETCH), and planes that are not dense (a
+    view of every other column) are addressed by their strides: results as torch's."""
+    monkeypatch.setattr(planes, "TARGET_PROGRAMS", 1)
+    case = ConvCase(2, 40, 8, 8, (6, 7), (3, 3), padding=1, groups=8)
+    x, w, b = make_inputs(case, torch.bfloat16)
+    wide = torch.randn(40, 8, 6, 14, dtype=torch.float64).bfloat16()
+    x = wide[..., ::2]
+    spec = _spec(case)
+    expected = reference_forward(case, x.double(), w.double(), b.double())
+    tile = KernelConfig(16, 64, 64, 4, 1)  # 3 blocks of 16 images
+    if transposed:
+        dy = torch.randn(spec.out_shape, dtype=torch.float64).bfloat16()[..., :]
+        x64 = x.double().requires_grad_()
+        (expected,) = torch.autograd.grad(reference_forward(case, x64, w.double(), None), x64, dy.double())
+        out = torch.empty_like(x)
+        launch = plan_plane(dy, w, None, spec, out, new_flag(x.device), transposed=True, tile=tile)
+    else:
+        out = torch.empty(spec.out_shape, dtype=torch.bfloat16)
+        launch = plan_plane(x, w, b, spec, out, new_flag(x.device), tile=tile)
+    assert launch.constexprs["PREFETCH"] and launch.grid == (8, 1)
+    assert launch.constexprs["DENSE_A"] == transposed and launch.constexprs["DENSE_Y"]
+    launch()
+    assert int(launch.args["flag_ptr"]) == 0
+    assert_close(out, expected.bfloat16(), torch.bfloat16, case.reduction, "plane kernel")
+
+
+def test_frames_are_the_convolution():
+    """Read as the kernel reads it (rows the input pixels of a padded block, columns the output
+    pixels), each channel's filter frame is the convolution's matrix: over random 1-D, 2-D and
+    3-D geometries with steps, dilation, padding and filters larger than the plane, x @ T is
+    torch's convolution, and every element the kernel reads lies inside the frame."""
+    rng = random.Random(0)
+    checked = 0
+    while checked < 200:
+        ndim = rng.choice([1, 2, 3])
+        size = [rng.randint(1, 4 if ndim == 3 else 8) for _ in range(ndim)]
+        kernel, stride, dilation, padding = (
+            [rng.randint(lo, hi) for _ in range(ndim)] for lo, hi in ((1, 5), (1, 3), (1, 3), (0, 3))
+        )
+        x = torch.randn(1, 2, *size, dtype=torch.float64)
+        w = torch.randn(2, 1, *kernel, dtype=torch.float64)
+        try:
+            expected = TORCH_CONV[ndim](x, w, stride=stride, padding=padding, dilation=dilation, groups=2)
+        except RuntimeError:  # an empty output
+            continue
+        spec = conv_spec(x, w, None, stride, padding, dilation, 2, ndim)
+        block_in, block_out = plane_pixels(spec.input_size), plane_pixels(spec.output_size)
+        if max(block_in, block_out) > planes.PLANE_MAX_PIXELS:
+            continue
+        frames, frame = plane_frames(w, spec, block_in, block_out)
+        (_, in_h, in_w), (_, out_h, out_w) = spec.input_size, spec.output_size
+        frame_h, frame_w = frame.size[1:]
+        j, p = torch.arange(block_in)[:, None], torch.arange(block_out)[None, :]
+        jd, jh, jw = j // (in_h * in_w), j // in_w % in_h, j % in_w
+        od, oh, ow = p // (out_h * out_w), p // out_w % out_h, p % out_w
+        last_d, last_h, last_w = frame.last_output_plane, out_h - 1, out_w - 1
+        offsets = ((jd + (last_d - od) * spec.stride[0]) * frame_h + jh + (last_h - oh) * spec.stride[1]) * frame_w
+        offsets = offsets + jw + (last_w - ow) * spec.stride[2]
+        assert 0 <= offsets.min() and offsets.max() < frames.shape[1]
+        band = frames[:, offsets]  # (channels, block_in, block_out)
+        planes_in = torch.zeros(2, block_in, dtype=torch.float64)
+        planes_in[:, : x[0, 0].numel()] = x[0].flatten(1)
+        got = torch.einsum("cj,cjp->cp", planes_in, band)[:, : expected[0, 0].numel()]
+        torch.testing.assert_close(got, expected[0].flatten(1))
+        checked += 1
+
+
+def test_fused_epilogue_and_transposed(monkeypatch):
+    """The plane kernel carries the fused epilogue (bias, residual, activation) of the forward and
+    of a transposed convolution (whose output is an input gradient: T transposed), and its gradients."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("transposed", False))
+        return plane_forward(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "plane_forward", counted)
+    case = PLANES[0]
+    x, w, b = make_inputs(case, torch.bfloat16)
+    residual = torch.randn(case.batch, case.out_channels, *case.size, dtype=torch.float64).bfloat16()
+    y = triton_conv.conv2d(x, w, b, padding=3, groups=case.groups, activation="silu", residual=residual)
+    expected = torch.nn.functional.silu(reference_forward(case, x, w, b) + residual.double())
+    assert_close(y, expected.bfloat16(), torch.bfloat16, case.reduction, "fused forward")
+    assert calls == [False]
+    check_transposed(
+        TCase(2, 2, 8, 8, (4, 3), (3, 3), stride=2, padding=1, groups=8), torch.bfloat16, activation="relu"
+    )
+    assert calls[1] is True
+
+
+def test_rule():
+    """The plane kernel takes depthwise convolutions in 16-bit floats over default-layout planes of
+    at most 64 pixels where the band kernels do not (outputs narrower than 8 columns); not
+    float32, channels-last, larger planes, a grouped convolution, or TRITON_CONV_BAND_KERNELS=0
+    (the module attribute it sets)."""
+
+    def uses(size=(7, 7), layout="contiguous", dtype=torch.bfloat16, in_channels=8):
+        case = ConvCase(2, 1, in_channels, 8, size, (3, 3), padding=1, groups=8)
+        x, _, _ = make_inputs(case, dtype, layout)
+        return dispatch.uses_plane_kernel(x, _spec(case))
+
+    assert uses() and uses(dtype=torch.float16) and uses(size=(8, 8)) and uses(size=(1, 64))
+    assert not uses(size=(9, 8)) and not uses(size=(1, 65))
+    assert not uses(dtype=torch.float32)
+    assert not uses(layout="channels_last")
+    assert not uses(in_channels=16)
+    # 8 columns and more: the band kernels come first.
+    case = ConvCase(2, 1, 8, 8, (8, 8), (3, 3), padding=1, groups=8)
+    x, w, b = make_inputs(case, torch.bfloat16)
+    with recording_launches() as launches:
+        dispatch.forward(x, w, b, _spec(case), torch.empty(x.shape, dtype=x.dtype))
+    assert _plane_launches(launches) == 0 and launches[0].kernel.__name__ == "band_matrix_kernel"
+    dispatch_enabled = dispatch.BAND_KERNELS_ENABLED
+    try:
+        dispatch.BAND_KERNELS_ENABLED = False
+        assert not uses()
+    finally:
+        dispatch.BAND_KERNELS_ENABLED = dispatch_enabled
