@@ -227,3 +227,23 @@ def test_rule():
         assert not uses()
     finally:
         dispatch.BAND_KERNELS_ENABLED = dispatch_enabled
+
+
+def test_tuning_keys(tied_timing):
+    """A default-layout 7x7 depthwise layer on 7x7 maps is tuned under the keys ``tune --dry-run``
+    lists: the plane forward and the plane input gradient (the direct kernels gated behind them
+    are not tuned), each timing the tiles first use times; a second call finds them cached."""
+    from triton_conv.tune import ConvProblem, problem_keys
+    from triton_conv.tuning import select
+
+    problem = ConvProblem((2, 8, 7, 7), (8, 1, 7, 7), (1, 1), (3, 3), (1, 1), 8, torch.bfloat16, False)
+    x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
+    with select.autotuning("first_use") as records:
+        y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+        y.backward(torch.randn_like(y))
+    keys = problem_keys(problem, backward=True)
+    assert list(keys)[:2] == ["plane_forward", "plane_input_grad"]
+    assert [record.key for record in records][:2] == [keys["plane_forward"], keys["plane_input_grad"]]
+    with select.autotuning("first_use") as again:
+        triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
+    assert again == []
