@@ -199,35 +199,32 @@ def plane_key_fields(spec: ConvSpec) -> tuple[str, ...]:
     )
 
 
-# The plane kernel as tuning sees it: per channel, images by output plane over the input plane
-# (the input gradient's the other way round). Launches with a fused residual or pre-activation
-# are not timed.
-PLANE_FORWARD = KernelKind(
-    name="plane_forward",
-    pass_="F",
-    tiles=PLANE_TILES,
-    interpreter_tile=PLANE_INTERPRETER_TILE,
-    gemm_extents=lambda spec: plane_gemm(spec, transposed=False),
-    dense_gemm=lambda spec: (spec.output_pixels, 1, spec.taps),
-    key_pixels=lambda spec: spec.batch,
-    key_layout=lambda input, output: layout_of(input),
-    plan=lambda spec, x, w, b, y, tile: plan_plane(x, w, b, spec, y, new_flag(x.device), tile=tile),
-    key_fields=plane_key_fields,
-)
-PLANE_INPUT_GRAD = KernelKind(
-    name="plane_input_grad",
-    pass_="D",
-    tiles=PLANE_TILES,
-    interpreter_tile=PLANE_INTERPRETER_TILE,
-    gemm_extents=lambda spec: plane_gemm(spec, transposed=True),
-    dense_gemm=lambda spec: (spec.input_pixels, 1, spec.taps),
-    key_pixels=lambda spec: spec.batch,
-    key_layout=lambda input, output: layout_of(output),
-    plan=lambda spec, x, w, b, y, tile: plan_plane(
-        y, w, None, spec, torch.empty_like(x), new_flag(x.device), transposed=True, tile=tile
-    ),
-    key_fields=plane_key_fields,
-)
+def plane_kind(transposed: bool) -> KernelKind:
+    """The plane kernel as tuning sees it: per channel, images by output plane over the input
+    plane, or with ``transposed`` (the input gradient, reading dy) the other way round. Launches
+    with a fused residual or pre-activation are not timed."""
+
+    def plan(spec, x, w, b, y, tile):
+        if transposed:
+            return plan_plane(y, w, None, spec, torch.empty_like(x), new_flag(x.device), transposed=True, tile=tile)
+        return plan_plane(x, w, b, spec, y, new_flag(x.device), tile=tile)
+
+    return KernelKind(
+        name="plane_input_grad" if transposed else "plane_forward",
+        pass_="D" if transposed else "F",
+        tiles=PLANE_TILES,
+        interpreter_tile=PLANE_INTERPRETER_TILE,
+        gemm_extents=lambda spec: plane_gemm(spec, transposed),
+        dense_gemm=lambda spec: (spec.input_pixels if transposed else spec.output_pixels, 1, spec.taps),
+        key_pixels=lambda spec: spec.batch,
+        key_layout=lambda input, output: layout_of(output if transposed else input),
+        plan=plan,
+        key_fields=plane_key_fields,
+    )
+
+
+PLANE_FORWARD = plane_kind(transposed=False)
+PLANE_INPUT_GRAD = plane_kind(transposed=True)
 
 
 def plan_plane(
