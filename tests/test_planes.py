@@ -164,7 +164,7 @@ def test_frames_are_the_convolution():
         j, p = torch.arange(block_in)[:, None], torch.arange(block_out)[None, :]
         jd, jh, jw = j // (in_h * in_w), j // in_w % in_h, j % in_w
         od, oh, ow = p // (out_h * out_w), p // out_w % out_h, p % out_w
-        last_d, last_h, last_w = frame.last_output_plane, out_h - 1, out_w - 1
+        last_d, last_h, last_w = frame.last_outputs
         offsets = ((jd + (last_d - od) * spec.stride[0]) * frame_h + jh + (last_h - oh) * spec.stride[1]) * frame_w
         offsets = offsets + jw + (last_w - ow) * spec.stride[2]
         assert 0 <= offsets.min() and offsets.max() < frames.shape[1]

@@ -116,20 +116,21 @@ def plane_forward_kernel(
     j_frame = (jd * FRAME_H + jh) * FRAME_W + jw
     p_frame = ((LAST_OUT_D - od) * STRIDE_D * FRAME_H + (OUT_H - 1 - oh) * STRIDE_H) * FRAME_W
     p_frame += (OUT_W - 1 - ow) * STRIDE_W
+    # The operand's pixels (the reduction, k) and the result's (the columns, q): the forward's
+    # input and output pixels, or for the input gradient the other way round.
     if TRANSPOSED:
-        a_cols = p if DENSE_A else od * sa_d + oh * sa_h + ow * sa_w
-        mask_k = p < OUT_PIXELS
-        y_cols = j if DENSE_Y else jd * sy_d + jh * sy_h + jw * sy_w
-        r_cols = jd * sr_d + jh * sr_h + jw * sr_w
-        mask_n = j < IN_PIXELS
+        k, kd, kh, kw, K_PIXELS = p, od, oh, ow, OUT_PIXELS
+        q, qd, qh, qw, Q_PIXELS = j, jd, jh, jw, IN_PIXELS
         frame_offs = p_frame[:, None] + j_frame[None, :]
     else:
-        a_cols = j if DENSE_A else jd * sa_d + jh * sa_h + jw * sa_w
-        mask_k = j < IN_PIXELS
-        y_cols = p if DENSE_Y else od * sy_d + oh * sy_h + ow * sy_w
-        r_cols = od * sr_d + oh * sr_h + ow * sr_w
-        mask_n = p < OUT_PIXELS
+        k, kd, kh, kw, K_PIXELS = j, jd, jh, jw, IN_PIXELS
+        q, qd, qh, qw, Q_PIXELS = p, od, oh, ow, OUT_PIXELS
         frame_offs = j_frame[:, None] + p_frame[None, :]
+    a_cols = k if DENSE_A else kd * sa_d + kh * sa_h + kw * sa_w
+    mask_k = k < K_PIXELS
+    y_cols = q if DENSE_Y else qd * sy_d + qh * sy_h + qw * sy_w
+    r_cols = qd * sr_d + qh * sr_h + qw * sr_w
+    mask_n = q < Q_PIXELS
     band = tl.load(frame_ptr + pid_c * frame_stride + frame_offs)
     # A weight the frame leaves out (one reaching only the padding) still makes torch's sums NaN.
     t = tl.arange(0, TAPS_PADDED)
@@ -267,7 +268,7 @@ def plan_plane(
     constexprs = dict(IN_H=in_h, IN_W=in_w, IN_PIXELS=math.prod(spec.input_size), OUT_H=out_h, OUT_W=out_w)
     constexprs |= dict(OUT_PIXELS=math.prod(spec.output_size), FRAME_H=frame.size[1], FRAME_W=frame.size[2])
     constexprs |= {f"STRIDE_{axis}": step for axis, step in zip("DHW", spec.stride)}
-    constexprs |= dict(LAST_OUT_D=frame.last_output_plane, TAPS=spec.taps, R=spec.kernel_size[1], S=spec.kernel_size[2])
+    constexprs |= dict(LAST_OUT_D=frame.last_outputs[0], TAPS=spec.taps, R=spec.kernel_size[1], S=spec.kernel_size[2])
     constexprs |= dict(TAPS_PADDED=triton.next_power_of_2(spec.taps), TRANSPOSED=transposed)
     constexprs |= dict(DENSE_A=dense_planes(a), DENSE_Y=dense_planes(y), PREFETCH=image_blocks > splits)
     constexprs |= arguments.output_flags(bias, epilogue)
@@ -292,11 +293,13 @@ def dense_planes(t: torch.Tensor) -> bool:
 class PlaneFrame:
     """Where the kernel reads T: along each dimension (D, H, W), input coordinate i reaches output
     coordinate o through frame position i + (last_o - o) * step, last_o the last output
-    coordinate of the padded blocks (``last_output_plane`` along D, the output size - 1 along H
-    and W, whose coordinates wrap). ``size`` is the frame's extent along each dimension."""
+    coordinate of the padded blocks (``last_outputs``: along D the plane of the block's last
+    pixel, which may lie past the output; the output size - 1 along H and W, whose coordinates
+    wrap). ``size`` is the frame's extent along
+    each dimension."""
 
     size: tuple[int, int, int]
-    last_output_plane: int
+    last_outputs: tuple[int, int, int]
 
     @staticmethod
     def of(spec: ConvSpec, block_in: int, block_out: int) -> PlaneFrame:
@@ -306,10 +309,7 @@ class PlaneFrame:
         inputs = (planes_in, *spec.input_size[1:])
         last_outputs = (planes_out - 1, *(size - 1 for size in spec.output_size[1:]))
         size = tuple(i + last * step for i, last, step in zip(inputs, last_outputs, spec.stride))
-        return PlaneFrame(size, planes_out - 1)  # type: ignore[arg-type]
-
-    def last_outputs(self, spec: ConvSpec) -> tuple[int, int, int]:
-        return (self.last_output_plane, *(size - 1 for size in spec.output_size[1:]))
+        return PlaneFrame(size, last_outputs)  # type: ignore[arg-type]
 
 
 def plane_frames(
@@ -326,7 +326,7 @@ def plane_frames(
     frames = w.new_zeros((w.shape[0], *frame.size))
     frame_slices, filter_slices = [], []
     for size, taps, dil, pad, last, step in zip(
-        frame.size, spec.kernel_size, spec.dilation, spec.pad_lo, frame.last_outputs(spec), spec.stride
+        frame.size, spec.kernel_size, spec.dilation, spec.pad_lo, frame.last_outputs, spec.stride
     ):
         first = last * step - pad  # frame position of tap 0
         k0 = max(0, -(first // dil))  # the first tap at a position >= 0
