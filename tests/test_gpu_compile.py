@@ -30,7 +30,12 @@ from triton_conv.kernels.implicit_gemm_forward import FORWARD, implicit_gemm_for
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import ROW_BLOCKS_FOR_FEW_CHANNELS, WEIGHT_GRAD, plan_weight_grad
 from triton_conv.kernels.patches import PATCH_FORWARD, PATCH_WEIGHT_GRAD
-from triton_conv.kernels.planes import PLANE_FORWARD, PLANE_INPUT_GRAD, plan_plane
+from triton_conv.kernels.planes import (
+    PLANE_CHANNELS_LAST_FORWARD,
+    PLANE_FORWARD,
+    PLANE_INPUT_GRAD,
+    plan_plane,
+)
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import (
@@ -534,3 +539,43 @@ def test_plane_kernel_compiles(tile, arch, transposed, gpu_tiles):
         assert launch.constexprs["PREFETCH"] == prefetch
         info = compile_launch(launch, arch)
         assert info.spill_bytes == 0 and info.uses_wgmma == (arch == 90), (size, info)
+
+
+@pytest.mark.parametrize(
+    "tile, arch, transposed",
+    [
+        pytest.param(
+            tile, arch, transposed, id=f"{_config_id(tile)}-sm{arch}-{'input_grad' if transposed else 'forward'}"
+        )
+        for tile, arch, transposed in [
+            *(
+                (PLANE_CHANNELS_LAST_FORWARD.tiles[0], arch, transposed)
+                for arch in ARCHS
+                for transposed in (False, True)
+            ),
+            *((tile, 90, False) for tile in PLANE_CHANNELS_LAST_FORWARD.tiles[1:]),
+        ]
+    ],
+)
+def test_channels_last_plane_kernel_compiles(tile, arch, transposed, gpu_tiles):
+    """The channels-last plane kernel on suite shape 16 (bf16, the whole fused epilogue): the
+    heuristic's tile, forward and input gradient, for sm_90 and sm_80, every other tuned tile's
+    forward for sm_90: no spills, shared memory within the limit, and the operand and the result
+    moved as 16-byte vectors of channels where a program takes 8."""
+    size, kernel, padding = PLANE_SHAPES[0]
+    x = torch.empty(size, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
+    b = torch.empty(size[1], dtype=torch.bfloat16)
+    spec = conv_spec(x, w, b, stride=1, padding=padding, dilation=1, groups=size[1], ndim=2)
+    y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    result = x if transposed else y
+    epilogue = Epilogue("silu", residual=torch.empty_like(result), pre_activation=torch.empty_like(result))
+    launch = plan_plane(
+        y if transposed else x, w, b, spec, torch.empty_like(result), torch.zeros((), dtype=torch.int32), epilogue,
+        transposed, PLANE_CHANNELS_LAST_FORWARD.clipped(spec, tile),
+    )  # fmt: skip
+    assert launch.kernel.__name__ == "plane_channels_last_kernel"
+    info = compile_launch(launch, arch, assembly=True)
+    assert info.spill_bytes == 0 and info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], info
+    if tile.block_n == 8:
+        assert "LDG.E.128" in info.assembly.sass and "STG.E.128" in info.assembly.sass

@@ -1,6 +1,6 @@
-"""Depthwise convolutions of planes of at most 64 pixels in the default layout, in 16-bit dtypes,
-on one product per channel (``kernels/planes.py``): the forward and the input gradient, each
-followed by the direct kernel gated on its non-finite flag."""
+"""Depthwise convolutions of planes of at most 64 pixels, in 16-bit dtypes, on one product per
+channel (``kernels/planes.py``; in channels-last a batched product over blocks of channels): the
+forward and the input gradient, each followed by the direct kernel gated on its non-finite flag."""
 
 import random
 
@@ -13,6 +13,7 @@ from triton_conv.kernels.common import recording_launches
 from triton_conv.kernels.non_finite import new_flag
 from triton_conv.kernels.planes import plan_plane, plane_forward, plane_frames, plane_pixels
 from triton_conv.spec import conv_spec
+from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig
 
 from .checks import check_backward, check_forward, check_gated_recomputation, check_transposed
@@ -31,9 +32,15 @@ def _spec(case: ConvCase):
     return conv_spec(x, w, b, case.stride, case.padding, case.dilation, case.groups, case.ndim)
 
 
-def _plane_launches(launches) -> int:
-    """How many launches run the plane kernel; each is followed by the direct kernel gated on its flag."""
-    at = [i for i, launch in enumerate(launches) if launch.kernel.__name__ == "plane_forward_kernel"]
+PLANE_KERNELS = {"plane_forward_kernel": "contiguous", "plane_channels_last_kernel": "channels_last"}
+
+
+def _plane_launches(launches, layout: str = "contiguous") -> int:
+    """How many launches run the plane kernel of ``layout``; each is followed by the direct kernel
+    gated on its flag. No launch runs the other layout's."""
+    names = [launch.kernel.__name__ for launch in launches]
+    assert all(PLANE_KERNELS.get(name, layout) == layout for name in names), names
+    at = [i for i, name in enumerate(names) if name in PLANE_KERNELS]
     for i in at:
         assert launches[i + 1].constexprs.get("GATED"), launches
         assert launches[i + 1].args["flag_ptr"] is launches[i].args["flag_ptr"]
@@ -58,34 +65,48 @@ PLANES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("case", PLANES, ids=lambda c: c.id)
-def test_plane_kernel(case, dtype):
-    """The forward and input gradient run the plane kernel (the input gradient where there is one
-    output channel per group), each then the direct kernel gated on its flag; the output and
-    every gradient match torch's."""
+# Every case in both 16-bit dtypes in the default layout and in bfloat16 in channels-last (the
+# same kernel code for either dtype), and ConvNeXt's in float16 in channels-last.
+PLANE_RUNS = [
+    pytest.param(case, dtype, layout, id=f"{case.id}-{str(dtype)[6:]}-{layout}")
+    for case in PLANES
+    for dtype, layout in (
+        (torch.bfloat16, "contiguous"),
+        (torch.float16, "contiguous"),
+        (torch.bfloat16, "channels_last"),
+    )
+] + [pytest.param(PLANES[0], torch.float16, "channels_last", id=f"{PLANES[0].id}-float16-channels_last")]
+
+
+@pytest.mark.parametrize("case, dtype, layout", PLANE_RUNS)
+def test_plane_kernel(case, dtype, layout):
+    """The forward and input gradient run the plane kernel of the layout (the input gradient
+    where there is one output channel per group), each then the direct kernel gated on its flag;
+    the output and every gradient match torch's. The channels-last kernel takes 4 channels per
+    program under the interpreter: two blocks of the 8 here (16 for the forward of two per group)."""
     spec = _spec(case)
-    x, w, b = make_inputs(case, dtype)
-    y = torch.empty(spec.out_shape, dtype=dtype)
+    x, w, b = make_inputs(case, dtype, layout)
+    y = in_layout(torch.empty(spec.out_shape, dtype=dtype), layout)
     with recording_launches() as launches:
         dispatch.forward(x, w, b, spec, y)
-    assert _plane_launches(launches) == 1
+    assert _plane_launches(launches, layout) == 1
     with recording_launches() as launches:
         dispatch.input_grad(y, w, spec, torch.empty_like(x))
-    assert _plane_launches(launches) == (spec.out_channels_per_group == 1)
-    check_forward(case, dtype, "contiguous")
-    check_backward(case, dtype, "contiguous")
+    assert _plane_launches(launches, layout) == (spec.out_channels_per_group == 1)
+    check_forward(case, dtype, layout)
+    check_backward(case, dtype, layout)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", [PLANES[0], PLANES[1], PLANES[5]], ids=lambda c: c.id)
-def test_plane_kernel_keeps_non_finite_values_where_torch_has_them(case):
+def test_plane_kernel_keeps_non_finite_values_where_torch_has_them(case, layout):
     """A NaN, +inf and -inf in the input (forward) or the output gradient (input gradient) make
     NaN and infinities exactly where torch's are: T's zeros times them are NaN everywhere in
     their plane, so the plane kernel flags them and the gated direct kernel computes the output
     again. On finite data the flag stays clear."""
-    x, w, b = make_inputs(case, torch.bfloat16)
+    x, w, b = make_inputs(case, torch.bfloat16, layout)
     spec = _spec(case)
-    dy = torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16)
+    dy = in_layout(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16), layout)
     check_gated_recomputation(case, spec, x, w, b, dy)
 
 
@@ -135,11 +156,39 @@ def test_image_blocks_prefetched_and_strided_planes(transposed, monkeypatch):
     assert_close(out, expected.bfloat16(), torch.bfloat16, case.reduction, "plane kernel")
 
 
+@pytest.mark.parametrize("transposed", [False, True], ids=["forward", "input_grad"])
+def test_channels_last_blocks_of_channels_and_images(transposed, monkeypatch):
+    """The channels-last kernel over 6 channels in blocks of 4 (the last block half empty: its
+    frames padded with zero filters, its loads and stores masked) and 40 images in blocks of 16,
+    each program taking every other block (two splits): results as torch's."""
+    monkeypatch.setattr(planes, "TARGET_PROGRAMS", 4)
+    case = ConvCase(2, 40, 6, 6, (6, 7), (3, 3), padding=1, groups=6)
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    tile = KernelConfig(16, 4, 16, 4, 1)
+    if transposed:
+        dy = in_layout(torch.randn(spec.out_shape, dtype=torch.float64).bfloat16(), "channels_last")
+        x64 = x.double().requires_grad_()
+        (expected,) = torch.autograd.grad(reference_forward(case, x64, w.double(), None), x64, dy.double())
+        out = torch.empty_like(x)
+        launch = plan_plane(dy, w, None, spec, out, new_flag(x.device), transposed=True, tile=tile)
+    else:
+        expected = reference_forward(case, x.double(), w.double(), b.double())
+        out = in_layout(torch.empty(spec.out_shape, dtype=torch.bfloat16), "channels_last")
+        launch = plan_plane(x, w, b, spec, out, new_flag(x.device), tile=tile)
+    assert launch.kernel.__name__ == "plane_channels_last_kernel" and launch.grid == (2, 2)
+    assert launch.args["frame_ptr"].shape[0] == 8 and launch.args["frame_strides"] == (1, 8)
+    launch()
+    assert int(launch.args["flag_ptr"]) == 0
+    assert_close(out, expected.bfloat16(), torch.bfloat16, case.reduction, "plane kernel, channels-last")
+
+
 def test_frames_are_the_convolution():
     """Read as the kernel reads it (rows the input pixels of a padded block, columns the output
     pixels), each channel's filter frame is the convolution's matrix: over random 1-D, 2-D and
     3-D geometries with steps, dilation, padding and filters larger than the plane, x @ T is
-    torch's convolution, and every element the kernel reads lies inside the frame."""
+    torch's convolution, and every element the kernel reads lies inside the frame. The frames
+    the channels-last kernel reads are the same, channels contiguous, padded with zero filters."""
     rng = random.Random(0)
     checked = 0
     while checked < 200:
@@ -168,6 +217,8 @@ def test_frames_are_the_convolution():
         offsets = ((jd + (last_d - od) * spec.stride[0]) * frame_h + jh + (last_h - oh) * spec.stride[1]) * frame_w
         offsets = offsets + jw + (last_w - ow) * spec.stride[2]
         assert 0 <= offsets.min() and offsets.max() < frames.shape[1]
+        blocked, _ = plane_frames(w, spec, block_in, block_out, channel_block=4)
+        assert blocked.stride() == (1, 4) and torch.equal(blocked[:2], frames) and not blocked[2:].any()
         band = frames[:, offsets]  # (channels, block_in, block_out)
         planes_in = torch.zeros(2, block_in, dtype=torch.float64)
         planes_in[:, : x[0, 0].numel()] = x[0].flatten(1)
@@ -176,34 +227,36 @@ def test_frames_are_the_convolution():
         checked += 1
 
 
-def test_fused_epilogue_and_transposed(monkeypatch):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fused_epilogue_and_transposed(layout, monkeypatch):
     """The plane kernel carries the fused epilogue (bias, residual, activation) of the forward and
     of a transposed convolution (whose output is an input gradient: T transposed), and its gradients."""
     calls = []
 
     def counted(*args, **kwargs):
-        calls.append(kwargs.get("transposed", False))
+        calls.append((kwargs.get("transposed", False), args[0].stride(1) == 1))
         return plane_forward(*args, **kwargs)
 
     monkeypatch.setattr(dispatch, "plane_forward", counted)
     case = PLANES[0]
-    x, w, b = make_inputs(case, torch.bfloat16)
-    residual = torch.randn(case.batch, case.out_channels, *case.size, dtype=torch.float64).bfloat16()
+    x, w, b = make_inputs(case, torch.bfloat16, layout)
+    residual = in_layout(torch.randn(case.batch, case.out_channels, *case.size, dtype=torch.float64).bfloat16(), layout)
     y = triton_conv.conv2d(x, w, b, padding=3, groups=case.groups, activation="silu", residual=residual)
     expected = torch.nn.functional.silu(reference_forward(case, x, w, b) + residual.double())
     assert_close(y, expected.bfloat16(), torch.bfloat16, case.reduction, "fused forward")
-    assert calls == [False]
+    channels_last = layout == "channels_last"
+    assert calls == [(False, channels_last)]
     check_transposed(
-        TCase(2, 2, 8, 8, (4, 3), (3, 3), stride=2, padding=1, groups=8), torch.bfloat16, activation="relu"
+        TCase(2, 2, 8, 8, (4, 3), (3, 3), stride=2, padding=1, groups=8), torch.bfloat16, layout, activation="relu"
     )
-    assert calls[1] is True
+    assert calls[1] == (True, channels_last)
 
 
 def test_rule():
-    """The plane kernel takes depthwise convolutions in 16-bit floats over default-layout planes of
-    at most 64 pixels where the band kernels do not (outputs narrower than 8 columns); not
-    float32, channels-last, larger planes, a grouped convolution, or TRITON_CONV_BAND_KERNELS=0
-    (the module attribute it sets)."""
+    """The plane kernel takes depthwise convolutions in 16-bit floats over planes of at most 64
+    pixels, in the default layout or channels-last, where the band kernels do not (outputs
+    narrower than 8 columns); not float32, other layouts, larger planes, a grouped convolution,
+    or TRITON_CONV_BAND_KERNELS=0 (the module attribute it sets)."""
 
     def uses(size=(7, 7), layout="contiguous", dtype=torch.bfloat16, in_channels=8):
         case = ConvCase(2, 1, in_channels, 8, size, (3, 3), padding=1, groups=8)
@@ -213,7 +266,8 @@ def test_rule():
     assert uses() and uses(dtype=torch.float16) and uses(size=(8, 8)) and uses(size=(1, 64))
     assert not uses(size=(9, 8)) and not uses(size=(1, 65))
     assert not uses(dtype=torch.float32)
-    assert not uses(layout="channels_last")
+    assert uses(layout="channels_last") and uses(size=(1, 64), layout="channels_last")
+    assert not uses(size=(9, 8), layout="channels_last") and not uses(layout="strided_view")
     assert not uses(in_channels=16)
     # 8 columns and more: the band kernels come first.
     case = ConvCase(2, 1, 8, 8, (8, 8), (3, 3), padding=1, groups=8)
@@ -229,21 +283,23 @@ def test_rule():
         dispatch.BAND_KERNELS_ENABLED = dispatch_enabled
 
 
-def test_tuning_keys(tied_timing):
-    """A default-layout 7x7 depthwise layer on 7x7 maps is tuned under the keys ``tune --dry-run``
-    lists: the plane forward and the plane input gradient (the direct kernels gated behind them
-    are not tuned), each timing the tiles first use times; a second call finds them cached."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_tuning_keys(channels_last, tied_timing):
+    """A 7x7 depthwise layer on 7x7 maps is tuned under the keys ``tune --dry-run`` lists: the
+    plane forward and the plane input gradient of its layout (the direct kernels gated behind
+    them are not tuned), each timing the tiles first use times; a second call finds them cached."""
     from triton_conv.tune import ConvProblem, problem_keys
     from triton_conv.tuning import select
 
-    problem = ConvProblem((2, 8, 7, 7), (8, 1, 7, 7), (1, 1), (3, 3), (1, 1), 8, torch.bfloat16, False)
+    problem = ConvProblem((2, 8, 7, 7), (8, 1, 7, 7), (1, 1), (3, 3), (1, 1), 8, torch.bfloat16, channels_last)
     x, w = (t.requires_grad_() for t in problem.tensors("cpu"))
     with select.autotuning("first_use") as records:
         y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
         y.backward(torch.randn_like(y))
     keys = problem_keys(problem, backward=True)
-    assert list(keys)[:2] == ["plane_forward", "plane_input_grad"]
-    assert [record.key for record in records][:2] == [keys["plane_forward"], keys["plane_input_grad"]]
+    kinds = [f"plane{'_channels_last' if channels_last else ''}_{name}" for name in ("forward", "input_grad")]
+    assert list(keys)[:2] == kinds
+    assert [record.key for record in records][:2] == [keys[kind] for kind in kinds]
     with select.autotuning("first_use") as again:
         triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
     assert again == []

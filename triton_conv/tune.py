@@ -41,7 +41,7 @@ from .kernels.implicit_gemm_input_grad import INPUT_GRAD
 from .kernels.implicit_gemm_weight_grad import WEIGHT_GRAD
 from .kernels.layout import gemm_operand
 from .kernels.patches import PATCH_FORWARD, PATCH_WEIGHT_GRAD
-from .kernels.planes import PLANE_FORWARD, PLANE_INPUT_GRAD
+from .kernels.planes import plane_kind_of
 from .runtime import INTERPRETER
 from .spec import ConvSpec, as_3d, conv_spec, output_memory_format
 from .tuning.key import autotune_key, layout_of
@@ -121,7 +121,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
         if dispatch.uses_banded_kernel(x, spec) and dispatch.band_fits(x, spec):
             keys[BANDED_FORWARD.name] = key(BANDED_FORWARD, spec, layout_of(x))
         elif dispatch.uses_plane_kernel(x, spec):
-            keys[PLANE_FORWARD.name] = key(PLANE_FORWARD, spec, layout_of(x))
+            kind = plane_kind_of(x, transposed=False)
+            keys[kind.name] = key(kind, spec, layout_of(x))
         elif dispatch.uses_patch_kernel(x, spec):
             keys[PATCH_FORWARD.name] = key(PATCH_FORWARD, spec, layout_of(x))
         elif (bundle := dispatch.forward_bundle(spec, problem.dtype)) > 1:
@@ -133,7 +134,8 @@ def problem_keys(problem: ConvProblem, backward: bool) -> dict[str, str]:
                 forward = spec.input_grad_as_forward()
                 keys[f"{BANDED_FORWARD.name} (input_grad)"] = key(BANDED_FORWARD, forward, layout_of(y))
             elif dispatch.uses_plane_input_grad(y, spec):
-                keys[PLANE_INPUT_GRAD.name] = key(PLANE_INPUT_GRAD, spec, layout_of(y))
+                kind = plane_kind_of(y, transposed=True)
+                keys[kind.name] = key(kind, spec, layout_of(y))
             elif dispatch.uses_patch_input_grad(y, spec):
                 forward = spec.input_grad_as_forward()
                 keys[f"{PATCH_FORWARD.name} (input_grad)"] = key(PATCH_FORWARD, forward, layout_of(y))

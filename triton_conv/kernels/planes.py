@@ -18,6 +18,12 @@ multiply-add on CUDA cores. Here a 7x7 map with a 7x7 filter pads the 49 pixels 
 matrix unit computes 64 x 64 products per image where 1369 are useful (3x), and the plane's
 loads and stores run along its contiguous pixels.
 
+Channels-last operands (``plane_channels_last_kernel``) keep a channel's pixels C elements apart,
+so a program takes a block of channels and runs one batched product, the channels its batch:
+the operand and the result move as vectors of channels (16 bytes for 8 channels of 16 bits), and
+T too, from frames laid out with the channels contiguous. The batch compiles to ``mma.sync``
+(wgmma has none), the matrix unit's share of the time small beside the loads.
+
 The input gradient is the same product against T transposed (``TRANSPOSED``), for any steps:
 dx[n, j] = sum over p of dy[n, p] * T[j, p]. Non-finite values: T's zeros multiply every pixel
 of the plane (IEEE 0 * inf is NaN), and a weight no output reads through a real pixel is not in T
@@ -29,14 +35,22 @@ on the flag, computes the output again (``dispatch.forward``, ``dispatch.input_g
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
 import triton.language as tl
 
 from ..spec import ConvSpec, as_3d, needs_int64
-from ..tuning.configs import PLANE_INTERPRETER_TILE, PLANE_TILES, TARGET_PROGRAMS, KernelConfig
+from ..tuning.configs import (
+    MIN_DOT,
+    PLANE_CHANNELS_LAST_INTERPRETER_TILE,
+    PLANE_CHANNELS_LAST_TILES,
+    PLANE_INTERPRETER_TILE,
+    PLANE_TILES,
+    TARGET_PROGRAMS,
+    KernelConfig,
+)
 from ..tuning.key import bucket_channels, layout_of
 from ..tuning.kinds import KernelKind
 from ..tuning.select import select_config
@@ -54,7 +68,7 @@ PLANE_MAX_PIXELS = 64
 def plane_forward_kernel(
     a_ptr, frame_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
     N, K_G, IMAGE_BLOCKS,
-    a_strides, frame_stride, w_strides, y_strides, bias_stride, residual_strides,
+    a_strides, frame_strides, w_strides, y_strides, bias_stride, residual_strides,
     IN_H: tl.constexpr, IN_W: tl.constexpr, IN_PIXELS: tl.constexpr,
     OUT_H: tl.constexpr, OUT_W: tl.constexpr, OUT_PIXELS: tl.constexpr,
     STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
@@ -79,10 +93,10 @@ def plane_forward_kernel(
         a_ptr, a_strides: the operand read (5 strides, any); DENSE_A: its planes are dense
             (a pixel's offset is its flat index), which lets the compiler address a thread's
             neighbouring pixels from one register.
-        frame_ptr, frame_stride: each channel's filter frame, (K, frame pixels), the second
-            stride 1: T[j, p] is element ((jd * FRAME_H + jh) * FRAME_W + jw) + the column
-            offset of p (``plane_frames``); zeros wherever no tap connects j and p, past the
-            planes included, so that T is read with no mask.
+        frame_ptr, frame_strides: the filter frames (``plane_frames``), the strides of a channel
+            and of a frame pixel: T[j, p] is the channel's frame pixel
+            ((jd * FRAME_H + jh) * FRAME_W + jw) + the column offset of p; zeros wherever no tap
+            connects j and p, past the planes included, so that T is read with no mask.
         w_ptr, w_strides: the filter (K, 1, T, R, S), any strides (5): summed for the
             non-finite flag (TAPS taps, TAPS_PADDED its power of two).
         bias_ptr, bias_stride: bias of y's channels; read only if HAS_BIAS.
@@ -104,40 +118,17 @@ def plane_forward_kernel(
     if INDEX_64:
         pid_c = pid_c.to(tl.int64)
     sa_n, sa_c, sa_d, sa_h, sa_w = a_strides
-    sw_k, _, sw_t, sw_r, sw_s = w_strides
+    sf_c, sf_p = frame_strides
     sy_n, sy_c, sy_d, sy_h, sy_w = y_strides
     sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
-    # The forward's input pixel j (rows of T) and output pixel p (columns), each unravelled once;
-    # their frame offsets add up to T's element.
-    j = tl.arange(0, BLOCK_N if TRANSPOSED else BLOCK_K)
-    p = tl.arange(0, BLOCK_K if TRANSPOSED else BLOCK_N)
-    jd, jh, jw = j // (IN_H * IN_W), j // IN_W % IN_H, j % IN_W
-    od, oh, ow = p // (OUT_H * OUT_W), p // OUT_W % OUT_H, p % OUT_W
-    j_frame = (jd * FRAME_H + jh) * FRAME_W + jw
-    p_frame = ((LAST_OUT_D - od) * STRIDE_D * FRAME_H + (OUT_H - 1 - oh) * STRIDE_H) * FRAME_W
-    p_frame += (OUT_W - 1 - ow) * STRIDE_W
-    # The operand's pixels (the reduction, k) and the result's (the columns, q): the forward's
-    # input and output pixels, or for the input gradient the other way round.
-    if TRANSPOSED:
-        k, kd, kh, kw, K_PIXELS = p, od, oh, ow, OUT_PIXELS
-        q, qd, qh, qw, Q_PIXELS = j, jd, jh, jw, IN_PIXELS
-        frame_offs = p_frame[:, None] + j_frame[None, :]
-    else:
-        k, kd, kh, kw, K_PIXELS = j, jd, jh, jw, IN_PIXELS
-        q, qd, qh, qw, Q_PIXELS = p, od, oh, ow, OUT_PIXELS
-        frame_offs = j_frame[:, None] + p_frame[None, :]
-    a_cols = k if DENSE_A else kd * sa_d + kh * sa_h + kw * sa_w
-    mask_k = k < K_PIXELS
-    y_cols = q if DENSE_Y else qd * sy_d + qh * sy_h + qw * sy_w
-    r_cols = qd * sr_d + qh * sr_h + qw * sr_w
-    mask_n = q < Q_PIXELS
-    band = tl.load(frame_ptr + pid_c * frame_stride + frame_offs)
+    a_cols, mask_k, k_frame, y_cols, r_cols, mask_q, q_frame = plane_columns(
+        a_strides, y_strides, residual_strides,
+        IN_H, IN_W, IN_PIXELS, OUT_H, OUT_W, OUT_PIXELS, STRIDE_D, STRIDE_H, STRIDE_W,
+        FRAME_H, FRAME_W, LAST_OUT_D, TRANSPOSED, DENSE_A, DENSE_Y, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+    band = tl.load(frame_ptr + pid_c * sf_c + (k_frame[:, None] + q_frame[None, :]) * sf_p)
     # A weight the frame leaves out (one reaching only the padding) still makes torch's sums NaN.
-    t = tl.arange(0, TAPS_PADDED)
-    w_all = tl.load(
-        w_ptr + pid_c * sw_k + (t // (R * S)) * sw_t + (t // S % R) * sw_r + (t % S) * sw_s, mask=t < TAPS, other=0.0
-    )
-    filter_check = 0.0 * tl.sum(w_all.to(ACC_DTYPE))
+    filter_check = 0.0 * tl.sum(plane_filter(w_ptr, w_strides, pid_c, True, TAPS, R, S, TAPS_PADDED).to(ACC_DTYPE))
     a_channel = pid_c // K_G
     if HAS_BIAS:
         bias = tl.load(bias_ptr + pid_c * bias_stride).to(ACC_DTYPE)
@@ -164,9 +155,125 @@ def plane_forward_kernel(
         y_offs = n[:, None] * sy_n + pid_c * sy_c + y_cols[None, :]
         r_offs = n[:, None] * sr_n + pid_c * sr_c + r_cols[None, :]
         finish_output(
-            acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask_m[:, None] & mask_n[None, :],
+            acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask_m[:, None] & mask_q[None, :],
             ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
         )  # fmt: skip
+
+
+@triton.jit
+def plane_channels_last_kernel(
+    a_ptr, frame_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
+    N, K, K_G, IMAGE_BLOCKS,
+    a_strides, frame_strides, w_strides, y_strides, bias_stride, residual_strides,
+    IN_H: tl.constexpr, IN_W: tl.constexpr, IN_PIXELS: tl.constexpr,
+    OUT_H: tl.constexpr, OUT_W: tl.constexpr, OUT_PIXELS: tl.constexpr,
+    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    FRAME_H: tl.constexpr, FRAME_W: tl.constexpr, LAST_OUT_D: tl.constexpr,
+    TAPS: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PADDED: tl.constexpr, TRANSPOSED: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
+    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """``plane_forward_kernel`` for channels-last operands (channels contiguous): BLOCK_C channels
+    per program, one batched product (channels the batch) per image block, so that the operand,
+    the result and T (from frames laid out channel-minor) move as vectors of channels.
+
+    Args are ``plane_forward_kernel``'s, and K: y's channels (the last program's block is masked).
+    Grid: (cdiv(K, BLOCK_C), splits of the image blocks).
+    """
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    splits = tl.num_programs(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if INDEX_64:
+        c = c.to(tl.int64)
+    mask_c = c < K
+    a_cols, mask_k, k_frame, y_cols, r_cols, mask_q, q_frame = plane_columns(
+        a_strides, y_strides, residual_strides,
+        IN_H, IN_W, IN_PIXELS, OUT_H, OUT_W, OUT_PIXELS, STRIDE_D, STRIDE_H, STRIDE_W,
+        FRAME_H, FRAME_W, LAST_OUT_D, TRANSPOSED, False, False, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+    # T of every channel, (channels, operand plane, result plane): the frames' channels are
+    # padded to whole blocks, so that T, too, is read with no mask.
+    t_offs = (k_frame[:, None] + q_frame[None, :])[None, :, :] * frame_strides[1]
+    band = tl.load(frame_ptr + c[:, None, None] * frame_strides[0] + t_offs)
+    w_all = plane_filter(w_ptr, w_strides, c[:, None], mask_c[:, None], TAPS, R, S, TAPS_PADDED)
+    filter_check = 0.0 * tl.sum(w_all.to(ACC_DTYPE))
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c * bias_stride, mask=mask_c, other=0.0).to(ACC_DTYPE)
+    # Pointers and masks of (images, plane, channels) less the images' offsets.
+    a_base = a_ptr + a_cols[None, :, None] + ((c // K_G) * a_strides[1])[None, None, :]
+    y_base = y_cols[None, :, None] + (c * y_strides[1])[None, None, :]
+    r_base = r_cols[None, :, None] + (c * residual_strides[1])[None, None, :]
+    mask_a = mask_k[None, :, None] & mask_c[None, None, :]
+    mask_y = mask_q[None, :, None] & mask_c[None, None, :]
+    for block in tl.range(pid_s, IMAGE_BLOCKS, splits):
+        n = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        if INDEX_64:
+            n = n.to(tl.int64)
+        mask_m = (n < N)[:, None, None]
+        # (images, operand plane, channels) as loaded, (channels, images, plane) for the product.
+        a = tl.load(a_base + n[:, None, None] * a_strides[0], mask=mask_m & mask_a, other=0.0)
+        acc = tl.dot(dot_operand(tl.permute(a, (2, 0, 1))), dot_operand(band), out_dtype=ACC_DTYPE)
+        tl.store(flag_ptr, 1, mask=not_finite(tl.sum(acc) + filter_check))
+        if HAS_BIAS:
+            acc += bias[:, None, None]
+        acc = tl.permute(acc, (1, 2, 0))
+        y_offs = n[:, None, None] * y_strides[0] + y_base
+        r_offs = n[:, None, None] * residual_strides[0] + r_base
+        finish_output(
+            acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask_m & mask_y,
+            ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
+        )  # fmt: skip
+
+
+@triton.jit
+def plane_columns(
+    a_strides, y_strides, residual_strides,
+    IN_H: tl.constexpr, IN_W: tl.constexpr, IN_PIXELS: tl.constexpr,
+    OUT_H: tl.constexpr, OUT_W: tl.constexpr, OUT_PIXELS: tl.constexpr,
+    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    FRAME_H: tl.constexpr, FRAME_W: tl.constexpr, LAST_OUT_D: tl.constexpr,
+    TRANSPOSED: tl.constexpr, DENSE_A: tl.constexpr, DENSE_Y: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """The operand's pixels (the reduction, k: the forward's input pixels, or for the input
+    gradient its output pixels) and the result's (the columns, q: the other plane): the operand's
+    and the result's (and residual's) offsets within a plane, the masks of the real pixels, and
+    the frame pixels whose sum k_frame[k] + q_frame[q] holds T[k, q]."""
+    _, _, sa_d, sa_h, sa_w = a_strides
+    _, _, sy_d, sy_h, sy_w = y_strides
+    _, _, sr_d, sr_h, sr_w = residual_strides
+    # The forward's input pixel j (rows of T) and output pixel p (columns), each unravelled once;
+    # their frame offsets add up to T's element.
+    j = tl.arange(0, BLOCK_N if TRANSPOSED else BLOCK_K)
+    p = tl.arange(0, BLOCK_K if TRANSPOSED else BLOCK_N)
+    jd, jh, jw = j // (IN_H * IN_W), j // IN_W % IN_H, j % IN_W
+    od, oh, ow = p // (OUT_H * OUT_W), p // OUT_W % OUT_H, p % OUT_W
+    j_frame = (jd * FRAME_H + jh) * FRAME_W + jw
+    p_frame = ((LAST_OUT_D - od) * STRIDE_D * FRAME_H + (OUT_H - 1 - oh) * STRIDE_H) * FRAME_W
+    p_frame += (OUT_W - 1 - ow) * STRIDE_W
+    if TRANSPOSED:
+        k, kd, kh, kw, K_PIXELS, k_frame = p, od, oh, ow, OUT_PIXELS, p_frame
+        q, qd, qh, qw, Q_PIXELS, q_frame = j, jd, jh, jw, IN_PIXELS, j_frame
+    else:
+        k, kd, kh, kw, K_PIXELS, k_frame = j, jd, jh, jw, IN_PIXELS, j_frame
+        q, qd, qh, qw, Q_PIXELS, q_frame = p, od, oh, ow, OUT_PIXELS, p_frame
+    a_cols = k if DENSE_A else kd * sa_d + kh * sa_h + kw * sa_w
+    y_cols = q if DENSE_Y else qd * sy_d + qh * sy_h + qw * sy_w
+    r_cols = qd * sr_d + qh * sr_h + qw * sr_w
+    return a_cols, k < K_PIXELS, k_frame, y_cols, r_cols, q < Q_PIXELS, q_frame
+
+
+@triton.jit
+def plane_filter(w_ptr, w_strides, channel, real_channel, TAPS: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+                 TAPS_PADDED: tl.constexpr):  # fmt: skip
+    """The filter of ``channel`` (a scalar, or a column of channels), its taps along the last axis
+    (TAPS_PADDED, zeros past TAPS and where ``real_channel`` is false)."""
+    sw_k, _, sw_t, sw_r, sw_s = w_strides
+    t = tl.arange(0, TAPS_PADDED)
+    taps = (t // (R * S)) * sw_t + (t // S % R) * sw_r + (t % S) * sw_s
+    return tl.load(w_ptr + channel * sw_k + taps, mask=(t < TAPS) & real_channel, other=0.0)
 
 
 @triton.jit
@@ -200,9 +307,23 @@ def plane_key_fields(spec: ConvSpec) -> tuple[str, ...]:
     )
 
 
-def plane_kind(transposed: bool) -> KernelKind:
+def channels_minor(t: torch.Tensor) -> bool:
+    """Whether the (N, C, ...) ``t`` holds its channels contiguous (channels-last), more than one."""
+    return t.shape[1] > 1 and t.stride(1) == 1
+
+
+def fit_channel_block(spec: ConvSpec, tile: KernelConfig) -> KernelConfig:
+    """A channels-last plane tile (images x channels) clipped to the problem: the images to the
+    batch (at least a dot's 16 rows), the channels to the convolution's."""
+    images = min(tile.block_m, max(MIN_DOT, triton.next_power_of_2(spec.batch)))
+    channels = min(tile.block_n, triton.next_power_of_2(max(spec.in_channels, spec.out_channels)))
+    return replace(tile, block_m=images, block_n=channels)
+
+
+def plane_kind(transposed: bool, channels_last: bool) -> KernelKind:
     """The plane kernel as tuning sees it: per channel, images by output plane over the input
-    plane, or with ``transposed`` (the input gradient, reading dy) the other way round. Launches
+    plane, or with ``transposed`` (the input gradient, reading dy) the other way round; with
+    ``channels_last``, ``plane_channels_last_kernel``, whose tiles are images x channels. Launches
     with a fused residual or pre-activation are not timed."""
 
     def plan(spec, x, w, b, y, tile):
@@ -210,22 +331,37 @@ def plane_kind(transposed: bool) -> KernelKind:
             return plan_plane(y, w, None, spec, torch.empty_like(x), new_flag(x.device), transposed=True, tile=tile)
         return plan_plane(x, w, b, spec, y, new_flag(x.device), tile=tile)
 
+    name = "_".join(
+        ("plane", *(("channels_last",) if channels_last else ()), "input_grad" if transposed else "forward")
+    )
     return KernelKind(
-        name="plane_input_grad" if transposed else "plane_forward",
+        name=name,
         pass_="D" if transposed else "F",
-        tiles=PLANE_TILES,
-        interpreter_tile=PLANE_INTERPRETER_TILE,
+        tiles=PLANE_CHANNELS_LAST_TILES if channels_last else PLANE_TILES,
+        interpreter_tile=PLANE_CHANNELS_LAST_INTERPRETER_TILE if channels_last else PLANE_INTERPRETER_TILE,
         gemm_extents=lambda spec: plane_gemm(spec, transposed),
         dense_gemm=lambda spec: (spec.input_pixels if transposed else spec.output_pixels, 1, spec.taps),
         key_pixels=lambda spec: spec.batch,
         key_layout=lambda input, output: layout_of(output if transposed else input),
         plan=plan,
         key_fields=plane_key_fields,
+        gemm_blocks=not channels_last,
+        fit=fit_channel_block if channels_last else None,
     )
 
 
-PLANE_FORWARD = plane_kind(transposed=False)
-PLANE_INPUT_GRAD = plane_kind(transposed=True)
+PLANE_FORWARD = plane_kind(transposed=False, channels_last=False)
+PLANE_INPUT_GRAD = plane_kind(transposed=True, channels_last=False)
+PLANE_CHANNELS_LAST_FORWARD = plane_kind(transposed=False, channels_last=True)
+PLANE_CHANNELS_LAST_INPUT_GRAD = plane_kind(transposed=True, channels_last=True)
+
+
+def plane_kind_of(operand: torch.Tensor, transposed: bool) -> KernelKind:
+    """The kind of the launch reading ``operand`` (x, or with ``transposed`` dy): channels-last
+    operands take ``plane_channels_last_kernel``."""
+    if channels_minor(operand):
+        return PLANE_CHANNELS_LAST_INPUT_GRAD if transposed else PLANE_CHANNELS_LAST_FORWARD
+    return PLANE_INPUT_GRAD if transposed else PLANE_FORWARD
 
 
 def plan_plane(
@@ -242,11 +378,12 @@ def plan_plane(
     """The launch writing activation(conv(operand, weight) + bias + residual) into ``out`` for a
     depthwise ``spec`` whose planes fit (``dispatch.uses_plane_kernel``), setting ``flag`` where a
     result is not finite; with ``transposed``, ``operand`` is dy and ``out`` dx (the input
-    gradient, or with a bias the transposed convolution). ``tile`` overrides the one
+    gradient, or with a bias the transposed convolution). A channels-last ``operand`` takes
+    ``plane_channels_last_kernel``, any other ``plane_forward_kernel``. ``tile`` overrides the one
     ``select_config`` picks (the heuristic's unless tuned; always with a residual or a stored
     pre-activation)."""
     a, y = as_3d(operand), as_3d(out)
-    kind = PLANE_INPUT_GRAD if transposed else PLANE_FORWARD
+    kind, channels_last = plane_kind_of(a, transposed), channels_minor(a)
     if tile is None:
         heuristic = kind.heuristic(spec, a.dtype, dot_precision(a))
         fused = epilogue.residual is not None or epilogue.pre_activation is not None
@@ -255,14 +392,24 @@ def plan_plane(
             lambda t: plan_plane(operand, weight, bias, spec, out, flag, epilogue, transposed, t),
             heuristic, a.device,
         )  # fmt: skip
-    block_in, block_out = (tile.block_n, tile.block_k) if transposed else (tile.block_k, tile.block_n)
-    frames, frame = plane_frames(weight, spec, block_in, block_out)
-    image_blocks = triton.cdiv(spec.batch, tile.block_m)
     channels = y.shape[1]
-    splits = min(image_blocks, max(1, TARGET_PROGRAMS // channels))
+    if channels_last:
+        blocks = dict(BLOCK_M=tile.block_m, BLOCK_C=tile.block_n)
+        blocks |= dict(BLOCK_N=plane_pixels(spec.input_size if transposed else spec.output_size))
+        blocks |= dict(BLOCK_K=plane_pixels(spec.output_size if transposed else spec.input_size))
+        channel_block = tile.block_n
+    else:
+        blocks, channel_block = tile.blocks(), 1
+    block_in, block_out = (
+        (blocks["BLOCK_N"], blocks["BLOCK_K"]) if transposed else (blocks["BLOCK_K"], blocks["BLOCK_N"])
+    )
+    frames, frame = plane_frames(weight, spec, block_in, block_out, channel_block)
+    image_blocks = triton.cdiv(spec.batch, tile.block_m)
+    channel_blocks = triton.cdiv(channels, channel_block)
+    splits = min(image_blocks, max(1, TARGET_PROGRAMS // channel_blocks))
     w = as_3d(weight)
     args = arguments.tensors(a=a, w=w) | arguments.output("y", y, bias, epilogue) | arguments.flag(flag, y)
-    args |= dict(frame_ptr=frames, frame_stride=frames.stride(0))
+    args |= dict(frame_ptr=frames, frame_strides=frames.stride())
     args |= dict(N=spec.batch, K_G=spec.out_channels_per_group, IMAGE_BLOCKS=image_blocks)
     (_, in_h, in_w), (_, out_h, out_w) = spec.input_size, spec.output_size
     constexprs = dict(IN_H=in_h, IN_W=in_w, IN_PIXELS=math.prod(spec.input_size), OUT_H=out_h, OUT_W=out_w)
@@ -270,13 +417,18 @@ def plan_plane(
     constexprs |= {f"STRIDE_{axis}": step for axis, step in zip("DHW", spec.stride)}
     constexprs |= dict(LAST_OUT_D=frame.last_outputs[0], TAPS=spec.taps, R=spec.kernel_size[1], S=spec.kernel_size[2])
     constexprs |= dict(TAPS_PADDED=triton.next_power_of_2(spec.taps), TRANSPOSED=transposed)
-    constexprs |= dict(DENSE_A=dense_planes(a), DENSE_Y=dense_planes(y), PREFETCH=image_blocks > splits)
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(
         INDEX_64=needs_int64(a, frames, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(a.dtype)
     )
-    constexprs |= tile.blocks()
-    return Launch(plane_forward_kernel, (channels, splits), args, constexprs, tile.num_warps, tile.num_stages)
+    constexprs |= blocks
+    if channels_last:
+        args |= dict(K=channels)
+        kernel = plane_channels_last_kernel
+    else:
+        constexprs |= dict(DENSE_A=dense_planes(a), DENSE_Y=dense_planes(y), PREFETCH=image_blocks > splits)
+        kernel = plane_forward_kernel
+    return Launch(kernel, (channel_blocks, splits), args, constexprs, tile.num_warps, tile.num_stages)
 
 
 def dense_planes(t: torch.Tensor) -> bool:
@@ -313,17 +465,23 @@ class PlaneFrame:
 
 
 def plane_frames(
-    weight: torch.Tensor, spec: ConvSpec, block_in: int, block_out: int
+    weight: torch.Tensor, spec: ConvSpec, block_in: int, block_out: int, channel_block: int = 1
 ) -> tuple[torch.Tensor, PlaneFrame]:
-    """Each channel's filter frame, (K, frame pixels) dense, for padded blocks of ``block_in``
-    input and ``block_out`` output pixels, and its geometry: tap k of a dimension sits at frame
-    position k * dilation - padding + last_o * step (``PlaneFrame``), where the input coordinate
-    k * dilation - padding + o * step reaches output coordinate o; everything else is zero. Two
-    small launches per call, like the band matrices (a cached tensor would belong to the CUDA
-    graph it was first made in)."""
+    """Each channel's filter frame, (K, frame pixels), for padded blocks of ``block_in`` input and
+    ``block_out`` output pixels, and its geometry: tap k of a dimension sits at frame position
+    k * dilation - padding + last_o * step (``PlaneFrame``), where the input coordinate
+    k * dilation - padding + o * step reaches output coordinate o; everything else is zero. Dense
+    with the pixels contiguous, or where ``channel_block`` is more than one, with the channels
+    contiguous and padded with zero filters to a multiple of it (``plane_channels_last_kernel``
+    reads whole blocks of channels). Two small launches per call, like the band matrices (a
+    cached tensor would belong to the CUDA graph it was first made in)."""
     frame = PlaneFrame.of(spec, block_in, block_out)
     w = as_3d(weight)[:, 0]
-    frames = w.new_zeros((w.shape[0], *frame.size))
+    channels = triton.cdiv(w.shape[0], channel_block) * channel_block
+    if channel_block > 1:  # (frame pixels..., channels), seen as (channels, frame pixels...)
+        frames = w.new_zeros((*frame.size, channels)).permute(3, 0, 1, 2)
+    else:
+        frames = w.new_zeros((channels, *frame.size))
     frame_slices, filter_slices = [], []
     for size, taps, dil, pad, last, step in zip(
         frame.size, spec.kernel_size, spec.dilation, spec.pad_lo, frame.last_outputs, spec.stride
@@ -332,11 +490,12 @@ def plane_frames(
         k0 = max(0, -(first // dil))  # the first tap at a position >= 0
         k1 = min(taps, (size - 1 - first) // dil + 1) if size - 1 >= first else 0
         if k1 <= k0:  # no tap of this dimension reaches the planes
-            return frames.flatten(1), frame
+            break
         frame_slices.append(slice(first + k0 * dil, first + (k1 - 1) * dil + 1, dil))
         filter_slices.append(slice(k0, k1))
-    frames[(slice(None), *frame_slices)] = w[(slice(None), *filter_slices)]
-    return frames.flatten(1), frame
+    else:
+        frames[(slice(None, w.shape[0]), *frame_slices)] = w[(slice(None), *filter_slices)]
+    return frames.flatten(1) if channel_block == 1 else frames.permute(1, 2, 3, 0).flatten(0, 2).t(), frame
 
 
 def plane_forward(

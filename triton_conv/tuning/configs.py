@@ -551,6 +551,19 @@ PLANE_TILES = (
 )
 # Under the interpreter: the same product, few programs.
 PLANE_INTERPRETER_TILE = KernelConfig(64, 64, 64, 4, 1)
+# What the channels-last plane kernel's autotuning times (``kernels/planes.PLANE_CHANNELS_LAST_FORWARD``),
+# as images x channels (the third field unused: the planes are the problem's), each clipped to
+# the problem: 32 images by 8 channels (16-byte vectors of 16-bit channels) on 8 warps first.
+# Its batched product compiles to mma.sync, which keeps T's 8 channels (64 KB for 64-pixel
+# planes) in shared memory. See perf/NOTES.md, "The plane kernel in channels-last".
+PLANE_CHANNELS_LAST_TILES = (
+    KernelConfig(64, 8, MIN_DOT, 8, 1),
+    KernelConfig(32, 8, MIN_DOT, 8, 1),
+    KernelConfig(32, 4, MIN_DOT, 4, 1),
+    KernelConfig(16, 8, MIN_DOT, 8, 1),
+)
+# Under the interpreter: few channels per program, so that the tests' channels take several.
+PLANE_CHANNELS_LAST_INTERPRETER_TILE = KernelConfig(16, 4, MIN_DOT, 4, 1)
 
 
 def bucket_row_width(width: int) -> int:

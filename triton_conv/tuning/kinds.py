@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..spec import ConvSpec
-from .configs import KernelConfig, clip_config, heuristic_config
+from .configs import KernelConfig, clip_config, gpu_tiles, heuristic_config
 
 # (M, N, K): the GEMM rows and columns a kernel tiles with BLOCK_M and BLOCK_N, and the
 # reduction it takes BLOCK_K at a time.
@@ -91,7 +91,11 @@ class KernelKind:
 
     def heuristic(self, spec: ConvSpec, dtype: torch.dtype, precision: str) -> KernelConfig:
         """What runs without tuning: the first fitting tile clipped to the GEMM, adjusted by the
-        kind, with its split-K count (GEMM kinds; the direct kernels compute their own)."""
+        kind, with its split-K count (GEMM kinds); for a kind whose tiles are not GEMM blocks, its
+        first tile (its interpreter tile under the interpreter) cut by ``fit`` (the direct, band
+        and patch kernels compute their own)."""
+        if not self.gemm_blocks:
+            return self.clipped(spec, self.tiles[0] if gpu_tiles() else self.interpreter_tile)
         tile = heuristic_config(self, dtype, precision, *self.gemm_extents(spec))
         if self.adjust_tile is not None:
             tile = self.adjust_tile(spec, dtype, precision, tile)
