@@ -19,7 +19,8 @@ reported with:
 - for kernels whose hot loop multiplies on the matrix unit, its time (``matrix_us``): the
   multiply-adds the launch's dots issue, tiles as launched (masked rows, a band's zeros), at
   the unit's dense peak;
-- the hot loop's shared-memory time (``shared_us``): its loads and stores of shared memory
+- the shared-memory time (``shared_us``): the loads and stores of shared memory of the hot
+  loop's iterations, and of the rest of the kernel once per program
   (``compiled_code.shared_wavefronts``, bank conflicts not counted, so a lower bound) at one
   128-byte wavefront per clock per SM. A kernel takes at least the largest of the three; and
   a problem where the hot loop reads shared memory 1 or 2 bytes at a time (a dot operand that
@@ -67,13 +68,21 @@ from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
 from triton_conv.kernels.patches import patch_forward_kernel, patch_weight_grad_kernel
-from triton_conv.kernels.planes import plane_forward_kernel
+from triton_conv.kernels.planes import plane_channels_last_kernel, plane_forward_kernel
 from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
 from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
 from triton_conv.tuning.kinds import KernelKind
 
-from .compiled_code import HotLoop, dot_loop, hot_loop, parse_sass, unrolled_per_fma, until_first_exit
+from .compiled_code import (
+    HotLoop,
+    dot_loop,
+    hot_loop,
+    parse_sass,
+    shared_wavefronts,
+    unrolled_per_fma,
+    until_first_exit,
+)
 from .reference_matmul import plan_reference_matmul
 from .report import number_cell
 from .suite import DTYPES, LAYOUTS, SHAPES_BY_NUMBER, SuiteShape, pass_bytes, pass_flops
@@ -256,11 +265,15 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     instructions = parse_sass(info.assembly.sass)
     loop = hot_loop(instructions)
     programs = math.prod(launch.grid)
+    # Shared-memory wavefronts outside the hot loop, counted once per program (a prologue
+    # staging an operand, an epilogue's layout change).
+    shared = sum(shared_wavefronts(i) for i in instructions) - (loop.shared_wavefronts if loop else 0)
     if is_gated(launch):  # finite data: every program reads its flag and returns
         row.executed = float(until_first_exit(instructions) * launch.num_warps * programs)
     elif loop is None:  # no multiply in a loop (an elementwise or fully unrolled kernel): every instruction once
         row.executed = float(len(instructions) * launch.num_warps * programs)
         row.per_fma = unrolled_per_fma(instructions)
+        row.shared_us = shared * launch.num_warps * programs / (SMS * CLOCK_HZ) * 1e6
     else:
         if loop.mma and reference:
             steps = reference_steps(launch)
@@ -284,8 +297,8 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
         row.executed = (looped + rest) * launch.num_warps * programs
         if loop.mma:
             row.matrix_us = matrix_us(case, launch, steps.hot * programs)
-        shared = loop.shared_wavefronts * steps.hot * launch.num_warps * programs
-        row.shared_us = shared / (SMS * CLOCK_HZ) * 1e6
+        shared += loop.shared_wavefronts * steps.hot
+        row.shared_us = shared * launch.num_warps * programs / (SMS * CLOCK_HZ) * 1e6
         row.narrow_shared_loads = loop.narrow_shared_loads
     if row.matrix_us is None and is_band(launch):  # a hot loop the parser did not find
         row.matrix_us = matrix_us(case, launch, band_steps(launch).hot * programs)
@@ -313,6 +326,7 @@ BAND_KERNELS = tuple(
         patch_forward_kernel,
         patch_weight_grad_kernel,
         plane_forward_kernel,
+        plane_channels_last_kernel,
     )
 )
 
@@ -345,15 +359,15 @@ def step_multiply_adds(launch: Launch) -> int:
     """The multiply-adds one K step of a program's dots issues, masked rows and a band's zeros
     included: the patch kernels' channels x patches x patch x step, the band forward's rows x
     segment x chunk, the band weight gradient's segment's columns x segment x lines, a GEMM's tile
-    (the plane kernel's: images x planes)."""
+    (the plane kernel's: images x planes, times its channels in channels-last)."""
     c = launch.constexprs
-    if "BLOCK_C" in c:
+    if "PATCH_D" in c:
         return c["BLOCK_C"] * c["BLOCK_M"] * c["PATCH_D"] * c["PATCH_H"] * c["PATCH_W"] * c["BLOCK_J"]
     if "BLOCK_J" in c:
         return c["BLOCK_M"] * c["BLOCK_W"] * c["BLOCK_J"]
     if "COLUMNS" in c:
         return c["COLUMNS"] * c["BLOCK_W"] * c["BLOCK_M"]
-    return c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"]
+    return c.get("BLOCK_C", 1) * c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"]
 
 
 def matrix_us(case: StaticCase, launch: Launch, steps: float) -> float:
