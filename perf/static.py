@@ -68,7 +68,7 @@ from triton_conv.kernels.common import INTERPRETER, Launch, recording_launches
 from triton_conv.kernels.dispatch import KERNEL_KINDS
 from triton_conv.kernels.gpu_compile import SHARED_MEMORY_LIMIT, CompiledKernelInfo, GPUCompileError, compile_launch
 from triton_conv.kernels.patches import patch_forward_kernel, patch_weight_grad_kernel
-from triton_conv.kernels.planes import plane_channels_last_kernel, plane_forward_kernel
+from triton_conv.kernels.planes import plane_forward_kernel
 from triton_conv.spec import ConvSpec, channels_last_format, output_memory_format
 from triton_conv.testing import in_layout
 from triton_conv.tuning.configs import KernelConfig, candidate_configs
@@ -326,7 +326,6 @@ BAND_KERNELS = tuple(
         patch_forward_kernel,
         patch_weight_grad_kernel,
         plane_forward_kernel,
-        plane_channels_last_kernel,
     )
 )
 
@@ -359,7 +358,7 @@ def step_multiply_adds(launch: Launch) -> int:
     """The multiply-adds one K step of a program's dots issues, masked rows and a band's zeros
     included: the patch kernels' channels x patches x patch x step, the band forward's rows x
     segment x chunk, the band weight gradient's segment's columns x segment x lines, a GEMM's tile
-    (the plane kernel's: images x planes, times its channels in channels-last)."""
+    (the plane kernel's: channels x images x planes)."""
     c = launch.constexprs
     if "PATCH_D" in c:
         return c["BLOCK_C"] * c["BLOCK_M"] * c["PATCH_D"] * c["PATCH_H"] * c["PATCH_W"] * c["BLOCK_J"]

@@ -30,18 +30,12 @@ from triton_conv.kernels.implicit_gemm_forward import FORWARD, implicit_gemm_for
 from triton_conv.kernels.implicit_gemm_input_grad import INPUT_GRAD, plan_input_grad
 from triton_conv.kernels.implicit_gemm_weight_grad import ROW_BLOCKS_FOR_FEW_CHANNELS, WEIGHT_GRAD, plan_weight_grad
 from triton_conv.kernels.patches import PATCH_FORWARD, PATCH_WEIGHT_GRAD
-from triton_conv.kernels.planes import (
-    PLANE_CHANNELS_LAST_FORWARD,
-    PLANE_FORWARD,
-    PLANE_INPUT_GRAD,
-    plan_plane,
-)
+from triton_conv.kernels.planes import PLANE_CHANNELS_LAST_FORWARD, PLANE_FORWARD, plan_plane
 from triton_conv.kernels.split_k import split_k_sum_kernel
 from triton_conv.spec import conv_spec, output_memory_format
 from triton_conv.tuning.configs import (
     PATCH_TILES,
     PATCH_WEIGHT_GRAD_TILES,
-    PLANE_TILES,
     KernelConfig,
     candidate_configs,
 )
@@ -507,75 +501,50 @@ def test_patch_tuning_space_compiles(kind, tile, gpu_tiles):
     assert info.spill_bytes == 0 and info.shared_bytes <= SHARED_MEMORY_LIMIT[90], (tile, info)
 
 
-# Suite shape 16 (ConvNeXt's 7x7 maps, 768 channels: one image block per program) and a batch of
-# 1024 over 128 channels, whose programs walk 8 image blocks each (the operand prefetched).
+# Suite shape 16 (ConvNeXt's 7x7 maps, 768 channels: one image block per program on the
+# heuristic's tile) and a batch of 1024 over 128 channels, a 5x5 filter.
 PLANE_SHAPES = [((64, 768, 7, 7), 7, 3), ((1024, 128, 7, 7), 5, 2)]
 
 
-@pytest.mark.parametrize(
-    "tile, arch",
-    [(PLANE_TILES[0], arch) for arch in ARCHS] + [(tile, 90) for tile in PLANE_TILES[1:]],
-    ids=lambda v: f"sm{v}" if isinstance(v, int) else _config_id(v),
-)
-@pytest.mark.parametrize("transposed", [False, True], ids=["forward", "input_grad"])
-def test_plane_kernel_compiles(tile, arch, transposed, gpu_tiles):
-    """The plane kernel's forward and input gradient (T transposed), bf16, with the whole fused
-    epilogue, on the heuristic's tile for sm_90 and sm_80 and every other tuned tile for sm_90:
-    no spills, and wgmma on sm_90 (a 64-row product on a warpgroup)."""
-    for (size, kernel, padding), prefetch in zip(PLANE_SHAPES, (False, True)):
-        x = torch.empty(size, dtype=torch.bfloat16)
+def _plane_compiles() -> list:
+    """Per layout: the heuristic's tile, forward and input gradient, for every arch; every other
+    tuned tile's forward for sm_90."""
+    cases = []
+    for channels_last, kind in ((False, PLANE_FORWARD), (True, PLANE_CHANNELS_LAST_FORWARD)):
+        cases += [(kind.tiles[0], arch, transposed, channels_last) for arch in ARCHS for transposed in (False, True)]
+        cases += [(tile, 90, False, channels_last) for tile in kind.tiles[1:]]
+    return [
+        pytest.param(
+            *case, id=f"{'cl' if case[3] else 'nc'}-{_config_id(case[0])}-sm{case[1]}-{'dx' if case[2] else 'y'}"
+        )
+        for case in cases
+    ]
+
+
+@pytest.mark.parametrize("tile, arch, transposed, channels_last", _plane_compiles())
+def test_plane_kernel_compiles(tile, arch, transposed, channels_last, gpu_tiles):
+    """The plane kernel's forward and input gradient (T transposed), bf16, over default-layout
+    and channels-last tensors: the heuristic's tile of each layout, with the whole fused epilogue,
+    for sm_90 and sm_80, and every other tuned tile's forward without it (the fused epilogue runs
+    the heuristic's tile only) for sm_90: no spills, shared memory within the limit; in
+    channels-last the operand and the result moved as 16-byte vectors of channels where a
+    program takes 8."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    kind = PLANE_CHANNELS_LAST_FORWARD if channels_last else PLANE_FORWARD
+    for size, kernel, padding in PLANE_SHAPES:
+        x = torch.empty(size, dtype=torch.bfloat16).to(memory_format=memory_format)
         w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
         b = torch.empty(size[1], dtype=torch.bfloat16)
         spec = conv_spec(x, w, b, stride=1, padding=padding, dilation=1, groups=size[1], ndim=2)
-        y = torch.empty(spec.out_shape, dtype=torch.bfloat16)
+        y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=memory_format)
         result = x if transposed else y
-        epilogue = Epilogue("silu", residual=torch.empty_like(result), pre_activation=torch.empty_like(result))
-        kind = PLANE_INPUT_GRAD if transposed else PLANE_FORWARD
-        operand = y if transposed else x
+        fused = tile == kind.tiles[0]
+        epilogue = Epilogue("silu", torch.empty_like(result), torch.empty_like(result)) if fused else Epilogue()
         launch = plan_plane(
-            operand, w, b, spec, torch.empty_like(result), torch.zeros((), dtype=torch.int32), epilogue,
-            transposed, kind.clipped(spec, tile),
+            y if transposed else x, w, b, spec, torch.empty_like(result), torch.zeros((), dtype=torch.int32),
+            epilogue, transposed, kind.clipped(spec, tile),
         )  # fmt: skip
-        assert launch.constexprs["PREFETCH"] == prefetch
-        info = compile_launch(launch, arch)
-        assert info.spill_bytes == 0 and info.uses_wgmma == (arch == 90), (size, info)
-
-
-@pytest.mark.parametrize(
-    "tile, arch, transposed",
-    [
-        pytest.param(
-            tile, arch, transposed, id=f"{_config_id(tile)}-sm{arch}-{'input_grad' if transposed else 'forward'}"
-        )
-        for tile, arch, transposed in [
-            *(
-                (PLANE_CHANNELS_LAST_FORWARD.tiles[0], arch, transposed)
-                for arch in ARCHS
-                for transposed in (False, True)
-            ),
-            *((tile, 90, False) for tile in PLANE_CHANNELS_LAST_FORWARD.tiles[1:]),
-        ]
-    ],
-)
-def test_channels_last_plane_kernel_compiles(tile, arch, transposed, gpu_tiles):
-    """The channels-last plane kernel on suite shape 16 (bf16, the whole fused epilogue): the
-    heuristic's tile, forward and input gradient, for sm_90 and sm_80, every other tuned tile's
-    forward for sm_90: no spills, shared memory within the limit, and the operand and the result
-    moved as 16-byte vectors of channels where a program takes 8."""
-    size, kernel, padding = PLANE_SHAPES[0]
-    x = torch.empty(size, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
-    b = torch.empty(size[1], dtype=torch.bfloat16)
-    spec = conv_spec(x, w, b, stride=1, padding=padding, dilation=1, groups=size[1], ndim=2)
-    y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    result = x if transposed else y
-    epilogue = Epilogue("silu", residual=torch.empty_like(result), pre_activation=torch.empty_like(result))
-    launch = plan_plane(
-        y if transposed else x, w, b, spec, torch.empty_like(result), torch.zeros((), dtype=torch.int32), epilogue,
-        transposed, PLANE_CHANNELS_LAST_FORWARD.clipped(spec, tile),
-    )  # fmt: skip
-    assert launch.kernel.__name__ == "plane_channels_last_kernel"
-    info = compile_launch(launch, arch, assembly=True)
-    assert info.spill_bytes == 0 and info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], info
-    if tile.block_n == 8:
-        assert "LDG.E.128" in info.assembly.sass and "STG.E.128" in info.assembly.sass
+        info = compile_launch(launch, arch, assembly=True)
+        assert info.spill_bytes == 0 and info.shared_bytes <= SHARED_MEMORY_LIMIT[arch], (size, info)
+        if channels_last and tile.block_n == 8:
+            assert "LDG.E.128" in info.assembly.sass and "STG.E.128" in info.assembly.sass

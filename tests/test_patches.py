@@ -31,6 +31,14 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def no_plane_kernel(monkeypatch):
+    """These tests run the patch kernel over small geometries (quick in the interpreter), some of
+    whose planes hold at most 64 pixels, which the plane kernel (tried first) would take: it is
+    switched off here."""
+    monkeypatch.setattr(dispatch, "PLANE_MAX_PIXELS", 0)
+
+
 def _spec(case: ConvCase):
     x, w, b = make_inputs(case, torch.float64)
     return conv_spec(x, w, b, case.stride, case.padding, case.dilation, case.groups, case.ndim)

@@ -1,6 +1,7 @@
 """Depthwise convolutions of planes of at most 64 pixels, in 16-bit dtypes, on one product per
-channel (``kernels/planes.py``; in channels-last a batched product over blocks of channels): the
-forward and the input gradient, each followed by the direct kernel gated on its non-finite flag."""
+channel, batched over blocks of channels (``kernels/planes.py``), in the default layout and in
+channels-last: the forward and the input gradient, each followed by the direct kernel gated on
+its non-finite flag."""
 
 import random
 
@@ -32,15 +33,9 @@ def _spec(case: ConvCase):
     return conv_spec(x, w, b, case.stride, case.padding, case.dilation, case.groups, case.ndim)
 
 
-PLANE_KERNELS = {"plane_forward_kernel": "contiguous", "plane_channels_last_kernel": "channels_last"}
-
-
-def _plane_launches(launches, layout: str = "contiguous") -> int:
-    """How many launches run the plane kernel of ``layout``; each is followed by the direct kernel
-    gated on its flag. No launch runs the other layout's."""
-    names = [launch.kernel.__name__ for launch in launches]
-    assert all(PLANE_KERNELS.get(name, layout) == layout for name in names), names
-    at = [i for i, name in enumerate(names) if name in PLANE_KERNELS]
+def _plane_launches(launches) -> int:
+    """How many launches run the plane kernel; each is followed by the direct kernel gated on its flag."""
+    at = [i for i, launch in enumerate(launches) if launch.kernel.__name__ == "plane_forward_kernel"]
     for i in at:
         assert launches[i + 1].constexprs.get("GATED"), launches
         assert launches[i + 1].args["flag_ptr"] is launches[i].args["flag_ptr"]
@@ -80,19 +75,19 @@ PLANE_RUNS = [
 
 @pytest.mark.parametrize("case, dtype, layout", PLANE_RUNS)
 def test_plane_kernel(case, dtype, layout):
-    """The forward and input gradient run the plane kernel of the layout (the input gradient
-    where there is one output channel per group), each then the direct kernel gated on its flag;
-    the output and every gradient match torch's. The channels-last kernel takes 4 channels per
-    program under the interpreter: two blocks of the 8 here (16 for the forward of two per group)."""
+    """The forward and input gradient run the plane kernel (the input gradient where there is one
+    output channel per group), each then the direct kernel gated on its flag; the output and
+    every gradient match torch's. The kernel takes 4 channels per program under the interpreter:
+    two blocks of the 8 here (four for the forward of two per group)."""
     spec = _spec(case)
     x, w, b = make_inputs(case, dtype, layout)
     y = in_layout(torch.empty(spec.out_shape, dtype=dtype), layout)
     with recording_launches() as launches:
         dispatch.forward(x, w, b, spec, y)
-    assert _plane_launches(launches, layout) == 1
+    assert _plane_launches(launches) == 1
     with recording_launches() as launches:
         dispatch.input_grad(y, w, spec, torch.empty_like(x))
-    assert _plane_launches(launches, layout) == (spec.out_channels_per_group == 1)
+    assert _plane_launches(launches) == (spec.out_channels_per_group == 1)
     check_forward(case, dtype, layout)
     check_backward(case, dtype, layout)
 
@@ -127,68 +122,43 @@ def test_non_finite_weight_like_torch():
     assert_close(y[:, 1:], expected[:, 1:].bfloat16(), torch.bfloat16, case.reduction, "forward")
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "strided_view"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["forward", "input_grad"])
-def test_image_blocks_prefetched_and_strided_planes(transposed, monkeypatch):
-    """A program walking several image blocks (one program per channel: the GPU's rule for many
-    channels) prefetches the next block's operand (PREFETCH), and planes that are not dense (a
-    view of every other column) are addressed by their strides: results as torch's."""
-    monkeypatch.setattr(planes, "TARGET_PROGRAMS", 1)
-    case = ConvCase(2, 40, 8, 8, (6, 7), (3, 3), padding=1, groups=8)
-    x, w, b = make_inputs(case, torch.bfloat16)
-    wide = torch.randn(40, 8, 6, 14, dtype=torch.float64).bfloat16()
-    x = wide[..., ::2]
-    spec = _spec(case)
-    expected = reference_forward(case, x.double(), w.double(), b.double())
-    tile = KernelConfig(16, 64, 64, 4, 1)  # 3 blocks of 16 images
-    if transposed:
-        dy = torch.randn(spec.out_shape, dtype=torch.float64).bfloat16()[..., :]
-        x64 = x.double().requires_grad_()
-        (expected,) = torch.autograd.grad(reference_forward(case, x64, w.double(), None), x64, dy.double())
-        out = torch.empty_like(x)
-        launch = plan_plane(dy, w, None, spec, out, new_flag(x.device), transposed=True, tile=tile)
-    else:
-        out = torch.empty(spec.out_shape, dtype=torch.bfloat16)
-        launch = plan_plane(x, w, b, spec, out, new_flag(x.device), tile=tile)
-    assert launch.constexprs["PREFETCH"] and launch.grid == (8, 1)
-    assert launch.constexprs["DENSE_A"] == transposed and launch.constexprs["DENSE_Y"]
-    launch()
-    assert int(launch.args["flag_ptr"]) == 0
-    assert_close(out, expected.bfloat16(), torch.bfloat16, case.reduction, "plane kernel")
-
-
-@pytest.mark.parametrize("transposed", [False, True], ids=["forward", "input_grad"])
-def test_channels_last_blocks_of_channels_and_images(transposed, monkeypatch):
-    """The channels-last kernel over 6 channels in blocks of 4 (the last block half empty: its
-    frames padded with zero filters, its loads and stores masked) and 40 images in blocks of 16,
-    each program taking every other block (two splits): results as torch's."""
+def test_blocks_of_channels_and_images(transposed, layout, monkeypatch):
+    """6 channels in blocks of 4 (the last block half empty: its frames padded with zero filters,
+    its loads and stores masked) and 40 images in blocks of 16, each program taking every other
+    block (two splits); in channels-last, and
+    over planes that are not dense (a view of every other column, addressed by its strides):
+    results as torch's."""
     monkeypatch.setattr(planes, "TARGET_PROGRAMS", 4)
     case = ConvCase(2, 40, 6, 6, (6, 7), (3, 3), padding=1, groups=6)
-    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    x, w, b = make_inputs(case, torch.bfloat16, layout)
     spec = _spec(case)
     tile = KernelConfig(16, 4, 16, 4, 1)
     if transposed:
-        dy = in_layout(torch.randn(spec.out_shape, dtype=torch.float64).bfloat16(), "channels_last")
+        dy = in_layout(torch.randn(spec.out_shape, dtype=torch.float64).bfloat16(), layout)
         x64 = x.double().requires_grad_()
         (expected,) = torch.autograd.grad(reference_forward(case, x64, w.double(), None), x64, dy.double())
-        out = torch.empty_like(x)
+        out = in_layout(torch.empty(x.shape, dtype=torch.bfloat16), layout)
         launch = plan_plane(dy, w, None, spec, out, new_flag(x.device), transposed=True, tile=tile)
     else:
         expected = reference_forward(case, x.double(), w.double(), b.double())
-        out = in_layout(torch.empty(spec.out_shape, dtype=torch.bfloat16), "channels_last")
+        out = in_layout(torch.empty(spec.out_shape, dtype=torch.bfloat16), layout)
         launch = plan_plane(x, w, b, spec, out, new_flag(x.device), tile=tile)
-    assert launch.kernel.__name__ == "plane_channels_last_kernel" and launch.grid == (2, 2)
-    assert launch.args["frame_ptr"].shape[0] == 8 and launch.args["frame_strides"] == (1, 8)
+    assert launch.grid == (2, 2) and launch.args["IMAGE_BLOCKS"] == 3
+    assert not launch.constexprs["DENSE_A"] and not launch.constexprs["DENSE_Y"]
+    assert launch.args["frame_ptr"].shape[0] == 8 and launch.args["frame_strides"][0] == 1
     launch()
     assert int(launch.args["flag_ptr"]) == 0
-    assert_close(out, expected.bfloat16(), torch.bfloat16, case.reduction, "plane kernel, channels-last")
+    assert_close(out, expected.bfloat16(), torch.bfloat16, case.reduction, f"plane kernel, {layout}")
 
 
 def test_frames_are_the_convolution():
     """Read as the kernel reads it (rows the input pixels of a padded block, columns the output
     pixels), each channel's filter frame is the convolution's matrix: over random 1-D, 2-D and
     3-D geometries with steps, dilation, padding and filters larger than the plane, x @ T is
-    torch's convolution, and every element the kernel reads lies inside the frame. The frames
-    the channels-last kernel reads are the same, channels contiguous, padded with zero filters."""
+    torch's convolution, and every element the kernel reads lies inside the frame; the frames
+    hold the channels contiguous, padded with zero filters to a block of 4."""
     rng = random.Random(0)
     checked = 0
     while checked < 200:
@@ -207,7 +177,8 @@ def test_frames_are_the_convolution():
         block_in, block_out = plane_pixels(spec.input_size), plane_pixels(spec.output_size)
         if max(block_in, block_out) > planes.PLANE_MAX_PIXELS:
             continue
-        frames, frame = plane_frames(w, spec, block_in, block_out)
+        frames, frame = plane_frames(w, spec, block_in, block_out, channel_block=4)
+        assert frames.shape[0] == 4 and frames.stride(0) == 1 and not frames[2:].any()
         (_, in_h, in_w), (_, out_h, out_w) = spec.input_size, spec.output_size
         frame_h, frame_w = frame.size[1:]
         j, p = torch.arange(block_in)[:, None], torch.arange(block_out)[None, :]
@@ -217,9 +188,7 @@ def test_frames_are_the_convolution():
         offsets = ((jd + (last_d - od) * spec.stride[0]) * frame_h + jh + (last_h - oh) * spec.stride[1]) * frame_w
         offsets = offsets + jw + (last_w - ow) * spec.stride[2]
         assert 0 <= offsets.min() and offsets.max() < frames.shape[1]
-        blocked, _ = plane_frames(w, spec, block_in, block_out, channel_block=4)
-        assert blocked.stride() == (1, 4) and torch.equal(blocked[:2], frames) and not blocked[2:].any()
-        band = frames[:, offsets]  # (channels, block_in, block_out)
+        band = frames[:2, offsets]  # (channels, block_in, block_out)
         planes_in = torch.zeros(2, block_in, dtype=torch.float64)
         planes_in[:, : x[0, 0].numel()] = x[0].flatten(1)
         got = torch.einsum("cj,cjp->cp", planes_in, band)[:, : expected[0, 0].numel()]
@@ -234,7 +203,7 @@ def test_fused_epilogue_and_transposed(layout, monkeypatch):
     calls = []
 
     def counted(*args, **kwargs):
-        calls.append((kwargs.get("transposed", False), args[0].stride(1) == 1))
+        calls.append(kwargs.get("transposed", False))
         return plane_forward(*args, **kwargs)
 
     monkeypatch.setattr(dispatch, "plane_forward", counted)
@@ -244,12 +213,11 @@ def test_fused_epilogue_and_transposed(layout, monkeypatch):
     y = triton_conv.conv2d(x, w, b, padding=3, groups=case.groups, activation="silu", residual=residual)
     expected = torch.nn.functional.silu(reference_forward(case, x, w, b) + residual.double())
     assert_close(y, expected.bfloat16(), torch.bfloat16, case.reduction, "fused forward")
-    channels_last = layout == "channels_last"
-    assert calls == [(False, channels_last)]
+    assert calls == [False]
     check_transposed(
         TCase(2, 2, 8, 8, (4, 3), (3, 3), stride=2, padding=1, groups=8), torch.bfloat16, layout, activation="relu"
     )
-    assert calls[1] == (True, channels_last)
+    assert calls[1] is True
 
 
 def test_rule():
@@ -285,9 +253,10 @@ def test_rule():
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
 def test_tuning_keys(channels_last, tied_timing):
-    """A 7x7 depthwise layer on 7x7 maps is tuned under the keys ``tune --dry-run`` lists: the
-    plane forward and the plane input gradient of its layout (the direct kernels gated behind
-    them are not tuned), each timing the tiles first use times; a second call finds them cached."""
+    """A 7x7 depthwise layer on 7x7 maps is tuned under the keys ``tune --dry-run`` lists, in
+    either layout (the key records it): the plane forward and the plane input gradient (the
+    direct kernels gated behind them are not tuned), each timing the tiles first use times; a
+    second call finds them cached."""
     from triton_conv.tune import ConvProblem, problem_keys
     from triton_conv.tuning import select
 
@@ -297,9 +266,9 @@ def test_tuning_keys(channels_last, tied_timing):
         y = triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
         y.backward(torch.randn_like(y))
     keys = problem_keys(problem, backward=True)
-    kinds = [f"plane{'_channels_last' if channels_last else ''}_{name}" for name in ("forward", "input_grad")]
-    assert list(keys)[:2] == kinds
-    assert [record.key for record in records][:2] == [keys[kind] for kind in kinds]
+    assert list(keys)[:2] == ["plane_forward", "plane_input_grad"]
+    assert [record.key for record in records][:2] == [keys["plane_forward"], keys["plane_input_grad"]]
+    assert keys["plane_forward"].split(":")[3] == ("cl" if channels_last else "nc")
     with select.autotuning("first_use") as again:
         triton_conv.conv2d(x, w, None, problem.stride, problem.padding, problem.dilation, problem.groups)
     assert again == []

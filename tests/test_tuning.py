@@ -398,9 +398,9 @@ def test_dry_run_lists_problems_and_keys(capsys):
     # The 3-channel first layer's forward folds each filter row into 3 x 4 channels: 3 taps.
     assert "forward:float16:ieee:cl:m1024:n16:k16:t3:g0:s0" in out
     assert "weight_grad:float16:ieee:cl:m256:n32:k16:t9:g0:s1" in out
-    # The depthwise layer's 8x8 planes: the channels-last plane kernel, its weight gradient direct.
-    assert "plane_channels_last_forward:float16:ieee:cl:m4:n16:k16:t9:g1:s0:c32:i64:o64" in out
-    assert "plane_channels_last_input_grad:float16:ieee:cl:" in out
+    # The depthwise layer's 8x8 planes: the plane kernel, its weight gradient direct.
+    assert "plane_forward:float16:ieee:cl:m4:n16:k16:t9:g1:s0:c32:i64:o64" in out
+    assert "plane_input_grad:float16:ieee:cl:" in out
     assert "direct_weight_grad:float16:ieee:cl:m256:n16:k16:t9:g1:s0:cg1:kg1:c32:w8" in out
     assert out.strip().endswith("4 problems, 12 keys")
 

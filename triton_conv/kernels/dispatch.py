@@ -10,6 +10,7 @@ import torch
 
 from ..spec import ConvSpec, as_3d
 from ..tuning.configs import MIN_DOT
+from ..tuning.key import layout_of
 from ..tuning.kinds import KernelKind
 from .banded import band_bytes, banded_forward, banded_input_grad, banded_weight_grad
 from .direct import channels_contiguous, direct_weight_grad, plan_direct_forward, plan_direct_input_grad
@@ -22,7 +23,7 @@ from .layout import gemm_operand
 from .non_finite import new_flag
 from .pad_input import pad_input, padded_spec
 from .patches import heuristic_partials_shape, patch_forward, patch_products_per_output, patch_weight_grad
-from .planes import PLANE_MAX_PIXELS, channels_minor, plane_forward, plane_pixels
+from .planes import PLANE_MAX_PIXELS, plane_forward, plane_pixels
 
 # Every tuned GEMM kernel, in pass order: what `triton-conv tune` lists and the static report compiles.
 KERNEL_KINDS: tuple[KernelKind, ...] = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)
@@ -122,15 +123,15 @@ def uses_patch_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
 
 def uses_plane_kernel(input: torch.Tensor, spec: ConvSpec) -> bool:
     """Depthwise (one input channel per group) in 16-bit floats, ``input`` contiguous along W
-    (the default layout) or along its channels (channels-last: ``plane_channels_last_kernel``),
-    both planes within PLANE_MAX_PIXELS pixels (``kernels/planes.py``): where the band kernels
+    (the default layout) or along its channels (channels-last), both planes within
+    PLANE_MAX_PIXELS pixels (``kernels/planes.py``): where the band kernels
     do not take it (rows under BANDED_MIN_OUTPUT_WIDTH); unless BAND_KERNELS_ENABLED is off."""
     return (
         BAND_KERNELS_ENABLED
         and spec.groups > 1
         and spec.in_channels_per_group == 1
         and input.dtype in BANDED_DTYPES
-        and (input.stride(-1) == 1 or channels_minor(input))
+        and (input.stride(-1) == 1 or layout_of(input) == "cl")
         and max(plane_pixels(spec.input_size), plane_pixels(spec.output_size)) <= PLANE_MAX_PIXELS
     )
 

@@ -6,29 +6,28 @@ feature map, a short sequence), the convolution of one channel over a block of i
     y[n, p] = sum over j of x[n, j] * T[j, p],
     T[j, p] = w[tap] where input pixel j reaches output pixel p through tap, zero elsewhere,
 
-one ``tl.dot``: the images its rows, the input plane its reduction, the output plane its
-columns, pixels flattened (W fastest). Steps, dilation and padding are all in T. The kernel reads
-it, once per program, from the channel's filter frame (``plane_frames``): the filter placed in a
-block of zeros such that T[j, p] is the frame's element at a row offset of j plus a column offset
-of p, for every pair of the padded blocks, so T's loads take no mask and no per-element tests.
+one product: the images its rows, the input plane its reduction, the output plane its columns,
+pixels flattened (W fastest). Steps, dilation and padding are all in T. A program takes a block
+of channels and runs one batched ``tl.dot`` per block of images, the channels its batch. T is
+read once per program from the channels' filter frames (``plane_frames``): each filter placed in
+a block of zeros such that T[j, p] is the frame's element at a row offset of j plus a column
+offset of p, for every pair of the padded blocks, so T's loads take no mask and no per-element
+tests; the frames hold the channels contiguous, so T loads as vectors of channels.
 
 Why: the band kernels multiply along W in segments of 16 columns and more, so rows of 7 (a 7x7
 map) leave most of a segment empty, and the direct kernels spend several instructions per
 multiply-add on CUDA cores. Here a 7x7 map with a 7x7 filter pads the 49 pixels to 64: the
-matrix unit computes 64 x 64 products per image where 1369 are useful (3x), and the plane's
-loads and stores run along its contiguous pixels.
-
-Channels-last operands (``plane_channels_last_kernel``) keep a channel's pixels C elements apart,
-so a program takes a block of channels and runs one batched product, the channels its batch:
-the operand and the result move as vectors of channels (16 bytes for 8 channels of 16 bits), and
-T too, from frames laid out with the channels contiguous. The batch compiles to ``mma.sync``
-(wgmma has none), the matrix unit's share of the time small beside the loads.
+matrix unit computes 64 x 64 products per image where 1369 are useful (3x). Blocks of channels
+make every load and store of a channels-last tensor a vector of channels (16 bytes for 8
+channels of 16 bits), and in the default layout, where a plane's pixels are contiguous, T's and
+the address arithmetic's cost is shared by the block. The batch compiles to ``mma.sync`` (wgmma
+has none), whose time is small beside the loads.
 
 The input gradient is the same product against T transposed (``TRANSPOSED``), for any steps:
 dx[n, j] = sum over p of dy[n, p] * T[j, p]. Non-finite values: T's zeros multiply every pixel
 of the plane (IEEE 0 * inf is NaN), and a weight no output reads through a real pixel is not in T
 at all (torch multiplies it by the padding's zeros), so the kernel sets a flag where the sum of
-an image block's outputs or of the channel's filter is not finite, and the direct kernel, gated
+an image block's outputs or of the channels' filters is not finite, and the direct kernel, gated
 on the flag, computes the output again (``dispatch.forward``, ``dispatch.input_grad``).
 """
 
@@ -44,7 +43,6 @@ import triton.language as tl
 from ..spec import ConvSpec, as_3d, needs_int64
 from ..tuning.configs import (
     MIN_DOT,
-    PLANE_CHANNELS_LAST_INTERPRETER_TILE,
     PLANE_CHANNELS_LAST_TILES,
     PLANE_INTERPRETER_TILE,
     PLANE_TILES,
@@ -67,22 +65,23 @@ PLANE_MAX_PIXELS = 64
 @triton.jit
 def plane_forward_kernel(
     a_ptr, frame_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
-    N, K_G, IMAGE_BLOCKS,
+    N, K, K_G, IMAGE_BLOCKS,
     a_strides, frame_strides, w_strides, y_strides, bias_stride, residual_strides,
     IN_H: tl.constexpr, IN_W: tl.constexpr, IN_PIXELS: tl.constexpr,
     OUT_H: tl.constexpr, OUT_W: tl.constexpr, OUT_PIXELS: tl.constexpr,
     STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     FRAME_H: tl.constexpr, FRAME_W: tl.constexpr, LAST_OUT_D: tl.constexpr,
     TAPS: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PADDED: tl.constexpr,
-    TRANSPOSED: tl.constexpr, DENSE_A: tl.constexpr, DENSE_Y: tl.constexpr, PREFETCH: tl.constexpr,
+    TRANSPOSED: tl.constexpr, DENSE_A: tl.constexpr, DENSE_Y: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """y = activation(a @ T + bias + residual) per channel, for a depthwise convolution (one input
     channel per group) of input planes (IN_PIXELS pixels, rows of IN_W, planes of IN_H rows) into
-    output planes (OUT_PIXELS, OUT_W, OUT_H) with steps STRIDE_*, T read from the channel's
-    filter frame (``plane_frames``).
+    output planes (OUT_PIXELS, OUT_W, OUT_H) with steps STRIDE_*, T read from the channels'
+    filter frames (``plane_frames``): BLOCK_C channels per program, one batched product (the
+    channels its batch) per block of BLOCK_M images.
 
     Forward (TRANSPOSED false): a is the input x (N, C, D, H, W), y the output (N, K, D_OUT,
     H_OUT, W_OUT), channel k reading x's channel k // K_G. Input gradient (TRANSPOSED): a is dy,
@@ -90,96 +89,27 @@ def plane_forward_kernel(
     epilogue it is the transposed convolution.
 
     Args:
-        a_ptr, a_strides: the operand read (5 strides, any); DENSE_A: its planes are dense
-            (a pixel's offset is its flat index), which lets the compiler address a thread's
-            neighbouring pixels from one register.
+        a_ptr, a_strides: the operand read (5 strides, any: channels-last moves vectors of
+            channels); DENSE_A: its planes are dense (a pixel's offset is its flat index, which
+            the compiler can tell contiguous: the default layout's loads run along the pixels).
         frame_ptr, frame_strides: the filter frames (``plane_frames``), the strides of a channel
-            and of a frame pixel: T[j, p] is the channel's frame pixel
+            (1) and of a frame pixel: T[j, p] is the channel's frame pixel
             ((jd * FRAME_H + jh) * FRAME_W + jw) + the column offset of p; zeros wherever no tap
-            connects j and p, past the planes included, so that T is read with no mask.
+            connects j and p, past the planes and past the channels included, so that T is read
+            with no mask.
         w_ptr, w_strides: the filter (K, 1, T, R, S), any strides (5): summed for the
             non-finite flag (TAPS taps, TAPS_PADDED its power of two).
         bias_ptr, bias_stride: bias of y's channels; read only if HAS_BIAS.
         y_ptr, y_strides: the result (5 strides, any); DENSE_Y as DENSE_A. residual_ptr,
             residual_strides: added before the activation if HAS_RESIDUAL; z_ptr: the
             pre-activation, y's strides, written if STORE_PRE_ACTIVATION.
-        flag_ptr: an int32 set to 1 where an image block's sum or the channel's filter is not finite.
-        N: images. K_G: output channels per group. IMAGE_BLOCKS: cdiv(N, BLOCK_M). PREFETCH:
-            a program takes several image blocks.
+        flag_ptr: an int32 set to 1 where an image block's sum or a channel's filter is not finite.
+        N: images. K: y's channels. K_G: output channels per group. IMAGE_BLOCKS: cdiv(N, BLOCK_M).
         LAST_OUT_D: the last output plane index an output pixel of the padded block has.
-        BLOCK_M: images per product. BLOCK_N, BLOCK_K: the result's and the operand's planes,
-            rounded up to powers of two (at least 16).
-        Grid: (channels of y, splits of the image blocks): program (c, s) takes image blocks s,
-            s + splits, ...
-    """
-    pid_c = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    splits = tl.num_programs(1)
-    if INDEX_64:
-        pid_c = pid_c.to(tl.int64)
-    sa_n, sa_c, sa_d, sa_h, sa_w = a_strides
-    sf_c, sf_p = frame_strides
-    sy_n, sy_c, sy_d, sy_h, sy_w = y_strides
-    sr_n, sr_c, sr_d, sr_h, sr_w = residual_strides
-    a_cols, mask_k, k_frame, y_cols, r_cols, mask_q, q_frame = plane_columns(
-        a_strides, y_strides, residual_strides,
-        IN_H, IN_W, IN_PIXELS, OUT_H, OUT_W, OUT_PIXELS, STRIDE_D, STRIDE_H, STRIDE_W,
-        FRAME_H, FRAME_W, LAST_OUT_D, TRANSPOSED, DENSE_A, DENSE_Y, BLOCK_N, BLOCK_K,
-    )  # fmt: skip
-    band = tl.load(frame_ptr + pid_c * sf_c + (k_frame[:, None] + q_frame[None, :]) * sf_p)
-    # A weight the frame leaves out (one reaching only the padding) still makes torch's sums NaN.
-    filter_check = 0.0 * tl.sum(plane_filter(w_ptr, w_strides, pid_c, True, TAPS, R, S, TAPS_PADDED).to(ACC_DTYPE))
-    a_channel = pid_c // K_G
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + pid_c * bias_stride).to(ACC_DTYPE)
-    a_base = a_ptr + a_channel * sa_c + a_cols[None, :]
-    # The loop prefetches the next block's operand into registers itself where a program takes
-    # several (PREFETCH): Triton's pipeliner copies 4 bytes and more, and a plane's pixels are 2.
-    if PREFETCH:
-        a = plane_operand(a_base, pid_s, N, sa_n, mask_k, INDEX_64, BLOCK_M)
-    for block in tl.range(pid_s, IMAGE_BLOCKS, splits):
-        if PREFETCH:
-            next_a = plane_operand(a_base, block + splits, N, sa_n, mask_k, INDEX_64, BLOCK_M)
-        else:
-            a = plane_operand(a_base, block, N, sa_n, mask_k, INDEX_64, BLOCK_M)
-        acc = tl.dot(dot_operand(a), dot_operand(band), out_dtype=ACC_DTYPE)
-        if PREFETCH:
-            a = next_a
-        n = block * BLOCK_M + tl.arange(0, BLOCK_M)
-        if INDEX_64:
-            n = n.to(tl.int64)
-        mask_m = n < N
-        tl.store(flag_ptr, 1, mask=not_finite(tl.sum(acc) + filter_check))
-        if HAS_BIAS:
-            acc += bias
-        y_offs = n[:, None] * sy_n + pid_c * sy_c + y_cols[None, :]
-        r_offs = n[:, None] * sr_n + pid_c * sr_c + r_cols[None, :]
-        finish_output(
-            acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask_m[:, None] & mask_q[None, :],
-            ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
-        )  # fmt: skip
-
-
-@triton.jit
-def plane_channels_last_kernel(
-    a_ptr, frame_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr, flag_ptr,
-    N, K, K_G, IMAGE_BLOCKS,
-    a_strides, frame_strides, w_strides, y_strides, bias_stride, residual_strides,
-    IN_H: tl.constexpr, IN_W: tl.constexpr, IN_PIXELS: tl.constexpr,
-    OUT_H: tl.constexpr, OUT_W: tl.constexpr, OUT_PIXELS: tl.constexpr,
-    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    FRAME_H: tl.constexpr, FRAME_W: tl.constexpr, LAST_OUT_D: tl.constexpr,
-    TAPS: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PADDED: tl.constexpr, TRANSPOSED: tl.constexpr,
-    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    """``plane_forward_kernel`` for channels-last operands (channels contiguous): BLOCK_C channels
-    per program, one batched product (channels the batch) per image block, so that the operand,
-    the result and T (from frames laid out channel-minor) move as vectors of channels.
-
-    Args are ``plane_forward_kernel``'s, and K: y's channels (the last program's block is masked).
-    Grid: (cdiv(K, BLOCK_C), splits of the image blocks).
+        BLOCK_M: images per product. BLOCK_C: channels per program. BLOCK_N, BLOCK_K: the
+            result's and the operand's planes, rounded up to powers of two (at least 16).
+        Grid: (cdiv(K, BLOCK_C), splits of the image blocks): program (c, s) takes image blocks
+            s, s + splits, ...
     """
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -191,12 +121,13 @@ def plane_channels_last_kernel(
     a_cols, mask_k, k_frame, y_cols, r_cols, mask_q, q_frame = plane_columns(
         a_strides, y_strides, residual_strides,
         IN_H, IN_W, IN_PIXELS, OUT_H, OUT_W, OUT_PIXELS, STRIDE_D, STRIDE_H, STRIDE_W,
-        FRAME_H, FRAME_W, LAST_OUT_D, TRANSPOSED, False, False, BLOCK_N, BLOCK_K,
+        FRAME_H, FRAME_W, LAST_OUT_D, TRANSPOSED, DENSE_A, DENSE_Y, BLOCK_N, BLOCK_K,
     )  # fmt: skip
-    # T of every channel, (channels, operand plane, result plane): the frames' channels are
-    # padded to whole blocks, so that T, too, is read with no mask.
+    # T of every channel, (channels, operand plane, result plane), in vectors of channels: the
+    # frames' channels are padded to whole blocks, so that T, too, is read with no mask.
     t_offs = (k_frame[:, None] + q_frame[None, :])[None, :, :] * frame_strides[1]
     band = tl.load(frame_ptr + c[:, None, None] * frame_strides[0] + t_offs)
+    # A weight the frame leaves out (one reaching only the padding) still makes torch's sums NaN.
     w_all = plane_filter(w_ptr, w_strides, c[:, None], mask_c[:, None], TAPS, R, S, TAPS_PADDED)
     filter_check = 0.0 * tl.sum(w_all.to(ACC_DTYPE))
     if HAS_BIAS:
@@ -211,9 +142,8 @@ def plane_channels_last_kernel(
         n = block * BLOCK_M + tl.arange(0, BLOCK_M)
         if INDEX_64:
             n = n.to(tl.int64)
-        mask_m = (n < N)[:, None, None]
         # (images, operand plane, channels) as loaded, (channels, images, plane) for the product.
-        a = tl.load(a_base + n[:, None, None] * a_strides[0], mask=mask_m & mask_a, other=0.0)
+        a = tl.load(a_base + n[:, None, None] * a_strides[0], mask=(n < N)[:, None, None] & mask_a, other=0.0)
         acc = tl.dot(dot_operand(tl.permute(a, (2, 0, 1))), dot_operand(band), out_dtype=ACC_DTYPE)
         tl.store(flag_ptr, 1, mask=not_finite(tl.sum(acc) + filter_check))
         if HAS_BIAS:
@@ -222,7 +152,7 @@ def plane_channels_last_kernel(
         y_offs = n[:, None, None] * y_strides[0] + y_base
         r_offs = n[:, None, None] * residual_strides[0] + r_base
         finish_output(
-            acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, mask_m & mask_y,
+            acc, y_ptr + y_offs, z_ptr + y_offs, residual_ptr + r_offs, (n < N)[:, None, None] & mask_y,
             ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION,
         )  # fmt: skip
 
@@ -276,16 +206,6 @@ def plane_filter(w_ptr, w_strides, channel, real_channel, TAPS: tl.constexpr, R:
     return tl.load(w_ptr + channel * sw_k + taps, mask=(t < TAPS) & real_channel, other=0.0)
 
 
-@triton.jit
-def plane_operand(a_base, block, N, sa_n, mask_k, INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Image block ``block``'s operand: (BLOCK_M images, the operand's plane), zeros past N and
-    past the plane (``mask_k``)."""
-    n = block * BLOCK_M + tl.arange(0, BLOCK_M)
-    if INDEX_64:
-        n = n.to(tl.int64)
-    return tl.load(a_base + n[:, None] * sa_n, mask=(n < N)[:, None] & mask_k[None, :], other=0.0)
-
-
 def plane_pixels(size: tuple[int, int, int]) -> int:
     """A plane's pixels rounded up to a power of two, at least a dot's 16."""
     return max(16, 1 << (math.prod(size) - 1).bit_length())
@@ -307,14 +227,9 @@ def plane_key_fields(spec: ConvSpec) -> tuple[str, ...]:
     )
 
 
-def channels_minor(t: torch.Tensor) -> bool:
-    """Whether the (N, C, ...) ``t`` holds its channels contiguous (channels-last), more than one."""
-    return t.shape[1] > 1 and t.stride(1) == 1
-
-
 def fit_channel_block(spec: ConvSpec, tile: KernelConfig) -> KernelConfig:
-    """A channels-last plane tile (images x channels) clipped to the problem: the images to the
-    batch (at least a dot's 16 rows), the channels to the convolution's."""
+    """A plane tile (images x channels) clipped to the problem: the images to the batch (at least
+    a dot's 16 rows), the channels to the convolution's."""
     images = min(tile.block_m, max(MIN_DOT, triton.next_power_of_2(spec.batch)))
     channels = min(tile.block_n, triton.next_power_of_2(max(spec.in_channels, spec.out_channels)))
     return replace(tile, block_m=images, block_n=channels)
@@ -322,31 +237,28 @@ def fit_channel_block(spec: ConvSpec, tile: KernelConfig) -> KernelConfig:
 
 def plane_kind(transposed: bool, channels_last: bool) -> KernelKind:
     """The plane kernel as tuning sees it: per channel, images by output plane over the input
-    plane, or with ``transposed`` (the input gradient, reading dy) the other way round; with
-    ``channels_last``, ``plane_channels_last_kernel``, whose tiles are images x channels. Launches
-    with a fused residual or pre-activation are not timed."""
+    plane, or with ``transposed`` (the input gradient, reading dy) the other way round; its tiles
+    are images x channels per program, chosen for the operand's layout (``channels_last``; the
+    key records the layout too). Launches with a fused residual or pre-activation are not timed."""
 
     def plan(spec, x, w, b, y, tile):
         if transposed:
             return plan_plane(y, w, None, spec, torch.empty_like(x), new_flag(x.device), transposed=True, tile=tile)
         return plan_plane(x, w, b, spec, y, new_flag(x.device), tile=tile)
 
-    name = "_".join(
-        ("plane", *(("channels_last",) if channels_last else ()), "input_grad" if transposed else "forward")
-    )
     return KernelKind(
-        name=name,
+        name="plane_input_grad" if transposed else "plane_forward",
         pass_="D" if transposed else "F",
         tiles=PLANE_CHANNELS_LAST_TILES if channels_last else PLANE_TILES,
-        interpreter_tile=PLANE_CHANNELS_LAST_INTERPRETER_TILE if channels_last else PLANE_INTERPRETER_TILE,
+        interpreter_tile=PLANE_INTERPRETER_TILE,
         gemm_extents=lambda spec: plane_gemm(spec, transposed),
         dense_gemm=lambda spec: (spec.input_pixels if transposed else spec.output_pixels, 1, spec.taps),
         key_pixels=lambda spec: spec.batch,
         key_layout=lambda input, output: layout_of(output if transposed else input),
         plan=plan,
         key_fields=plane_key_fields,
-        gemm_blocks=not channels_last,
-        fit=fit_channel_block if channels_last else None,
+        gemm_blocks=False,
+        fit=fit_channel_block,
     )
 
 
@@ -357,9 +269,8 @@ PLANE_CHANNELS_LAST_INPUT_GRAD = plane_kind(transposed=True, channels_last=True)
 
 
 def plane_kind_of(operand: torch.Tensor, transposed: bool) -> KernelKind:
-    """The kind of the launch reading ``operand`` (x, or with ``transposed`` dy): channels-last
-    operands take ``plane_channels_last_kernel``."""
-    if channels_minor(operand):
+    """The kind of a launch reading ``operand`` (x, or with ``transposed`` dy), by its layout."""
+    if layout_of(operand) == "cl":
         return PLANE_CHANNELS_LAST_INPUT_GRAD if transposed else PLANE_CHANNELS_LAST_FORWARD
     return PLANE_INPUT_GRAD if transposed else PLANE_FORWARD
 
@@ -378,12 +289,11 @@ def plan_plane(
     """The launch writing activation(conv(operand, weight) + bias + residual) into ``out`` for a
     depthwise ``spec`` whose planes fit (``dispatch.uses_plane_kernel``), setting ``flag`` where a
     result is not finite; with ``transposed``, ``operand`` is dy and ``out`` dx (the input
-    gradient, or with a bias the transposed convolution). A channels-last ``operand`` takes
-    ``plane_channels_last_kernel``, any other ``plane_forward_kernel``. ``tile`` overrides the one
+    gradient, or with a bias the transposed convolution). ``tile`` overrides the one
     ``select_config`` picks (the heuristic's unless tuned; always with a residual or a stored
     pre-activation)."""
     a, y = as_3d(operand), as_3d(out)
-    kind, channels_last = plane_kind_of(a, transposed), channels_minor(a)
+    kind = plane_kind_of(a, transposed)
     if tile is None:
         heuristic = kind.heuristic(spec, a.dtype, dot_precision(a))
         fused = epilogue.residual is not None or epilogue.pre_activation is not None
@@ -392,43 +302,34 @@ def plan_plane(
             lambda t: plan_plane(operand, weight, bias, spec, out, flag, epilogue, transposed, t),
             heuristic, a.device,
         )  # fmt: skip
-    channels = y.shape[1]
-    if channels_last:
-        blocks = dict(BLOCK_M=tile.block_m, BLOCK_C=tile.block_n)
-        blocks |= dict(BLOCK_N=plane_pixels(spec.input_size if transposed else spec.output_size))
-        blocks |= dict(BLOCK_K=plane_pixels(spec.output_size if transposed else spec.input_size))
-        channel_block = tile.block_n
-    else:
-        blocks, channel_block = tile.blocks(), 1
+    _, result_pixels, operand_pixels = plane_gemm(spec, transposed)
+    blocks = dict(BLOCK_M=tile.block_m, BLOCK_C=tile.block_n)
+    blocks |= dict(BLOCK_N=plane_pixels((result_pixels,)), BLOCK_K=plane_pixels((operand_pixels,)))
     block_in, block_out = (
         (blocks["BLOCK_N"], blocks["BLOCK_K"]) if transposed else (blocks["BLOCK_K"], blocks["BLOCK_N"])
     )
-    frames, frame = plane_frames(weight, spec, block_in, block_out, channel_block)
+    frames, frame = plane_frames(weight, spec, block_in, block_out, tile.block_n)
     image_blocks = triton.cdiv(spec.batch, tile.block_m)
-    channel_blocks = triton.cdiv(channels, channel_block)
+    channels = y.shape[1]
+    channel_blocks = triton.cdiv(channels, tile.block_n)
     splits = min(image_blocks, max(1, TARGET_PROGRAMS // channel_blocks))
     w = as_3d(weight)
     args = arguments.tensors(a=a, w=w) | arguments.output("y", y, bias, epilogue) | arguments.flag(flag, y)
     args |= dict(frame_ptr=frames, frame_strides=frames.stride())
-    args |= dict(N=spec.batch, K_G=spec.out_channels_per_group, IMAGE_BLOCKS=image_blocks)
+    args |= dict(N=spec.batch, K=channels, K_G=spec.out_channels_per_group, IMAGE_BLOCKS=image_blocks)
     (_, in_h, in_w), (_, out_h, out_w) = spec.input_size, spec.output_size
     constexprs = dict(IN_H=in_h, IN_W=in_w, IN_PIXELS=math.prod(spec.input_size), OUT_H=out_h, OUT_W=out_w)
     constexprs |= dict(OUT_PIXELS=math.prod(spec.output_size), FRAME_H=frame.size[1], FRAME_W=frame.size[2])
     constexprs |= {f"STRIDE_{axis}": step for axis, step in zip("DHW", spec.stride)}
     constexprs |= dict(LAST_OUT_D=frame.last_outputs[0], TAPS=spec.taps, R=spec.kernel_size[1], S=spec.kernel_size[2])
     constexprs |= dict(TAPS_PADDED=triton.next_power_of_2(spec.taps), TRANSPOSED=transposed)
+    constexprs |= dict(DENSE_A=dense_planes(a), DENSE_Y=dense_planes(y))
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(
         INDEX_64=needs_int64(a, frames, w, y, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(a.dtype)
     )
     constexprs |= blocks
-    if channels_last:
-        args |= dict(K=channels)
-        kernel = plane_channels_last_kernel
-    else:
-        constexprs |= dict(DENSE_A=dense_planes(a), DENSE_Y=dense_planes(y), PREFETCH=image_blocks > splits)
-        kernel = plane_forward_kernel
-    return Launch(kernel, (channel_blocks, splits), args, constexprs, tile.num_warps, tile.num_stages)
+    return Launch(plane_forward_kernel, (channel_blocks, splits), args, constexprs, tile.num_warps, tile.num_stages)
 
 
 def dense_planes(t: torch.Tensor) -> bool:
@@ -465,23 +366,20 @@ class PlaneFrame:
 
 
 def plane_frames(
-    weight: torch.Tensor, spec: ConvSpec, block_in: int, block_out: int, channel_block: int = 1
+    weight: torch.Tensor, spec: ConvSpec, block_in: int, block_out: int, channel_block: int
 ) -> tuple[torch.Tensor, PlaneFrame]:
-    """Each channel's filter frame, (K, frame pixels), for padded blocks of ``block_in`` input and
-    ``block_out`` output pixels, and its geometry: tap k of a dimension sits at frame position
+    """Each channel's filter frame for padded blocks of ``block_in`` input and ``block_out``
+    output pixels, as a (channels, frame pixels) view of a tensor whose channels are contiguous
+    (the kernel reads T as vectors of channels), padded with zero filters to a multiple of
+    ``channel_block``; and the frames' geometry: tap k of a dimension sits at frame position
     k * dilation - padding + last_o * step (``PlaneFrame``), where the input coordinate
-    k * dilation - padding + o * step reaches output coordinate o; everything else is zero. Dense
-    with the pixels contiguous, or where ``channel_block`` is more than one, with the channels
-    contiguous and padded with zero filters to a multiple of it (``plane_channels_last_kernel``
-    reads whole blocks of channels). Two small launches per call, like the band matrices (a
-    cached tensor would belong to the CUDA graph it was first made in)."""
+    k * dilation - padding + o * step reaches output coordinate o; everything else is zero. Two
+    small launches per call, like the band matrices (a cached tensor would belong to the CUDA
+    graph it was first made in)."""
     frame = PlaneFrame.of(spec, block_in, block_out)
     w = as_3d(weight)[:, 0]
     channels = triton.cdiv(w.shape[0], channel_block) * channel_block
-    if channel_block > 1:  # (frame pixels..., channels), seen as (channels, frame pixels...)
-        frames = w.new_zeros((*frame.size, channels)).permute(3, 0, 1, 2)
-    else:
-        frames = w.new_zeros((channels, *frame.size))
+    frames = w.new_zeros((*frame.size, channels)).permute(3, 0, 1, 2)
     frame_slices, filter_slices = [], []
     for size, taps, dil, pad, last, step in zip(
         frame.size, spec.kernel_size, spec.dilation, spec.pad_lo, frame.last_outputs, spec.stride
@@ -495,7 +393,7 @@ def plane_frames(
         filter_slices.append(slice(k0, k1))
     else:
         frames[(slice(None, w.shape[0]), *frame_slices)] = w[(slice(None), *filter_slices)]
-    return frames.flatten(1) if channel_block == 1 else frames.permute(1, 2, 3, 0).flatten(0, 2).t(), frame
+    return frames.permute(1, 2, 3, 0).flatten(0, 2).t(), frame
 
 
 def plane_forward(

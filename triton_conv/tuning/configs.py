@@ -540,30 +540,30 @@ PATCH_INTERPRETER_CONFIG = PatchConfig(
     block_m=16, block_c=4, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=1
 )
 
-# What the plane kernel's autotuning times (``kernels/planes.PLANE_FORWARD``), as images x output
-# plane x input plane, each clipped to the problem (planes of at most 64 pixels, one reduction
-# step): 64 images on one warpgroup (a 64-row wgmma, 32 accumulators per thread on 64-pixel
-# planes), then 128 on two, and 64 on two.
-PLANE_TILES = (
-    KernelConfig(64, 64, 64, 4, 1),
-    KernelConfig(128, 64, 64, 8, 1),
-    KernelConfig(64, 64, 64, 8, 1),
-)
-# Under the interpreter: the same product, few programs.
-PLANE_INTERPRETER_TILE = KernelConfig(64, 64, 64, 4, 1)
-# What the channels-last plane kernel's autotuning times (``kernels/planes.PLANE_CHANNELS_LAST_FORWARD``),
-# as images x channels (the third field unused: the planes are the problem's), each clipped to
-# the problem: 32 images by 8 channels (16-byte vectors of 16-bit channels) on 8 warps first.
-# Its batched product compiles to mma.sync, which keeps T's 8 channels (64 KB for 64-pixel
-# planes) in shared memory. See perf/NOTES.md, "The plane kernel in channels-last".
+# What the plane kernel's autotuning times (``kernels/planes.PLANE_FORWARD``), as images x
+# channels per program (the third field unused: the planes are the problem's), each clipped to
+# the problem; its batched product compiles to mma.sync, which keeps T's channels (8 KB per
+# channel of 64-pixel planes) in shared memory. See perf/NOTES.md, "The plane kernel over blocks
+# of channels". Channels-last: 32 images by 8 channels (16-byte vectors of 16-bit channels) on 8
+# warps first; 64 images, which build T once for twice the images but whose loop (a program
+# walking several image blocks) spilled 32-96 bytes with the fused epilogue (which runs the
+# first tile only); 4 channels on 4 warps; 16 images.
 PLANE_CHANNELS_LAST_TILES = (
-    KernelConfig(64, 8, MIN_DOT, 8, 1),
     KernelConfig(32, 8, MIN_DOT, 8, 1),
+    KernelConfig(64, 8, MIN_DOT, 8, 1),
     KernelConfig(32, 4, MIN_DOT, 4, 1),
     KernelConfig(16, 8, MIN_DOT, 8, 1),
 )
-# Under the interpreter: few channels per program, so that the tests' channels take several.
-PLANE_CHANNELS_LAST_INTERPRETER_TILE = KernelConfig(16, 4, MIN_DOT, 4, 1)
+# The default layout: an address per element (a plane's pixels are contiguous, its channels a
+# plane apart), so the fused epilogue's residual, pre-activation and output pointers fill the
+# registers: 16 x 8 on 8 warps (no spills), and on 4 warps; 32 or 64 images spilled (under
+# Triton 3.6 even without the epilogue).
+PLANE_TILES = (
+    KernelConfig(16, 8, MIN_DOT, 8, 1),
+    KernelConfig(16, 8, MIN_DOT, 4, 1),
+)
+# Under the interpreter: few images and channels per program, so that the tests' take several.
+PLANE_INTERPRETER_TILE = KernelConfig(16, 4, MIN_DOT, 4, 1)
 
 
 def bucket_row_width(width: int) -> int:
