@@ -190,10 +190,14 @@ def launch_config(launch: Launch) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Steps:
-    """Iterations per program: S of the hot loop, T of the loops around it (see the module docstring)."""
+    """Iterations per program: S of the hot loop, T of the loops around it (see the module
+    docstring), and the steps a program takes outside the hot loop, whose code the rest of the
+    kernel holds (the patch kernels prefetch each step's operands and take the last product
+    after the loop)."""
 
     hot: float
     enclosing: float
+    peeled: float = 0
 
 
 def gemm_steps(case: StaticCase, spec: ConvSpec, launch: Launch) -> Steps:
@@ -290,18 +294,19 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
         row.tensor_core_share = loop.tensor_core_share if loop.mma else None
         if is_band(launch) and row.per_k_step:
             # Per 32 of the useful multiply-adds (a warp's FMA), the band's zeros not counted.
-            useful_per_step = pass_flops(case.shape, case.pass_) / 2 / programs / steps.hot
+            useful_per_step = pass_flops(case.shape, case.pass_) / 2 / programs / (steps.hot + steps.peeled)
             row.per_fma = row.per_k_step * launch.num_warps / (useful_per_step / 32)
         elif row.per_k_step and loop.fma_lanes and not loop.mma:
             row.per_fma = row.per_k_step / loop.fma_lanes
         row.executed = (looped + rest) * launch.num_warps * programs
         if loop.mma:
-            row.matrix_us = matrix_us(case, launch, steps.hot * programs)
+            row.matrix_us = matrix_us(case, launch, (steps.hot + steps.peeled) * programs)
         shared += loop.shared_wavefronts * steps.hot
         row.shared_us = shared * launch.num_warps * programs / (SMS * CLOCK_HZ) * 1e6
         row.narrow_shared_loads = loop.narrow_shared_loads
     if row.matrix_us is None and is_band(launch):  # a hot loop the parser did not find
-        row.matrix_us = matrix_us(case, launch, band_steps(launch).hot * programs)
+        steps = band_steps(launch)
+        row.matrix_us = matrix_us(case, launch, (steps.hot + steps.peeled) * programs)
     row.issue_us = row.executed / (SMS * SCHEDULERS_PER_SM * CLOCK_HZ) * 1e6
     return row
 
@@ -338,16 +343,16 @@ def is_band(launch: Launch) -> bool:
 
 def band_steps(launch: Launch) -> Steps:
     """Steps per program of a band kernel: the patch forward's, its STEPS over an input patch;
-    the patch weight gradient's, one per image it walks; the band forward's, one per
+    the patch weight gradient's, one per image it walks (each the last one after the loop); the band forward's, one per
     filter row and BLOCK_J-deep chunk; the band weight gradient's, one per walk position of its
     split (all lines of its block); the plane kernel's, one per image block it takes."""
     if "IMAGE_BLOCKS" in launch.args:
         return Steps(launch.args["IMAGE_BLOCKS"] / launch.grid[1], 1)
     if "IMAGES_PER_SPLIT" in launch.args:
         images = launch.args["N"] / (launch.grid[2] // launch.args["PATCH_BLOCKS"])
-        return Steps(images, 1)
+        return Steps(images - 1, 1, peeled=1)
     if "STEPS" in launch.args:
-        return Steps(launch.args["STEPS"], 1)
+        return Steps(launch.args["STEPS"] - 1, 1, peeled=1)
     if "TAP_ROWS" in launch.args:
         return Steps(launch.args["TAP_ROWS"] * launch.constexprs["CHUNKS"], 1)
     walk, split = launch.args["WALK"], launch.args["SPLIT_WALK"]
