@@ -20,7 +20,8 @@ reported with:
   multiply-adds the launch's dots issue, tiles as launched (masked rows, a band's zeros), at
   the unit's dense peak;
 - the shared-memory time (``shared_us``): the loads and stores of shared memory of the hot
-  loop's iterations, and of the rest of the kernel once per program
+  loop's iterations, and of the rest of the kernel once per program (those of loops around the
+  hot one too)
   (``compiled_code.shared_wavefronts``, bank conflicts not counted, so a lower bound) at one
   128-byte wavefront per clock per SM. A kernel takes at least the largest of the three; and
   a problem where the hot loop reads shared memory 1 or 2 bytes at a time (a dot operand that
@@ -270,7 +271,8 @@ def analyse(case: StaticCase, spec: ConvSpec, launch: Launch, info: CompiledKern
     loop = hot_loop(instructions)
     programs = math.prod(launch.grid)
     # Shared-memory wavefronts outside the hot loop, counted once per program (a prologue
-    # staging an operand, an epilogue's layout change).
+    # staging an operand, an epilogue's layout change; a lower bound where a loop around the hot
+    # one repeats some).
     shared = sum(shared_wavefronts(i) for i in instructions) - (loop.shared_wavefronts if loop else 0)
     if is_gated(launch):  # finite data: every program reads its flag and returns
         row.executed = float(until_first_exit(instructions) * launch.num_warps * programs)
@@ -342,8 +344,9 @@ def is_band(launch: Launch) -> bool:
 
 
 def band_steps(launch: Launch) -> Steps:
-    """Steps per program of a band kernel: the patch forward's, its STEPS over an input patch;
-    the patch weight gradient's, one per image it walks (each the last one after the loop); the band forward's, one per
+    """Steps per program of a band kernel: the patch forward's, its STEPS over an input patch, the
+    last after the loop; the patch weight gradient's, one per image it walks, the last after the
+    loop; the band forward's, one per
     filter row and BLOCK_J-deep chunk; the band weight gradient's, one per walk position of its
     split (all lines of its block); the plane kernel's, one per image block it takes."""
     if "IMAGE_BLOCKS" in launch.args:

@@ -57,6 +57,9 @@ PLANES = [
     ConvCase(3, 2, 8, 8, (3, 4, 5), (3, 3, 3), padding=1, groups=8),
     # Two output channels per group: the forward on the plane kernel, the input gradient not.
     ConvCase(2, 2, 8, 16, (5, 6), (3, 3), padding=1, groups=8),
+    # 3 groups of 2 outputs: 6 channels in blocks of 4, the last block's padding channels reading
+    # past the input's channels under their mask.
+    ConvCase(2, 2, 3, 6, (5, 6), (3, 3), padding=1, groups=3),
 ]
 
 
@@ -122,14 +125,14 @@ def test_non_finite_weight_like_torch():
     assert_close(y[:, 1:], expected[:, 1:].bfloat16(), torch.bfloat16, case.reduction, "forward")
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "strided_view"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_view", "permuted"])
 @pytest.mark.parametrize("transposed", [False, True], ids=["forward", "input_grad"])
 def test_blocks_of_channels_and_images(transposed, layout, monkeypatch):
-    """6 channels in blocks of 4 (the last block half empty: its frames padded with zero filters,
-    its loads and stores masked) and 40 images in blocks of 16, each program taking every other
-    block (two splits); in channels-last, and
-    over planes that are not dense (a view of every other column, addressed by its strides):
-    results as torch's."""
+    """6 channels in blocks of 4 (the last block half empty: its frames padded with zero filters
+    to 16 channels, its loads and stores masked) and 40 images in blocks of 16, each program taking every other
+    block (two splits); in the default layout (dense planes), channels-last, and over planes
+    that are not dense (a view of every other column; spatial dimensions outermost), addressed
+    by their strides: results as torch's."""
     monkeypatch.setattr(planes, "TARGET_PROGRAMS", 4)
     case = ConvCase(2, 40, 6, 6, (6, 7), (3, 3), padding=1, groups=6)
     x, w, b = make_inputs(case, torch.bfloat16, layout)
@@ -146,11 +149,57 @@ def test_blocks_of_channels_and_images(transposed, layout, monkeypatch):
         out = in_layout(torch.empty(spec.out_shape, dtype=torch.bfloat16), layout)
         launch = plan_plane(x, w, b, spec, out, new_flag(x.device), tile=tile)
     assert launch.grid == (2, 2) and launch.args["IMAGE_BLOCKS"] == 3
-    assert not launch.constexprs["DENSE_A"] and not launch.constexprs["DENSE_Y"]
-    assert launch.args["frame_ptr"].shape[0] == 8 and launch.args["frame_strides"][0] == 1
+    assert launch.constexprs["DENSE_A"] == launch.constexprs["DENSE_Y"] == (layout == "contiguous")
+    assert launch.args["frame_ptr"].shape[0] == 16 and launch.args["frame_strides"] == (1, 16)
     launch()
     assert int(launch.args["flag_ptr"]) == 0
     assert_close(out, expected.bfloat16(), torch.bfloat16, case.reduction, f"plane kernel, {layout}")
+
+
+def test_64_bit_indexing(monkeypatch):
+    """With 64-bit offsets (``needs_int64``, forced here: tensors past 2**31 elements take them),
+    the forward and input gradient in channels-last are torch's."""
+    monkeypatch.setattr(planes, "needs_int64", lambda *tensors: True)
+    case = PLANES[1]
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    out = in_layout(torch.empty(spec.out_shape, dtype=torch.bfloat16), "channels_last")
+    launch = plan_plane(x, w, b, spec, out, new_flag(x.device))
+    assert launch.constexprs["INDEX_64"]
+    launch()
+    assert_close(
+        out,
+        reference_forward(case, x.double(), w.double(), b.double()).bfloat16(),
+        torch.bfloat16,
+        case.reduction,
+        "int64",
+    )
+    dy = in_layout(torch.randn(spec.out_shape, dtype=torch.float64).bfloat16(), "channels_last")
+    x64 = x.double().requires_grad_()
+    (expected,) = torch.autograd.grad(reference_forward(case, x64, w.double(), None), x64, dy.double())
+    dx = torch.empty_like(x)
+    plan_plane(dy, w, None, spec, dx, new_flag(x.device), transposed=True)()
+    assert_close(dx, expected.bfloat16(), torch.bfloat16, case.reduction, "int64 input gradient")
+
+
+def test_heuristic_tiles_per_layout(gpu_tiles):
+    """On a GPU the heuristic takes each layout's first tile (channels-last 32 images x 8 channels,
+    the default layout 16 x 8) clipped to the problem: 2 images still fill a dot's 16 rows, 2
+    channels make a block of 2."""
+    from triton_conv.tuning.configs import PLANE_CHANNELS_LAST_TILES, PLANE_TILES
+
+    def blocks(batch, channels, layout):
+        x = in_layout(torch.empty(batch, channels, 7, 7, dtype=torch.bfloat16, device="meta"), layout)
+        w = torch.empty(channels, 1, 3, 3, dtype=torch.bfloat16, device="meta")
+        spec = conv_spec(x, w, None, 1, 1, 1, channels, 2)
+        y = in_layout(torch.empty(spec.out_shape, dtype=torch.bfloat16, device="meta"), layout)
+        launch = plan_plane(x, w, None, spec, y, torch.zeros((), dtype=torch.int32, device="meta"))
+        return launch.constexprs["BLOCK_M"], launch.constexprs["BLOCK_C"], launch.num_warps
+
+    first_cl, first = PLANE_CHANNELS_LAST_TILES[0], PLANE_TILES[0]
+    assert blocks(64, 768, "channels_last") == (first_cl.block_m, first_cl.block_n, first_cl.num_warps) == (32, 8, 8)
+    assert blocks(64, 768, "contiguous") == (first.block_m, first.block_n, first.num_warps) == (16, 8, 8)
+    assert blocks(2, 2, "channels_last") == (16, 2, 8)
 
 
 def test_frames_are_the_convolution():
@@ -158,7 +207,7 @@ def test_frames_are_the_convolution():
     pixels), each channel's filter frame is the convolution's matrix: over random 1-D, 2-D and
     3-D geometries with steps, dilation, padding and filters larger than the plane, x @ T is
     torch's convolution, and every element the kernel reads lies inside the frame; the frames
-    hold the channels contiguous, padded with zero filters to a block of 4."""
+    hold the channels contiguous, padded with zero filters to a multiple of 16."""
     rng = random.Random(0)
     checked = 0
     while checked < 200:
@@ -178,7 +227,7 @@ def test_frames_are_the_convolution():
         if max(block_in, block_out) > planes.PLANE_MAX_PIXELS:
             continue
         frames, frame = plane_frames(w, spec, block_in, block_out, channel_block=4)
-        assert frames.shape[0] == 4 and frames.stride(0) == 1 and not frames[2:].any()
+        assert frames.shape[0] == 16 and frames.stride(0) == 1 and not frames[2:].any()
         (_, in_h, in_w), (_, out_h, out_w) = spec.input_size, spec.output_size
         frame_h, frame_w = frame.size[1:]
         j, p = torch.arange(block_in)[:, None], torch.arange(block_out)[None, :]
@@ -223,7 +272,8 @@ def test_fused_epilogue_and_transposed(layout, monkeypatch):
 def test_rule():
     """The plane kernel takes depthwise convolutions in 16-bit floats over planes of at most 64
     pixels, in the default layout or channels-last, where the band kernels do not (outputs
-    narrower than 8 columns); not float32, other layouts, larger planes, a grouped convolution,
+    narrower than 8 columns), or any layout with the channels contiguous; not float32, other
+    layouts, larger planes, a grouped convolution,
     or TRITON_CONV_BAND_KERNELS=0 (the module attribute it sets)."""
 
     def uses(size=(7, 7), layout="contiguous", dtype=torch.bfloat16, in_channels=8):
@@ -235,6 +285,8 @@ def test_rule():
     assert not uses(size=(9, 8)) and not uses(size=(1, 65))
     assert not uses(dtype=torch.float32)
     assert uses(layout="channels_last") and uses(size=(1, 64), layout="channels_last")
+    # Channels contiguous, spatial dimensions outermost: taken, addressed by its strides.
+    assert uses(layout="permuted")
     assert not uses(size=(9, 8), layout="channels_last") and not uses(layout="strided_view")
     assert not uses(in_channels=16)
     # 8 columns and more: the band kernels come first.

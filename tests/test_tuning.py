@@ -222,10 +222,10 @@ def test_writer_killed_mid_write_leaves_a_valid_file(tmp_path):
     "content",
     [
         b"\x00\xff garbage",
-        b'{"schema": 1, "device": "Other GPU", "triton": "%s", "entries": {}}',
-        b'{"schema": 1, "device": "Test GPU 80GB", "triton": "0.0.0", "entries": {}}',
-        b'{"schema": 99, "device": "Test GPU 80GB", "triton": "%s", "entries": {}}',
-        b'{"schema": 1, "device": "Test GPU 80GB", "triton": "%s", "entries": {"k": {"config": 3}}}',
+        b'{"schema": 2, "device": "Other GPU", "triton": "%s", "entries": {}}',
+        b'{"schema": 2, "device": "Test GPU 80GB", "triton": "0.0.0", "entries": {}}',
+        b'{"schema": 1, "device": "Test GPU 80GB", "triton": "%s", "entries": {}}',
+        b'{"schema": 2, "device": "Test GPU 80GB", "triton": "%s", "entries": {"k": {"config": 3}}}',
     ],
     ids=["garbage", "other-device", "other-triton", "other-schema", "bad-entry"],
 )

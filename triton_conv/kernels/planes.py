@@ -125,7 +125,10 @@ def plane_forward_kernel(
     )  # fmt: skip
     # T of every channel, (channels, operand plane, result plane), in vectors of channels: the
     # frames' channels are padded to whole blocks, so that T, too, is read with no mask.
-    t_offs = (k_frame[:, None] + q_frame[None, :])[None, :, :] * frame_strides[1]
+    t_pixels = k_frame[:, None] + q_frame[None, :]
+    if INDEX_64:
+        t_pixels = t_pixels.to(tl.int64)
+    t_offs = t_pixels[None, :, :] * frame_strides[1]
     band = tl.load(frame_ptr + c[:, None, None] * frame_strides[0] + t_offs)
     # A weight the frame leaves out (one reaching only the padding) still makes torch's sums NaN.
     w_all = plane_filter(w_ptr, w_strides, c[:, None], mask_c[:, None], TAPS, R, S, TAPS_PADDED)
@@ -198,8 +201,8 @@ def plane_columns(
 @triton.jit
 def plane_filter(w_ptr, w_strides, channel, real_channel, TAPS: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
                  TAPS_PADDED: tl.constexpr):  # fmt: skip
-    """The filter of ``channel`` (a scalar, or a column of channels), its taps along the last axis
-    (TAPS_PADDED, zeros past TAPS and where ``real_channel`` is false)."""
+    """The filters of a column of channels, their taps along the last axis (TAPS_PADDED, zeros
+    past TAPS and where ``real_channel`` is false)."""
     sw_k, _, sw_t, sw_r, sw_s = w_strides
     t = tl.arange(0, TAPS_PADDED)
     taps = (t // (R * S)) * sw_t + (t // S % R) * sw_r + (t % S) * sw_s
@@ -219,7 +222,7 @@ def plane_gemm(spec: ConvSpec, transposed: bool) -> tuple[int, int, int]:
 
 
 def plane_key_fields(spec: ConvSpec) -> tuple[str, ...]:
-    """The channels (the grid's first axis) and both planes' padded pixels."""
+    """The channels (whose blocks are the grid's first axis) and both planes' padded pixels."""
     return (
         f"c{bucket_channels(spec.out_channels)}",
         f"i{plane_pixels(spec.input_size)}",
@@ -371,14 +374,16 @@ def plane_frames(
     """Each channel's filter frame for padded blocks of ``block_in`` input and ``block_out``
     output pixels, as a (channels, frame pixels) view of a tensor whose channels are contiguous
     (the kernel reads T as vectors of channels), padded with zero filters to a multiple of
-    ``channel_block``; and the frames' geometry: tap k of a dimension sits at frame position
+    ``channel_block`` and of 16 (a frame pixel's stride then divides by 16, which Triton needs to
+    see to load whole vectors); and the frames' geometry: tap k of a dimension sits at frame position
     k * dilation - padding + last_o * step (``PlaneFrame``), where the input coordinate
     k * dilation - padding + o * step reaches output coordinate o; everything else is zero. Two
     small launches per call, like the band matrices (a cached tensor would belong to the CUDA
     graph it was first made in)."""
     frame = PlaneFrame.of(spec, block_in, block_out)
     w = as_3d(weight)[:, 0]
-    channels = triton.cdiv(w.shape[0], channel_block) * channel_block
+    whole = max(channel_block, 16)
+    channels = triton.cdiv(w.shape[0], whole) * whole
     frames = w.new_zeros((*frame.size, channels)).permute(3, 0, 1, 2)
     frame_slices, filter_slices = [], []
     for size, taps, dil, pad, last, step in zip(

@@ -31,7 +31,8 @@ import triton
 
 from .configs import KernelConfig
 
-SCHEMA = 1
+# 2: the plane kernel's tiles became images x channels per program (were images x planes).
+SCHEMA = 2
 CACHE_DIR_ENV = "TRITON_CONV_CACHE_DIR"
 DEFAULT_CACHE_DIR = "~/.cache/triton-conv"
 SHIPPED_DIR = Path(__file__).parent / "shipped"

@@ -540,7 +540,8 @@ PATCH_INTERPRETER_CONFIG = PatchConfig(
     block_m=16, block_c=4, patch=(1, 4, 4), block_j=MIN_DOT, num_warps=4, num_stages=1
 )
 
-# What the plane kernel's autotuning times (``kernels/planes.PLANE_FORWARD``), as images x
+# What the plane kernel's autotuning times (``kernels/planes.PLANE_FORWARD`` and, for
+# channels-last operands, ``PLANE_CHANNELS_LAST_FORWARD``; the input gradient's the same), as images x
 # channels per program (the third field unused: the planes are the problem's), each clipped to
 # the problem; its batched product compiles to mma.sync, which keeps T's channels (8 KB per
 # channel of 64-pixel planes) in shared memory. See perf/NOTES.md, "The plane kernel over blocks

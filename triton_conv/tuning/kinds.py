@@ -24,8 +24,9 @@ GemmExtents = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class KernelKind:
-    """One kernel as tuning sees it: an implicit GEMM, the band forward (``kernels/banded.py``) or
-    a direct kernel (``kernels/direct.py``, whose tiles are CUDA-core knobs: ``gemm_blocks``).
+    """One kernel as tuning sees it: an implicit GEMM, a band, patch or plane kernel
+    (``kernels/banded.py``, ``patches.py``, ``planes.py``) or a direct kernel (``kernels/direct.py``,
+    whose tiles are CUDA-core knobs: ``gemm_blocks``).
 
     Attributes:
         name: the autotune key's first field (and so part of every cached entry's key).
@@ -54,10 +55,10 @@ class KernelKind:
         gemm_blocks: its tiles are blocks of a GEMM on the matrix unit, so the register,
             shared-memory and wgmma budget (``configs.fits``) applies and a tile is clipped to
             the GEMM. False for the direct kernels, whose tiles are CUDA-core knobs used as given,
-            and the band weight gradient, whose tiles ``fit`` cuts.
+            and the band weight gradient, patch and plane kernels, whose tiles ``fit`` cuts.
         fit: for a kind without ``gemm_blocks``, what of a tile the problem cuts (the band weight
-            gradient's lines per step), so that tiles the same on a problem are timed once;
-            None: used as given.
+            gradient's lines per step, the plane kernel's images and channels per program), so
+            that tiles the same on a problem are timed once; None: used as given.
     """
 
     name: str
