@@ -55,10 +55,11 @@ class KernelKind:
         gemm_blocks: its tiles are blocks of a GEMM on the matrix unit, so the register,
             shared-memory and wgmma budget (``configs.fits``) applies and a tile is clipped to
             the GEMM. False for the direct kernels, whose tiles are CUDA-core knobs used as given,
-            and the band weight gradient, patch and plane kernels, whose tiles ``fit`` cuts.
+            and the band, patch and plane kernels, whose tiles are their own (some cut by ``fit``).
         fit: for a kind without ``gemm_blocks``, what of a tile the problem cuts (the band weight
-            gradient's lines per step, the plane kernel's images and channels per program), so
-            that tiles the same on a problem are timed once; None: used as given.
+            gradient's lines per step, the patch weight gradient's rows, the plane kernel's images
+            and channels per program), so that tiles the same on a problem are timed once; None:
+            used as given.
     """
 
     name: str
