@@ -41,7 +41,8 @@ TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 # 4, 2 and 1 float64 or 16-bit elements), rows of one segment whose last reduction steps would
 # read only padding (2d_3x7), padding below, at and beyond the filter's reach,
 # 'same' with an even filter, dilation along every dimension, steps along D and H, a channel
-# multiplier, and 1-D, 2-D and 3-D.
+# multiplier, and 1-D, 2-D and 3-D (padded along D before and after, after only, and not at all;
+# one reduction step per filter row or several).
 BANDED = [
     ConvCase(1, 2, 3, 3, (40,), (7,), padding=3, groups=3, name="1d_k7"),
     ConvCase(1, 2, 4, 4, (37,), (31,), padding=15, groups=4, name="1d_k31_odd_width"),
@@ -54,6 +55,9 @@ BANDED = [
     ConvCase(2, 2, 3, 3, (10, 14), (7, 7), padding=3, groups=3, name="2d_7x7_width_14"),
     ConvCase(2, 1, 2, 2, (11, 13), (5, 5), stride=(2, 1), padding=2, dilation=(2, 1), groups=2, name="2d_strided_h"),
     ConvCase(3, 1, 2, 2, (3, 5, 24), (3, 3, 9), padding=(1, 1, 4), groups=2, name="3d"),
+    ConvCase(3, 1, 2, 2, (3, 4, 10), (3, 3, 5), padding=(1, 1, 2), groups=2, name="3d_one_step_per_filter_row"),
+    ConvCase(3, 1, 2, 2, (3, 4, 10), (2, 3, 5), padding="same", groups=2, name="3d_same_even_depth"),
+    ConvCase(3, 1, 2, 2, (4, 4, 10), (3, 3, 5), padding=(0, 1, 2), groups=2, name="3d_unpadded_depth"),
 ]
 
 

@@ -78,7 +78,7 @@ def banded_forward_kernel(
     K_G, TAP_ROWS, input_size, output_size, SEGMENTS, ROWS, padding,
     x_strides, band_strides, y_strides, bias_stride, residual_strides,
     R: tl.constexpr, CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr,
-    DIL_D: tl.constexpr, DIL_H: tl.constexpr, LEAD: tl.constexpr, CHUNKS: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, LEAD: tl.constexpr, CHUNKS: tl.constexpr, CHECK_D: tl.constexpr,
     X_UNIT: tl.constexpr, Y_UNIT: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
@@ -139,6 +139,11 @@ def banded_forward_kernel(
     # constant along a vector.
     cols = ((ow0 - LEAD) // x_unit)[:, None] + (j // x_unit)[None, :]
     x_offs = x_rows[:, None] + j[None, :] * sx_w
+    # With one step per filter row (CHUNKS == 1) a thread's columns are the same at every step:
+    # a column vector outside the row gets the input row H, which no filter row's offset brings
+    # back inside, so one unsigned test per copy covers row and column (a copy with its address
+    # and test is 8 SASS, was 9). The test along D is left out where nothing pads along D.
+    ih0_folded = tl.where(in_range(cols, W // x_unit, INDEX_64), ih0[:, None], H)
     band_ptrs = band_ptr + k * sb_k + j[:, None] * sb_j + i[None, :] * sb_i
 
     acc = tl.zeros((BLOCK_M, BLOCK_W), dtype=ACC_DTYPE)
@@ -151,12 +156,17 @@ def banded_forward_kernel(
     for _ in range(0, TAP_ROWS * CHUNKS):
         dd = kt * DIL_D
         dh = kr * DIL_H
-        row_ok = in_range(id0 + dd, D, INDEX_64) & in_range(ih0 + dh, H, INDEX_64)
-        in_row = in_range(cols + chunk * (BLOCK_J // x_unit), W // x_unit, INDEX_64)
-        x_step = (dd * (sx_d // x_unit) + dh * (sx_h // x_unit) + chunk * (BLOCK_J // x_unit) * sx_w) * x_unit
+        chunk_cols = chunk * (BLOCK_J // x_unit) if CHUNKS > 1 else 0
+        if CHUNKS == 1:
+            x_mask = in_range(ih0_folded + dh, H, INDEX_64)
+        else:
+            x_mask = in_range(ih0 + dh, H, INDEX_64)[:, None] & in_range(cols + chunk_cols, W // x_unit, INDEX_64)
+        if CHECK_D:
+            x_mask &= in_range(id0 + dd, D, INDEX_64)[:, None]
+        x_step = (dd * (sx_d // x_unit) + dh * (sx_h // x_unit) + chunk_cols * sx_w) * x_unit
         # Cached in L1 (".ca"; Triton's 16-byte copies bypass it otherwise): the next filter rows
         # read the same input rows, one row down.
-        a = tl.load(x_ptr + x_step + x_offs, mask=row_ok[:, None] & in_row, other=0.0, cache_modifier=".ca")
+        a = tl.load(x_ptr + x_step + x_offs, mask=x_mask, other=0.0, cache_modifier=".ca")
         band = tl.load(band_ptrs)
         acc = tl.dot(dot_operand(a), dot_operand(band), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         band_ptrs += BLOCK_J * sb_j
@@ -683,6 +693,7 @@ def plan_banded_forward(
     args |= dict(K_G=spec.out_channels_per_group, TAP_ROWS=t * r, SEGMENTS=segments, ROWS=rows)
     constexprs = dict(R=r, CONV_STRIDE_D=spec.stride[0], CONV_STRIDE_H=spec.stride[1])
     constexprs |= dict(DIL_D=spec.dilation[0], DIL_H=spec.dilation[1], LEAD=lead, CHUNKS=chunks)
+    constexprs |= dict(CHECK_D=spec.padded[0])
     constexprs |= dict(X_UNIT=x_unit, Y_UNIT=row_unit(y))
     constexprs |= arguments.output_flags(bias, epilogue)
     constexprs |= dict(
