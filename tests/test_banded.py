@@ -28,7 +28,7 @@ from triton_conv.spec import as_3d, conv_spec
 from triton_conv.testing import in_layout
 from triton_conv.tune import ConvProblem, problem_keys
 from triton_conv.tuning import select
-from triton_conv.tuning.configs import BandedConfig, banded_weight_grad_columns, banded_weight_grad_config
+from triton_conv.tuning.configs import BandedConfig, banded_weight_grad_config, banded_weight_grad_rows
 
 from .checks import check_backward, check_forward, check_transposed
 from .reference import DEVICE, ConvCase, TCase
@@ -261,7 +261,7 @@ def test_weight_grad_over_rows_of_one_segment(case, columns, x_at, dy_at):
     spec = _spec(case, x, w)
     cfg = BandedConfig(64, 64, 16, 4, 3)
     assert spec.output_size[-1] <= cfg.block_w
-    assert banded_weight_grad_columns(spec, cfg.block_w, read_unit(as_3d(x.to(torch.bfloat16)))) == columns
+    assert banded_weight_grad_rows(spec, cfg.block_w, read_unit(as_3d(x.to(torch.bfloat16)))) == (columns, 1)
     for dtype in (torch.float64, torch.bfloat16):
         xd = x.to(dtype)
         if dtype == torch.bfloat16:
@@ -281,6 +281,62 @@ def test_weight_grad_over_rows_of_one_segment(case, columns, x_at, dy_at):
             torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
         else:
             assert not torch.isfinite(expected_w).all()
+            _assert_like_torch(dw.cpu(), expected_w)
+            _assert_like_torch(db.cpu(), expected_b)
+
+
+# Filter rows sharing one G (GPU tiles): 5 rows of 28-wide rows two by two, the last pair's second
+# past the filter (suite shape 14's layout); 3 rows of 8 four by four; a 3-D filter, pairs at
+# each depth. Each with a NaN near an input row's end, which the band pairs with dy's zeros past
+# the output row's end (so the recomputation must redo each filter row it reaches), and in
+# another channel an infinity in dy.
+STACKED_ROWS = [
+    (
+        ConvCase(2, 2, 2, 2, (7, 28), (5, 5), padding=2, groups=2, name="2d_5x5_width_28"),
+        2,
+        (0, 1, 6, 27),
+        (1, 0, 2, 5),
+    ),
+    (ConvCase(2, 2, 2, 2, (6, 8), (3, 3), padding=1, groups=2, name="2d_3x3_width_8"), 4, (1, 1, 0, 7), (0, 0, 5, 0)),
+    (
+        ConvCase(3, 1, 2, 2, (3, 5, 28), (2, 3, 5), padding=(1, 1, 2), groups=2, name="3d_width_28"),
+        2,
+        (0, 0, 2, 4, 9),
+        (0, 1, 3, 0, 27),
+    ),
+]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("case, stack, x_at, dy_at", STACKED_ROWS, ids=[c[0].name for c in STACKED_ROWS])
+@pytest.mark.parametrize("walk_splits", [1, 3])
+def test_weight_grad_with_filter_rows_stacked(case, stack, x_at, dy_at, walk_splits):
+    """Where one filter row's G needs fewer than a wgmma's 64 rows, filter rows share one: exact
+    in float64, the walk whole and split; torch's pattern of NaN and infinities in bf16 (the
+    recomputation redoes each filter row of a flagged program)."""
+    x, w, b = _inputs(case, torch.float64)
+    spec = _spec(case, x, w)
+    cfg = BandedConfig(64, 32, 16, 4, 3)
+    assert banded_weight_grad_rows(spec, cfg.block_w, read_unit(as_3d(x.to(torch.bfloat16))))[1] == stack
+    for dtype in (torch.float64, torch.bfloat16):
+        xd = x.to(dtype)
+        if dtype == torch.bfloat16:
+            xd[x_at] = float("nan")
+        weight = w.double().requires_grad_()
+        bias = b.double().requires_grad_()
+        y = TORCH_CONV[case.ndim](xd.double(), weight, bias, **case.kwargs())
+        dy = torch.randn_like(y).to(dtype)
+        if dtype == torch.bfloat16:
+            dy[dy_at] = float("inf")
+        expected_w, expected_b = torch.autograd.grad(y, (weight, bias), dy.double())
+        dw = torch.empty(w.shape, dtype=dtype, device=DEVICE)
+        db = torch.empty(b.shape, dtype=dtype, device=DEVICE)
+        banded_weight_grad(dy.to(DEVICE), xd.to(DEVICE), spec, dw, db, walk_splits=walk_splits, cfg=cfg)
+        if dtype == torch.float64:
+            torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
+            torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
+        else:
+            assert not torch.isfinite(expected_w).all() and torch.isfinite(expected_w).any()
             _assert_like_torch(dw.cpu(), expected_w)
             _assert_like_torch(db.cpu(), expected_b)
 

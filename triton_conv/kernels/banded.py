@@ -53,9 +53,9 @@ from ..tuning.configs import (
     banded_chunks,
     banded_config,
     banded_lead,
-    banded_weight_grad_columns,
     banded_weight_grad_config,
     banded_weight_grad_lines,
+    banded_weight_grad_rows,
     bucket_row_width,
     split_k_for,
 )
@@ -312,12 +312,17 @@ def banded_weight_grad_kernel(
     PAD_W: tl.constexpr, LEAD: tl.constexpr,
     X_UNIT: tl.constexpr, DY_UNIT: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, COLUMNS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, COLUMNS: tl.constexpr, STACK: tl.constexpr,
 ):  # fmt: skip
     """Partial dw[k, 0, t, r, s] (and db[k]) over a block of lines and a stretch of the walk: for
     filter row (t, r) of channel k, G[j, i] = sum over rows of x[row', ow0 - LEAD + j] *
     dy[row, ow0 + i], a GEMM over the rows, then dw[s] = the sum of G along the diagonal
     j - i = s * DIL_W + LEAD - PAD_W.
+
+    G's rows are STACK blocks of COLUMNS // STACK, one per filter row (t, r0), (t, r0 + 1), ...:
+    where a filter row's G needs fewer rows than a wgmma's 64, consecutive filter rows share one
+    product (the same dy, x one input row further down per block) instead of padding it with
+    columns past the input row's end.
 
     A row is a line (n, od) at a walk position (oh, segment). A step takes BLOCK_M lines at one
     walk position, so everything that changes from step to step (the output row, the input row
@@ -344,13 +349,14 @@ def banded_weight_grad_kernel(
         HAS_BIAS_GRAD: filter row 0's programs also sum dy into db.
         INDEX_64: compute offsets in int64. ACC_DTYPE: float32, or float64 for float64.
         PRECISION: tl.dot input precision ("ieee" or "tf32").
-        BLOCK_M: lines per step. BLOCK_W: output columns of a segment. COLUMNS: G's rows, the
-            input columns a segment reads (where a row is one segment, up to the row's end or
-            every output column's first tap) rounded up to a power of 2, at least the 64 of a
-            wgmma (``banded_weight_grad_columns``).
-        Grid: (K, T * R, cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)), axis 2 line block major.
+        BLOCK_M: lines per step. BLOCK_W: output columns of a segment. COLUMNS: G's rows, STACK
+            blocks of the input columns a segment reads (where a row is one segment, up to the
+            row's end or every output column's first tap) rounded up to a power of 2, in all at
+            least the 64 of a wgmma. STACK: filter rows per program (``banded_weight_grad_rows``).
+        Grid: (K, T * cdiv(R, STACK), cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)), axis 2 line
+            block major.
     """
-    k, tap_row, split = program_ids(INDEX_64)
+    k, row_group, split = program_ids(INDEX_64)
     D, H, W = input_size
     D_OUT, H_OUT, W_OUT = output_size
     pad_d, pad_h, _ = padding
@@ -358,15 +364,25 @@ def banded_weight_grad_kernel(
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
     x_unit: tl.constexpr = X_UNIT
     dy_unit: tl.constexpr = DY_UNIT
-    dh = (tap_row % R) * DIL_H
+    row_columns: tl.constexpr = COLUMNS // STACK
+    tap_t, r0, tap_rows = stacked_filter_rows(row_group, R, STACK)
     j = tl.arange(0, COLUMNS)
     i = tl.arange(0, BLOCK_W)
+    # G's row j: column j % row_columns of filter row r0 + j // row_columns. Filter rows past the
+    # filter's last read from H rows below, so that every step's input row test fails for them.
+    stacked = j // row_columns if STACK > 1 else 0
+    # (Subtractions, not j % row_columns nor column // x_unit: Triton then still sees whole
+    # vectors, contiguous and aligned, with one bounds test each.)
+    column = j - stacked * row_columns
+    column_units = j // x_unit - stacked * (row_columns // x_unit)
+    dh = tl.where(r0 + stacked < R, (r0 + stacked) * DIL_H, H + pad_h)
     lines, mask_l, n, od, id_, line_ok, first = walk_lines(
-        split, tap_row, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, R, CONV_STRIDE_D, DIL_D, INDEX_64, BLOCK_M
+        split, tap_t, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, CONV_STRIDE_D, DIL_D, INDEX_64, BLOCK_M
     )
     x_lines = (n * (sx_n // x_unit) + (k // K_G) * (sx_c // x_unit) + id_ * (sx_d // x_unit)) * x_unit
     dy_lines = (n * (sdy_n // dy_unit) + k * (sdy_k // dy_unit) + od * (sdy_d // dy_unit)) * dy_unit
-    x_offs = x_lines[:, None] + j[None, :] * sx_w
+    x_columns = ((r0 + stacked) * DIL_H * (sx_h // x_unit)) * x_unit + column * sx_w
+    x_offs = x_lines[:, None] + x_columns[None, :]
     dy_offs = dy_lines[:, None] + i[None, :] * sdy_w
 
     acc = tl.zeros((COLUMNS, BLOCK_W), dtype=ACC_DTYPE)
@@ -375,7 +391,7 @@ def banded_weight_grad_kernel(
     segment = first % SEGMENTS
     for _ in range(0, tl.minimum(SPLIT_WALK, WALK - first)):
         ow0 = segment * BLOCK_W
-        ih = oh * CONV_STRIDE_H - pad_h + dh
+        ih = oh * CONV_STRIDE_H - pad_h
         dy_step = (oh * (sdy_h // dy_unit) + ow0 // dy_unit * sdy_w) * dy_unit
         dy_cols = ow0 // dy_unit + i // dy_unit
         dy = tl.load(
@@ -384,54 +400,72 @@ def banded_weight_grad_kernel(
         if HAS_BIAS_GRAD:
             bias_acc += tl.sum(dy.to(ACC_DTYPE), axis=0)
         x_step = (ih * (sx_h // x_unit) + (ow0 - LEAD) // x_unit * sx_w) * x_unit
-        cols = (ow0 - LEAD) // x_unit + j // x_unit
-        # (The input row test as a vector: the interpreter turns bool vector & bool scalar into int32.)
-        rows_ok = line_ok & in_range(ih + 0 * lines, H, INDEX_64)
+        cols = (ow0 - LEAD) // x_unit + column_units
         in_row = (cols >= 0) & (cols < W // x_unit)
-        a = tl.load(x_ptr + x_step + x_offs, mask=rows_ok[:, None] & in_row[None, :], other=0.0)
+        if STACK == 1:
+            # One input row for all of G: tested per line (a vector: the interpreter turns bool
+            # vector & bool scalar into int32), which takes fewer registers on sm_80.
+            x_mask = (line_ok & in_range(ih + r0 * DIL_H + 0 * lines, H, INDEX_64))[:, None] & in_row[None, :]
+        else:
+            x_mask = line_ok[:, None] & (in_range(ih + dh, H, INDEX_64) & in_row)[None, :]
+        a = tl.load(x_ptr + x_step + x_offs, mask=x_mask, other=0.0)
         acc = tl.dot(dot_operand(tl.trans(a)), dot_operand(dy), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         oh, segment = next_walk_position(oh, segment, SEGMENTS)
 
-    # dw[s]: G's diagonal j - i = s * DIL_W + LEAD - PAD_W.
-    diagonal = j[:, None] - i[None, :] - (LEAD - PAD_W)
-    taps = tl.arange(0, TAPS_PAD)
-    dw = tl.zeros((TAPS_PAD,), dtype=ACC_DTYPE)
-    for s in tl.static_range(S):
-        on_tap = tl.sum(tl.sum(tl.where(diagonal == s * DIL_W, acc, 0.0), axis=1), axis=0)
-        dw = tl.where(taps == s, on_tap, dw)
-    K = tl.num_programs(0)
-    TAP_ROWS = tl.num_programs(1)
-    dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
-    tl.store(dw_row + taps, dw, mask=taps < S)
+    # dw[s] of filter row r0 + f: G's diagonal j - i = s * DIL_W + LEAD - PAD_W in block f.
     # Past a row's end dy's zeros meet input columns that torch pairs with no output at that tap:
     # a NaN or infinity there makes NaN of a tap torch leaves finite. And where a row is one
     # segment G leaves out the padding past the row's end, whose zeros torch multiplies with dy:
     # a non-finite dy value still meets its output column's first tap, which G keeps. A program
     # whose dw is not finite is flagged, and ``banded_weight_grad_recompute_kernel`` redoes it
     # with torch's products.
-    total = tl.sum(dw, axis=0)
-    tl.store(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split, not_finite(total))
+    diagonal = column[:, None] - i[None, :] - (LEAD - PAD_W)
+    taps = tl.arange(0, TAPS_PAD)
+    K = tl.num_programs(0)
+    dw_rows = dw_partial_ptr + (split * K + k) * tap_rows * S + (tap_t * R + r0) * S
+    total = tl.zeros((), dtype=ACC_DTYPE)
+    # (A loop, not unrolled: 31 taps of 2 blocks unrolled spilled.)
+    for f in range(0, STACK):
+        in_block = (stacked == f)[:, None] if STACK > 1 else True
+        dw = tl.zeros((TAPS_PAD,), dtype=ACC_DTYPE)
+        for s in tl.static_range(S):
+            on_tap = tl.sum(tl.sum(tl.where((diagonal == s * DIL_W) & in_block, acc, 0.0), axis=1), axis=0)
+            dw = tl.where(taps == s, on_tap, dw)
+        # (The row's test as a vector: the interpreter turns bool vector & bool scalar into int32.)
+        row_ok = r0 + f + 0 * taps < R
+        tl.store(dw_rows + f * S + taps, dw, mask=(taps < S) & row_ok)
+        total += tl.sum(tl.where(row_ok, dw, 0.0), axis=0)
+    tl.store(flags_ptr + (k * tl.num_programs(1) + row_group) * tl.num_programs(2) + split, not_finite(total))
     if HAS_BIAS_GRAD:
-        if tap_row == 0:
+        if row_group == 0:
             tl.store(db_partial_ptr + split * K + k, tl.sum(bias_acc, axis=0))
 
 
 @triton.jit
 def walk_lines(
-    split, tap_row, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, R: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
+    split, tap_t, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, CONV_STRIDE_D: tl.constexpr,
     DIL_D: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """The lines (n, od) of a weight-gradient program (``banded_weight_grad_kernel``) on axis-2
-    id ``split``, whether each is real, the input depth its filter row ``tap_row`` reads and
-    whether that is inside, and the program's first walk position."""
+    id ``split``, whether each is real, the input depth its filter rows at depth ``tap_t`` read
+    and whether that is inside, and the program's first walk position."""
     walk_splits = tl.cdiv(WALK, SPLIT_WALK)
     lines = (split // walk_splits) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_l = lines < LINES
     n = lines // D_OUT
     od = lines % D_OUT
-    id_ = od * CONV_STRIDE_D - pad_d + (tap_row // R) * DIL_D
+    id_ = od * CONV_STRIDE_D - pad_d + tap_t * DIL_D
     line_ok = mask_l & in_range(id_, D, INDEX_64)
     return lines, mask_l, n, od, id_, line_ok, (split % walk_splits) * SPLIT_WALK
+
+
+@triton.jit
+def stacked_filter_rows(row_group, R: tl.constexpr, STACK: tl.constexpr):
+    """The filter depth t and first filter row r0 of the weight gradient's programs on axis-1 id
+    ``row_group`` (filter rows (t, r0) to (t, r0 + STACK - 1), those past R not the filter's),
+    and the filter's rows T * R."""
+    groups: tl.constexpr = (R + STACK - 1) // STACK
+    return row_group // groups, (row_group % groups) * STACK, tl.num_programs(1) // groups * R
 
 
 @triton.jit
@@ -447,42 +481,46 @@ def banded_weight_grad_recompute_kernel(
     flags_ptr, x_ptr, dy_ptr, dw_partial_ptr,
     K_G, input_size, output_size, SEGMENTS, LINES, WALK, SPLIT_WALK, padding,
     x_strides, dy_strides,
-    R: tl.constexpr, S: tl.constexpr, TAPS_PAD: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, CONV_STRIDE_D: tl.constexpr,
     CONV_STRIDE_H: tl.constexpr, DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
     PAD_W: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr, STACK: tl.constexpr,
 ):  # fmt: skip
     """The partials ``banded_weight_grad_kernel`` flagged, computed again with torch's products
     only: dw[s] += x[row', ow + s * DIL_W - PAD_W] * dy[row, ow] over the program's lines and walk
-    positions, output columns ow < W_OUT. Other programs read their flag and return.
+    positions, output columns ow < W_OUT, for each of its filter rows. Other programs read their
+    flag and return.
 
     Args:
-        flags_ptr: (K, T * R, SPLIT_K) int, contiguous: the weight gradient's flags.
+        flags_ptr: (K, T * cdiv(R, STACK), SPLIT_K) int, contiguous: the weight gradient's flags.
         output_size: (D_OUT, H_OUT, W_OUT), W_OUT the output's row width (not a widened copy's).
         The rest as in ``banded_weight_grad_kernel``, whose launch this one mirrors (grid,
-        lines per step, segments, walk split); db's partials are left as it wrote them.
-        Grid: (K, T * R, cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)).
+        lines per step, segments, walk split, filter rows); db's partials are left as it wrote
+        them.
+        Grid: (K, T * cdiv(R, STACK), cdiv(LINES, BLOCK_M) * cdiv(WALK, SPLIT_WALK)).
     """
-    k, tap_row, split = program_ids(INDEX_64)
-    TAP_ROWS = tl.num_programs(1)
-    if tl.load(flags_ptr + (k * TAP_ROWS + tap_row) * tl.num_programs(2) + split) == 0:
+    k, row_group, split = program_ids(INDEX_64)
+    if tl.load(flags_ptr + (k * tl.num_programs(1) + row_group) * tl.num_programs(2) + split) == 0:
         return
     D, H, W = input_size
     D_OUT, H_OUT, W_OUT = output_size
     pad_d, pad_h, _ = padding
     sx_n, sx_c, sx_d, sx_h, sx_w = x_strides
     sdy_n, sdy_k, sdy_d, sdy_h, sdy_w = dy_strides
+    tap_t, r0, tap_rows = stacked_filter_rows(row_group, R, STACK)
     lines, mask_l, n, od, id_, line_ok, first = walk_lines(
-        split, tap_row, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, R, CONV_STRIDE_D, DIL_D, INDEX_64, BLOCK_M
+        split, tap_t, D, D_OUT, pad_d, LINES, WALK, SPLIT_WALK, CONV_STRIDE_D, DIL_D, INDEX_64, BLOCK_M
     )
     x_lines = x_ptr + n * sx_n + (k // K_G) * sx_c + id_ * sx_d
     dy_lines = dy_ptr + n * sdy_n + k * sdy_k + od * sdy_d
     i = tl.arange(0, BLOCK_W)
-    taps = tl.arange(0, TAPS_PAD)
-    dw = tl.zeros((TAPS_PAD,), dtype=ACC_DTYPE)
-    # Tap by tap, the walk inside (dy read once per tap: this runs only for non-finite data, and
-    # one tile of each operand at a time keeps it from spilling).
-    for s in range(0, S):
+    dw_rows = dw_partial_ptr + (split * tl.num_programs(0) + k) * tap_rows * S + (tap_t * R + r0) * S
+    # Tap by tap of each of the program's filter rows, the walk inside (dy read once per tap: this
+    # runs only for non-finite data, and one tile of each operand at a time keeps it from
+    # spilling); each tap's sum stored as it is done.
+    for tap in range(0, tl.minimum(STACK, R - r0) * S):
+        r = r0 + tap // S
+        s = tap % S
         on_tap = tl.zeros((BLOCK_M, BLOCK_W), dtype=ACC_DTYPE)
         oh = first // SEGMENTS
         segment = first % SEGMENTS
@@ -490,16 +528,15 @@ def banded_weight_grad_recompute_kernel(
             ow = segment * BLOCK_W + i
             in_output = mask_l[:, None] & (ow < W_OUT)[None, :]
             dy = tl.load(dy_lines[:, None] + oh * sdy_h + ow[None, :] * sdy_w, mask=in_output, other=0.0)
-            ih = oh * CONV_STRIDE_H - pad_h + (tap_row % R) * DIL_H
+            ih = oh * CONV_STRIDE_H - pad_h + r * DIL_H
             iw = ow + s * DIL_W - PAD_W
-            x_ok = in_output & (line_ok & in_range(ih + 0 * lines, H, INDEX_64))[:, None] & in_range(iw, W, INDEX_64)
+            # (The row test as a vector: the interpreter turns bool vector & bool scalar into int32.)
+            rows_ok = line_ok & in_range(ih + 0 * lines, H, INDEX_64)
+            x_ok = in_output & rows_ok[:, None] & in_range(iw, W, INDEX_64)
             x = tl.load(x_lines[:, None] + ih * sx_h + iw[None, :] * sx_w, mask=x_ok, other=0.0)
             on_tap += x.to(ACC_DTYPE) * dy.to(ACC_DTYPE)
             oh, segment = next_walk_position(oh, segment, SEGMENTS)
-        dw = tl.where(taps == s, tl.sum(tl.sum(on_tap, axis=1), axis=0), dw)
-    K = tl.num_programs(0)
-    dw_row = dw_partial_ptr + (split * K + k) * TAP_ROWS * S + tap_row * S
-    tl.store(dw_row + taps, dw, mask=taps < S)
+        tl.store(dw_rows + tap, tl.sum(tl.sum(on_tap, axis=1), axis=0))
 
 
 def row_unit(t: torch.Tensor) -> int:
@@ -530,9 +567,16 @@ WIDE_LOAD_BYTES = 16
 
 def aligned_input(x: torch.Tensor, spec: ConvSpec) -> tuple[torch.Tensor, ConvSpec]:
     """The (N, C, D, H, W) input as the band kernels read it (``aligned_rows``), and the problem
-    over it: a wider input's extra zeros are more right padding."""
-    wide = aligned_rows(x)
-    return wide, replace(spec, input_size=(*spec.input_size[:2], wide.shape[-1]))
+    over it (``read_spec``)."""
+    return aligned_rows(x), read_spec(x, spec)
+
+
+def read_spec(x: torch.Tensor, spec: ConvSpec) -> ConvSpec:
+    """The problem over the (N, C, D, H, W) input ``x`` as the band kernels read it, rows whole
+    vectors of ``read_unit`` (``aligned_rows``): a wider input's extra zeros are more right
+    padding."""
+    unit = read_unit(x)
+    return replace(spec, input_size=(*spec.input_size[:2], -(-spec.input_size[2] // unit) * unit))
 
 
 def read_unit(t: torch.Tensor) -> int:
@@ -807,7 +851,7 @@ def plan_banded_weight_grad(
     cfg, walk, split_walk, partials = weight_grad_tiling(spec, walk_splits, cfg)
     assert dw_partial.shape[0] == partials, (dw_partial.shape, partials)
     lead = banded_lead(pad_w, x_unit)
-    columns = banded_weight_grad_columns(spec, cfg.block_w, x_unit)
+    columns, stack = banded_weight_grad_rows(spec, cfg.block_w, x_unit)
     d_out, h_out, w_out = spec.output_size
     args = arguments.tensors(x=x, dy=dy) | arguments.sizes(spec) | dict(output_size=(d_out, h_out, dy.shape[-1]))
     args |= dict(dw_partial_ptr=dw_partial, db_partial_ptr=db_partial if db_partial is not None else dw_partial)
@@ -824,8 +868,9 @@ def plan_banded_weight_grad(
         BLOCK_M=cfg.block_m,
         BLOCK_W=cfg.block_w,
         COLUMNS=columns,
+        STACK=stack,
     )
-    grid = (spec.out_channels, t * r, partials)
+    grid = (spec.out_channels, t * triton.cdiv(r, stack), partials)
     args["flags_ptr"] = torch.empty(grid, dtype=torch.int32, device=x.device)
     return Launch(banded_weight_grad_kernel, grid, args, constexprs, cfg.num_warps, cfg.num_stages)
 
@@ -836,8 +881,8 @@ _WEIGHT_GRAD_RECOMPUTE_ARGS = (
     "SPLIT_WALK", "padding", "x_strides", "dy_strides",
 )  # fmt: skip
 _WEIGHT_GRAD_RECOMPUTE_CONSTEXPRS = (
-    "R", "S", "TAPS_PAD", "CONV_STRIDE_D", "CONV_STRIDE_H", "DIL_D", "DIL_H", "DIL_W", "PAD_W",
-    "INDEX_64", "ACC_DTYPE", "BLOCK_M", "BLOCK_W",
+    "R", "S", "CONV_STRIDE_D", "CONV_STRIDE_H", "DIL_D", "DIL_H", "DIL_W", "PAD_W",
+    "INDEX_64", "ACC_DTYPE", "BLOCK_M", "BLOCK_W", "STACK",
 )  # fmt: skip
 
 
@@ -862,10 +907,11 @@ def _weight_grad_partials(
 ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
     """The walk split for the tile ``cfg`` (``walk_splits`` if given; else split only where the
     channels' filter rows and line blocks leave SMs idle) and the partial buffers of dw (and db)."""
-    t, r, _ = spec.kernel_size
     if walk_splits is None:
+        t, r, _ = spec.kernel_size
+        _, stack = banded_weight_grad_rows(read_spec(as_3d(input), spec), cfg.block_w, read_unit(as_3d(input)))
         _, walk, _, line_blocks = weight_grad_tiling(spec, 1, cfg)
-        walk_splits = split_k_for(spec.out_channels * t * r * line_blocks, walk, 1)
+        walk_splits = split_k_for(spec.out_channels * t * triton.cdiv(r, stack) * line_blocks, walk, 1)
     _, _, _, partials = weight_grad_tiling(spec, walk_splits, cfg)
     weights = spec.out_channels * spec.taps
     dw_partial, db_partial = partial_buffers(grad_output, partials, weights, spec.out_channels if with_bias else None)

@@ -610,16 +610,21 @@ def banded_chunks(spec: ConvSpec, cfg: BandedConfig, unit: int) -> int:
     return -(-banded_row_columns(spec, cfg.block_w, unit, first_column) // cfg.block_j)
 
 
-def banded_weight_grad_columns(spec: ConvSpec, block_w: int, unit: int) -> int:
-    """The rows of the weight gradient's G (``kernels/banded.banded_weight_grad_kernel``): the
-    input columns a segment reads (``banded_row_columns``), at least those every output column's
-    first tap reaches (so that a non-finite output gradient still meets a product G keeps, and
-    its tap's sum flags the recomputation), rounded up to a power of 2, at least the 64 of a
-    wgmma."""
+def banded_weight_grad_rows(spec: ConvSpec, block_w: int, unit: int) -> tuple[int, int]:
+    """The rows of the weight gradient's G (``kernels/banded.banded_weight_grad_kernel``) and the
+    filter rows they hold. Per filter row: the input columns a segment reads
+    (``banded_row_columns``), at least those every output column's first tap reaches (so that a
+    non-finite output gradient still meets a product G keeps, and its tap's sum flags the
+    recomputation), rounded up to a power of 2. Where that is under a wgmma's 64 rows, as many
+    filter rows as fill them share one G (at most the filter's rows, rounded up to a power of 2):
+    suite shape 14's rows of 28 need 32 columns, and a G of 64 would otherwise hold 32 columns
+    of padding past the row's end."""
     pad = spec.pad_lo[2]
     first_taps = spec.output_size[2] + banded_lead(pad, unit) - pad
-    columns = max(banded_row_columns(spec, block_w, unit, first_taps), WGMMA_ROWS)
-    return 1 << (columns - 1).bit_length()
+    columns = banded_row_columns(spec, block_w, unit, first_taps)
+    columns = 1 << (columns - 1).bit_length()
+    stack = min(max(1, WGMMA_ROWS // columns), 1 << (spec.kernel_size[1] - 1).bit_length())
+    return max(stack * columns, WGMMA_ROWS), stack
 
 
 def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
@@ -635,9 +640,9 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
     if banded_weight_grad_lines(spec, BANDED_WEIGHT_GRAD_ROWS) < BANDED_WIDE_SEGMENT_LINES:
         widths = tuple(block_w for block_w in widths if block_w < max(BANDED_BLOCK_W))
 
-    def cost(block_w: int) -> tuple[float, int]:
-        columns = banded_weight_grad_columns(spec, block_w, unit)
-        segments = -(-width // block_w)
+    def cost(block_w: int) -> tuple[float, float]:
+        columns, stack = banded_weight_grad_rows(spec, block_w, unit)
+        segments = -(-width // block_w) / stack
         matrix_cycles = columns * block_w * BANDED_WEIGHT_GRAD_ROWS / MATRIX_MACS_PER_CYCLE
         return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
 
