@@ -241,6 +241,32 @@ def test_weight_grad_of_non_finite_input(column, walk_splits):
     assert not torch.isfinite(expected_w[0]).all() and torch.isfinite(expected_w[1]).all()
 
 
+def _check_weight_grad_with_non_finite_values(case, x, w, b, spec, cfg, x_at, dy_at, walk_splits=None):
+    """The band weight gradient with the tile ``cfg``: exact in float64; in bf16, with a NaN at
+    ``x_at`` in the input and an infinity at ``dy_at`` in the output gradient, torch's pattern."""
+    for dtype in (torch.float64, torch.bfloat16):
+        xd = x.to(dtype)
+        if dtype == torch.bfloat16:
+            xd[x_at] = float("nan")
+        weight = w.double().requires_grad_()
+        bias = b.double().requires_grad_()
+        y = TORCH_CONV[case.ndim](xd.double(), weight, bias, **case.kwargs())
+        dy = torch.randn_like(y).to(dtype)
+        if dtype == torch.bfloat16:
+            dy[dy_at] = float("inf")
+        expected_w, expected_b = torch.autograd.grad(y, (weight, bias), dy.double())
+        dw = torch.empty(w.shape, dtype=dtype, device=DEVICE)
+        db = torch.empty(b.shape, dtype=dtype, device=DEVICE)
+        banded_weight_grad(dy.to(DEVICE), xd.to(DEVICE), spec, dw, db, walk_splits=walk_splits, cfg=cfg)
+        if dtype == torch.float64:
+            torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
+            torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
+        else:
+            assert not torch.isfinite(expected_w).all()
+            _assert_like_torch(dw.cpu(), expected_w)
+            _assert_like_torch(db.cpu(), expected_b)
+
+
 # Rows of one 64-column segment (32 lines a step), G cut to the row's 64 columns (128 without
 # the cut): 7-wide "same" rows of 56, a NaN among the input's last columns
 # and an infinity in dy's last column (whose first tap still reads inside the row); and 3 taps
@@ -262,27 +288,7 @@ def test_weight_grad_over_rows_of_one_segment(case, columns, x_at, dy_at):
     cfg = BandedConfig(64, 64, 16, 4, 3)
     assert spec.output_size[-1] <= cfg.block_w
     assert banded_weight_grad_rows(spec, cfg.block_w, read_unit(as_3d(x.to(torch.bfloat16)))) == (columns, 1)
-    for dtype in (torch.float64, torch.bfloat16):
-        xd = x.to(dtype)
-        if dtype == torch.bfloat16:
-            xd[x_at] = float("nan")
-        weight = w.double().requires_grad_()
-        bias = b.double().requires_grad_()
-        y = TORCH_CONV[case.ndim](xd.double(), weight, bias, **case.kwargs())
-        dy = torch.randn_like(y).to(dtype)
-        if dtype == torch.bfloat16:
-            dy[dy_at] = float("inf")
-        expected_w, expected_b = torch.autograd.grad(y, (weight, bias), dy.double())
-        dw = torch.empty(w.shape, dtype=dtype, device=DEVICE)
-        db = torch.empty(b.shape, dtype=dtype, device=DEVICE)
-        banded_weight_grad(dy.to(DEVICE), xd.to(DEVICE), spec, dw, db, cfg=cfg)
-        if dtype == torch.float64:
-            torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
-            torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
-        else:
-            assert not torch.isfinite(expected_w).all()
-            _assert_like_torch(dw.cpu(), expected_w)
-            _assert_like_torch(db.cpu(), expected_b)
+    _check_weight_grad_with_non_finite_values(case, x, w, b, spec, cfg, x_at, dy_at)
 
 
 # Filter rows sharing one G (GPU tiles): 5 rows of 28-wide rows two by two, the last pair's second
@@ -318,27 +324,7 @@ def test_weight_grad_with_filter_rows_stacked(case, stack, x_at, dy_at, walk_spl
     spec = _spec(case, x, w)
     cfg = BandedConfig(64, 32, 16, 4, 3)
     assert banded_weight_grad_rows(spec, cfg.block_w, read_unit(as_3d(x.to(torch.bfloat16))))[1] == stack
-    for dtype in (torch.float64, torch.bfloat16):
-        xd = x.to(dtype)
-        if dtype == torch.bfloat16:
-            xd[x_at] = float("nan")
-        weight = w.double().requires_grad_()
-        bias = b.double().requires_grad_()
-        y = TORCH_CONV[case.ndim](xd.double(), weight, bias, **case.kwargs())
-        dy = torch.randn_like(y).to(dtype)
-        if dtype == torch.bfloat16:
-            dy[dy_at] = float("inf")
-        expected_w, expected_b = torch.autograd.grad(y, (weight, bias), dy.double())
-        dw = torch.empty(w.shape, dtype=dtype, device=DEVICE)
-        db = torch.empty(b.shape, dtype=dtype, device=DEVICE)
-        banded_weight_grad(dy.to(DEVICE), xd.to(DEVICE), spec, dw, db, walk_splits=walk_splits, cfg=cfg)
-        if dtype == torch.float64:
-            torch.testing.assert_close(dw, expected_w, rtol=0, atol=1e-12)
-            torch.testing.assert_close(db, expected_b, rtol=0, atol=1e-12)
-        else:
-            assert not torch.isfinite(expected_w).all() and torch.isfinite(expected_w).any()
-            _assert_like_torch(dw.cpu(), expected_w)
-            _assert_like_torch(db.cpu(), expected_b)
+    _check_weight_grad_with_non_finite_values(case, x, w, b, spec, cfg, x_at, dy_at, walk_splits)
 
 
 def test_band_matrix_holds_the_filter_row():
