@@ -156,10 +156,11 @@ def banded_forward_kernel(
     for _ in range(0, TAP_ROWS * CHUNKS):
         dd = kt * DIL_D
         dh = kr * DIL_H
-        chunk_cols = chunk * (BLOCK_J // x_unit) if CHUNKS > 1 else 0
         if CHUNKS == 1:
+            chunk_cols = 0
             x_mask = in_range(ih0_folded + dh, H, INDEX_64)
         else:
+            chunk_cols = chunk * (BLOCK_J // x_unit)
             x_mask = in_range(ih0 + dh, H, INDEX_64)[:, None] & in_range(cols + chunk_cols, W // x_unit, INDEX_64)
         if CHECK_D:
             x_mask &= in_range(id0 + dd, D, INDEX_64)[:, None]
@@ -332,11 +333,11 @@ def banded_weight_grad_kernel(
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements).
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5).
-        dw_partial_ptr: (SPLIT_K, K, T * R * S) contiguous, ACC_DTYPE; program (k, tap row, z)
-            writes slice z.
+        dw_partial_ptr: (SPLIT_K, K, T * R * S) contiguous, ACC_DTYPE; program (k, row group, z)
+            writes its filter rows of slice z.
         db_partial_ptr: (SPLIT_K, K) contiguous, ACC_DTYPE; written only if HAS_BIAS_GRAD.
-        flags_ptr: (K, T * R, SPLIT_K) int, contiguous: whether the program's dw was not finite
-            (``banded_weight_grad_recompute_kernel`` reads it).
+        flags_ptr: (K, T * cdiv(R, STACK), SPLIT_K) int, contiguous: whether the program's dw
+            was not finite (``banded_weight_grad_recompute_kernel`` reads it).
         K_G: output channels per group. input_size: (D, H, W). output_size: (D_OUT, H_OUT, W_OUT),
             W_OUT dy's row width (a widened copy's is more than the output's: zeros).
         padding: leading padding (D, H, W); PAD_W is its W entry, as a constexpr.
@@ -368,8 +369,9 @@ def banded_weight_grad_kernel(
     tap_t, r0, tap_rows = stacked_filter_rows(row_group, R, STACK)
     j = tl.arange(0, COLUMNS)
     i = tl.arange(0, BLOCK_W)
-    # G's row j: column j % row_columns of filter row r0 + j // row_columns. Filter rows past the
-    # filter's last read from H rows below, so that every step's input row test fails for them.
+    # G's row j: column j % row_columns of filter row r0 + j // row_columns (a scalar, r0, for one
+    # block). Filter rows past the filter's last read from H rows below, so that every step's
+    # input row test fails for them.
     stacked = j // row_columns if STACK > 1 else 0
     # (Subtractions, not j % row_columns nor column // x_unit: Triton then still sees whole
     # vectors, contiguous and aligned, with one bounds test each.)
@@ -405,7 +407,7 @@ def banded_weight_grad_kernel(
         if STACK == 1:
             # One input row for all of G: tested per line (a vector: the interpreter turns bool
             # vector & bool scalar into int32), which takes fewer registers on sm_80.
-            x_mask = (line_ok & in_range(ih + r0 * DIL_H + 0 * lines, H, INDEX_64))[:, None] & in_row[None, :]
+            x_mask = (line_ok & in_range(ih + dh + 0 * lines, H, INDEX_64))[:, None] & in_row[None, :]
         else:
             x_mask = line_ok[:, None] & (in_range(ih + dh, H, INDEX_64) & in_row)[None, :]
         a = tl.load(x_ptr + x_step + x_offs, mask=x_mask, other=0.0)

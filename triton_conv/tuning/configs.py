@@ -642,9 +642,10 @@ def banded_weight_grad_config(spec: ConvSpec, unit: int) -> BandedConfig:
 
     def cost(block_w: int) -> tuple[float, float]:
         columns, stack = banded_weight_grad_rows(spec, block_w, unit)
-        segments = -(-width // block_w) / stack
+        # A program's steps per filter row: its segments, shared by the filter rows it stacks.
+        steps = -(-width // block_w) / stack
         matrix_cycles = columns * block_w * BANDED_WEIGHT_GRAD_ROWS / MATRIX_MACS_PER_CYCLE
-        return segments * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), segments * columns * block_w
+        return steps * max(BANDED_WEIGHT_GRAD_STEP_CYCLES, matrix_cycles), steps * columns * block_w
 
     block_w = min(widths, key=cost)
     # The forward's reduction step is unused (the weight gradient reduces over lines): the
