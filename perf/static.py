@@ -345,15 +345,18 @@ def is_band(launch: Launch) -> bool:
 
 def band_steps(launch: Launch) -> Steps:
     """Steps per program of a band kernel: the patch forward's, its STEPS over an input patch, the
-    last after the loop; the patch weight gradient's, one per image it walks, the last after the
-    loop; the band forward's, one per
+    last after the loop; the patch weight gradient's, one per image (or group of images, for the
+    last patch block) it walks, the last after the loop; the band forward's, one per
     filter row and BLOCK_J-deep chunk; the band weight gradient's, one per walk position of its
     split (all lines of its block); the plane kernel's, one per image block it takes."""
     if "IMAGE_BLOCKS" in launch.args:
         return Steps(launch.args["IMAGE_BLOCKS"] / launch.grid[1], 1)
     if "IMAGES_PER_SPLIT" in launch.args:
-        images = launch.args["N"] / (launch.grid[2] // launch.args["PATCH_BLOCKS"])
-        return Steps(images - 1, 1, peeled=1)
+        blocks = launch.args["PATCH_BLOCKS"]
+        images = launch.args["N"] / (launch.grid[2] // blocks)
+        # The last patch block takes BLOCK_M // TAIL_PATCHES images a step.
+        tail_steps = math.ceil(images / (launch.constexprs["BLOCK_M"] // launch.args["TAIL_PATCHES"]))
+        return Steps(((blocks - 1) * images + tail_steps) / blocks - 1, 1, peeled=1)
     if "STEPS" in launch.args:
         return Steps(launch.args["STEPS"] - 1, 1, peeled=1)
     if "TAP_ROWS" in launch.args:

@@ -467,16 +467,22 @@ def test_patch_kernel_compiles(name, dtype, arch, gpu_tiles):
                 assert not narrow, (launch.kernel.fn.__name__, narrow)
 
 
+@pytest.mark.parametrize(
+    "kind, tile",
+    [(PATCH_FORWARD, PATCH_TILES[0]), (PATCH_WEIGHT_GRAD, PATCH_WEIGHT_GRAD_TILES[0])],
+    ids=["forward", "weight_grad"],
+)
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm{a}")
-def test_patch_forward_compiles_with_64_bit_offsets(arch, gpu_tiles):
-    """The patch forward of suite shape 15 as a tensor past 2**31 elements would launch it (its
-    rows unravelled by integer division, not ``indexing.divmod_by``): compiles, no spills."""
+def test_patch_kernels_compile_with_64_bit_offsets(arch, kind, tile, gpu_tiles):
+    """The patch forward and weight gradient of suite shape 15 as a tensor past 2**31 elements
+    would launch them (the forward's rows unravelled by integer division, not
+    ``indexing.divmod_by``; the weight gradient's rows' images in int64): compile, no spills."""
     size, kernel = PATCH_SHAPES["convnext_dw7"]
     x = torch.empty(size, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     w = torch.empty(size[1], 1, kernel, kernel, dtype=torch.bfloat16)
     spec = conv_spec(x, w, None, stride=1, padding=kernel // 2, dilation=1, groups=size[1], ndim=2)
     y = torch.empty(spec.out_shape, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    launch = PATCH_FORWARD.plan(spec, x, w, None, y, PATCH_TILES[0])
+    launch = kind.plan(spec, x, w, None, y, tile)
     launch = dataclasses.replace(launch, constexprs={**launch.constexprs, "INDEX_64": True})
     info = compile_launch(launch, arch)
     assert info.spill_bytes == 0, info

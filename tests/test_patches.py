@@ -199,6 +199,31 @@ def test_patch_weight_grad_splits(monkeypatch):
     assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
 
 
+@pytest.mark.parametrize("image_splits", [1, 2])
+def test_patch_weight_grad_tail_block_takes_several_images(image_splits, monkeypatch):
+    """An image's 20 patches in blocks of 16: the last block takes the 4 left over from 4 images
+    at once, and walks 11 images (or two splits of 6) in steps of 4, its last step past the
+    split's end in part. Every (image, patch) counted once: the gradients as torch's."""
+    from triton_conv.kernels import patches
+
+    monkeypatch.setattr(patches, "split_k_for", lambda programs, reduction, block: image_splits)
+    case = ConvCase(2, 11, 8, 8, (20, 16), (5, 5), padding=2, groups=8)
+    x, w, b = make_inputs(case, torch.bfloat16, "channels_last")
+    spec = _spec(case)
+    dy = _channels_last(torch.randn(spec.out_shape, dtype=torch.float64).to(torch.bfloat16))
+    dw, db = torch.empty_like(w), torch.empty_like(b)
+    with recording_launches() as launches:
+        patch_weight_grad(dy, x, spec, dw, db)
+    args = launches[0].args
+    assert (args["PATCH_BLOCKS"], args["TAIL_PATCHES"], launches[0].constexprs["BLOCK_M"]) == (2, 4, 16)
+    assert launches[0].grid[2] == 2 * image_splits
+    assert int(patch_weight_grad(dy, x, spec, dw, db)) == 0
+    weight, bias = w.double().requires_grad_(), b.double().requires_grad_()
+    expected = torch.autograd.grad(reference_forward(case, x.double(), weight, bias), (weight, bias), dy.double())
+    assert_close(dw, expected[0], torch.bfloat16, spec.output_pixels, "weight gradient")
+    assert_close(db, expected[1], torch.bfloat16, spec.output_pixels, "bias gradient")
+
+
 @pytest.mark.parametrize(
     "case, rows",
     [(case, 4 * MIN_DOT) for case in PATCHED] + [(case, 2 * MIN_DOT) for case in PATCHED[:2]],

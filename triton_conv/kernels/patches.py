@@ -306,7 +306,7 @@ def patch_step_product(acc, a, band, ACC_DTYPE: tl.constexpr):
 @triton.jit
 def patch_weight_grad_kernel(
     x_ptr, dy_ptr, g_partial_ptr, db_partial_ptr,
-    C, N, IMAGES_PER_SPLIT, PATCH_BLOCKS, input_size, output_size, padding, dilation_w, patches,
+    C, N, IMAGES_PER_SPLIT, PATCH_BLOCKS, TAIL_PATCHES, input_size, output_size, padding, dilation_w, patches,
     x_strides, dy_strides, g_partial_strides,
     PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr,
     FILTER_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
@@ -322,8 +322,9 @@ def patch_weight_grad_kernel(
     entries ``patch_bands`` writes w[t] to; the program sums the part of it along W and writes
     partials the taps' kernel adds up (``patch_taps_kernel``).
 
-    A program's rows are BLOCK_M patches of an image, the same in every image it walks: their
-    offsets and masks are computed once, and a step moves them on by an image.
+    A program's rows are BLOCK_M patches of an image (or the last few of several images), the
+    same in every image it walks: their offsets and masks are computed once, and a step moves
+    them on by an image (or by as many images as the rows take).
 
     Args:
         x_ptr, x_strides: input (N, C, D, H, W); any strides (5, in elements), C's 1 for vectors.
@@ -337,6 +338,7 @@ def patch_weight_grad_kernel(
         db_partial_ptr: (SPLIT_K, C) contiguous, ACC_DTYPE; the step-0 programs write it if HAS_BIAS_GRAD.
         C: channels. N: images. IMAGES_PER_SPLIT: images a program walks.
         PATCH_BLOCKS: cdiv(patches per image, BLOCK_M); SPLIT_K = PATCH_BLOCKS * cdiv(N, IMAGES_PER_SPLIT).
+        TAIL_PATCHES: the patches of an image in its last block (1..BLOCK_M).
         input_size, output_size, padding, patches, PATCH_*, IN_H, IN_W, ROW_SLOT, CHUNKS: as in
             ``patch_forward_kernel``. dilation_w: the filter's dilation along W. FILTER_W: its
             columns.
@@ -359,10 +361,18 @@ def patch_weight_grad_kernel(
     kd = step // (CHUNKS * row_blocks)
     channels = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = channels < C
-    patch = split % PATCH_BLOCKS * BLOCK_M + tl.arange(0, BLOCK_M)
+    # An image's patches go BLOCK_M to a block; the last block holds the TAIL_PATCHES left over,
+    # from each of BLOCK_M // TAIL_PATCHES images at once (row i: patch i % TAIL_PATCHES of the
+    # walk's image + i // TAIL_PATCHES), so that its rows are not mostly masked (196 patches in
+    # blocks of 32: the last takes 4 patches of 8 images, not of 1).
+    block = split % PATCH_BLOCKS
+    per_image = tl.where(block == PATCH_BLOCKS - 1, TAIL_PATCHES, BLOCK_M)
+    images_at_once = BLOCK_M // per_image
+    row = tl.arange(0, BLOCK_M)
+    image_of_row = row // per_image + zero_index(INDEX_64)
+    _, pd, ph, pw = unravel_pixels(block * BLOCK_M + row % per_image, patches_d, patches_h, patches_w)
+    mask_m = image_of_row < images_at_once
     first_image = split // PATCH_BLOCKS * IMAGES_PER_SPLIT
-    past_last, pd, ph, pw = unravel_pixels(patch, patches_d, patches_h, patches_w)
-    mask_m = past_last == 0
 
     # The step's input pixels j and the patch's outputs p in pairs (2 * half + parity), each
     # parity loaded apart, as the forward's columns (``patch_step_operands``).
@@ -383,16 +393,28 @@ def patch_weight_grad_kernel(
         HALVES_OUTER,
     )  # fmt: skip
 
+    # Each row's image offset, laid out as the tiles' rows.
+    if HALVES_OUTER:
+        row_image = image_of_row[None, :, None]
+    else:
+        row_image = image_of_row[:, None, None]
+    x_0 += row_image * sx_n
+    x_1 += row_image * sx_n
+    dy_0 += row_image * sdy_n
+    dy_1 += row_image * sdy_n
+
     last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     # The step-0 programs also sum dy into db: a loop of their own, as a branch in the loop spilled.
     if HAS_BIAS_GRAD and step == 0:
         acc, bias_acc = patch_weight_grad_images(
-            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, last_image, sx_n, sdy_n,
+            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image,
+            first_image, last_image, images_at_once, sx_n, sdy_n,
             True, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
         )  # fmt: skip
     else:
         acc, bias_acc = patch_weight_grad_images(
-            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, last_image, sx_n, sdy_n,
+            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image,
+            first_image, last_image, images_at_once, sx_n, sdy_n,
             False, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
         )  # fmt: skip
 
@@ -465,11 +487,13 @@ def patch_grad_outputs(
 
 @triton.jit
 def patch_weight_grad_images(
-    x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, last_image, sx_n, sdy_n,
+    x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image,
+    first_image, last_image, images_at_once, sx_n, sdy_n,
     SUM_DY: tl.constexpr, HALVES_OUTER: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, OUTPUTS: tl.constexpr,
 ):  # fmt: skip
-    """``patch_weight_grad_kernel``'s reduction over images first_image..last_image - 1:
+    """``patch_weight_grad_kernel``'s reduction over images first_image..last_image - 1, taken
+    ``images_at_once`` at a time (a row reads image + ``row_image``):
     acc[c] += x[c]^T dy[c] over the program's patches (x its step's pixels, dy its outputs, each
     as two parities: ``patch_grad_inputs``, ``patch_grad_outputs``); with SUM_DY, also dy summed
     per channel. Returns both sums.
@@ -481,11 +505,11 @@ def patch_weight_grad_images(
     bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     # No split is empty (``patch_weight_grad_splits``): the first image is the batch's.
     a_0, a_1, b_0, b_1 = patch_weight_grad_tiles(
-        x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, first_image, sx_n, sdy_n
+        x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, first_image, last_image, sx_n, sdy_n
     )
-    for image in tl.range(first_image + 1, last_image, num_stages=1):
+    for image in tl.range(first_image + images_at_once, last_image, images_at_once, num_stages=1):
         next_a_0, next_a_1, next_b_0, next_b_1 = patch_weight_grad_tiles(
-            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, image, sx_n, sdy_n
+            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, image, last_image, sx_n, sdy_n
         )
         acc = patch_weight_grad_product(acc, a_0, a_1, b_0, b_1, HALVES_OUTER, ACC_DTYPE, BLOCK_M, BLOCK_J, OUTPUTS)
         if SUM_DY:
@@ -498,13 +522,17 @@ def patch_weight_grad_images(
 
 
 @triton.jit
-def patch_weight_grad_tiles(x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, image, sx_n, sdy_n):
-    """The x and dy tiles of ``image``, two parities each."""
+def patch_weight_grad_tiles(
+    x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, image, last_image, sx_n, sdy_n
+):  # fmt: skip
+    """The x and dy tiles of ``image`` (a row's of image + ``row_image``, none past
+    ``last_image``), two parities each."""
+    real = row_image < last_image - image
     # Cached in L1, as the forward's: the rows of neighbouring patches overlap.
-    a_0 = tl.load(x_0 + image * sx_n, mask=x_mask_0, other=0.0, cache_modifier=".ca")
-    a_1 = tl.load(x_1 + image * sx_n, mask=x_mask_1, other=0.0, cache_modifier=".ca")
-    b_0 = tl.load(dy_0 + image * sdy_n, mask=dy_mask_0, other=0.0)
-    b_1 = tl.load(dy_1 + image * sdy_n, mask=dy_mask_1, other=0.0)
+    a_0 = tl.load(x_0 + image * sx_n, mask=x_mask_0 & real, other=0.0, cache_modifier=".ca")
+    a_1 = tl.load(x_1 + image * sx_n, mask=x_mask_1 & real, other=0.0, cache_modifier=".ca")
+    b_0 = tl.load(dy_0 + image * sdy_n, mask=dy_mask_0 & real, other=0.0)
+    b_1 = tl.load(dy_1 + image * sdy_n, mask=dy_mask_1 & real, other=0.0)
     return a_0, a_1, b_0, b_1
 
 
@@ -752,6 +780,7 @@ def plan_patch_weight_grad(
     args |= dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride())
     args |= dict(db_partial_ptr=db_partial if db_partial is not None else g_partial)
     args |= dict(C=spec.in_channels, N=spec.batch, IMAGES_PER_SPLIT=images_per_split, PATCH_BLOCKS=patch_blocks)
+    args |= dict(TAIL_PATCHES=math.prod(patches) - (patch_blocks - 1) * cfg.block_m)
     args |= dict(patches=patches, dilation_w=spec.dilation[2])
     _, in_h, in_w = geometry.input_patch
     constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_H=in_h, IN_W=in_w)
