@@ -389,7 +389,7 @@ def direct_input_grad_kernel(
     T: tl.constexpr, R: tl.constexpr, S: tl.constexpr, TAPS_PER_STEP: tl.constexpr,
     CONV_STRIDE_D: tl.constexpr, CONV_STRIDE_H: tl.constexpr, CONV_STRIDE_W: tl.constexpr,
     DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr, PAD_W: tl.constexpr,
-    PHASES_D: tl.constexpr, PHASES_H: tl.constexpr,
+    PHASES_D: tl.constexpr, PHASES_H: tl.constexpr, ROW_STEP_D: tl.constexpr, ROW_STEP_H: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, HAS_RESIDUAL: tl.constexpr, STORE_PRE_ACTIVATION: tl.constexpr,
     GATED: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr, CHANNEL_VECTORS: tl.constexpr,
     COLUMN_PAIRS: tl.constexpr, FIRST_COLUMN_ODD: tl.constexpr, STORE_PAIRS: tl.constexpr, K_G: tl.constexpr,
@@ -404,9 +404,9 @@ def direct_input_grad_kernel(
     PIXELS * CONV_STRIDE_W consecutive input columns starting at a multiple of CONV_STRIDE_W, so
     which tap reaches which of its columns, and from which output column, is constexpr. The
     rows the same way: a program's rows are one phase (their index modulo the stride along D
-    and H; phase = phase_d * PHASES_H + phase_h, only phases below the size hold rows), so which
-    filter rows reach them is one test per filter row for the whole program, and the filter
-    rows that reach none of them are skipped.
+    and H; phase = phase_d * PHASES_H + phase_h, only phases below the size hold rows), so the
+    filter rows that reach them are the same for the whole program, and its loops run over
+    those alone.
 
     Args:
         dy_ptr, dy_strides: output gradient (N, K, D_OUT, H_OUT, W_OUT); any strides (5, in elements).
@@ -422,6 +422,8 @@ def direct_input_grad_kernel(
             PIXEL_GROUPS = N * cdiv(D, CONV_STRIDE_D) * cdiv(H, CONV_STRIDE_H) * GROUPS_PER_ROW
             per phase (the rows id, ih of one residue modulo the strides).
         PHASES_D, PHASES_H: min(CONV_STRIDE_D, D) and min(CONV_STRIDE_H, H), the phases holding rows.
+        ROW_STEP_D, ROW_STEP_H: the stride over its gcd with the dilation, along D and H: the
+            filter rows reaching one phase's rows are that many apart.
         T, R, S: filter size. TAPS_PER_STEP: taps of a filter row unrolled per step.
         CONV_STRIDE_D/H/W: the convolution's step between output pixels (not a memory stride).
         DIL_D/H/W: the spacing of the taps.
@@ -477,32 +479,30 @@ def direct_input_grad_kernel(
     accs = ()
     for _ in tl.static_range(PIXELS * CONV_STRIDE_W * MULTIPLIERS):
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
-    for kt in range(0, T):
-        # o * stride = i + pad - tap * dil: filter row kt reaches the phase's rows only if
-        # phase + pad - kt * dil is a multiple of the stride, and then from od = id_step + that / stride.
-        reach_d = phase_d + pad_d - kt * DIL_D
-        if reach_d % CONV_STRIDE_D == 0:
-            od = id_step + reach_d // CONV_STRIDE_D
-            for kr in range(0, R):
-                reach_h = phase_h + pad_h - kr * DIL_H
-                if reach_h % CONV_STRIDE_H == 0:
-                    oh = ih_step + reach_h // CONV_STRIDE_H
-                    row_ok = mask_g & (od >= 0) & (od < D_OUT) & (oh >= 0) & (oh < H_OUT)
-                    dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
-                    w_row = w_slot + kt * sw_t + kr * sw_r
-                    # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
-                    for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
-                        accs = input_grad_taps(
-                            accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
-                            TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE, CHANNEL_VECTORS,
-                            COLUMN_PAIRS, FIRST_COLUMN_ODD,
-                        )  # fmt: skip
-                    if S % TAPS_PER_STEP > 0:
-                        accs = input_grad_taps(
-                            accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s,
-                            S - S % TAPS_PER_STEP, S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W,
-                            ACC_DTYPE, CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
-                        )  # fmt: skip
+    # o * stride = i + pad - tap * dil: filter row kt reaches the phase's rows only if
+    # phase + pad - kt * dil is a multiple of the stride, and then from od = id_step + that / stride.
+    # Those rows are every ROW_STEP-th from the first (``first_reaching_row``): the loops run over
+    # them alone, so a program runs exactly the rows its phase needs.
+    for kt in range(first_reaching_row(phase_d + pad_d, DIL_D, CONV_STRIDE_D, ROW_STEP_D, T), T, ROW_STEP_D):
+        od = id_step + (phase_d + pad_d - kt * DIL_D) // CONV_STRIDE_D
+        for kr in range(first_reaching_row(phase_h + pad_h, DIL_H, CONV_STRIDE_H, ROW_STEP_H, R), R, ROW_STEP_H):
+            oh = ih_step + (phase_h + pad_h - kr * DIL_H) // CONV_STRIDE_H
+            row_ok = mask_g & (od >= 0) & (od < D_OUT) & (oh >= 0) & (oh < H_OUT)
+            dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
+            w_row = w_slot + kt * sw_t + kr * sw_r
+            # Whole steps of TAPS_PER_STEP taps, then the row's remaining taps.
+            for first_s in range(0, S - S % TAPS_PER_STEP, TAPS_PER_STEP):
+                accs = input_grad_taps(
+                    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s, first_s,
+                    TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W, ACC_DTYPE, CHANNEL_VECTORS,
+                    COLUMN_PAIRS, FIRST_COLUMN_ODD,
+                )  # fmt: skip
+            if S % TAPS_PER_STEP > 0:
+                accs = input_grad_taps(
+                    accs, dy_row, row_ok, ow0, W_OUT, dy_channel, used, sdy_w, w_row, sw_c, sw_s,
+                    S - S % TAPS_PER_STEP, S % TAPS_PER_STEP, MULTIPLIERS, CONV_STRIDE_W, DIL_W, PAD_W,
+                    ACC_DTYPE, CHANNEL_VECTORS, COLUMN_PAIRS, FIRST_COLUMN_ODD,
+                )  # fmt: skip
 
     store_group_sums(
         accs, pid_c, GROUPS, C_G, first_c, mask_g, n, id_, ih, ow0 * CONV_STRIDE_W, W,
@@ -510,6 +510,21 @@ def direct_input_grad_kernel(
         HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION, ACC_DTYPE, MULTIPLIERS, GROUP_SLOTS, BLOCK_G, BLOCK_C,
         STORE_PAIRS,
     )  # fmt: skip
+
+
+@triton.jit
+def first_reaching_row(offset, DIL: tl.constexpr, STRIDE: tl.constexpr, ROW_STEP: tl.constexpr, COUNT: tl.constexpr):
+    """The first filter row k (of COUNT) with offset - k * DIL a multiple of STRIDE, or COUNT if
+    none is. Such rows repeat every ROW_STEP = STRIDE / gcd(STRIDE, DIL), so the first is among
+    the first ROW_STEP. A constant 0 with unit steps."""
+    if STRIDE == 1:
+        first = 0
+    else:
+        first = tl.full((), COUNT, tl.int32)
+        for k in tl.static_range(ROW_STEP - 1, -1, -1):
+            if k < COUNT:
+                first = tl.where((offset - k * DIL) % STRIDE == 0, k, first)
+    return first
 
 
 @triton.jit
@@ -980,11 +995,13 @@ def plan_direct_input_grad(
     groups_per_row, pixel_groups = _pixel_groups(spec, phase_rows, cfg.pixels * conv_stride_w)
     phases = dict(zip(("PHASES_D", "PHASES_H"), spec.phases_holding_pixels[:2]))
     phase_blocks = triton.cdiv(pixel_groups, cfg.block_g) * math.prod(phases.values())
+    row_steps = [stride // math.gcd(stride, dilation) for stride, dilation in zip(spec.stride, spec.dilation)]
     grid = (phase_blocks, triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(K=spec.out_channels, C_G=spec.in_channels_per_group, GROUPS=spec.groups)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups) | arguments.flag(gate, dx)
     constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | phases | _tile_constexprs(cfg)
+    constexprs |= dict(ROW_STEP_D=row_steps[0], ROW_STEP_H=row_steps[1])
     constexprs |= arguments.output_flags(bias, epilogue) | dict(GATED=gate is not None)
     constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))
