@@ -216,6 +216,7 @@ def test_patch_weight_grad_tail_block_takes_several_images(image_splits, monkeyp
         patch_weight_grad(dy, x, spec, dw, db)
     args = launches[0].args
     assert (args["PATCH_BLOCKS"], args["TAIL_PATCHES"], launches[0].constexprs["BLOCK_M"]) == (2, 4, 16)
+    assert launches[0].constexprs["PACKED_TAIL"]
     assert launches[0].grid[2] == 2 * image_splits
     assert int(patch_weight_grad(dy, x, spec, dw, db)) == 0
     weight, bias = w.double().requires_grad_(), b.double().requires_grad_()

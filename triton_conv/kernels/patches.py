@@ -310,7 +310,7 @@ def patch_weight_grad_kernel(
     x_strides, dy_strides, g_partial_strides,
     PATCH_D: tl.constexpr, PATCH_H: tl.constexpr, PATCH_W: tl.constexpr, IN_H: tl.constexpr, IN_W: tl.constexpr,
     FILTER_W: tl.constexpr, ROW_SLOT: tl.constexpr, CHUNKS: tl.constexpr, HAS_BIAS_GRAD: tl.constexpr,
-    HALVES_OUTER: tl.constexpr,
+    PACKED_TAIL: tl.constexpr, HALVES_OUTER: tl.constexpr,
     INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
@@ -338,7 +338,9 @@ def patch_weight_grad_kernel(
         db_partial_ptr: (SPLIT_K, C) contiguous, ACC_DTYPE; the step-0 programs write it if HAS_BIAS_GRAD.
         C: channels. N: images. IMAGES_PER_SPLIT: images a program walks.
         PATCH_BLOCKS: cdiv(patches per image, BLOCK_M); SPLIT_K = PATCH_BLOCKS * cdiv(N, IMAGES_PER_SPLIT).
-        TAIL_PATCHES: the patches of an image in its last block (1..BLOCK_M).
+        TAIL_PATCHES: the patches of an image in its last block (1..BLOCK_M). PACKED_TAIL: that
+            block takes several images (BLOCK_M // TAIL_PATCHES > 1); else every row's image is
+            the walk's, with no image offsets or masks.
         input_size, output_size, padding, patches, PATCH_*, IN_H, IN_W, ROW_SLOT, CHUNKS: as in
             ``patch_forward_kernel``. dilation_w: the filter's dilation along W. FILTER_W: its
             columns.
@@ -366,12 +368,17 @@ def patch_weight_grad_kernel(
     # walk's image + i // TAIL_PATCHES), so that its rows are not mostly masked (196 patches in
     # blocks of 32: the last takes 4 patches of 8 images, not of 1).
     block = split % PATCH_BLOCKS
-    per_image = tl.where(block == PATCH_BLOCKS - 1, TAIL_PATCHES, BLOCK_M)
+    per_image = BLOCK_M
+    if PACKED_TAIL:
+        per_image = tl.where(block == PATCH_BLOCKS - 1, TAIL_PATCHES, BLOCK_M)
     images_at_once = BLOCK_M // per_image
     row = tl.arange(0, BLOCK_M)
     image_of_row = row // per_image + zero_index(INDEX_64)
-    _, pd, ph, pw = unravel_pixels(block * BLOCK_M + row % per_image, patches_d, patches_h, patches_w)
-    mask_m = image_of_row < images_at_once
+    past_last, pd, ph, pw = unravel_pixels(block * BLOCK_M + row % per_image, patches_d, patches_h, patches_w)
+    if PACKED_TAIL:  # rows past the images the last block takes
+        mask_m = image_of_row < images_at_once
+    else:  # rows past the image's last patch
+        mask_m = past_last == 0
     first_image = split // PATCH_BLOCKS * IMAGES_PER_SPLIT
 
     # The step's input pixels j and the patch's outputs p in pairs (2 * half + parity), each
@@ -398,10 +405,11 @@ def patch_weight_grad_kernel(
         row_image = image_of_row[None, :, None]
     else:
         row_image = image_of_row[:, None, None]
-    x_0 += row_image * sx_n
-    x_1 += row_image * sx_n
-    dy_0 += row_image * sdy_n
-    dy_1 += row_image * sdy_n
+    if PACKED_TAIL:
+        x_0 += row_image * sx_n
+        x_1 += row_image * sx_n
+        dy_0 += row_image * sdy_n
+        dy_1 += row_image * sdy_n
 
     last_image = tl.minimum(first_image + IMAGES_PER_SPLIT, N)
     # The step-0 programs also sum dy into db: a loop of their own, as a branch in the loop spilled.
@@ -409,13 +417,13 @@ def patch_weight_grad_kernel(
         acc, bias_acc = patch_weight_grad_images(
             x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image,
             first_image, last_image, images_at_once, sx_n, sdy_n,
-            True, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
+            True, PACKED_TAIL, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
         )  # fmt: skip
     else:
         acc, bias_acc = patch_weight_grad_images(
             x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image,
             first_image, last_image, images_at_once, sx_n, sdy_n,
-            False, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
+            False, PACKED_TAIL, HALVES_OUTER, ACC_DTYPE, BLOCK_C, BLOCK_M, BLOCK_J, OUTPUTS,
         )  # fmt: skip
 
     # Along W, the entries of one filter column s lie on a diagonal of each (line, patch row)
@@ -489,11 +497,11 @@ def patch_grad_outputs(
 def patch_weight_grad_images(
     x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image,
     first_image, last_image, images_at_once, sx_n, sdy_n,
-    SUM_DY: tl.constexpr, HALVES_OUTER: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    SUM_DY: tl.constexpr, PACKED_TAIL: tl.constexpr, HALVES_OUTER: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, OUTPUTS: tl.constexpr,
 ):  # fmt: skip
     """``patch_weight_grad_kernel``'s reduction over images first_image..last_image - 1, taken
-    ``images_at_once`` at a time (a row reads image + ``row_image``):
+    ``images_at_once`` at a time (a row reads image + ``row_image`` if PACKED_TAIL):
     acc[c] += x[c]^T dy[c] over the program's patches (x its step's pixels, dy its outputs, each
     as two parities: ``patch_grad_inputs``, ``patch_grad_outputs``); with SUM_DY, also dy summed
     per channel. Returns both sums.
@@ -505,11 +513,37 @@ def patch_weight_grad_images(
     bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     # No split is empty (``patch_weight_grad_splits``): the first image is the batch's.
     a_0, a_1, b_0, b_1 = patch_weight_grad_tiles(
-        x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, first_image, last_image, sx_n, sdy_n
+        x_0,
+        x_mask_0,
+        x_1,
+        x_mask_1,
+        dy_0,
+        dy_mask_0,
+        dy_1,
+        dy_mask_1,
+        row_image,
+        first_image,
+        last_image,
+        sx_n,
+        sdy_n,
+        PACKED_TAIL,
     )
     for image in tl.range(first_image + images_at_once, last_image, images_at_once, num_stages=1):
         next_a_0, next_a_1, next_b_0, next_b_1 = patch_weight_grad_tiles(
-            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, image, last_image, sx_n, sdy_n
+            x_0,
+            x_mask_0,
+            x_1,
+            x_mask_1,
+            dy_0,
+            dy_mask_0,
+            dy_1,
+            dy_mask_1,
+            row_image,
+            image,
+            last_image,
+            sx_n,
+            sdy_n,
+            PACKED_TAIL,
         )
         acc = patch_weight_grad_product(acc, a_0, a_1, b_0, b_1, HALVES_OUTER, ACC_DTYPE, BLOCK_M, BLOCK_J, OUTPUTS)
         if SUM_DY:
@@ -523,16 +557,22 @@ def patch_weight_grad_images(
 
 @triton.jit
 def patch_weight_grad_tiles(
-    x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, image, last_image, sx_n, sdy_n
+    x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, image, last_image, sx_n, sdy_n,
+    PACKED_TAIL: tl.constexpr,
 ):  # fmt: skip
-    """The x and dy tiles of ``image`` (a row's of image + ``row_image``, none past
-    ``last_image``), two parities each."""
-    real = row_image < last_image - image
+    """The x and dy tiles of ``image``, two parities each; with PACKED_TAIL a row's of image +
+    ``row_image``, none past ``last_image``."""
+    if PACKED_TAIL:
+        real = row_image < last_image - image
+        x_mask_0 = x_mask_0 & real
+        x_mask_1 = x_mask_1 & real
+        dy_mask_0 = dy_mask_0 & real
+        dy_mask_1 = dy_mask_1 & real
     # Cached in L1, as the forward's: the rows of neighbouring patches overlap.
-    a_0 = tl.load(x_0 + image * sx_n, mask=x_mask_0 & real, other=0.0, cache_modifier=".ca")
-    a_1 = tl.load(x_1 + image * sx_n, mask=x_mask_1 & real, other=0.0, cache_modifier=".ca")
-    b_0 = tl.load(dy_0 + image * sdy_n, mask=dy_mask_0 & real, other=0.0)
-    b_1 = tl.load(dy_1 + image * sdy_n, mask=dy_mask_1 & real, other=0.0)
+    a_0 = tl.load(x_0 + image * sx_n, mask=x_mask_0, other=0.0, cache_modifier=".ca")
+    a_1 = tl.load(x_1 + image * sx_n, mask=x_mask_1, other=0.0, cache_modifier=".ca")
+    b_0 = tl.load(dy_0 + image * sdy_n, mask=dy_mask_0, other=0.0)
+    b_1 = tl.load(dy_1 + image * sdy_n, mask=dy_mask_1, other=0.0)
     return a_0, a_1, b_0, b_1
 
 
@@ -780,13 +820,14 @@ def plan_patch_weight_grad(
     args |= dict(g_partial_ptr=g_partial, g_partial_strides=g_partial.stride())
     args |= dict(db_partial_ptr=db_partial if db_partial is not None else g_partial)
     args |= dict(C=spec.in_channels, N=spec.batch, IMAGES_PER_SPLIT=images_per_split, PATCH_BLOCKS=patch_blocks)
-    args |= dict(TAIL_PATCHES=math.prod(patches) - (patch_blocks - 1) * cfg.block_m)
+    tail_patches = math.prod(patches) - (patch_blocks - 1) * cfg.block_m
+    args |= dict(TAIL_PATCHES=tail_patches)
     args |= dict(patches=patches, dilation_w=spec.dilation[2])
     _, in_h, in_w = geometry.input_patch
     constexprs = dict(PATCH_D=cfg.patch[0], PATCH_H=cfg.patch[1], PATCH_W=cfg.patch[2], IN_H=in_h, IN_W=in_w)
     constexprs |= dict(FILTER_W=spec.kernel_size[2])
     constexprs |= dict(ROW_SLOT=geometry.row_slot, CHUNKS=geometry.chunks, HAS_BIAS_GRAD=db_partial is not None)
-    constexprs |= dict(HALVES_OUTER=not COALESCE_TIES_TO_LAST_DIMENSION)
+    constexprs |= dict(PACKED_TAIL=cfg.block_m // tail_patches > 1, HALVES_OUTER=not COALESCE_TIES_TO_LAST_DIMENSION)
     constexprs |= dict(
         INDEX_64=needs_int64(x, dy, g_partial),
         ACC_DTYPE=accumulator_dtype(x.dtype),
