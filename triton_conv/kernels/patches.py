@@ -513,38 +513,14 @@ def patch_weight_grad_images(
     bias_acc = tl.zeros((BLOCK_C,), dtype=ACC_DTYPE)
     # No split is empty (``patch_weight_grad_splits``): the first image is the batch's.
     a_0, a_1, b_0, b_1 = patch_weight_grad_tiles(
-        x_0,
-        x_mask_0,
-        x_1,
-        x_mask_1,
-        dy_0,
-        dy_mask_0,
-        dy_1,
-        dy_mask_1,
-        row_image,
-        first_image,
-        last_image,
-        sx_n,
-        sdy_n,
+        x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, first_image, last_image, sx_n, sdy_n,
         PACKED_TAIL,
-    )
+    )  # fmt: skip
     for image in tl.range(first_image + images_at_once, last_image, images_at_once, num_stages=1):
         next_a_0, next_a_1, next_b_0, next_b_1 = patch_weight_grad_tiles(
-            x_0,
-            x_mask_0,
-            x_1,
-            x_mask_1,
-            dy_0,
-            dy_mask_0,
-            dy_1,
-            dy_mask_1,
-            row_image,
-            image,
-            last_image,
-            sx_n,
-            sdy_n,
+            x_0, x_mask_0, x_1, x_mask_1, dy_0, dy_mask_0, dy_1, dy_mask_1, row_image, image, last_image, sx_n, sdy_n,
             PACKED_TAIL,
-        )
+        )  # fmt: skip
         acc = patch_weight_grad_product(acc, a_0, a_1, b_0, b_1, HALVES_OUTER, ACC_DTYPE, BLOCK_M, BLOCK_J, OUTPUTS)
         if SUM_DY:
             bias_acc += patch_bias_sum(b_0, b_1, ACC_DTYPE)
