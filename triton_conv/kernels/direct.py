@@ -53,6 +53,7 @@ from . import arguments
 from .common import Launch, accumulator_dtype, accumulator_torch_dtype, widened_pairs
 from .epilogue import PLAIN, Epilogue, finished_output
 from .indexing import advance_coordinates, program_ids, unravel_pixels
+from .reduction import first_phase_tap
 from .split_k import partial_buffers, sum_splits
 
 
@@ -481,11 +482,17 @@ def direct_input_grad_kernel(
         accs = accs + (tl.zeros((BLOCK_G, BLOCK_C), dtype=ACC_DTYPE),)
     # o * stride = i + pad - tap * dil: filter row kt reaches the phase's rows only if
     # phase + pad - kt * dil is a multiple of the stride, and then from od = id_step + that / stride.
-    # Those rows are every ROW_STEP-th from the first (``first_reaching_row``): the loops run over
-    # them alone, so a program runs exactly the rows its phase needs.
-    for kt in range(first_reaching_row(phase_d + pad_d, DIL_D, CONV_STRIDE_D, ROW_STEP_D, T), T, ROW_STEP_D):
+    # Those rows are every ROW_STEP-th from the first (``first_phase_tap``; a constant 0 with unit
+    # steps): the loops run over them alone, so a program runs exactly the rows its phase needs.
+    first_kt = 0
+    if CONV_STRIDE_D > 1:
+        first_kt = first_phase_tap(phase_d, pad_d, DIL_D, CONV_STRIDE_D, ROW_STEP_D, T)
+    first_kr = 0
+    if CONV_STRIDE_H > 1:
+        first_kr = first_phase_tap(phase_h, pad_h, DIL_H, CONV_STRIDE_H, ROW_STEP_H, R)
+    for kt in range(first_kt, T, ROW_STEP_D):
         od = id_step + (phase_d + pad_d - kt * DIL_D) // CONV_STRIDE_D
-        for kr in range(first_reaching_row(phase_h + pad_h, DIL_H, CONV_STRIDE_H, ROW_STEP_H, R), R, ROW_STEP_H):
+        for kr in range(first_kr, R, ROW_STEP_H):
             oh = ih_step + (phase_h + pad_h - kr * DIL_H) // CONV_STRIDE_H
             row_ok = mask_g & (od >= 0) & (od < D_OUT) & (oh >= 0) & (oh < H_OUT)
             dy_row = dy_ptr + n * sdy_n + od * sdy_d + oh * sdy_h
@@ -510,21 +517,6 @@ def direct_input_grad_kernel(
         HAS_BIAS, ACTIVATION, HAS_RESIDUAL, STORE_PRE_ACTIVATION, ACC_DTYPE, MULTIPLIERS, GROUP_SLOTS, BLOCK_G, BLOCK_C,
         STORE_PAIRS,
     )  # fmt: skip
-
-
-@triton.jit
-def first_reaching_row(offset, DIL: tl.constexpr, STRIDE: tl.constexpr, ROW_STEP: tl.constexpr, COUNT: tl.constexpr):
-    """The first filter row k (of COUNT) with offset - k * DIL a multiple of STRIDE, or COUNT if
-    none is. Such rows repeat every ROW_STEP = STRIDE / gcd(STRIDE, DIL), so the first is among
-    the first ROW_STEP. A constant 0 with unit steps."""
-    if STRIDE == 1:
-        first = 0
-    else:
-        first = tl.full((), COUNT, tl.int32)
-        for k in tl.static_range(ROW_STEP - 1, -1, -1):
-            if k < COUNT:
-                first = tl.where((offset - k * DIL) % STRIDE == 0, k, first)
-    return first
 
 
 @triton.jit
@@ -995,13 +987,12 @@ def plan_direct_input_grad(
     groups_per_row, pixel_groups = _pixel_groups(spec, phase_rows, cfg.pixels * conv_stride_w)
     phases = dict(zip(("PHASES_D", "PHASES_H"), spec.phases_holding_pixels[:2]))
     phase_blocks = triton.cdiv(pixel_groups, cfg.block_g) * math.prod(phases.values())
-    row_steps = [stride // math.gcd(stride, dilation) for stride, dilation in zip(spec.stride, spec.dilation)]
     grid = (phase_blocks, triton.cdiv(slots.count, cfg.block_c), slots.blocks)
     args = arguments.tensors(dy=dy, w=w) | arguments.output("dx", dx, bias, epilogue) | arguments.sizes(spec)
     args |= dict(K=spec.out_channels, C_G=spec.in_channels_per_group, GROUPS=spec.groups)
     args |= dict(GROUPS_PER_ROW=groups_per_row, PIXEL_GROUPS=pixel_groups) | arguments.flag(gate, dx)
     constexprs = _geometry_constexprs(spec) | dict(PAD_W=spec.pad_lo[2]) | phases | _tile_constexprs(cfg)
-    constexprs |= dict(ROW_STEP_D=row_steps[0], ROW_STEP_H=row_steps[1])
+    constexprs |= dict(zip(("ROW_STEP_D", "ROW_STEP_H"), spec.phase_tap_step[:2]))
     constexprs |= arguments.output_flags(bias, epilogue) | dict(GATED=gate is not None)
     constexprs |= dict(K_G=spec.out_channels_per_group, **slots.constexprs(spec.out_channels, cfg))
     constexprs |= dict(INDEX_64=needs_int64(dy, w, dx, args["residual_ptr"]), ACC_DTYPE=accumulator_dtype(dy.dtype))

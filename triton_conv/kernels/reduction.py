@@ -100,18 +100,27 @@ def rows_inside(
 
 
 @triton.jit
-def phase_taps(phase, pad, dil, stride, TAP_STEP, TAPS):
-    """The taps along one dimension that reach the input pixels of ``phase`` (i = phase mod
-    stride) in the input gradient: those with (phase + pad - tap * dil) divisible by the stride,
-    every TAP_STEP-th (stride / gcd(stride, dil)) from the first. Returns the last of them, how
-    many there are (0: none, the other results then unused) and the shift from the phase pixel
-    index j to the output pixel the last tap reads, j + (phase + pad - last * dil) / stride."""
+def first_phase_tap(phase, pad, dil, stride, TAP_STEP, TAPS):
+    """The first tap along one dimension that reaches the input pixels of ``phase`` (i = phase
+    mod stride) in the input gradient: the first with (phase + pad - tap * dil) divisible by the
+    stride, or TAPS if none is; the others are every TAP_STEP-th (stride / gcd(stride, dil))."""
     first = tl.full((), 0, tl.int32) + TAPS  # none yet
     # Divisibility repeats every TAP_STEP taps: the first is among the first TAP_STEP, and a
     # stride far larger than the filter needs no more than its taps tried.
     for tap in range(0, tl.minimum(TAP_STEP, TAPS)):
         divisible = (phase + pad - tap * dil) % stride == 0
         first = tl.where(divisible & (tap < first), tap, first)
+    return first
+
+
+@triton.jit
+def phase_taps(phase, pad, dil, stride, TAP_STEP, TAPS):
+    """The taps along one dimension that reach the input pixels of ``phase`` (i = phase mod
+    stride) in the input gradient: those with (phase + pad - tap * dil) divisible by the stride,
+    every TAP_STEP-th (stride / gcd(stride, dil)) from the first. Returns the last of them, how
+    many there are (0: none, the other results then unused) and the shift from the phase pixel
+    index j to the output pixel the last tap reads, j + (phase + pad - last * dil) / stride."""
+    first = first_phase_tap(phase, pad, dil, stride, TAP_STEP, TAPS)
     count = tl.where(first < TAPS, (TAPS - 1 - first) // TAP_STEP + 1, 0)
     last = first + (count - 1) * TAP_STEP
     return last, count, (phase + pad - last * dil) // stride
